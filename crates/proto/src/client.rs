@@ -1,0 +1,199 @@
+//! Client (mount, tools) ↔ master messages.
+//!
+//! A client sends [`Request`]s in frames and gets `Reply<ClientReply>` back in a frame with the
+//! same request id. Many requests may be in flight on one connection.
+//!
+//! Mutations carry the session id and a per-session sequence number (`seq`). The master keeps,
+//! per session and in replicated state, the last sequence number applied and its reply, so a
+//! client that reconnects (to the same or a new leader) and retries gets the original reply
+//! instead of applying the mutation twice.
+
+use crate::types::*;
+use serde::{Deserialize, Serialize};
+
+/// One request from a client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    /// The session opened with [`ClientOp::Hello`]; 0 before that.
+    pub session: SessionId,
+    /// Per-session sequence number of a mutation, starting at 1; 0 for reads.
+    pub seq: u64,
+    /// Caller's identity, as the kernel reported it.
+    pub uid: u32,
+    pub gid: u32,
+    pub op: ClientOp,
+}
+
+/// What a client asks of the master.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ClientOp {
+    /// Opens a new session (`session: None`) or resumes one after a reconnect.
+    Hello {
+        session: Option<SessionId>,
+        /// Free text for the operator: host name, mount point.
+        client_info: String,
+        /// Subdirectory of the filesystem to use as this session's root ("/" for all).
+        subdir: String,
+        password: Option<String>,
+    },
+    Lookup { parent: Ino, name: String },
+    GetAttr { ino: Ino },
+    SetAttr { ino: Ino, set: SetAttr },
+    /// Creates a regular file, FIFO, socket or device node.
+    Mknod { parent: Ino, name: String, kind: FileKind, mode: u32, umask: u32, rdev: u32 },
+    Mkdir { parent: Ino, name: String, mode: u32, umask: u32 },
+    Symlink { parent: Ino, name: String, target: String },
+    ReadLink { ino: Ino },
+    Unlink { parent: Ino, name: String },
+    Rmdir { parent: Ino, name: String },
+    /// `flags` are Linux `renameat2` flags (RENAME_NOREPLACE = 1, RENAME_EXCHANGE = 2).
+    Rename { parent: Ino, name: String, new_parent: Ino, new_name: String, flags: u32 },
+    Link { ino: Ino, new_parent: Ino, new_name: String },
+    /// Entries from position `offset` on ("." and ".." are not included), at most `max`.
+    ReadDir { ino: Ino, offset: u64, max: u32 },
+    /// Registers an open file with this session (keeps unlinked-but-open files readable).
+    Open { ino: Ino, flags: i32 },
+    Release { ino: Ino },
+    /// Where to read chunk number `index` of a file. A hole has `chunk_id` 0.
+    ReadChunk { ino: Ino, index: u32 },
+    /// Prepares chunk `index` for writing: creates it or bumps its version, returns the chain.
+    WriteChunk { ino: Ino, index: u32 },
+    /// Reports a finished chunk write and the file's new length (if it grew).
+    WriteChunkEnd { ino: Ino, index: u32, chunk_id: ChunkId, file_size: u64, ok: bool },
+    StatFs,
+    GetXattr { ino: Ino, name: String },
+    ListXattr { ino: Ino },
+    /// `flags`: XATTR_CREATE = 1, XATTR_REPLACE = 2.
+    SetXattr { ino: Ino, name: String, value: serde_bytes::ByteBuf, flags: u32 },
+    RemoveXattr { ino: Ino, name: String },
+    GetGoal { ino: Ino },
+    SetGoal { ino: Ino, goal: u8, recursive: bool },
+    GetTrashTime { ino: Ino },
+    SetTrashTime { ino: Ino, seconds: u32, recursive: bool },
+    /// Every chunk of a file with all known copies (`mfsfileinfo`).
+    FileInfo { ino: Ino },
+    /// Chunks of a file counted by number of valid copies (`mfscheckfile`).
+    CheckFile { ino: Ino },
+    /// Recursive totals of a directory (`mfsdirinfo`).
+    DirInfo { ino: Ino },
+    /// Resolves a path relative to the session root (used by the tools).
+    ResolvePath { path: String },
+    /// Cluster status for `mfsha status`.
+    Status,
+    /// Ends the session cleanly (releases its open files).
+    Goodbye,
+}
+
+/// What the master answers. The variant matches the request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ClientReply {
+    Session { session: SessionId, root: Ino },
+    Attr(Attr),
+    Entries { entries: Vec<DirEntry>, more: bool },
+    Target(String),
+    Chunk(ChunkLocation),
+    ChunkWrite(ChunkWrite),
+    FsStat(FsStat),
+    Xattr(serde_bytes::ByteBuf),
+    Names(Vec<String>),
+    Goal(u8),
+    TrashTime(u32),
+    /// How many inodes a recursive change touched.
+    Changed { inodes: u64, not_changed: u64, not_permitted: u64 },
+    FileInfo(Vec<ChunkCopies>),
+    CheckFile(CheckFileCounts),
+    DirInfo(DirStats),
+    Status(ClusterStatus),
+    Unit,
+}
+
+/// Everything a client needs to write one chunk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkWrite {
+    pub chunk_id: ChunkId,
+    pub version: u32,
+    /// The file's current length, so the client knows what "past the end" means.
+    pub file_size: u64,
+    /// Servers to write, in chain order: the client sends to the first, which forwards.
+    pub chain: Vec<ServerAddr>,
+}
+
+/// One chunk of a file with every copy the master knows of.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkCopies {
+    pub index: u32,
+    pub chunk_id: ChunkId,
+    pub version: u32,
+    pub goal: u8,
+    pub copies: Vec<CopyInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopyInfo {
+    pub server: ServerAddr,
+    /// "VALID", "WRONG VERSION", "DAMAGED", "MARKED FOR REMOVAL".
+    pub state: String,
+}
+
+/// `mfscheckfile`: `by_copies[n]` chunks have exactly n valid copies.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckFileCounts {
+    pub by_copies: Vec<u64>,
+}
+
+/// `mfsdirinfo` totals.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirStats {
+    pub inodes: u64,
+    pub directories: u64,
+    pub files: u64,
+    pub chunks: u64,
+    pub length: u64,
+    /// Bytes of chunk data (rounded up to blocks), one copy.
+    pub size: u64,
+    /// `size` times each chunk's goal.
+    pub realsize: u64,
+}
+
+/// What `mfsha status` prints.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    pub node_id: u64,
+    /// "leader", "follower", "candidate", "pre-candidate".
+    pub role: String,
+    pub leader_id: u64,
+    pub term: u64,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub inodes: u64,
+    pub directories: u64,
+    pub files: u64,
+    pub chunks: u64,
+    pub trash_inodes: u64,
+    pub chunkservers: Vec<ChunkserverStatus>,
+    pub clients: Vec<ClientStatus>,
+    pub loggers: Vec<String>,
+    pub peers: Vec<String>,
+    pub chunks_endangered: u64,
+    pub chunks_undergoal: u64,
+    pub chunks_overgoal: u64,
+    pub chunks_missing: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkserverStatus {
+    pub addr: String,
+    pub chunks: u64,
+    pub used_bytes: u64,
+    pub total_bytes: u64,
+    pub disks: Vec<crate::cs::DiskInfo>,
+    pub labels: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientStatus {
+    pub session: SessionId,
+    pub peer: String,
+    pub info: String,
+    pub open_files: u64,
+}

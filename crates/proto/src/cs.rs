@@ -1,0 +1,68 @@
+//! Chunkserver ↔ master messages.
+//!
+//! The chunkserver opens the connection to the master (the leader, found through the VIP or a
+//! list of hosts), sends [`CsToMaster::Register`], then every chunk it holds in one or more
+//! [`CsToMaster::Chunks`] batches, then [`CsToMaster::RegisterDone`]. After that it heartbeats
+//! and answers the master's commands; each command carries an `op` id that its answer repeats.
+
+use crate::types::*;
+use serde::{Deserialize, Serialize};
+
+/// Most (id, version) pairs in one [`CsToMaster::Chunks`] frame, so a frame stays far below
+/// the frame limit (each pair encodes to at most 15 bytes).
+pub const CHUNKS_PER_FRAME: usize = 100_000;
+
+/// A data directory of a chunkserver, as reported to the master.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskInfo {
+    pub path: String,
+    pub total_bytes: u64,
+    pub used_bytes: u64,
+    pub chunks: u64,
+    /// Marked for removal by the operator: being drained.
+    pub marked_for_removal: bool,
+    /// Returned I/O errors: its chunks count as lost.
+    pub damaged: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CsToMaster {
+    Register {
+        /// Port clients use; the master takes the host from the connection unless `host` is set.
+        host: Option<String>,
+        port: u16,
+        labels: Vec<String>,
+        disks: Vec<DiskInfo>,
+        /// A stable id kept in the chunkserver's data directory, so a restarted server is
+        /// recognised as the same one.
+        server_id: u64,
+    },
+    /// Chunks held, as (id, version, on a disk marked for removal).
+    Chunks(Vec<(ChunkId, u32, bool)>),
+    RegisterDone,
+    Heartbeat { disks: Vec<DiskInfo> },
+    /// A copy failed its checksum or could not be read; the master should replace it.
+    Damaged { chunk_id: ChunkId, version: u32 },
+    /// Copies gone with a damaged disk.
+    Lost(Vec<ChunkId>),
+    /// Answer to a [`MasterToCs`] command.
+    Done { op: u64, status: Result<(), Status> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MasterToCs {
+    /// Registration accepted.
+    Welcome { master_node: u64 },
+    /// Create an empty chunk.
+    Create { op: u64, chunk_id: ChunkId, version: u32 },
+    /// Change a copy's version (before a write, so stale copies are recognisable).
+    SetVersion { op: u64, chunk_id: ChunkId, old_version: u32, new_version: u32 },
+    /// Delete a copy (any version if `version` is 0).
+    Delete { op: u64, chunk_id: ChunkId, version: u32 },
+    /// Fetch a copy from another chunkserver.
+    Replicate { op: u64, chunk_id: ChunkId, version: u32, source: ServerAddr },
+    /// Cut a copy to `length` bytes and set its version.
+    Truncate { op: u64, chunk_id: ChunkId, old_version: u32, new_version: u32, length: u64 },
+    /// Copy-on-write for snapshots: make `new_chunk` from `old_chunk` locally.
+    Duplicate { op: u64, new_chunk: ChunkId, new_version: u32, old_chunk: ChunkId, old_version: u32 },
+}

@@ -1,0 +1,194 @@
+//! Length-prefixed, versioned frames with a hard size limit.
+//!
+//! Decoding never panics and never allocates more than [`MAX_FRAME_BYTES`]: the length is
+//! checked before the body buffer is sized. Every error names what was wrong so the caller can
+//! log it with the peer's address and close only that connection.
+
+use serde::{de::DeserializeOwned, Serialize};
+use std::fmt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Version of the frame layout and of every message enum. Bumped on any incompatible change.
+pub const PROTOCOL_VERSION: u8 = 1;
+
+/// Largest frame body (everything after the 4-byte length) we accept or send.
+///
+/// 8 MiB holds the largest data message (a few MiB of chunk blocks plus header) with room to
+/// spare while keeping a hostile peer's cost bounded.
+pub const MAX_FRAME_BYTES: usize = 8 << 20;
+
+/// Bytes of header after the length prefix: version (1) and request id (8).
+pub const HEADER_BYTES: usize = 1 + 8;
+
+const _: () = assert!(MAX_FRAME_BYTES <= u32::MAX as usize);
+const _: () = assert!(MAX_FRAME_BYTES > 4 << 20, "a frame must hold a 4 MiB data payload");
+
+/// One decoded frame: the request id and the typed body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Frame<T> {
+    pub request_id: u64,
+    pub body: T,
+}
+
+/// Why a frame could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
+    TooLarge { len: usize, max: usize },
+    #[error("frame of {len} bytes is shorter than its {min}-byte header")]
+    TooShort { len: usize, min: usize },
+    #[error("frame has protocol version {got}, this build speaks version {want}")]
+    BadVersion { got: u8, want: u8 },
+    #[error("frame body does not decode as {what}: {reason}")]
+    Garbage { what: &'static str, reason: String },
+    #[error("connection closed in the middle of a frame")]
+    Truncated,
+    #[error("connection closed")]
+    Closed,
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl FrameError {
+    /// True when the peer simply went away between frames (not worth a warning).
+    pub fn is_clean_close(&self) -> bool {
+        matches!(self, FrameError::Closed)
+    }
+}
+
+/// Encodes `body` as a complete frame (length prefix included) appended to `out`.
+pub fn encode<T: Serialize>(request_id: u64, body: &T, out: &mut Vec<u8>) -> Result<(), FrameError> {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; 4]);
+    out.push(PROTOCOL_VERSION);
+    out.extend_from_slice(&request_id.to_be_bytes());
+    let encoded = postcard::to_extend(body, std::mem::take(out)).map_err(|e| {
+        FrameError::Garbage { what: std::any::type_name::<T>(), reason: e.to_string() }
+    })?;
+    *out = encoded;
+    let len = out.len() - start - 4;
+    if len > MAX_FRAME_BYTES {
+        out.truncate(start);
+        return Err(FrameError::TooLarge { len, max: MAX_FRAME_BYTES });
+    }
+    out[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
+    Ok(())
+}
+
+/// Checks a length prefix before anything is allocated for the body.
+pub fn check_len(len: usize) -> Result<(), FrameError> {
+    if len > MAX_FRAME_BYTES {
+        return Err(FrameError::TooLarge { len, max: MAX_FRAME_BYTES });
+    }
+    if len < HEADER_BYTES {
+        return Err(FrameError::TooShort { len, min: HEADER_BYTES });
+    }
+    Ok(())
+}
+
+/// Decodes a frame body (everything after the length prefix).
+pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<Frame<T>, FrameError> {
+    check_len(body.len())?;
+    if body[0] != PROTOCOL_VERSION {
+        return Err(FrameError::BadVersion { got: body[0], want: PROTOCOL_VERSION });
+    }
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&body[1..9]);
+    let request_id = u64::from_be_bytes(id);
+    let (value, rest): (T, &[u8]) = postcard::take_from_bytes(&body[HEADER_BYTES..]).map_err(|e| {
+        FrameError::Garbage { what: short_type_name::<T>(), reason: e.to_string() }
+    })?;
+    if !rest.is_empty() {
+        return Err(FrameError::Garbage {
+            what: short_type_name::<T>(),
+            reason: format!("{} trailing bytes after the message", rest.len()),
+        });
+    }
+    Ok(Frame { request_id, body: value })
+}
+
+/// Decodes one frame from the front of `buf`, if a whole one is there.
+///
+/// Returns `Ok(None)` when more bytes are needed, otherwise the frame and how many bytes it used.
+pub fn decode<T: DeserializeOwned>(buf: &[u8]) -> Result<Option<(Frame<T>, usize)>, FrameError> {
+    if buf.len() < 4 {
+        return Ok(None);
+    }
+    let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    check_len(len)?;
+    if buf.len() < 4 + len {
+        return Ok(None);
+    }
+    let frame = decode_body(&buf[4..4 + len])?;
+    Ok(Some((frame, 4 + len)))
+}
+
+fn short_type_name<T>() -> &'static str {
+    let full = std::any::type_name::<T>();
+    full.rsplit("::").next().unwrap_or(full)
+}
+
+/// Reads one frame from an async stream.
+///
+/// `Closed` means the peer closed cleanly between frames; `Truncated` means mid-frame.
+pub async fn read_frame<R, T>(reader: &mut R) -> Result<Frame<T>, FrameError>
+where
+    R: AsyncRead + Unpin,
+    T: DeserializeOwned,
+{
+    let mut buf = Vec::new();
+    FrameReader::read_into(reader, &mut buf).await?;
+    decode_body(&buf)
+}
+
+/// Writes one frame to an async stream (no flush: callers batch and flush).
+pub async fn write_frame<W, T>(writer: &mut W, request_id: u64, body: &T) -> Result<(), FrameError>
+where
+    W: AsyncWrite + Unpin,
+    T: Serialize,
+{
+    let mut out = Vec::new();
+    encode(request_id, body, &mut out)?;
+    writer.write_all(&out).await?;
+    Ok(())
+}
+
+/// Reads raw frame bodies, reusing one buffer between frames.
+pub struct FrameReader;
+
+impl FrameReader {
+    /// Reads the next frame body (without its length prefix) into `buf`.
+    pub async fn read_into<R: AsyncRead + Unpin>(
+        reader: &mut R,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), FrameError> {
+        let mut len_bytes = [0u8; 4];
+        let mut got = 0;
+        while got < 4 {
+            let n = reader.read(&mut len_bytes[got..]).await?;
+            if n == 0 {
+                return Err(if got == 0 { FrameError::Closed } else { FrameError::Truncated });
+            }
+            got += n;
+        }
+        let len = u32::from_be_bytes(len_bytes) as usize;
+        check_len(len)?;
+        buf.clear();
+        buf.resize(len, 0);
+        reader.read_exact(buf).await.map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => FrameError::Truncated,
+            _ => FrameError::Io(e),
+        })?;
+        Ok(())
+    }
+}
+
+/// A peer's address and role, for error messages that name who sent the bad frame.
+#[derive(Debug, Clone)]
+pub struct PeerName(pub String);
+
+impl fmt::Display for PeerName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
