@@ -30,37 +30,126 @@ pub struct ClientTag {
 pub enum Op {
     /// Does nothing (a new leader's first entry; also used by tests).
     Noop,
-    OpenSession { session: SessionId, info: String, root: Ino },
-    CloseSession { session: SessionId },
+    OpenSession {
+        session: SessionId,
+        info: String,
+        root: Ino,
+    },
+    CloseSession {
+        session: SessionId,
+    },
     /// Regular file, FIFO, socket or device node. `mode` has permission bits only.
-    Create { parent: Ino, name: String, ino: Ino, kind: FileKind, mode: u32, umask: u32, uid: u32, gid: u32, rdev: u32 },
-    Mkdir { parent: Ino, name: String, ino: Ino, mode: u32, umask: u32, uid: u32, gid: u32 },
-    Symlink { parent: Ino, name: String, ino: Ino, target: String, uid: u32, gid: u32 },
-    Link { ino: Ino, parent: Ino, name: String },
-    Unlink { parent: Ino, name: String },
-    Rmdir { parent: Ino, name: String },
+    Create {
+        parent: Ino,
+        name: String,
+        ino: Ino,
+        kind: FileKind,
+        mode: u32,
+        umask: u32,
+        uid: u32,
+        gid: u32,
+        rdev: u32,
+    },
+    Mkdir {
+        parent: Ino,
+        name: String,
+        ino: Ino,
+        mode: u32,
+        umask: u32,
+        uid: u32,
+        gid: u32,
+    },
+    Symlink {
+        parent: Ino,
+        name: String,
+        ino: Ino,
+        target: String,
+        uid: u32,
+        gid: u32,
+    },
+    Link {
+        ino: Ino,
+        parent: Ino,
+        name: String,
+    },
+    Unlink {
+        parent: Ino,
+        name: String,
+    },
+    Rmdir {
+        parent: Ino,
+        name: String,
+    },
     /// `flags`: RENAME_NOREPLACE = 1, RENAME_EXCHANGE = 2.
-    Rename { parent: Ino, name: String, new_parent: Ino, new_name: String, flags: u32 },
+    Rename {
+        parent: Ino,
+        name: String,
+        new_parent: Ino,
+        new_name: String,
+        flags: u32,
+    },
     /// `cow_chunk_id` is used if truncation must copy a shared chunk.
-    SetAttr { ino: Ino, set: SetAttr, cow_chunk_id: ChunkId },
-    SetXattr { ino: Ino, name: String, value: serde_bytes::ByteBuf, flags: u32 },
-    RemoveXattr { ino: Ino, name: String },
-    SetGoal { ino: Ino, goal: u8, recursive: bool },
-    SetTrashTime { ino: Ino, seconds: u32, recursive: bool },
+    SetAttr {
+        ino: Ino,
+        set: SetAttr,
+        cow_chunk_id: ChunkId,
+    },
+    SetXattr {
+        ino: Ino,
+        name: String,
+        value: serde_bytes::ByteBuf,
+        flags: u32,
+    },
+    RemoveXattr {
+        ino: Ino,
+        name: String,
+    },
+    SetGoal {
+        ino: Ino,
+        goal: u8,
+        recursive: bool,
+    },
+    SetTrashTime {
+        ino: Ino,
+        seconds: u32,
+        recursive: bool,
+    },
     /// A session opened the file (unlinked files stay readable while acquired).
-    Acquire { session: SessionId, ino: Ino },
-    Release { session: SessionId, ino: Ino },
+    Acquire {
+        session: SessionId,
+        ino: Ino,
+    },
+    Release {
+        session: SessionId,
+        ino: Ino,
+    },
     /// Prepare chunk `index` of `ino` for a write: create it as `new_chunk_id` if absent,
     /// copy it to `new_chunk_id` if shared with a snapshot, otherwise bump its version.
-    WriteChunk { ino: Ino, index: u32, new_chunk_id: ChunkId },
+    WriteChunk {
+        ino: Ino,
+        index: u32,
+        new_chunk_id: ChunkId,
+    },
     /// A chunk write finished: the file is at least `file_size` long; mtime/ctime = now.
-    WriteChunkEnd { ino: Ino, index: u32, chunk_id: ChunkId, file_size: u64 },
+    WriteChunkEnd {
+        ino: Ino,
+        index: u32,
+        chunk_id: ChunkId,
+        file_size: u64,
+    },
     /// Drop a file from the trash for good (its trash time expired, or the operator said so).
-    Purge { ino: Ino },
+    Purge {
+        ino: Ino,
+    },
     /// Put a trashed file back at its original path.
-    Undelete { ino: Ino },
+    Undelete {
+        ino: Ino,
+    },
     /// Accept `version` as a chunk's current version (no copy with the newer one survived).
-    SetChunkVersion { chunk_id: ChunkId, version: u32 },
+    SetChunkVersion {
+        chunk_id: ChunkId,
+        version: u32,
+    },
 }
 
 /// What applying an entry produced, returned to the proposer.
@@ -71,9 +160,25 @@ pub enum Outcome {
     /// From `WriteChunk`: the chunk to write and the version copies must have.
     /// `previous` is (id, version) of the chunk's data before this op (the CoW source, or the
     /// same id at the old version) — the master tells chunkservers to create/copy/bump.
-    ChunkWrite { chunk_id: ChunkId, version: u32, previous: Option<(ChunkId, u32)>, file_size: u64, goal: u8 },
+    ChunkWrite {
+        chunk_id: ChunkId,
+        version: u32,
+        previous: Option<(ChunkId, u32)>,
+        file_size: u64,
+        goal: u8,
+    },
     /// From `SetAttr` that shrank a file into the middle of a chunk: chunkservers must cut
     /// that chunk to `length` and give it `version` (from `previous` if a copy was made).
-    Truncated { attr: Attr, chunk_id: ChunkId, version: u32, previous: (ChunkId, u32), length: u64 },
-    Changed { inodes: u64, not_changed: u64, not_permitted: u64 },
+    Truncated {
+        attr: Attr,
+        chunk_id: ChunkId,
+        version: u32,
+        previous: (ChunkId, u32),
+        length: u64,
+    },
+    Changed {
+        inodes: u64,
+        not_changed: u64,
+        not_permitted: u64,
+    },
 }

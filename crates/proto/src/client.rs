@@ -36,48 +36,144 @@ pub enum ClientOp {
         subdir: String,
         password: Option<String>,
     },
-    Lookup { parent: Ino, name: String },
-    GetAttr { ino: Ino },
-    SetAttr { ino: Ino, set: SetAttr },
+    Lookup {
+        parent: Ino,
+        name: String,
+    },
+    GetAttr {
+        ino: Ino,
+    },
+    SetAttr {
+        ino: Ino,
+        set: SetAttr,
+    },
     /// Creates a regular file, FIFO, socket or device node.
-    Mknod { parent: Ino, name: String, kind: FileKind, mode: u32, umask: u32, rdev: u32 },
-    Mkdir { parent: Ino, name: String, mode: u32, umask: u32 },
-    Symlink { parent: Ino, name: String, target: String },
-    ReadLink { ino: Ino },
-    Unlink { parent: Ino, name: String },
-    Rmdir { parent: Ino, name: String },
+    Mknod {
+        parent: Ino,
+        name: String,
+        kind: FileKind,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+    },
+    Mkdir {
+        parent: Ino,
+        name: String,
+        mode: u32,
+        umask: u32,
+    },
+    Symlink {
+        parent: Ino,
+        name: String,
+        target: String,
+    },
+    ReadLink {
+        ino: Ino,
+    },
+    Unlink {
+        parent: Ino,
+        name: String,
+    },
+    Rmdir {
+        parent: Ino,
+        name: String,
+    },
     /// `flags` are Linux `renameat2` flags (RENAME_NOREPLACE = 1, RENAME_EXCHANGE = 2).
-    Rename { parent: Ino, name: String, new_parent: Ino, new_name: String, flags: u32 },
-    Link { ino: Ino, new_parent: Ino, new_name: String },
+    Rename {
+        parent: Ino,
+        name: String,
+        new_parent: Ino,
+        new_name: String,
+        flags: u32,
+    },
+    Link {
+        ino: Ino,
+        new_parent: Ino,
+        new_name: String,
+    },
     /// Entries from position `offset` on ("." and ".." are not included), at most `max`.
-    ReadDir { ino: Ino, offset: u64, max: u32 },
+    ReadDir {
+        ino: Ino,
+        offset: u64,
+        max: u32,
+    },
     /// Registers an open file with this session (keeps unlinked-but-open files readable).
-    Open { ino: Ino, flags: i32 },
-    Release { ino: Ino },
+    Open {
+        ino: Ino,
+        flags: i32,
+    },
+    Release {
+        ino: Ino,
+    },
     /// Where to read chunk number `index` of a file. A hole has `chunk_id` 0.
-    ReadChunk { ino: Ino, index: u32 },
+    ReadChunk {
+        ino: Ino,
+        index: u32,
+    },
     /// Prepares chunk `index` for writing: creates it or bumps its version, returns the chain.
-    WriteChunk { ino: Ino, index: u32 },
+    WriteChunk {
+        ino: Ino,
+        index: u32,
+    },
     /// Reports a finished chunk write and the file's new length (if it grew).
-    WriteChunkEnd { ino: Ino, index: u32, chunk_id: ChunkId, file_size: u64, ok: bool },
+    WriteChunkEnd {
+        ino: Ino,
+        index: u32,
+        chunk_id: ChunkId,
+        file_size: u64,
+        ok: bool,
+    },
     StatFs,
-    GetXattr { ino: Ino, name: String },
-    ListXattr { ino: Ino },
+    GetXattr {
+        ino: Ino,
+        name: String,
+    },
+    ListXattr {
+        ino: Ino,
+    },
     /// `flags`: XATTR_CREATE = 1, XATTR_REPLACE = 2.
-    SetXattr { ino: Ino, name: String, value: serde_bytes::ByteBuf, flags: u32 },
-    RemoveXattr { ino: Ino, name: String },
-    GetGoal { ino: Ino },
-    SetGoal { ino: Ino, goal: u8, recursive: bool },
-    GetTrashTime { ino: Ino },
-    SetTrashTime { ino: Ino, seconds: u32, recursive: bool },
+    SetXattr {
+        ino: Ino,
+        name: String,
+        value: serde_bytes::ByteBuf,
+        flags: u32,
+    },
+    RemoveXattr {
+        ino: Ino,
+        name: String,
+    },
+    GetGoal {
+        ino: Ino,
+    },
+    SetGoal {
+        ino: Ino,
+        goal: u8,
+        recursive: bool,
+    },
+    GetTrashTime {
+        ino: Ino,
+    },
+    SetTrashTime {
+        ino: Ino,
+        seconds: u32,
+        recursive: bool,
+    },
     /// Every chunk of a file with all known copies (`mfsfileinfo`).
-    FileInfo { ino: Ino },
+    FileInfo {
+        ino: Ino,
+    },
     /// Chunks of a file counted by number of valid copies (`mfscheckfile`).
-    CheckFile { ino: Ino },
+    CheckFile {
+        ino: Ino,
+    },
     /// Recursive totals of a directory (`mfsdirinfo`).
-    DirInfo { ino: Ino },
+    DirInfo {
+        ino: Ino,
+    },
     /// Resolves a path relative to the session root (used by the tools).
-    ResolvePath { path: String },
+    ResolvePath {
+        path: String,
+    },
     /// Cluster status for `mfsha status`.
     Status,
     /// Ends the session cleanly (releases its open files).
@@ -87,9 +183,15 @@ pub enum ClientOp {
 /// What the master answers. The variant matches the request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ClientReply {
-    Session { session: SessionId, root: Ino },
+    Session {
+        session: SessionId,
+        root: Ino,
+    },
     Attr(Attr),
-    Entries { entries: Vec<DirEntry>, more: bool },
+    Entries {
+        entries: Vec<DirEntry>,
+        more: bool,
+    },
     Target(String),
     Chunk(ChunkLocation),
     ChunkWrite(ChunkWrite),
@@ -99,7 +201,11 @@ pub enum ClientReply {
     Goal(u8),
     TrashTime(u32),
     /// How many inodes a recursive change touched.
-    Changed { inodes: u64, not_changed: u64, not_permitted: u64 },
+    Changed {
+        inodes: u64,
+        not_changed: u64,
+        not_permitted: u64,
+    },
     FileInfo(Vec<ChunkCopies>),
     CheckFile(CheckFileCounts),
     DirInfo(DirStats),

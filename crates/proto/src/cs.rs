@@ -40,13 +40,21 @@ pub enum CsToMaster {
     /// Chunks held, as (id, version, on a disk marked for removal).
     Chunks(Vec<(ChunkId, u32, bool)>),
     RegisterDone,
-    Heartbeat { disks: Vec<DiskInfo> },
+    Heartbeat {
+        disks: Vec<DiskInfo>,
+    },
     /// A copy failed its checksum or could not be read; the master should replace it.
-    Damaged { chunk_id: ChunkId, version: u32 },
+    Damaged {
+        chunk_id: ChunkId,
+        version: u32,
+    },
     /// Copies gone with a damaged disk.
     Lost(Vec<ChunkId>),
     /// Answer to a [`MasterToCs`] command.
-    Done { op: u64, status: Result<(), Status> },
+    Done {
+        op: u64,
+        status: Result<(), Status>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,5 +72,11 @@ pub enum MasterToCs {
     /// Cut a copy to `length` bytes and set its version.
     Truncate { op: u64, chunk_id: ChunkId, old_version: u32, new_version: u32, length: u64 },
     /// Copy-on-write for snapshots: make `new_chunk` from `old_chunk` locally.
-    Duplicate { op: u64, new_chunk: ChunkId, new_version: u32, old_chunk: ChunkId, old_version: u32 },
+    Duplicate {
+        op: u64,
+        new_chunk: ChunkId,
+        new_version: u32,
+        old_chunk: ChunkId,
+        old_version: u32,
+    },
 }

@@ -57,7 +57,11 @@ impl FrameError {
 }
 
 /// Encodes `body` as a complete frame (length prefix included) appended to `out`.
-pub fn encode<T: Serialize>(request_id: u64, body: &T, out: &mut Vec<u8>) -> Result<(), FrameError> {
+pub fn encode<T: Serialize>(
+    request_id: u64,
+    body: &T,
+    out: &mut Vec<u8>,
+) -> Result<(), FrameError> {
     let start = out.len();
     out.extend_from_slice(&[0u8; 4]);
     out.push(PROTOCOL_VERSION);
@@ -95,9 +99,8 @@ pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<Frame<T>, FrameEr
     let mut id = [0u8; 8];
     id.copy_from_slice(&body[1..9]);
     let request_id = u64::from_be_bytes(id);
-    let (value, rest): (T, &[u8]) = postcard::take_from_bytes(&body[HEADER_BYTES..]).map_err(|e| {
-        FrameError::Garbage { what: short_type_name::<T>(), reason: e.to_string() }
-    })?;
+    let (value, rest): (T, &[u8]) = postcard::take_from_bytes(&body[HEADER_BYTES..])
+        .map_err(|e| FrameError::Garbage { what: short_type_name::<T>(), reason: e.to_string() })?;
     if !rest.is_empty() {
         return Err(FrameError::Garbage {
             what: short_type_name::<T>(),

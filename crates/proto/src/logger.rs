@@ -11,10 +11,15 @@ pub const SNAPSHOT_PART_BYTES: usize = 4 << 20;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LoggerToMaster {
     /// `applied`: the last changelog index this logger holds (0 for none).
-    Hello { name: String, applied: u64 },
+    Hello {
+        name: String,
+        applied: u64,
+    },
     /// Asks for a fresh snapshot.
     WantSnapshot,
-    Ack { index: u64 },
+    Ack {
+        index: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -34,7 +34,9 @@ const _: () = assert!(BLOCKS_PER_CHUNK == 1024);
 
 /// A point in time: seconds and nanoseconds since the Unix epoch. Signed seconds so that
 /// times before 1970 and after 2106 survive (pjdfstest checks both).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 pub struct Timestamp {
     pub secs: i64,
     pub nanos: u32,
@@ -48,9 +50,8 @@ impl Timestamp {
     /// The current wall-clock time. Never call this inside a state machine's apply: the
     /// proposer reads the clock and the timestamp travels in the log entry.
     pub fn now() -> Self {
-        let d = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
+        let d =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         Timestamp { secs: d.as_secs() as i64, nanos: d.subsec_nanos() }
     }
 }
@@ -241,34 +242,34 @@ impl Status {
     /// The errno a POSIX application sees for this status.
     pub fn errno(self) -> i32 {
         match self {
-            Status::NotFound => 2,          // ENOENT
-            Status::Exists => 17,           // EEXIST
-            Status::NotDir => 20,           // ENOTDIR
-            Status::IsDir => 21,            // EISDIR
-            Status::NotEmpty => 39,         // ENOTEMPTY
-            Status::Access => 13,           // EACCES
-            Status::Perm => 1,              // EPERM
-            Status::Invalid => 22,          // EINVAL
-            Status::NameTooLong => 36,      // ENAMETOOLONG
-            Status::NoSpace => 28,          // ENOSPC
-            Status::TooManyLinks => 31,     // EMLINK
-            Status::NoAttr => 61,           // ENODATA
-            Status::Range => 34,            // ERANGE
-            Status::ReadOnly => 30,         // EROFS
-            Status::NotSupported => 95,     // EOPNOTSUPP
-            Status::Busy => 16,             // EBUSY
-            Status::TooBig => 27,           // EFBIG
-            Status::Io => 5,                // EIO
-            Status::NoChunkCopies => 5,     // EIO
-            Status::NoChunkservers => 28,   // ENOSPC
-            Status::ChunkLocked => 11,      // EAGAIN
-            Status::WrongVersion => 5,      // EIO
-            Status::Checksum => 5,          // EIO
-            Status::NotLeader => 11,        // EAGAIN (the client retries elsewhere first)
-            Status::Unavailable => 11,      // EAGAIN
-            Status::BadSession => 116,      // ESTALE
-            Status::WouldBlock => 11,       // EAGAIN
-            Status::CrossDevice => 18,      // EXDEV
+            Status::NotFound => 2,        // ENOENT
+            Status::Exists => 17,         // EEXIST
+            Status::NotDir => 20,         // ENOTDIR
+            Status::IsDir => 21,          // EISDIR
+            Status::NotEmpty => 39,       // ENOTEMPTY
+            Status::Access => 13,         // EACCES
+            Status::Perm => 1,            // EPERM
+            Status::Invalid => 22,        // EINVAL
+            Status::NameTooLong => 36,    // ENAMETOOLONG
+            Status::NoSpace => 28,        // ENOSPC
+            Status::TooManyLinks => 31,   // EMLINK
+            Status::NoAttr => 61,         // ENODATA
+            Status::Range => 34,          // ERANGE
+            Status::ReadOnly => 30,       // EROFS
+            Status::NotSupported => 95,   // EOPNOTSUPP
+            Status::Busy => 16,           // EBUSY
+            Status::TooBig => 27,         // EFBIG
+            Status::Io => 5,              // EIO
+            Status::NoChunkCopies => 5,   // EIO
+            Status::NoChunkservers => 28, // ENOSPC
+            Status::ChunkLocked => 11,    // EAGAIN
+            Status::WrongVersion => 5,    // EIO
+            Status::Checksum => 5,        // EIO
+            Status::NotLeader => 11,      // EAGAIN (the client retries elsewhere first)
+            Status::Unavailable => 11,    // EAGAIN
+            Status::BadSession => 116,    // ESTALE
+            Status::WouldBlock => 11,     // EAGAIN
+            Status::CrossDevice => 18,    // EXDEV
         }
     }
 }

@@ -1,0 +1,2 @@
+//! `mfsha`: placeholder while the daemons are written.
+fn main() {}
