@@ -41,12 +41,14 @@ pub mod data;
 pub mod frame;
 pub mod logger;
 pub mod peer;
+pub mod rpc;
 pub mod types;
 
 pub use frame::{
     read_frame, write_frame, Frame, FrameError, FrameReader, HEADER_BYTES, MAX_FRAME_BYTES,
     PROTOCOL_VERSION,
 };
+pub use rpc::{RpcClient, RpcError};
 
 /// Default TCP ports, as MooseFS operators know them.
 pub mod ports {
