@@ -66,10 +66,10 @@ pub fn encode<T: Serialize>(
     out.extend_from_slice(&[0u8; 4]);
     out.push(PROTOCOL_VERSION);
     out.extend_from_slice(&request_id.to_be_bytes());
-    let encoded = postcard::to_extend(body, std::mem::take(out)).map_err(|e| {
-        FrameError::Garbage { what: std::any::type_name::<T>(), reason: e.to_string() }
-    })?;
-    *out = encoded;
+    if let Err(e) = postcard::to_extend(body, AppendTo(out)) {
+        out.truncate(start);
+        return Err(FrameError::Garbage { what: short_type_name::<T>(), reason: e.to_string() });
+    }
     let len = out.len() - start - 4;
     if len > MAX_FRAME_BYTES {
         out.truncate(start);
@@ -77,6 +77,15 @@ pub fn encode<T: Serialize>(
     }
     out[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
     Ok(())
+}
+
+/// Lets postcard append to a caller's buffer without taking ownership of it.
+struct AppendTo<'a>(&'a mut Vec<u8>);
+
+impl Extend<u8> for AppendTo<'_> {
+    fn extend<I: IntoIterator<Item = u8>>(&mut self, iter: I) {
+        self.0.extend(iter);
+    }
 }
 
 /// Checks a length prefix before anything is allocated for the body.

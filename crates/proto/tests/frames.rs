@@ -1,0 +1,221 @@
+//! Frame round trips, each kind of bad frame, and random bytes fed to the decoder.
+
+use mfsha_proto::client::{ClientOp, ClientReply, Request};
+use mfsha_proto::cs::{CsToMaster, DiskInfo, MasterToCs};
+use mfsha_proto::data::{DataReply, DataRequest};
+use mfsha_proto::frame::{decode, decode_body, encode};
+use mfsha_proto::logger::{LoggerToMaster, MasterToLogger};
+use mfsha_proto::peer::PeerMessage;
+use mfsha_proto::types::*;
+use mfsha_proto::{read_frame, write_frame, Frame, FrameError, MAX_FRAME_BYTES, PROTOCOL_VERSION};
+use proptest::prelude::*;
+use serde::{de::DeserializeOwned, Serialize};
+use std::fmt::Debug;
+
+fn round_trip<T: Serialize + DeserializeOwned + PartialEq + Debug>(id: u64, body: T) {
+    let mut buf = Vec::new();
+    encode(id, &body, &mut buf).unwrap();
+    let (frame, used) = decode::<T>(&buf).unwrap().expect("a whole frame");
+    assert_eq!(used, buf.len());
+    assert_eq!(frame, Frame { request_id: id, body });
+}
+
+fn sample_attr() -> Attr {
+    Attr {
+        ino: 42,
+        kind: FileKind::File,
+        mode: 0o644,
+        uid: 1000,
+        gid: 100,
+        size: 1 << 40,
+        nlink: 2,
+        rdev: 0,
+        atime: Timestamp::new(-5, 999_999_999),
+        mtime: Timestamp::new(1 << 33, 1),
+        ctime: Timestamp::new(0, 0),
+        goal: 3,
+        trash_seconds: 86_400,
+    }
+}
+
+#[test]
+fn client_messages_round_trip() {
+    let req = |op| Request { session: 7, seq: 9, uid: 0, gid: 0, op };
+    round_trip(1, req(ClientOp::Lookup { parent: 1, name: "ä/weird name".into() }));
+    round_trip(
+        2,
+        req(ClientOp::SetAttr { ino: 5, set: SetAttr { size: Some(3), ..Default::default() } }),
+    );
+    round_trip(
+        3,
+        req(ClientOp::SetXattr {
+            ino: 5,
+            name: "user.x".into(),
+            value: serde_bytes::ByteBuf::from(vec![0, 1, 2]),
+            flags: 1,
+        }),
+    );
+    round_trip(u64::MAX, Ok::<_, Status>(ClientReply::Attr(sample_attr())));
+    round_trip(4, Err::<ClientReply, _>(Status::NotLeader));
+    let entries = vec![DirEntry { name: "a".into(), attr: sample_attr() }];
+    round_trip(5, Ok::<_, Status>(ClientReply::Entries { entries, more: true }));
+}
+
+#[test]
+fn chunkserver_data_logger_peer_messages_round_trip() {
+    let disk = DiskInfo {
+        path: "/d1".into(),
+        total_bytes: 10,
+        used_bytes: 5,
+        chunks: 1,
+        ..Default::default()
+    };
+    round_trip(
+        0,
+        CsToMaster::Register {
+            host: None,
+            port: 9422,
+            labels: vec![],
+            disks: vec![disk],
+            server_id: 3,
+        },
+    );
+    round_trip(0, CsToMaster::Chunks(vec![(1, 2, false), (u64::MAX, u32::MAX, true)]));
+    round_trip(
+        0,
+        MasterToCs::Replicate {
+            op: 1,
+            chunk_id: 2,
+            version: 3,
+            source: ServerAddr { host: "h".into(), port: 1 },
+        },
+    );
+    let data = serde_bytes::ByteBuf::from(vec![7u8; 65536]);
+    round_trip(
+        8,
+        DataRequest::Write {
+            chunk_id: 1,
+            version: 1,
+            offset: 0,
+            data: data.clone(),
+            chain: vec![],
+        },
+    );
+    round_trip(8, Ok::<_, Status>(DataReply::Data(data)));
+    round_trip(0, LoggerToMaster::Hello { name: "l1".into(), applied: 10 });
+    round_trip(0, MasterToLogger::Entries(vec![(1, 1, serde_bytes::ByteBuf::from(vec![1]))]));
+    round_trip(0, PeerMessage::Raft(serde_bytes::ByteBuf::from(vec![1, 2, 3])));
+}
+
+#[test]
+fn a_partial_frame_asks_for_more_bytes() {
+    let mut buf = Vec::new();
+    encode(3, &ClientOp::StatFs, &mut buf).unwrap();
+    for cut in 0..buf.len() {
+        assert!(decode::<ClientOp>(&buf[..cut]).unwrap().is_none(), "cut at {cut}");
+    }
+}
+
+#[test]
+fn an_oversized_length_is_refused_before_allocating() {
+    let len = (MAX_FRAME_BYTES as u32 + 1).to_be_bytes();
+    let err = decode::<ClientOp>(&[len[0], len[1], len[2], len[3], PROTOCOL_VERSION]).unwrap_err();
+    assert!(
+        matches!(err, FrameError::TooLarge { len, max } if len == MAX_FRAME_BYTES + 1 && max == MAX_FRAME_BYTES)
+    );
+    assert!(err.to_string().contains("exceeds the limit"), "{err}");
+}
+
+#[test]
+fn a_frame_shorter_than_its_header_is_refused() {
+    let err = decode::<ClientOp>(&[0, 0, 0, 3, PROTOCOL_VERSION, 0, 0]).unwrap_err();
+    assert!(matches!(err, FrameError::TooShort { len: 3, .. }), "{err:?}");
+}
+
+#[test]
+fn a_wrong_version_is_refused() {
+    let mut buf = Vec::new();
+    encode(3, &ClientOp::StatFs, &mut buf).unwrap();
+    buf[4] = PROTOCOL_VERSION + 1;
+    let err = decode::<ClientOp>(&buf).unwrap_err();
+    assert!(
+        matches!(err, FrameError::BadVersion { got, want } if got == PROTOCOL_VERSION + 1 && want == PROTOCOL_VERSION)
+    );
+}
+
+#[test]
+fn garbage_and_trailing_bytes_are_refused() {
+    let mut body = vec![PROTOCOL_VERSION, 0, 0, 0, 0, 0, 0, 0, 1];
+    body.push(250); // no ClientOp variant has this tag
+    let err = decode_body::<ClientOp>(&body).unwrap_err();
+    assert!(matches!(err, FrameError::Garbage { .. }), "{err:?}");
+    assert!(err.to_string().contains("ClientOp"), "error names the expected type: {err}");
+
+    let mut buf = Vec::new();
+    encode(3, &ClientOp::StatFs, &mut buf).unwrap();
+    buf.push(0);
+    let len = (buf.len() - 4) as u32;
+    buf[..4].copy_from_slice(&len.to_be_bytes());
+    let err = decode::<ClientOp>(&buf).unwrap_err();
+    assert!(err.to_string().contains("trailing"), "{err}");
+}
+
+#[test]
+fn encoding_a_too_large_message_fails_cleanly() {
+    let data = serde_bytes::ByteBuf::from(vec![0u8; MAX_FRAME_BYTES]);
+    let mut buf = vec![9u8];
+    let err = encode(1, &DataReply::Data(data), &mut buf).unwrap_err();
+    assert!(matches!(err, FrameError::TooLarge { .. }));
+    assert_eq!(buf, vec![9u8], "a failed encode leaves the buffer as it was");
+}
+
+#[tokio::test]
+async fn stream_reads_distinguish_clean_close_from_truncation() {
+    let mut buf = Vec::new();
+    write_frame(&mut buf, 11, &ClientOp::StatFs).await.unwrap();
+    let mut whole = &buf[..];
+    let frame: Frame<ClientOp> = read_frame(&mut whole).await.unwrap();
+    assert_eq!(frame.request_id, 11);
+    let mut empty: &[u8] = &[];
+    assert!(matches!(read_frame::<_, ClientOp>(&mut empty).await, Err(FrameError::Closed)));
+    let mut cut = &buf[..buf.len() - 1];
+    assert!(matches!(read_frame::<_, ClientOp>(&mut cut).await, Err(FrameError::Truncated)));
+    let mut cut_len = &buf[..2];
+    assert!(matches!(read_frame::<_, ClientOp>(&mut cut_len).await, Err(FrameError::Truncated)));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 20_000, ..ProptestConfig::default() })]
+
+    /// Random bytes never panic the decoder, and whatever it accepts re-encodes to the same frame.
+    #[test]
+    fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        check_random::<Request>(&bytes);
+        check_random::<Result<ClientReply, Status>>(&bytes);
+        check_random::<CsToMaster>(&bytes);
+        check_random::<MasterToCs>(&bytes);
+        check_random::<DataRequest>(&bytes);
+        check_random::<MasterToLogger>(&bytes);
+    }
+
+    /// A valid frame with one random byte changed never panics the decoder.
+    #[test]
+    fn mutated_frames_never_panic(pos in any::<usize>(), byte in any::<u8>(), name in "[a-z]{0,40}") {
+        let mut buf = Vec::new();
+        let req = Request { session: 1, seq: 2, uid: 3, gid: 4, op: ClientOp::Lookup { parent: 1, name } };
+        encode(5, &req, &mut buf).unwrap();
+        let i = pos % buf.len();
+        buf[i] = byte;
+        check_random::<Request>(&buf);
+    }
+}
+
+fn check_random<T: Serialize + DeserializeOwned + PartialEq + Debug>(bytes: &[u8]) {
+    if let Ok(Some((frame, used))) = decode::<T>(bytes) {
+        assert!(used <= bytes.len());
+        let mut again = Vec::new();
+        encode(frame.request_id, &frame.body, &mut again).unwrap();
+        let (back, _) = decode::<T>(&again).unwrap().unwrap();
+        assert_eq!(back, frame);
+    }
+}
