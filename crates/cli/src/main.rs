@@ -1,2 +1,101 @@
-//! `mfsha`: placeholder while the daemons are written.
-fn main() {}
+//! `mfsha`: the one operator binary.
+//!
+//! Every daemon and tool is a subcommand (`mfsha master`, `mfsha chunkserver`, `mfsha mount`,
+//! `mfsha status`, …), as operators of etcd- or consul-style tools expect; `mfsha demo` uses the
+//! same executable to start a whole local cluster. This crate holds no logic: it parses
+//! arguments, sets up logging and calls into the crate that owns the work.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+mod bench_meta;
+mod status;
+
+/// Default master address for tools run on or near the master. Override with `-H` or
+/// `MFSHA_MASTER` (the VIP, once the cluster has one).
+const DEFAULT_MASTER: &str = "127.0.0.1:9421";
+
+#[derive(Parser)]
+#[command(name = "mfsha", version, about = "mfsha: a highly available MooseFS-style filesystem")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a master (metadata server, Raft replica).
+    Master {
+        /// YAML configuration file (see deploy/master.yaml).
+        #[arg(short, long, default_value = "/etc/mfsha/master.yaml")]
+        config: PathBuf,
+    },
+    /// Print the state of a running master: role, Raft indexes, counts, connected daemons.
+    Status {
+        #[arg(short = 'H', long = "master", env = "MFSHA_MASTER", default_value = DEFAULT_MASTER)]
+        master: String,
+        /// Print JSON for scripts instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Benchmarks that drive a running cluster and print figures.
+    Bench {
+        #[command(subcommand)]
+        which: Bench,
+    },
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Metadata operations per second over the client protocol (create, mkdir, lookup, getattr, unlink).
+    Meta {
+        #[arg(short = 'H', long = "master", env = "MFSHA_MASTER", default_value = DEFAULT_MASTER)]
+        master: String,
+        /// Concurrent client sessions.
+        #[arg(long, default_value_t = 32)]
+        sessions: usize,
+        /// Operations per phase.
+        #[arg(long, default_value_t = 100_000)]
+        ops: usize,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mfsha: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Master { config } => mfsha_master_ha::daemon::run_blocking(&config)
+            .with_context(|| format!("master with config {} failed", config.display())),
+        Command::Status { master, json } => block_on(status::run(&master, json)),
+        Command::Bench { which: Bench::Meta { master, sessions, ops } } => {
+            block_on(bench_meta::run(&master, sessions, ops))
+        }
+    }
+}
+
+/// Runs a tool's future on a fresh runtime.
+fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(f)
+}

@@ -1,0 +1,214 @@
+//! Test helpers: a [`Cluster`] of real `mfsha` processes in a temporary directory.
+//!
+//! Every daemon is a child process of the test started from the `mfsha` binary cargo built for
+//! this test run, with its stdout/stderr in `<dir>/<name>.log`. Dropping the cluster kills them.
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::Read;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Path of the `mfsha` binary built for this test run.
+pub fn mfsha_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_mfsha"))
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Waits until `addr` accepts TCP connections, or panics naming `what` and its log.
+pub fn wait_for_port(addr: &str, what: &str, log: &Path, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if TcpStream::connect(addr).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{what} did not listen on {addr} within {timeout:?}; log:\n{}", tail(log, 40));
+}
+
+/// The last `lines` lines of a file, for failure messages.
+pub fn tail(path: &Path, lines: usize) -> String {
+    let mut text = String::new();
+    if let Ok(mut f) = fs::File::open(path) {
+        let _ = f.read_to_string(&mut text);
+    }
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// A daemon started by a test.
+pub struct Daemon {
+    pub name: String,
+    pub child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `mfsha ARGS` with output going to `dir/name.log` (appended across restarts).
+    pub fn spawn(dir: &Path, name: &str, args: &[&str]) -> Daemon {
+        let log = dir.join(format!("{name}.log"));
+        let out = fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        let err = out.try_clone().unwrap();
+        let child = Command::new(mfsha_bin())
+            .args(args)
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Daemon { name: name.to_string(), child: Some(child), log }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// SIGKILL: the daemon gets no chance to clean up.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM, then waits up to `timeout` for a clean exit; returns its exit status.
+    pub fn stop(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("daemon is running");
+        signal(child.id(), libc::SIGTERM);
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                child.kill().unwrap();
+                panic!("{} did not stop within {timeout:?} of SIGTERM; log:\n{}", self.name, tail(&self.log, 40));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => c.try_wait().unwrap().is_none(),
+            None => false,
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) with a pid we spawned; no memory is touched.
+    let rc = unsafe { libc::kill(pid as i32, sig) };
+    assert_eq!(rc, 0, "kill({pid}, {sig}) failed: {}", std::io::Error::last_os_error());
+}
+
+/// Runs `mfsha ARGS` to completion.
+pub fn mfsha(args: &[&str]) -> Output {
+    Command::new(mfsha_bin()).args(args).stdin(Stdio::null()).output().unwrap()
+}
+
+/// Ports of one master.
+#[derive(Debug, Clone, Copy)]
+pub struct MasterPorts {
+    pub client: u16,
+    pub chunkserver: u16,
+    pub logger: u16,
+    pub peer: u16,
+    pub http: u16,
+}
+
+impl MasterPorts {
+    pub fn pick() -> Self {
+        MasterPorts { client: free_port(), chunkserver: free_port(), logger: free_port(), peer: free_port(), http: free_port() }
+    }
+}
+
+/// A master, chunkservers and mounts in one temporary directory.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub ports: MasterPorts,
+    pub master: Option<Daemon>,
+    /// Extra YAML appended to the master's config (e.g. shortened delays).
+    pub master_extra_yaml: String,
+}
+
+impl Cluster {
+    pub fn new() -> Cluster {
+        Cluster {
+            dir: tempfile::Builder::new().prefix("mfsha-test-").tempdir().unwrap(),
+            ports: MasterPorts::pick(),
+            master: None,
+            master_extra_yaml: String::new(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// "127.0.0.1:PORT" of the master's client port.
+    pub fn master_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.ports.client)
+    }
+
+    pub fn master_data_dir(&self) -> PathBuf {
+        self.path().join("master")
+    }
+
+    pub fn master_config_path(&self) -> PathBuf {
+        self.path().join("master.yaml")
+    }
+
+    /// Writes the master's YAML config (loopback ports, data under the cluster dir).
+    pub fn write_master_config(&self) -> PathBuf {
+        let p = self.ports;
+        let yaml = format!(
+            "node_id: 1\ndata_dir: {data}\nlisten:\n  client: 127.0.0.1:{c}\n  chunkserver: 127.0.0.1:{cs}\n  logger: 127.0.0.1:{l}\n  peer: 127.0.0.1:{peer}\n  http: 127.0.0.1:{h}\n{extra}",
+            data = self.master_data_dir().display(),
+            c = p.client,
+            cs = p.chunkserver,
+            l = p.logger,
+            peer = p.peer,
+            h = p.http,
+            extra = self.master_extra_yaml,
+        );
+        let path = self.master_config_path();
+        fs::write(&path, yaml).unwrap();
+        path
+    }
+
+    /// Starts (or restarts) the master and waits until its client port accepts connections.
+    pub fn start_master(&mut self) {
+        let config = self.write_master_config();
+        let daemon = Daemon::spawn(self.path(), "master", &["master", "-c", config.to_str().unwrap()]);
+        let log = daemon.log.clone();
+        self.master = Some(daemon);
+        wait_for_port(&self.master_addr(), "master", &log, Duration::from_secs(30));
+    }
+
+    pub fn kill_master(&mut self) {
+        self.master.as_mut().expect("master started").kill();
+    }
+
+    pub fn master_log(&self) -> String {
+        tail(&self.path().join("master.log"), 60)
+    }
+}
