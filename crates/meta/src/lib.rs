@@ -20,5 +20,25 @@ no directory cycles, …); tests call it after every step and `mfsha meta check`
 stopped master's data.
 */
 
+mod attrs;
+mod chunks;
+mod digest;
+mod invariants;
+mod model;
+mod ns;
 mod op;
+mod persist;
+mod read;
+mod rename;
+mod sessions;
+mod state;
+mod table;
+
+pub use model::{
+    ChunkInfo, Counts, LINK_MAX, MAX_FILE_SIZE, RENAME_EXCHANGE, RENAME_NOREPLACE,
+    SESSION_INFO_MAX, S_ISGID, XATTR_CREATE, XATTR_REPLACE,
+};
 pub use op::{ClientTag, Entry, Op, Outcome};
+pub use persist::{LoadError, SNAPSHOT_FORMAT};
+pub use state::State;
+pub use table::{Change, Record, Table};

@@ -1,0 +1,270 @@
+//! Reads, served by the master from the applied state without going through the log.
+
+use crate::model::*;
+use crate::ns::check_name;
+use crate::op::Outcome;
+use crate::state::State;
+use mfsha_proto::client::DirStats;
+use mfsha_proto::types::*;
+use std::ops::Bound;
+
+impl State {
+    /// The inode `name` in directory `parent`; `.` and `..` are the directory and its parent.
+    pub fn lookup(&self, parent: Ino, name: &str) -> Result<Attr, Status> {
+        let entries = self.entries(parent)?;
+        let ino = match name {
+            "." => parent,
+            ".." => self.inodes[&parent].parent,
+            _ => {
+                check_name(name)?;
+                *entries.get(name).ok_or(Status::NotFound)?
+            }
+        };
+        Ok(self.attr(ino))
+    }
+
+    /// Attributes of any existing inode, including trashed and sustained ones.
+    pub fn getattr(&self, ino: Ino) -> Result<Attr, Status> {
+        Ok(self.inode(ino)?.attr(ino))
+    }
+
+    /// Up to `max` entries of directory `ino` starting at position `offset` in name order
+    /// (no `.` or `..`), and whether more follow. Skipping to `offset` walks the entries
+    /// before it; for very large directories page with [`State::readdir_after`].
+    pub fn readdir(
+        &self,
+        ino: Ino,
+        offset: u64,
+        max: u32,
+    ) -> Result<(Vec<DirEntry>, bool), Status> {
+        let entries = self.entries(ino)?;
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        let page: Vec<DirEntry> = entries
+            .iter()
+            .skip(start)
+            .take(max as usize)
+            .map(|(name, child)| DirEntry { name: name.clone(), attr: self.attr(*child) })
+            .collect();
+        let more = start.saturating_add(page.len()) < entries.len();
+        Ok((page, more))
+    }
+
+    /// Like [`State::readdir`] but continues after the entry named `after` (from the start
+    /// when `None`), in O(log n) whatever the position.
+    pub fn readdir_after(
+        &self,
+        ino: Ino,
+        after: Option<&str>,
+        max: u32,
+    ) -> Result<(Vec<DirEntry>, bool), Status> {
+        let entries = self.entries(ino)?;
+        let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut range = entries.range::<str, _>((lower, Bound::Unbounded));
+        let page: Vec<DirEntry> = range
+            .by_ref()
+            .take(max as usize)
+            .map(|(name, child)| DirEntry { name: name.clone(), attr: self.attr(*child) })
+            .collect();
+        Ok((page, range.next().is_some()))
+    }
+
+    pub fn readlink(&self, ino: Ino) -> Result<String, Status> {
+        let node = self.inode(ino)?;
+        if node.kind != FileKind::Symlink {
+            return Err(Status::Invalid);
+        }
+        Ok(node.target.clone())
+    }
+
+    pub fn getxattr(&self, ino: Ino, name: &str) -> Result<Vec<u8>, Status> {
+        self.inode(ino)?;
+        self.xattrs.get(&ino).and_then(|x| x.get(name)).cloned().ok_or(Status::NoAttr)
+    }
+
+    /// Names of the extended attributes of `ino`, sorted.
+    pub fn listxattr(&self, ino: Ino) -> Result<Vec<String>, Status> {
+        self.inode(ino)?;
+        Ok(self.xattrs.get(&ino).map(|x| x.keys().cloned().collect()).unwrap_or_default())
+    }
+
+    /// Chunk id per index of a regular file, 0 for a hole, up to its last chunk. The vector
+    /// is as long as the last chunk's index: for sparse files with huge offsets use
+    /// [`State::file_chunk_list`].
+    pub fn file_chunks(&self, ino: Ino) -> Result<Vec<ChunkId>, Status> {
+        let node = self.file(ino)?;
+        let len = node.chunks.last().map_or(0, |(index, _)| *index as usize + 1);
+        let mut dense = vec![0; len];
+        for (index, id) in &node.chunks {
+            dense[*index as usize] = *id;
+        }
+        Ok(dense)
+    }
+
+    /// `(index, chunk id)` of each chunk a regular file has, by index.
+    pub fn file_chunk_list(&self, ino: Ino) -> Result<Vec<(u32, ChunkId)>, Status> {
+        Ok(self.file(ino)?.chunks.clone())
+    }
+
+    /// The chunk at `index` of a regular file, 0 for a hole.
+    pub fn file_chunk(&self, ino: Ino, index: u32) -> Result<ChunkId, Status> {
+        Ok(self.file(ino)?.chunk_at(index))
+    }
+
+    pub fn chunk(&self, id: ChunkId) -> Option<ChunkInfo> {
+        self.chunks.get(&id).map(|chunk| self.chunk_info(chunk))
+    }
+
+    /// Every chunk, in no particular order.
+    pub fn chunks(&self) -> impl Iterator<Item = (ChunkId, ChunkInfo)> + '_ {
+        self.chunks.iter().map(|(id, chunk)| (*id, self.chunk_info(chunk)))
+    }
+
+    /// The files referencing chunk `id`, once per reference.
+    pub fn chunk_owners(&self, id: ChunkId) -> Option<&[Ino]> {
+        self.chunks.get(&id).map(|chunk| chunk.owners.as_slice())
+    }
+
+    fn chunk_info(&self, chunk: &ChunkRec) -> ChunkInfo {
+        let goal = chunk.owners.iter().map(|o| self.inodes[o].goal).max().unwrap_or(0);
+        let refcount = u32::try_from(chunk.owners.len()).unwrap_or(u32::MAX);
+        ChunkInfo { version: chunk.version, refcount, goal }
+    }
+
+    pub fn counts(&self) -> Counts {
+        let mut counts = Counts {
+            inodes: self.inodes.len() as u64,
+            chunks: self.chunks.len() as u64,
+            trash_inodes: self.trash.len() as u64,
+            sustained_inodes: self.sustained.len() as u64,
+            ..Counts::default()
+        };
+        for node in self.inodes.values() {
+            match node.kind {
+                FileKind::Directory => counts.directories += 1,
+                FileKind::File => counts.files += 1,
+                _ => {}
+            }
+        }
+        counts
+    }
+
+    /// `mfsdirinfo`: totals over `ino` and everything below it (an inode hard-linked twice
+    /// below it is counted twice, as in MooseFS).
+    pub fn dir_info(&self, ino: Ino) -> Result<DirStats, Status> {
+        self.inode(ino)?;
+        let mut stats = DirStats::default();
+        let mut stack = vec![ino];
+        while let Some(at) = stack.pop() {
+            let node = &self.inodes[&at];
+            stats.inodes += 1;
+            match node.kind {
+                FileKind::Directory => {
+                    stats.directories += 1;
+                    stack.extend(self.dirs[&at].values());
+                }
+                FileKind::File => {
+                    stats.files += 1;
+                    self.add_file_stats(node, &mut stats);
+                }
+                _ => {}
+            }
+        }
+        Ok(stats)
+    }
+
+    fn add_file_stats(&self, node: &Inode, stats: &mut DirStats) {
+        stats.length = stats.length.saturating_add(node.size);
+        for (index, id) in &node.chunks {
+            stats.chunks += 1;
+            let start = u64::from(*index) * CHUNK_BYTES;
+            let bytes = node.size.saturating_sub(start).min(CHUNK_BYTES);
+            let size = bytes.div_ceil(BLOCK_BYTES) * BLOCK_BYTES;
+            let goal = self.chunk(*id).map_or(node.goal, |c| c.goal);
+            stats.size = stats.size.saturating_add(size);
+            stats.realsize = stats.realsize.saturating_add(size * u64::from(goal));
+        }
+    }
+
+    /// The inode at `path` below directory `root` (`/`-separated, `.` and `..` allowed,
+    /// `..` never leaves `root`; symlinks are not followed).
+    pub fn resolve_path(&self, root: Ino, path: &str) -> Result<Ino, Status> {
+        self.entries(root)?;
+        let mut trail = vec![root];
+        for part in path.split('/').filter(|p| !p.is_empty() && *p != ".") {
+            let here = *trail.last().expect("trail starts with root");
+            if part == ".." {
+                if trail.len() > 1 {
+                    trail.pop();
+                }
+                continue;
+            }
+            trail.push(self.child(here, part)?);
+        }
+        Ok(*trail.last().expect("trail starts with root"))
+    }
+
+    /// One more than the largest inode number ever used: where a proposer starts looking for
+    /// a free one.
+    pub fn next_free_ino(&self) -> Ino {
+        self.next_ino
+    }
+
+    /// One more than the largest chunk id ever used.
+    pub fn next_free_chunk_id(&self) -> ChunkId {
+        self.next_chunk_id
+    }
+
+    /// Trashed files whose trash time has passed at `now`, by inode number.
+    pub fn trash_expired(&self, now: Timestamp) -> Vec<Ino> {
+        self.trash
+            .iter()
+            .filter(|(ino, rec)| {
+                let seconds = i64::from(self.inodes[ino].trash_seconds);
+                let expires = Timestamp::new(
+                    rec.deleted_at.secs.saturating_add(seconds),
+                    rec.deleted_at.nanos,
+                );
+                expires <= now
+            })
+            .map(|(ino, _)| *ino)
+            .collect()
+    }
+
+    /// Trashed files: inode, original path, deletion time.
+    pub fn trash(&self) -> impl Iterator<Item = (Ino, &str, Timestamp)> + '_ {
+        self.trash.iter().map(|(ino, rec)| (*ino, rec.path.as_str(), rec.deleted_at))
+    }
+
+    /// Unlinked files kept because a session holds them.
+    pub fn sustained(&self) -> impl Iterator<Item = Ino> + '_ {
+        self.sustained.iter().copied()
+    }
+
+    /// The stored answer to `(session, seq)` if the state machine would not apply it again:
+    /// the stored reply for the session's last `seq`, `Err(Invalid)` for an older one.
+    /// `None`: the request is new (or the session unknown) and must be proposed.
+    pub fn session_reply(&self, session: SessionId, seq: u64) -> Option<Result<Outcome, Status>> {
+        let (last_seq, reply) = self.sessions.get(&session)?.rec.last.as_ref()?;
+        match seq.cmp(last_seq) {
+            std::cmp::Ordering::Equal => Some(reply.clone()),
+            std::cmp::Ordering::Less => Some(Err(Status::Invalid)),
+            std::cmp::Ordering::Greater => None,
+        }
+    }
+
+    /// Open sessions: id, description, number of inodes it holds open.
+    pub fn sessions(&self) -> impl Iterator<Item = (SessionId, &str, usize)> + '_ {
+        self.sessions.iter().map(|(id, s)| (*id, s.rec.info.as_str(), s.acquired.len()))
+    }
+
+    /// The directory a session mounted, if the session exists.
+    pub fn session_root(&self, session: SessionId) -> Option<Ino> {
+        self.sessions.get(&session).map(|s| s.rec.root)
+    }
+
+    /// The path of directory `ino` from the root (`/` for the root).
+    pub fn dir_path_of(&self, ino: Ino) -> Result<String, Status> {
+        self.entries(ino)?;
+        Ok(self.dir_path(ino))
+    }
+}

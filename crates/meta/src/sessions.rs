@@ -1,0 +1,114 @@
+//! Sessions and what they hold open, and the trash (purge, undelete).
+
+use crate::model::*;
+use crate::op::Outcome;
+use crate::state::State;
+use crate::table::Key;
+use mfsha_proto::types::*;
+use std::collections::BTreeMap;
+
+impl State {
+    pub(crate) fn open_session(
+        &mut self,
+        session: SessionId,
+        info: &str,
+        root: Ino,
+    ) -> Result<Outcome, Status> {
+        if session == 0 || info.len() > SESSION_INFO_MAX {
+            return Err(Status::Invalid);
+        }
+        if self.sessions.contains_key(&session) {
+            return Err(Status::Exists);
+        }
+        self.entries(root)?;
+        let rec = SessionRec { info: info.to_string(), root, last: None };
+        self.sessions.insert(session, Session { rec, acquired: BTreeMap::new() });
+        self.mark(Key::Session(session));
+        Ok(Outcome::Unit)
+    }
+
+    /// Ends a session; everything it held is released (sustained files may be freed).
+    pub(crate) fn close_session(&mut self, session: SessionId) -> Result<Outcome, Status> {
+        let held = self.sessions.get(&session).ok_or(Status::BadSession)?;
+        let inodes: Vec<Ino> = held.acquired.keys().copied().collect();
+        for ino in inodes {
+            self.drop_acquisition(session, ino);
+        }
+        self.sessions.remove(&session);
+        self.mark(Key::Session(session));
+        Ok(Outcome::Unit)
+    }
+
+    pub(crate) fn acquire(&mut self, session: SessionId, ino: Ino) -> Result<Outcome, Status> {
+        if !self.sessions.contains_key(&session) {
+            return Err(Status::BadSession);
+        }
+        self.inode(ino)?;
+        let held = self.sessions.get_mut(&session).expect("checked above");
+        let count = held.acquired.entry(ino).or_insert(0);
+        *count = count.checked_add(1).ok_or(Status::TooManyLinks)?;
+        self.holders.entry(ino).or_default().insert(session);
+        self.mark(Key::Acquired(session, ino));
+        Ok(Outcome::Unit)
+    }
+
+    pub(crate) fn release(&mut self, session: SessionId, ino: Ino) -> Result<Outcome, Status> {
+        let held = self.sessions.get_mut(&session).ok_or(Status::BadSession)?;
+        let count = held.acquired.get_mut(&ino).ok_or(Status::NotFound)?;
+        *count -= 1;
+        if *count > 0 {
+            self.mark(Key::Acquired(session, ino));
+        } else {
+            self.drop_acquisition(session, ino);
+        }
+        Ok(Outcome::Unit)
+    }
+
+    /// `session` no longer holds `ino` at all; a sustained file nobody holds is freed.
+    fn drop_acquisition(&mut self, session: SessionId, ino: Ino) {
+        let held = self.sessions.get_mut(&session).expect("dropping from a live session");
+        assert!(held.acquired.remove(&ino).is_some(), "session {session} did not hold {ino}");
+        self.mark(Key::Acquired(session, ino));
+        let sessions = self.holders.get_mut(&ino).expect("holder index lists an acquisition");
+        sessions.remove(&session);
+        if sessions.is_empty() {
+            self.holders.remove(&ino);
+            if self.sustained.contains(&ino) {
+                self.free_inode(ino);
+            }
+        }
+    }
+
+    /// Frees a trashed file now (sustained instead if a session still holds it).
+    pub(crate) fn purge(&mut self, ino: Ino) -> Result<Outcome, Status> {
+        if !self.trash.contains_key(&ino) {
+            return Err(Status::NotFound);
+        }
+        self.trash.remove(&ino);
+        self.mark(Key::Trash(ino));
+        if self.holders.contains_key(&ino) {
+            self.sustained.insert(ino);
+        } else {
+            self.free_inode(ino);
+        }
+        Ok(Outcome::Unit)
+    }
+
+    /// Puts a trashed file back under its name, in its original directory if that still
+    /// exists, else in the root.
+    pub(crate) fn undelete(&mut self, now: Timestamp, ino: Ino) -> Result<Outcome, Status> {
+        let rec = self.trash.get(&ino).ok_or(Status::NotFound)?;
+        let parent = if self.is_dir(rec.parent) { rec.parent } else { ROOT_INO };
+        if self.dirs[&parent].contains_key(&rec.name) {
+            return Err(Status::Exists);
+        }
+        let rec = self.trash.remove(&ino).expect("checked above");
+        self.mark(Key::Trash(ino));
+        let node = self.inode_mut(ino);
+        node.nlink = 1;
+        node.ctime = now;
+        self.add_entry(parent, &rec.name, ino);
+        self.touch_dir(parent, now);
+        Ok(Outcome::Attr(self.attr(ino)))
+    }
+}

@@ -1,0 +1,312 @@
+//! [`State`]: the whole metadata in memory, `apply` and the change tracking.
+
+use crate::model::*;
+use crate::ns::NewNode;
+use crate::op::{ClientTag, Entry, Op, Outcome};
+use crate::table::{Change, Key, MetaKey};
+use mfsha_proto::types::*;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+/// The metadata of one filesystem, as of `applied_index`.
+///
+/// Changed only by [`State::apply`] (and built by [`State::new`], [`State::load`] and
+/// [`State::from_snapshot`]); everything else reads.
+#[derive(Debug, Clone)]
+pub struct State {
+    pub(crate) inodes: HashMap<Ino, Inode>,
+    /// Entries of every directory (an empty map for an empty directory), sorted by name.
+    pub(crate) dirs: HashMap<Ino, BTreeMap<String, Ino>>,
+    pub(crate) xattrs: HashMap<Ino, BTreeMap<String, Vec<u8>>>,
+    pub(crate) chunks: HashMap<ChunkId, ChunkRec>,
+    pub(crate) sessions: BTreeMap<SessionId, Session>,
+    pub(crate) trash: BTreeMap<Ino, TrashRec>,
+    /// Derived: unlinked files kept because a session holds them.
+    pub(crate) sustained: BTreeSet<Ino>,
+    /// Derived: which sessions hold each acquired inode.
+    pub(crate) holders: HashMap<Ino, BTreeSet<SessionId>>,
+    pub(crate) applied_index: u64,
+    pub(crate) next_ino: Ino,
+    pub(crate) next_chunk_id: ChunkId,
+    /// Records touched since the last `take_changes`.
+    pub(crate) dirty: HashSet<Key>,
+}
+
+impl State {
+    /// An empty filesystem: just the root directory, owned by root, mode 0755.
+    pub fn new(now: Timestamp) -> State {
+        let root = Inode {
+            kind: FileKind::Directory,
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            size: 0,
+            nlink: 2,
+            rdev: 0,
+            atime: now,
+            mtime: now,
+            ctime: now,
+            goal: DEFAULT_GOAL,
+            trash_seconds: DEFAULT_TRASH_SECONDS,
+            parent: ROOT_INO,
+            name: String::new(),
+            target: String::new(),
+            chunks: Vec::new(),
+        };
+        let mut state = State::empty();
+        state.inodes.insert(ROOT_INO, root);
+        state.dirs.insert(ROOT_INO, BTreeMap::new());
+        state.next_ino = ROOT_INO + 1;
+        state.next_chunk_id = 1;
+        state.mark(Key::Inode(ROOT_INO));
+        for meta in MetaKey::ALL {
+            state.mark(Key::Meta(meta));
+        }
+        state
+    }
+
+    pub(crate) fn empty() -> State {
+        State {
+            inodes: HashMap::new(),
+            dirs: HashMap::new(),
+            xattrs: HashMap::new(),
+            chunks: HashMap::new(),
+            sessions: BTreeMap::new(),
+            trash: BTreeMap::new(),
+            sustained: BTreeSet::new(),
+            holders: HashMap::new(),
+            applied_index: 0,
+            next_ino: 0,
+            next_chunk_id: 0,
+            dirty: HashSet::new(),
+        }
+    }
+
+    /// Applies the committed entry at log position `index`.
+    ///
+    /// Deterministic: the result depends only on the state and the entry. An error is a normal
+    /// result (the operation had no effect) and still advances the applied index.
+    ///
+    /// # Panics
+    /// If `index` is not `applied_index() + 1`: the driver skipped or repeated an entry, and
+    /// going on would make this replica diverge.
+    pub fn apply(&mut self, index: u64, entry: &Entry) -> Result<Outcome, Status> {
+        assert!(
+            index == self.applied_index + 1,
+            "apply: entry index {index} does not follow applied index {}",
+            self.applied_index
+        );
+        self.applied_index = index;
+        self.mark(Key::Meta(MetaKey::AppliedIndex));
+        match entry.client {
+            None => self.apply_op(entry.now, &entry.op),
+            Some(tag) => self.apply_tagged(tag, entry),
+        }
+    }
+
+    /// Exactly-once: a session's last `(seq, reply)` answers a retry of that `seq`.
+    fn apply_tagged(&mut self, tag: ClientTag, entry: &Entry) -> Result<Outcome, Status> {
+        let opens_it =
+            matches!(&entry.op, Op::OpenSession { session, .. } if *session == tag.session);
+        match self.sessions.get(&tag.session) {
+            None if !opens_it => return Err(Status::BadSession),
+            None => {}
+            Some(session) => {
+                if let Some((seq, reply)) = &session.rec.last {
+                    if tag.seq == *seq {
+                        return reply.clone();
+                    }
+                    if tag.seq < *seq {
+                        return Err(Status::Invalid);
+                    }
+                }
+            }
+        }
+        let reply = self.apply_op(entry.now, &entry.op);
+        if let Some(session) = self.sessions.get_mut(&tag.session) {
+            session.rec.last = Some((tag.seq, reply.clone()));
+            self.mark(Key::Session(tag.session));
+        }
+        reply
+    }
+
+    fn apply_op(&mut self, now: Timestamp, op: &Op) -> Result<Outcome, Status> {
+        match op {
+            Op::Noop => Ok(Outcome::Unit),
+            Op::OpenSession { session, info, root } => self.open_session(*session, info, *root),
+            Op::CloseSession { session } => self.close_session(*session),
+            Op::Create { parent, name, ino, kind, mode, umask, uid, gid, rdev } => {
+                let node = NewNode {
+                    parent: *parent,
+                    name,
+                    ino: *ino,
+                    kind: *kind,
+                    mode: mode & 0o7777 & !umask,
+                    uid: *uid,
+                    gid: *gid,
+                    rdev: *rdev,
+                    target: "",
+                };
+                self.create(now, node)
+            }
+            Op::Mkdir { parent, name, ino, mode, umask, uid, gid } => {
+                let node = NewNode {
+                    parent: *parent,
+                    name,
+                    ino: *ino,
+                    kind: FileKind::Directory,
+                    mode: mode & 0o7777 & !umask,
+                    uid: *uid,
+                    gid: *gid,
+                    rdev: 0,
+                    target: "",
+                };
+                self.make_node(now, node)
+            }
+            Op::Symlink { parent, name, ino, target, uid, gid } => {
+                let node = NewNode {
+                    parent: *parent,
+                    name,
+                    ino: *ino,
+                    kind: FileKind::Symlink,
+                    mode: 0o777,
+                    uid: *uid,
+                    gid: *gid,
+                    rdev: 0,
+                    target,
+                };
+                self.symlink(now, node)
+            }
+            Op::Link { ino, parent, name } => self.link(now, *ino, *parent, name),
+            Op::Unlink { parent, name } => self.unlink(now, *parent, name),
+            Op::Rmdir { parent, name } => self.rmdir(now, *parent, name),
+            Op::Rename { parent, name, new_parent, new_name, flags } => {
+                self.rename(now, (*parent, name), (*new_parent, new_name), *flags)
+            }
+            Op::SetAttr { ino, set, cow_chunk_id } => self.setattr(now, *ino, set, *cow_chunk_id),
+            Op::SetXattr { ino, name, value, flags } => {
+                self.set_xattr(now, *ino, name, value, *flags)
+            }
+            Op::RemoveXattr { ino, name } => self.remove_xattr(now, *ino, name),
+            Op::SetGoal { ino, goal, recursive } => self.set_goal(now, *ino, *goal, *recursive),
+            Op::SetTrashTime { ino, seconds, recursive } => {
+                self.set_trash_time(now, *ino, *seconds, *recursive)
+            }
+            Op::Acquire { session, ino } => self.acquire(*session, *ino),
+            Op::Release { session, ino } => self.release(*session, *ino),
+            Op::WriteChunk { ino, index, new_chunk_id } => {
+                self.write_chunk(*ino, *index, *new_chunk_id)
+            }
+            Op::WriteChunkEnd { ino, index, chunk_id, file_size } => {
+                self.write_chunk_end(now, *ino, *index, *chunk_id, *file_size)
+            }
+            Op::Purge { ino } => self.purge(*ino),
+            Op::Undelete { ino } => self.undelete(now, *ino),
+            Op::SetChunkVersion { chunk_id, version } => {
+                self.set_chunk_version(*chunk_id, *version)
+            }
+        }
+    }
+
+    /// The log index of the last applied entry (0 for a new state).
+    pub fn applied_index(&self) -> u64 {
+        self.applied_index
+    }
+
+    /// Every record changed since the last call, with its current value (`None`: deleted).
+    /// Each key appears once, in (table, key) order.
+    pub fn take_changes(&mut self) -> Vec<Change> {
+        let mut keys: Vec<Key> = self.dirty.drain().collect();
+        keys.sort_unstable();
+        keys.into_iter()
+            .map(|key| Change { table: key.table(), key: key.encode(), value: self.record(&key) })
+            .collect()
+    }
+
+    /// The current encoded value of one record, `None` if it does not exist.
+    pub(crate) fn record(&self, key: &Key) -> Option<Vec<u8>> {
+        match key {
+            Key::Inode(ino) => self.inodes.get(ino).map(encode),
+            Key::Dirent(parent, name) => self.dirs.get(parent)?.get(name).map(encode),
+            Key::Chunk(id) => self.chunks.get(id).map(encode),
+            Key::Xattr(ino, name) => {
+                self.xattrs.get(ino)?.get(name).map(|v| encode(&serde_bytes::Bytes::new(v)))
+            }
+            Key::Session(id) => self.sessions.get(id).map(|s| encode(&s.rec)),
+            Key::Acquired(id, ino) => self.sessions.get(id)?.acquired.get(ino).map(encode),
+            Key::Trash(ino) => self.trash.get(ino).map(encode),
+            Key::Meta(meta) => Some(encode(&self.meta_value(*meta))),
+        }
+    }
+
+    pub(crate) fn meta_value(&self, meta: MetaKey) -> u64 {
+        match meta {
+            MetaKey::AppliedIndex => self.applied_index,
+            MetaKey::NextIno => self.next_ino,
+            MetaKey::NextChunkId => self.next_chunk_id,
+        }
+    }
+
+    pub(crate) fn mark(&mut self, key: Key) {
+        self.dirty.insert(key);
+    }
+
+    // ---- small helpers shared by the operations ----
+
+    pub(crate) fn inode(&self, ino: Ino) -> Result<&Inode, Status> {
+        self.inodes.get(&ino).ok_or(Status::NotFound)
+    }
+
+    /// Mutable access to an inode the caller already validated; marks it changed.
+    pub(crate) fn inode_mut(&mut self, ino: Ino) -> &mut Inode {
+        self.dirty.insert(Key::Inode(ino));
+        self.inodes.get_mut(&ino).unwrap_or_else(|| panic!("inode {ino} vanished during apply"))
+    }
+
+    pub(crate) fn attr(&self, ino: Ino) -> Attr {
+        self.inodes[&ino].attr(ino)
+    }
+
+    /// The entries of directory `ino`: `NotFound` if it does not exist, `NotDir` if it is not
+    /// a directory.
+    pub(crate) fn entries(&self, ino: Ino) -> Result<&BTreeMap<String, Ino>, Status> {
+        match self.inodes.get(&ino) {
+            None => Err(Status::NotFound),
+            Some(node) if !node.is_dir() => Err(Status::NotDir),
+            Some(_) => Ok(&self.dirs[&ino]),
+        }
+    }
+
+    /// The inode named `name` in directory `parent`.
+    pub(crate) fn child(&self, parent: Ino, name: &str) -> Result<Ino, Status> {
+        self.entries(parent)?.get(name).copied().ok_or(Status::NotFound)
+    }
+
+    pub(crate) fn is_dir(&self, ino: Ino) -> bool {
+        self.inodes.get(&ino).is_some_and(Inode::is_dir)
+    }
+
+    pub(crate) fn note_ino_used(&mut self, ino: Ino) {
+        if ino >= self.next_ino {
+            self.next_ino = ino + 1;
+            self.mark(Key::Meta(MetaKey::NextIno));
+        }
+    }
+
+    pub(crate) fn note_chunk_id_used(&mut self, id: ChunkId) {
+        if id >= self.next_chunk_id {
+            self.next_chunk_id = id + 1;
+            self.mark(Key::Meta(MetaKey::NextChunkId));
+        }
+    }
+}
+
+pub(crate) fn encode<T: serde::Serialize + ?Sized>(value: &T) -> Vec<u8> {
+    postcard::to_stdvec(value).expect("postcard encodes every in-memory record")
+}
+
+pub(crate) fn resolve_time(set: TimeSet, now: Timestamp) -> Timestamp {
+    match set {
+        TimeSet::Now => now,
+        TimeSet::At(t) => t,
+    }
+}
