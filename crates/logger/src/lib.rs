@@ -1,5 +1,27 @@
 /*!
-The metalogger: keeps restorable copies of the master's metadata (snapshot + changelog).
+The metalogger: keeps restorable copies of the master's metadata.
 
-Status: reserved for the metalogger issue; nothing here is used yet.
+A logger connects to a master's logger port (9419), receives a full snapshot of the metadata and
+then every committed changelog entry, and keeps them on its own disk:
+
+* `metadata_ml.mfsha` — the latest snapshot (and `metadata_ml.back.mfsha`, the one before it),
+  written to a temporary file, fsynced, renamed into place, directory fsynced;
+* `changelog_ml.mfsha` — entries after that snapshot, each record checksummed (and
+  `changelog_ml.back.mfsha`, the entries after the previous snapshot).
+
+[`restore::load`] rebuilds the metadata from those files (snapshot + replay), which is what an
+operator needs after losing every master. Unlike MooseFS's metalogger, nothing here can leave a
+zero-length or half-written "latest" file: a file becomes current only by rename after fsync,
+and every record carries a CRC32C so a torn tail is detected and reported, never applied.
+
+This crate depends on `meta` only to decode and replay entries; it knows no Raft, no RocksDB
+and no FUSE.
 */
+
+pub mod config;
+pub mod files;
+pub mod link;
+pub mod restore;
+
+pub use config::LoggerConfig;
+pub use link::run;

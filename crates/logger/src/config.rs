@@ -1,0 +1,98 @@
+//! The logger's YAML configuration.
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// `logger.yaml`. Every field has a default; unknown keys are refused.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggerConfig {
+    /// Name shown by `mfsha status` on the master. Default: the host name.
+    pub name: String,
+    /// Where the snapshot and changelog files live. Default: /var/lib/mfsha/logger.
+    pub data_dir: PathBuf,
+    /// Master logger ports to try, in order ("host:port"). Default: ["mfsmaster:9419"].
+    pub masters: Vec<String>,
+    /// Seconds between fresh snapshot downloads (MooseFS: META_DOWNLOAD_FREQ). Default 3600.
+    pub snapshot_every_s: u64,
+}
+
+impl Default for LoggerConfig {
+    fn default() -> Self {
+        LoggerConfig {
+            name: hostname(),
+            data_dir: PathBuf::from("/var/lib/mfsha/logger"),
+            masters: vec![format!("mfsmaster:{}", mfsha_proto::ports::MASTER_LOGGER)],
+            snapshot_every_s: 3600,
+        }
+    }
+}
+
+/// A configuration file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read logger config {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("logger config {path}: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+}
+
+/// Reads and checks `path`.
+pub fn load(path: &Path) -> Result<LoggerConfig, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    parse(path, &text)
+}
+
+/// Parses config text; `path` is only used in error messages.
+pub fn parse(path: &Path, text: &str) -> Result<LoggerConfig, ConfigError> {
+    let invalid = |reason: String| ConfigError::Invalid { path: path.to_path_buf(), reason };
+    let config: LoggerConfig = if text.trim().is_empty() {
+        LoggerConfig::default()
+    } else {
+        serde_yaml::from_str(text).map_err(|e| invalid(e.to_string()))?
+    };
+    if config.masters.is_empty() {
+        return Err(invalid("masters: at least one \"host:port\" is needed".into()));
+    }
+    if config.snapshot_every_s == 0 {
+        return Err(invalid("snapshot_every_s: must be at least 1".into()));
+    }
+    Ok(config)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "metalogger".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_overrides() {
+        let c = parse(Path::new("l.yaml"), "masters: [\"m1:9419\", \"m2:9419\"]\n").unwrap();
+        assert_eq!(c.masters, vec!["m1:9419", "m2:9419"]);
+        assert_eq!(c.snapshot_every_s, 3600);
+        assert_eq!(
+            parse(Path::new("l.yaml"), "").unwrap().data_dir,
+            PathBuf::from("/var/lib/mfsha/logger")
+        );
+    }
+
+    #[test]
+    fn unknown_key_and_bad_value_name_the_file_and_key() {
+        let e = parse(Path::new("/etc/mfsha/logger.yaml"), "snapshot_evry_s: 5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/etc/mfsha/logger.yaml") && e.contains("snapshot_evry_s"), "{e}");
+        let e = parse(Path::new("l.yaml"), "snapshot_every_s: soon\n").unwrap_err().to_string();
+        assert!(e.contains("snapshot_every_s") || e.contains("invalid type"), "{e}");
+        let e = parse(Path::new("l.yaml"), "snapshot_every_s: 0\n").unwrap_err().to_string();
+        assert!(e.contains("at least 1"), "{e}");
+    }
+}

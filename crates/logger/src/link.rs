@@ -1,0 +1,211 @@
+//! The logger's connection to a master: download a snapshot, then follow the changelog.
+
+use crate::config::LoggerConfig;
+use crate::files::{self, ChangelogWriter, FileError, StoredSnapshot};
+use mfsha_proto::frame::{read_frame, write_frame, FrameError};
+use mfsha_proto::logger::{LoggerToMaster, MasterToLogger};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+/// Why the logger stopped, or why one connection to a master ended.
+#[derive(Debug, thiserror::Error)]
+pub enum LoggerError {
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir { path: PathBuf, source: std::io::Error },
+    #[error("writing the logger's files failed: {0}; check the disk, then restart the logger")]
+    File(#[from] FileError),
+    #[error("connection to master {master} failed: {reason}")]
+    Link { master: String, reason: String },
+    #[error("cannot install signal handler: {0}")]
+    Signal(std::io::Error),
+}
+
+const BACKOFF_START: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Runs the logger until SIGTERM or SIGINT, reconnecting to the masters as needed.
+pub async fn run(config: LoggerConfig) -> Result<(), LoggerError> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|source| LoggerError::DataDir { path: config.data_dir.clone(), source })?;
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).map_err(LoggerError::Signal)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(LoggerError::Signal)?;
+    tokio::select! {
+        result = follow_masters(&config) => result,
+        _ = term.recv() => { tracing::info!("SIGTERM received; stopping"); Ok(()) }
+        _ = int.recv() => { tracing::info!("SIGINT received; stopping"); Ok(()) }
+    }
+}
+
+async fn follow_masters(config: &LoggerConfig) -> Result<(), LoggerError> {
+    let mut backoff = BACKOFF_START;
+    let mut next = 0usize;
+    loop {
+        let master = config.masters[next % config.masters.len()].clone();
+        next += 1;
+        match follow(config, &master).await {
+            // A file error means our disk is failing: stop rather than keep a broken copy.
+            Err(LoggerError::File(e)) => return Err(LoggerError::File(e)),
+            Err(e) => tracing::warn!(%e, "will retry in {backoff:?}"),
+            Ok(()) => tracing::info!(%master, "master closed the connection"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// What the logger holds on disk: the last index it can restore to.
+fn last_index_on_disk(dir: &Path) -> u64 {
+    let snap = files::read_snapshot(&dir.join(files::SNAPSHOT)).map(|s| s.index).unwrap_or(0);
+    let log = files::read_changelog(&dir.join(files::CHANGELOG))
+        .ok()
+        .and_then(|read| read.records.last().map(|r| r.0))
+        .unwrap_or(0);
+    snap.max(log)
+}
+
+/// One connection: hello, then snapshot parts and entries until the connection ends.
+async fn follow(config: &LoggerConfig, master: &str) -> Result<(), LoggerError> {
+    let link_err = |reason: String| LoggerError::Link { master: master.to_string(), reason };
+    let stream = TcpStream::connect(master).await.map_err(|e| link_err(e.to_string()))?;
+    let (mut reader, mut writer) = stream.into_split();
+    let dir = config.data_dir.clone();
+    let mut follower = Follower::new(&dir, last_index_on_disk(&dir))?;
+    let hello = LoggerToMaster::Hello { name: config.name.clone(), applied: follower.last };
+    write_frame(&mut writer, 0, &hello).await.map_err(|e| link_err(e.to_string()))?;
+    tracing::info!(%master, applied = follower.last, "connected to master");
+    let (tx, mut rx) = mpsc::channel::<Result<MasterToLogger, FrameError>>(16);
+    let read_task = tokio::spawn(async move {
+        loop {
+            let frame = read_frame::<_, MasterToLogger>(&mut reader).await;
+            let stop = frame.is_err();
+            if tx.send(frame.map(|f| f.body)).await.is_err() || stop {
+                return;
+            }
+        }
+    });
+    let mut refresh = tokio::time::interval(Duration::from_secs(config.snapshot_every_s));
+    refresh.tick().await; // the first snapshot comes with the connection
+    let result = loop {
+        tokio::select! {
+            frame = rx.recv() => {
+                let msg = match frame {
+                    Some(Ok(msg)) => msg,
+                    Some(Err(e)) if e.is_clean_close() => break Ok(()),
+                    Some(Err(e)) => break Err(link_err(e.to_string())),
+                    None => break Ok(()),
+                };
+                match follower.handle(msg, master) {
+                    Ok(Some(ack)) => {
+                        let ack = LoggerToMaster::Ack { index: ack };
+                        if let Err(e) = write_frame(&mut writer, 0, &ack).await {
+                            break Err(link_err(e.to_string()));
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => break Err(e),
+                }
+            }
+            _ = refresh.tick() => {
+                if let Err(e) = write_frame(&mut writer, 0, &LoggerToMaster::WantSnapshot).await {
+                    break Err(link_err(e.to_string()));
+                }
+            }
+        }
+    };
+    read_task.abort();
+    let _closed = writer.shutdown().await;
+    result
+}
+
+/// The logger's side of the stream: assembles snapshots and appends entries.
+struct Follower {
+    dir: PathBuf,
+    /// Last index restorable from disk.
+    last: u64,
+    changelog: ChangelogWriter,
+    /// Snapshot being received: (index, term, bytes so far).
+    partial: Option<(u64, u64, Vec<u8>)>,
+}
+
+impl Follower {
+    fn new(dir: &Path, last: u64) -> Result<Self, LoggerError> {
+        Ok(Follower {
+            dir: dir.to_path_buf(),
+            last,
+            changelog: ChangelogWriter::open(dir)?,
+            partial: None,
+        })
+    }
+
+    /// Handles one message; returns an index to acknowledge.
+    fn handle(&mut self, msg: MasterToLogger, master: &str) -> Result<Option<u64>, LoggerError> {
+        let bad = |reason: String| LoggerError::Link { master: master.to_string(), reason };
+        match msg {
+            MasterToLogger::SnapshotPart { index, term, offset, data, last, crc32c } => {
+                let partial = self.partial.get_or_insert_with(|| (index, term, Vec::new()));
+                if partial.0 != index || partial.2.len() as u64 != offset {
+                    self.partial = None;
+                    return Err(bad(format!("snapshot part at offset {offset} out of order")));
+                }
+                partial.2.extend_from_slice(&data);
+                if !last {
+                    return Ok(None);
+                }
+                let (index, term, blob) = self.partial.take().expect("set above");
+                if crc32c::crc32c(&blob) != crc32c {
+                    return Err(bad(format!("snapshot at index {index} failed its checksum")));
+                }
+                self.install_snapshot(StoredSnapshot { index, term, blob }, master)
+            }
+            MasterToLogger::Entries(entries) => {
+                let fresh: Vec<(u64, u64, &[u8])> = entries
+                    .iter()
+                    .filter(|(index, _, _)| *index > self.last)
+                    .map(|(index, term, data)| (*index, *term, data.as_slice()))
+                    .collect();
+                if let Some(first) = fresh.first() {
+                    if first.0 != self.last + 1 {
+                        return Err(bad(format!(
+                            "entry {} follows {}: gap in the changelog",
+                            first.0, self.last
+                        )));
+                    }
+                    self.changelog.append(&fresh)?;
+                    self.last = fresh.last().expect("non-empty").0;
+                }
+                Ok(Some(self.last))
+            }
+            MasterToLogger::NotLeader { leader_hint } => {
+                Err(bad(format!("not the leader (hint: {leader_hint:?})")))
+            }
+        }
+    }
+
+    fn install_snapshot(
+        &mut self,
+        snap: StoredSnapshot,
+        master: &str,
+    ) -> Result<Option<u64>, LoggerError> {
+        if snap.index < self.last {
+            // A master behind what we already hold (a lagging replica): keep our newer copy.
+            return Err(LoggerError::Link {
+                master: master.to_string(),
+                reason: format!(
+                    "offers a snapshot at index {} but this logger already holds {}",
+                    snap.index, self.last
+                ),
+            });
+        }
+        let index = snap.index;
+        files::write_snapshot(&self.dir, &snap)?;
+        files::rotate_changelog(&self.dir)?;
+        self.changelog = ChangelogWriter::open(&self.dir)?;
+        self.last = index;
+        tracing::info!(%master, index, bytes = snap.blob.len(), "stored metadata snapshot");
+        Ok(Some(index))
+    }
+}
