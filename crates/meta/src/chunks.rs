@@ -198,3 +198,109 @@ impl State {
         Some(cut)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Copy-on-write needs a chunk shared by two files, which no operation makes yet (it is
+    //! what snapshots will make), so these tests share one by hand.
+
+    use crate::op::{Entry, Op, Outcome};
+    use crate::state::State;
+    use crate::table::Key;
+    use mfsha_proto::types::*;
+
+    const T: Timestamp = Timestamp::new(1000, 0);
+
+    fn run(state: &mut State, op: Op) -> Result<Outcome, Status> {
+        let index = state.applied_index() + 1;
+        let reply = state.apply(index, &Entry { now: T, client: None, op });
+        state.check_invariants().unwrap();
+        reply
+    }
+
+    fn file(state: &mut State, name: &str) -> Ino {
+        let ino = state.next_free_ino();
+        let op = Op::Create {
+            parent: ROOT_INO,
+            name: name.into(),
+            ino,
+            kind: FileKind::File,
+            mode: 0o644,
+            umask: 0,
+            uid: 0,
+            gid: 0,
+            rdev: 0,
+        };
+        run(state, op).unwrap();
+        ino
+    }
+
+    /// Two files whose chunk 0 is the same chunk 10 (version 1), 1.5 chunks long.
+    fn shared() -> (State, Ino, Ino) {
+        let mut state = State::new(T);
+        let (a, b) = (file(&mut state, "a"), file(&mut state, "b"));
+        run(&mut state, Op::WriteChunk { ino: a, index: 0, new_chunk_id: 10 }).unwrap();
+        let size = CHUNK_BYTES + CHUNK_BYTES / 2;
+        state.inodes.get_mut(&a).unwrap().size = size;
+        let node = state.inodes.get_mut(&b).unwrap();
+        node.size = size;
+        node.chunks = vec![(0, 10)];
+        state.chunks.get_mut(&10).unwrap().owners.push(b);
+        state.dirty.extend([Key::Inode(a), Key::Inode(b), Key::Chunk(10)]);
+        state.check_invariants().unwrap();
+        assert_eq!(state.chunk(10).unwrap().refcount, 2);
+        (state, a, b)
+    }
+
+    #[test]
+    fn writing_a_shared_chunk_copies_it() {
+        let (mut state, a, b) = shared();
+        assert_eq!(
+            run(&mut state, Op::WriteChunk { ino: b, index: 0, new_chunk_id: 10 }),
+            Err(Status::Exists),
+            "the copy needs a fresh id"
+        );
+        let out = run(&mut state, Op::WriteChunk { ino: b, index: 0, new_chunk_id: 11 }).unwrap();
+        let expected = Outcome::ChunkWrite {
+            chunk_id: 11,
+            version: 1,
+            previous: Some((10, 1)),
+            file_size: CHUNK_BYTES + CHUNK_BYTES / 2,
+            goal: DEFAULT_GOAL,
+        };
+        assert_eq!(out, expected);
+        assert_eq!(state.file_chunks(a).unwrap(), vec![10]);
+        assert_eq!(state.file_chunks(b).unwrap(), vec![11]);
+        assert_eq!(state.chunk(10).unwrap().refcount, 1);
+        assert_eq!(state.chunk(11).unwrap().refcount, 1);
+    }
+
+    #[test]
+    fn truncating_into_a_shared_chunk_copies_it() {
+        let (mut state, a, b) = shared();
+        let set = SetAttr { size: Some(100), ..SetAttr::default() };
+        let cut = |cow_chunk_id| Op::SetAttr { ino: b, set: set.clone(), cow_chunk_id };
+        assert_eq!(run(&mut state, cut(0)), Err(Status::Invalid));
+        assert_eq!(run(&mut state, cut(10)), Err(Status::Exists));
+        assert_eq!(state.getattr(b).unwrap().size, CHUNK_BYTES + CHUNK_BYTES / 2, "no effect");
+        match run(&mut state, cut(12)).unwrap() {
+            Outcome::Truncated { attr, chunk_id, version, previous, length } => {
+                assert_eq!(
+                    (attr.size, chunk_id, version, previous, length),
+                    (100, 12, 1, (10, 1), 100)
+                );
+            }
+            other => panic!("expected Truncated, got {other:?}"),
+        }
+        assert_eq!(state.file_chunks(a).unwrap(), vec![10]);
+        assert_eq!(state.file_chunks(b).unwrap(), vec![12]);
+        assert_eq!(state.next_free_chunk_id(), 13);
+        // Dropping the only other reference deletes the chunk.
+        run(
+            &mut state,
+            Op::SetAttr { ino: a, set: SetAttr { size: Some(0), ..set }, cow_chunk_id: 0 },
+        )
+        .unwrap();
+        assert_eq!(state.chunk(10), None);
+    }
+}

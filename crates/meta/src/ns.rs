@@ -177,9 +177,6 @@ impl State {
         if !self.is_dir(child) {
             return Err(Status::NotDir);
         }
-        if child == ROOT_INO {
-            return Err(Status::Busy);
-        }
         if !self.dirs[&child].is_empty() {
             return Err(Status::NotEmpty);
         }

@@ -257,6 +257,14 @@ impl State {
         self.sessions.iter().map(|(id, s)| (*id, s.rec.info.as_str(), s.acquired.len()))
     }
 
+    /// The inodes a session holds open, with how many times each.
+    pub fn acquired(&self, session: SessionId) -> impl Iterator<Item = (Ino, u32)> + '_ {
+        self.sessions
+            .get(&session)
+            .into_iter()
+            .flat_map(|s| s.acquired.iter().map(|(i, n)| (*i, *n)))
+    }
+
     /// The directory a session mounted, if the session exists.
     pub fn session_root(&self, session: SessionId) -> Option<Ino> {
         self.sessions.get(&session).map(|s| s.rec.root)
