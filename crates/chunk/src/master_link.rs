@@ -1,0 +1,338 @@
+//! The connection to the master: registration, heartbeats, reports, and the master's commands.
+//!
+//! The link is a bidirectional stream of frames, not request/response: this side sends
+//! `Register`, the chunk list in `Chunks` batches and `RegisterDone`, then a heartbeat every
+//! `heartbeat_ms` and any reports (`Damaged`, `Lost`) as they happen; the master sends
+//! commands whenever it likes, each answered by a `Done` carrying its `op` id.
+//!
+//! When the connection drops (master restart, leader change, network) the link reconnects at
+//! once with a back-off starting at 50 ms and capped at 1 s — not MooseFS's fixed 5 s, which
+//! would dominate failover time — trying each configured master address in turn, and
+//! re-registers from scratch.
+
+use crate::server::Peers;
+use crate::store::{blocking, Store};
+use mfsha_proto::cs::{CsToMaster, MasterToCs, CHUNKS_PER_FRAME};
+use mfsha_proto::data::{DataReply, DataRequest, MAX_IO_BYTES};
+use mfsha_proto::frame::{read_frame, write_frame, FrameError};
+use mfsha_proto::types::{ChunkId, ServerAddr, Status};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch, Semaphore};
+
+/// First reconnect delay.
+pub const BACKOFF_MIN: Duration = Duration::from_millis(50);
+/// Longest reconnect delay.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(1);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// A write to the master that takes longer than this means the master is gone.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Commands executed at once; more wait (the master paces replication anyway).
+const COMMANDS_MAX: usize = 32;
+
+/// What the link announces about this server.
+#[derive(Debug, Clone)]
+pub struct LinkConfig {
+    pub masters: Vec<String>,
+    pub host: Option<String>,
+    pub port: u16,
+    pub labels: Vec<String>,
+    pub server_id: u64,
+    pub heartbeat: Duration,
+}
+
+/// Why one session with the master ended.
+#[derive(Debug, thiserror::Error)]
+enum LinkError {
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    #[error("{0}")]
+    Frame(#[from] FrameError),
+    #[error("the master closed the connection")]
+    Closed,
+    #[error("write to the master timed out")]
+    WriteTimeout,
+}
+
+/// Keeps a session with a master open until `shutdown`, reconnecting as needed.
+pub async fn run_link(
+    store: Arc<Store>,
+    peers: Arc<Peers>,
+    config: LinkConfig,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let commands = Arc::new(Semaphore::new(COMMANDS_MAX));
+    let mut backoff = BACKOFF_MIN;
+    let mut next = 0usize;
+    loop {
+        let addr = config.masters[next % config.masters.len()].clone();
+        next += 1;
+        let session =
+            Session { store: &store, peers: &peers, config: &config, commands: &commands };
+        let result = tokio::select! {
+            r = session.run(&addr, &mut backoff) => r,
+            _ = shutdown.changed() => return,
+        };
+        match result {
+            Ok(()) => tracing::info!(master = %addr, "master connection closed"),
+            Err(e) => {
+                tracing::warn!(master = %addr, error = %e, retry_ms = backoff.as_millis() as u64,
+                "master connection lost; reconnecting")
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.changed() => return,
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+struct Session<'a> {
+    store: &'a Arc<Store>,
+    peers: &'a Arc<Peers>,
+    config: &'a LinkConfig,
+    commands: &'a Arc<Semaphore>,
+}
+
+impl Session<'_> {
+    async fn run(&self, addr: &str, backoff: &mut Duration) -> Result<(), LinkError> {
+        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(LinkError::Connect(e.to_string())),
+            Err(_) => return Err(LinkError::Connect("timed out".into())),
+        };
+        stream.set_nodelay(true).ok();
+        let (read_half, mut out) = stream.into_split();
+        self.register(&mut out).await?;
+        let (frames_tx, mut frames) = mpsc::channel::<Result<MasterToCs, FrameError>>(256);
+        let reader = tokio::spawn(read_loop(BufReader::new(read_half), frames_tx));
+        let result = self.serve(&mut out, &mut frames, addr, backoff).await;
+        reader.abort();
+        result
+    }
+
+    async fn register(&self, out: &mut OwnedWriteHalf) -> Result<(), LinkError> {
+        let store = self.store.clone();
+        let (disks, chunks) = tokio::task::spawn_blocking(move || {
+            store.check_disks();
+            (store.disk_infos(), store.list())
+        })
+        .await
+        .expect("registration scan task panicked");
+        let register = CsToMaster::Register {
+            host: self.config.host.clone(),
+            port: self.config.port,
+            labels: self.config.labels.clone(),
+            disks,
+            server_id: self.config.server_id,
+        };
+        send(out, &register).await?;
+        for batch in chunks.chunks(CHUNKS_PER_FRAME) {
+            send(out, &CsToMaster::Chunks(batch.to_vec())).await?;
+        }
+        send(out, &CsToMaster::RegisterDone).await?;
+        // Reports queued while disconnected still go out; damaged copies are re-announced.
+        self.store.requeue_damaged();
+        tracing::info!(chunks = chunks.len(), "registered with the master");
+        Ok(())
+    }
+
+    async fn serve(
+        &self,
+        out: &mut OwnedWriteHalf,
+        frames: &mut mpsc::Receiver<Result<MasterToCs, FrameError>>,
+        addr: &str,
+        backoff: &mut Duration,
+    ) -> Result<(), LinkError> {
+        let (done_tx, mut done_rx) = mpsc::channel::<CsToMaster>(COMMANDS_MAX * 2);
+        let mut heartbeat = tokio::time::interval(self.config.heartbeat);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                frame = frames.recv() => match frame {
+                    None => return Err(LinkError::Closed),
+                    Some(Err(e)) if e.is_clean_close() => return Ok(()),
+                    Some(Err(e)) => return Err(e.into()),
+                    Some(Ok(MasterToCs::Welcome { master_node })) => {
+                        *backoff = BACKOFF_MIN;
+                        tracing::info!(master = %addr, master_node, "registration accepted");
+                    }
+                    Some(Ok(command)) => self.spawn_command(command, done_tx.clone()),
+                },
+                Some(done) = done_rx.recv() => send(out, &done).await?,
+                _ = heartbeat.tick() => self.heartbeat(out).await?,
+                _ = self.store.report_ready.notified() => self.send_reports(out).await?,
+            }
+        }
+    }
+
+    async fn heartbeat(&self, out: &mut OwnedWriteHalf) -> Result<(), LinkError> {
+        let store = self.store.clone();
+        let disks = tokio::task::spawn_blocking(move || {
+            store.check_disks();
+            store.disk_infos()
+        })
+        .await
+        .expect("heartbeat disk check panicked");
+        send(out, &CsToMaster::Heartbeat { disks }).await?;
+        self.send_reports(out).await
+    }
+
+    async fn send_reports(&self, out: &mut OwnedWriteHalf) -> Result<(), LinkError> {
+        for report in self.store.take_reports() {
+            send(out, &report).await?;
+        }
+        Ok(())
+    }
+
+    fn spawn_command(&self, command: MasterToCs, done: mpsc::Sender<CsToMaster>) {
+        let store = self.store.clone();
+        let peers = self.peers.clone();
+        let slots = self.commands.clone();
+        tokio::spawn(async move {
+            let _permit = slots.acquire_owned().await.expect("semaphore never closed");
+            let Some(op) = command_op(&command) else { return };
+            let status = execute(&store, &peers, command).await;
+            // The session may be gone; the master re-learns the state at re-registration.
+            let _gone = done.send(CsToMaster::Done { op, status }).await;
+        });
+    }
+}
+
+async fn send(out: &mut OwnedWriteHalf, msg: &CsToMaster) -> Result<(), LinkError> {
+    match tokio::time::timeout(WRITE_TIMEOUT, write_frame(out, 0, msg)).await {
+        Ok(result) => result?,
+        Err(_) => return Err(LinkError::WriteTimeout),
+    }
+    match tokio::time::timeout(WRITE_TIMEOUT, out.flush()).await {
+        Ok(result) => result.map_err(FrameError::from)?,
+        Err(_) => return Err(LinkError::WriteTimeout),
+    }
+    Ok(())
+}
+
+/// Reads frames in its own task: `read_frame` must not be cancelled half way by a `select!`.
+async fn read_loop(
+    mut reader: BufReader<tokio::net::tcp::OwnedReadHalf>,
+    tx: mpsc::Sender<Result<MasterToCs, FrameError>>,
+) {
+    loop {
+        let frame = read_frame::<_, MasterToCs>(&mut reader).await;
+        let failed = frame.is_err();
+        if tx.send(frame.map(|f| f.body)).await.is_err() || failed {
+            return;
+        }
+    }
+}
+
+fn command_op(command: &MasterToCs) -> Option<u64> {
+    match command {
+        MasterToCs::Welcome { .. } => None,
+        MasterToCs::Create { op, .. }
+        | MasterToCs::SetVersion { op, .. }
+        | MasterToCs::Delete { op, .. }
+        | MasterToCs::Replicate { op, .. }
+        | MasterToCs::Truncate { op, .. }
+        | MasterToCs::Duplicate { op, .. } => Some(*op),
+    }
+}
+
+/// Carries out one master command.
+pub async fn execute(store: &Arc<Store>, peers: &Peers, command: MasterToCs) -> Result<(), Status> {
+    tracing::debug!(?command, "master command");
+    match command {
+        MasterToCs::Welcome { .. } => Ok(()),
+        MasterToCs::Create { chunk_id, version, .. } => {
+            blocking(store, move |s| s.create_blocking(chunk_id, version)).await
+        }
+        MasterToCs::SetVersion { chunk_id, old_version, new_version, .. } => {
+            blocking(store, move |s| s.set_version_blocking(chunk_id, old_version, new_version))
+                .await
+        }
+        MasterToCs::Delete { chunk_id, version, .. } => {
+            match blocking(store, move |s| s.delete_blocking(chunk_id, version)).await {
+                // Already gone is what the master wanted.
+                Err(Status::NotFound) => Ok(()),
+                other => other,
+            }
+        }
+        MasterToCs::Replicate { chunk_id, version, source, .. } => {
+            replicate(store, peers, chunk_id, version, &source).await
+        }
+        MasterToCs::Truncate { chunk_id, old_version, new_version, length, .. } => {
+            blocking(store, move |s| {
+                s.truncate_blocking(chunk_id, old_version, new_version, length)
+            })
+            .await
+        }
+        MasterToCs::Duplicate { new_chunk, new_version, old_chunk, old_version, .. } => {
+            blocking(store, move |s| {
+                s.duplicate_blocking(new_chunk, new_version, old_chunk, old_version)
+            })
+            .await
+        }
+    }
+}
+
+/// Copies `chunk_id` at `version` from `source`, reading through its CRC-verifying read path,
+/// into a temporary file that becomes the copy only when complete and fsynced.
+pub async fn replicate(
+    store: &Arc<Store>,
+    peers: &Peers,
+    chunk_id: ChunkId,
+    version: u32,
+    source: &ServerAddr,
+) -> Result<(), Status> {
+    let length = match peers.call(source, DataRequest::Stat { chunk_id }).await? {
+        DataReply::Stat { version: v, length } if v == version => length,
+        DataReply::Stat { .. } => return Err(Status::WrongVersion),
+        _ => return Err(Status::Io),
+    };
+    let mut builder = blocking(store, move |s| s.build_begin(chunk_id, version)).await?;
+    let mut offset = 0u64;
+    while offset < length {
+        let size = (length - offset).min(MAX_IO_BYTES as u64) as u32;
+        let req = DataRequest::Read { chunk_id, version, offset: offset as u32, size };
+        let data = match peers.call(source, req).await {
+            Ok(DataReply::Data(d)) if d.len() == size as usize => d.into_vec(),
+            other => {
+                let error = other.err().unwrap_or(Status::Io);
+                store.build_abort(builder);
+                tracing::warn!(chunk = format_args!("{chunk_id:016X}"), %source, %error,
+                    "replication read failed");
+                return Err(error);
+            }
+        };
+        let (b, result) = append(store, builder, data).await;
+        builder = b;
+        if let Err(e) = result {
+            store.build_abort(builder);
+            return Err(e);
+        }
+        offset += size as u64;
+    }
+    let store2 = store.clone();
+    tokio::task::spawn_blocking(move || store2.build_finish(builder))
+        .await
+        .unwrap_or(Err(Status::Io))?;
+    tracing::info!(chunk = format_args!("{chunk_id:016X}"), version, %source, length, "replicated");
+    Ok(())
+}
+
+async fn append(
+    store: &Arc<Store>,
+    mut builder: crate::store::Builder,
+    data: Vec<u8>,
+) -> (crate::store::Builder, Result<(), Status>) {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || {
+        let result = store.build_append(&mut builder, &data);
+        (builder, result)
+    })
+    .await
+    .expect("replication append task panicked")
+}

@@ -1,0 +1,209 @@
+//! The data listener (port 9422): answers [`DataRequest`]s from mounts and other chunkservers.
+//!
+//! * `Read` verifies the CRC of every block it touches; a mismatch answers
+//!   `Err(Status::Checksum)` (the client reads another copy) and queues a `Damaged` report.
+//! * `Write` stores locally while forwarding to the next server of the chain, and answers only
+//!   after both finished, so an acknowledged write is on every copy of the chain.
+//! * `Sync` fsyncs here and down the chain the same way.
+
+use crate::store::{blocking, Store};
+use mfsha_proto::data::{DataReply, DataRequest, MAX_IO_BYTES};
+use mfsha_proto::rpc::{serve, RpcClient};
+use mfsha_proto::types::{ChunkId, Reply, ServerAddr, Status, MAX_GOAL};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// A connection to another chunkserver.
+pub type DataClient = RpcClient<DataRequest, Reply<DataReply>>;
+
+/// Requests one client connection may have in progress at once.
+const MAX_IN_FLIGHT: usize = 16;
+/// How long a forwarded request may take before the chain counts as broken.
+const FORWARD_TIMEOUT_MS: u64 = 60_000;
+/// How long connecting to another chunkserver may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connections to other chunkservers (chain forwarding, replication), reused across requests.
+#[derive(Default)]
+pub struct Peers {
+    clients: Mutex<HashMap<String, DataClient>>,
+}
+
+impl Peers {
+    /// A live connection to `addr`, opening one if needed.
+    pub async fn get(&self, addr: &ServerAddr) -> Result<DataClient, Status> {
+        let key = addr.to_string();
+        if let Some(c) = self.clients.lock().expect("peers poisoned").get(&key) {
+            if !c.is_closed() {
+                return Ok(c.clone());
+            }
+        }
+        let client = match tokio::time::timeout(CONNECT_TIMEOUT, DataClient::connect(&key)).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                tracing::warn!(peer = %key, error = %e, "cannot reach chunkserver");
+                return Err(Status::Io);
+            }
+            Err(_) => {
+                tracing::warn!(peer = %key, "connecting to chunkserver timed out");
+                return Err(Status::Io);
+            }
+        };
+        self.clients.lock().expect("peers poisoned").insert(key, client.clone());
+        Ok(client)
+    }
+
+    /// Sends `req` to `addr` and returns its reply; transport failures become `Status::Io`.
+    pub async fn call(&self, addr: &ServerAddr, req: DataRequest) -> Reply<DataReply> {
+        let client = self.get(addr).await?;
+        match client.call_timeout(req, FORWARD_TIMEOUT_MS).await {
+            Ok(reply) => reply,
+            Err(e) => {
+                tracing::warn!(peer = %addr, error = %e, "chunkserver request failed");
+                Err(Status::Io)
+            }
+        }
+    }
+}
+
+/// What every request handler shares.
+pub struct DataService {
+    pub store: Arc<Store>,
+    pub peers: Arc<Peers>,
+}
+
+impl DataService {
+    /// Answers one request.
+    pub async fn handle(self: Arc<Self>, req: DataRequest) -> Reply<DataReply> {
+        match req {
+            DataRequest::Read { chunk_id, version, offset, size } => {
+                let data = blocking(&self.store, move |s| {
+                    s.read_blocking(chunk_id, version, offset, size)
+                })
+                .await?;
+                Ok(DataReply::Data(serde_bytes::ByteBuf::from(data)))
+            }
+            DataRequest::Write { chunk_id, version, offset, data, chain } => {
+                self.write(chunk_id, version, offset, data.into_vec(), chain).await
+            }
+            DataRequest::Sync { chunk_id, version, chain } => {
+                self.sync(chunk_id, version, chain).await
+            }
+            DataRequest::Stat { chunk_id } => {
+                let (version, length) = self.store.stat(chunk_id)?;
+                Ok(DataReply::Stat { version, length })
+            }
+        }
+    }
+
+    async fn write(
+        &self,
+        chunk_id: ChunkId,
+        version: u32,
+        offset: u32,
+        data: Vec<u8>,
+        chain: Vec<ServerAddr>,
+    ) -> Reply<DataReply> {
+        if chain.len() >= MAX_GOAL as usize || data.len() > MAX_IO_BYTES as usize {
+            return Err(Status::Invalid);
+        }
+        let forward = chain.split_first().map(|(next, rest)| {
+            let req = DataRequest::Write {
+                chunk_id,
+                version,
+                offset,
+                data: serde_bytes::ByteBuf::from(data.clone()),
+                chain: rest.to_vec(),
+            };
+            self.forward(next.clone(), req)
+        });
+        let local =
+            blocking(&self.store, move |s| s.write_blocking(chunk_id, version, offset, &data));
+        join_forward(local, forward, DataReply::Written).await
+    }
+
+    async fn sync(
+        &self,
+        chunk_id: ChunkId,
+        version: u32,
+        chain: Vec<ServerAddr>,
+    ) -> Reply<DataReply> {
+        if chain.len() >= MAX_GOAL as usize {
+            return Err(Status::Invalid);
+        }
+        let forward = chain.split_first().map(|(next, rest)| {
+            let req = DataRequest::Sync { chunk_id, version, chain: rest.to_vec() };
+            self.forward(next.clone(), req)
+        });
+        let local = blocking(&self.store, move |s| s.sync_blocking(chunk_id, version));
+        join_forward(local, forward, DataReply::Synced).await
+    }
+
+    /// Starts forwarding `req` to `next` at once, so it overlaps the local disk work.
+    fn forward(
+        &self,
+        next: ServerAddr,
+        req: DataRequest,
+    ) -> tokio::task::JoinHandle<Reply<DataReply>> {
+        let peers = self.peers.clone();
+        tokio::spawn(async move { peers.call(&next, req).await })
+    }
+}
+
+/// Waits for the local operation and the forwarded one (if any) and answers `done` only if
+/// both succeeded. The forward is awaited even when the local part failed, so no request
+/// outlives its reply.
+async fn join_forward(
+    local: impl std::future::Future<Output = Result<(), Status>>,
+    forward: Option<tokio::task::JoinHandle<Reply<DataReply>>>,
+    done: DataReply,
+) -> Reply<DataReply> {
+    let local = local.await;
+    let downstream = match forward {
+        None => Ok(done.clone()),
+        Some(handle) => handle.await.unwrap_or(Err(Status::Io)),
+    };
+    local?;
+    match downstream? {
+        reply if reply == done => Ok(done),
+        other => {
+            tracing::warn!(?other, "chain server answered with the wrong reply kind");
+            Err(Status::Io)
+        }
+    }
+}
+
+/// Accepts data connections until `shutdown` turns true, then ends every open connection.
+pub async fn serve_data(
+    listener: TcpListener,
+    service: Arc<DataService>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.changed() => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept on the data port failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let service = service.clone();
+        connections.spawn(async move {
+            let handler = move |req: DataRequest| service.clone().handle(req);
+            if let Err(e) = serve(stream, peer.to_string(), MAX_IN_FLIGHT, handler).await {
+                tracing::warn!(%peer, error = %e, "data connection closed");
+            }
+        });
+    }
+    connections.shutdown().await;
+}

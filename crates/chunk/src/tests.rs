@@ -1,0 +1,368 @@
+//! The chunkserver end to end in one process: real disks (temp dirs), real sockets, and a
+//! scripted master speaking the chunkserver protocol.
+
+use super::*;
+use mfsha_proto::cs::{CsToMaster, MasterToCs};
+use mfsha_proto::data::{DataReply, DataRequest};
+use mfsha_proto::frame::{read_frame, write_frame};
+use mfsha_proto::types::{Reply, ServerAddr, Status};
+use std::path::PathBuf;
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+struct FakeMaster {
+    listener: TcpListener,
+}
+
+struct Conn {
+    reader: BufReader<OwnedReadHalf>,
+    writer: OwnedWriteHalf,
+    next_op: u64,
+}
+
+impl FakeMaster {
+    async fn new() -> FakeMaster {
+        FakeMaster { listener: TcpListener::bind("127.0.0.1:0").await.unwrap() }
+    }
+
+    fn addr(&self) -> String {
+        self.listener.local_addr().unwrap().to_string()
+    }
+
+    async fn accept(&self) -> Conn {
+        let (stream, _) = tokio::time::timeout(WAIT, self.listener.accept())
+            .await
+            .expect("chunkserver did not connect to the master")
+            .unwrap();
+        let (r, w) = stream.into_split();
+        Conn { reader: BufReader::new(r), writer: w, next_op: 1 }
+    }
+}
+
+impl Conn {
+    async fn recv(&mut self) -> CsToMaster {
+        tokio::time::timeout(WAIT, read_frame::<_, CsToMaster>(&mut self.reader))
+            .await
+            .expect("no message from the chunkserver")
+            .expect("bad frame from the chunkserver")
+            .body
+    }
+
+    /// The next message that is not a heartbeat.
+    async fn recv_event(&mut self) -> CsToMaster {
+        loop {
+            match self.recv().await {
+                CsToMaster::Heartbeat { .. } => continue,
+                other => return other,
+            }
+        }
+    }
+
+    async fn send(&mut self, msg: &MasterToCs) {
+        write_frame(&mut self.writer, 0, msg).await.unwrap();
+        self.writer.flush().await.unwrap();
+    }
+
+    /// Reads Register, Chunks…, RegisterDone; answers Welcome. Returns (port, chunks).
+    async fn registration(&mut self) -> (u16, Vec<(u64, u32, bool)>) {
+        let port = match self.recv().await {
+            CsToMaster::Register { port, disks, server_id, .. } => {
+                assert!(!disks.is_empty());
+                assert_ne!(server_id, 0);
+                port
+            }
+            other => panic!("expected Register first, got {other:?}"),
+        };
+        let mut chunks = Vec::new();
+        loop {
+            match self.recv().await {
+                CsToMaster::Chunks(batch) => chunks.extend(batch),
+                CsToMaster::RegisterDone => break,
+                other => panic!("unexpected during registration: {other:?}"),
+            }
+        }
+        self.send(&MasterToCs::Welcome { master_node: 1 }).await;
+        chunks.sort();
+        (port, chunks)
+    }
+
+    /// Sends a command built with a fresh op id and waits for its Done.
+    async fn command(&mut self, make: impl FnOnce(u64) -> MasterToCs) -> Result<(), Status> {
+        let op = self.next_op;
+        self.next_op += 1;
+        self.send(&make(op)).await;
+        match self.recv_event().await {
+            CsToMaster::Done { op: got, status } if got == op => status,
+            other => panic!("expected Done for op {op}, got {other:?}"),
+        }
+    }
+}
+
+async fn start_cs(master: &str, dirs: Vec<PathBuf>, scrub_mib: f64) -> Chunkserver {
+    let mut config = ChunkserverConfig::with_dirs(dirs);
+    config.master = vec![master.to_string()];
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.heartbeat_ms = 100;
+    config.scrub_mib_per_sec = scrub_mib;
+    Chunkserver::start(config).await.unwrap()
+}
+
+fn addr_of(cs: &Chunkserver) -> ServerAddr {
+    ServerAddr { host: "127.0.0.1".into(), port: cs.addr().port() }
+}
+
+async fn data_client(cs: &Chunkserver) -> server::DataClient {
+    server::DataClient::connect(&cs.addr().to_string()).await.unwrap()
+}
+
+fn write_req(
+    id: u64,
+    version: u32,
+    offset: u32,
+    data: &[u8],
+    chain: Vec<ServerAddr>,
+) -> DataRequest {
+    DataRequest::Write {
+        chunk_id: id,
+        version,
+        offset,
+        data: serde_bytes::ByteBuf::from(data.to_vec()),
+        chain,
+    }
+}
+
+async fn read(
+    client: &server::DataClient,
+    id: u64,
+    version: u32,
+    offset: u32,
+    size: u32,
+) -> Reply<Vec<u8>> {
+    match client.call(DataRequest::Read { chunk_id: id, version, offset, size }).await.unwrap()? {
+        DataReply::Data(d) => Ok(d.into_vec()),
+        other => panic!("unexpected reply {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn registers_heartbeats_and_reconnects_quickly() {
+    let master = FakeMaster::new().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let cs = start_cs(&master.addr(), vec![tmp.path().to_path_buf()], 0.0).await;
+    let mut conn = master.accept().await;
+    let (port, chunks) = conn.registration().await;
+    assert_eq!(port, cs.addr().port());
+    assert!(chunks.is_empty());
+    assert_eq!(conn.command(|op| MasterToCs::Create { op, chunk_id: 7, version: 1 }).await, Ok(()));
+    assert!(matches!(conn.recv().await, CsToMaster::Heartbeat { .. }));
+    // The master goes away: the chunkserver must be back within a few back-off steps.
+    drop(conn);
+    let started = std::time::Instant::now();
+    let mut conn = master.accept().await;
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "reconnect took {:?}",
+        started.elapsed()
+    );
+    let (_, chunks) = conn.registration().await;
+    assert_eq!(chunks, vec![(7, 1, false)]);
+    cs.shutdown().await;
+}
+
+#[tokio::test]
+async fn chain_write_reaches_every_copy_and_replication_copies_verified_data() {
+    let master = FakeMaster::new().await;
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut servers = Vec::new();
+    let mut conns = Vec::new();
+    for d in &dirs {
+        servers.push(start_cs(&master.addr(), vec![d.path().to_path_buf()], 0.0).await);
+        let mut conn = master.accept().await;
+        conn.registration().await;
+        conns.push(conn);
+    }
+    for conn in &mut conns[..2] {
+        assert_eq!(
+            conn.command(|op| MasterToCs::Create { op, chunk_id: 0x42, version: 1 }).await,
+            Ok(())
+        );
+    }
+    let data: Vec<u8> = (0..(3 << 20) + 123).map(|i| (i % 253) as u8).collect();
+    let first = data_client(&servers[0]).await;
+    let chain = vec![addr_of(&servers[1])];
+    let reply = first.call(write_req(0x42, 1, 4096, &data, chain.clone())).await.unwrap();
+    assert_eq!(reply, Ok(DataReply::Written));
+    let sync = DataRequest::Sync { chunk_id: 0x42, version: 1, chain: chain.clone() };
+    assert_eq!(first.call(sync).await.unwrap(), Ok(DataReply::Synced));
+    let second = data_client(&servers[1]).await;
+    assert_eq!(read(&second, 0x42, 1, 4096, data.len() as u32).await.unwrap(), data);
+    // A chain through a server without the chunk fails as a whole.
+    let bad_chain = vec![addr_of(&servers[2])];
+    let reply = first.call(write_req(0x42, 1, 0, b"x", bad_chain)).await.unwrap();
+    assert_eq!(reply, Err(Status::NotFound));
+    // Server 3 replicates from server 2.
+    let source = addr_of(&servers[1]);
+    let status = conns[2]
+        .command(|op| MasterToCs::Replicate { op, chunk_id: 0x42, version: 1, source })
+        .await;
+    assert_eq!(status, Ok(()));
+    let third = data_client(&servers[2]).await;
+    assert_eq!(read(&third, 0x42, 1, 4096, data.len() as u32).await.unwrap(), data);
+    assert_eq!(
+        third.call(DataRequest::Stat { chunk_id: 0x42 }).await.unwrap(),
+        Ok(DataReply::Stat { version: 1, length: 4096 + data.len() as u64 })
+    );
+    for s in servers {
+        s.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn version_truncate_duplicate_and_delete_commands() {
+    let master = FakeMaster::new().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let cs = start_cs(&master.addr(), vec![tmp.path().to_path_buf()], 0.0).await;
+    let mut conn = master.accept().await;
+    conn.registration().await;
+    assert_eq!(conn.command(|op| MasterToCs::Create { op, chunk_id: 1, version: 1 }).await, Ok(()));
+    let client = data_client(&cs).await;
+    client.call(write_req(1, 1, 0, &[7u8; 100_000], vec![])).await.unwrap().unwrap();
+    let set = |op| MasterToCs::SetVersion { op, chunk_id: 1, old_version: 1, new_version: 2 };
+    assert_eq!(conn.command(set).await, Ok(()));
+    assert_eq!(read(&client, 1, 1, 0, 1).await, Err(Status::WrongVersion));
+    let dup = |op| MasterToCs::Duplicate {
+        op,
+        new_chunk: 2,
+        new_version: 1,
+        old_chunk: 1,
+        old_version: 2,
+    };
+    assert_eq!(conn.command(dup).await, Ok(()));
+    let cut =
+        |op| MasterToCs::Truncate { op, chunk_id: 2, old_version: 1, new_version: 3, length: 10 };
+    assert_eq!(conn.command(cut).await, Ok(()));
+    let back = read(&client, 2, 3, 0, 20).await.unwrap();
+    assert_eq!(&back[..10], &[7u8; 10]);
+    assert!(back[10..].iter().all(|&b| b == 0));
+    assert_eq!(read(&client, 1, 2, 0, 20).await.unwrap(), vec![7u8; 20]);
+    assert_eq!(conn.command(|op| MasterToCs::Delete { op, chunk_id: 1, version: 0 }).await, Ok(()));
+    assert_eq!(read(&client, 1, 2, 0, 1).await, Err(Status::NotFound));
+    assert_eq!(
+        conn.command(|op| MasterToCs::Create { op, chunk_id: 2, version: 9 }).await,
+        Err(Status::Exists)
+    );
+    cs.shutdown().await;
+}
+
+fn flip(path: &std::path::Path, at: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
+    let mut b = [0u8];
+    f.read_exact_at(&mut b, at).unwrap();
+    b[0] ^= 1;
+    f.write_all_at(&b, at).unwrap();
+}
+
+#[tokio::test]
+async fn damaged_copy_is_refused_to_readers_and_reported_to_the_master() {
+    let master = FakeMaster::new().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let cs = start_cs(&master.addr(), vec![tmp.path().to_path_buf()], 0.0).await;
+    let mut conn = master.accept().await;
+    conn.registration().await;
+    assert_eq!(
+        conn.command(|op| MasterToCs::Create { op, chunk_id: 0x10, version: 4 }).await,
+        Ok(())
+    );
+    let client = data_client(&cs).await;
+    client.call(write_req(0x10, 4, 0, &[1u8; 200_000], vec![])).await.unwrap().unwrap();
+    let sync = DataRequest::Sync { chunk_id: 0x10, version: 4, chain: vec![] };
+    client.call(sync).await.unwrap().unwrap();
+    let path = tmp.path().join("10").join(format::file_name(0x10, 4));
+    flip(&path, format::DATA_OFFSET + 150_000);
+    assert_eq!(read(&client, 0x10, 4, 0, 200_000).await, Err(Status::Checksum));
+    assert_eq!(conn.recv_event().await, CsToMaster::Damaged { chunk_id: 0x10, version: 4 });
+    cs.shutdown().await;
+}
+
+#[tokio::test]
+async fn scrub_finds_a_flipped_byte_without_any_read() {
+    let master = FakeMaster::new().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("11").join(format::file_name(0x11, 1));
+    {
+        let cs = start_cs(&master.addr(), vec![tmp.path().to_path_buf()], 0.0).await;
+        let mut conn = master.accept().await;
+        conn.registration().await;
+        assert_eq!(
+            conn.command(|op| MasterToCs::Create { op, chunk_id: 0x11, version: 1 }).await,
+            Ok(())
+        );
+        let client = data_client(&cs).await;
+        client.call(write_req(0x11, 1, 0, &[3u8; 1 << 20], vec![])).await.unwrap().unwrap();
+        cs.shutdown().await;
+    }
+    flip(&path, format::DATA_OFFSET + 900_000);
+    let cs = start_cs(&master.addr(), vec![tmp.path().to_path_buf()], 100.0).await;
+    let mut conn = master.accept().await;
+    conn.registration().await;
+    assert_eq!(conn.recv_event().await, CsToMaster::Damaged { chunk_id: 0x11, version: 1 });
+    cs.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_vanished_disk_is_reported_damaged_and_its_chunks_lost() {
+    let master = FakeMaster::new().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let (d1, d2) = (tmp.path().join("d1"), tmp.path().join("d2"));
+    std::fs::create_dir(&d1).unwrap();
+    std::fs::create_dir(&d2).unwrap();
+    let cs = start_cs(&master.addr(), vec![d1.clone()], 0.0).await;
+    let mut conn = master.accept().await;
+    conn.registration().await;
+    assert_eq!(
+        conn.command(|op| MasterToCs::Create { op, chunk_id: 0x99, version: 1 }).await,
+        Ok(())
+    );
+    cs.shutdown().await;
+    drop(conn);
+    let cs = start_cs(&master.addr(), vec![d1.clone(), d2.clone()], 0.0).await;
+    let mut conn = master.accept().await;
+    assert_eq!(conn.registration().await.1, vec![(0x99, 1, false)]);
+    // Replace the data directory with a file: the heartbeat's health check notices.
+    std::fs::rename(&d1, tmp.path().join("moved")).unwrap();
+    std::fs::write(&d1, b"x").unwrap();
+    assert_eq!(conn.recv_event().await, CsToMaster::Lost(vec![0x99]));
+    let damaged = loop {
+        if let CsToMaster::Heartbeat { disks } = conn.recv().await {
+            break disks;
+        }
+    };
+    assert!(damaged[0].damaged && !damaged[1].damaged, "{damaged:?}");
+    cs.shutdown().await;
+}
+
+#[tokio::test]
+async fn hostile_data_requests_are_refused_without_harm() {
+    let master = FakeMaster::new().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let cs = start_cs(&master.addr(), vec![tmp.path().to_path_buf()], 0.0).await;
+    let mut conn = master.accept().await;
+    conn.registration().await;
+    let client = data_client(&cs).await;
+    let huge = DataRequest::Read { chunk_id: 1, version: 1, offset: u32::MAX, size: u32::MAX };
+    assert_eq!(client.call(huge).await.unwrap(), Err(Status::Invalid));
+    let long_chain = vec![addr_of(&cs); 20];
+    assert_eq!(
+        client.call(write_req(1, 1, 0, b"x", long_chain)).await.unwrap(),
+        Err(Status::Invalid)
+    );
+    // Garbage bytes close only that connection.
+    let mut raw = tokio::net::TcpStream::connect(cs.addr()).await.unwrap();
+    raw.write_all(&[0, 0, 0, 12, 99, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9]).await.unwrap();
+    let stat = DataRequest::Stat { chunk_id: 1 };
+    assert_eq!(client.call(stat).await.unwrap(), Err(Status::NotFound));
+    cs.shutdown().await;
+}
