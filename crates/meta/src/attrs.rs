@@ -1,11 +1,11 @@
 //! Attributes: `setattr` (incl. truncate), extended attributes, goal and trash time.
 
+use crate::idmap::IdSet;
 use crate::model::*;
 use crate::op::Outcome;
 use crate::state::{resolve_time, State};
 use crate::table::Key;
 use mfsha_proto::types::*;
-use std::collections::HashSet;
 
 impl State {
     pub(crate) fn setattr(
@@ -153,7 +153,7 @@ impl State {
 
     /// `ino` and every inode below it, each once, in a deterministic order.
     pub(crate) fn subtree(&self, ino: Ino) -> Vec<Ino> {
-        let mut seen = HashSet::new();
+        let mut seen: IdSet<Ino> = IdSet::default();
         let mut order = Vec::new();
         let mut stack = vec![ino];
         while let Some(at) = stack.pop() {

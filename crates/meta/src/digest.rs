@@ -8,13 +8,13 @@ impl State {
     /// SHA-256 of every record in (table, key) order: equal digests mean equal states.
     pub fn digest(&self) -> [u8; 32] {
         let mut hash = Sha256::new();
-        for (table, key, value) in self.all_records() {
+        self.visit_records(&mut |table, key, value| {
             hash.update(&[table.tag()]);
             hash.update(&(key.len() as u64).to_le_bytes());
-            hash.update(&key);
+            hash.update(key);
             hash.update(&(value.len() as u64).to_le_bytes());
-            hash.update(&value);
-        }
+            hash.update(value);
+        });
         hash.finish()
     }
 }

@@ -1,11 +1,12 @@
 //! [`State::check_invariants`]: the model's invariants, each a small check. Tests run them
 //! after every step; `load` runs them on every state it rebuilds.
 
+use crate::idmap::{IdMap, IdSet};
 use crate::model::*;
 use crate::ns::check_name;
 use crate::state::State;
 use mfsha_proto::types::*;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 
 /// Stop collecting after this many problems: one is enough to refuse, a million helps nobody.
 const MAX_PROBLEMS: usize = 100;
@@ -113,8 +114,8 @@ impl State {
 
     /// nlink = number of entries naming the inode; directories: 2 + subdirectories.
     fn check_link_counts(&self, p: &mut Problems) {
-        let mut names: HashMap<Ino, u64> = HashMap::new();
-        let mut subdirs: HashMap<Ino, u64> = HashMap::new();
+        let mut names: IdMap<Ino, u64> = IdMap::default();
+        let mut subdirs: IdMap<Ino, u64> = IdMap::default();
         for (parent, entries) in &self.dirs {
             for child in entries.values() {
                 *names.entry(*child).or_default() += 1;
@@ -142,7 +143,7 @@ impl State {
 
     /// Every directory is reachable from the root exactly once (so there are no cycles).
     fn check_tree(&self, p: &mut Problems) {
-        let mut seen = HashSet::new();
+        let mut seen: IdSet<Ino> = IdSet::default();
         let mut stack = vec![ROOT_INO];
         while let Some(dir) = stack.pop() {
             if !seen.insert(dir) {
@@ -216,7 +217,7 @@ impl State {
 
     /// Acquisitions name live inodes, counts are positive, the holder index matches.
     fn check_sessions(&self, p: &mut Problems) {
-        let mut holders: HashMap<Ino, Vec<SessionId>> = HashMap::new();
+        let mut holders: IdMap<Ino, Vec<SessionId>> = IdMap::default();
         for (id, session) in &self.sessions {
             if !self.is_dir(session.rec.root) {
                 p.add(format!("session {id}: root {} is not a directory", session.rec.root));
@@ -228,7 +229,7 @@ impl State {
                 holders.entry(*ino).or_default().push(*id);
             }
         }
-        let index: HashMap<Ino, Vec<SessionId>> =
+        let index: IdMap<Ino, Vec<SessionId>> =
             self.holders.iter().map(|(i, s)| (*i, s.iter().copied().collect())).collect();
         if holders != index {
             p.add("holder index differs from the sessions' acquisitions".into());

@@ -2,24 +2,24 @@
 //! happens to an inode when its last name goes (trash, sustained, freed).
 
 use crate::model::*;
-use crate::op::Outcome;
+use crate::op::{Op, Outcome};
 use crate::state::State;
 use crate::table::Key;
 use mfsha_proto::types::*;
 use std::collections::BTreeMap;
 
 /// A new inode as an operation describes it (before inheritance from the parent).
-pub(crate) struct NewNode<'a> {
-    pub parent: Ino,
-    pub name: &'a str,
-    pub ino: Ino,
-    pub kind: FileKind,
+struct NewNode<'a> {
+    parent: Ino,
+    name: &'a str,
+    ino: Ino,
+    kind: FileKind,
     /// Permission bits with the umask already applied.
-    pub mode: u32,
-    pub uid: u32,
-    pub gid: u32,
-    pub rdev: u32,
-    pub target: &'a str,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    rdev: u32,
+    target: &'a str,
 }
 
 /// A valid name for a directory entry.
@@ -34,15 +34,64 @@ pub(crate) fn check_name(name: &str) -> Result<(), Status> {
 }
 
 impl State {
+    /// `Create`, `Mkdir` and `Symlink`.
+    pub(crate) fn new_node(&mut self, now: Timestamp, op: &Op) -> Result<Outcome, Status> {
+        match op {
+            Op::Create { parent, name, ino, kind, mode, umask, uid, gid, rdev } => {
+                let node = NewNode {
+                    parent: *parent,
+                    name,
+                    ino: *ino,
+                    kind: *kind,
+                    mode: mode & 0o7777 & !umask,
+                    uid: *uid,
+                    gid: *gid,
+                    rdev: *rdev,
+                    target: "",
+                };
+                self.create(now, node)
+            }
+            Op::Mkdir { parent, name, ino, mode, umask, uid, gid } => {
+                let node = NewNode {
+                    parent: *parent,
+                    name,
+                    ino: *ino,
+                    kind: FileKind::Directory,
+                    mode: mode & 0o7777 & !umask,
+                    uid: *uid,
+                    gid: *gid,
+                    rdev: 0,
+                    target: "",
+                };
+                self.make_node(now, node)
+            }
+            Op::Symlink { parent, name, ino, target, uid, gid } => {
+                let node = NewNode {
+                    parent: *parent,
+                    name,
+                    ino: *ino,
+                    kind: FileKind::Symlink,
+                    mode: 0o777,
+                    uid: *uid,
+                    gid: *gid,
+                    rdev: 0,
+                    target,
+                };
+                self.symlink(now, node)
+            }
+            other => panic!("new_node called with {other:?}"),
+        }
+    }
+
     /// Regular files, FIFOs, sockets and devices (directories and symlinks have own ops).
-    pub(crate) fn create(&mut self, now: Timestamp, node: NewNode) -> Result<Outcome, Status> {
+    fn create(&mut self, now: Timestamp, node: NewNode) -> Result<Outcome, Status> {
         if matches!(node.kind, FileKind::Directory | FileKind::Symlink) {
             return Err(Status::Invalid);
         }
         self.make_node(now, node)
     }
 
-    pub(crate) fn symlink(&mut self, now: Timestamp, node: NewNode) -> Result<Outcome, Status> {
+    fn symlink(&mut self, now: Timestamp, node: NewNode) -> Result<Outcome, Status> {
         // As Linux symlink(2): an empty target is ENOENT, an overlong one ENAMETOOLONG.
         if node.target.is_empty() {
             return Err(Status::NotFound);
@@ -74,7 +123,7 @@ impl State {
 
     /// Creates any new inode: group and setgid from a setgid parent, goal and trash time from
     /// the parent, all times = now.
-    pub(crate) fn make_node(&mut self, now: Timestamp, node: NewNode) -> Result<Outcome, Status> {
+    fn make_node(&mut self, now: Timestamp, node: NewNode) -> Result<Outcome, Status> {
         let parent = self.check_new_entry(node.parent, node.name, node.ino)?;
         let is_dir = node.kind == FileKind::Directory;
         if is_dir && parent.nlink == u32::MAX {
@@ -111,7 +160,7 @@ impl State {
             self.dirs.insert(node.ino, BTreeMap::new());
             self.inode_mut(node.parent).nlink += 1;
         }
-        self.inodes.insert(node.ino, inode);
+        self.inodes.insert(node.ino, Box::new(inode));
         self.mark(Key::Inode(node.ino));
         self.note_ino_used(node.ino);
         self.add_entry(node.parent, node.name, node.ino);
@@ -179,6 +228,9 @@ impl State {
         }
         if !self.dirs[&child].is_empty() {
             return Err(Status::NotEmpty);
+        }
+        if self.is_session_root(child) {
+            return Err(Status::Busy);
         }
         self.remove_entry(parent, name);
         self.inode_mut(parent).nlink -= 1;
@@ -283,6 +335,12 @@ impl State {
         } else {
             format!("{dir}/{name}")
         }
+    }
+
+    /// Whether some session mounted directory `dir` (removing it is EBUSY, as for a mount
+    /// point). Sessions are few, so a scan is cheap.
+    pub(crate) fn is_session_root(&self, dir: Ino) -> bool {
+        self.sessions.values().any(|s| s.rec.root == dir)
     }
 
     /// Whether directory `ancestor` is `dir` or lies on the way from `dir` up to the root.

@@ -11,11 +11,11 @@
 //! The CRC32C covers every byte before it.
 
 use crate::model::*;
-use crate::state::State;
+use crate::state::{encode, State};
 use crate::table::{hex, Key, MetaKey, Record, Table};
 use mfsha_proto::types::*;
 use serde::de::DeserializeOwned;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 const MAGIC: &[u8; 8] = b"MFSHMETA";
 /// Snapshot format version this build writes and reads.
@@ -45,68 +45,78 @@ pub enum LoadError {
 
 impl State {
     /// Every record of the state, sorted by (table, key).
-    pub fn all_records(&self) -> Vec<(Table, Vec<u8>, Vec<u8>)> {
-        let mut records: Vec<(Table, Vec<u8>, Vec<u8>)> = self
-            .all_keys()
-            .into_iter()
-            .map(|key| {
-                let value = self.record(&key).expect("all_keys lists existing records");
-                (key.table(), key.encode(), value)
-            })
-            .collect();
-        records.sort_unstable_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    pub fn all_records(&self) -> Vec<Record> {
+        let mut records = Vec::with_capacity(self.inodes.len() * 2 + 8);
+        self.visit_records(&mut |table, key, value| {
+            records.push((table, key.to_vec(), value.to_vec()));
+        });
         records
     }
 
-    fn all_keys(&self) -> Vec<Key> {
-        let mut keys: Vec<Key> = self.inodes.keys().map(|i| Key::Inode(*i)).collect();
-        for (parent, entries) in &self.dirs {
-            keys.extend(entries.keys().map(|name| Key::Dirent(*parent, name.clone())));
+    /// Calls `visit` with every record in (table, key) order. Walks the maps in key order
+    /// instead of sorting a list of records, so it stays fast on millions of inodes.
+    pub(crate) fn visit_records(&self, visit: &mut RecordVisitor) {
+        for ino in sorted(self.inodes.keys()) {
+            visit(Table::Inode, &ino.to_be_bytes(), &encode(&self.inodes[&ino]));
         }
-        keys.extend(self.chunks.keys().map(|id| Key::Chunk(*id)));
-        for (ino, attrs) in &self.xattrs {
-            keys.extend(attrs.keys().map(|name| Key::Xattr(*ino, name.clone())));
+        let mut key = Vec::with_capacity(8 + NAME_MAX);
+        for parent in sorted(self.dirs.keys()) {
+            for (name, child) in &self.dirs[&parent] {
+                id_and_name(&mut key, parent, name);
+                visit(Table::Dirent, &key, &encode(child));
+            }
+        }
+        for id in sorted(self.chunks.keys()) {
+            visit(Table::Chunk, &id.to_be_bytes(), &encode(&self.chunks[&id]));
+        }
+        for ino in sorted(self.xattrs.keys()) {
+            for (name, value) in &self.xattrs[&ino] {
+                id_and_name(&mut key, ino, name);
+                visit(Table::Xattr, &key, &encode(&serde_bytes::Bytes::new(value)));
+            }
         }
         for (id, session) in &self.sessions {
-            keys.push(Key::Session(*id));
-            keys.extend(session.acquired.keys().map(|ino| Key::Acquired(*id, *ino)));
+            visit(Table::Session, &id.to_be_bytes(), &encode(&session.rec));
+            for (ino, count) in &session.acquired {
+                let key = Key::Acquired(*id, *ino).encode();
+                visit(Table::Session, &key, &encode(count));
+            }
         }
-        keys.extend(self.trash.keys().map(|ino| Key::Trash(*ino)));
-        keys.extend(MetaKey::ALL.map(Key::Meta));
-        keys
+        for (ino, rec) in &self.trash {
+            visit(Table::Trash, &ino.to_be_bytes(), &encode(rec));
+        }
+        let mut metas = MetaKey::ALL;
+        metas.sort_unstable_by_key(|m| m.name());
+        for meta in metas {
+            visit(Table::Meta, meta.name().as_bytes(), &encode(&self.meta_value(meta)));
+        }
     }
 
     /// Rebuilds a state from its records (from [`State::all_records`] or from the changes
-    /// taken so far written into a store) and checks its invariants.
-    pub fn load(
-        records: impl IntoIterator<Item = (Table, Vec<u8>, Vec<u8>)>,
-    ) -> Result<State, LoadError> {
+    /// taken so far written into a store), in any order, and checks its invariants.
+    pub fn load(records: impl IntoIterator<Item = Record>) -> Result<State, LoadError> {
         let mut loader = Loader::default();
         for (table, key, value) in records {
-            loader.add(table, &key, &value).map_err(|reason| LoadError::Record {
-                table: table.name(),
-                key: hex(&key),
-                reason,
-            })?;
+            loader.add(table, &key, &value)?;
         }
-        let state = loader.finish()?;
-        state.check_invariants().map_err(LoadError::Inconsistent)?;
-        Ok(state)
+        loader.finish()
     }
 
     /// The whole state as one self-describing, versioned, CRC32C-checked blob.
     pub fn to_snapshot(&self) -> Vec<u8> {
-        let records = self.all_records();
-        let mut out = Vec::with_capacity(HEADER_BYTES + records.len() * 64);
+        let mut out = Vec::with_capacity(HEADER_BYTES + self.inodes.len() * 128);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&SNAPSHOT_FORMAT.to_le_bytes());
         out.extend_from_slice(&self.applied_index.to_le_bytes());
-        out.extend_from_slice(&(records.len() as u64).to_le_bytes());
-        for (table, key, value) in &records {
+        out.extend_from_slice(&0u64.to_le_bytes()); // record count, patched below
+        let mut count = 0u64;
+        self.visit_records(&mut |table, key, value| {
             out.push(table.tag());
             put_bytes(&mut out, key);
             put_bytes(&mut out, value);
-        }
+            count += 1;
+        });
+        out[20..28].copy_from_slice(&count.to_le_bytes());
         let crc = crc32c::crc32c(&out);
         out.extend_from_slice(&crc.to_le_bytes());
         out
@@ -135,9 +145,13 @@ impl State {
         if stored != computed {
             return Err(LoadError::Checksum { len, stored, computed });
         }
-        let records = parse_records(body).map_err(corrupt)?;
+        let mut loader = Loader::default();
+        read_records(body, &mut loader).map_err(|e| match e {
+            ReadError::Format(reason) => corrupt(reason),
+            ReadError::Load(error) => error,
+        })?;
+        let state = loader.finish()?;
         let applied_index = u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes"));
-        let state = State::load(records)?;
         if state.applied_index != applied_index {
             return Err(corrupt(format!(
                 "header says applied index {applied_index}, records say {}",
@@ -148,29 +162,53 @@ impl State {
     }
 }
 
+/// Receives (table, key, value) of each record.
+pub(crate) type RecordVisitor<'a> = dyn FnMut(Table, &[u8], &[u8]) + 'a;
+
+fn sorted<'a>(ids: impl Iterator<Item = &'a u64>) -> Vec<u64> {
+    let mut ids: Vec<u64> = ids.copied().collect();
+    ids.sort_unstable();
+    ids
+}
+
+/// Writes `id (u64 BE) ++ name` into `key`.
+fn id_and_name(key: &mut Vec<u8>, id: u64, name: &str) {
+    key.clear();
+    key.extend_from_slice(&id.to_be_bytes());
+    key.extend_from_slice(name.as_bytes());
+}
+
 fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     let len = u32::try_from(bytes.len()).expect("records are far below 4 GiB");
     out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(bytes);
 }
 
-/// Reads the records of a checksummed snapshot body, bounds-checking every length.
-fn parse_records(body: &[u8]) -> Result<Vec<Record>, String> {
+enum ReadError {
+    /// The snapshot's framing is wrong.
+    Format(String),
+    /// A record is wrong.
+    Load(LoadError),
+}
+
+/// Feeds the records of a checksummed snapshot body to `loader`, bounds-checking every
+/// length.
+fn read_records(body: &[u8], loader: &mut Loader) -> Result<(), ReadError> {
     let count = u64::from_le_bytes(body[20..28].try_into().expect("8 bytes"));
     let mut cursor = Cursor { bytes: body, at: HEADER_BYTES };
-    // Each record takes at least 9 bytes, which bounds the allocation by the input size.
-    let mut records = Vec::with_capacity(count.min((body.len() / 9) as u64) as usize);
+    let format = ReadError::Format;
     for n in 0..count {
-        let tag = cursor.take(1).map_err(|e| format!("record {n}: {e}"))?[0];
-        let table = Table::from_tag(tag).ok_or(format!("record {n}: unknown table tag {tag}"))?;
-        let key = cursor.take_prefixed().map_err(|e| format!("record {n} key: {e}"))?;
-        let value = cursor.take_prefixed().map_err(|e| format!("record {n} value: {e}"))?;
-        records.push((table, key.to_vec(), value.to_vec()));
+        let tag = cursor.take(1).map_err(|e| format(format!("record {n}: {e}")))?[0];
+        let table = Table::from_tag(tag)
+            .ok_or_else(|| format(format!("record {n}: unknown table tag {tag}")))?;
+        let key = cursor.take_prefixed().map_err(|e| format(format!("record {n} key: {e}")))?;
+        let value = cursor.take_prefixed().map_err(|e| format(format!("record {n} value: {e}")))?;
+        loader.add(table, key, value).map_err(ReadError::Load)?;
     }
     if cursor.at != body.len() {
-        return Err(format!("{} bytes after the last record", body.len() - cursor.at));
+        return Err(format(format!("{} bytes after the last record", body.len() - cursor.at)));
     }
-    Ok(records)
+    Ok(())
 }
 
 struct Cursor<'a> {
@@ -197,97 +235,105 @@ fn decode<T: DeserializeOwned>(value: &[u8]) -> Result<T, String> {
     postcard::from_bytes(value).map_err(|e| format!("value does not decode: {e}"))
 }
 
-/// Collects records of any order, then builds the derived indexes.
-#[derive(Default)]
+fn record_error(key: &Key, reason: impl Into<String>) -> LoadError {
+    LoadError::Record { table: key.table().name(), key: hex(&key.encode()), reason: reason.into() }
+}
+
+/// Builds a state from records in any order: records that depend on others (directory
+/// entries, acquisitions) wait until everything is in.
 struct Loader {
-    inodes: Vec<(Ino, Inode)>,
+    state: State,
     dirents: Vec<(Ino, String, Ino)>,
-    chunks: Vec<(ChunkId, ChunkRec)>,
-    xattrs: Vec<(Ino, String, Vec<u8>)>,
-    sessions: Vec<(SessionId, SessionRec)>,
     acquired: Vec<(SessionId, Ino, u32)>,
-    trash: Vec<(Ino, TrashRec)>,
     meta: BTreeMap<MetaKey, u64>,
-    seen: HashSet<(Table, Vec<u8>)>,
+}
+
+impl Default for Loader {
+    fn default() -> Self {
+        Loader { state: State::empty(), dirents: vec![], acquired: vec![], meta: BTreeMap::new() }
+    }
 }
 
 impl Loader {
-    fn add(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<(), String> {
-        if !self.seen.insert((table, key.to_vec())) {
-            return Err("record appears twice".into());
+    fn add(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<(), LoadError> {
+        let error =
+            |reason: String| LoadError::Record { table: table.name(), key: hex(key), reason };
+        let typed = Key::decode(table, key).map_err(error)?;
+        match self.insert(typed, value) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(error("record appears twice".into())),
+            Err(reason) => Err(error(reason)),
         }
-        match Key::decode(table, key)? {
-            Key::Inode(ino) => self.inodes.push((ino, decode(value)?)),
-            Key::Dirent(parent, name) => self.dirents.push((parent, name, decode(value)?)),
-            Key::Chunk(id) => self.chunks.push((id, decode(value)?)),
-            Key::Xattr(ino, name) => {
-                let bytes: serde_bytes::ByteBuf = decode(value)?;
-                self.xattrs.push((ino, name, bytes.into_vec()));
-            }
-            Key::Session(id) => self.sessions.push((id, decode(value)?)),
-            Key::Acquired(id, ino) => self.acquired.push((id, ino, decode(value)?)),
-            Key::Trash(ino) => self.trash.push((ino, decode(value)?)),
-            Key::Meta(meta) => {
-                self.meta.insert(meta, decode(value)?);
-            }
-        }
-        Ok(())
     }
 
-    fn finish(self) -> Result<State, LoadError> {
-        let mut state = State::empty();
+    /// Stores one decoded record; `false` if its key was already present.
+    fn insert(&mut self, key: Key, value: &[u8]) -> Result<bool, String> {
+        let state = &mut self.state;
+        Ok(match key {
+            Key::Inode(ino) => state.inodes.insert(ino, Box::new(decode(value)?)).is_none(),
+            Key::Dirent(parent, name) => {
+                self.dirents.push((parent, name, decode(value)?));
+                true
+            }
+            Key::Chunk(id) => state.chunks.insert(id, decode(value)?).is_none(),
+            Key::Xattr(ino, name) => {
+                let bytes: serde_bytes::ByteBuf = decode(value)?;
+                state.xattrs.entry(ino).or_default().insert(name, bytes.into_vec()).is_none()
+            }
+            Key::Session(id) => {
+                let session = Session { rec: decode(value)?, acquired: BTreeMap::new() };
+                state.sessions.insert(id, session).is_none()
+            }
+            Key::Acquired(id, ino) => {
+                self.acquired.push((id, ino, decode(value)?));
+                true
+            }
+            Key::Trash(ino) => state.trash.insert(ino, decode(value)?).is_none(),
+            Key::Meta(meta) => self.meta.insert(meta, decode(value)?).is_none(),
+        })
+    }
+
+    fn finish(mut self) -> Result<State, LoadError> {
         for meta in MetaKey::ALL {
             let value = self.meta.get(&meta).copied();
             let value =
                 value.ok_or(LoadError::Missing { what: format!("meta/{}", meta.name()) })?;
             match meta {
-                MetaKey::AppliedIndex => state.applied_index = value,
-                MetaKey::NextIno => state.next_ino = value,
-                MetaKey::NextChunkId => state.next_chunk_id = value,
+                MetaKey::AppliedIndex => self.state.applied_index = value,
+                MetaKey::NextIno => self.state.next_ino = value,
+                MetaKey::NextChunkId => self.state.next_chunk_id = value,
             }
         }
-        for (ino, inode) in self.inodes {
-            if inode.is_dir() {
-                state.dirs.insert(ino, BTreeMap::new());
-            }
-            state.inodes.insert(ino, inode);
-        }
+        let state = &mut self.state;
         if !state.inodes.contains_key(&ROOT_INO) {
             return Err(LoadError::Missing { what: format!("root inode {ROOT_INO}") });
         }
-        for (parent, name, child) in self.dirents {
-            let Some(entries) = state.dirs.get_mut(&parent) else {
-                let key = Key::Dirent(parent, name);
-                return Err(record_error(&key, format!("parent {parent} is not a directory")));
-            };
-            entries.insert(name, child);
+        let dirs: Vec<Ino> =
+            state.inodes.iter().filter(|(_, n)| n.is_dir()).map(|(i, _)| *i).collect();
+        state.dirs.extend(dirs.into_iter().map(|ino| (ino, BTreeMap::new())));
+        for (parent, name, child) in std::mem::take(&mut self.dirents) {
+            let key = Key::Dirent(parent, name.clone());
+            let entries = state.dirs.get_mut(&parent);
+            let entries = entries
+                .ok_or_else(|| record_error(&key, format!("parent {parent} is not a directory")))?;
+            if entries.insert(name, child).is_some() {
+                return Err(record_error(&key, "record appears twice"));
+            }
         }
-        state.chunks.extend(self.chunks);
-        for (ino, name, value) in self.xattrs {
-            state.xattrs.entry(ino).or_default().insert(name, value);
-        }
-        for (id, rec) in self.sessions {
-            state.sessions.insert(id, Session { rec, acquired: BTreeMap::new() });
-        }
-        for (id, ino, count) in self.acquired {
-            let Some(session) = state.sessions.get_mut(&id) else {
-                let key = Key::Acquired(id, ino);
-                return Err(record_error(&key, format!("session {id} does not exist")));
-            };
-            session.acquired.insert(ino, count);
+        for (id, ino, count) in std::mem::take(&mut self.acquired) {
+            let key = Key::Acquired(id, ino);
+            let session = state.sessions.get_mut(&id);
+            let session = session
+                .ok_or_else(|| record_error(&key, format!("session {id} does not exist")))?;
+            if session.acquired.insert(ino, count).is_some() {
+                return Err(record_error(&key, "record appears twice"));
+            }
             state.holders.entry(ino).or_default().insert(id);
         }
-        state.trash.extend(self.trash);
-        state.sustained = state
-            .inodes
-            .iter()
-            .filter(|(ino, node)| node.nlink == 0 && !state.trash.contains_key(ino))
-            .map(|(ino, _)| *ino)
-            .collect();
-        Ok(state)
+        let unlinked = state.inodes.iter().filter(|(_, node)| node.nlink == 0);
+        state.sustained =
+            unlinked.map(|(ino, _)| *ino).filter(|ino| !state.trash.contains_key(ino)).collect();
+        state.check_invariants().map_err(LoadError::Inconsistent)?;
+        Ok(self.state)
     }
-}
-
-fn record_error(key: &Key, reason: String) -> LoadError {
-    LoadError::Record { table: key.table().name(), key: hex(&key.encode()), reason }
 }

@@ -65,6 +65,7 @@ impl State {
             (true, false) => Err(Status::NotDir),
             (false, true) => Err(Status::IsDir),
             (true, true) if !self.dirs[&target].is_empty() => Err(Status::NotEmpty),
+            (true, true) if self.is_session_root(target) => Err(Status::Busy),
             _ => Ok(()),
         }
     }

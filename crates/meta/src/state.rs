@@ -1,11 +1,11 @@
 //! [`State`]: the whole metadata in memory, `apply` and the change tracking.
 
+use crate::idmap::IdMap;
 use crate::model::*;
-use crate::ns::NewNode;
 use crate::op::{ClientTag, Entry, Op, Outcome};
 use crate::table::{Change, Key, MetaKey};
 use mfsha_proto::types::*;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 /// The metadata of one filesystem, as of `applied_index`.
 ///
@@ -13,17 +13,18 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 /// [`State::from_snapshot`]); everything else reads.
 #[derive(Debug, Clone)]
 pub struct State {
-    pub(crate) inodes: HashMap<Ino, Inode>,
+    /// Boxed: a map slot is then 16 bytes, and a map at half load wastes little.
+    pub(crate) inodes: IdMap<Ino, Box<Inode>>,
     /// Entries of every directory (an empty map for an empty directory), sorted by name.
-    pub(crate) dirs: HashMap<Ino, BTreeMap<String, Ino>>,
-    pub(crate) xattrs: HashMap<Ino, BTreeMap<String, Vec<u8>>>,
-    pub(crate) chunks: HashMap<ChunkId, ChunkRec>,
+    pub(crate) dirs: IdMap<Ino, BTreeMap<String, Ino>>,
+    pub(crate) xattrs: IdMap<Ino, BTreeMap<String, Vec<u8>>>,
+    pub(crate) chunks: IdMap<ChunkId, ChunkRec>,
     pub(crate) sessions: BTreeMap<SessionId, Session>,
     pub(crate) trash: BTreeMap<Ino, TrashRec>,
     /// Derived: unlinked files kept because a session holds them.
     pub(crate) sustained: BTreeSet<Ino>,
     /// Derived: which sessions hold each acquired inode.
-    pub(crate) holders: HashMap<Ino, BTreeSet<SessionId>>,
+    pub(crate) holders: IdMap<Ino, BTreeSet<SessionId>>,
     pub(crate) applied_index: u64,
     pub(crate) next_ino: Ino,
     pub(crate) next_chunk_id: ChunkId,
@@ -53,7 +54,7 @@ impl State {
             chunks: Vec::new(),
         };
         let mut state = State::empty();
-        state.inodes.insert(ROOT_INO, root);
+        state.inodes.insert(ROOT_INO, Box::new(root));
         state.dirs.insert(ROOT_INO, BTreeMap::new());
         state.next_ino = ROOT_INO + 1;
         state.next_chunk_id = 1;
@@ -66,14 +67,14 @@ impl State {
 
     pub(crate) fn empty() -> State {
         State {
-            inodes: HashMap::new(),
-            dirs: HashMap::new(),
-            xattrs: HashMap::new(),
-            chunks: HashMap::new(),
+            inodes: IdMap::default(),
+            dirs: IdMap::default(),
+            xattrs: IdMap::default(),
+            chunks: IdMap::default(),
             sessions: BTreeMap::new(),
             trash: BTreeMap::new(),
             sustained: BTreeSet::new(),
-            holders: HashMap::new(),
+            holders: IdMap::default(),
             applied_index: 0,
             next_ino: 0,
             next_chunk_id: 0,
@@ -134,48 +135,7 @@ impl State {
             Op::Noop => Ok(Outcome::Unit),
             Op::OpenSession { session, info, root } => self.open_session(*session, info, *root),
             Op::CloseSession { session } => self.close_session(*session),
-            Op::Create { parent, name, ino, kind, mode, umask, uid, gid, rdev } => {
-                let node = NewNode {
-                    parent: *parent,
-                    name,
-                    ino: *ino,
-                    kind: *kind,
-                    mode: mode & 0o7777 & !umask,
-                    uid: *uid,
-                    gid: *gid,
-                    rdev: *rdev,
-                    target: "",
-                };
-                self.create(now, node)
-            }
-            Op::Mkdir { parent, name, ino, mode, umask, uid, gid } => {
-                let node = NewNode {
-                    parent: *parent,
-                    name,
-                    ino: *ino,
-                    kind: FileKind::Directory,
-                    mode: mode & 0o7777 & !umask,
-                    uid: *uid,
-                    gid: *gid,
-                    rdev: 0,
-                    target: "",
-                };
-                self.make_node(now, node)
-            }
-            Op::Symlink { parent, name, ino, target, uid, gid } => {
-                let node = NewNode {
-                    parent: *parent,
-                    name,
-                    ino: *ino,
-                    kind: FileKind::Symlink,
-                    mode: 0o777,
-                    uid: *uid,
-                    gid: *gid,
-                    rdev: 0,
-                    target,
-                };
-                self.symlink(now, node)
-            }
+            Op::Create { .. } | Op::Mkdir { .. } | Op::Symlink { .. } => self.new_node(now, op),
             Op::Link { ino, parent, name } => self.link(now, *ino, *parent, name),
             Op::Unlink { parent, name } => self.unlink(now, *parent, name),
             Op::Rmdir { parent, name } => self.rmdir(now, *parent, name),
@@ -253,7 +213,7 @@ impl State {
     // ---- small helpers shared by the operations ----
 
     pub(crate) fn inode(&self, ino: Ino) -> Result<&Inode, Status> {
-        self.inodes.get(&ino).ok_or(Status::NotFound)
+        self.inodes.get(&ino).map(|node| &**node).ok_or(Status::NotFound)
     }
 
     /// Mutable access to an inode the caller already validated; marks it changed.
@@ -282,7 +242,7 @@ impl State {
     }
 
     pub(crate) fn is_dir(&self, ino: Ino) -> bool {
-        self.inodes.get(&ino).is_some_and(Inode::is_dir)
+        self.inodes.get(&ino).is_some_and(|node| node.is_dir())
     }
 
     pub(crate) fn note_ino_used(&mut self, ino: Ino) {

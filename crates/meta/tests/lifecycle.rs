@@ -126,6 +126,21 @@ fn trash_then_purge_of_an_open_file_sustains_it() {
 }
 
 #[test]
+fn a_mounted_directory_cannot_be_removed() {
+    let mut fs = Fs::new();
+    let sub = fs.dir(ROOT_INO, "sub");
+    fs.dir(ROOT_INO, "other");
+    fs.run(Op::OpenSession { session: 4, info: "subdir mount".into(), root: sub }).unwrap();
+    assert_eq!(fs.run(rmdir(ROOT_INO, "sub")), Err(Status::Busy));
+    assert_eq!(fs.run(rename(ROOT_INO, "other", ROOT_INO, "sub", 0)), Err(Status::Busy));
+    // Moving it is fine: the session follows the inode.
+    fs.run(rename(ROOT_INO, "sub", ROOT_INO, "moved", 0)).unwrap();
+    assert_eq!(fs.state.session_root(4), Some(sub));
+    fs.run(Op::CloseSession { session: 4 }).unwrap();
+    fs.run(rmdir(ROOT_INO, "moved")).unwrap();
+}
+
+#[test]
 fn session_errors() {
     let mut fs = Fs::new();
     let f = fs.file(ROOT_INO, "f");

@@ -276,7 +276,10 @@ impl Gen {
     fn session_op(&mut self, v: &View) -> Op {
         let session = self.pick(&SESSIONS).unwrap();
         match self.rng.gen_range(0..10) {
-            0 => Op::OpenSession { session, info: format!("s{session}"), root: ROOT_INO },
+            0 => {
+                let root = if self.rng.gen_bool(0.3) { self.dir(v) } else { ROOT_INO };
+                Op::OpenSession { session, info: format!("s{session}"), root }
+            }
             1 => Op::CloseSession { session },
             2..=5 => Op::Acquire { session, ino: self.pick(&v.files).unwrap_or(ROOT_INO) },
             _ => match self.pick(&v.acquired) {
