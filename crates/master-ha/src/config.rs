@@ -1,0 +1,454 @@
+//! The master's YAML configuration (`/etc/mfsha/master.yaml`, see `deploy/master.yaml`).
+//!
+//! Every field has a default, so an empty file is a valid single-master configuration. Unknown
+//! keys are errors (`deny_unknown_fields`): a misspelt key silently falling back to its default
+//! is how operators lose a day. Every error names the file, the key with its line and column,
+//! and what is allowed there.
+
+use serde::{Deserialize, Deserializer};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// The whole master configuration.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MasterConfig {
+    /// This master's Raft node id: unique in the group, never 0, never reused for a different
+    /// data directory. Default 1.
+    pub node_id: u64,
+    /// Where the Raft log and the metadata live (one RocksDB). Default `/var/lib/mfsha/master`.
+    pub data_dir: PathBuf,
+    /// Addresses this master listens on.
+    pub listen: ListenConfig,
+    /// The other masters of the Raft group as `{id, addr}` (their peer port). Empty (the
+    /// default) means a group of one.
+    pub peers: Vec<PeerConfig>,
+    /// Raft timing and log retention.
+    pub raft: RaftTiming,
+    /// Client connection limits.
+    pub client: ClientLimits,
+    /// Chunk copy management (replication, deletion).
+    pub chunks: ChunksConfig,
+}
+
+impl Default for MasterConfig {
+    fn default() -> Self {
+        MasterConfig {
+            node_id: 1,
+            data_dir: PathBuf::from("/var/lib/mfsha/master"),
+            listen: ListenConfig::default(),
+            peers: Vec::new(),
+            raft: RaftTiming::default(),
+            client: ClientLimits::default(),
+            chunks: ChunksConfig::default(),
+        }
+    }
+}
+
+/// Listening addresses, each `IP:PORT` (use `0.0.0.0` for every interface, port 0 to let the
+/// kernel pick a free port — tests do).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenConfig {
+    /// Mounts and tools (`mfsha status`). Default `0.0.0.0:9421`.
+    #[serde(deserialize_with = "socket_addr")]
+    pub client: SocketAddr,
+    /// Chunkservers. Default `0.0.0.0:9420`.
+    #[serde(deserialize_with = "socket_addr")]
+    pub chunkserver: SocketAddr,
+    /// Metaloggers. Default `0.0.0.0:9419`.
+    #[serde(deserialize_with = "socket_addr")]
+    pub logger: SocketAddr,
+    /// Other masters (Raft messages). Default `0.0.0.0:9423`.
+    #[serde(deserialize_with = "socket_addr")]
+    pub peer: SocketAddr,
+    /// HTTP status page and Prometheus `/metrics`. Default `0.0.0.0:9425`.
+    #[serde(deserialize_with = "socket_addr")]
+    pub http: SocketAddr,
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        use mfsha_proto::ports;
+        let any = |port| SocketAddr::from(([0, 0, 0, 0], port));
+        ListenConfig {
+            client: any(ports::MASTER_CLIENT),
+            chunkserver: any(ports::MASTER_CHUNKSERVER),
+            logger: any(ports::MASTER_LOGGER),
+            peer: any(ports::MASTER_PEER),
+            http: any(ports::MASTER_HTTP),
+        }
+    }
+}
+
+/// Another master of the Raft group.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// Its `node_id`.
+    pub id: u64,
+    /// Its peer address, `HOST:PORT` (a host name is resolved at connect time).
+    #[serde(deserialize_with = "host_port")]
+    pub addr: String,
+}
+
+/// Raft timing. The election timeout is `tick_ms * election_ticks` (raft-rs randomises it in
+/// `[election, 2 * election)`); it must comfortably exceed the heartbeat and an fsync.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaftTiming {
+    /// One Raft clock tick in milliseconds. Default 100.
+    pub tick_ms: u64,
+    /// Ticks without a heartbeat before a follower campaigns. Default 10 (1 s).
+    pub election_ticks: usize,
+    /// Ticks between leader heartbeats. Default 1 (100 ms). Must be less than `election_ticks`.
+    pub heartbeat_ticks: usize,
+    /// Take a state-machine snapshot after this many applied entries. Default 100000.
+    pub snapshot_every_entries: u64,
+    /// Log entries kept behind a snapshot for slow followers. Default 10000.
+    pub log_tail_entries: u64,
+}
+
+impl Default for RaftTiming {
+    fn default() -> Self {
+        RaftTiming {
+            tick_ms: 100,
+            election_ticks: 10,
+            heartbeat_ticks: 1,
+            snapshot_every_entries: 100_000,
+            log_tail_entries: 10_000,
+        }
+    }
+}
+
+/// Limits on client (mount and tool) connections.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientLimits {
+    /// Requests one connection may have in progress at once; further frames wait in the
+    /// socket (backpressure). Default 64.
+    pub max_in_flight_per_connection: usize,
+    /// Client connections accepted at once; more are refused with a log line. Default 4096.
+    pub max_connections: usize,
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        ClientLimits { max_in_flight_per_connection: 64, max_connections: 4096 }
+    }
+}
+
+/// Chunk copy management. The chunks engine reads this; add fields here as it grows.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChunksConfig {
+    /// After becoming leader, wait this long for chunkservers to (re-)register before treating
+    /// unreported copies as missing and replicating. Default 5000.
+    pub replication_delay_init_ms: u64,
+    /// Replications one chunkserver takes part in at once (as source or target). Default 2.
+    pub replications_per_server_max: usize,
+    /// Copy deletions sent to one chunkserver at once. Default 10.
+    pub deletions_per_server_max: usize,
+}
+
+impl Default for ChunksConfig {
+    fn default() -> Self {
+        ChunksConfig {
+            replication_delay_init_ms: 5000,
+            replications_per_server_max: 2,
+            deletions_per_server_max: 10,
+        }
+    }
+}
+
+/// Why the configuration could not be used. Display names the file and what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    /// `key` is the dotted path (e.g. `raft.tick_ms`), `line`/`column` are 1-based.
+    #[error("config file {path}: {key} (line {line}, column {column}): {reason}")]
+    Parse { path: PathBuf, key: String, line: usize, column: usize, reason: String },
+    #[error("config file {path}: {key}: {reason}")]
+    Invalid { path: PathBuf, key: String, reason: String },
+}
+
+/// Reads, parses and checks the configuration file at `path`.
+pub fn load(path: &Path) -> Result<MasterConfig, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    parse(path, &text)
+}
+
+/// Parses and checks configuration text; `path` is only used in error messages.
+pub fn parse(path: &Path, text: &str) -> Result<MasterConfig, ConfigError> {
+    // An empty document means "all defaults"; serde_yaml would call it a missing value.
+    let config = if text.trim().is_empty() || is_only_comments(text) {
+        MasterConfig::default()
+    } else {
+        serde_yaml::from_str(text).map_err(|e| parse_error(path, e))?
+    };
+    validate(&config).map_err(|(key, reason)| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        key: key.to_string(),
+        reason,
+    })?;
+    Ok(config)
+}
+
+fn is_only_comments(text: &str) -> bool {
+    text.lines().all(|line| {
+        let line = line.trim();
+        line.is_empty() || line.starts_with('#') || line == "---"
+    })
+}
+
+/// serde_yaml prefixes messages with the dotted key path ("raft.tick_ms: invalid type: …")
+/// and appends " at line L column C"; split those apart so each has its own field.
+fn parse_error(path: &Path, error: serde_yaml::Error) -> ConfigError {
+    let (line, column) = error.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
+    let mut message = error.to_string();
+    if let Some(at) = message.rfind(" at line ") {
+        message.truncate(at);
+    }
+    let (section, reason) = match message.split_once(": ") {
+        Some((key, reason)) if !key.contains(' ') && !key.is_empty() => {
+            (Some(key.to_string()), reason.to_string())
+        }
+        _ => (None, message),
+    };
+    // For an unknown key the path names its section; add the key itself.
+    let unknown = reason
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(field, _)| field.to_string());
+    let key = match (section, unknown) {
+        (Some(section), Some(field)) => format!("{section}.{field}"),
+        (None, Some(field)) => field,
+        (Some(section), None) => section,
+        (None, None) => "(top level)".to_string(),
+    };
+    ConfigError::Parse { path: path.to_path_buf(), key, line, column, reason }
+}
+
+/// Checks relationships serde cannot express. Returns the offending key and why.
+fn validate(config: &MasterConfig) -> Result<(), (&'static str, String)> {
+    if config.node_id == 0 {
+        return Err(("node_id", "must be at least 1 (raft reserves 0 for \"no node\")".into()));
+    }
+    if config.data_dir.as_os_str().is_empty() {
+        return Err(("data_dir", "must name a directory".into()));
+    }
+    validate_peers(config)?;
+    let raft = &config.raft;
+    if raft.tick_ms == 0 || raft.tick_ms > 60_000 {
+        return Err(("raft.tick_ms", format!("{} is outside 1..=60000", raft.tick_ms)));
+    }
+    if raft.heartbeat_ticks == 0 || raft.heartbeat_ticks >= raft.election_ticks {
+        return Err((
+            "raft.heartbeat_ticks",
+            format!(
+                "{} must be at least 1 and less than raft.election_ticks ({})",
+                raft.heartbeat_ticks, raft.election_ticks
+            ),
+        ));
+    }
+    if raft.snapshot_every_entries == 0 {
+        return Err(("raft.snapshot_every_entries", "must be at least 1".into()));
+    }
+    let client = &config.client;
+    if client.max_in_flight_per_connection == 0 || client.max_in_flight_per_connection > 4096 {
+        return Err(("client.max_in_flight_per_connection", "must be in 1..=4096".into()));
+    }
+    if client.max_connections == 0 {
+        return Err(("client.max_connections", "must be at least 1".into()));
+    }
+    Ok(())
+}
+
+fn validate_peers(config: &MasterConfig) -> Result<(), (&'static str, String)> {
+    let mut seen = std::collections::BTreeSet::new();
+    for peer in &config.peers {
+        if peer.id == 0 {
+            return Err(("peers", format!("peer {} has id 0; ids start at 1", peer.addr)));
+        }
+        if peer.id == config.node_id {
+            return Err((
+                "peers",
+                format!("peer {} has this master's own node_id {}", peer.addr, peer.id),
+            ));
+        }
+        if !seen.insert(peer.id) {
+            return Err(("peers", format!("node id {} is listed twice", peer.id)));
+        }
+    }
+    Ok(())
+}
+
+/// Deserializes `IP:PORT` with a message that shows the expected form. The check runs inside
+/// the visitor so that serde_yaml reports the full key path (`listen.client`).
+fn socket_addr<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SocketAddr, D::Error> {
+    deserializer.deserialize_str(CheckedStr {
+        expecting: "an address of the form IP:PORT (e.g. 0.0.0.0:9421 or [::]:9421)",
+        parse: |text| text.parse().ok(),
+    })
+}
+
+/// Deserializes `HOST:PORT` (host name or IP, port not 0).
+fn host_port<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    deserializer.deserialize_str(CheckedStr {
+        expecting: "an address of the form HOST:PORT (e.g. master2:9423)",
+        parse: |text| match text.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0) => {
+                Some(text.to_string())
+            }
+            _ => None,
+        },
+    })
+}
+
+/// A string visitor that parses with `parse` and names `expecting` when it fails.
+struct CheckedStr<T> {
+    expecting: &'static str,
+    parse: fn(&str) -> Option<T>,
+}
+
+impl<T> serde::de::Visitor<'_> for CheckedStr<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.expecting)
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<T, E> {
+        (self.parse)(text).ok_or_else(|| {
+            E::custom(format!("{text:?} is not {}", self.expecting))
+        })
+    }
+}
+
+impl fmt::Display for MasterConfig {
+    /// One line for the startup log.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "node {} data_dir {} client {} chunkserver {} peers {}",
+            self.node_id,
+            self.data_dir.display(),
+            self.listen.client,
+            self.listen.chunkserver,
+            self.peers.len()
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(text: &str) -> Result<MasterConfig, ConfigError> {
+        parse(Path::new("/etc/mfsha/master.yaml"), text)
+    }
+
+    #[test]
+    fn empty_file_gives_documented_defaults() {
+        let config = parse_str("# nothing set\n").unwrap();
+        assert_eq!(config.node_id, 1);
+        assert_eq!(config.data_dir, PathBuf::from("/var/lib/mfsha/master"));
+        assert_eq!(config.listen.client.to_string(), "0.0.0.0:9421");
+        assert_eq!(config.listen.chunkserver.to_string(), "0.0.0.0:9420");
+        assert_eq!(config.listen.logger.to_string(), "0.0.0.0:9419");
+        assert_eq!(config.listen.peer.to_string(), "0.0.0.0:9423");
+        assert_eq!(config.listen.http.to_string(), "0.0.0.0:9425");
+        assert!(config.peers.is_empty());
+        assert_eq!(config.raft, RaftTiming::default());
+        assert_eq!(config.raft.tick_ms, 100);
+        assert_eq!(config.raft.election_ticks, 10);
+        assert_eq!(config.raft.heartbeat_ticks, 1);
+        assert_eq!(config.raft.snapshot_every_entries, 100_000);
+        assert_eq!(config.raft.log_tail_entries, 10_000);
+        assert_eq!(config.chunks.replication_delay_init_ms, 5000);
+        assert_eq!(config.chunks.replications_per_server_max, 2);
+        assert_eq!(config.chunks.deletions_per_server_max, 10);
+        assert_eq!(config.client.max_in_flight_per_connection, 64);
+    }
+
+    #[test]
+    fn partial_sections_keep_other_defaults() {
+        let config = parse_str(
+            "node_id: 3\nraft:\n  tick_ms: 50\npeers:\n  - {id: 1, addr: \"m1:9423\"}\n",
+        )
+        .unwrap();
+        assert_eq!(config.node_id, 3);
+        assert_eq!(config.raft.tick_ms, 50);
+        assert_eq!(config.raft.election_ticks, 10);
+        assert_eq!(config.peers, vec![PeerConfig { id: 1, addr: "m1:9423".into() }]);
+    }
+
+    #[test]
+    fn shipped_example_file_parses_to_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/master.yaml");
+        let config = load(&path).unwrap();
+        assert_eq!(config, MasterConfig::default());
+    }
+
+    #[test]
+    fn unknown_key_names_file_key_position_and_allowed_keys() {
+        let err = parse_str("node_id: 2\nraft:\n  tick_ms: 100\n  elektion_ticks: 5\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("/etc/mfsha/master.yaml"), "{text}");
+        assert!(text.contains("elektion_ticks"), "{text}");
+        assert!(text.contains("election_ticks"), "should list allowed keys: {text}");
+        match err {
+            ConfigError::Parse { key, line, .. } => {
+                assert_eq!(key, "raft.elektion_ticks");
+                assert_eq!(line, 4);
+            }
+            other => panic!("expected a parse error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn unknown_top_level_key_is_named() {
+        let err = parse_str("node_id: 1\nnod_id: 2\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("nod_id (line 2"), "{text}");
+        assert!(text.contains("node_id"), "{text}");
+    }
+
+    #[test]
+    fn wrong_value_type_names_key_and_expected_type() {
+        let err = parse_str("raft:\n  tick_ms: fast\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("raft.tick_ms"), "{text}");
+        assert!(text.contains("line 2"), "{text}");
+        assert!(text.contains("u64") || text.contains("integer"), "{text}");
+    }
+
+    #[test]
+    fn bad_listen_address_names_key_and_form() {
+        let err = parse_str("listen:\n  client: 0.0.0.0\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("listen.client"), "{text}");
+        assert!(text.contains("IP:PORT"), "{text}");
+        let err = parse_str("peers:\n  - id: 2\n    addr: m2\n").unwrap_err();
+        assert!(err.to_string().contains("HOST:PORT"), "{err}");
+    }
+
+    #[test]
+    fn inconsistent_values_are_rejected() {
+        let err = parse_str("raft:\n  heartbeat_ticks: 10\n").unwrap_err();
+        assert!(err.to_string().contains("raft.heartbeat_ticks"), "{err}");
+        let err = parse_str("node_id: 0\n").unwrap_err();
+        assert!(err.to_string().contains("node_id"), "{err}");
+        let err = parse_str("node_id: 2\npeers:\n  - {id: 2, addr: \"m2:9423\"}\n").unwrap_err();
+        assert!(err.to_string().contains("own node_id"), "{err}");
+    }
+
+    #[test]
+    fn missing_file_is_named() {
+        let err = load(Path::new("/nonexistent/mfsha.yaml")).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/mfsha.yaml"), "{err}");
+    }
+}
