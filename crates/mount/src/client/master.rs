@@ -1,0 +1,593 @@
+//! The session with the master: one connection at a time, replaced on failure, same session.
+//!
+//! Every request goes through [`MasterLink::call`]. When the connection drops, the master
+//! answers `NotLeader`/`Unavailable`, or a call gets no answer within the attempt timeout, the
+//! connection is marked dead, and every caller — those in flight and new ones — waits while
+//! one of them reconnects (to each configured master in turn, every `reconnect_interval`) and
+//! resumes the *same* session with `Hello { session: Some(id) }`. Then each caller retries.
+//!
+//! Mutations carry `(session, seq)`. The master remembers only a session's *last* applied seq
+//! and its reply, so mutations go one at a time through the "lane": a seq is sent only after
+//! the previous one was answered, and a retry reuses its seq. A retried mutation that was
+//! already applied gets the stored reply, so it takes effect exactly once.
+//!
+//! Only after `io_timeout` without success does a caller get `Status::Io` (EIO).
+
+use mfsha_proto::client::{ClientOp, ClientReply, Request};
+use mfsha_proto::types::{Ino, Reply, SessionId, Status};
+use mfsha_proto::RpcClient;
+use parking_lot::Mutex as SyncMutex;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, Mutex};
+use tokio::time::Instant;
+
+type Rpc = RpcClient<Request, Reply<ClientReply>>;
+
+/// How to reach the master and how long to wait for it.
+#[derive(Debug, Clone)]
+pub struct MasterConfig {
+    /// Masters to try, in order, as "host:port" (a VIP is just a one-element list).
+    pub masters: Vec<String>,
+    /// Subdirectory to use as this session's root ("/" for the whole filesystem).
+    pub subdir: String,
+    pub password: Option<String>,
+    /// Free text shown by `mfsha status`: host name and mount point.
+    pub info: String,
+    /// How long an operation may wait for the master before it fails with EIO.
+    pub io_timeout: Duration,
+    /// How long one attempt on one connection may take before the connection is replaced.
+    pub attempt_timeout: Duration,
+    /// Pause between rounds of connection attempts.
+    pub reconnect_interval: Duration,
+    /// Idle connections are checked this often (a lost master is noticed within about this).
+    pub ping_interval: Duration,
+}
+
+impl MasterConfig {
+    /// Defaults for `masters`: 60 s I/O timeout, reconnect every 200 ms.
+    pub fn new(masters: Vec<String>) -> Self {
+        MasterConfig {
+            masters,
+            subdir: "/".into(),
+            password: None,
+            info: String::new(),
+            io_timeout: Duration::from_secs(60),
+            attempt_timeout: Duration::from_secs(15),
+            reconnect_interval: Duration::from_millis(200),
+            ping_interval: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Why the first session could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("no master configured")]
+    NoMasters,
+    #[error("no master among {masters} answered within {secs} s (last error: {last})")]
+    Unreachable { masters: String, secs: u64, last: String },
+    #[error("master {master} refused the session: {status}")]
+    Refused { master: String, status: Status },
+}
+
+/// One connection carrying the session.
+struct Conn {
+    rpc: Rpc,
+    session: SessionId,
+    dead: watch::Sender<bool>,
+}
+
+impl Conn {
+    fn alive(&self) -> bool {
+        !self.rpc.is_closed() && !*self.dead.borrow()
+    }
+
+    fn kill(&self) {
+        self.dead.send_replace(true);
+    }
+}
+
+/// The mutation lane: which session the seq counter belongs to, and the last seq used.
+struct Lane {
+    session: SessionId,
+    last_seq: u64,
+}
+
+/// The client's session with the master. See the module documentation.
+pub struct MasterLink {
+    cfg: MasterConfig,
+    current: Mutex<Option<Arc<Conn>>>,
+    lane: Mutex<Lane>,
+    session: AtomicU64,
+    root: AtomicU64,
+    /// Inodes this session holds open on the master (`Open` minus `Release`), re-acquired if
+    /// the master lost the session and a new one had to be opened.
+    held: SyncMutex<HashMap<Ino, u32>>,
+    /// Seqs a brand-new session used outside the lane (re-acquiring open files), so the lane
+    /// continues after them: `(session, last seq used)`.
+    seq_floor: SyncMutex<(SessionId, u64)>,
+}
+
+/// What one attempt on one connection produced.
+enum Attempt {
+    Done(Box<Reply<ClientReply>>),
+    /// The connection is unusable (closed, silent, or the master is not the leader).
+    Broken(String),
+    /// The master no longer knows our session.
+    SessionLost,
+}
+
+impl MasterLink {
+    /// Opens a session, trying every master until one accepts or `cfg.io_timeout` passes.
+    pub async fn connect(cfg: MasterConfig) -> Result<Arc<MasterLink>, ConnectError> {
+        if cfg.masters.is_empty() {
+            return Err(ConnectError::NoMasters);
+        }
+        let link = Arc::new(MasterLink {
+            cfg,
+            current: Mutex::new(None),
+            lane: Mutex::new(Lane { session: 0, last_seq: 0 }),
+            session: AtomicU64::new(0),
+            root: AtomicU64::new(0),
+            held: SyncMutex::new(HashMap::new()),
+            seq_floor: SyncMutex::new((0, 0)),
+        });
+        link.first_session().await?;
+        tokio::spawn(ping_loop(Arc::downgrade(&link)));
+        Ok(link)
+    }
+
+    async fn first_session(&self) -> Result<(), ConnectError> {
+        let deadline = Instant::now() + self.cfg.io_timeout;
+        let mut last = String::from("none");
+        loop {
+            for addr in &self.cfg.masters {
+                match self.open(addr).await {
+                    Ok(conn) => {
+                        *self.current.lock().await = Some(conn);
+                        return Ok(());
+                    }
+                    Err(OpenError::Refused(status)) => {
+                        return Err(ConnectError::Refused { master: addr.clone(), status })
+                    }
+                    Err(OpenError::Retry(why)) => last = why,
+                }
+            }
+            if Instant::now() + self.cfg.reconnect_interval > deadline {
+                return Err(ConnectError::Unreachable {
+                    masters: self.cfg.masters.join(","),
+                    secs: self.cfg.io_timeout.as_secs(),
+                    last,
+                });
+            }
+            tokio::time::sleep(self.cfg.reconnect_interval).await;
+        }
+    }
+
+    /// The session id (changes only if the master lost the session).
+    pub fn session(&self) -> SessionId {
+        self.session.load(Ordering::Acquire)
+    }
+
+    /// The inode of this session's root directory.
+    pub fn root(&self) -> Ino {
+        self.root.load(Ordering::Acquire)
+    }
+
+    pub fn config(&self) -> &MasterConfig {
+        &self.cfg
+    }
+
+    /// Records a successful `Open` so a replacement session can re-acquire it.
+    pub fn note_acquired(&self, ino: Ino) {
+        *self.held.lock().entry(ino).or_insert(0) += 1;
+    }
+
+    /// Records a successful `Release`.
+    pub fn note_released(&self, ino: Ino) {
+        let mut held = self.held.lock();
+        if let Some(n) = held.get_mut(&ino) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&ino);
+            }
+        }
+    }
+
+    /// Sends `op` for caller `uid`/`gid` and returns the master's answer, retrying across
+    /// reconnects until `io_timeout`. Mutations go through the lane (see module docs).
+    pub async fn call(&self, uid: u32, gid: u32, op: ClientOp) -> Reply<ClientReply> {
+        let deadline = Instant::now() + self.cfg.io_timeout;
+        if is_mutation(&op) {
+            let mut lane = tokio::time::timeout_at(deadline, self.lane.lock())
+                .await
+                .map_err(|_| self.gave_up(&op))?;
+            self.mutate(&mut lane, deadline, uid, gid, op).await
+        } else {
+            self.retry(deadline, |session| Request { session, seq: 0, uid, gid, op: op.clone() })
+                .await
+        }
+    }
+
+    async fn mutate(
+        &self,
+        lane: &mut Lane,
+        deadline: Instant,
+        uid: u32,
+        gid: u32,
+        op: ClientOp,
+    ) -> Reply<ClientReply> {
+        // The seq is chosen per session: a replacement session starts its own count.
+        let mut sent: Option<(SessionId, u64)> = None;
+        loop {
+            let conn = self.connection(deadline).await.map_err(|_| self.gave_up(&op))?;
+            let seq = match sent {
+                Some((session, seq)) if session == conn.session => seq,
+                _ => {
+                    if lane.session != conn.session {
+                        if lane.session != 0 && sent.is_some() {
+                            tracing::warn!(
+                                old = lane.session,
+                                new = conn.session,
+                                op = op_name(&op),
+                                "session was replaced while a change was in flight; \
+                                 retrying it in the new session (it may have been applied once)"
+                            );
+                        }
+                        let (floor_session, floor) = *self.seq_floor.lock();
+                        let last_seq = if floor_session == conn.session { floor } else { 0 };
+                        *lane = Lane { session: conn.session, last_seq };
+                    }
+                    lane.last_seq += 1;
+                    sent = Some((conn.session, lane.last_seq));
+                    lane.last_seq
+                }
+            };
+            let req = Request { session: conn.session, seq, uid, gid, op: op.clone() };
+            match self.attempt(&conn, req).await {
+                Attempt::Done(reply) => return *reply,
+                Attempt::Broken(why) => self.broken(&conn, &why),
+                Attempt::SessionLost => self.session_lost(&conn),
+            }
+            self.pause(deadline, &op).await?;
+        }
+    }
+
+    async fn retry<F: Fn(SessionId) -> Request>(
+        &self,
+        deadline: Instant,
+        make: F,
+    ) -> Reply<ClientReply> {
+        loop {
+            let conn = self.connection(deadline).await.map_err(|_| Status::Io)?;
+            let req = make(conn.session);
+            let op_for_log = req.op.clone();
+            match self.attempt(&conn, req).await {
+                Attempt::Done(reply) => return *reply,
+                Attempt::Broken(why) => self.broken(&conn, &why),
+                Attempt::SessionLost => self.session_lost(&conn),
+            }
+            self.pause(deadline, &op_for_log).await?;
+        }
+    }
+
+    /// Waits a little before the next attempt, or gives up at the deadline.
+    async fn pause(&self, deadline: Instant, op: &ClientOp) -> Result<(), Status> {
+        let wake = Instant::now() + self.cfg.reconnect_interval / 2;
+        if wake >= deadline {
+            return Err(self.gave_up(op));
+        }
+        tokio::time::sleep_until(wake).await;
+        Ok(())
+    }
+
+    fn gave_up(&self, op: &ClientOp) -> Status {
+        tracing::error!(
+            op = op_name(op),
+            masters = %self.cfg.masters.join(","),
+            secs = self.cfg.io_timeout.as_secs(),
+            "no master answered within the I/O timeout; the operation fails with EIO \
+             (check that a master is running and reachable)"
+        );
+        Status::Io
+    }
+
+    async fn attempt(&self, conn: &Conn, req: Request) -> Attempt {
+        let mut dead = conn.dead.subscribe();
+        let limit = self.cfg.attempt_timeout;
+        tokio::select! {
+            result = tokio::time::timeout(limit, conn.rpc.call(req)) => match result {
+                Ok(Ok(Err(Status::NotLeader))) => Attempt::Broken("master is not the leader".into()),
+                Ok(Ok(Err(Status::Unavailable))) => Attempt::Broken("master is not ready".into()),
+                Ok(Ok(Err(Status::BadSession))) => Attempt::SessionLost,
+                Ok(Ok(reply)) => Attempt::Done(Box::new(reply)),
+                Ok(Err(e)) => Attempt::Broken(e.to_string()),
+                Err(_) => Attempt::Broken(format!("no answer within {} s", limit.as_secs())),
+            },
+            _ = dead.wait_for(|d| *d) => Attempt::Broken("connection replaced".into()),
+        }
+    }
+
+    fn broken(&self, conn: &Conn, why: &str) {
+        if conn.alive() {
+            tracing::warn!(
+                master = conn.rpc.peer(),
+                session = conn.session,
+                reason = why,
+                "lost the master; operations wait while reconnecting"
+            );
+        }
+        conn.kill();
+    }
+
+    fn session_lost(&self, conn: &Conn) {
+        tracing::warn!(
+            master = conn.rpc.peer(),
+            session = conn.session,
+            "the master no longer knows this session; opening a new one"
+        );
+        // Only forget the session it was about: a newer one may already be in place.
+        let forgot =
+            self.session.compare_exchange(conn.session, 0, Ordering::AcqRel, Ordering::Acquire);
+        if forgot.is_err() {
+            tracing::debug!(session = conn.session, "a newer session is already in place");
+        }
+        conn.kill();
+    }
+
+    /// The live connection, reconnecting first if needed. Fails at `deadline`.
+    async fn connection(&self, deadline: Instant) -> Result<Arc<Conn>, ()> {
+        let mut current =
+            tokio::time::timeout_at(deadline, self.current.lock()).await.map_err(|_| ())?;
+        if let Some(conn) = current.as_ref() {
+            if conn.alive() {
+                return Ok(conn.clone());
+            }
+        }
+        *current = None;
+        let mut rounds = 0u64;
+        loop {
+            for addr in &self.cfg.masters {
+                match self.open(addr).await {
+                    Ok(conn) => {
+                        tracing::info!(master = %addr, session = conn.session, "connected to the master");
+                        *current = Some(conn.clone());
+                        return Ok(conn);
+                    }
+                    Err(e) => {
+                        // One line every ~10 s while the master stays away, not one per try.
+                        if rounds.is_multiple_of(50) {
+                            tracing::warn!(master = %addr, error = %e, "cannot reach the master; retrying");
+                        }
+                    }
+                }
+            }
+            rounds += 1;
+            if Instant::now() + self.cfg.reconnect_interval >= deadline {
+                return Err(());
+            }
+            tokio::time::sleep(self.cfg.reconnect_interval).await;
+        }
+    }
+
+    /// Connects to `addr` and resumes our session there, or opens one if we have none (or the
+    /// master lost ours).
+    async fn open(&self, addr: &str) -> Result<Arc<Conn>, OpenError> {
+        let connect = tokio::time::timeout(self.cfg.attempt_timeout, Rpc::connect(addr));
+        let rpc = match connect.await {
+            Ok(Ok(rpc)) => rpc,
+            Ok(Err(e)) => return Err(OpenError::Retry(e.to_string())),
+            Err(_) => return Err(OpenError::Retry(format!("connect to {addr} timed out"))),
+        };
+        let resume = self.session();
+        if resume != 0 {
+            match self.hello(&rpc, Some(resume)).await {
+                Ok((session, _root)) => return Ok(self.conn(rpc, session)),
+                Err(OpenError::Refused(Status::BadSession)) => {
+                    tracing::warn!(master = %addr, session = resume,
+                        "the master lost this session; opening a new one (open files are re-registered)");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let (session, root) = self.hello(&rpc, None).await?;
+        let old_root = self.root.swap(root, Ordering::AcqRel);
+        if old_root != 0 && old_root != root {
+            tracing::error!(old_root, root, "the session root changed after reconnecting");
+        }
+        self.session.store(session, Ordering::Release);
+        let used = self.reacquire(&rpc, session).await?;
+        *self.seq_floor.lock() = (session, used);
+        Ok(self.conn(rpc, session))
+    }
+
+    fn conn(&self, rpc: Rpc, session: SessionId) -> Arc<Conn> {
+        let (dead, _) = watch::channel(false);
+        Arc::new(Conn { rpc, session, dead })
+    }
+
+    async fn hello(
+        &self,
+        rpc: &Rpc,
+        session: Option<SessionId>,
+    ) -> Result<(SessionId, Ino), OpenError> {
+        let op = ClientOp::Hello {
+            session,
+            client_info: self.cfg.info.clone(),
+            subdir: self.cfg.subdir.clone(),
+            password: self.cfg.password.clone(),
+        };
+        let req = Request { session: 0, seq: 0, uid: 0, gid: 0, op };
+        match self.one_call(rpc, req).await? {
+            ClientReply::Session { session, root } => Ok((session, root)),
+            other => Err(OpenError::Retry(format!("unexpected answer to Hello: {other:?}"))),
+        }
+    }
+
+    /// Re-registers the files this mount holds open with a brand-new session.
+    async fn reacquire(&self, rpc: &Rpc, session: SessionId) -> Result<u64, OpenError> {
+        let held: Vec<(Ino, u32)> = self.held.lock().iter().map(|(i, n)| (*i, *n)).collect();
+        let mut seq = 0;
+        for (ino, count) in held {
+            for _ in 0..count {
+                seq += 1;
+                let op = ClientOp::Open { ino, flags: 0 };
+                let req = Request { session, seq, uid: 0, gid: 0, op };
+                if let Err(e) = self.one_call(rpc, req).await {
+                    tracing::warn!(ino, error = %e, "could not re-register an open file with the new session");
+                }
+            }
+        }
+        Ok(seq)
+    }
+
+    async fn one_call(&self, rpc: &Rpc, req: Request) -> Result<ClientReply, OpenError> {
+        let limit = self.cfg.attempt_timeout;
+        match tokio::time::timeout(limit, rpc.call(req)).await {
+            Ok(Ok(Ok(reply))) => Ok(reply),
+            Ok(Ok(Err(status @ (Status::NotLeader | Status::Unavailable)))) => {
+                Err(OpenError::Retry(status.to_string()))
+            }
+            Ok(Ok(Err(status))) => Err(OpenError::Refused(status)),
+            Ok(Err(e)) => Err(OpenError::Retry(e.to_string())),
+            Err(_) => Err(OpenError::Retry(format!("no answer within {} s", limit.as_secs()))),
+        }
+    }
+
+    /// Checks the connection with a cheap read; a silent master gets replaced.
+    async fn ping(&self) {
+        let conn = match self.current.try_lock() {
+            Ok(current) => match current.as_ref() {
+                Some(conn) if conn.alive() => conn.clone(),
+                _ => return,
+            },
+            // Someone is reconnecting right now.
+            Err(_) => return,
+        };
+        let req = Request {
+            session: conn.session,
+            seq: 0,
+            uid: 0,
+            gid: 0,
+            op: ClientOp::GetAttr { ino: self.root() },
+        };
+        match self.attempt(&conn, req).await {
+            Attempt::Done(_) => {}
+            Attempt::Broken(why) => self.broken(&conn, &why),
+            Attempt::SessionLost => self.session_lost(&conn),
+        }
+    }
+
+    /// Ends the session cleanly (the master releases its open files). Best effort: a master
+    /// that is away now will expire the session later.
+    pub async fn goodbye(&self) -> Reply<()> {
+        let mut lane = self.lane.lock().await;
+        let deadline = Instant::now() + Duration::from_secs(5).min(self.cfg.io_timeout);
+        self.mutate(&mut lane, deadline, 0, 0, ClientOp::Goodbye).await.map(|_| ())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum OpenError {
+    #[error("{0}")]
+    Retry(String),
+    #[error("refused: {0}")]
+    Refused(Status),
+}
+
+async fn ping_loop(link: std::sync::Weak<MasterLink>) {
+    loop {
+        let interval = match link.upgrade() {
+            Some(l) => l.cfg.ping_interval,
+            None => return,
+        };
+        tokio::time::sleep(interval).await;
+        match link.upgrade() {
+            Some(l) => l.ping().await,
+            None => return,
+        }
+    }
+}
+
+/// True for requests that change replicated state and so carry a `seq` (matches the master).
+pub fn is_mutation(op: &ClientOp) -> bool {
+    use ClientOp::*;
+    match op {
+        SetAttr { .. }
+        | Mknod { .. }
+        | Mkdir { .. }
+        | Symlink { .. }
+        | Unlink { .. }
+        | Rmdir { .. }
+        | Rename { .. }
+        | Link { .. }
+        | Open { .. }
+        | Release { .. }
+        | WriteChunk { .. }
+        | WriteChunkEnd { .. }
+        | SetXattr { .. }
+        | RemoveXattr { .. }
+        | SetGoal { .. }
+        | SetTrashTime { .. }
+        | Goodbye => true,
+        Hello { .. }
+        | Lookup { .. }
+        | GetAttr { .. }
+        | ReadLink { .. }
+        | ReadDir { .. }
+        | ReadChunk { .. }
+        | StatFs
+        | GetXattr { .. }
+        | ListXattr { .. }
+        | GetGoal { .. }
+        | GetTrashTime { .. }
+        | FileInfo { .. }
+        | CheckFile { .. }
+        | DirInfo { .. }
+        | ResolvePath { .. }
+        | Status => false,
+    }
+}
+
+/// A short name of a request for log lines.
+pub fn op_name(op: &ClientOp) -> &'static str {
+    use ClientOp::*;
+    match op {
+        Hello { .. } => "hello",
+        Lookup { .. } => "lookup",
+        GetAttr { .. } => "getattr",
+        SetAttr { .. } => "setattr",
+        Mknod { .. } => "mknod",
+        Mkdir { .. } => "mkdir",
+        Symlink { .. } => "symlink",
+        ReadLink { .. } => "readlink",
+        Unlink { .. } => "unlink",
+        Rmdir { .. } => "rmdir",
+        Rename { .. } => "rename",
+        Link { .. } => "link",
+        ReadDir { .. } => "readdir",
+        Open { .. } => "open",
+        Release { .. } => "release",
+        ReadChunk { .. } => "read_chunk",
+        WriteChunk { .. } => "write_chunk",
+        WriteChunkEnd { .. } => "write_chunk_end",
+        StatFs => "statfs",
+        GetXattr { .. } => "getxattr",
+        ListXattr { .. } => "listxattr",
+        SetXattr { .. } => "setxattr",
+        RemoveXattr { .. } => "removexattr",
+        GetGoal { .. } => "getgoal",
+        SetGoal { .. } => "setgoal",
+        GetTrashTime { .. } => "gettrashtime",
+        SetTrashTime { .. } => "settrashtime",
+        FileInfo { .. } => "fileinfo",
+        CheckFile { .. } => "checkfile",
+        DirInfo { .. } => "dirinfo",
+        ResolvePath { .. } => "resolve_path",
+        Status => "status",
+        Goodbye => "goodbye",
+    }
+}
