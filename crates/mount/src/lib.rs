@@ -19,3 +19,10 @@ cannot accidentally bypass the master.
 pub mod client;
 
 pub use client::{Caller, Client, ClientConfig, ConnectError, MasterConfig, NewNode};
+pub mod fuse;
+pub mod helper;
+mod options;
+mod run;
+
+pub use options::{masters, MountOptions, OptionError, Resolved};
+pub use run::{check_fuse_available, mount, unmount, MountError};
