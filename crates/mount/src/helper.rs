@@ -188,17 +188,30 @@ fn open_log() -> Result<(std::fs::File, String), String> {
     }
 }
 
-/// True if the kernel lists a mount of `fsname` on `dir`.
+/// True if the kernel lists a mount of `fsname` on `dir` (an absolute, canonical path).
 pub fn is_mounted(dir: &Path, fsname: &str) -> bool {
-    let Ok(table) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
+    mounts_on(dir).iter().any(|source| source == fsname)
+}
+
+/// True if anything is mounted on `dir` (an absolute, canonical path).
+pub fn is_mounted_anything(dir: &Path) -> bool {
+    !mounts_on(dir).is_empty()
+}
+
+/// The sources of the mounts on `dir`, from `/proc/self/mountinfo`.
+fn mounts_on(dir: &Path) -> Vec<String> {
+    let Ok(table) = std::fs::read_to_string("/proc/self/mountinfo") else { return Vec::new() };
     let want = dir.to_string_lossy();
-    table.lines().any(|line| {
-        let fields: Vec<&str> = line.split(' ').collect();
-        let Some(sep) = fields.iter().position(|f| *f == "-") else { return false };
-        let point = fields.get(4).map(|p| unescape(p));
-        let source = fields.get(sep + 2).map(|s| unescape(s));
-        point.as_deref() == Some(&*want) && source.as_deref() == Some(fsname)
-    })
+    table
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let sep = fields.iter().position(|f| *f == "-")?;
+            let point = unescape(fields.get(4)?);
+            let source = unescape(fields.get(sep + 2)?);
+            (point == want).then_some(source)
+        })
+        .collect()
 }
 
 /// Undoes mountinfo's octal escapes (`\040` for a space).

@@ -1,0 +1,326 @@
+//! `mfsha demo [DIR]`: a whole cluster on this machine in one command.
+//!
+//! Starts a master, three chunkservers and a FUSE mount as child processes of this executable,
+//! with their configuration, data and logs under DIR (default `./mfsha-demo`) and the mount at
+//! DIR/mnt, all on loopback. It prints what runs and how to use it, and on Ctrl-C (or SIGTERM)
+//! unmounts and stops everything in order: mount, chunkservers, master.
+//!
+//! Ports: the standard ones (9419–9425) when they are free, so `mfsha status` works without
+//! `-H`; otherwise free ports the kernel picks, printed in the banner.
+
+use anyhow::{bail, Context};
+use std::fs;
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Chunkservers the demo starts (goal 2 needs at least two; three shows replication).
+const CHUNKSERVERS: usize = 3;
+/// How long each daemon may take to come up.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long each daemon may take to stop after SIGTERM before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One child daemon.
+struct Daemon {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn start(exe: &Path, dir: &Path, name: &str, args: &[String]) -> anyhow::Result<Daemon> {
+        let log = dir.join(format!("{name}.log"));
+        let out = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .with_context(|| format!("cannot open the log file {}", log.display()))?;
+        let err = out.try_clone().with_context(|| format!("cannot share {}", log.display()))?;
+        let mut command = Command::new(exe);
+        command.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
+        // Own process group: Ctrl-C reaches only the demo, which stops the daemons in order.
+        command.process_group(0);
+        // SAFETY: prctl is async-signal-safe; it only asks the kernel to send SIGTERM to the
+        // child if the demo dies, so no daemon outlives a killed demo.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = command.spawn().with_context(|| format!("cannot start the {name}"))?;
+        Ok(Daemon { name: name.to_string(), child, log })
+    }
+
+    /// Fails (with the end of its log) if the daemon has exited.
+    fn check_running(&mut self) -> anyhow::Result<()> {
+        match self.child.try_wait() {
+            Ok(None) => Ok(()),
+            Ok(Some(status)) => {
+                bail!(
+                    "the {} exited ({status}); its log {} ends with:\n{}",
+                    self.name,
+                    self.log.display(),
+                    tail(&self.log, 20)
+                )
+            }
+            Err(e) => bail!("cannot check on the {}: {e}", self.name),
+        }
+    }
+
+    /// SIGTERM, wait, and SIGKILL if it does not stop in time.
+    fn stop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+        if unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) } != 0 {
+            eprintln!("demo: cannot signal the {}: {}", self.name, std::io::Error::last_os_error());
+        }
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while Instant::now() < deadline {
+            match self.child.try_wait() {
+                Ok(Some(status)) if status.success() => return println!("  stopped {}", self.name),
+                Ok(Some(status)) => {
+                    return println!(
+                        "  stopped {} ({status}; see {})",
+                        self.name,
+                        self.log.display()
+                    )
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+                Err(e) => return eprintln!("demo: cannot wait for the {}: {e}", self.name),
+            }
+        }
+        eprintln!("demo: the {} did not stop within {STOP_TIMEOUT:?}; killing it", self.name);
+        if let Err(e) = self.child.kill().and_then(|_| self.child.wait().map(|_| ())) {
+            eprintln!("demo: cannot kill the {}: {e}", self.name);
+        }
+    }
+}
+
+/// The ports of one demo cluster.
+struct Ports {
+    client: u16,
+    chunkserver: u16,
+    logger: u16,
+    peer: u16,
+    http: u16,
+    chunkservers: Vec<u16>,
+}
+
+impl Ports {
+    fn pick() -> anyhow::Result<Ports> {
+        Ok(Ports {
+            client: port(9421)?,
+            chunkserver: port(9420)?,
+            logger: port(9419)?,
+            peer: port(9423)?,
+            http: port(9425)?,
+            chunkservers: vec![port(9422)?, port(9432)?, port(9442)?],
+        })
+    }
+}
+
+/// `preferred` if it is free on 127.0.0.1, otherwise any free port.
+fn port(preferred: u16) -> anyhow::Result<u16> {
+    if TcpListener::bind(("127.0.0.1", preferred)).is_ok() {
+        return Ok(preferred);
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").context("no free TCP port on 127.0.0.1")?;
+    Ok(listener.local_addr()?.port())
+}
+
+fn write_configs(dir: &Path, p: &Ports) -> anyhow::Result<(PathBuf, Vec<PathBuf>)> {
+    let master = dir.join("master.yaml");
+    let yaml = format!(
+        "# written by `mfsha demo`\nnode_id: 1\ndata_dir: {data}\nlisten:\n  client: 127.0.0.1:{c}\n  chunkserver: 127.0.0.1:{cs}\n  logger: 127.0.0.1:{l}\n  peer: 127.0.0.1:{peer}\n  http: 127.0.0.1:{h}\nchunks:\n  replication_delay_init_ms: 2000\n",
+        data = dir.join("master").display(),
+        c = p.client,
+        cs = p.chunkserver,
+        l = p.logger,
+        peer = p.peer,
+        h = p.http,
+    );
+    write(&master, &yaml)?;
+    let mut chunkservers = Vec::new();
+    for (i, cs_port) in p.chunkservers.iter().enumerate() {
+        let n = i + 1;
+        let data = dir.join(format!("chunkserver{n}"));
+        fs::create_dir_all(&data).with_context(|| format!("cannot create {}", data.display()))?;
+        let path = dir.join(format!("chunkserver{n}.yaml"));
+        let yaml = format!(
+            "# written by `mfsha demo`\ndata_dirs:\n  - {data}\nmaster: 127.0.0.1:{m}\nlisten: 127.0.0.1:{cs_port}\n",
+            data = data.display(),
+            m = p.chunkserver,
+        );
+        write(&path, &yaml)?;
+        chunkservers.push(path);
+    }
+    Ok((master, chunkservers))
+}
+
+fn write(path: &Path, text: &str) -> anyhow::Result<()> {
+    fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Starts the demo cluster in `dir` and runs until Ctrl-C/SIGTERM or a daemon dies.
+pub fn run(dir: &Path) -> anyhow::Result<()> {
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let dir = dir.canonicalize().with_context(|| format!("cannot resolve {}", dir.display()))?;
+    let mnt = dir.join("mnt");
+    fs::create_dir_all(&mnt).with_context(|| format!("cannot create {}", mnt.display()))?;
+    if mfsha_mount::helper::is_mounted_anything(&mnt) {
+        bail!(
+            "{} is already a mount point; another demo may be running (stop it, or `umount {}`)",
+            mnt.display(),
+            mnt.display()
+        );
+    }
+    mfsha_mount::check_fuse_available().context("FUSE is not usable on this machine")?;
+    let exe = std::env::current_exe().context("cannot find the mfsha executable")?;
+    let ports = Ports::pick()?;
+    let (master_yaml, cs_yamls) = write_configs(&dir, &ports)?;
+    let master_addr = format!("127.0.0.1:{}", ports.client);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let plan = Plan { exe, dir, master_yaml, cs_yamls, master_addr, mnt };
+    let mut daemons: Vec<Daemon> = Vec::new();
+    let result = match start_all(&rt, &plan, &mut daemons) {
+        Ok(()) => {
+            banner(&plan, &ports, &daemons);
+            rt.block_on(wait_for_stop(&mut daemons))
+        }
+        Err(e) => Err(e),
+    };
+    println!("stopping the demo cluster");
+    // Mount first (it stores buffered writes), then chunkservers, then the master.
+    for daemon in daemons.iter_mut().rev() {
+        daemon.stop();
+    }
+    result
+}
+
+/// What to start, where.
+struct Plan {
+    exe: PathBuf,
+    dir: PathBuf,
+    master_yaml: PathBuf,
+    cs_yamls: Vec<PathBuf>,
+    master_addr: String,
+    mnt: PathBuf,
+}
+
+fn start_all(
+    rt: &tokio::runtime::Runtime,
+    plan: &Plan,
+    daemons: &mut Vec<Daemon>,
+) -> anyhow::Result<()> {
+    let Plan { exe, dir, master_yaml, cs_yamls, master_addr, mnt } = plan;
+    let master_addr = master_addr.as_str();
+    println!("starting a master, {CHUNKSERVERS} chunkservers and a mount in {}", dir.display());
+    daemons.push(Daemon::start(exe, dir, "master", &args(&["master", "-c"], master_yaml))?);
+    wait_until(daemons, "the master to answer", || {
+        rt.block_on(crate::status::fetch(master_addr)).is_ok()
+    })?;
+    for (i, yaml) in cs_yamls.iter().enumerate() {
+        let name = format!("chunkserver{}", i + 1);
+        daemons.push(Daemon::start(exe, dir, &name, &args(&["chunkserver", "-c"], yaml))?);
+    }
+    wait_until(daemons, "the chunkservers to register", || {
+        rt.block_on(crate::status::fetch(master_addr))
+            .is_ok_and(|s| s.chunkservers.len() >= CHUNKSERVERS)
+    })?;
+    let mount_args: Vec<String> =
+        ["mount", &mnt.to_string_lossy(), "-H", master_addr].map(String::from).to_vec();
+    daemons.push(Daemon::start(exe, dir, "mount", &mount_args)?);
+    wait_until(daemons, "the mount", || mfsha_mount::helper::is_mounted(mnt, master_addr))
+}
+
+fn args(head: &[&str], path: &Path) -> Vec<String> {
+    let mut v: Vec<String> = head.iter().map(|s| s.to_string()).collect();
+    v.push(path.to_string_lossy().into_owned());
+    v
+}
+
+/// Polls `ready` until it holds, failing early if a daemon exits or after START_TIMEOUT.
+fn wait_until(
+    daemons: &mut [Daemon],
+    what: &str,
+    mut ready: impl FnMut() -> bool,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        for d in daemons.iter_mut() {
+            d.check_running()?;
+        }
+        if ready() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            let logs: Vec<String> = daemons.iter().map(|d| d.log.display().to_string()).collect();
+            bail!("timed out after {START_TIMEOUT:?} waiting for {what}; see {}", logs.join(", "));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn banner(plan: &Plan, ports: &Ports, daemons: &[Daemon]) {
+    let (dir, mnt, master) = (&plan.dir, &plan.mnt, &plan.master_addr);
+    println!("\nmfsha demo is running (configuration, data and logs in {}):", dir.display());
+    for d in daemons {
+        println!("  {:<13} pid {:<7} log {}", d.name, d.child.id(), d.log.display());
+    }
+    println!("  master client port {master}, chunkservers on 127.0.0.1:{:?}", ports.chunkservers);
+    let h = if ports.client == mfsha_proto::ports::MASTER_CLIENT {
+        String::new()
+    } else {
+        format!(" -H {master}")
+    };
+    println!(
+        "\nThe filesystem is mounted at {} (goal 2: two copies of every chunk). Try:",
+        mnt.display()
+    );
+    println!("  cp -r /etc/ssl {}/ && ls -l {}/ssl", mnt.display(), mnt.display());
+    println!("  df -h {}", mnt.display());
+    println!("  mfsha status{h}");
+    println!("  mfsha fileinfo{h} {}/ssl/openssl.cnf", mnt.display());
+    println!("\nStop everything with Ctrl-C.");
+}
+
+/// Runs until Ctrl-C or SIGTERM, or until a daemon dies (an error).
+async fn wait_for_stop(daemons: &mut [Daemon]) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = int.recv() => return Ok(()),
+            _ = term.recv() => return Ok(()),
+            _ = tick.tick() => {
+                for d in daemons.iter_mut() {
+                    d.check_running()?;
+                }
+            }
+        }
+    }
+}
+
+/// The last `lines` lines of a log file.
+fn tail(path: &Path, lines: usize) -> String {
+    match fs::read_to_string(path) {
+        Ok(text) => {
+            let all: Vec<&str> = text.lines().collect();
+            all[all.len().saturating_sub(lines)..].join("\n")
+        }
+        Err(e) => format!("(cannot read {}: {e})", path.display()),
+    }
+}
