@@ -87,6 +87,11 @@ impl State {
     /// Deterministic: the result depends only on the state and the entry. An error is a normal
     /// result (the operation had no effect) and still advances the applied index.
     ///
+    /// Exactly-once: with `entry.client = Some(tag)`, the session's last `(seq, reply)` answers
+    /// a retry of that `seq` without applying it again; an older `seq` is `Invalid`; an unknown
+    /// session is `BadSession` (except for the `OpenSession` that creates it). A tagged
+    /// `CloseSession` removes the session and with it the stored reply.
+    ///
     /// # Panics
     /// If `index` is not `applied_index() + 1`: the driver skipped or repeated an entry, and
     /// going on would make this replica diverge.

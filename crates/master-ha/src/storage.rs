@@ -1,0 +1,935 @@
+//! The master's durable store: the Raft log, Raft's hard and conf state, snapshot metadata and
+//! the metadata tables, all in one RocksDB instance at `DATA_DIR/meta.rocksdb`, plus snapshot
+//! blobs in `DATA_DIR/snapshots/`.
+//!
+//! Column families:
+//!
+//! | cf | key | value |
+//! |---|---|---|
+//! | `raft_log` | entry index, u64 big-endian | protobuf `eraftpb::Entry` |
+//! | `raft_state` | `hard_state`, `conf_state`, `applied`, `truncated`, `snapshot` | see [`StateKey`] |
+//! | `inode`, `dirent`, … ([`META_TABLE_CFS`]) | the `meta` crate's record key | its record value |
+//!
+//! Every value is sealed as `crc32c(payload) u32 LE ‖ payload` and checked on every read, so a
+//! flipped bit is reported with the column family and key instead of being parsed as data.
+//!
+//! The log holds entries `(truncated, last]`; `truncated` is the index (and term) of the last
+//! entry removed by compaction, so `first_index() == truncated + 1` and `term(truncated)` still
+//! answers. Compaction never passes the latest snapshot, so a follower that needs a removed entry
+//! can always be sent the snapshot.
+//!
+//! This module knows Raft's types and RocksDB, but not the `meta` crate: metadata tables are
+//! addressed by column-family name, and the node maps `meta::Table` onto them.
+
+use std::cell::Cell;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use protobuf::Message as _;
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
+use raft::{GetEntriesContext, RaftState, StorageError};
+use rocksdb::{
+    ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Direction, IteratorMode, Options,
+    WriteBatch, WriteOptions, DB,
+};
+use serde::{Deserialize, Serialize};
+
+/// Column family of the Raft log.
+pub const CF_RAFT_LOG: &str = "raft_log";
+/// Column family of Raft's own state (hard state, conf state, applied, truncated, snapshot).
+pub const CF_RAFT_STATE: &str = "raft_state";
+/// One column family per metadata table; the names equal `mfsha_meta::Table::name()`.
+pub const META_TABLE_CFS: [&str; 7] =
+    ["inode", "dirent", "chunk", "xattr", "session", "trash", "meta"];
+
+/// Directory name of the RocksDB instance inside the data directory.
+pub const DB_DIR_NAME: &str = "meta.rocksdb";
+/// Directory name of snapshot blobs inside the data directory.
+pub const SNAPSHOT_DIR_NAME: &str = "snapshots";
+
+/// The index and term of the bootstrap snapshot of a new group: raft-rs starts a group from a
+/// snapshot at index 1 so that a follower with an empty log catches up by snapshot.
+pub const BOOTSTRAP_INDEX: u64 = 1;
+pub const BOOTSTRAP_TERM: u64 = 1;
+
+const SNAPSHOT_MAGIC: &[u8; 8] = b"MFSHSNP1";
+const SNAPSHOT_HEADER_BYTES: usize = 8 + 8 + 8 + 8 + 4;
+const SEAL_BYTES: usize = 4;
+
+/// Keys in the `raft_state` column family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateKey {
+    /// protobuf `HardState` (term, vote, commit).
+    HardState,
+    /// protobuf `ConfState` as of the applied index.
+    ConfState,
+    /// (index, term) of the last applied entry, u64 LE each.
+    Applied,
+    /// (index, term) of the last entry removed from the log, u64 LE each.
+    Truncated,
+    /// postcard [`SnapshotRecord`]: the latest snapshot and the file holding its data.
+    Snapshot,
+}
+
+impl StateKey {
+    pub fn as_bytes(self) -> &'static [u8] {
+        match self {
+            StateKey::HardState => b"hard_state",
+            StateKey::ConfState => b"conf_state",
+            StateKey::Applied => b"applied",
+            StateKey::Truncated => b"truncated",
+            StateKey::Snapshot => b"snapshot",
+        }
+    }
+}
+
+/// What can go wrong in the store. Every variant names the path and, where there is one, the
+/// column family and key; none of them is retryable inside the node (see `node`).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "RocksDB at {path}: {what} failed: {source}; check free space, permissions and that no \
+         other master process uses this data directory"
+    )]
+    Rocks { path: PathBuf, what: &'static str, source: rocksdb::Error },
+    #[error(
+        "corrupt value in {path}, column family `{cf}`, key {key}: {reason}; the store cannot be \
+         trusted: restore this data directory from a replica or a metalogger copy"
+    )]
+    Corrupt { path: PathBuf, cf: &'static str, key: String, reason: String },
+    #[error("{path}: {what} failed: {source}; check free space and permissions")]
+    Io { path: PathBuf, what: &'static str, source: std::io::Error },
+    #[error(
+        "snapshot file {path} is unusable: {reason}; restore this data directory from a replica \
+         or a metalogger copy"
+    )]
+    SnapshotFile { path: PathBuf, reason: String },
+}
+
+/// One snapshot: Raft metadata plus the state machine blob (`State::to_snapshot`).
+#[derive(Debug, Clone)]
+pub struct StoredSnapshot {
+    pub index: u64,
+    pub term: u64,
+    pub conf_state: ConfState,
+    pub data: Arc<Vec<u8>>,
+}
+
+impl StoredSnapshot {
+    /// The Raft message form of this snapshot.
+    pub fn to_raft(&self) -> Snapshot {
+        let mut metadata = SnapshotMetadata::default();
+        metadata.index = self.index;
+        metadata.term = self.term;
+        metadata.set_conf_state(self.conf_state.clone());
+        let mut snapshot = Snapshot::default();
+        snapshot.set_metadata(metadata);
+        snapshot.data = self.data.as_ref().clone().into();
+        snapshot
+    }
+}
+
+/// The `raft_state/snapshot` record. The file is written and synced before this record names
+/// it, so the record never points at a missing or partial file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct SnapshotRecord {
+    index: u64,
+    term: u64,
+    conf_state: Vec<u8>,
+    file: String,
+}
+
+/// A record of a metadata table: (column family, key, value).
+pub type TableRecord = (&'static str, Vec<u8>, Vec<u8>);
+/// A change to a metadata table: (column family, key, new value or `None` to delete).
+pub type TableChange = (&'static str, Vec<u8>, Option<Vec<u8>>);
+
+/// Everything that applying a run of committed entries changes, written in one batch.
+#[derive(Debug, Default)]
+pub struct ApplyBatch {
+    pub changes: Vec<TableChange>,
+    pub applied_index: u64,
+    pub applied_term: u64,
+    /// The ConfState after a conf change in this run, if any.
+    pub conf_state: Option<ConfState>,
+}
+
+/// The RocksDB-backed Raft storage and metadata store. Owned by the node thread; `raft::Storage`
+/// reads come from RawNode on the same thread.
+pub struct RaftStore {
+    db: DB,
+    db_path: PathBuf,
+    snapshot_dir: PathBuf,
+    hard_state: HardState,
+    conf_state: ConfState,
+    applied: (u64, u64),
+    truncated: (u64, u64),
+    /// (index, term) of the last log entry; `truncated` when the log is empty. Raft asks for
+    /// the last term constantly, so it is kept here rather than read from RocksDB.
+    last: (u64, u64),
+    snapshot: Option<StoredSnapshot>,
+    /// Set when Raft asked for a snapshot newer than the one we have.
+    snapshot_wanted: Cell<bool>,
+}
+
+impl RaftStore {
+    /// Opens (creating if needed) the store in `data_dir` and loads Raft's state.
+    pub fn open(data_dir: &Path) -> Result<RaftStore, StoreError> {
+        let db_path = data_dir.join(DB_DIR_NAME);
+        let snapshot_dir = data_dir.join(SNAPSHOT_DIR_NAME);
+        fs::create_dir_all(&snapshot_dir).map_err(|source| StoreError::Io {
+            path: snapshot_dir.clone(),
+            what: "creating the snapshot directory",
+            source,
+        })?;
+        let db = open_db(&db_path)?;
+        let mut store = RaftStore {
+            db,
+            db_path,
+            snapshot_dir,
+            hard_state: HardState::default(),
+            conf_state: ConfState::default(),
+            applied: (0, 0),
+            truncated: (0, 0),
+            last: (0, 0),
+            snapshot: None,
+            snapshot_wanted: Cell::new(false),
+        };
+        store.load()?;
+        Ok(store)
+    }
+
+    fn load(&mut self) -> Result<(), StoreError> {
+        if let Some(hs) = self.get_state(StateKey::HardState)? {
+            self.hard_state = self.parse_proto(StateKey::HardState, &hs)?;
+        }
+        if let Some(cs) = self.get_state(StateKey::ConfState)? {
+            self.conf_state = self.parse_proto(StateKey::ConfState, &cs)?;
+        }
+        self.applied = self.get_pair(StateKey::Applied)?;
+        self.truncated = self.get_pair(StateKey::Truncated)?;
+        self.last = self.load_last()?;
+        self.snapshot = self.load_snapshot()?;
+        self.check_loaded();
+        Ok(())
+    }
+
+    /// The relationships between what was loaded; a violation is a bug in how we wrote it.
+    fn check_loaded(&self) {
+        let path = self.db_path.display();
+        assert!(self.truncated.0 <= self.last.0, "{path}: truncated index beyond last index");
+        assert!(
+            self.applied.0 <= self.hard_state.commit,
+            "{path}: applied index {} is ahead of the commit index {}",
+            self.applied.0,
+            self.hard_state.commit
+        );
+        assert!(
+            self.applied.0 >= self.truncated.0,
+            "{path}: applied index {} is behind the compacted log (truncated at {})",
+            self.applied.0,
+            self.truncated.0
+        );
+        assert!(self.hard_state.commit <= self.last.0, "{path}: commit index beyond the log");
+        if let Some(snapshot) = &self.snapshot {
+            assert!(snapshot.index >= self.truncated.0, "{path}: log compacted past the snapshot");
+            assert!(snapshot.index <= self.applied.0, "{path}: snapshot ahead of applied state");
+        }
+    }
+
+    /// True once the store holds a group member's state (bootstrapped or from a snapshot).
+    pub fn is_initialized(&self) -> bool {
+        self.conf_state != ConfState::default()
+    }
+
+    pub fn db_path(&self) -> &Path {
+        &self.db_path
+    }
+
+    pub fn hard_state(&self) -> &HardState {
+        &self.hard_state
+    }
+
+    pub fn conf_state(&self) -> &ConfState {
+        &self.conf_state
+    }
+
+    /// (index, term) of the last applied entry as stored.
+    pub fn applied(&self) -> (u64, u64) {
+        self.applied
+    }
+
+    /// (index, term) of the last entry removed by compaction.
+    pub fn truncated(&self) -> (u64, u64) {
+        self.truncated
+    }
+
+    pub fn latest_snapshot(&self) -> Option<&StoredSnapshot> {
+        self.snapshot.as_ref()
+    }
+
+    /// True (once) if Raft asked for a snapshot newer than the stored one since the last call.
+    pub fn take_snapshot_wanted(&self) -> bool {
+        self.snapshot_wanted.replace(false)
+    }
+
+    /// Writes the first state of a new group: a snapshot at [`BOOTSTRAP_INDEX`] whose voters are
+    /// `conf_state`, the state machine's records at that index, and the matching Raft state.
+    pub fn bootstrap(
+        &mut self,
+        conf_state: ConfState,
+        records: Vec<TableRecord>,
+        snapshot_data: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        assert!(!self.is_initialized(), "bootstrap of an initialized store {:?}", self.db_path);
+        assert!(self.last.0 == 0, "bootstrap of a store that has log entries");
+        let snapshot = StoredSnapshot {
+            index: BOOTSTRAP_INDEX,
+            term: BOOTSTRAP_TERM,
+            conf_state,
+            data: Arc::new(snapshot_data),
+        };
+        self.replace_with_snapshot(snapshot, records, false)
+    }
+
+    /// Installs a snapshot received from the leader: the metadata tables are replaced by
+    /// `records` (decoded from the snapshot by the caller), the log is emptied and Raft's state
+    /// moves to the snapshot, all in one synced batch.
+    pub fn install_snapshot(
+        &mut self,
+        snapshot: &Snapshot,
+        records: Vec<TableRecord>,
+    ) -> Result<(), StoreError> {
+        let metadata = snapshot.get_metadata();
+        assert!(
+            metadata.index > self.applied.0,
+            "snapshot at {} is not newer than the applied index {}",
+            metadata.index,
+            self.applied.0
+        );
+        let snapshot = StoredSnapshot {
+            index: metadata.index,
+            term: metadata.term,
+            conf_state: metadata.get_conf_state().clone(),
+            data: Arc::new(snapshot.data.to_vec()),
+        };
+        self.replace_with_snapshot(snapshot, records, true)
+    }
+
+    /// Shared by bootstrap and install: file first, then one synced batch that points at it.
+    fn replace_with_snapshot(
+        &mut self,
+        snapshot: StoredSnapshot,
+        records: Vec<TableRecord>,
+        clear_tables: bool,
+    ) -> Result<(), StoreError> {
+        let file = write_snapshot_file(&self.snapshot_dir, &snapshot)?;
+        let mut batch = WriteBatch::default();
+        if clear_tables {
+            for cf in META_TABLE_CFS {
+                self.clear_cf(&mut batch, cf)?;
+            }
+        }
+        for (cf, key, value) in &records {
+            batch.put_cf(self.cf(cf), key, seal(value));
+        }
+        self.clear_cf(&mut batch, CF_RAFT_LOG)?;
+        let (index, term) = (snapshot.index, snapshot.term);
+        let mut hard_state = self.hard_state.clone();
+        hard_state.term = hard_state.term.max(term);
+        hard_state.commit = hard_state.commit.max(index);
+        self.put_proto(&mut batch, StateKey::HardState, &hard_state);
+        self.put_proto(&mut batch, StateKey::ConfState, &snapshot.conf_state);
+        self.put_pair(&mut batch, StateKey::Applied, (index, term));
+        self.put_pair(&mut batch, StateKey::Truncated, (index, term));
+        self.put_snapshot_record(&mut batch, &snapshot, &file);
+        self.write(batch, true, "writing a snapshot's state")?;
+        self.hard_state = hard_state;
+        self.conf_state = snapshot.conf_state.clone();
+        self.applied = (index, term);
+        self.truncated = (index, term);
+        self.last = (index, term);
+        self.snapshot = Some(snapshot);
+        self.remove_old_snapshot_files(&file)
+    }
+
+    /// Appends `entries` (dropping any conflicting tail) and writes `hard_state`, in one batch,
+    /// fsynced if `sync`.
+    pub fn append(
+        &mut self,
+        entries: &[Entry],
+        hard_state: Option<&HardState>,
+        sync: bool,
+    ) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        let mut new_last = self.last.0;
+        if let Some(first) = entries.first() {
+            assert!(
+                first.index > self.truncated.0,
+                "append at {} overwrites the compacted log \
+                     (truncated at {})",
+                first.index,
+                self.truncated.0
+            );
+            assert!(
+                first.index <= self.last.0 + 1,
+                "append at {} leaves a gap after {}",
+                first.index,
+                self.last.0
+            );
+            for (offset, entry) in entries.iter().enumerate() {
+                assert_eq!(
+                    entry.index,
+                    first.index + offset as u64,
+                    "append of a non-contiguous run"
+                );
+                batch.put_cf(self.cf(CF_RAFT_LOG), log_key(entry.index), seal_proto(entry));
+            }
+            new_last = first.index + entries.len() as u64 - 1;
+            if new_last < self.last.0 {
+                let (from, to) = (log_key(new_last + 1), log_key(self.last.0 + 1));
+                batch.delete_range_cf(self.cf(CF_RAFT_LOG), from, to);
+            }
+        }
+        if let Some(hard_state) = hard_state {
+            assert!(hard_state.commit >= self.hard_state.commit, "commit index went backwards");
+            assert!(hard_state.commit <= new_last, "commit index beyond the log");
+            self.put_proto(&mut batch, StateKey::HardState, hard_state);
+        }
+        self.write(batch, sync, "appending Raft log entries")?;
+        if let Some(entry) = entries.last() {
+            self.last = (entry.index, entry.term);
+        }
+        if let Some(hard_state) = hard_state {
+            self.hard_state = hard_state.clone();
+        }
+        Ok(())
+    }
+
+    /// Writes what applying committed entries changed, with the applied index, the commit index
+    /// raised to it, and the new ConfState, in one batch (unsynced: see `node::apply_committed`).
+    pub fn write_apply(&mut self, apply: ApplyBatch) -> Result<(), StoreError> {
+        assert!(apply.applied_index > self.applied.0, "apply batch does not advance applied");
+        assert!(apply.applied_index <= self.last.0, "applied index beyond the log");
+        let mut batch = WriteBatch::default();
+        for (cf, key, value) in &apply.changes {
+            match value {
+                Some(value) => batch.put_cf(self.cf(cf), key, seal(value)),
+                None => batch.delete_cf(self.cf(cf), key),
+            }
+        }
+        self.put_pair(&mut batch, StateKey::Applied, (apply.applied_index, apply.applied_term));
+        // Raft panics on restart if applied > commit, so the commit index travels with it.
+        let mut hard_state = self.hard_state.clone();
+        hard_state.commit = hard_state.commit.max(apply.applied_index);
+        if hard_state != self.hard_state {
+            self.put_proto(&mut batch, StateKey::HardState, &hard_state);
+        }
+        if let Some(conf_state) = &apply.conf_state {
+            self.put_proto(&mut batch, StateKey::ConfState, conf_state);
+        }
+        self.write(batch, false, "writing applied metadata")?;
+        self.applied = (apply.applied_index, apply.applied_term);
+        self.hard_state = hard_state;
+        if let Some(conf_state) = apply.conf_state {
+            self.conf_state = conf_state;
+        }
+        Ok(())
+    }
+
+    /// Stores `data` as the snapshot at the applied index, then removes log entries before
+    /// `applied - keep_entries` (never past the snapshot). The batch is synced, which also
+    /// makes every earlier unsynced apply batch durable before the entries they came from go.
+    pub fn save_snapshot_and_compact(
+        &mut self,
+        data: Vec<u8>,
+        keep_entries: u64,
+    ) -> Result<(), StoreError> {
+        let (index, term) = self.applied;
+        if let Some(previous) = &self.snapshot {
+            assert!(index >= previous.index, "snapshot index went backwards");
+        }
+        let snapshot = StoredSnapshot {
+            index,
+            term,
+            conf_state: self.conf_state.clone(),
+            data: Arc::new(data),
+        };
+        let file = write_snapshot_file(&self.snapshot_dir, &snapshot)?;
+        let mut batch = WriteBatch::default();
+        self.put_snapshot_record(&mut batch, &snapshot, &file);
+        // Entries (truncated, last_removed] go; the tail after them stays for slow followers.
+        let last_removed = index.saturating_sub(keep_entries);
+        let truncated = if last_removed > self.truncated.0 {
+            let truncated = (last_removed, self.entry_term(last_removed)?);
+            let (from, to) = (log_key(self.truncated.0 + 1), log_key(last_removed + 1));
+            batch.delete_range_cf(self.cf(CF_RAFT_LOG), from, to);
+            self.put_pair(&mut batch, StateKey::Truncated, truncated);
+            truncated
+        } else {
+            self.truncated
+        };
+        assert!(truncated.0 <= index, "compaction past the snapshot");
+        self.write(batch, true, "saving a snapshot and compacting the log")?;
+        self.truncated = truncated;
+        self.snapshot = Some(snapshot);
+        self.remove_old_snapshot_files(&file)
+    }
+
+    /// All records of every metadata table, verified.
+    pub fn load_table_records(&self) -> Result<Vec<TableRecord>, StoreError> {
+        let mut records = Vec::new();
+        for cf in META_TABLE_CFS {
+            for item in self.db.iterator_cf(self.cf(cf), IteratorMode::Start) {
+                let (key, value) = item.map_err(|e| self.rocks("iterating a metadata table", e))?;
+                let payload = self.unseal(cf, &key, &value)?;
+                records.push((cf, key.to_vec(), payload.to_vec()));
+            }
+        }
+        Ok(records)
+    }
+
+    /// Reads one raft log entry, verified.
+    fn read_entry(&self, index: u64) -> Result<Entry, StoreError> {
+        let key = log_key(index);
+        let value = self
+            .db
+            .get_pinned_cf(self.cf(CF_RAFT_LOG), key)
+            .map_err(|e| self.rocks("reading a Raft log entry", e))?;
+        let Some(value) = value else {
+            return Err(self.corrupt(CF_RAFT_LOG, &key, "entry missing inside the log".into()));
+        };
+        let entry: Entry = self.parse_sealed_proto(CF_RAFT_LOG, &key, &value)?;
+        if entry.index != index {
+            let reason = format!("holds the entry of index {}", entry.index);
+            return Err(self.corrupt(CF_RAFT_LOG, &key, reason));
+        }
+        Ok(entry)
+    }
+
+    fn entry_term(&self, index: u64) -> Result<u64, StoreError> {
+        if index == self.truncated.0 {
+            return Ok(self.truncated.1);
+        }
+        if index == self.last.0 {
+            return Ok(self.last.1);
+        }
+        Ok(self.read_entry(index)?.term)
+    }
+
+    /// Entries `[low, high)`: at least one, then as many as fit in `max_size` bytes.
+    fn read_entries(&self, low: u64, high: u64, max_size: u64) -> Result<Vec<Entry>, StoreError> {
+        let mut entries = Vec::with_capacity((high - low).min(1024) as usize);
+        let mut size = 0u64;
+        let mut limited = false;
+        let start = log_key(low);
+        let mode = IteratorMode::From(&start, Direction::Forward);
+        for item in self.db.iterator_cf(self.cf(CF_RAFT_LOG), mode) {
+            let expected = low + entries.len() as u64;
+            if expected >= high {
+                break;
+            }
+            let (key, value) = item.map_err(|e| self.rocks("reading Raft log entries", e))?;
+            let entry: Entry = self.parse_sealed_proto(CF_RAFT_LOG, &key, &value)?;
+            if entry.index != expected || key.as_ref() != log_key(expected) {
+                let reason = format!("expected entry {expected}, found {}", entry.index);
+                return Err(self.corrupt(CF_RAFT_LOG, &key, reason));
+            }
+            size += u64::from(entry.compute_size());
+            if !entries.is_empty() && size > max_size {
+                limited = true;
+                break;
+            }
+            entries.push(entry);
+        }
+        let found = entries.len() as u64;
+        if !limited && found < high - low {
+            let reason = format!("log ends before index {high} (last index {})", self.last.0);
+            return Err(self.corrupt(CF_RAFT_LOG, &log_key(low + found), reason));
+        }
+        Ok(entries)
+    }
+
+    fn load_last(&self) -> Result<(u64, u64), StoreError> {
+        let mut iter = self.db.iterator_cf(self.cf(CF_RAFT_LOG), IteratorMode::End);
+        let Some(item) = iter.next() else {
+            return Ok(self.truncated);
+        };
+        let (key, _) = item.map_err(|e| self.rocks("finding the last log entry", e))?;
+        let last = parse_log_key(&key)
+            .ok_or_else(|| self.corrupt(CF_RAFT_LOG, &key, "key is not an 8-byte index".into()))?;
+        // The first entry must follow the truncated one: a gap would lose committed entries.
+        let mut iter = self.db.iterator_cf(self.cf(CF_RAFT_LOG), IteratorMode::Start);
+        if let Some(item) = iter.next() {
+            let (key, _) = item.map_err(|e| self.rocks("finding the first log entry", e))?;
+            if parse_log_key(&key) != Some(self.truncated.0 + 1) {
+                let reason = format!("first entry is not truncated index {} + 1", self.truncated.0);
+                return Err(self.corrupt(CF_RAFT_LOG, &key, reason));
+            }
+        }
+        Ok((last, self.read_entry(last)?.term))
+    }
+
+    fn load_snapshot(&self) -> Result<Option<StoredSnapshot>, StoreError> {
+        let Some(bytes) = self.get_state(StateKey::Snapshot)? else {
+            return Ok(None);
+        };
+        let key = StateKey::Snapshot.as_bytes();
+        let record: SnapshotRecord = postcard::from_bytes(&bytes)
+            .map_err(|e| self.corrupt(CF_RAFT_STATE, key, format!("undecodable record: {e}")))?;
+        let conf_state = ConfState::parse_from_bytes(&record.conf_state)
+            .map_err(|e| self.corrupt(CF_RAFT_STATE, key, format!("undecodable ConfState: {e}")))?;
+        let path = self.snapshot_dir.join(&record.file);
+        let data = read_snapshot_file(&path, record.index, record.term)?;
+        Ok(Some(StoredSnapshot {
+            index: record.index,
+            term: record.term,
+            conf_state,
+            data: Arc::new(data),
+        }))
+    }
+
+    fn put_snapshot_record(&self, batch: &mut WriteBatch, snapshot: &StoredSnapshot, file: &str) {
+        let record = SnapshotRecord {
+            index: snapshot.index,
+            term: snapshot.term,
+            conf_state: encode_proto(&snapshot.conf_state),
+            file: file.to_string(),
+        };
+        let bytes = postcard::to_allocvec(&record).expect("encoding a SnapshotRecord in memory");
+        batch.put_cf(self.cf(CF_RAFT_STATE), StateKey::Snapshot.as_bytes(), seal(&bytes));
+    }
+
+    /// Deletes every snapshot file except `keep` (older snapshots and leftover temp files).
+    /// The new snapshot is already durable and referenced, so a file that cannot be removed
+    /// only wastes space: it is logged, not fatal.
+    fn remove_old_snapshot_files(&self, keep: &str) -> Result<(), StoreError> {
+        let dir = &self.snapshot_dir;
+        let entries = fs::read_dir(dir).map_err(|source| StoreError::Io {
+            path: dir.clone(),
+            what: "listing snapshots",
+            source,
+        })?;
+        for item in entries {
+            let path = match item {
+                Ok(item) if item.file_name().to_str() != Some(keep) => item.path(),
+                Ok(_) => continue,
+                Err(error) => {
+                    tracing::warn!(dir = %dir.display(), %error, "cannot list old snapshots");
+                    continue;
+                }
+            };
+            if let Err(error) = fs::remove_file(&path) {
+                tracing::warn!(path = %path.display(), %error, "cannot remove an old snapshot; \
+                    remove it by hand to free the space");
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds a delete of every key of `cf` to `batch` (one range tombstone).
+    fn clear_cf(&self, batch: &mut WriteBatch, cf: &'static str) -> Result<(), StoreError> {
+        let mut iter = self.db.iterator_cf(self.cf(cf), IteratorMode::End);
+        if let Some(item) = iter.next() {
+            let (last, _) = item.map_err(|e| self.rocks("finding a table's last key", e))?;
+            // The smallest key greater than `last`: the range end is exclusive.
+            let mut end = last.to_vec();
+            end.push(0);
+            batch.delete_range_cf(self.cf(cf), Vec::new(), end);
+        }
+        Ok(())
+    }
+
+    fn cf(&self, name: &str) -> &ColumnFamily {
+        self.db.cf_handle(name).unwrap_or_else(|| panic!("column family {name} was opened"))
+    }
+
+    fn write(&self, batch: WriteBatch, sync: bool, what: &'static str) -> Result<(), StoreError> {
+        let mut options = WriteOptions::default();
+        options.set_sync(sync);
+        self.db.write_opt(batch, &options).map_err(|e| self.rocks(what, e))
+    }
+
+    fn get_state(&self, key: StateKey) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = key.as_bytes();
+        let value = self
+            .db
+            .get_pinned_cf(self.cf(CF_RAFT_STATE), key)
+            .map_err(|e| self.rocks("reading Raft state", e))?;
+        match value {
+            None => Ok(None),
+            Some(value) => Ok(Some(self.unseal(CF_RAFT_STATE, key, &value)?.to_vec())),
+        }
+    }
+
+    fn get_pair(&self, key: StateKey) -> Result<(u64, u64), StoreError> {
+        let Some(bytes) = self.get_state(key)? else {
+            return Ok((0, 0));
+        };
+        decode_pair(&bytes).ok_or_else(|| {
+            self.corrupt(CF_RAFT_STATE, key.as_bytes(), format!("{} bytes, want 16", bytes.len()))
+        })
+    }
+
+    fn put_pair(&self, batch: &mut WriteBatch, key: StateKey, pair: (u64, u64)) {
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&pair.0.to_le_bytes());
+        bytes[8..].copy_from_slice(&pair.1.to_le_bytes());
+        batch.put_cf(self.cf(CF_RAFT_STATE), key.as_bytes(), seal(&bytes));
+    }
+
+    fn put_proto<M: protobuf::Message>(&self, batch: &mut WriteBatch, key: StateKey, message: &M) {
+        batch.put_cf(self.cf(CF_RAFT_STATE), key.as_bytes(), seal_proto(message));
+    }
+
+    fn parse_proto<M: protobuf::Message>(
+        &self,
+        key: StateKey,
+        bytes: &[u8],
+    ) -> Result<M, StoreError> {
+        M::parse_from_bytes(bytes).map_err(|e| {
+            self.corrupt(CF_RAFT_STATE, key.as_bytes(), format!("undecodable protobuf: {e}"))
+        })
+    }
+
+    fn parse_sealed_proto<M: protobuf::Message>(
+        &self,
+        cf: &'static str,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<M, StoreError> {
+        let payload = self.unseal(cf, key, value)?;
+        M::parse_from_bytes(payload)
+            .map_err(|e| self.corrupt(cf, key, format!("undecodable protobuf: {e}")))
+    }
+
+    /// Checks a sealed value's checksum and returns its payload.
+    fn unseal<'v>(
+        &self,
+        cf: &'static str,
+        key: &[u8],
+        value: &'v [u8],
+    ) -> Result<&'v [u8], StoreError> {
+        unseal(value).map_err(|reason| self.corrupt(cf, key, reason))
+    }
+
+    fn corrupt(&self, cf: &'static str, key: &[u8], reason: String) -> StoreError {
+        let key = describe_key(cf, key);
+        StoreError::Corrupt { path: self.db_path.clone(), cf, key, reason }
+    }
+
+    fn rocks(&self, what: &'static str, source: rocksdb::Error) -> StoreError {
+        StoreError::Rocks { path: self.db_path.clone(), what, source }
+    }
+
+    /// Writes a raw value without sealing it — for tests that corrupt the store on purpose.
+    #[cfg(test)]
+    pub(crate) fn put_raw(&self, cf: &str, key: &[u8], value: &[u8]) {
+        self.db.put_cf(self.cf(cf), key, value).expect("test write");
+    }
+
+    #[cfg(test)]
+    pub(crate) fn get_raw(&self, cf: &str, key: &[u8]) -> Option<Vec<u8>> {
+        self.db.get_cf(self.cf(cf), key).expect("test read")
+    }
+}
+
+/// Raft's view of the store. A storage error makes raft-rs inoperable, so the node treats any
+/// `StorageError::Other` it sees as fatal; `entries` and `term` return it with the full
+/// [`StoreError`] inside.
+impl raft::Storage for RaftStore {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        Ok(RaftState::new(self.hard_state.clone(), self.conf_state.clone()))
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        if low <= self.truncated.0 {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        assert!(high <= self.last.0 + 1, "entries up to {high} beyond last {}", self.last.0);
+        if low >= high {
+            return Ok(Vec::new());
+        }
+        let max_size = max_size.into().unwrap_or(u64::MAX);
+        self.read_entries(low, high, max_size).map_err(to_raft_error)
+    }
+
+    fn term(&self, index: u64) -> raft::Result<u64> {
+        if index == self.truncated.0 {
+            return Ok(self.truncated.1);
+        }
+        if index < self.truncated.0 {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if index > self.last.0 {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        self.entry_term(index).map_err(to_raft_error)
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.truncated.0 + 1)
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.last.0)
+    }
+
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        match &self.snapshot {
+            Some(snapshot) if snapshot.index >= request_index => Ok(snapshot.to_raft()),
+            _ => {
+                // The node sees the flag after this Ready and snapshots the applied state.
+                self.snapshot_wanted.set(true);
+                Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))
+            }
+        }
+    }
+}
+
+fn to_raft_error(error: StoreError) -> raft::Error {
+    raft::Error::Store(StorageError::Other(Box::new(error)))
+}
+
+fn open_db(path: &Path) -> Result<DB, StoreError> {
+    let mut options = Options::default();
+    options.create_if_missing(true);
+    options.create_missing_column_families(true);
+    options.set_compression_type(DBCompressionType::None);
+    let names = [CF_RAFT_LOG, CF_RAFT_STATE].into_iter().chain(META_TABLE_CFS);
+    let descriptors = names.map(|name| {
+        let mut cf_options = Options::default();
+        cf_options.set_compression_type(DBCompressionType::None);
+        ColumnFamilyDescriptor::new(name, cf_options)
+    });
+    DB::open_cf_descriptors(&options, path, descriptors).map_err(|source| StoreError::Rocks {
+        path: path.to_path_buf(),
+        what: "opening the database",
+        source,
+    })
+}
+
+/// The raft_log key of `index`: big-endian so that RocksDB's byte order is index order.
+pub fn log_key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+fn parse_log_key(key: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(key.try_into().ok()?))
+}
+
+fn decode_pair(bytes: &[u8]) -> Option<(u64, u64)> {
+    if bytes.len() != 16 {
+        return None;
+    }
+    let first = u64::from_le_bytes(bytes[..8].try_into().ok()?);
+    let second = u64::from_le_bytes(bytes[8..].try_into().ok()?);
+    Some((first, second))
+}
+
+fn encode_proto<M: protobuf::Message>(message: &M) -> Vec<u8> {
+    message.write_to_bytes().expect("encoding a Raft protobuf message in memory")
+}
+
+fn seal_proto<M: protobuf::Message>(message: &M) -> Vec<u8> {
+    seal(&encode_proto(message))
+}
+
+/// `crc32c(payload) LE ‖ payload`.
+pub fn seal(payload: &[u8]) -> Vec<u8> {
+    let mut sealed = Vec::with_capacity(SEAL_BYTES + payload.len());
+    sealed.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
+    sealed.extend_from_slice(payload);
+    sealed
+}
+
+/// Checks and strips the seal of a stored value.
+pub fn unseal(value: &[u8]) -> Result<&[u8], String> {
+    if value.len() < SEAL_BYTES {
+        return Err(format!("{} bytes is shorter than the 4-byte checksum", value.len()));
+    }
+    let (checksum, payload) = value.split_at(SEAL_BYTES);
+    let stored = u32::from_le_bytes(checksum.try_into().expect("4 bytes"));
+    let actual = crc32c::crc32c(payload);
+    if stored != actual {
+        return Err(format!("checksum mismatch (stored {stored:08x}, computed {actual:08x})"));
+    }
+    Ok(payload)
+}
+
+/// A key as an operator can read it: a log index, printable text, or hex.
+fn describe_key(cf: &str, key: &[u8]) -> String {
+    match parse_log_key(key) {
+        Some(index) if cf == CF_RAFT_LOG => format!("0x{} (log index {index})", hex::encode(key)),
+        _ if !key.is_empty() && key.iter().all(|b| b.is_ascii_graphic()) => {
+            format!("\"{}\"", String::from_utf8_lossy(key))
+        }
+        _ => format!("0x{}", hex::encode(key)),
+    }
+}
+
+fn snapshot_file_name(index: u64, term: u64) -> String {
+    format!("snap-{index:020}-{term:020}.mfss")
+}
+
+/// Writes a snapshot file durably: temp file, fsync, rename, fsync the directory.
+fn write_snapshot_file(dir: &Path, snapshot: &StoredSnapshot) -> Result<String, StoreError> {
+    let name = snapshot_file_name(snapshot.index, snapshot.term);
+    let path = dir.join(&name);
+    let temp = dir.join(format!("{name}.tmp"));
+    let io = |path: &Path, what, source| StoreError::Io { path: path.to_path_buf(), what, source };
+    let data = snapshot.data.as_slice();
+    let mut header = Vec::with_capacity(SNAPSHOT_HEADER_BYTES);
+    header.extend_from_slice(SNAPSHOT_MAGIC);
+    header.extend_from_slice(&snapshot.index.to_le_bytes());
+    header.extend_from_slice(&snapshot.term.to_le_bytes());
+    header.extend_from_slice(&(data.len() as u64).to_le_bytes());
+    header.extend_from_slice(&crc32c::crc32c(data).to_le_bytes());
+    let mut file = fs::File::create(&temp).map_err(|e| io(&temp, "creating a snapshot file", e))?;
+    file.write_all(&header).map_err(|e| io(&temp, "writing a snapshot file", e))?;
+    file.write_all(data).map_err(|e| io(&temp, "writing a snapshot file", e))?;
+    file.sync_all().map_err(|e| io(&temp, "fsyncing a snapshot file", e))?;
+    drop(file);
+    fs::rename(&temp, &path).map_err(|e| io(&path, "renaming a snapshot file into place", e))?;
+    let dir_handle =
+        fs::File::open(dir).map_err(|e| io(dir, "opening the snapshot directory", e))?;
+    dir_handle.sync_all().map_err(|e| io(dir, "fsyncing the snapshot directory", e))?;
+    Ok(name)
+}
+
+/// Reads and verifies a snapshot file written by [`write_snapshot_file`].
+fn read_snapshot_file(path: &Path, index: u64, term: u64) -> Result<Vec<u8>, StoreError> {
+    let bad = |reason: String| StoreError::SnapshotFile { path: path.to_path_buf(), reason };
+    let bytes = fs::read(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
+    if bytes.len() < SNAPSHOT_HEADER_BYTES || &bytes[..8] != SNAPSHOT_MAGIC {
+        return Err(bad("missing the mfsha snapshot header".into()));
+    }
+    let field = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+    let (file_index, file_term, len) = (field(8), field(16), field(24));
+    let crc = u32::from_le_bytes(bytes[32..36].try_into().expect("4 bytes"));
+    if (file_index, file_term) != (index, term) {
+        return Err(bad(format!(
+            "holds index {file_index} term {file_term}, the store expects index {index} term {term}"
+        )));
+    }
+    let data = &bytes[SNAPSHOT_HEADER_BYTES..];
+    if data.len() as u64 != len {
+        return Err(bad(format!("{} data bytes, header says {len}", data.len())));
+    }
+    if crc32c::crc32c(data) != crc {
+        return Err(bad("checksum mismatch".into()));
+    }
+    Ok(data.to_vec())
+}
+
+#[cfg(test)]
+#[path = "storage_tests.rs"]
+mod tests;
