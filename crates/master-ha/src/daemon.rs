@@ -1,0 +1,235 @@
+//! The master process: start the Raft node, open the listeners, serve until SIGTERM/SIGINT,
+//! then stop in order.
+//!
+//! Startup order: bind every listener first (so a second master on the same ports fails in
+//! milliseconds, before it touches the data directory), then open the store and start the
+//! Raft thread, then accept clients. Shutdown order: stop accepting, let requests already
+//! running finish (bounded), stop the Raft thread (which finishes its current Ready: nothing
+//! acknowledged is lost), join it.
+
+use crate::config::{self, MasterConfig};
+use crate::node::{self, MetaHandle, RaftConfig};
+use crate::server::{
+    logger, peer, ChunkService, ClientListener, NoChunkservers, Service, Shutdown,
+};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tracing::Instrument;
+
+/// How long shutdown waits for running client requests before stopping Raft anyway.
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(10);
+
+/// Why the master could not start or stopped badly.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error("cannot listen for {what} on {addr}: {source} (is another master running? check listen.{what} in the config)")]
+    Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
+    #[error("cannot start the Raft node for data directory {data_dir}: {reason}")]
+    Node { data_dir: PathBuf, reason: String },
+    #[error("the Raft thread panicked; see the log above, then restart the master (the store is consistent at its last applied index)")]
+    RaftThreadPanicked,
+    #[error("cannot install the {signal} handler: {source}")]
+    Signal { signal: &'static str, source: std::io::Error },
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// What a chunk registry gets to start with (see [`start_with`]).
+pub struct ChunksSetup {
+    pub meta: MetaHandle,
+    pub config: config::ChunksConfig,
+    /// The bound chunkserver port. Take it to serve chunkservers; if left, the master does
+    /// not listen for chunkservers.
+    pub listener: Option<TcpListener>,
+    pub shutdown: Shutdown,
+}
+
+/// Builds the chunk service once the Raft node runs.
+pub type ChunksFactory = Box<dyn FnOnce(&mut ChunksSetup) -> Arc<dyn ChunkService> + Send>;
+
+/// A running master (in this process).
+pub struct Master {
+    /// The client address actually bound (port 0 in the config is resolved here).
+    pub client_addr: SocketAddr,
+    pub service: Arc<Service>,
+    shutdown: Shutdown,
+    client_task: tokio::task::JoinHandle<()>,
+    in_flight: Arc<crate::server::listener::InFlight>,
+    raft_thread: std::thread::JoinHandle<()>,
+    node_id: u64,
+}
+
+/// Starts a master with no chunk registry: metadata service only.
+pub async fn start(config: MasterConfig) -> Result<Master, DaemonError> {
+    start_with(config, Box::new(|_| Arc::new(NoChunkservers))).await
+}
+
+/// Starts a master; `chunks` builds the chunk registry from the running node.
+pub async fn start_with(
+    config: MasterConfig,
+    chunks: ChunksFactory,
+) -> Result<Master, DaemonError> {
+    let client_listener = bind("client", config.listen.client).await?;
+    let chunkserver_listener = bind("chunkserver", config.listen.chunkserver).await?;
+    let logger_listener = bind("logger", config.listen.logger).await?;
+    let client_addr = client_listener.local_addr().map_err(|source| DaemonError::Bind {
+        what: "client",
+        addr: config.listen.client,
+        source,
+    })?;
+    // A group of one has no peer port: nobody would call it.
+    let peer_listener = match config.peers.is_empty() {
+        true => None,
+        false => Some(bind("peer", config.listen.peer).await?),
+    };
+    let shutdown = Shutdown::new();
+    let (meta, raft_thread) = start_node(&config, &shutdown).await?;
+    if let Some(listener) = peer_listener {
+        let ids = config.peers.iter().map(|p| p.id).collect();
+        tokio::spawn(
+            peer::serve_peers(listener, meta.clone(), ids, shutdown.clone()).in_current_span(),
+        );
+    }
+    let mut setup = ChunksSetup {
+        meta: meta.clone(),
+        config: config.chunks.clone(),
+        listener: Some(chunkserver_listener),
+        shutdown: shutdown.clone(),
+    };
+    let chunk_service = chunks(&mut setup);
+    if setup.listener.is_some() {
+        tracing::warn!(addr = %config.listen.chunkserver,
+            "no chunk registry in this master; not listening for chunkservers (data I/O answers NoChunkservers)");
+    }
+    let peers = config.peers.iter().map(|p| format!("{}@{}", p.id, p.addr)).collect();
+    let service = Arc::new(Service::new(meta, chunk_service, peers));
+    let listener = ClientListener::new(client_listener, service.clone(), config.client.clone());
+    let in_flight = listener.in_flight();
+    let client_task = tokio::spawn(listener.run(shutdown.clone()).in_current_span());
+    let loggers = logger::serve_loggers(logger_listener, service.clone(), shutdown.clone());
+    tokio::spawn(loggers.in_current_span());
+    tracing::info!(%client_addr, "master serving clients");
+    Ok(Master {
+        client_addr,
+        service,
+        shutdown,
+        client_task,
+        in_flight,
+        raft_thread,
+        node_id: config.node_id,
+    })
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, DaemonError> {
+    TcpListener::bind(addr).await.map_err(|source| DaemonError::Bind { what, addr, source })
+}
+
+/// Opens the store and starts the Raft thread (blocking work, so off the async workers).
+async fn start_node(
+    config: &MasterConfig,
+    shutdown: &Shutdown,
+) -> Result<(MetaHandle, std::thread::JoinHandle<()>), DaemonError> {
+    let raft = RaftConfig {
+        node_id: config.node_id,
+        data_dir: config.data_dir.clone(),
+        peers: config.peers.iter().map(|p| (p.id, p.addr.clone())).collect(),
+        tick_ms: config.raft.tick_ms,
+        election_ticks: config.raft.election_ticks,
+        heartbeat_ticks: config.raft.heartbeat_ticks,
+        snapshot_every_entries: config.raft.snapshot_every_entries,
+        log_tail_entries: config.raft.log_tail_entries,
+    };
+    let data_dir = config.data_dir.clone();
+    let node_error = |reason: String| DaemonError::Node { data_dir: data_dir.clone(), reason };
+    let transport: Box<dyn node::Transport> = match raft.peers.is_empty() {
+        true => Box::new(node::NoPeers),
+        false => Box::new(peer::TcpTransport::start(raft.node_id, &raft.peers, shutdown.clone())),
+    };
+    tokio::task::spawn_blocking(move || node::start_with_transport(raft, transport))
+        .await
+        .map_err(|e| node_error(format!("start-up task failed: {e}")))?
+        .map_err(|e| node_error(e.to_string()))
+}
+
+impl Master {
+    /// This master's Raft node id.
+    pub fn node_id(&self) -> u64 {
+        self.node_id
+    }
+
+    /// Stops in order: stop accepting, drain running requests, stop Raft, join its thread.
+    pub async fn stop(self) -> Result<(), DaemonError> {
+        tracing::info!("shutting down: no new client requests");
+        self.shutdown.trigger();
+        if let Err(e) = self.client_task.await {
+            tracing::error!(error = %e, "client listener task failed");
+        }
+        let left = self.in_flight.wait_idle(DRAIN_LIMIT).await;
+        if left > 0 {
+            tracing::warn!(
+                left,
+                limit_ms = DRAIN_LIMIT.as_millis() as u64,
+                "client requests still running at the drain limit; they will fail with Unavailable"
+            );
+        }
+        self.service.meta.shutdown();
+        let thread = self.raft_thread;
+        let joined = tokio::task::spawn_blocking(move || thread.join())
+            .await
+            .map_err(|_| DaemonError::RaftThreadPanicked)?;
+        joined.map_err(|_| DaemonError::RaftThreadPanicked)?;
+        tracing::info!("master stopped");
+        Ok(())
+    }
+}
+
+/// Runs a master until SIGTERM or SIGINT, then stops it cleanly.
+pub async fn run(config: MasterConfig) -> Result<(), DaemonError> {
+    let span = tracing::info_span!("master", node = config.node_id);
+    async move {
+        tracing::info!(%config, "starting");
+        let mut terminate = signal(tokio::signal::unix::SignalKind::terminate(), "SIGTERM")?;
+        let mut interrupt = signal(tokio::signal::unix::SignalKind::interrupt(), "SIGINT")?;
+        let master = start(config).await?;
+        notify_systemd(sd_notify::NotifyState::Ready);
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM received"),
+            _ = interrupt.recv() => tracing::info!("SIGINT received"),
+        }
+        notify_systemd(sd_notify::NotifyState::Stopping);
+        master.stop().await
+    }
+    .instrument(span)
+    .await
+}
+
+fn signal(
+    kind: tokio::signal::unix::SignalKind,
+    name: &'static str,
+) -> Result<tokio::signal::unix::Signal, DaemonError> {
+    tokio::signal::unix::signal(kind).map_err(|source| DaemonError::Signal { signal: name, source })
+}
+
+/// Tells systemd (Type=notify) about the state; a no-op when not started by systemd.
+fn notify_systemd(state: sd_notify::NotifyState) {
+    if let Err(e) = sd_notify::notify(false, &[state]) {
+        tracing::warn!(error = %e, "cannot notify systemd");
+    }
+}
+
+/// Loads the config at `config_path` and runs the master on a new multi-threaded runtime.
+/// For `mfsha master -c FILE`.
+pub fn run_blocking(config_path: &Path) -> Result<(), DaemonError> {
+    let config = config::load(config_path)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("mfsha-master")
+        .build()
+        .map_err(DaemonError::Runtime)?;
+    runtime.block_on(run(config))
+}

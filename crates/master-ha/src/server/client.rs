@@ -1,0 +1,424 @@
+//! Answers one client request.
+//!
+//! Reads are served from the applied state of this master, and only by the leader (a
+//! follower's state may lag, and a client that just wrote must read its write). Mutations are
+//! turned into an [`Entry`] carrying the proposer's clock, any new ids, and the request's
+//! `(session, seq)`; the reply is sent only after the entry is committed, applied and durable.
+//! A retried mutation whose `(session, seq)` the state machine already answered gets that same
+//! answer again without a second proposal.
+
+use super::session::Connection;
+use super::Service;
+use mfsha_meta::{ClientTag, Entry, Op, Outcome, State};
+use mfsha_proto::client::{
+    CheckFileCounts, ChunkCopies, ChunkWrite, ClientOp, ClientReply, Request,
+};
+use mfsha_proto::types::*;
+
+/// Most directory entries returned by one `ReadDir`: with names of at most 255 bytes each
+/// reply stays far below the frame limit.
+pub const READDIR_MAX_ENTRIES: u32 = 4096;
+/// Longest `client_info` kept for a session (the rest is cut).
+pub const CLIENT_INFO_MAX: usize = 1024;
+
+/// Answers `request` from connection `connection`.
+pub async fn handle(
+    service: &Service,
+    connection: &Connection,
+    request: Request,
+) -> Reply<ClientReply> {
+    if matches!(request.op, ClientOp::Status) {
+        return Ok(ClientReply::Status(super::status::cluster_status(service)));
+    }
+    if !service.meta.is_leader() {
+        return Err(Status::NotLeader);
+    }
+    match &request.op {
+        ClientOp::Hello { session, client_info, subdir, .. } => {
+            hello(service, connection, *session, client_info, subdir).await
+        }
+        ClientOp::Goodbye => goodbye(service, connection, &request).await,
+        op if is_mutation(op) => mutate(service, &request).await,
+        _ => read(service, connection, &request),
+    }
+}
+
+/// True for requests that change replicated state (and so need a session and a `seq`).
+pub fn is_mutation(op: &ClientOp) -> bool {
+    use ClientOp::*;
+    match op {
+        SetAttr { .. }
+        | Mknod { .. }
+        | Mkdir { .. }
+        | Symlink { .. }
+        | Unlink { .. }
+        | Rmdir { .. }
+        | Rename { .. }
+        | Link { .. }
+        | Open { .. }
+        | Release { .. }
+        | WriteChunk { .. }
+        | WriteChunkEnd { .. }
+        | SetXattr { .. }
+        | RemoveXattr { .. }
+        | SetGoal { .. }
+        | SetTrashTime { .. } => true,
+        Hello { .. }
+        | Goodbye
+        | Lookup { .. }
+        | GetAttr { .. }
+        | ReadLink { .. }
+        | ReadDir { .. }
+        | ReadChunk { .. }
+        | StatFs
+        | GetXattr { .. }
+        | ListXattr { .. }
+        | GetGoal { .. }
+        | GetTrashTime { .. }
+        | FileInfo { .. }
+        | CheckFile { .. }
+        | DirInfo { .. }
+        | ResolvePath { .. }
+        | Status => false,
+    }
+}
+
+async fn hello(
+    service: &Service,
+    connection: &Connection,
+    resume: Option<SessionId>,
+    client_info: &str,
+    subdir: &str,
+) -> Reply<ClientReply> {
+    let info: String = client_info.chars().take(CLIENT_INFO_MAX).collect();
+    if let Some(session) = resume {
+        let root = service.meta.read(|s| s.session_root(session)).ok_or(Status::BadSession)?;
+        service.sessions.attach(connection, session, root, &info);
+        tracing::debug!(session, peer = %connection.peer, "session resumed");
+        return Ok(ClientReply::Session { session, root });
+    }
+    let root = service.meta.read(|s| {
+        let ino = s.resolve_path(ROOT_INO, subdir)?;
+        match s.getattr(ino)?.kind {
+            FileKind::Directory => Ok(ino),
+            _ => Err(Status::NotDir),
+        }
+    })?;
+    let applied_max = service.meta.read(|s| s.sessions().map(|(id, ..)| id).max().unwrap_or(0));
+    let session = service.sessions.allocate_id(applied_max);
+    let op = Op::OpenSession { session, info: info.clone(), root };
+    let entry = Entry { now: Timestamp::now(), client: None, op };
+    service.meta.propose(entry).await?;
+    service.sessions.attach(connection, session, root, &info);
+    tracing::info!(session, peer = %connection.peer, info = %info, root, "session opened");
+    Ok(ClientReply::Session { session, root })
+}
+
+async fn goodbye(
+    service: &Service,
+    connection: &Connection,
+    request: &Request,
+) -> Reply<ClientReply> {
+    let session = request.session;
+    if service.meta.read(|s| s.session_root(session)).is_none() {
+        return Err(Status::BadSession);
+    }
+    let client = (request.seq != 0).then_some(ClientTag { session, seq: request.seq });
+    let entry = Entry { now: Timestamp::now(), client, op: Op::CloseSession { session } };
+    service.meta.propose(entry).await?;
+    service.sessions.forget(session);
+    service.sessions.disconnect(connection);
+    *connection.session.lock() = None;
+    tracing::info!(session, peer = %connection.peer, "session closed");
+    Ok(ClientReply::Unit)
+}
+
+/// Proposes a mutation once per `(session, seq)` and answers it.
+async fn mutate(service: &Service, request: &Request) -> Reply<ClientReply> {
+    let (session, seq) = (request.session, request.seq);
+    if seq == 0 {
+        return Err(Status::Invalid);
+    }
+    if let ClientOp::WriteChunkEnd { chunk_id, ok: false, .. } = request.op {
+        // A failed write changes no metadata: the file keeps its length, the chunk its
+        // version; only the registry needs to know the write is over.
+        service.chunks.write_end(chunk_id, false);
+        return Ok(ClientReply::Unit);
+    }
+    let earlier = service.meta.read(|s| {
+        if s.session_root(session).is_none() {
+            return Err(Status::BadSession);
+        }
+        Ok(s.session_reply(session, seq))
+    })?;
+    let outcome = match earlier {
+        Some(outcome) => outcome,
+        None => {
+            let op = build_op(service, request)?;
+            let entry =
+                Entry { now: Timestamp::now(), client: Some(ClientTag { session, seq }), op };
+            service.meta.propose(entry).await
+        }
+    }?;
+    finish(service, &request.op, outcome).await
+}
+
+/// The replicated operation for a client mutation, with new ids allocated by this leader.
+fn build_op(service: &Service, request: &Request) -> Reply<Op> {
+    let (uid, gid, session) = (request.uid, request.gid, request.session);
+    let meta = &service.meta;
+    Ok(match request.op.clone() {
+        ClientOp::SetAttr { ino, set } => {
+            // Only a truncation can need a copy-on-write chunk; don't burn ids otherwise.
+            let cow_chunk_id = if set.size.is_some() { meta.alloc_chunk_id() } else { 0 };
+            Op::SetAttr { ino, set, cow_chunk_id }
+        }
+        ClientOp::Mknod { parent, name, kind, mode, umask, rdev } => {
+            check_name(&name)?;
+            if matches!(kind, FileKind::Directory | FileKind::Symlink) {
+                return Err(Status::Invalid);
+            }
+            let ino = meta.alloc_ino();
+            Op::Create { parent, name, ino, kind, mode, umask, uid, gid, rdev }
+        }
+        ClientOp::Mkdir { parent, name, mode, umask } => {
+            check_name(&name)?;
+            Op::Mkdir { parent, name, ino: meta.alloc_ino(), mode, umask, uid, gid }
+        }
+        ClientOp::Symlink { parent, name, target } => {
+            check_name(&name)?;
+            if target.is_empty() || target.len() > PATH_MAX {
+                return Err(if target.is_empty() { Status::NotFound } else { Status::NameTooLong });
+            }
+            Op::Symlink { parent, name, ino: meta.alloc_ino(), target, uid, gid }
+        }
+        ClientOp::Unlink { parent, name } => Op::Unlink { parent, name },
+        ClientOp::Rmdir { parent, name } => Op::Rmdir { parent, name },
+        ClientOp::Rename { parent, name, new_parent, new_name, flags } => {
+            check_name(&new_name)?;
+            Op::Rename { parent, name, new_parent, new_name, flags }
+        }
+        ClientOp::Link { ino, new_parent, new_name } => {
+            check_name(&new_name)?;
+            Op::Link { ino, parent: new_parent, name: new_name }
+        }
+        ClientOp::Open { ino, .. } => Op::Acquire { session, ino },
+        ClientOp::Release { ino } => Op::Release { session, ino },
+        ClientOp::WriteChunk { ino, index } => write_chunk_op(service, ino, index)?,
+        ClientOp::WriteChunkEnd { ino, index, chunk_id, file_size, .. } => {
+            Op::WriteChunkEnd { ino, index, chunk_id, file_size }
+        }
+        ClientOp::SetXattr { ino, name, value, flags } => Op::SetXattr { ino, name, value, flags },
+        ClientOp::RemoveXattr { ino, name } => Op::RemoveXattr { ino, name },
+        ClientOp::SetGoal { ino, goal, recursive } => {
+            if goal == 0 || goal > MAX_GOAL {
+                return Err(Status::Invalid);
+            }
+            Op::SetGoal { ino, goal, recursive }
+        }
+        ClientOp::SetTrashTime { ino, seconds, recursive } => {
+            Op::SetTrashTime { ino, seconds, recursive }
+        }
+        other => {
+            // `handle` sends only mutations here; answering beats panicking.
+            tracing::error!(?other, "non-mutation routed to build_op by mistake");
+            return Err(Status::NotSupported);
+        }
+    })
+}
+
+/// Refuses a chunk write up front when no chunkserver could take it, so a cluster without
+/// space does not bump chunk versions it can never write.
+fn write_chunk_op(service: &Service, ino: Ino, index: u32) -> Reply<Op> {
+    let goal = service.meta.read(|s| s.getattr(ino))?.goal;
+    if service.chunks.choose_chain(goal, &[]).is_empty() {
+        return Err(Status::NoChunkservers);
+    }
+    Ok(Op::WriteChunk { ino, index, new_chunk_id: service.meta.alloc_chunk_id() })
+}
+
+/// A name a directory entry may have.
+fn check_name(name: &str) -> Reply<()> {
+    if name.len() > NAME_MAX {
+        return Err(Status::NameTooLong);
+    }
+    if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']) {
+        return Err(Status::Invalid);
+    }
+    Ok(())
+}
+
+/// Turns what apply produced into the reply, acting on chunk outcomes first.
+async fn finish(service: &Service, op: &ClientOp, outcome: Outcome) -> Reply<ClientReply> {
+    match outcome {
+        Outcome::ChunkWrite { chunk_id, version, file_size, .. } => {
+            let chain = service.chunks.prepare_write(&outcome).await?;
+            Ok(ClientReply::ChunkWrite(ChunkWrite { chunk_id, version, file_size, chain }))
+        }
+        Outcome::Truncated { ref attr, .. } => {
+            let attr = attr.clone();
+            service.chunks.prepare_write(&outcome).await?;
+            Ok(ClientReply::Attr(attr))
+        }
+        Outcome::Attr(attr) => Ok(ClientReply::Attr(attr)),
+        Outcome::Changed { inodes, not_changed, not_permitted } => {
+            Ok(ClientReply::Changed { inodes, not_changed, not_permitted })
+        }
+        Outcome::Unit => match op {
+            // Open answers the attributes, so the client can check access and size.
+            ClientOp::Open { ino, .. } => {
+                Ok(ClientReply::Attr(service.meta.read(|s| s.getattr(*ino))?))
+            }
+            ClientOp::WriteChunkEnd { chunk_id, .. } => {
+                service.chunks.write_end(*chunk_id, true);
+                Ok(ClientReply::Unit)
+            }
+            _ => Ok(ClientReply::Unit),
+        },
+    }
+}
+
+/// Answers a read from the applied state.
+///
+/// The chunk registry is asked only after the state's read lock is released, so the two
+/// locks are never held together (the registry may itself read the state).
+fn read(service: &Service, connection: &Connection, request: &Request) -> Reply<ClientReply> {
+    let chunks = &*service.chunks;
+    match &request.op {
+        ClientOp::ReadChunk { ino, index } => {
+            let found = service.meta.read(|s| chunk_at(s, *ino, *index))?;
+            read_chunk_reply(chunks, found)
+        }
+        ClientOp::StatFs => {
+            let counts = service.meta.read(|s| s.counts());
+            let (total_bytes, avail_bytes) = chunks.fs_stat();
+            Ok(ClientReply::FsStat(FsStat {
+                total_bytes,
+                avail_bytes,
+                used_bytes: total_bytes.saturating_sub(avail_bytes),
+                inodes: counts.inodes,
+                trash_inodes: counts.trash_inodes,
+            }))
+        }
+        ClientOp::FileInfo { ino } => {
+            let (goal, list) = service.meta.read(|s| file_chunks(s, *ino))?;
+            let info = list
+                .into_iter()
+                .map(|(index, chunk_id, version)| {
+                    let copies = chunks.copies(chunk_id);
+                    ChunkCopies { index, chunk_id, version, goal, copies }
+                })
+                .collect();
+            Ok(ClientReply::FileInfo(info))
+        }
+        ClientOp::CheckFile { ino } => {
+            let (_, list) = service.meta.read(|s| file_chunks(s, *ino))?;
+            let mut by_copies: Vec<u64> = Vec::new();
+            for (_, chunk_id, version) in list {
+                let valid = chunks.locations(chunk_id, version).len();
+                if by_copies.len() <= valid {
+                    by_copies.resize(valid + 1, 0);
+                }
+                by_copies[valid] += 1;
+            }
+            Ok(ClientReply::CheckFile(CheckFileCounts { by_copies }))
+        }
+        _ => service.meta.read(|s| read_state(s, connection, request)),
+    }
+}
+
+/// Reads answered from the metadata alone.
+fn read_state(s: &State, connection: &Connection, request: &Request) -> Reply<ClientReply> {
+    match &request.op {
+        ClientOp::Lookup { parent, name } => {
+            if name.len() > NAME_MAX {
+                return Err(Status::NameTooLong);
+            }
+            s.lookup(*parent, name).map(ClientReply::Attr)
+        }
+        ClientOp::GetAttr { ino } => s.getattr(*ino).map(ClientReply::Attr),
+        ClientOp::ReadLink { ino } => s.readlink(*ino).map(ClientReply::Target),
+        ClientOp::ReadDir { ino, offset, max } => {
+            let max = (*max).clamp(1, READDIR_MAX_ENTRIES);
+            let (entries, more) = s.readdir(*ino, *offset, max)?;
+            Ok(ClientReply::Entries { entries, more })
+        }
+        ClientOp::GetXattr { ino, name } => {
+            s.getxattr(*ino, name).map(|v| ClientReply::Xattr(serde_bytes::ByteBuf::from(v)))
+        }
+        ClientOp::ListXattr { ino } => s.listxattr(*ino).map(ClientReply::Names),
+        ClientOp::GetGoal { ino } => s.getattr(*ino).map(|a| ClientReply::Goal(a.goal)),
+        ClientOp::GetTrashTime { ino } => {
+            s.getattr(*ino).map(|a| ClientReply::TrashTime(a.trash_seconds))
+        }
+        ClientOp::DirInfo { ino } => s.dir_info(*ino).map(ClientReply::DirInfo),
+        ClientOp::ResolvePath { path } => {
+            let root = session_root(s, connection, request.session)?;
+            let ino = s.resolve_path(root, path)?;
+            s.getattr(ino).map(ClientReply::Attr)
+        }
+        other => {
+            // `handle` routes every other request elsewhere; answering beats panicking.
+            tracing::error!(?other, "request routed to the state reader by mistake");
+            Err(Status::NotSupported)
+        }
+    }
+}
+
+/// The root a session sees: `/` for session 0 (tools without a session).
+fn session_root(s: &State, connection: &Connection, session: SessionId) -> Reply<Ino> {
+    if session == 0 {
+        return Ok(ROOT_INO);
+    }
+    if let Some((attached, root)) = *connection.session.lock() {
+        if attached == session {
+            return Ok(root);
+        }
+    }
+    s.session_root(session).ok_or(Status::BadSession)
+}
+
+/// What the metadata says about chunk `index` of a file: (chunk id, version, bytes of the
+/// file inside this chunk). Chunk id 0 is a hole.
+fn chunk_at(s: &State, ino: Ino, index: u32) -> Reply<(ChunkId, u32, u64)> {
+    let attr = s.getattr(ino)?;
+    if attr.kind != FileKind::File {
+        return Err(if attr.kind == FileKind::Directory { Status::IsDir } else { Status::Invalid });
+    }
+    let start = u64::from(index) * CHUNK_BYTES;
+    let file_length = attr.size.saturating_sub(start).min(CHUNK_BYTES);
+    let chunk_id = s.file_chunk(ino, index)?;
+    if chunk_id == 0 {
+        return Ok((0, 0, file_length));
+    }
+    // A file referencing a chunk the chunk table lacks is a broken invariant, not a client
+    // error; report it as an I/O error rather than crash the master.
+    let version = s.chunk(chunk_id).ok_or(Status::Io)?.version;
+    Ok((chunk_id, version, file_length))
+}
+
+fn read_chunk_reply(
+    chunks: &dyn super::ChunkService,
+    (chunk_id, version, file_length): (ChunkId, u32, u64),
+) -> Reply<ClientReply> {
+    if chunk_id == 0 {
+        let hole = ChunkLocation { chunk_id, version, file_length, servers: Vec::new() };
+        return Ok(ClientReply::Chunk(hole));
+    }
+    let servers = chunks.locations(chunk_id, version);
+    if servers.is_empty() {
+        return Err(Status::NoChunkCopies);
+    }
+    Ok(ClientReply::Chunk(ChunkLocation { chunk_id, version, file_length, servers }))
+}
+
+/// A file's goal and its chunks as (index, id, version).
+fn file_chunks(s: &State, ino: Ino) -> Reply<(u8, Vec<(u32, ChunkId, u32)>)> {
+    let goal = s.getattr(ino)?.goal;
+    let list = s
+        .file_chunk_list(ino)?
+        .into_iter()
+        .map(|(index, id)| (index, id, s.chunk(id).map(|c| c.version).unwrap_or(0)))
+        .collect();
+    Ok((goal, list))
+}

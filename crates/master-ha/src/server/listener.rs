@@ -1,0 +1,206 @@
+//! The client listener: accepts connections, runs each through the framed RPC server, and
+//! drains in-flight requests on shutdown.
+
+use super::{client, Service};
+use crate::config::ClientLimits;
+use mfsha_proto::client::Request;
+use mfsha_proto::rpc::{self, RpcError};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Notify};
+use tracing::Instrument;
+
+/// A shutdown signal shared by every listener and connection: flips once from running to
+/// stopping.
+#[derive(Clone)]
+pub struct Shutdown {
+    sender: Arc<watch::Sender<bool>>,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Shutdown {
+    pub fn new() -> Self {
+        Shutdown { sender: Arc::new(watch::channel(false).0) }
+    }
+
+    /// Tells every listener to stop accepting.
+    pub fn trigger(&self) {
+        self.sender.send_replace(true);
+    }
+
+    /// Resolves once [`trigger`](Self::trigger) has been called (at once if it already was).
+    pub async fn triggered(&self) {
+        let mut receiver = self.sender.subscribe();
+        // Only fails if the sender is gone, and we hold it.
+        let _ = receiver.wait_for(|stopping| *stopping).await;
+    }
+}
+
+/// Counts requests being handled so shutdown can wait for them.
+#[derive(Default)]
+pub struct InFlight {
+    count: AtomicUsize,
+    idle: Notify,
+}
+
+/// One running request; dropping it marks the request done.
+pub struct InFlightGuard(Arc<InFlight>);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+impl InFlight {
+    /// Marks a request as running until the guard is dropped.
+    pub fn enter(self: &Arc<Self>) -> InFlightGuard {
+        self.count.fetch_add(1, Ordering::AcqRel);
+        InFlightGuard(self.clone())
+    }
+
+    /// Requests running now.
+    pub fn count(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+
+    /// Waits until no request is running, or `limit` passed; returns how many still run.
+    pub async fn wait_idle(&self, limit: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let notified = self.idle.notified();
+            if self.count() == 0 {
+                return 0;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.count();
+            }
+        }
+    }
+}
+
+/// The client port: one task per connection, each request dispatched by [`client::handle`].
+pub struct ClientListener {
+    listener: TcpListener,
+    service: Arc<Service>,
+    limits: ClientLimits,
+    connections: Arc<AtomicUsize>,
+    in_flight: Arc<InFlight>,
+}
+
+impl ClientListener {
+    pub fn new(listener: TcpListener, service: Arc<Service>, limits: ClientLimits) -> Self {
+        ClientListener {
+            listener,
+            service,
+            limits,
+            connections: Arc::new(AtomicUsize::new(0)),
+            in_flight: Arc::new(InFlight::default()),
+        }
+    }
+
+    /// The address actually bound (port 0 resolved).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The in-flight request counter, to wait on after shutdown.
+    pub fn in_flight(&self) -> Arc<InFlight> {
+        self.in_flight.clone()
+    }
+
+    /// Accepts connections until `shutdown` triggers. Open connections stop reading new
+    /// requests at shutdown; requests already running finish (see [`InFlight::wait_idle`]).
+    pub async fn run(self, shutdown: Shutdown) {
+        loop {
+            let accepted = tokio::select! {
+                accepted = self.listener.accept() => accepted,
+                () = shutdown.triggered() => break,
+            };
+            match accepted {
+                Ok((stream, peer)) => self.start_connection(stream, peer, shutdown.clone()),
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning on a full fd table.
+                    tracing::warn!(error = %e, "accepting a client connection failed; retrying in 100 ms");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        tracing::info!("client listener stopped accepting");
+    }
+
+    fn start_connection(
+        &self,
+        stream: tokio::net::TcpStream,
+        peer: SocketAddr,
+        shutdown: Shutdown,
+    ) {
+        let open = self.connections.fetch_add(1, Ordering::AcqRel) + 1;
+        if open > self.limits.max_connections {
+            self.connections.fetch_sub(1, Ordering::AcqRel);
+            tracing::warn!(%peer, limit = self.limits.max_connections,
+                "refusing client connection: connection limit reached (client.max_connections)");
+            return;
+        }
+        let service = self.service.clone();
+        let connections = self.connections.clone();
+        let in_flight = self.in_flight.clone();
+        let max_in_flight = self.limits.max_in_flight_per_connection;
+        let span = tracing::info_span!("client", %peer);
+        tokio::spawn(
+            async move {
+                serve_connection(service.clone(), stream, peer, max_in_flight, in_flight, shutdown)
+                    .await;
+                connections.fetch_sub(1, Ordering::AcqRel);
+            }
+            .instrument(span),
+        );
+    }
+}
+
+async fn serve_connection(
+    service: Arc<Service>,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    max_in_flight: usize,
+    in_flight: Arc<InFlight>,
+    shutdown: Shutdown,
+) {
+    let connection = Arc::new(service.sessions.connect(peer.to_string()));
+    tracing::debug!("client connected");
+    let handler = {
+        let (service, connection) = (service.clone(), connection.clone());
+        move |request: Request| {
+            // Counted before the handler task is spawned, so shutdown cannot miss it.
+            let running = in_flight.enter();
+            let (service, connection) = (service.clone(), connection.clone());
+            async move {
+                let reply = client::handle(&service, &connection, request).await;
+                drop(running);
+                reply
+            }
+        }
+    };
+    let served = tokio::select! {
+        served = rpc::serve(stream, peer.to_string(), max_in_flight, handler) => served,
+        () = shutdown.triggered() => Ok(()),
+    };
+    match served {
+        Ok(()) => tracing::debug!("client disconnected"),
+        Err(e @ RpcError::Frame { .. }) => {
+            tracing::warn!(error = %e, "closed client connection after a bad frame")
+        }
+        Err(e) => tracing::warn!(error = %e, "client connection failed"),
+    }
+    service.sessions.disconnect(&connection);
+}

@@ -1,0 +1,148 @@
+//! The master's client-facing service: listeners, connections and request dispatch.
+//!
+//! * [`listener`] accepts connections (bounded in number) and stops accepting on shutdown,
+//!   then waits for requests already running.
+//! * [`client`] answers one [`Request`](mfsha_proto::client::Request): reads come from the
+//!   applied state, mutations become a [`mfsha_meta::Entry`] proposed through Raft and are
+//!   answered only once committed, applied and durable.
+//! * [`session`] opens and resumes client sessions and remembers which are connected.
+//! * [`status`] assembles `ClusterStatus` for `mfsha status`.
+//! * [`peer`] carries Raft messages between masters (peer port).
+//! * [`logger`] streams a snapshot and then the applied changelog to metaloggers.
+//!
+//! Chunk copies are not replicated metadata: which chunkserver holds which copy lives in the
+//! chunks registry, reached through the [`ChunkService`] trait so that this module does not
+//! depend on how the registry is built.
+
+pub mod client;
+pub mod listener;
+pub mod logger;
+pub mod peer;
+pub mod session;
+pub mod status;
+
+use crate::node::MetaHandle;
+use mfsha_meta::Outcome;
+use mfsha_proto::client::{ChunkserverStatus, CopyInfo};
+use mfsha_proto::types::{ChunkId, ServerAddr, Status};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+pub use listener::{ClientListener, Shutdown};
+pub use session::Sessions;
+
+/// A boxed future, so [`ChunkService`] stays object-safe.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What the client service needs from the chunk registry (implemented by `crate::chunks`).
+pub trait ChunkService: Send + Sync {
+    /// Servers holding a valid copy of `chunk_id` at `version`, healthiest first.
+    fn locations(&self, chunk_id: ChunkId, version: u32) -> Vec<ServerAddr>;
+
+    /// Servers to hold a new chunk with `goal` copies, in chain order, none in `exclude`.
+    /// Fewer than `goal` if fewer servers can take it; empty if none can.
+    fn choose_chain(&self, goal: u8, exclude: &[ServerAddr]) -> Vec<ServerAddr>;
+
+    /// Every copy of `chunk_id` the registry knows of, valid or not, with its state.
+    fn copies(&self, chunk_id: ChunkId) -> Vec<CopyInfo>;
+
+    /// Acts on a committed chunk operation before the client is answered:
+    /// for `Outcome::ChunkWrite` it creates / duplicates / bumps the copies and returns the
+    /// write chain; for `Outcome::Truncated` it cuts the copies and returns an empty chain.
+    fn prepare_write<'a>(
+        &'a self,
+        outcome: &'a Outcome,
+    ) -> BoxFuture<'a, Result<Vec<ServerAddr>, Status>>;
+
+    /// A client finished (or gave up on) writing `chunk_id`: the chunk is no longer being
+    /// written, and on failure its copies may need checking.
+    fn write_end(&self, chunk_id: ChunkId, ok: bool);
+
+    /// Total and available bytes over all connected chunkservers.
+    fn fs_stat(&self) -> (u64, u64);
+
+    /// Connected chunkservers, for `mfsha status`.
+    fn chunkservers(&self) -> Vec<ChunkserverStatus>;
+
+    /// Chunks counted by copy health, given how many chunks the metadata has.
+    fn copy_health(&self, chunks_total: u64) -> CopyHealth;
+}
+
+/// Chunks counted by how their valid copies compare with their goal.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CopyHealth {
+    /// Exactly one valid copy left.
+    pub endangered: u64,
+    /// Fewer valid copies than the goal (endangered included).
+    pub undergoal: u64,
+    /// More valid copies than the goal.
+    pub overgoal: u64,
+    /// No valid copy at all.
+    pub missing: u64,
+}
+
+/// The chunk service of a master with no chunkserver registry attached: it knows no copies,
+/// has no space and cannot place a chunk. Metadata-only operation (and the metadata
+/// benchmark) runs against it; any data access answers `NoChunkservers`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoChunkservers;
+
+impl ChunkService for NoChunkservers {
+    fn locations(&self, _chunk_id: ChunkId, _version: u32) -> Vec<ServerAddr> {
+        Vec::new()
+    }
+
+    fn choose_chain(&self, _goal: u8, _exclude: &[ServerAddr]) -> Vec<ServerAddr> {
+        Vec::new()
+    }
+
+    fn copies(&self, _chunk_id: ChunkId) -> Vec<CopyInfo> {
+        Vec::new()
+    }
+
+    fn prepare_write<'a>(
+        &'a self,
+        _outcome: &'a Outcome,
+    ) -> BoxFuture<'a, Result<Vec<ServerAddr>, Status>> {
+        Box::pin(async { Err(Status::NoChunkservers) })
+    }
+
+    fn write_end(&self, _chunk_id: ChunkId, _ok: bool) {}
+
+    fn fs_stat(&self) -> (u64, u64) {
+        (0, 0)
+    }
+
+    fn chunkservers(&self) -> Vec<ChunkserverStatus> {
+        Vec::new()
+    }
+
+    /// With no chunkserver, every chunk the metadata names has no copy.
+    fn copy_health(&self, chunks_total: u64) -> CopyHealth {
+        CopyHealth { missing: chunks_total, ..CopyHealth::default() }
+    }
+}
+
+/// Everything a client request handler needs, shared by all connections.
+pub struct Service {
+    pub meta: MetaHandle,
+    pub chunks: Arc<dyn ChunkService>,
+    pub sessions: Sessions,
+    /// Addresses of the other masters, for `ClusterStatus::peers`.
+    pub peers: Vec<String>,
+    /// Connected metaloggers, for `ClusterStatus::loggers` (filled by the logger listener).
+    pub loggers: parking_lot::Mutex<Vec<String>>,
+}
+
+impl Service {
+    pub fn new(meta: MetaHandle, chunks: Arc<dyn ChunkService>, peers: Vec<String>) -> Self {
+        Service {
+            meta,
+            chunks,
+            sessions: Sessions::new(),
+            peers,
+            loggers: parking_lot::Mutex::new(Vec::new()),
+        }
+    }
+}

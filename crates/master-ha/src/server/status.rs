@@ -1,0 +1,46 @@
+//! `ClusterStatus`: what `mfsha status` shows.
+
+use super::Service;
+use mfsha_proto::client::{ClientStatus, ClusterStatus};
+use mfsha_proto::types::SessionId;
+use std::collections::HashMap;
+
+/// This master's view of the cluster: its Raft position, metadata counts, connected
+/// chunkservers, clients and metaloggers.
+pub fn cluster_status(service: &Service) -> ClusterStatus {
+    let raft = service.meta.raft_status();
+    let counts = service.meta.read(|s| s.counts());
+    let health = service.chunks.copy_health(counts.chunks);
+    ClusterStatus {
+        node_id: raft.node_id,
+        role: raft.role.to_string(),
+        leader_id: raft.leader_id,
+        term: raft.term,
+        commit_index: raft.commit_index,
+        applied_index: raft.applied_index,
+        inodes: counts.inodes,
+        directories: counts.directories,
+        files: counts.files,
+        chunks: counts.chunks,
+        trash_inodes: counts.trash_inodes,
+        chunkservers: service.chunks.chunkservers(),
+        clients: connected_clients(service),
+        loggers: service.loggers.lock().clone(),
+        peers: service.peers.clone(),
+        chunks_endangered: health.endangered,
+        chunks_undergoal: health.undergoal,
+        chunks_overgoal: health.overgoal,
+        chunks_missing: health.missing,
+    }
+}
+
+/// Connected clients with the number of files each session holds open.
+fn connected_clients(service: &Service) -> Vec<ClientStatus> {
+    let mut clients = service.sessions.connected();
+    let open: HashMap<SessionId, usize> =
+        service.meta.read(|s| s.sessions().map(|(id, _, open)| (id, open)).collect());
+    for client in &mut clients {
+        client.open_files = open.get(&client.session).copied().unwrap_or(0) as u64;
+    }
+    clients
+}
