@@ -3,3 +3,4 @@
 //! in ripgrep; each module covers one part of the system.
 
 mod util;
+mod master;

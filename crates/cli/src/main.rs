@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod bench_meta;
+mod meta_check;
 mod status;
 
 /// Default master address for tools run on or near the master. Override with `-H` or
@@ -40,10 +41,24 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Offline tools for a stopped master's data directory.
+    Meta {
+        #[command(subcommand)]
+        which: Meta,
+    },
     /// Benchmarks that drive a running cluster and print figures.
     Bench {
         #[command(subcommand)]
         which: Bench,
+    },
+}
+
+#[derive(Subcommand)]
+enum Meta {
+    /// Check a stopped master's metadata: record checksums and invariants; prints counts.
+    Check {
+        /// The master's data_dir.
+        data_dir: PathBuf,
     },
 }
 
@@ -85,6 +100,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Master { config } => mfsha_master_ha::daemon::run_blocking(&config)
             .with_context(|| format!("master with config {} failed", config.display())),
         Command::Status { master, json } => block_on(status::run(&master, json)),
+        Command::Meta { which: Meta::Check { data_dir } } => meta_check::run(&data_dir),
         Command::Bench { which: Bench::Meta { master, sessions, ops } } => {
             block_on(bench_meta::run(&master, sessions, ops))
         }

@@ -24,6 +24,9 @@ fsynced, in which batch, before which reply) all live here.
 */
 
 pub mod config;
+pub mod daemon;
+pub mod inspect;
 pub mod node;
+pub mod server;
 pub mod slog_tracing;
 pub mod storage;
