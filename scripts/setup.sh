@@ -27,5 +27,5 @@ fi
 # pjdfstest: the POSIX conformance suite run against the FUSE mount by the test suite.
 if ! command -v pjdfstest >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/pjdfstest" ]; then
   echo "setup: installing pjdfstest (cargo install)" >&2
-  cargo install --locked pjdfstest@0.2 >/dev/null 2>&1 || cargo install pjdfstest@0.2
+  cargo install --locked pjdfstest@0.2.2 >/dev/null 2>&1 || cargo install pjdfstest@0.2.2
 fi
