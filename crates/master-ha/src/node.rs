@@ -142,9 +142,12 @@ pub enum StartError {
          this directory, or restore it from a replica or a metalogger copy"
     )]
     Load { data_dir: PathBuf, reason: String },
-    #[error("raft refused to start node {node_id} on {data_dir}: {source}")]
+    #[error(
+        "raft refused to start node {node_id} on {data_dir}: {source}; check the raft settings, \
+         or restore this data directory from a replica"
+    )]
     Raft { node_id: u64, data_dir: PathBuf, source: raft::Error },
-    #[error("cannot start the raft thread: {0}")]
+    #[error("cannot start the raft thread: {0}; the system is out of threads or memory")]
     Thread(std::io::Error),
 }
 
@@ -376,9 +379,20 @@ pub fn start_with_transport(
     let node = Node::new(raw, shared, receiver, transport, config);
     let thread = std::thread::Builder::new()
         .name(format!("raft-{}", node.config.node_id))
-        .spawn(move || node.run())
+        .spawn(move || run_or_abort(node))
         .map_err(StartError::Thread)?;
     Ok((handle, thread))
+}
+
+/// Runs the node; a panic in it (a broken invariant, or raft-rs meeting a storage error) aborts
+/// the process instead of leaving a master that serves reads with a dead Raft thread.
+fn run_or_abort(node: Node) {
+    let node_id = node.config.node_id;
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| node.run()));
+    if result.is_err() {
+        // The panic hook has already printed the message and location.
+        fatal_msg(&format!("the raft thread of node {node_id} panicked"));
+    }
 }
 
 impl Shared {
