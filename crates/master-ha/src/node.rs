@@ -435,6 +435,10 @@ fn table_of(cf: &str) -> Table {
 
 /// The lowest id of the initial voters bootstraps the group; the others start empty and are
 /// sent the bootstrap snapshot by the first leader (raft-rs five_mem_node does the same).
+///
+/// So an empty data directory on the lowest-id node means "new group": never wipe that node's
+/// directory while the group lives on. A lost disk is replaced by a membership change (a new
+/// node id), as with any Raft member whose vote history is gone.
 fn should_bootstrap(config: &RaftConfig) -> bool {
     config.peers.iter().all(|(id, _)| *id > config.node_id)
 }

@@ -2,7 +2,7 @@
 //! snapshots and compaction, group commit, the logger feed, and a 3-node cluster in one process
 //! that loses its leader.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -165,6 +165,7 @@ async fn group_commit_shares_one_fsync_among_many_proposals() {
     let proposals = after.proposals - before.proposals;
     let syncs = after.syncs - before.syncs;
     assert_eq!(proposals, created.len() as u64);
+    eprintln!("group commit: {syncs} synced writes for {proposals} proposals");
     assert!(syncs * 2 <= proposals, "expected batching: {syncs} syncs for {proposals} proposals");
     assert!(after.entries_applied >= after.proposals);
     assert!(after.ready_batches > 0);
@@ -254,11 +255,12 @@ fn start_errors_name_the_path() {
 
 // ---- An in-process 3-node cluster ----
 
-/// Delivers messages between nodes of one process; a node that is down neither sends nor
-/// receives.
+/// Delivers messages between nodes of one process; a node that is down (not in `nodes`) or
+/// isolated neither sends nor receives.
 #[derive(Clone, Default)]
 struct Network {
     nodes: Arc<Mutex<HashMap<u64, MetaHandle>>>,
+    isolated: Arc<Mutex<HashSet<u64>>>,
 }
 
 struct NetworkTransport {
@@ -268,6 +270,11 @@ struct NetworkTransport {
 
 impl Transport for NetworkTransport {
     fn send(&mut self, msg: Message) {
+        let isolated = self.network.isolated.lock();
+        if isolated.contains(&self.from) || isolated.contains(&msg.to) {
+            return;
+        }
+        drop(isolated);
         let nodes = self.network.nodes.lock();
         if !nodes.contains_key(&self.from) {
             return;
@@ -364,6 +371,46 @@ async fn three_nodes_survive_losing_the_leader() {
     assert_eq!(stats.snapshots_installed, 1, "the old leader's log was compacted away: {stats:?}");
     for member in members.values() {
         assert_present(&member.handle, &created);
+    }
+    for (_, member) in members.drain() {
+        stop(member.handle, member.thread);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_isolated_leader_fails_its_pending_proposals_with_not_leader() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let network = Network::default();
+    let mut members: HashMap<u64, Member> = (1..=3u64)
+        .map(|id| (id, start_member(&network, id, dirs[id as usize - 1].path())))
+        .collect();
+    wait_until("node 1 to lead", || members[&1].handle.is_leader());
+    let created = propose_concurrently(&members[&1].handle, 2, 5, "before").await;
+    wait_converged(&members);
+
+    // Cut the leader off: its proposal cannot commit, and check_quorum makes it step down.
+    network.isolated.lock().insert(1);
+    let proposals_before = members[&1].handle.stats().proposals;
+    let pending = tokio::spawn({
+        let handle = members[&1].handle.clone();
+        async move { propose_mkdir(&handle, "lost".into()).await }
+    });
+    let answer = tokio::time::timeout(WAIT_LIMIT, pending).await.expect("answered in time");
+    assert_eq!(answer.expect("proposer task"), Err(Status::NotLeader));
+    let proposals_after = members[&1].handle.stats().proposals;
+    assert_eq!(proposals_after, proposals_before + 1, "the proposal was pending in raft");
+    wait_until("the majority to elect a leader", || {
+        members.iter().any(|(id, member)| *id != 1 && member.handle.is_leader())
+    });
+
+    // Heal: the old leader follows, and the entry nobody acknowledged is gone everywhere.
+    network.isolated.lock().clear();
+    wait_converged(&members);
+    assert!(!members[&1].handle.is_leader());
+    for member in members.values() {
+        assert_present(&member.handle, &created);
+        let lost = member.handle.read(|state| state.lookup(ROOT_INO, "lost").err());
+        assert_eq!(lost, Some(Status::NotFound));
     }
     for (_, member) in members.drain() {
         stop(member.handle, member.thread);
