@@ -1,0 +1,250 @@
+//! The client service in process: a real master (`daemon::start`, real RocksDB in a temporary
+//! directory) answering real client connections on 127.0.0.1.
+
+use mfsha_master_ha::config::MasterConfig;
+use mfsha_master_ha::daemon;
+use mfsha_proto::client::{ClientOp, ClientReply, Request};
+use mfsha_proto::rpc::RpcClient;
+use mfsha_proto::types::{FileKind, Reply, SetAttr, Status, ROOT_INO};
+use std::time::{Duration, Instant};
+
+type Client = RpcClient<Request, Reply<ClientReply>>;
+
+fn config(dir: &std::path::Path) -> MasterConfig {
+    let mut config = MasterConfig { data_dir: dir.join("master"), ..MasterConfig::default() };
+    config.listen.client = "127.0.0.1:0".parse().unwrap();
+    config.listen.chunkserver = "127.0.0.1:0".parse().unwrap();
+    config.listen.logger = "127.0.0.1:0".parse().unwrap();
+    config.listen.peer = "127.0.0.1:0".parse().unwrap();
+    config.listen.http = "127.0.0.1:0".parse().unwrap();
+    config.raft.tick_ms = 20;
+    config
+}
+
+async fn start(dir: &std::path::Path) -> (daemon::Master, String) {
+    let master = daemon::start(config(dir)).await.expect("master starts");
+    let addr = master.client_addr.to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !master.service.meta.is_leader() {
+        assert!(Instant::now() < deadline, "a group of one must elect itself within 30 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    (master, addr)
+}
+
+fn request(session: u64, seq: u64, op: ClientOp) -> Request {
+    Request { session, seq, uid: 1000, gid: 1000, op }
+}
+
+async fn hello(client: &Client, resume: Option<u64>) -> Reply<ClientReply> {
+    let op = ClientOp::Hello {
+        session: resume,
+        client_info: "test".into(),
+        subdir: "/".into(),
+        password: None,
+    };
+    client.call(request(0, 0, op)).await.unwrap()
+}
+
+async fn open_session(client: &Client) -> u64 {
+    match hello(client, None).await {
+        Ok(ClientReply::Session { session, root }) => {
+            assert_eq!(root, ROOT_INO);
+            session
+        }
+        other => panic!("Hello answered {other:?}"),
+    }
+}
+
+fn attr(reply: Reply<ClientReply>) -> mfsha_proto::types::Attr {
+    match reply {
+        Ok(ClientReply::Attr(attr)) => attr,
+        other => panic!("expected attributes, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_requests_round_trip_and_retries_are_answered_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (master, addr) = start(dir.path()).await;
+    let client: Client = RpcClient::connect(&addr).await.unwrap();
+    let session = open_session(&client).await;
+
+    let mkdir =
+        ClientOp::Mkdir { parent: ROOT_INO, name: "docs".into(), mode: 0o750, umask: 0o022 };
+    let docs = attr(client.call(request(session, 1, mkdir.clone())).await.unwrap());
+    assert_eq!(docs.kind, FileKind::Directory);
+    assert_eq!(docs.mode, 0o750);
+    assert_eq!((docs.uid, docs.gid), (1000, 1000));
+    // The same (session, seq) again — a retry after a lost reply — gets the same answer and
+    // creates nothing new.
+    let again = attr(client.call(request(session, 1, mkdir)).await.unwrap());
+    assert_eq!(again, docs);
+    // An older seq is refused rather than applied.
+    let stale = ClientOp::Mkdir { parent: ROOT_INO, name: "x".into(), mode: 0o755, umask: 0 };
+    let create = ClientOp::Mknod {
+        parent: docs.ino,
+        name: "a.txt".into(),
+        kind: FileKind::File,
+        mode: 0o644,
+        umask: 0,
+        rdev: 0,
+    };
+    let file = attr(client.call(request(session, 2, create)).await.unwrap());
+    assert_eq!(client.call(request(session, 1, stale)).await.unwrap(), Err(Status::Invalid));
+
+    let found = client.call(request(
+        session,
+        0,
+        ClientOp::Lookup { parent: docs.ino, name: "a.txt".into() },
+    ));
+    assert_eq!(attr(found.await.unwrap()).ino, file.ino);
+    let set = SetAttr { mode: Some(0o600), ..SetAttr::default() };
+    let changed = attr(
+        client.call(request(session, 3, ClientOp::SetAttr { ino: file.ino, set })).await.unwrap(),
+    );
+    assert_eq!(changed.mode, 0o600);
+    let rename = ClientOp::Rename {
+        parent: docs.ino,
+        name: "a.txt".into(),
+        new_parent: ROOT_INO,
+        new_name: "b.txt".into(),
+        flags: 0,
+    };
+    assert_eq!(client.call(request(session, 4, rename)).await.unwrap(), Ok(ClientReply::Unit));
+    match client
+        .call(request(session, 0, ClientOp::ReadDir { ino: ROOT_INO, offset: 0, max: 100 }))
+        .await
+        .unwrap()
+    {
+        Ok(ClientReply::Entries { entries, more }) => {
+            let names: Vec<_> = entries.iter().map(|e| e.name.as_str()).collect();
+            assert_eq!(names, ["b.txt", "docs"]);
+            assert!(!more);
+        }
+        other => panic!("readdir answered {other:?}"),
+    }
+    match client
+        .call(request(session, 0, ClientOp::ResolvePath { path: "/b.txt".into() }))
+        .await
+        .unwrap()
+    {
+        Ok(ClientReply::Attr(a)) => assert_eq!(a.ino, file.ino),
+        other => panic!("resolve answered {other:?}"),
+    }
+    let unlink = ClientOp::Unlink { parent: ROOT_INO, name: "b.txt".into() };
+    assert_eq!(client.call(request(session, 5, unlink)).await.unwrap(), Ok(ClientReply::Unit));
+    let gone = client.call(request(
+        session,
+        0,
+        ClientOp::Lookup { parent: ROOT_INO, name: "b.txt".into() },
+    ));
+    assert_eq!(gone.await.unwrap(), Err(Status::NotFound));
+    master.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_resume_across_restart_and_unknown_ones_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (master, addr) = start(dir.path()).await;
+    let client: Client = RpcClient::connect(&addr).await.unwrap();
+    let session = open_session(&client).await;
+    let other = open_session(&client).await;
+    assert_ne!(session, other);
+    let mkdir = ClientOp::Mkdir { parent: ROOT_INO, name: "kept".into(), mode: 0o755, umask: 0 };
+    let kept = attr(client.call(request(session, 1, mkdir.clone())).await.unwrap());
+    // Mutations need a session the master knows, and a seq.
+    assert_eq!(client.call(request(0, 1, mkdir.clone())).await.unwrap(), Err(Status::BadSession));
+    assert_eq!(
+        client.call(request(session, 0, mkdir.clone())).await.unwrap(),
+        Err(Status::Invalid)
+    );
+    match client.call(request(0, 0, ClientOp::Status)).await.unwrap() {
+        Ok(ClientReply::Status(s)) => {
+            assert_eq!(s.role, "leader");
+            assert_eq!(s.directories, 2);
+            // One connection carries one session: the last Hello on it.
+            assert_eq!(s.clients.len(), 1, "{s:?}");
+            assert_eq!(s.clients[0].session, other);
+            assert!(s.applied_index >= 3);
+        }
+        other => panic!("status answered {other:?}"),
+    }
+    drop(client);
+    master.stop().await.unwrap();
+
+    let (master, addr) = start(dir.path()).await;
+    let client: Client = RpcClient::connect(&addr).await.unwrap();
+    assert_eq!(
+        hello(&client, Some(session)).await,
+        Ok(ClientReply::Session { session, root: ROOT_INO })
+    );
+    // The retry of seq 1 after the restart is answered from the replicated session table.
+    assert_eq!(attr(client.call(request(session, 1, mkdir)).await.unwrap()), kept);
+    assert_eq!(hello(&client, Some(session + 1_000_000_000)).await, Err(Status::BadSession));
+    let goodbye = client.call(request(session, 2, ClientOp::Goodbye)).await.unwrap();
+    assert_eq!(goodbye, Ok(ClientReply::Unit));
+    assert_eq!(hello(&client, Some(session)).await, Err(Status::BadSession));
+    master.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_chunkservers_data_requests_say_so_and_statfs_is_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let (master, addr) = start(dir.path()).await;
+    let client: Client = RpcClient::connect(&addr).await.unwrap();
+    let session = open_session(&client).await;
+    let create = ClientOp::Mknod {
+        parent: ROOT_INO,
+        name: "f".into(),
+        kind: FileKind::File,
+        mode: 0o644,
+        umask: 0,
+        rdev: 0,
+    };
+    let file = attr(client.call(request(session, 1, create)).await.unwrap());
+    let write = ClientOp::WriteChunk { ino: file.ino, index: 0 };
+    assert_eq!(client.call(request(session, 2, write)).await.unwrap(), Err(Status::NoChunkservers));
+    match client
+        .call(request(session, 0, ClientOp::ReadChunk { ino: file.ino, index: 0 }))
+        .await
+        .unwrap()
+    {
+        Ok(ClientReply::Chunk(location)) => {
+            assert_eq!(location.chunk_id, 0, "an empty file is a hole");
+            assert!(location.servers.is_empty());
+        }
+        other => panic!("read chunk answered {other:?}"),
+    }
+    match client.call(request(session, 0, ClientOp::StatFs)).await.unwrap() {
+        Ok(ClientReply::FsStat(stat)) => {
+            assert_eq!(stat.total_bytes, 0);
+            assert_eq!(stat.inodes, 2);
+        }
+        other => panic!("statfs answered {other:?}"),
+    }
+    let goal = ClientOp::SetGoal { ino: file.ino, goal: 3, recursive: false };
+    match client.call(request(session, 3, goal)).await.unwrap() {
+        Ok(ClientReply::Changed { inodes, .. }) => assert_eq!(inodes, 1),
+        other => panic!("set goal answered {other:?}"),
+    }
+    let get = client.call(request(session, 0, ClientOp::GetGoal { ino: file.ino })).await.unwrap();
+    assert_eq!(get, Ok(ClientReply::Goal(3)));
+    let bad_goal = ClientOp::SetGoal { ino: file.ino, goal: 0, recursive: false };
+    assert_eq!(client.call(request(session, 4, bad_goal)).await.unwrap(), Err(Status::Invalid));
+    let long = ClientOp::Mkdir { parent: ROOT_INO, name: "n".repeat(256), mode: 0o755, umask: 0 };
+    assert_eq!(client.call(request(session, 5, long)).await.unwrap(), Err(Status::NameTooLong));
+    master.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_master_on_the_same_port_fails_naming_the_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let (master, addr) = start(dir.path()).await;
+    let mut second = config(&dir.path().join("other"));
+    second.listen.client = addr.parse().unwrap();
+    let err = daemon::start(second).await.err().expect("the port is taken");
+    let text = err.to_string();
+    assert!(text.contains(&addr) && text.contains("another master"), "{text}");
+    master.stop().await.unwrap();
+}
