@@ -259,6 +259,10 @@ impl MetaHandle {
         self.shared.status.lock().clone()
     }
 
+    /// True once this node leads *and* has applied its own term's first entry, hence every
+    /// entry committed before its term: only then are reads from [`MetaHandle::read`] up to
+    /// date (Raft thesis 6.4). A leader cut off from the majority keeps answering true until
+    /// check_quorum makes it step down, within one election timeout.
     pub fn is_leader(&self) -> bool {
         self.shared.is_leader.load(Ordering::Acquire)
     }
@@ -560,6 +564,8 @@ struct Node {
     next_proposal_id: u64,
     /// Peers sent a snapshot in the current Ready; reported after `advance`.
     snapshot_targets: Vec<u64>,
+    /// The term of the last applied entry.
+    applied_term: u64,
 }
 
 /// A proposal waiting for its entry. Ids restart at 1 with the process, so an entry proposed
@@ -597,6 +603,7 @@ impl Node {
             pending: HashMap::new(),
             next_proposal_id: 1,
             snapshot_targets: Vec::new(),
+            applied_term: 0,
         }
     }
 
@@ -672,9 +679,6 @@ impl Node {
             return;
         }
         let mut ready = self.raw.ready(); // 1. take one Ready
-        if let Some(soft_state) = ready.ss() {
-            self.note_role(soft_state.raft_state, soft_state.leader_id);
-        }
         self.send(ready.take_messages()); // 2. a leader replicates while it persists
         if !ready.snapshot().is_empty() {
             self.install_snapshot(ready.snapshot()); // 3. snapshot before entries and hard state
@@ -690,14 +694,6 @@ impl Node {
         self.maybe_snapshot();
         self.fail_pending_if_not_leader();
         self.shared.stats.ready_batches.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn note_role(&mut self, role: StateRole, leader_id: u64) {
-        let is_leader = role == StateRole::Leader;
-        let was_leader = self.shared.is_leader.swap(is_leader, Ordering::AcqRel);
-        if is_leader != was_leader {
-            tracing::info!(node = self.config.node_id, ?role, leader_id, "raft role changed");
-        }
     }
 
     fn send(&mut self, messages: Vec<Message>) {
@@ -762,6 +758,7 @@ impl Node {
                 }
             }
             applied.term = last_term;
+            self.applied_term = last_term;
             let changes = applied.state.take_changes();
             batch.changes = changes.into_iter().map(|c| (c.table.name(), c.key, c.value)).collect();
         }
@@ -851,6 +848,7 @@ impl Node {
         let mut state = state;
         state.take_changes();
         *self.shared.applied.write() = Applied { state, term };
+        self.applied_term = term;
         let stored = self.raw.store().latest_snapshot().expect("snapshot just installed");
         *self.shared.snapshot.lock() = Some((index, term, stored.data.clone()));
         self.shared.stats.snapshots_installed.fetch_add(1, Ordering::Relaxed);
@@ -906,6 +904,10 @@ impl Node {
 
     fn publish_status(&self) {
         let raft = &self.raw.raft;
+        let leading = raft.state == StateRole::Leader && self.applied_term == raft.term;
+        if self.shared.is_leader.swap(leading, Ordering::AcqRel) != leading {
+            tracing::info!(node = self.config.node_id, leading, term = raft.term, "leadership");
+        }
         let role = match raft.state {
             StateRole::Leader => "leader",
             StateRole::Follower => "follower",
