@@ -40,6 +40,11 @@ struct FileInner {
     version: u64,
     /// Open handles of this file in this client.
     handles: u32,
+    /// The master holds an `Open` of this file for this client's session.
+    acquired: bool,
+    /// When the last handle closed while still acquired: the `Release` waits a little, so a
+    /// program that opens the file again soon (or a tree walk) costs no master round trip.
+    idle_since: Option<Instant>,
     /// A background flush is queued or running.
     flushing: bool,
     /// Where chunks were last found, valid until the data changes or the file is reopened.
@@ -121,25 +126,30 @@ impl Client {
         self.handles.lock().get(&fh).cloned().ok_or(Status::Invalid)
     }
 
-    /// Opens `ino` and returns a handle number and fresh attributes. The first open of a file
-    /// in this client registers it with the master (so it stays readable if unlinked).
+    /// Opens `ino` and returns a handle number and fresh attributes. A file not yet held by
+    /// this client is registered with the master (so it stays readable if unlinked).
     pub async fn open(&self, who: Caller, ino: Ino, flags: i32) -> Reply<(u64, Attr)> {
-        let (file, first) = {
+        let (file, acquire) = {
             let mut files = self.files.lock();
             let file = files.entry(ino).or_insert_with(|| Arc::new(FileState::new(ino))).clone();
             let mut inner = file.inner.lock();
             inner.handles += 1;
+            inner.idle_since = None;
             // Close-to-open: what another client wrote before our open must be visible.
             inner.locations.clear();
             inner.version += 1;
-            let first = inner.handles == 1;
+            let acquire = !inner.acquired;
+            inner.acquired = true;
             drop(inner);
-            (file, first)
+            (file, acquire)
         };
-        let attr = if first {
-            self.call_attr(who, ClientOp::Open { ino, flags })
-                .await
-                .inspect(|_| self.link.note_acquired(ino))
+        let attr = if acquire {
+            let opened = self.call_attr(who, ClientOp::Open { ino, flags }).await;
+            match &opened {
+                Ok(_) => self.link.note_acquired(ino),
+                Err(_) => file.inner.lock().acquired = false,
+            }
+            opened
         } else {
             self.getattr(ino).await
         };
@@ -151,16 +161,24 @@ impl Client {
                 Ok((fh, attr))
             }
             Err(e) => {
-                let last = {
-                    let mut inner = file.inner.lock();
-                    inner.handles -= 1;
-                    first && inner.handles == 0
-                };
-                if last {
-                    self.forget_file(&file);
-                }
+                self.closed_handle(&file);
                 Err(e)
             }
+        }
+    }
+
+    /// One handle of `file` is gone; the last one starts the release delay.
+    fn closed_handle(&self, file: &Arc<FileState>) {
+        let idle = {
+            let mut inner = file.inner.lock();
+            inner.handles -= 1;
+            if inner.handles == 0 && inner.acquired {
+                inner.idle_since = Some(Instant::now());
+            }
+            inner.handles == 0
+        };
+        if idle {
+            self.forget_file(file);
         }
     }
 
@@ -307,27 +325,12 @@ impl Client {
         self.flush(fh).await
     }
 
-    /// Closes a handle: sends its writes, and on the last handle of the file in this client
-    /// tells the master the file is no longer held.
+    /// Closes a handle after sending its writes. The master hears of the close a little
+    /// later (see `FileInner::idle_since`), or at once when the client closes.
     pub async fn release(&self, fh: u64) -> Reply<()> {
         let handle = self.handles.lock().remove(&fh).ok_or(Status::Invalid)?;
-        let file = handle.file.clone();
-        let flushed = self.flush_file(&file).await;
-        let last = {
-            let mut inner = file.inner.lock();
-            inner.handles -= 1;
-            inner.handles == 0
-        };
-        if last {
-            let released = self.call_unit(Caller::ROOT, ClientOp::Release { ino: file.ino }).await;
-            match released {
-                Ok(()) => self.link.note_released(file.ino),
-                Err(e) => {
-                    tracing::warn!(ino = file.ino, error = %e, "master did not take the release")
-                }
-            }
-            self.forget_file(&file);
-        }
+        let flushed = self.flush_file(&handle.file).await;
+        self.closed_handle(&handle.file);
         flushed
     }
 
@@ -335,9 +338,46 @@ impl Client {
     fn forget_file(&self, file: &Arc<FileState>) {
         let mut files = self.files.lock();
         let inner = file.inner.lock();
-        let idle = inner.handles == 0 && inner.dirty.is_empty() && !inner.flushing;
+        let idle =
+            inner.handles == 0 && !inner.acquired && inner.dirty.is_empty() && !inner.flushing;
         if idle && files.get(&file.ino).is_some_and(|f| Arc::ptr_eq(f, file)) {
             files.remove(&file.ino);
+        }
+    }
+
+    /// Tells the master about files closed at least `delay` ago (all of them with `ZERO`).
+    pub(crate) async fn release_idle(&self, delay: Duration) {
+        let due: Vec<Arc<FileState>> = {
+            let mut files = self.files.lock();
+            let due: Vec<Arc<FileState>> = files
+                .values()
+                .filter(|f| {
+                    let mut inner = f.inner.lock();
+                    let ready = inner.handles == 0
+                        && inner.acquired
+                        && inner.dirty.is_empty()
+                        && !inner.flushing
+                        && inner.idle_since.is_some_and(|t| t.elapsed() >= delay);
+                    if ready {
+                        inner.acquired = false;
+                        inner.idle_since = None;
+                    }
+                    ready
+                })
+                .cloned()
+                .collect();
+            for f in &due {
+                files.remove(&f.ino);
+            }
+            due
+        };
+        for file in due {
+            match self.call_unit(Caller::ROOT, ClientOp::Release { ino: file.ino }).await {
+                Ok(()) => self.link.note_released(file.ino),
+                Err(e) => {
+                    tracing::warn!(ino = file.ino, error = %e, "the master did not take a release")
+                }
+            }
         }
     }
 
@@ -505,5 +545,9 @@ pub(crate) async fn flusher(client: Weak<Client>) {
         for file in stale {
             client.flush_in_background(file);
         }
+        client.release_idle(RELEASE_DELAY).await;
     }
 }
+
+/// How long after its last close a file stays registered with the master.
+pub const RELEASE_DELAY: Duration = Duration::from_secs(2);
