@@ -11,7 +11,7 @@
 //! the file, as a local filesystem reports write-back errors.
 
 use super::extents::{by_chunk, Extents};
-use super::{unexpected, Caller, Client};
+use super::{master, unexpected, Caller, Client};
 use mfsha_proto::client::{ChunkWrite, ClientOp, ClientReply};
 use mfsha_proto::types::*;
 use parking_lot::Mutex;
@@ -270,7 +270,8 @@ impl Client {
             return Ok(loc.clone());
         }
         let op = ClientOp::ReadChunk { ino: file.ino, index };
-        match self.call(Caller::ROOT, op).await? {
+        let deadline = Instant::now() + self.cfg.master.io_timeout;
+        match self.call_while(op, deadline, |s| s == Status::NoChunkCopies).await? {
             ClientReply::Chunk(loc) => {
                 file.inner.lock().locations.insert(index, loc.clone());
                 Ok(loc)
@@ -473,10 +474,27 @@ impl Client {
         index: u32,
         deadline: Instant,
     ) -> Reply<ClientReply> {
+        let op = ClientOp::WriteChunk { ino, index };
+        self.call_while(op, deadline, |s| matches!(s, Status::ChunkLocked | Status::NoChunkservers))
+            .await
+    }
+
+    /// Calls `op`, and again while the answer is a status that `passing` says may clear up
+    /// (a chunk locked by another writer; chunkservers not yet registered with a master that
+    /// just started), until `deadline`; then that status is the answer.
+    async fn call_while(
+        &self,
+        op: ClientOp,
+        deadline: Instant,
+        passing: impl Fn(Status) -> bool,
+    ) -> Reply<ClientReply> {
+        let mut pause = Duration::from_millis(20);
         loop {
-            match self.call(Caller::ROOT, ClientOp::WriteChunk { ino, index }).await {
-                Err(Status::ChunkLocked) if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+            match self.call(Caller::ROOT, op.clone()).await {
+                Err(status) if passing(status) && Instant::now() + pause < deadline => {
+                    tracing::debug!(%status, op = master::op_name(&op), "waiting for it to clear");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(500));
                 }
                 other => return other,
             }
