@@ -1,0 +1,296 @@
+//! Real FUSE mounts used through ordinary system calls and tools.
+
+use super::{cluster, sha256_file, Mount};
+use crate::util::{mfsha_bin, tail};
+use std::ffi::CString;
+use std::fs;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, UNIX_EPOCH};
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn cstr(p: &Path) -> CString {
+    CString::new(p.as_os_str().as_bytes()).unwrap()
+}
+
+#[test]
+fn posix_basics_on_a_mount() {
+    let c = cluster(3);
+    let m = Mount::start(&c, "mnt", &[]);
+    let root = &m.dir;
+
+    // Create, write, read, append, overwrite, truncate both ways.
+    let f = root.join("a.txt");
+    fs::write(&f, b"hello world").unwrap();
+    assert_eq!(fs::read(&f).unwrap(), b"hello world");
+    let mut appender = fs::OpenOptions::new().append(true).open(&f).unwrap();
+    appender.write_all(b", again").unwrap();
+    drop(appender);
+    assert_eq!(fs::read_to_string(&f).unwrap(), "hello world, again");
+    let mut rw = fs::OpenOptions::new().read(true).write(true).open(&f).unwrap();
+    rw.seek(SeekFrom::Start(6)).unwrap();
+    rw.write_all(b"WORLD").unwrap();
+    rw.seek(SeekFrom::Start(0)).unwrap();
+    let mut back = String::new();
+    rw.read_to_string(&mut back).unwrap();
+    assert_eq!(back, "hello WORLD, again", "a read on the same handle sees the write");
+    rw.set_len(5).unwrap();
+    drop(rw);
+    assert_eq!(fs::read(&f).unwrap(), b"hello");
+    fs::OpenOptions::new().write(true).open(&f).unwrap().set_len(3 << 20).unwrap();
+    let grown = fs::read(&f).unwrap();
+    assert_eq!(grown.len(), 3 << 20);
+    assert!(grown[5..].iter().all(|b| *b == 0), "growing by truncate gives zeros");
+    fs::OpenOptions::new().write(true).truncate(true).open(&f).unwrap();
+    assert_eq!(fs::metadata(&f).unwrap().len(), 0, "O_TRUNC empties the file");
+
+    // Sparse file: one byte far out.
+    let sparse = root.join("sparse");
+    let mut s = fs::File::create(&sparse).unwrap();
+    s.seek(SeekFrom::Start(200 << 20)).unwrap();
+    s.write_all(b"x").unwrap();
+    s.sync_all().unwrap();
+    drop(s);
+    let mut s = fs::File::open(&sparse).unwrap();
+    assert_eq!(s.metadata().unwrap().len(), (200 << 20) + 1);
+    let mut buf = vec![1u8; 4096];
+    s.seek(SeekFrom::Start(100 << 20)).unwrap();
+    s.read_exact(&mut buf).unwrap();
+    assert!(buf.iter().all(|b| *b == 0));
+
+    // Directories, rename over an existing file, hard links, symlinks.
+    fs::create_dir_all(root.join("d1/d2")).unwrap();
+    fs::write(root.join("d1/x"), b"x").unwrap();
+    fs::write(root.join("d1/y"), b"y").unwrap();
+    fs::rename(root.join("d1/x"), root.join("d1/y")).unwrap();
+    assert_eq!(fs::read(root.join("d1/y")).unwrap(), b"x");
+    assert!(!root.join("d1/x").exists());
+    fs::hard_link(root.join("d1/y"), root.join("d1/d2/hard")).unwrap();
+    assert_eq!(fs::metadata(root.join("d1/y")).unwrap().nlink(), 2);
+    assert_eq!(fs::metadata(root.join("d1/y")).unwrap().ino(), fs::metadata(root.join("d1/d2/hard")).unwrap().ino());
+    std::os::unix::fs::symlink("../y", root.join("d1/d2/link")).unwrap();
+    assert_eq!(fs::read_link(root.join("d1/d2/link")).unwrap(), Path::new("../y"));
+    assert_eq!(fs::read(root.join("d1/d2/link")).unwrap(), b"x");
+    let mut listed: Vec<String> = fs::read_dir(root.join("d1")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    listed.sort();
+    assert_eq!(listed, ["d2", "y"]);
+    assert_eq!(fs::remove_dir(root.join("d1")).unwrap_err().raw_os_error(), Some(libc::ENOTEMPTY));
+    fs::remove_dir_all(root.join("d1")).unwrap();
+    assert!(!root.join("d1").exists());
+
+    // Modes, owners, times with nanoseconds.
+    let p = root.join("modes");
+    fs::write(&p, b"m").unwrap();
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o4751)).unwrap();
+    assert_eq!(fs::metadata(&p).unwrap().mode() & 0o7777, 0o4751);
+    std::os::unix::fs::chown(&p, Some(1234), Some(5678)).unwrap();
+    let md = fs::metadata(&p).unwrap();
+    assert_eq!((md.uid(), md.gid()), (1234, 5678));
+    let when = UNIX_EPOCH + Duration::new(1_500_000_000, 123_456_789);
+    fs::File::options().write(true).open(&p).unwrap().set_modified(when).unwrap();
+    assert_eq!(fs::metadata(&p).unwrap().modified().unwrap(), when);
+
+    // FIFO and socket nodes; extended attributes.
+    let fifo = root.join("fifo");
+    assert_eq!(unsafe { libc::mkfifo(cstr(&fifo).as_ptr(), 0o644) }, 0, "mkfifo: {}", std::io::Error::last_os_error());
+    assert!(fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
+    let name = CString::new("user.test").unwrap();
+    let rc = unsafe { libc::setxattr(cstr(&p).as_ptr(), name.as_ptr(), b"value".as_ptr().cast(), 5, 0) };
+    assert_eq!(rc, 0, "setxattr: {}", std::io::Error::last_os_error());
+    let mut val = [0u8; 64];
+    let n = unsafe { libc::getxattr(cstr(&p).as_ptr(), name.as_ptr(), val.as_mut_ptr().cast(), val.len()) };
+    assert_eq!(&val[..n as usize], b"value");
+
+    // `df` names the master and shows real space.
+    let df = run(Command::new("df").arg("-P").arg(root));
+    assert!(df.contains(&c.master_addr()), "df shows the master as the source:\n{df}");
+    let vfs = nix_statvfs(root);
+    assert!(vfs.0 > 0, "statfs reports the chunkservers' space");
+
+    // A large file written in one go, read back through a fresh open.
+    let big = root.join("big");
+    let data: Vec<u8> = (0..(9 << 20) as u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    fs::write(&big, &data).unwrap();
+    assert!(fs::read(&big).unwrap() == data);
+}
+
+/// (total blocks, free blocks) from statvfs.
+fn nix_statvfs(p: &Path) -> (u64, u64) {
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::statvfs(cstr(p).as_ptr(), &mut s) }, 0);
+    (s.f_blocks, s.f_bfree)
+}
+
+/// Builds a small source tree with the things `cp -a` must keep: nested directories, modes,
+/// symlinks (relative, absolute, dangling), hard links, an empty file, a larger binary file.
+fn make_tree(root: &Path) {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    run(Command::new("cp").arg("-a").arg(repo.join("crates")).arg(root.join("crates")));
+    fs::create_dir_all(root.join("extra/deep/deeper")).unwrap();
+    fs::write(root.join("extra/empty"), b"").unwrap();
+    let bin: Vec<u8> = (0..5_000_000u32).map(|i| (i % 253) as u8).collect();
+    fs::write(root.join("extra/deep/blob.bin"), &bin).unwrap();
+    fs::set_permissions(root.join("extra/deep/blob.bin"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::hard_link(root.join("extra/deep/blob.bin"), root.join("extra/blob-hardlink")).unwrap();
+    std::os::unix::fs::symlink("deep/blob.bin", root.join("extra/rel-link")).unwrap();
+    std::os::unix::fs::symlink("/nonexistent/target", root.join("extra/dangling")).unwrap();
+    fs::set_permissions(root.join("extra/deep/deeper"), fs::Permissions::from_mode(0o710)).unwrap();
+}
+
+#[test]
+fn cp_a_onto_the_mount_and_back_is_identical() {
+    let c = cluster(3);
+    let m = Mount::start(&c, "mnt", &[]);
+    let src = c.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    make_tree(&src);
+    run(Command::new("cp").arg("-a").arg(&src).arg(m.path("copy")));
+    let back = c.path().join("back");
+    run(Command::new("cp").arg("-a").arg(m.path("copy")).arg(&back));
+    let diff = Command::new("diff").arg("-r").arg("--no-dereference").arg(&src).arg(&back).output().unwrap();
+    assert!(diff.status.success(), "diff -r found differences:\n{}", String::from_utf8_lossy(&diff.stdout));
+    let diff = Command::new("diff").arg("-r").arg("--no-dereference").arg(&src).arg(m.path("copy")).output().unwrap();
+    assert!(diff.status.success(), "the mount differs from the source:\n{}", String::from_utf8_lossy(&diff.stdout));
+    // Hard links stay hard links, modes and symlink targets survive both copies.
+    for tree in [m.path("copy"), back.clone()] {
+        let a = fs::metadata(tree.join("extra/deep/blob.bin")).unwrap();
+        let b = fs::metadata(tree.join("extra/blob-hardlink")).unwrap();
+        assert_eq!((a.ino(), a.nlink()), (b.ino(), 2), "hard link kept in {}", tree.display());
+        assert_eq!(a.mode() & 0o7777, 0o600);
+        assert_eq!(fs::metadata(tree.join("extra/deep/deeper")).unwrap().mode() & 0o7777, 0o710);
+        assert_eq!(fs::read_link(tree.join("extra/dangling")).unwrap(), Path::new("/nonexistent/target"));
+    }
+    // Modification times survive too (cp -a preserves them; the mount keeps nanoseconds).
+    let t_src = fs::metadata(src.join("extra/deep/blob.bin")).unwrap().modified().unwrap();
+    let t_back = fs::metadata(back.join("extra/deep/blob.bin")).unwrap().modified().unwrap();
+    assert_eq!(t_src, t_back);
+}
+
+/// Writes `total` bytes of a deterministic stream to `path` in 1 MiB writes, then fsyncs.
+fn write_stream(path: &Path, total: usize) -> std::io::Result<String> {
+    use sha2::Digest;
+    let mut f = fs::File::create(path)?;
+    let mut h = sha2::Sha256::new();
+    let mut block = vec![0u8; 1 << 20];
+    let mut written = 0usize;
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    while written < total {
+        for b in block.iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = x as u8;
+        }
+        let n = block.len().min(total - written);
+        f.write_all(&block[..n])?;
+        h.update(&block[..n]);
+        written += n;
+    }
+    f.sync_all()?;
+    Ok(super::hex(&h.finalize()))
+}
+
+#[test]
+fn a_write_survives_the_master_being_killed_and_restarted() {
+    let mut c = cluster(3);
+    let m = Mount::start(&c, "mnt", &[]);
+    let path = m.path("big.bin");
+    let total = 200 << 20;
+    let writer = {
+        let path = path.clone();
+        std::thread::spawn(move || write_stream(&path, total))
+    };
+    // Let the write get going, then take the master away for a few seconds.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while fs::metadata(&path).map(|m| m.len()).unwrap_or(0) < 16 << 20 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    c.kill_master();
+    std::thread::sleep(Duration::from_secs(3));
+    c.start_master();
+    let sum = writer.join().unwrap().unwrap_or_else(|e| panic!("the writer saw an error: {e}\nmount log:\n{}", m.log()));
+    assert_eq!(fs::metadata(&path).unwrap().len(), total as u64);
+    assert_eq!(sha256_file(&path), sum, "the file read back has the bytes written");
+}
+
+#[test]
+fn two_mounts_see_each_others_files_after_close() {
+    let c = cluster(2);
+    let a = Mount::start(&c, "mnt-a", &[]);
+    let b = Mount::start(&c, "mnt-b", &[]);
+    fs::write(a.path("shared"), b"first version").unwrap();
+    assert_eq!(fs::read(b.path("shared")).unwrap(), b"first version");
+    fs::write(b.path("shared"), b"second, longer version").unwrap();
+    assert_eq!(fs::read(a.path("shared")).unwrap(), b"second, longer version");
+    fs::create_dir(b.path("dir")).unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    assert!(a.path("dir").is_dir(), "a directory made on one mount appears on the other");
+}
+
+#[test]
+fn sigterm_unmounts_cleanly_after_storing_buffered_writes() {
+    let c = cluster(2);
+    let mut m = Mount::start(&c, "mnt", &[]);
+    let data = vec![7u8; 5 << 20];
+    let mut f = fs::File::create(m.path("pending")).unwrap();
+    f.write_all(&data).unwrap();
+    drop(f);
+    m.stop();
+    let again = Mount::start(&c, "mnt", &[]);
+    assert!(fs::read(again.path("pending")).unwrap() == data);
+}
+
+#[test]
+fn the_mount_helper_mounts_like_mount_t_mfsha_does() {
+    super::require_fuse();
+    let c = cluster(2);
+    let helper = c.path().join("mount.mfsha");
+    std::os::unix::fs::symlink(mfsha_bin(), &helper).unwrap();
+    let dir = c.path().join("helper-mnt");
+    fs::create_dir_all(&dir).unwrap();
+    let dir = dir.canonicalize().unwrap();
+    let log = c.path().join("helper.log");
+    // What mount(8) runs for: mount -t mfsha 127.0.0.1:PORT:/ DIR -o rw,_netdev
+    let out = Command::new(&helper)
+        .arg(format!("{}:/", c.master_addr()))
+        .arg(&dir)
+        .args(["-o", "rw,_netdev,mfsattrcacheto=0.5"])
+        .env("MFSHA_MOUNT_LOG", &log)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "mount.mfsha failed: {}\nlog:\n{}", String::from_utf8_lossy(&out.stderr), tail(&log, 30));
+    assert!(mfsha_mount::helper::is_mounted(&dir, &c.master_addr()));
+    fs::write(dir.join("via-helper"), b"ok").unwrap();
+    assert_eq!(fs::read(dir.join("via-helper")).unwrap(), b"ok");
+    run(Command::new("umount").arg(&dir));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while mfsha_mount::helper::is_mounted(&dir, &c.master_addr()) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!mfsha_mount::helper::is_mounted(&dir, &c.master_addr()));
+    // The detached mount process exits once unmounted.
+    let mut gone = false;
+    for _ in 0..100 {
+        let ps = run(Command::new("ps").args(["-eo", "args"]));
+        if !ps.lines().any(|l| l.contains("mount.mfsha") && l.contains(dir.to_str().unwrap())) {
+            gone = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(gone, "the mount process is still running after umount; log:\n{}", tail(&log, 30));
+}
