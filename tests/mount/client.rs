@@ -159,6 +159,38 @@ fn operations_wait_for_a_restarted_master_and_apply_exactly_once() {
 }
 
 #[test]
+fn creates_during_master_restarts_are_applied_exactly_once() {
+    let mut c = cluster(0);
+    let rt = runtime();
+    let fs = rt.block_on(connect(&c.master_addr()));
+    let session = fs.session();
+    // Many small changes while the master is killed three times: a create that was applied
+    // just before a kill and retried after it must come back as success, never EEXIST.
+    let worker = {
+        let fs = fs.clone();
+        rt.spawn(async move {
+            for i in 0..1500u32 {
+                fs.mkdir(ME, fs.root(), &format!("d{i}"), 0o755, 0).await.map_err(|e| format!("mkdir d{i}: {e}"))?;
+            }
+            Ok::<(), String>(())
+        })
+    };
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(300));
+        c.kill_master();
+        std::thread::sleep(Duration::from_millis(1500));
+        c.start_master();
+    }
+    rt.block_on(async {
+        let done = tokio::time::timeout(Duration::from_secs(120), worker).await.expect("workload finishes");
+        done.unwrap().unwrap_or_else(|e| panic!("{e}\nmaster log:\n{}", c.master_log()));
+        assert_eq!(fs.session(), session, "the same session was resumed");
+        assert_eq!(fs.readdir_all(fs.root()).await.unwrap().len(), 1500);
+        fs.close().await.unwrap();
+    });
+}
+
+#[test]
 fn an_unreachable_master_fails_operations_with_eio_after_the_timeout() {
     let mut c = cluster(0);
     let rt = runtime();
