@@ -71,7 +71,11 @@ pub fn mount(opts: MountOptions) -> Result<(), MountError> {
         session = client.session(),
         "mounted"
     );
-    rt.spawn(unmount_on_signal(mountpoint.clone()));
+    rt.spawn(unmount_on_signal(
+        mountpoint.clone(),
+        resolved.fsname.clone(),
+        session.unmount_callable(),
+    ));
     let served = session.run();
     // Dropping the session runs `destroy` (flushes every file) and unmounts if still mounted.
     drop(session);
@@ -108,7 +112,11 @@ fn fuse_options(r: &Resolved) -> Vec<MountOption> {
 }
 
 /// On SIGTERM or SIGINT, unmounts (lazily if the mount is busy), which ends `session.run`.
-async fn unmount_on_signal(mountpoint: PathBuf) {
+async fn unmount_on_signal(
+    mountpoint: PathBuf,
+    fsname: String,
+    mut unmounter: fuser::SessionUnmounter,
+) {
     use tokio::signal::unix::{signal, SignalKind};
     let (mut term, mut int) = match (
         signal(SignalKind::terminate()),
@@ -124,8 +132,14 @@ async fn unmount_on_signal(mountpoint: PathBuf) {
         _ = term.recv() => tracing::info!("SIGTERM: unmounting"),
         _ = int.recv() => tracing::info!("SIGINT: unmounting"),
     }
-    if let Err(e) = unmount(&mountpoint) {
-        tracing::error!(mountpoint = %mountpoint.display(), error = %e, "unmount failed");
+    // fuser's own unmount first, so the session does not try again when it is dropped.
+    if let Err(e) = unmounter.unmount() {
+        tracing::warn!(mountpoint = %mountpoint.display(), error = %e, "unmount failed");
+    }
+    if crate::helper::is_mounted(&mountpoint, &fsname) {
+        if let Err(e) = unmount(&mountpoint) {
+            tracing::error!(mountpoint = %mountpoint.display(), error = %e, "unmount failed");
+        }
     }
 }
 
