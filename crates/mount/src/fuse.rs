@@ -647,6 +647,33 @@ impl Filesystem for MfsFuse {
         self.spawn(reply, async move { c.removexattr(who, ino, &name).await }, |r, ()| r.ok());
     }
 
+    fn fallocate(
+        &mut self,
+        req: &Request<'_>,
+        ino: u64,
+        _fh: u64,
+        offset: i64,
+        length: i64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        // Only plain preallocation (mode 0): chunks are allocated on write anyway, so it
+        // amounts to growing the file; punching holes and the like are not supported.
+        let (Ok(offset), Ok(length)) = (u64::try_from(offset), u64::try_from(length)) else {
+            return reply.error(libc::EINVAL);
+        };
+        if mode != 0 {
+            return reply.error(libc::EOPNOTSUPP);
+        }
+        let (c, who, ino) = (self.client.clone(), caller(req), self.ino(ino));
+        let work = async move {
+            let end = offset.checked_add(length).ok_or(Status::TooBig)?;
+            let size = c.getattr(ino).await?.size.max(end);
+            c.setattr(who, ino, SetAttr { size: Some(size), ..Default::default() }).await
+        };
+        self.spawn(reply, work, |r, _| r.ok());
+    }
+
     fn access(&mut self, _req: &Request<'_>, _ino: u64, _mask: i32, reply: ReplyEmpty) {
         // With default_permissions the kernel checks access itself and does not ask.
         reply.ok();

@@ -39,7 +39,8 @@ pub struct MountOptions {
     /// Mount read-only.
     #[arg(long)]
     pub read_only: bool,
-    /// Let users other than the one mounting use the filesystem (permissions still apply).
+    /// Let users other than the one mounting use the filesystem (permissions still apply;
+    /// always on when root mounts, as with mfsmount).
     #[arg(long)]
     pub allow_other: bool,
     /// Seconds an operation waits for an unreachable master before failing with EIO.
@@ -166,7 +167,8 @@ impl MountOptions {
             client,
             times,
             read_only: o.read_only,
-            allow_other: o.allow_other,
+            // SAFETY: geteuid has no preconditions.
+            allow_other: o.allow_other || unsafe { libc::geteuid() } == 0,
             fsname,
         })
     }
