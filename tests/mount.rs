@@ -121,7 +121,11 @@ impl Mount {
                 "the mount process exited; log:\n{}",
                 tail(&self.daemon.log, 40)
             );
-            assert!(Instant::now() < deadline, "not mounted within 30 s; log:\n{}", tail(&self.daemon.log, 40));
+            assert!(
+                Instant::now() < deadline,
+                "not mounted within 30 s; log:\n{}",
+                tail(&self.daemon.log, 40)
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -137,8 +141,16 @@ impl Mount {
     /// SIGTERM: the mount must store its buffered writes, unmount and exit 0.
     pub fn stop(&mut self) {
         let status = self.daemon.stop(Duration::from_secs(30));
-        assert!(status.success(), "mount exited with {status}; log:\n{}", tail(&self.daemon.log, 40));
-        assert!(!self.is_mounted(), "{} is still mounted after the mount process exited", self.dir.display());
+        assert!(
+            status.success(),
+            "mount exited with {status}; log:\n{}",
+            tail(&self.daemon.log, 40)
+        );
+        assert!(
+            !self.is_mounted(),
+            "{} is still mounted after the mount process exited",
+            self.dir.display()
+        );
     }
 
     pub fn log(&self) -> String {
@@ -169,7 +181,8 @@ impl Drop for Mount {
 pub fn sha256_file(path: &Path) -> String {
     use sha2::Digest;
     use std::io::Read;
-    let mut f = std::fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let mut f =
+        std::fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
     let mut h = sha2::Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {

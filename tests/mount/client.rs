@@ -21,9 +21,15 @@ fn metadata_operations_reach_the_master_and_come_back() {
         let fs = connect(&c.master_addr()).await;
         let root = fs.root();
         let dir = fs.mkdir(ME, root, "dir", 0o755, 0o022).await.unwrap();
-        assert_eq!((dir.kind, dir.mode & 0o7777, dir.uid, dir.gid), (FileKind::Directory, 0o755, 1000, 1000));
+        assert_eq!(
+            (dir.kind, dir.mode & 0o7777, dir.uid, dir.gid),
+            (FileKind::Directory, 0o755, 1000, 1000)
+        );
         let file = fs.mknod(ME, dir.ino, "file", NewNode::file(0o640)).await.unwrap();
-        assert_eq!((file.kind, file.mode & 0o7777, file.size, file.nlink), (FileKind::File, 0o640, 0, 1));
+        assert_eq!(
+            (file.kind, file.mode & 0o7777, file.size, file.nlink),
+            (FileKind::File, 0o640, 0, 1)
+        );
         assert_eq!(fs.lookup(ME, dir.ino, "file").await.unwrap().ino, file.ino);
         assert_eq!(fs.lookup(ME, dir.ino, "nope").await, Err(Status::NotFound));
         assert_eq!(fs.mkdir(ME, root, "dir", 0o755, 0).await, Err(Status::Exists));
@@ -38,10 +44,14 @@ fn metadata_operations_reach_the_master_and_come_back() {
         assert_eq!(fs.lookup(ME, dir.ino, "file").await, Err(Status::NotFound));
         assert_eq!(names(&fs.readdir_all(root).await.unwrap()), ["dir", "hard", "moved", "sym"]);
         const RENAME_NOREPLACE: u32 = 1;
-        assert_eq!(fs.rename(ME, root, "sym", root, "moved", RENAME_NOREPLACE).await, Err(Status::Exists));
+        assert_eq!(
+            fs.rename(ME, root, "sym", root, "moved", RENAME_NOREPLACE).await,
+            Err(Status::Exists)
+        );
 
         let when = Timestamp::new(1_234_567_890, 123_456_789);
-        let set = SetAttr { mode: Some(0o600), mtime: Some(TimeSet::At(when)), ..Default::default() };
+        let set =
+            SetAttr { mode: Some(0o600), mtime: Some(TimeSet::At(when)), ..Default::default() };
         let attr = fs.setattr(ME, file.ino, set).await.unwrap();
         assert_eq!((attr.mode & 0o7777, attr.mtime), (0o600, when));
         assert_eq!(fs.getattr(file.ino).await.unwrap().mtime, when, "nanoseconds are kept");
@@ -50,7 +60,10 @@ fn metadata_operations_reach_the_master_and_come_back() {
         assert_eq!(fs.getxattr(file.ino, "user.colour").await.unwrap(), b"blue");
         assert_eq!(fs.listxattr(file.ino).await.unwrap(), ["user.colour"]);
         const XATTR_CREATE: u32 = 1;
-        assert_eq!(fs.setxattr(ME, file.ino, "user.colour", b"red", XATTR_CREATE).await, Err(Status::Exists));
+        assert_eq!(
+            fs.setxattr(ME, file.ino, "user.colour", b"red", XATTR_CREATE).await,
+            Err(Status::Exists)
+        );
         fs.removexattr(ME, file.ino, "user.colour").await.unwrap();
         assert_eq!(fs.getxattr(file.ino, "user.colour").await, Err(Status::NoAttr));
 
@@ -85,7 +98,9 @@ fn files_of_several_chunks_with_holes_read_back_exactly() {
         let mut model = Vec::new();
         // The start of chunk 0, a range across the chunk 0/1 border, and one far into chunk 2
         // (leaving most of chunk 1 a hole).
-        for (offset, len) in [(0, 3 << 20), (chunk - (1 << 20), 2 << 20), (2 * chunk + 12345, 1 << 20)] {
+        for (offset, len) in
+            [(0, 3 << 20), (chunk - (1 << 20), 2 << 20), (2 * chunk + 12345, 1 << 20)]
+        {
             let data: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
             assert_eq!(fs.write(fh, offset as u64, &data).await.unwrap() as usize, len);
             model_write(&mut model, offset, &data);
@@ -101,7 +116,10 @@ fn files_of_several_chunks_with_holes_read_back_exactly() {
         let back = other.read_file("/big").await.unwrap();
         assert_eq!(back.len(), model.len());
         assert!(back == model, "content read back differs from what was written");
-        assert!(back[(3 << 20)..chunk - (1 << 20)].iter().all(|b| *b == 0), "a hole reads as zeros");
+        assert!(
+            back[(3 << 20)..chunk - (1 << 20)].iter().all(|b| *b == 0),
+            "a hole reads as zeros"
+        );
 
         // Overwrite in the middle, cut the file inside chunk 1, and read again.
         let (fh, _) = fs.open(ME, file.ino, libc::O_RDWR).await.unwrap();
@@ -112,7 +130,10 @@ fn files_of_several_chunks_with_holes_read_back_exactly() {
         let cut = (chunk + 777) as u64;
         fs.setattr(ME, file.ino, SetAttr { size: Some(cut), ..Default::default() }).await.unwrap();
         model.truncate(cut as usize);
-        assert!(other.read_file("/big").await.unwrap() == model, "content after overwrite + truncate");
+        assert!(
+            other.read_file("/big").await.unwrap() == model,
+            "content after overwrite + truncate"
+        );
         fs.close().await.unwrap();
         other.close().await.unwrap();
     });
@@ -130,9 +151,14 @@ fn operations_wait_for_a_restarted_master_and_apply_exactly_once() {
         let fs = fs.clone();
         rt.spawn(async move {
             for i in 0..150u32 {
-                let dir = fs.mkdir(ME, fs.root(), &format!("d{i}"), 0o755, 0).await.map_err(|e| format!("mkdir d{i}: {e}"))?;
+                let dir = fs
+                    .mkdir(ME, fs.root(), &format!("d{i}"), 0o755, 0)
+                    .await
+                    .map_err(|e| format!("mkdir d{i}: {e}"))?;
                 let data = vec![i as u8; 70_000];
-                fs.write_file(ME, &format!("/d{i}/f"), &data).await.map_err(|e| format!("write d{i}/f: {e}"))?;
+                fs.write_file(ME, &format!("/d{i}/f"), &data)
+                    .await
+                    .map_err(|e| format!("write d{i}/f: {e}"))?;
                 assert_eq!(dir.kind, FileKind::Directory);
             }
             Ok::<(), String>(())
@@ -170,7 +196,9 @@ fn creates_during_master_restarts_are_applied_exactly_once() {
         let fs = fs.clone();
         rt.spawn(async move {
             for i in 0..1500u32 {
-                fs.mkdir(ME, fs.root(), &format!("d{i}"), 0o755, 0).await.map_err(|e| format!("mkdir d{i}: {e}"))?;
+                fs.mkdir(ME, fs.root(), &format!("d{i}"), 0o755, 0)
+                    .await
+                    .map_err(|e| format!("mkdir d{i}: {e}"))?;
             }
             Ok::<(), String>(())
         })
@@ -182,7 +210,9 @@ fn creates_during_master_restarts_are_applied_exactly_once() {
         c.start_master();
     }
     rt.block_on(async {
-        let done = tokio::time::timeout(Duration::from_secs(120), worker).await.expect("workload finishes");
+        let done = tokio::time::timeout(Duration::from_secs(120), worker)
+            .await
+            .expect("workload finishes");
         done.unwrap().unwrap_or_else(|e| panic!("{e}\nmaster log:\n{}", c.master_log()));
         assert_eq!(fs.session(), session, "the same session was resumed");
         assert_eq!(fs.readdir_all(fs.root()).await.unwrap().len(), 1500);

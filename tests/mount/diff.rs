@@ -59,9 +59,11 @@ fn apply(root: &Path, op: &Op) -> Result<(), i32> {
             f.seek(SeekFrom::Start(*offset)).map_err(errno)?;
             f.write_all(&bytes(*seed, *len)).map_err(errno)
         }
-        Op::Truncate { path, len } => {
-            fs::OpenOptions::new().write(true).open(p(path)).and_then(|f| f.set_len(*len)).map_err(errno)
-        }
+        Op::Truncate { path, len } => fs::OpenOptions::new()
+            .write(true)
+            .open(p(path))
+            .and_then(|f| f.set_len(*len))
+            .map_err(errno),
         Op::Rename { from, to } => fs::rename(p(from), p(to)).map_err(errno),
         Op::Link { from, to } => fs::hard_link(p(from), p(to)).map_err(errno),
         Op::Unlink { path } => fs::remove_file(p(path)).map_err(errno),
@@ -105,7 +107,8 @@ fn walk(root: &Path, rel: &str, out: &mut BTreeMap<String, Entry>) {
     for name in names {
         let child = if rel.is_empty() { name.clone() } else { format!("{rel}/{name}") };
         let path = root.join(&child);
-        let md = fs::symlink_metadata(&path).unwrap_or_else(|e| panic!("lstat {}: {e}", path.display()));
+        let md =
+            fs::symlink_metadata(&path).unwrap_or_else(|e| panic!("lstat {}: {e}", path.display()));
         let ft = md.file_type();
         let entry = if ft.is_symlink() {
             Entry::Symlink { target: fs::read_link(&path).unwrap().to_string_lossy().into_owned() }
@@ -113,8 +116,18 @@ fn walk(root: &Path, rel: &str, out: &mut BTreeMap<String, Entry>) {
             Entry::Dir { mode: md.mode() & 0o7777, nlink: md.nlink() }
         } else {
             let data = fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-            assert_eq!(data.len() as u64, md.len(), "{}: stat size and read length differ", path.display());
-            Entry::File { size: md.len(), mode: md.mode() & 0o7777, nlink: md.nlink(), content: fingerprint(&data) }
+            assert_eq!(
+                data.len() as u64,
+                md.len(),
+                "{}: stat size and read length differ",
+                path.display()
+            );
+            Entry::File {
+                size: md.len(),
+                mode: md.mode() & 0o7777,
+                nlink: md.nlink(),
+                content: fingerprint(&data),
+            }
         };
         let is_dir = matches!(entry, Entry::Dir { .. });
         out.insert(child.clone(), entry);
@@ -127,31 +140,59 @@ fn walk(root: &Path, rel: &str, out: &mut BTreeMap<String, Entry>) {
 /// A random operation, mostly on paths that exist in `tree`, sometimes on ones that do not.
 fn random_op(rng: &mut StdRng, tree: &BTreeMap<String, Entry>) -> Op {
     let dirs: Vec<&str> = std::iter::once("")
-        .chain(tree.iter().filter(|(k, e)| matches!(e, Entry::Dir { .. }) && depth(k) < MAX_DEPTH).map(|(k, _)| k.as_str()))
+        .chain(
+            tree.iter()
+                .filter(|(k, e)| matches!(e, Entry::Dir { .. }) && depth(k) < MAX_DEPTH)
+                .map(|(k, _)| k.as_str()),
+        )
         .collect();
-    let files: Vec<&str> = tree.iter().filter(|(_, e)| matches!(e, Entry::File { .. })).map(|(k, _)| k.as_str()).collect();
+    let files: Vec<&str> = tree
+        .iter()
+        .filter(|(_, e)| matches!(e, Entry::File { .. }))
+        .map(|(k, _)| k.as_str())
+        .collect();
     let all: Vec<&str> = tree.keys().map(String::as_str).collect();
     let new_path = |rng: &mut StdRng| {
         let dir = dirs[rng.gen_range(0..dirs.len())];
         let name = NAMES[rng.gen_range(0..NAMES.len())];
-        if dir.is_empty() { name.to_string() } else { format!("{dir}/{name}") }
+        if dir.is_empty() {
+            name.to_string()
+        } else {
+            format!("{dir}/{name}")
+        }
     };
     let pick = |rng: &mut StdRng, from: &[&str]| -> String {
-        if from.is_empty() || rng.gen_ratio(1, 10) { new_path(rng) } else { from[rng.gen_range(0..from.len())].to_string() }
+        if from.is_empty() || rng.gen_ratio(1, 10) {
+            new_path(rng)
+        } else {
+            from[rng.gen_range(0..from.len())].to_string()
+        }
     };
     match rng.gen_range(0..100) {
         0..=19 => {
-            let len = if rng.gen_ratio(1, 8) { rng.gen_range(0..300_000) } else { rng.gen_range(0..9000) };
+            let len = if rng.gen_ratio(1, 8) {
+                rng.gen_range(0..300_000)
+            } else {
+                rng.gen_range(0..9000)
+            };
             Op::Create { path: new_path(rng), len, seed: rng.gen() }
         }
-        20..=34 => Op::Write { path: pick(rng, &files), offset: rng.gen_range(0..70_000), len: rng.gen_range(1..20_000), seed: rng.gen() },
+        20..=34 => Op::Write {
+            path: pick(rng, &files),
+            offset: rng.gen_range(0..70_000),
+            len: rng.gen_range(1..20_000),
+            seed: rng.gen(),
+        },
         35..=42 => Op::Truncate { path: pick(rng, &files), len: rng.gen_range(0..100_000) },
         43..=54 => Op::Rename { from: pick(rng, &all), to: new_path(rng) },
         55..=61 => Op::Link { from: pick(rng, &files), to: new_path(rng) },
         62..=71 => Op::Unlink { path: pick(rng, &all) },
         72..=81 => Op::Mkdir { path: new_path(rng) },
         82..=87 => Op::Rmdir { path: pick(rng, &all) },
-        88..=94 => Op::Chmod { path: pick(rng, &all), mode: [0o644, 0o600, 0o755, 0o700, 0o4755, 0o1777][rng.gen_range(0..6)] },
+        88..=94 => Op::Chmod {
+            path: pick(rng, &all),
+            mode: [0o644, 0o600, 0o755, 0o700, 0o4755, 0o1777][rng.gen_range(0..6)],
+        },
         _ => Op::Symlink { target: pick(rng, &all), path: new_path(rng) },
     }
 }
@@ -168,7 +209,10 @@ fn run_ops(ops: &[Op], mount_dir: &Path, local_dir: &Path) -> Option<(usize, Str
         let on_mount = apply(mount_dir, op);
         let on_local = apply(local_dir, op);
         if on_mount != on_local {
-            return Some((step, format!("{op:?}: mount gave {on_mount:?}, local gave {on_local:?}")));
+            return Some((
+                step,
+                format!("{op:?}: mount gave {on_mount:?}, local gave {on_local:?}"),
+            ));
         }
         let (m, l) = (snapshot(mount_dir), snapshot(local_dir));
         if m != l {
@@ -225,10 +269,16 @@ fn random_operations_match_a_local_directory() {
         if let Some(problem) = problem {
             let replay = run_ops(&ops, &m.path("replay"), &local_root.join("replay"));
             let replayed = match replay {
-                Some((at, _)) => format!("replaying the prefix on fresh directories diverges again at step {at}"),
-                None => "replaying the prefix on fresh directories did NOT diverge (timing-dependent)".into(),
+                Some((at, _)) => {
+                    format!("replaying the prefix on fresh directories diverges again at step {at}")
+                }
+                None => {
+                    "replaying the prefix on fresh directories did NOT diverge (timing-dependent)"
+                        .into()
+                }
             };
-            let listing: Vec<String> = ops.iter().enumerate().map(|(i, o)| format!("  {i}: {o:?}")).collect();
+            let listing: Vec<String> =
+                ops.iter().enumerate().map(|(i, o)| format!("  {i}: {o:?}")).collect();
             panic!(
                 "divergence at step {step} (seed {seed}; replay with MFSHA_DIFF_SEED={seed}):\n{problem}\n\
                  shortest failing prefix ({} operations):\n{}\n{replayed}\nmount log:\n{}",

@@ -81,11 +81,17 @@ fn posix_basics_on_a_mount() {
     assert!(!root.join("d1/x").exists());
     fs::hard_link(root.join("d1/y"), root.join("d1/d2/hard")).unwrap();
     assert_eq!(fs::metadata(root.join("d1/y")).unwrap().nlink(), 2);
-    assert_eq!(fs::metadata(root.join("d1/y")).unwrap().ino(), fs::metadata(root.join("d1/d2/hard")).unwrap().ino());
+    assert_eq!(
+        fs::metadata(root.join("d1/y")).unwrap().ino(),
+        fs::metadata(root.join("d1/d2/hard")).unwrap().ino()
+    );
     std::os::unix::fs::symlink("../y", root.join("d1/d2/link")).unwrap();
     assert_eq!(fs::read_link(root.join("d1/d2/link")).unwrap(), Path::new("../y"));
     assert_eq!(fs::read(root.join("d1/d2/link")).unwrap(), b"x");
-    let mut listed: Vec<String> = fs::read_dir(root.join("d1")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let mut listed: Vec<String> = fs::read_dir(root.join("d1"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
     listed.sort();
     assert_eq!(listed, ["d2", "y"]);
     assert_eq!(fs::remove_dir(root.join("d1")).unwrap_err().raw_os_error(), Some(libc::ENOTEMPTY));
@@ -106,13 +112,21 @@ fn posix_basics_on_a_mount() {
 
     // FIFO and socket nodes; extended attributes.
     let fifo = root.join("fifo");
-    assert_eq!(unsafe { libc::mkfifo(cstr(&fifo).as_ptr(), 0o644) }, 0, "mkfifo: {}", std::io::Error::last_os_error());
+    assert_eq!(
+        unsafe { libc::mkfifo(cstr(&fifo).as_ptr(), 0o644) },
+        0,
+        "mkfifo: {}",
+        std::io::Error::last_os_error()
+    );
     assert!(fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
     let name = CString::new("user.test").unwrap();
-    let rc = unsafe { libc::setxattr(cstr(&p).as_ptr(), name.as_ptr(), b"value".as_ptr().cast(), 5, 0) };
+    let rc =
+        unsafe { libc::setxattr(cstr(&p).as_ptr(), name.as_ptr(), b"value".as_ptr().cast(), 5, 0) };
     assert_eq!(rc, 0, "setxattr: {}", std::io::Error::last_os_error());
     let mut val = [0u8; 64];
-    let n = unsafe { libc::getxattr(cstr(&p).as_ptr(), name.as_ptr(), val.as_mut_ptr().cast(), val.len()) };
+    let n = unsafe {
+        libc::getxattr(cstr(&p).as_ptr(), name.as_ptr(), val.as_mut_ptr().cast(), val.len())
+    };
     assert_eq!(&val[..n as usize], b"value");
 
     // `df` names the master and shows real space.
@@ -123,7 +137,8 @@ fn posix_basics_on_a_mount() {
 
     // A large file written in one go, read back through a fresh open.
     let big = root.join("big");
-    let data: Vec<u8> = (0..(9 << 20) as u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let data: Vec<u8> =
+        (0..(9 << 20) as u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
     fs::write(&big, &data).unwrap();
     assert!(fs::read(&big).unwrap() == data);
 }
@@ -144,7 +159,8 @@ fn make_tree(root: &Path) {
     fs::write(root.join("extra/empty"), b"").unwrap();
     let bin: Vec<u8> = (0..5_000_000u32).map(|i| (i % 253) as u8).collect();
     fs::write(root.join("extra/deep/blob.bin"), &bin).unwrap();
-    fs::set_permissions(root.join("extra/deep/blob.bin"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::set_permissions(root.join("extra/deep/blob.bin"), fs::Permissions::from_mode(0o600))
+        .unwrap();
     fs::hard_link(root.join("extra/deep/blob.bin"), root.join("extra/blob-hardlink")).unwrap();
     std::os::unix::fs::symlink("deep/blob.bin", root.join("extra/rel-link")).unwrap();
     std::os::unix::fs::symlink("/nonexistent/target", root.join("extra/dangling")).unwrap();
@@ -161,10 +177,30 @@ fn cp_a_onto_the_mount_and_back_is_identical() {
     run(Command::new("cp").arg("-a").arg(&src).arg(m.path("copy")));
     let back = c.path().join("back");
     run(Command::new("cp").arg("-a").arg(m.path("copy")).arg(&back));
-    let diff = Command::new("diff").arg("-r").arg("--no-dereference").arg(&src).arg(&back).output().unwrap();
-    assert!(diff.status.success(), "diff -r found differences:\n{}", String::from_utf8_lossy(&diff.stdout));
-    let diff = Command::new("diff").arg("-r").arg("--no-dereference").arg(&src).arg(m.path("copy")).output().unwrap();
-    assert!(diff.status.success(), "the mount differs from the source:\n{}", String::from_utf8_lossy(&diff.stdout));
+    let diff = Command::new("diff")
+        .arg("-r")
+        .arg("--no-dereference")
+        .arg(&src)
+        .arg(&back)
+        .output()
+        .unwrap();
+    assert!(
+        diff.status.success(),
+        "diff -r found differences:\n{}",
+        String::from_utf8_lossy(&diff.stdout)
+    );
+    let diff = Command::new("diff")
+        .arg("-r")
+        .arg("--no-dereference")
+        .arg(&src)
+        .arg(m.path("copy"))
+        .output()
+        .unwrap();
+    assert!(
+        diff.status.success(),
+        "the mount differs from the source:\n{}",
+        String::from_utf8_lossy(&diff.stdout)
+    );
     // Hard links stay hard links, modes and symlink targets survive both copies.
     for tree in [m.path("copy"), back.clone()] {
         let a = fs::metadata(tree.join("extra/deep/blob.bin")).unwrap();
@@ -172,7 +208,10 @@ fn cp_a_onto_the_mount_and_back_is_identical() {
         assert_eq!((a.ino(), a.nlink()), (b.ino(), 2), "hard link kept in {}", tree.display());
         assert_eq!(a.mode() & 0o7777, 0o600);
         assert_eq!(fs::metadata(tree.join("extra/deep/deeper")).unwrap().mode() & 0o7777, 0o710);
-        assert_eq!(fs::read_link(tree.join("extra/dangling")).unwrap(), Path::new("/nonexistent/target"));
+        assert_eq!(
+            fs::read_link(tree.join("extra/dangling")).unwrap(),
+            Path::new("/nonexistent/target")
+        );
     }
     // Modification times survive too (cp -a preserves them; the mount keeps nanoseconds).
     let t_src = fs::metadata(src.join("extra/deep/blob.bin")).unwrap().modified().unwrap();
@@ -216,13 +255,18 @@ fn a_write_survives_the_master_being_killed_and_restarted() {
     };
     // Let the write get going, then take the master away for a few seconds.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while fs::metadata(&path).map(|m| m.len()).unwrap_or(0) < 16 << 20 && std::time::Instant::now() < deadline {
+    while fs::metadata(&path).map(|m| m.len()).unwrap_or(0) < 16 << 20
+        && std::time::Instant::now() < deadline
+    {
         std::thread::sleep(Duration::from_millis(20));
     }
     c.kill_master();
     std::thread::sleep(Duration::from_secs(3));
     c.start_master();
-    let sum = writer.join().unwrap().unwrap_or_else(|e| panic!("the writer saw an error: {e}\nmount log:\n{}", m.log()));
+    let sum = writer
+        .join()
+        .unwrap()
+        .unwrap_or_else(|e| panic!("the writer saw an error: {e}\nmount log:\n{}", m.log()));
     assert_eq!(fs::metadata(&path).unwrap().len(), total as u64);
     assert_eq!(sha256_file(&path), sum, "the file read back has the bytes written");
 }
@@ -272,13 +316,20 @@ fn the_mount_helper_mounts_like_mount_t_mfsha_does() {
         .env("MFSHA_MOUNT_LOG", &log)
         .output()
         .unwrap();
-    assert!(out.status.success(), "mount.mfsha failed: {}\nlog:\n{}", String::from_utf8_lossy(&out.stderr), tail(&log, 30));
+    assert!(
+        out.status.success(),
+        "mount.mfsha failed: {}\nlog:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        tail(&log, 30)
+    );
     assert!(mfsha_mount::helper::is_mounted(&dir, &c.master_addr()));
     fs::write(dir.join("via-helper"), b"ok").unwrap();
     assert_eq!(fs::read(dir.join("via-helper")).unwrap(), b"ok");
     run(Command::new("umount").arg(&dir));
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while mfsha_mount::helper::is_mounted(&dir, &c.master_addr()) && std::time::Instant::now() < deadline {
+    while mfsha_mount::helper::is_mounted(&dir, &c.master_addr())
+        && std::time::Instant::now() < deadline
+    {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(!mfsha_mount::helper::is_mounted(&dir, &c.master_addr()));

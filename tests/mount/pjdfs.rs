@@ -46,7 +46,8 @@ fn pjdfstest_passes_on_the_mount() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let report = c.path().join("pjdfstest.out");
     std::fs::write(&report, stdout.as_bytes()).unwrap();
-    let summary = stdout.lines().rev().find(|l| l.starts_with("Summary")).unwrap_or("(no summary line)");
+    let summary =
+        stdout.lines().rev().find(|l| l.starts_with("Summary")).unwrap_or("(no summary line)");
     eprintln!("pjdfstest: {summary}");
     let failed: Vec<&str> = stdout.lines().filter(|l| l.contains("FAILED")).collect();
     assert!(
