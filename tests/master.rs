@@ -79,15 +79,6 @@ impl Session {
     }
 }
 
-async fn status(addr: &str) -> ClusterStatus {
-    let client: Client = RpcClient::connect(addr).await.expect("connect to the master");
-    let request = Request { session: 0, seq: 0, uid: 0, gid: 0, op: ClientOp::Status };
-    match client.call(request).await.expect("status reaches the master") {
-        Ok(ClientReply::Status(s)) => s,
-        other => panic!("Status answered {other:?}"),
-    }
-}
-
 /// Waits until the master at `addr` is leader (a group of one elects itself).
 async fn wait_leader(addr: &str, cluster: &Cluster) {
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -91,7 +91,11 @@ impl Daemon {
             }
             if Instant::now() > deadline {
                 child.kill().unwrap();
-                panic!("{} did not stop within {timeout:?} of SIGTERM; log:\n{}", self.name, tail(&self.log, 40));
+                panic!(
+                    "{} did not stop within {timeout:?} of SIGTERM; log:\n{}",
+                    self.name,
+                    tail(&self.log, 40)
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -137,7 +141,13 @@ pub struct MasterPorts {
 
 impl MasterPorts {
     pub fn pick() -> Self {
-        MasterPorts { client: free_port(), chunkserver: free_port(), logger: free_port(), peer: free_port(), http: free_port() }
+        MasterPorts {
+            client: free_port(),
+            chunkserver: free_port(),
+            logger: free_port(),
+            peer: free_port(),
+            http: free_port(),
+        }
     }
 }
 
@@ -148,6 +158,8 @@ pub struct Cluster {
     pub master: Option<Daemon>,
     /// Extra YAML appended to the master's config (e.g. shortened delays).
     pub master_extra_yaml: String,
+    /// Chunkservers added with [`Cluster::add_chunkserver`], by index.
+    pub chunkservers: Vec<Chunkserver>,
 }
 
 impl Cluster {
@@ -157,6 +169,7 @@ impl Cluster {
             ports: MasterPorts::pick(),
             master: None,
             master_extra_yaml: String::new(),
+            chunkservers: Vec::new(),
         }
     }
 
@@ -198,7 +211,8 @@ impl Cluster {
     /// Starts (or restarts) the master and waits until its client port accepts connections.
     pub fn start_master(&mut self) {
         let config = self.write_master_config();
-        let daemon = Daemon::spawn(self.path(), "master", &["master", "-c", config.to_str().unwrap()]);
+        let daemon =
+            Daemon::spawn(self.path(), "master", &["master", "-c", config.to_str().unwrap()]);
         let log = daemon.log.clone();
         self.master = Some(daemon);
         wait_for_port(&self.master_addr(), "master", &log, Duration::from_secs(30));
@@ -210,5 +224,114 @@ impl Cluster {
 
     pub fn master_log(&self) -> String {
         tail(&self.path().join("master.log"), 60)
+    }
+}
+
+/// A chunkserver of a test cluster: its fixed port, data directories and settings. Change
+/// the fields, then [`Cluster::restart_chunkserver`] to apply them.
+pub struct Chunkserver {
+    pub name: String,
+    pub port: u16,
+    pub dirs: Vec<PathBuf>,
+    /// Per data directory: marked for removal.
+    pub marked: Vec<bool>,
+    /// Background CRC check speed; 0 (off) unless a test wants it.
+    pub scrub_mib_per_sec: f64,
+    /// Extra YAML appended to its config.
+    pub extra_yaml: String,
+    pub daemon: Option<Daemon>,
+}
+
+impl Cluster {
+    /// Configures a chunkserver with `disks` fresh data directories (not started yet).
+    pub fn add_chunkserver(&mut self, disks: usize) -> usize {
+        let index = self.chunkservers.len();
+        let name = format!("chunkserver{index}");
+        let dirs: Vec<PathBuf> =
+            (0..disks).map(|d| self.path().join(format!("{name}-disk{d}"))).collect();
+        for dir in &dirs {
+            fs::create_dir_all(dir).unwrap();
+        }
+        self.chunkservers.push(Chunkserver {
+            name,
+            port: free_port(),
+            marked: vec![false; disks],
+            dirs,
+            scrub_mib_per_sec: 0.0,
+            extra_yaml: String::new(),
+            daemon: None,
+        });
+        index
+    }
+
+    /// Adds a chunkserver with `disks` data directories and starts it.
+    pub fn start_chunkserver(&mut self, disks: usize) -> usize {
+        let index = self.add_chunkserver(disks);
+        self.restart_chunkserver(index);
+        index
+    }
+
+    /// (Re)writes chunkserver `i`'s config from its fields, starts it and waits for its port.
+    pub fn restart_chunkserver(&mut self, i: usize) {
+        let master = format!("127.0.0.1:{}", self.ports.chunkserver);
+        let cs = &mut self.chunkservers[i];
+        assert!(
+            cs.daemon.as_mut().map_or(true, |d| !d.is_running()),
+            "{} is still running",
+            cs.name
+        );
+        let mut yaml = String::from("data_dirs:\n");
+        for (dir, marked) in cs.dirs.iter().zip(&cs.marked) {
+            yaml += &format!("  - path: {}\n    marked_for_removal: {marked}\n", dir.display());
+        }
+        yaml += &format!(
+            "master: {master}\nlisten: 127.0.0.1:{}\nheartbeat_ms: 200\nscrub_mib_per_sec: {}\n{}",
+            cs.port, cs.scrub_mib_per_sec, cs.extra_yaml
+        );
+        let config = self.dir.path().join(format!("{}.yaml", cs.name));
+        fs::write(&config, yaml).unwrap();
+        let daemon = Daemon::spawn(
+            self.dir.path(),
+            &cs.name,
+            &["chunkserver", "-c", config.to_str().unwrap()],
+        );
+        let log = daemon.log.clone();
+        cs.daemon = Some(daemon);
+        wait_for_port(
+            &format!("127.0.0.1:{}", cs.port),
+            &cs.name.clone(),
+            &log,
+            Duration::from_secs(30),
+        );
+    }
+
+    /// SIGKILL chunkserver `i`.
+    pub fn kill_chunkserver(&mut self, i: usize) {
+        self.chunkservers[i].daemon.as_mut().expect("chunkserver started").kill();
+    }
+
+    /// SIGTERM chunkserver `i` and wait for a clean exit.
+    pub fn stop_chunkserver(&mut self, i: usize) {
+        let cs = &mut self.chunkservers[i];
+        let status = cs.daemon.as_mut().expect("chunkserver started").stop(Duration::from_secs(10));
+        assert!(
+            status.success(),
+            "{} exited with {status} after SIGTERM; log:\n{}",
+            cs.name,
+            tail(&self.dir.path().join(format!("{}.log", cs.name)), 40)
+        );
+    }
+
+    /// The tail of chunkserver `i`'s log.
+    pub fn chunkserver_log(&self, i: usize) -> String {
+        tail(&self.path().join(format!("{}.log", self.chunkservers[i].name)), 60)
+    }
+
+    /// The tails of every chunkserver's log, for failure messages.
+    pub fn chunkserver_logs(&self) -> String {
+        (0..self.chunkservers.len())
+            .map(|i| format!("--- {} ---\n{}", self.chunkservers[i].name, self.chunkserver_log(i)))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }

@@ -292,6 +292,16 @@ mod tests {
     }
 
     #[test]
+    fn shipped_example_file_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/chunkserver.yaml");
+        let c = load(&path).unwrap();
+        assert_eq!(c.data_dirs[0].path, PathBuf::from("/var/lib/mfsha/chunks"));
+        assert_eq!(c.master, vec!["mfsmaster:9420"]);
+        assert_eq!(c.listen.port(), 9422);
+        assert_eq!(c.fsync, FsyncPolicy::OnSync);
+    }
+
+    #[test]
     fn errors_name_file_and_key() {
         let err = parse_str("data_dirs: [/a]\nmastr: x:1\n").unwrap_err().to_string();
         assert!(err.contains("/etc/mfsha/chunkserver.yaml") && err.contains("mastr"), "{err}");

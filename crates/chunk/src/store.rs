@@ -194,6 +194,7 @@ impl Store {
                     chunks,
                     marked_for_removal: disk.marked_for_removal,
                     damaged: disk.is_damaged(),
+                    safe_to_remove: false,
                 }
             })
             .collect()

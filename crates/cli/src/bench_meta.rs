@@ -54,11 +54,6 @@ impl BenchSession {
         let request = Request { session: self.session, seq: self.seq, uid: 0, gid: 0, op };
         self.client.call(request).await.context("request to the master failed")
     }
-
-    /// The session id the master gave.
-    pub fn id(&self) -> SessionId {
-        self.session
-    }
 }
 
 /// Results of one phase.

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod bench_meta;
+mod demo;
 mod meta_check;
 mod status;
 
@@ -31,6 +32,26 @@ enum Command {
     Master {
         /// YAML configuration file (see deploy/master.yaml).
         #[arg(short, long, default_value = "/etc/mfsha/master.yaml")]
+        config: PathBuf,
+    },
+    /// Run a chunkserver (stores chunk copies on local disks).
+    Chunkserver {
+        /// YAML configuration file (see deploy/chunkserver.yaml).
+        #[arg(short, long, default_value = "/etc/mfsha/chunkserver.yaml")]
+        config: PathBuf,
+    },
+    /// Mount the filesystem with FUSE (blocks until unmounted; Ctrl-C or SIGTERM unmounts).
+    Mount(mfsha_mount::MountOptions),
+    /// Start a whole local cluster (master, three chunkservers, a mount) under one directory.
+    Demo {
+        /// Where the demo keeps its data; the mount point is DIR/mnt.
+        #[arg(default_value = "mfsha-demo")]
+        dir: PathBuf,
+    },
+    /// Run a metalogger: keeps restorable copies of the metadata (snapshot + changelog).
+    Logger {
+        /// YAML configuration file (see deploy/logger.yaml).
+        #[arg(short, long, default_value = "/etc/mfsha/logger.yaml")]
         config: PathBuf,
     },
     /// Print the state of a running master: role, Raft indexes, counts, connected daemons.
@@ -55,6 +76,11 @@ enum Command {
 
 #[derive(Subcommand)]
 enum Meta {
+    /// Rebuild the metadata from a metalogger's directory and report what it holds.
+    FromLogger {
+        /// The logger's data_dir.
+        logger_dir: PathBuf,
+    },
     /// Check a stopped master's metadata: record checksums and invariants; prints counts.
     Check {
         /// The master's data_dir.
@@ -78,6 +104,13 @@ enum Bench {
 }
 
 fn main() -> ExitCode {
+    // `mount -t mfsha host:/ /mnt` runs us as `mount.mfsha` (a symlink to this binary).
+    let mut args = std::env::args_os();
+    let argv0 = args.next().unwrap_or_default();
+    if mfsha_mount::helper::invoked_as_helper(&argv0) {
+        let code = mfsha_mount::helper::main(args.collect());
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     let cli = Cli::parse();
     init_logging();
     match run(cli) {
@@ -99,12 +132,51 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Master { config } => mfsha_master_ha::daemon::run_blocking(&config)
             .with_context(|| format!("master with config {} failed", config.display())),
+        Command::Chunkserver { config } => run_chunkserver(&config),
+        Command::Mount(opts) => Ok(mfsha_mount::mount(opts)?),
+        Command::Demo { dir } => demo::run(&dir),
+        Command::Logger { config } => run_logger(&config),
+        Command::Meta { which: Meta::FromLogger { logger_dir } } => logger_report(&logger_dir),
         Command::Status { master, json } => block_on(status::run(&master, json)),
         Command::Meta { which: Meta::Check { data_dir } } => meta_check::run(&data_dir),
         Command::Bench { which: Bench::Meta { master, sessions, ops } } => {
             block_on(bench_meta::run(&master, sessions, ops))
         }
     }
+}
+
+fn run_chunkserver(config: &std::path::Path) -> anyhow::Result<()> {
+    let config = mfsha_chunk::config::load(config)?;
+    block_on(async move { Ok(mfsha_chunk::run(config).await?) })
+}
+
+fn run_logger(config: &std::path::Path) -> anyhow::Result<()> {
+    let config = mfsha_logger::config::load(config)?;
+    block_on(async move { Ok(mfsha_logger::run(config).await?) })
+}
+
+/// `mfsha meta from-logger DIR`: what an operator can restore from a metalogger.
+fn logger_report(dir: &std::path::Path) -> anyhow::Result<()> {
+    let restored = mfsha_logger::restore::load(dir)?;
+    for warning in &restored.warnings {
+        eprintln!("warning: {warning}");
+    }
+    let counts = restored.state.counts();
+    println!("snapshot index:  {}", restored.snapshot_index);
+    println!("restored up to:  {}", restored.state.applied_index());
+    println!("inodes:          {}", counts.inodes);
+    println!("directories:     {}", counts.directories);
+    println!("files:           {}", counts.files);
+    println!("chunks:          {}", counts.chunks);
+    if let Err(problems) = restored.state.check_invariants() {
+        anyhow::bail!(
+            "restored metadata breaks {} invariants: {}",
+            problems.len(),
+            problems.join("; ")
+        );
+    }
+    println!("invariants:      ok");
+    Ok(())
 }
 
 /// Runs a tool's future on a fresh runtime.

@@ -150,6 +150,17 @@ pub struct ChunksConfig {
     pub replications_per_server_max: usize,
     /// Copy deletions sent to one chunkserver at once. Default 10.
     pub deletions_per_server_max: usize,
+    /// Milliseconds between two passes of the replication engine. Default 1000.
+    pub replication_loop_ms: u64,
+    /// A command a chunkserver has not answered within this long counts as failed (its
+    /// replication slot is freed). Default 120000.
+    pub command_timeout_ms: u64,
+    /// A chunk write not ended by its client within this long stops blocking replication
+    /// and deletion of that chunk. Default 120000 (MooseFS's chunk lock time).
+    pub write_lock_timeout_ms: u64,
+    /// Rebalance when the fullest and the emptiest chunkserver's used space differ by more
+    /// than this many percentage points. Default 10.
+    pub rebalance_threshold_percent: u32,
 }
 
 impl Default for ChunksConfig {
@@ -158,6 +169,10 @@ impl Default for ChunksConfig {
             replication_delay_init_ms: 5000,
             replications_per_server_max: 2,
             deletions_per_server_max: 10,
+            replication_loop_ms: 1000,
+            command_timeout_ms: 120_000,
+            write_lock_timeout_ms: 120_000,
+            rebalance_threshold_percent: 10,
         }
     }
 }
@@ -322,9 +337,7 @@ impl<T> serde::de::Visitor<'_> for CheckedStr<T> {
     }
 
     fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<T, E> {
-        (self.parse)(text).ok_or_else(|| {
-            E::custom(format!("{text:?} is not {}", self.expecting))
-        })
+        (self.parse)(text).ok_or_else(|| E::custom(format!("{text:?} is not {}", self.expecting)))
     }
 }
 
@@ -376,10 +389,9 @@ mod tests {
 
     #[test]
     fn partial_sections_keep_other_defaults() {
-        let config = parse_str(
-            "node_id: 3\nraft:\n  tick_ms: 50\npeers:\n  - {id: 1, addr: \"m1:9423\"}\n",
-        )
-        .unwrap();
+        let config =
+            parse_str("node_id: 3\nraft:\n  tick_ms: 50\npeers:\n  - {id: 1, addr: \"m1:9423\"}\n")
+                .unwrap();
         assert_eq!(config.node_id, 3);
         assert_eq!(config.raft.tick_ms, 50);
         assert_eq!(config.raft.election_ticks, 10);
@@ -395,7 +407,8 @@ mod tests {
 
     #[test]
     fn unknown_key_names_file_key_position_and_allowed_keys() {
-        let err = parse_str("node_id: 2\nraft:\n  tick_ms: 100\n  elektion_ticks: 5\n").unwrap_err();
+        let err =
+            parse_str("node_id: 2\nraft:\n  tick_ms: 100\n  elektion_ticks: 5\n").unwrap_err();
         let text = err.to_string();
         assert!(text.contains("/etc/mfsha/master.yaml"), "{text}");
         assert!(text.contains("elektion_ticks"), "{text}");

@@ -23,6 +23,7 @@ is the only place where Raft, RocksDB and the metadata meet, so the durability r
 fsynced, in which batch, before which reply) all live here.
 */
 
+pub mod chunks;
 pub mod config;
 pub mod daemon;
 pub mod inspect;

@@ -23,6 +23,10 @@ pub struct DiskInfo {
     pub marked_for_removal: bool,
     /// Returned I/O errors: its chunks count as lost.
     pub damaged: bool,
+    /// Set by the master in status replies (a chunkserver sends `false`): marked for removal,
+    /// and every chunk with a copy on this server's marked disks has its full goal of valid
+    /// copies elsewhere, so the disk can be pulled.
+    pub safe_to_remove: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

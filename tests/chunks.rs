@@ -1,0 +1,311 @@
+//! Chunkservers, the data path and the master's replication engine, with real processes:
+//! one master, several `mfsha chunkserver`s, the client library as the reader and writer.
+//!
+//! Sizes here are a few MiB so the default suite stays fast; `tests/slow/` runs the same
+//! kill-during-read scenario with 256 MiB: `cargo test -p mfsha --test slow`.
+
+pub mod scenario;
+
+use crate::util::{mfsha, Cluster};
+use mfsha_mount::client::Caller;
+use mfsha_proto::data::{DataReply, DataRequest};
+use mfsha_proto::rpc::RpcClient;
+use mfsha_proto::types::{Reply, Status};
+use scenario::*;
+use std::time::Duration;
+
+const LIMIT: Duration = Duration::from_secs(40);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn read_survives_a_holder_killed_mid_read_and_copies_are_restored_and_cleaned() {
+    kill_during_read(24 << 20, LIMIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn goal_3_file_is_readable_with_two_of_three_servers_dead() {
+    let mut cluster = cluster(3).await;
+    let client = connect(&cluster).await;
+    let dir = client.mkdir_all(Caller::ROOT, "/g3", 0o755).await.unwrap();
+    client.set_goal(Caller::ROOT, dir.ino, 3, false).await.unwrap();
+    let data = random_data(5 << 20);
+    write(&client, "/g3/file", &data).await;
+    assert!(
+        has_exactly(&client, "/g3/file", 3, false).await,
+        "{:?}",
+        file_info(&client, "/g3/file").await
+    );
+    close(&client).await;
+    cluster.kill_chunkserver(0);
+    cluster.kill_chunkserver(2);
+    let client = connect(&cluster).await;
+    let back = client.read_file("/g3/file").await.expect("readable from the one server left");
+    assert_eq!(sha256(&back), sha256(&data));
+    close(&client).await;
+}
+
+/// Reads one chunk straight from a chunkserver, as a client's data path would.
+async fn read_direct(port: u16, chunk_id: u64, version: u32, size: u32) -> Reply<DataReply> {
+    let client: RpcClient<DataRequest, Reply<DataReply>> =
+        RpcClient::connect(&format!("127.0.0.1:{port}")).await.unwrap();
+    client.call(DataRequest::Read { chunk_id, version, offset: 0, size }).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flipped_byte_is_never_returned_and_the_copy_is_replaced() {
+    let cluster = cluster(3).await;
+    let client = connect(&cluster).await;
+    let data = random_data(3 << 20);
+    write(&client, "/flip", &data).await;
+    let chunk = file_info(&client, "/flip").await.remove(0);
+    let bad = server_by_port(&cluster, chunk.copies[0].server.port);
+    let path =
+        chunk_file(&cluster.chunkservers[bad].dirs[0], chunk.chunk_id).expect("chunk file on disk");
+    flip_byte(&path, CHUNK_DATA_OFFSET + 1_000_000);
+    // The damaged server refuses to return the block; a client reading the file gets the
+    // right bytes from the other copy.
+    let port = cluster.chunkservers[bad].port;
+    assert_eq!(
+        read_direct(port, chunk.chunk_id, chunk.version, 2 << 20).await,
+        Err(Status::Checksum)
+    );
+    let back = client.read_file("/flip").await.unwrap();
+    assert_eq!(sha256(&back), sha256(&data));
+    // The report makes the master copy the chunk elsewhere and delete the damaged copy.
+    wait_for(&cluster, "the damaged copy replaced", LIMIT, || async {
+        has_exactly(&client, "/flip", 2, false).await
+            && file_info(&client, "/flip").await[0].copies.iter().all(|c| c.server.port != port)
+            && chunk_file(&cluster.chunkservers[bad].dirs[0], chunk.chunk_id).is_none()
+    })
+    .await;
+    assert_eq!(sha256(&client.read_file("/flip").await.unwrap()), sha256(&data));
+    close(&client).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scrub_finds_a_flipped_byte_nobody_reads() {
+    let mut cluster = Cluster::new();
+    cluster.master_extra_yaml = FAST_MASTER_YAML.to_string();
+    cluster.start_master();
+    for _ in 0..3 {
+        let i = cluster.add_chunkserver(1);
+        cluster.chunkservers[i].scrub_mib_per_sec = 200.0;
+        cluster.restart_chunkserver(i);
+    }
+    let client = connect(&cluster).await;
+    wait_for(&cluster, "registration", LIMIT, || async {
+        status(&client).await.chunkservers.len() == 3
+    })
+    .await;
+    let data = random_data(1 << 20);
+    write(&client, "/scrubbed", &data).await;
+    let chunk = file_info(&client, "/scrubbed").await.remove(0);
+    let bad = server_by_port(&cluster, chunk.copies[1].server.port);
+    let path = chunk_file(&cluster.chunkservers[bad].dirs[0], chunk.chunk_id).unwrap();
+    flip_byte(&path, CHUNK_DATA_OFFSET + 12_345);
+    let port = cluster.chunkservers[bad].port;
+    wait_for(
+        &cluster,
+        "the scrub to report the copy and the master to replace it",
+        LIMIT,
+        || async {
+            has_exactly(&client, "/scrubbed", 2, false).await
+                && file_info(&client, "/scrubbed").await[0]
+                    .copies
+                    .iter()
+                    .all(|c| c.server.port != port)
+        },
+    )
+    .await;
+    assert!(
+        cluster.chunkserver_log(bad).contains("CRC mismatch"),
+        "{}",
+        cluster.chunkserver_log(bad)
+    );
+    close(&client).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_disk_marked_for_removal_is_drained_and_reported_safe() {
+    let mut cluster = cluster(3).await;
+    let client = connect(&cluster).await;
+    let files: Vec<String> = (0..6).map(|i| format!("/drain/f{i}")).collect();
+    for f in &files {
+        write(&client, f, &random_data(300 << 10)).await;
+    }
+    close(&client).await;
+    assert!(
+        !chunk_files(&cluster.chunkservers[0].dirs[0]).is_empty(),
+        "server 0 holds some copies"
+    );
+    // Mark server 0's disk while the master is down, so that when everything is back the
+    // only reason to copy chunks is the mark (not a server that was away).
+    cluster.kill_master();
+    cluster.stop_chunkserver(0);
+    cluster.chunkservers[0].marked = vec![true];
+    cluster.restart_chunkserver(0);
+    cluster.start_master();
+    let client = connect(&cluster).await;
+    let port0 = cluster.chunkservers[0].port;
+    wait_for(
+        &cluster,
+        "every chunk at goal without the marked disk, and the disk reported safe",
+        LIMIT,
+        || async {
+            for f in &files {
+                if !has_exactly(&client, f, 2, true).await {
+                    return false;
+                }
+            }
+            let s = status(&client).await;
+            let zero = s.chunkservers.iter().find(|c| c.addr.ends_with(&format!(":{port0}")));
+            zero.is_some_and(|c| c.disks.iter().all(|d| d.marked_for_removal && d.safe_to_remove))
+        },
+    )
+    .await;
+    let mut on_zero = Vec::new();
+    for f in &files {
+        on_zero.extend(
+            file_info(&client, f)
+                .await
+                .into_iter()
+                .flat_map(|c| c.copies)
+                .filter(|c| c.server.port == port0),
+        );
+    }
+    assert!(!on_zero.is_empty(), "the marked disk's copies stay until it is pulled");
+    assert!(on_zero.iter().all(|c| c.state == "MARKED FOR REMOVAL"), "{on_zero:?}");
+    // Pulling the disk now loses nothing.
+    cluster.kill_chunkserver(0);
+    for f in &files {
+        assert_eq!(client.read_file(f).await.unwrap().len(), 300 << 10);
+    }
+    close(&client).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_damaged_disk_is_marked_and_its_chunks_re_replicated() {
+    let cluster = cluster(3).await;
+    let client = connect(&cluster).await;
+    let mut sums = Vec::new();
+    for i in 0..4 {
+        let data = random_data(500 << 10);
+        write(&client, &format!("/dmg/f{i}"), &data).await;
+        sums.push(sha256(&data));
+    }
+    // The disk goes bad under the running server: its directory is replaced by a file
+    // (tests run as root, so permissions cannot make it unreadable).
+    let disk = cluster.chunkservers[1].dirs[0].clone();
+    std::fs::rename(&disk, disk.with_extension("gone")).unwrap();
+    std::fs::write(&disk, b"not a directory any more").unwrap();
+    let port1 = cluster.chunkservers[1].port;
+    wait_for(
+        &cluster,
+        "the disk reported damaged and every chunk back at goal 2",
+        LIMIT,
+        || async {
+            let s = status(&client).await;
+            let damaged = s
+                .chunkservers
+                .iter()
+                .filter(|c| c.addr.ends_with(&format!(":{port1}")))
+                .flat_map(|c| &c.disks)
+                .any(|d| d.damaged);
+            let mut at_goal = true;
+            for i in 0..4 {
+                let path = format!("/dmg/f{i}");
+                at_goal &= has_exactly(&client, &path, 2, false).await
+                    && file_info(&client, &path)
+                        .await
+                        .iter()
+                        .flat_map(|c| &c.copies)
+                        .all(|c| c.server.port != port1);
+            }
+            damaged && at_goal
+        },
+    )
+    .await;
+    for (i, sum) in sums.iter().enumerate() {
+        assert_eq!(&sha256(&client.read_file(&format!("/dmg/f{i}")).await.unwrap()), sum);
+    }
+    close(&client).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tools_print_file_and_tree_info_and_setgoal_r_drives_replication() {
+    let cluster = cluster(3).await;
+    let client = connect(&cluster).await;
+    let big = random_data((64 << 20) + 100_000);
+    write(&client, "/tree/big", &big).await;
+    write(&client, "/tree/sub/a", &random_data(1 << 20)).await;
+    write(&client, "/tree/sub/b", b"small").await;
+    let master = cluster.master_addr();
+    let run = |args: &[&str]| {
+        let mut full = vec![args[0], "-H", &master];
+        full.extend_from_slice(&args[1..]);
+        let out = mfsha(&full);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "mfsha {full:?} failed: {}{}",
+            text,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    let info = run(&["fileinfo", "/tree/big"]);
+    assert!(info.starts_with("/tree/big:\n"), "{info}");
+    assert!(info.contains("\tchunk 0: ") && info.contains("\tchunk 1: "), "{info}");
+    assert_eq!(info.matches("(status:VALID)").count(), 4, "{info}");
+    for copy in file_info(&client, "/tree/big").await.iter().flat_map(|c| &c.copies) {
+        assert!(
+            info.contains(&format!("copy 1: {}", copy.server))
+                || info.contains(&format!("copy 2: {}", copy.server)),
+            "{info}"
+        );
+    }
+    let check = run(&["checkfile", "/tree/big"]);
+    assert!(
+        check
+            .lines()
+            .any(|l| l.starts_with(" chunks with 2 copies:") && l.trim_end().ends_with(" 2")),
+        "{check}"
+    );
+    let dir = run(&["dirinfo", "/tree"]);
+    let field = |name: &str| -> u64 {
+        let line = dir
+            .lines()
+            .find(|l| l.trim_start().starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} in {dir}"));
+        line.split_whitespace().last().unwrap().parse().unwrap()
+    };
+    assert_eq!((field("inodes:"), field("directories:"), field("files:")), (5, 2, 3), "{dir}");
+    assert_eq!(field("chunks:"), 4, "{dir}");
+    assert_eq!(field("length:"), big.len() as u64 + (1 << 20) + 5, "{dir}");
+    assert_eq!(field("realsize:"), 2 * field("size:"), "{dir}");
+    assert_eq!(run(&["getgoal", "/tree/big"]), "/tree/big: 2\n");
+    let set = run(&["setgoal", "-r", "3", "/tree"]);
+    assert!(
+        set.contains("inodes with goal changed:")
+            && set.lines().nth(1).unwrap().trim_end().ends_with(" 5"),
+        "{set}"
+    );
+    assert_eq!(run(&["getgoal", "/tree/sub/a"]), "/tree/sub/a: 3\n");
+    wait_for(&cluster, "replication to follow the new goal", LIMIT, || async {
+        has_exactly(&client, "/tree/big", 3, false).await
+            && has_exactly(&client, "/tree/sub/a", 3, false).await
+    })
+    .await;
+    let check = run(&["checkfile", "/tree/big"]);
+    assert!(check.contains(" chunks with 3 copies:"), "{check}");
+    close(&client).await;
+}
+
+fn flip_byte(path: &std::path::Path, at: u64) {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
+    let mut b = [0u8];
+    file.read_exact_at(&mut b, at).unwrap();
+    b[0] ^= 0x01;
+    file.write_all_at(&b, at).unwrap();
+    file.sync_all().unwrap();
+}
