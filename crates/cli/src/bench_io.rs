@@ -31,7 +31,10 @@ pub async fn run(master: Option<&str>, size_mib: u64, dir: &Path) -> anyhow::Res
     let checksum = crc32c::crc32c(&data);
     let (local_write, local_read) = local_disk(dir, &data)?;
     println!("chunk I/O benchmark: {size_mib} MiB file; work directory {}", dir.display());
-    println!("local disk:  write {:>8.1} MiB/s (with fsync)   read {:>8.1} MiB/s (cold)", local_write, local_read);
+    println!(
+        "local disk:  write {:>8.1} MiB/s (with fsync)   read {:>8.1} MiB/s (cold)",
+        local_write, local_read
+    );
     let owned = match master {
         Some(_) => None,
         None => Some(LocalCluster::start(dir).await?),
@@ -59,13 +62,28 @@ pub async fn run(master: Option<&str>, size_mib: u64, dir: &Path) -> anyhow::Res
     Ok(())
 }
 
-async fn one_goal(client: &Client, goal: u8, data: &[u8], checksum: u32, cluster: Option<&LocalCluster>) -> anyhow::Result<(f64, f64)> {
+async fn one_goal(
+    client: &Client,
+    goal: u8,
+    data: &[u8],
+    checksum: u32,
+    cluster: Option<&LocalCluster>,
+) -> anyhow::Result<(f64, f64)> {
     let dir = format!("/bench-io-{}-goal{goal}", std::process::id());
-    let attr = client.mkdir_all(Caller::ROOT, &dir, 0o755).await.map_err(|e| anyhow::anyhow!("mkdir {dir}: {e}"))?;
-    client.set_goal(Caller::ROOT, attr.ino, goal, false).await.map_err(|e| anyhow::anyhow!("setgoal {dir}: {e}"))?;
+    let attr = client
+        .mkdir_all(Caller::ROOT, &dir, 0o755)
+        .await
+        .map_err(|e| anyhow::anyhow!("mkdir {dir}: {e}"))?;
+    client
+        .set_goal(Caller::ROOT, attr.ino, goal, false)
+        .await
+        .map_err(|e| anyhow::anyhow!("setgoal {dir}: {e}"))?;
     let path = format!("{dir}/file");
     let started = Instant::now();
-    client.write_file(Caller::ROOT, &path, data).await.map_err(|e| anyhow::anyhow!("writing {path}: {e}"))?;
+    client
+        .write_file(Caller::ROOT, &path, data)
+        .await
+        .map_err(|e| anyhow::anyhow!("writing {path}: {e}"))?;
     let write = rate(data.len(), started.elapsed());
     if let Some(c) = cluster {
         c.evict_chunk_files()?;
@@ -76,7 +94,10 @@ async fn one_goal(client: &Client, goal: u8, data: &[u8], checksum: u32, cluster
     if back.len() != data.len() || crc32c::crc32c(&back) != checksum {
         bail!("{path} read back differs from what was written (goal {goal})");
     }
-    client.remove_file(Caller::ROOT, &path).await.map_err(|e| anyhow::anyhow!("removing {path}: {e}"))?;
+    client
+        .remove_file(Caller::ROOT, &path)
+        .await
+        .map_err(|e| anyhow::anyhow!("removing {path}: {e}"))?;
     Ok((write, read))
 }
 
@@ -102,7 +123,8 @@ fn pattern(len: usize) -> Vec<u8> {
 fn local_disk(dir: &Path, data: &[u8]) -> anyhow::Result<(f64, f64)> {
     let path = dir.join("local-disk-test");
     let started = Instant::now();
-    let mut file = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    let mut file =
+        std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
     for piece in data.chunks(MIB as usize) {
         file.write_all(piece).with_context(|| format!("writing {}", path.display()))?;
     }
@@ -132,7 +154,11 @@ fn evict(path: &Path) -> anyhow::Result<()> {
     // SAFETY: fadvise on a descriptor we own; it only gives the kernel a hint.
     let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
     if rc != 0 {
-        bail!("posix_fadvise on {} failed: {}", path.display(), std::io::Error::from_raw_os_error(rc));
+        bail!(
+            "posix_fadvise on {} failed: {}",
+            path.display(),
+            std::io::Error::from_raw_os_error(rc)
+        );
     }
     Ok(())
 }
@@ -149,7 +175,11 @@ impl LocalCluster {
         let exe = std::env::current_exe().context("cannot find the mfsha executable")?;
         let root = dir.join(format!("cluster-{}", std::process::id()));
         let (client, cs_port) = (free_port()?, free_port()?);
-        let mut cluster = LocalCluster { master: format!("127.0.0.1:{client}"), data_dirs: Vec::new(), children: Vec::new() };
+        let mut cluster = LocalCluster {
+            master: format!("127.0.0.1:{client}"),
+            data_dirs: Vec::new(),
+            children: Vec::new(),
+        };
         let master_yaml = format!(
             "data_dir: {}\nlisten:\n  client: 127.0.0.1:{client}\n  chunkserver: 127.0.0.1:{cs_port}\n  logger: 127.0.0.1:{}\n  peer: 127.0.0.1:{}\n  http: 127.0.0.1:{}\nchunks:\n  replication_delay_init_ms: 500\n",
             root.join("master").display(),

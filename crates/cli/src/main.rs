@@ -10,10 +10,12 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod bench_io;
 mod bench_meta;
 mod demo;
 mod meta_check;
 mod status;
+mod tools;
 
 /// Default master address for tools run on or near the master. Override with `-H` or
 /// `MFSHA_MASTER` (the VIP, once the cluster has one).
@@ -62,6 +64,43 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Every chunk of a file with its copies and their state (MooseFS `mfsfileinfo`).
+    Fileinfo {
+        #[arg(short = 'H', long = "master", env = "MFSHA_MASTER", default_value = DEFAULT_MASTER)]
+        master: String,
+        /// Path from the filesystem root.
+        path: String,
+    },
+    /// A file's chunks counted by number of valid copies (MooseFS `mfscheckfile`).
+    Checkfile {
+        #[arg(short = 'H', long = "master", env = "MFSHA_MASTER", default_value = DEFAULT_MASTER)]
+        master: String,
+        path: String,
+    },
+    /// Recursive totals of a directory: inodes, files, chunks, length, size, realsize
+    /// (MooseFS `mfsdirinfo`).
+    Dirinfo {
+        #[arg(short = 'H', long = "master", env = "MFSHA_MASTER", default_value = DEFAULT_MASTER)]
+        master: String,
+        path: String,
+    },
+    /// The goal (number of copies) of a file or directory (MooseFS `mfsgetgoal`).
+    Getgoal {
+        #[arg(short = 'H', long = "master", env = "MFSHA_MASTER", default_value = DEFAULT_MASTER)]
+        master: String,
+        path: String,
+    },
+    /// Set the goal of a file or directory; `-r` for everything below it (MooseFS `mfssetgoal`).
+    Setgoal {
+        #[arg(short = 'H', long = "master", env = "MFSHA_MASTER", default_value = DEFAULT_MASTER)]
+        master: String,
+        /// Also every file and directory below PATH.
+        #[arg(short = 'r', long)]
+        recursive: bool,
+        /// Copies to keep, 1 to 9.
+        goal: u8,
+        path: String,
+    },
     /// Offline tools for a stopped master's data directory.
     Meta {
         #[command(subcommand)]
@@ -101,6 +140,20 @@ enum Bench {
         #[arg(long, default_value_t = 100_000)]
         ops: usize,
     },
+    /// Chunk I/O through the client library: write then read a file with goal 1, 2 and 3,
+    /// next to the local disk's own sequential figures. Without -H it starts its own master
+    /// and three chunkservers under DIR.
+    Io {
+        /// Use this running master instead of starting a local cluster.
+        #[arg(short = 'H', long = "master")]
+        master: Option<String>,
+        /// File size in MiB.
+        #[arg(long, default_value_t = 1024)]
+        size_mib: u64,
+        /// Work directory (local-disk test file, and the local cluster's data).
+        #[arg(long, default_value = "mfsha-bench-io")]
+        dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -133,6 +186,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Master { config } => mfsha_master_ha::daemon::run_blocking(&config)
             .with_context(|| format!("master with config {} failed", config.display())),
         Command::Chunkserver { config } => run_chunkserver(&config),
+        Command::Fileinfo { master, path } => block_on(tools::fileinfo(&master, &path)),
+        Command::Checkfile { master, path } => block_on(tools::checkfile(&master, &path)),
+        Command::Dirinfo { master, path } => block_on(tools::dirinfo(&master, &path)),
+        Command::Getgoal { master, path } => block_on(tools::getgoal(&master, &path)),
+        Command::Setgoal { master, recursive, goal, path } => {
+            block_on(tools::setgoal(&master, &path, goal, recursive))
+        }
+        Command::Bench { which: Bench::Io { master, size_mib, dir } } => {
+            block_on(bench_io::run(master.as_deref(), size_mib, &dir))
+        }
         Command::Mount(opts) => Ok(mfsha_mount::mount(opts)?),
         Command::Demo { dir } => demo::run(&dir),
         Command::Logger { config } => run_logger(&config),

@@ -6,9 +6,7 @@
 //! and `mfssetgoal` so operators recognise it, and closes the session.
 
 use anyhow::{bail, Context};
-use mfsha_proto::client::{
-    CheckFileCounts, ChunkCopies, ClientOp, ClientReply, DirStats, Request,
-};
+use mfsha_proto::client::{CheckFileCounts, ChunkCopies, ClientOp, ClientReply, DirStats, Request};
 use mfsha_proto::rpc::RpcClient;
 use mfsha_proto::types::{Attr, FileKind, Reply, SessionId, MAX_GOAL};
 use std::fmt::Write as _;
@@ -139,7 +137,10 @@ pub async fn setgoal(master: &str, path: &str, goal: u8, recursive: bool) -> any
     s.close().await;
     match reply.with_context(|| path.to_string())? {
         ClientReply::Changed { inodes, not_changed, not_permitted } => {
-            print!("{}", format_setgoal(path, goal, &attr, recursive, (inodes, not_changed, not_permitted)));
+            print!(
+                "{}",
+                format_setgoal(path, goal, &attr, recursive, (inodes, not_changed, not_permitted))
+            );
         }
         ClientReply::Attr(a) => println!("{path}: {}", a.goal),
         ClientReply::Unit => println!("{path}: {goal}"),
@@ -206,7 +207,13 @@ pub fn format_dirinfo(path: &str, s: &DirStats) -> String {
 }
 
 /// `mfssetgoal` layout: the new goal for one object, counters for `-r`.
-pub fn format_setgoal(path: &str, goal: u8, attr: &Attr, recursive: bool, (changed, not_changed, denied): (u64, u64, u64)) -> String {
+pub fn format_setgoal(
+    path: &str,
+    goal: u8,
+    attr: &Attr,
+    recursive: bool,
+    (changed, not_changed, denied): (u64, u64, u64),
+) -> String {
     if !recursive || attr.kind != FileKind::Directory {
         return format!("{path}: {goal}\n");
     }
@@ -230,7 +237,13 @@ mod tests {
             state: state.into(),
         };
         let chunks = vec![
-            ChunkCopies { index: 0, chunk_id: 0x1A, version: 3, goal: 2, copies: vec![copy(9422, "VALID"), copy(9423, "WRONG VERSION")] },
+            ChunkCopies {
+                index: 0,
+                chunk_id: 0x1A,
+                version: 3,
+                goal: 2,
+                copies: vec![copy(9422, "VALID"), copy(9423, "WRONG VERSION")],
+            },
             ChunkCopies { index: 1, chunk_id: 0x1B, version: 1, goal: 2, copies: vec![] },
         ];
         let text = format_fileinfo("/f", &chunks);
@@ -250,7 +263,15 @@ mod tests {
         assert!(text.contains(" chunks with 1 copy:"), "{text}");
         assert!(text.contains(" chunks with 2 copies:"), "{text}");
         assert!(!text.contains("0 copies"), "{text}");
-        let stats = DirStats { inodes: 4, directories: 1, files: 3, chunks: 3, length: 10, size: 20, realsize: 40 };
+        let stats = DirStats {
+            inodes: 4,
+            directories: 1,
+            files: 3,
+            chunks: 3,
+            length: 10,
+            size: 20,
+            realsize: 40,
+        };
         let text = format_dirinfo("/d", &stats);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], "/d:");

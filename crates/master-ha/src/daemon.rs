@@ -9,9 +9,7 @@
 
 use crate::config::{self, MasterConfig};
 use crate::node::{self, MetaHandle, RaftConfig};
-use crate::server::{
-    logger, peer, ChunkService, ClientListener, NoChunkservers, Service, Shutdown,
-};
+use crate::server::{logger, peer, ChunkService, ClientListener, Service, Shutdown};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -64,9 +62,9 @@ pub struct Master {
     node_id: u64,
 }
 
-/// Starts a master with no chunk registry: metadata service only.
+/// Starts a master with its chunk registry: serves chunkservers and runs the replication engine.
 pub async fn start(config: MasterConfig) -> Result<Master, DaemonError> {
-    start_with(config, Box::new(|_| Arc::new(NoChunkservers))).await
+    start_with(config, crate::chunks::factory()).await
 }
 
 /// Starts a master; `chunks` builds the chunk registry from the running node.
