@@ -27,19 +27,35 @@ pub async fn handle(
     connection: &Connection,
     request: Request,
 ) -> Reply<ClientReply> {
-    if matches!(request.op, ClientOp::Status) {
-        return Ok(ClientReply::Status(super::status::cluster_status(service)));
-    }
-    if !service.meta.is_leader() {
-        return Err(Status::NotLeader);
+    if let Some(reply) = answer_now(service, connection, &request) {
+        return reply;
     }
     match &request.op {
         ClientOp::Hello { session, client_info, subdir, .. } => {
             hello(service, connection, *session, client_info, subdir).await
         }
         ClientOp::Goodbye => goodbye(service, connection, &request).await,
-        op if is_mutation(op) => mutate(service, &request).await,
-        _ => read(service, connection, &request),
+        _ => mutate(service, &request).await,
+    }
+}
+
+/// The reply to `request` if it needs no waiting: status, reads from the applied state, and
+/// `NotLeader` on a follower. `None` for requests that propose (sessions and mutations).
+pub fn answer_now(
+    service: &Service,
+    connection: &Connection,
+    request: &Request,
+) -> Option<Reply<ClientReply>> {
+    if matches!(request.op, ClientOp::Status) {
+        return Some(Ok(ClientReply::Status(super::status::cluster_status(service))));
+    }
+    if !service.meta.is_leader() {
+        return Some(Err(Status::NotLeader));
+    }
+    match &request.op {
+        ClientOp::Hello { .. } | ClientOp::Goodbye => None,
+        op if is_mutation(op) => None,
+        _ => Some(read(service, connection, request)),
     }
 }
 

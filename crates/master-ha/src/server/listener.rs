@@ -4,7 +4,7 @@
 use super::{client, Service};
 use crate::config::ClientLimits;
 use mfsha_proto::client::Request;
-use mfsha_proto::rpc::{self, RpcError};
+use mfsha_proto::rpc::{self, Handled, RpcError};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -181,18 +181,22 @@ async fn serve_connection(
     let handler = {
         let (service, connection) = (service.clone(), connection.clone());
         move |request: Request| {
+            // Reads are answered on the connection's own task: no spawn, no context switch.
+            if let Some(reply) = client::answer_now(&service, &connection, &request) {
+                return Handled::Now(reply);
+            }
             // Counted before the handler task is spawned, so shutdown cannot miss it.
             let running = in_flight.enter();
             let (service, connection) = (service.clone(), connection.clone());
-            async move {
+            Handled::Later(async move {
                 let reply = client::handle(&service, &connection, request).await;
                 drop(running);
                 reply
-            }
+            })
         }
     };
     let served = tokio::select! {
-        served = rpc::serve(stream, peer.to_string(), max_in_flight, handler) => served,
+        served = rpc::serve_inline(stream, peer.to_string(), max_in_flight, handler) => served,
         () = shutdown.triggered() => Ok(()),
     };
     match served {
