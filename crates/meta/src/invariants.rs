@@ -222,6 +222,13 @@ impl State {
             if !self.is_dir(session.rec.root) {
                 p.add(format!("session {id}: root {} is not a directory", session.rec.root));
             }
+            let max = session.rec.max_seq;
+            let in_window = |seq: u64| seq <= max && seq + crate::REPLY_WINDOW > max;
+            if let Some(seq) = session.replies.keys().find(|seq| !in_window(**seq)) {
+                p.add(format!(
+                    "session {id} keeps the reply to seq {seq}, outside its window (max seq {max})"
+                ));
+            }
             for (ino, count) in &session.acquired {
                 if *count == 0 || !self.inodes.contains_key(ino) {
                     p.add(format!("session {id} holds inode {ino} {count} times"));

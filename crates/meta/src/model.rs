@@ -122,13 +122,30 @@ pub struct ChunkInfo {
     pub goal: u8,
 }
 
-/// A client session: who it is, the directory it mounted, and its last reply (exactly-once).
+/// A client session: who it is, the directory it mounted, and the highest `seq` applied.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct SessionRec {
     pub info: String,
     pub root: Ino,
-    pub last: Option<(u64, Result<Outcome, Status>)>,
+    pub max_seq: u64,
 }
+
+impl Session {
+    /// What a mutation with `seq` gets without being applied: its stored reply if it was
+    /// applied, `Invalid` if it is older than the window. `None`: it is new.
+    pub fn earlier_reply(&self, seq: u64) -> Option<Result<Outcome, Status>> {
+        if let Some(reply) = self.replies.get(&seq) {
+            return Some(reply.clone());
+        }
+        (seq + REPLY_WINDOW <= self.rec.max_seq).then_some(Err(Status::Invalid))
+    }
+}
+
+/// How many recent replies a session keeps for exactly-once retries. A client may have at
+/// most this many mutations in flight: it sends `seq` only once every seq up to
+/// `seq - REPLY_WINDOW` has been answered. Then a retry always finds its reply, and a seq
+/// older than the window is refused rather than applied twice.
+pub const REPLY_WINDOW: u64 = 64;
 
 /// A session in memory: its record plus its acquired (open) inodes with open counts. The
 /// acquisitions are separate records so that a session holding many open files does not
@@ -137,6 +154,9 @@ pub(crate) struct SessionRec {
 pub(crate) struct Session {
     pub rec: SessionRec,
     pub acquired: BTreeMap<Ino, u32>,
+    /// Replies to the seqs above `rec.max_seq - REPLY_WINDOW` that were applied, each its
+    /// own record so that storing one does not rewrite the others.
+    pub replies: BTreeMap<u64, Result<Outcome, Status>>,
 }
 
 /// A file in the trash: where it was and when it was deleted.

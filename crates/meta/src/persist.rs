@@ -11,6 +11,7 @@
 //! The CRC32C covers every byte before it.
 
 use crate::model::*;
+use crate::op::Outcome;
 use crate::state::{encode, State};
 use crate::table::{hex, Key, MetaKey, Record, Table};
 use mfsha_proto::types::*;
@@ -80,6 +81,9 @@ impl State {
             for (ino, count) in &session.acquired {
                 let key = Key::Acquired(*id, *ino).encode();
                 visit(Table::Session, &key, &encode(count));
+            }
+            for (seq, reply) in &session.replies {
+                visit(Table::Session, &Key::Reply(*id, *seq).encode(), &encode(reply));
             }
         }
         for (ino, rec) in &self.trash {
@@ -245,12 +249,19 @@ struct Loader {
     state: State,
     dirents: Vec<(Ino, String, Ino)>,
     acquired: Vec<(SessionId, Ino, u32)>,
+    replies: Vec<(SessionId, u64, Result<Outcome, Status>)>,
     meta: BTreeMap<MetaKey, u64>,
 }
 
 impl Default for Loader {
     fn default() -> Self {
-        Loader { state: State::empty(), dirents: vec![], acquired: vec![], meta: BTreeMap::new() }
+        Loader {
+            state: State::empty(),
+            dirents: vec![],
+            acquired: vec![],
+            replies: vec![],
+            meta: BTreeMap::new(),
+        }
     }
 }
 
@@ -281,11 +292,19 @@ impl Loader {
                 state.xattrs.entry(ino).or_default().insert(name, bytes.into_vec()).is_none()
             }
             Key::Session(id) => {
-                let session = Session { rec: decode(value)?, acquired: BTreeMap::new() };
+                let session = Session {
+                    rec: decode(value)?,
+                    acquired: BTreeMap::new(),
+                    replies: BTreeMap::new(),
+                };
                 state.sessions.insert(id, session).is_none()
             }
             Key::Acquired(id, ino) => {
                 self.acquired.push((id, ino, decode(value)?));
+                true
+            }
+            Key::Reply(id, seq) => {
+                self.replies.push((id, seq, decode(value)?));
                 true
             }
             Key::Trash(ino) => state.trash.insert(ino, decode(value)?).is_none(),
@@ -329,6 +348,15 @@ impl Loader {
                 return Err(record_error(&key, "record appears twice"));
             }
             state.holders.entry(ino).or_default().insert(id);
+        }
+        for (id, seq, reply) in std::mem::take(&mut self.replies) {
+            let key = Key::Reply(id, seq);
+            let session = state.sessions.get_mut(&id);
+            let session = session
+                .ok_or_else(|| record_error(&key, format!("session {id} does not exist")))?;
+            if session.replies.insert(seq, reply).is_some() {
+                return Err(record_error(&key, "record appears twice"));
+            }
         }
         let unlinked = state.inodes.iter().filter(|(_, node)| node.nlink == 0);
         state.sustained =

@@ -241,15 +241,10 @@ impl State {
     }
 
     /// The stored answer to `(session, seq)` if the state machine would not apply it again:
-    /// the stored reply for the session's last `seq`, `Err(Invalid)` for an older one.
+    /// the stored reply of an applied seq, `Err(Invalid)` for one older than the window.
     /// `None`: the request is new (or the session unknown) and must be proposed.
     pub fn session_reply(&self, session: SessionId, seq: u64) -> Option<Result<Outcome, Status>> {
-        let (last_seq, reply) = self.sessions.get(&session)?.rec.last.as_ref()?;
-        match seq.cmp(last_seq) {
-            std::cmp::Ordering::Equal => Some(reply.clone()),
-            std::cmp::Ordering::Less => Some(Err(Status::Invalid)),
-            std::cmp::Ordering::Greater => None,
-        }
+        self.sessions.get(&session)?.earlier_reply(seq)
     }
 
     /// Open sessions: id, description, number of inodes it holds open.

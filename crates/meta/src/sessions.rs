@@ -21,8 +21,9 @@ impl State {
             return Err(Status::Exists);
         }
         self.entries(root)?;
-        let rec = SessionRec { info: info.to_string(), root, last: None };
-        self.sessions.insert(session, Session { rec, acquired: BTreeMap::new() });
+        let rec = SessionRec { info: info.to_string(), root, max_seq: 0 };
+        let new = Session { rec, acquired: BTreeMap::new(), replies: BTreeMap::new() };
+        self.sessions.insert(session, new);
         self.mark(Key::Session(session));
         Ok(Outcome::Unit)
     }
@@ -33,6 +34,10 @@ impl State {
         let inodes: Vec<Ino> = held.acquired.keys().copied().collect();
         for ino in inodes {
             self.drop_acquisition(session, ino);
+        }
+        let seqs: Vec<u64> = self.sessions[&session].replies.keys().copied().collect();
+        for seq in seqs {
+            self.mark(Key::Reply(session, seq));
         }
         self.sessions.remove(&session);
         self.mark(Key::Session(session));

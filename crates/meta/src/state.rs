@@ -87,10 +87,11 @@ impl State {
     /// Deterministic: the result depends only on the state and the entry. An error is a normal
     /// result (the operation had no effect) and still advances the applied index.
     ///
-    /// Exactly-once: with `entry.client = Some(tag)`, the session's last `(seq, reply)` answers
-    /// a retry of that `seq` without applying it again; an older `seq` is `Invalid`; an unknown
-    /// session is `BadSession` (except for the `OpenSession` that creates it). A tagged
-    /// `CloseSession` removes the session and with it the stored reply.
+    /// Exactly-once: with `entry.client = Some(tag)`, a session's stored reply for `seq` (the
+    /// last [`REPLY_WINDOW`](crate::REPLY_WINDOW) seqs keep theirs) answers a retry without
+    /// applying it again; a seq below the window is `Invalid`; an unknown session is
+    /// `BadSession` (except for the `OpenSession` that creates it). A tagged `CloseSession`
+    /// removes the session and with it the stored replies.
     ///
     /// # Panics
     /// If `index` is not `applied_index() + 1`: the driver skipped or repeated an entry, and
@@ -109,7 +110,7 @@ impl State {
         }
     }
 
-    /// Exactly-once: a session's last `(seq, reply)` answers a retry of that `seq`.
+    /// Exactly-once: a stored reply answers a retry of its `seq`.
     fn apply_tagged(&mut self, tag: ClientTag, entry: &Entry) -> Result<Outcome, Status> {
         let opens_it =
             matches!(&entry.op, Op::OpenSession { session, .. } if *session == tag.session);
@@ -117,22 +118,37 @@ impl State {
             None if !opens_it => return Err(Status::BadSession),
             None => {}
             Some(session) => {
-                if let Some((seq, reply)) = &session.rec.last {
-                    if tag.seq == *seq {
-                        return reply.clone();
-                    }
-                    if tag.seq < *seq {
-                        return Err(Status::Invalid);
-                    }
+                if let Some(earlier) = session.earlier_reply(tag.seq) {
+                    return earlier;
                 }
             }
         }
         let reply = self.apply_op(entry.now, &entry.op);
-        if let Some(session) = self.sessions.get_mut(&tag.session) {
-            session.rec.last = Some((tag.seq, reply.clone()));
-            self.mark(Key::Session(tag.session));
-        }
+        self.store_reply(tag, &reply);
         reply
+    }
+
+    /// Keeps `reply` for retries of `tag.seq` and forgets replies that fell out of the window.
+    fn store_reply(&mut self, tag: ClientTag, reply: &Result<Outcome, Status>) {
+        let Some(session) = self.sessions.get_mut(&tag.session) else {
+            return; // the entry closed its own session
+        };
+        session.replies.insert(tag.seq, reply.clone());
+        let mut touched = vec![Key::Reply(tag.session, tag.seq)];
+        if tag.seq > session.rec.max_seq {
+            session.rec.max_seq = tag.seq;
+            touched.push(Key::Session(tag.session));
+        }
+        while let Some((&oldest, _)) = session.replies.first_key_value() {
+            if oldest + crate::REPLY_WINDOW > session.rec.max_seq {
+                break;
+            }
+            session.replies.remove(&oldest);
+            touched.push(Key::Reply(tag.session, oldest));
+        }
+        for key in touched {
+            self.mark(key);
+        }
     }
 
     fn apply_op(&mut self, now: Timestamp, op: &Op) -> Result<Outcome, Status> {
@@ -198,6 +214,7 @@ impl State {
             }
             Key::Session(id) => self.sessions.get(id).map(|s| encode(&s.rec)),
             Key::Acquired(id, ino) => self.sessions.get(id)?.acquired.get(ino).map(encode),
+            Key::Reply(id, seq) => self.sessions.get(id)?.replies.get(seq).map(encode),
             Key::Trash(ino) => self.trash.get(ino).map(encode),
             Key::Meta(meta) => Some(encode(&self.meta_value(*meta))),
         }

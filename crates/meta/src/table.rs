@@ -10,6 +10,7 @@
 //! | `xattr` | ino (u64 BE) ++ name bytes | value bytes |
 //! | `session` | session (u64 BE) | session record |
 //! | `session` | session (u64 BE) ++ ino (u64 BE) | open count of that inode by that session |
+//! | `session` | session (u64 BE) ++ `r` ++ seq (u64 BE) | the reply to that mutation (exactly-once) |
 //! | `trash` | ino (u64 BE) | original place and deletion time |
 //! | `meta` | short ASCII name | u64 |
 //!
@@ -110,6 +111,7 @@ pub(crate) enum Key {
     Xattr(Ino, String),
     Session(SessionId),
     Acquired(SessionId, Ino),
+    Reply(SessionId, u64),
     Trash(Ino),
     Meta(MetaKey),
 }
@@ -121,7 +123,7 @@ impl Key {
             Key::Dirent(..) => Table::Dirent,
             Key::Chunk(_) => Table::Chunk,
             Key::Xattr(..) => Table::Xattr,
-            Key::Session(_) | Key::Acquired(..) => Table::Session,
+            Key::Session(_) | Key::Acquired(..) | Key::Reply(..) => Table::Session,
             Key::Trash(_) => Table::Trash,
             Key::Meta(_) => Table::Meta,
         }
@@ -143,6 +145,12 @@ impl Key {
                 key.extend_from_slice(&ino.to_be_bytes());
                 key
             }
+            Key::Reply(session, seq) => {
+                let mut key = session.to_be_bytes().to_vec();
+                key.push(REPLY_TAG);
+                key.extend_from_slice(&seq.to_be_bytes());
+                key
+            }
             Key::Meta(m) => m.name().as_bytes().to_vec(),
         }
     }
@@ -161,6 +169,9 @@ impl Key {
                 let (n, name) = id_and_name(bytes)?;
                 Ok(Key::Xattr(n, name))
             }
+            Table::Session if bytes.len() == 17 && bytes[8] == REPLY_TAG => {
+                Ok(Key::Reply(be_u64(&bytes[..8])?, be_u64(&bytes[9..])?))
+            }
             Table::Session if bytes.len() == 16 => {
                 Ok(Key::Acquired(be_u64(&bytes[..8])?, be_u64(&bytes[8..])?))
             }
@@ -173,6 +184,10 @@ impl Key {
         }
     }
 }
+
+/// The byte between session id and seq in a stored reply's key (its length, 17, already
+/// tells it from the 8-byte session and the 16-byte acquisition keys).
+const REPLY_TAG: u8 = b'r';
 
 fn be_u64(bytes: &[u8]) -> Result<u64, String> {
     let array: [u8; 8] = bytes
@@ -208,6 +223,7 @@ mod tests {
             Key::Xattr(3, "user.x".into()),
             Key::Session(5),
             Key::Acquired(5, 9),
+            Key::Reply(5, 70),
             Key::Trash(2),
             Key::Meta(MetaKey::NextChunkId),
         ];

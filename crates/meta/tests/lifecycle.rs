@@ -189,10 +189,25 @@ fn exactly_once_replies() {
     fs.file(ROOT_INO, "missing");
     assert_eq!(fs.run_tagged(5, 3, unlink(ROOT_INO, "missing")), Err(Status::NotFound));
     assert!(fs.state.lookup(ROOT_INO, "missing").is_ok(), "the retry did not unlink");
-    // Older than the last: refused. Unknown session: refused.
-    assert_eq!(fs.run_tagged(5, 2, create.clone()), Err(Status::Invalid));
-    assert_eq!(fs.state.session_reply(5, 1), Some(Err(Status::Invalid)));
+    // Older than the last but inside the window: still the stored reply.
+    assert_eq!(fs.run_tagged(5, 2, create.clone()), Ok(first.clone()));
     assert_eq!(fs.state.session_reply(5, 4), None);
+    // Seqs may arrive out of order inside the window: 6 before 4 and 5, each applied once.
+    let six = fs.run_tagged(5, 6, mkdir_op(&fs, "six")).unwrap();
+    fs.run_tagged(5, 4, mkdir_op(&fs, "four")).unwrap();
+    assert_eq!(fs.run_tagged(5, 6, mkdir_op(&fs, "six")), Ok(six), "a retry, not a second mkdir");
+    assert!(fs.state.lookup(ROOT_INO, "four").is_ok() && fs.state.lookup(ROOT_INO, "six").is_ok());
+    assert_eq!(fs.state.session_reply(5, 5), None, "5 was never sent: still new");
+    // Once REPLY_WINDOW newer seqs are applied, an old one is refused, never applied again.
+    let top = 6 + mfsha_meta::REPLY_WINDOW;
+    for seq in 7..=top {
+        fs.run_tagged(5, seq, Op::Noop).unwrap();
+    }
+    assert_eq!(fs.run_tagged(5, 2, create.clone()), Err(Status::Invalid));
+    assert_eq!(fs.state.session_reply(5, 5), Some(Err(Status::Invalid)));
+    assert_eq!(fs.state.session_reply(5, top), Some(Ok(Outcome::Unit)));
+    assert!(fs.state.check_invariants().is_ok());
+    // Unknown session: refused.
     assert_eq!(fs.run_tagged(6, 1, Op::Noop), Err(Status::BadSession));
     // A retried OpenSession answers with its stored reply.
     assert_eq!(fs.run_tagged(8, 1, open(8)), Ok(Outcome::Unit));
@@ -204,6 +219,11 @@ fn exactly_once_replies() {
         replica.apply_entry(entry).ok();
     }
     assert_eq!(replica.state.digest(), fs.state.digest());
+}
+
+fn mkdir_op(fs: &Fs, name: &str) -> Op {
+    let ino = fs.state.next_free_ino();
+    Op::Mkdir { parent: ROOT_INO, name: name.into(), ino, mode: 0o755, umask: 0, uid: 0, gid: 0 }
 }
 
 #[test]

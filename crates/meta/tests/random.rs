@@ -294,8 +294,8 @@ impl Gen {
 #[derive(Default)]
 struct Retries {
     next_seq: HashMap<SessionId, u64>,
-    last: HashMap<SessionId, (Entry, Result<Outcome, Status>)>,
-    older: Vec<Entry>,
+    /// Every tagged entry applied per live session, by seq, with its reply.
+    sent: HashMap<SessionId, BTreeMap<u64, (Entry, Result<Outcome, Status>)>>,
     /// Retries answered from the stored reply, and stale ones refused.
     answered: u32,
     refused: u32,
@@ -449,13 +449,12 @@ fn retry_entry(
     now: Timestamp,
 ) -> Option<Entry> {
     let live: Vec<SessionId> = state.sessions().map(|(id, _, _)| id).collect();
-    if rng.gen_bool(0.3) && !retries.older.is_empty() {
-        let old = &retries.older[rng.gen_range(0..retries.older.len())];
-        let session = old.client.expect("older entries are tagged").session;
-        return live.contains(&session).then(|| Entry { now, ..old.clone() });
-    }
     let session = *live.get(rng.gen_range(0..live.len().max(1)))?;
-    retries.last.get(&session).map(|(entry, _)| Entry { now, ..entry.clone() })
+    let sent = retries.sent.get(&session)?;
+    let (first, last) = (*sent.keys().next()?, *sent.keys().next_back()?);
+    // Mostly the last request; sometimes any earlier one, inside the window or not.
+    let seq = if rng.gen_bool(0.6) { last } else { rng.gen_range(first..=last) };
+    sent.range(seq..).next().map(|(_, (entry, _))| Entry { now, ..entry.clone() })
 }
 
 /// What a step needs to remember from before it ran.
@@ -468,9 +467,7 @@ struct Before {
 
 impl Before {
     fn capture(state: &State, entry: &Entry, retries: &Retries) -> Before {
-        let retry = entry.client.is_some_and(|tag| {
-            retries.last.get(&tag.session).is_some_and(|(last, _)| last.client == entry.client)
-        });
+        let retry = entry.client.is_some_and(|tag| retries.kind(tag) == SeqKind::InWindow);
         let size = match entry.op {
             Op::SetAttr { ino, set: SetAttr { size: Some(_), .. }, .. } => {
                 state.getattr(ino).ok().map(|a| a.size)
@@ -491,8 +488,7 @@ fn check_step(
 ) {
     if let (Op::OpenSession { session, .. }, Ok(_)) = (&entry.op, reply) {
         // A new session with a reused id starts its sequence afresh.
-        retries.last.remove(session);
-        retries.older.retain(|e| e.client.is_some_and(|t| t.session != *session));
+        retries.sent.remove(session);
         retries.next_seq.remove(session);
     }
     if let (Op::SetAttr { ino, set: SetAttr { size: Some(size), .. }, .. }, Ok(_)) =
@@ -501,31 +497,53 @@ fn check_step(
         // A shrink leaves no chunk past the end. (Growing keeps chunks a write in progress
         // put past the old end: its WriteChunkEnd will extend the size over them.)
         let last = after.file_chunk_list(*ino).unwrap().last().map(|(i, _)| u64::from(*i));
-        if before.size.is_some_and(|old| old > *size) {
+        // (A retry answered from its stored reply applies nothing: no shrink to check.)
+        if before.records.is_none() && before.size.is_some_and(|old| old > *size) {
             let past_end = last.is_some_and(|i| i >= size.div_ceil(CHUNK_BYTES));
             assert!(!past_end, "seed {seed} step {step}: chunks past the end after truncate");
         }
     }
     let Some(tag) = entry.client else { return };
-    match retries.last.get(&tag.session) {
-        Some((last, stored)) if last.client == entry.client => {
+    match retries.kind(tag) {
+        SeqKind::InWindow => {
+            let stored = &retries.sent[&tag.session][&tag.seq].1;
             assert_eq!(reply, stored, "seed {seed} step {step}: retry answered differently");
             let unchanged = before.records.as_ref().is_some_and(|r| *r == logical_records(after));
             assert!(unchanged, "seed {seed} step {step}: retry mutated the state");
             retries.answered += 1;
         }
-        Some((last, _)) if last.client.is_some_and(|t| t.seq > tag.seq) => {
+        SeqKind::BelowWindow => {
             assert_eq!(reply, &Err(Status::Invalid), "seed {seed} step {step}: stale seq");
             retries.refused += 1;
         }
-        _ => {
+        SeqKind::New => {
             let stored = after.session_reply(tag.session, tag.seq);
             let open = after.session_root(tag.session).is_some();
             assert_eq!(stored, open.then(|| reply.clone()), "seed {seed} step {step}: stored");
-            if let Some((old, _)) = retries.last.insert(tag.session, (entry.clone(), reply.clone()))
-            {
-                retries.older.push(old);
-            }
+            let sent = retries.sent.entry(tag.session).or_default();
+            sent.insert(tag.seq, (entry.clone(), reply.clone()));
+        }
+    }
+}
+
+/// Where a tagged entry's seq stands in the model of its session's reply window.
+#[derive(Debug, PartialEq, Eq)]
+enum SeqKind {
+    New,
+    InWindow,
+    BelowWindow,
+}
+
+impl Retries {
+    fn kind(&self, tag: ClientTag) -> SeqKind {
+        let Some(sent) = self.sent.get(&tag.session) else { return SeqKind::New };
+        let max = sent.keys().next_back().copied().unwrap_or(0);
+        if tag.seq + mfsha_meta::REPLY_WINDOW <= max {
+            SeqKind::BelowWindow
+        } else if sent.contains_key(&tag.seq) {
+            SeqKind::InWindow
+        } else {
+            SeqKind::New
         }
     }
 }
