@@ -171,41 +171,86 @@ fn write(path: &Path, text: &str) -> anyhow::Result<()> {
 
 /// Starts the demo cluster in `dir` and runs until Ctrl-C/SIGTERM or a daemon dies.
 pub fn run(dir: &Path) -> anyhow::Result<()> {
-    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let dir = dir.canonicalize().with_context(|| format!("cannot resolve {}", dir.display()))?;
-    let mnt = dir.join("mnt");
-    fs::create_dir_all(&mnt).with_context(|| format!("cannot create {}", mnt.display()))?;
-    if mfsha_mount::helper::is_mounted_anything(&mnt) {
-        bail!(
-            "{} is already a mount point; another demo may be running (stop it, or `umount {}`)",
-            mnt.display(),
-            mnt.display()
-        );
-    }
-    mfsha_mount::check_fuse_available().context("FUSE is not usable on this machine")?;
-    let exe = std::env::current_exe().context("cannot find the mfsha executable")?;
-    let ports = Ports::pick()?;
-    let (master_yaml, cs_yamls) = write_configs(&dir, &ports)?;
-    let master_addr = format!("127.0.0.1:{}", ports.client);
-    let rt = tokio::runtime::Builder::new_current_thread()
+    let rt = runtime()?;
+    let mut cluster = LocalCluster::start(&rt, dir)?;
+    banner(&cluster.plan, &cluster.ports, &cluster.daemons);
+    let result = rt.block_on(wait_for_stop(&mut cluster.daemons));
+    cluster.stop();
+    result
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .context("cannot start the async runtime")?;
-    let plan = Plan { exe, dir, master_yaml, cs_yamls, master_addr, mnt };
-    let mut daemons: Vec<Daemon> = Vec::new();
-    let result = match start_all(&rt, &plan, &mut daemons) {
-        Ok(()) => {
-            banner(&plan, &ports, &daemons);
-            rt.block_on(wait_for_stop(&mut daemons))
+        .context("cannot start the async runtime")
+}
+
+/// A master, three chunkservers and a mount running as children of this process (the demo,
+/// and `mfsha bench fuse`). Dropping it stops them.
+pub struct LocalCluster {
+    plan: Plan,
+    ports: Ports,
+    daemons: Vec<Daemon>,
+}
+
+impl LocalCluster {
+    /// Starts everything under `dir`, mounted at `dir/mnt`; on failure stops what started.
+    pub fn start(rt: &tokio::runtime::Runtime, dir: &Path) -> anyhow::Result<LocalCluster> {
+        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let dir =
+            dir.canonicalize().with_context(|| format!("cannot resolve {}", dir.display()))?;
+        let mnt = dir.join("mnt");
+        fs::create_dir_all(&mnt).with_context(|| format!("cannot create {}", mnt.display()))?;
+        if mfsha_mount::helper::is_mounted_anything(&mnt) {
+            bail!(
+                "{} is already a mount point; another demo may be running (stop it, or `umount {}`)",
+                mnt.display(),
+                mnt.display()
+            );
         }
-        Err(e) => Err(e),
-    };
-    println!("stopping the demo cluster");
-    // Mount first (it stores buffered writes), then chunkservers, then the master.
-    for daemon in daemons.iter_mut().rev() {
-        daemon.stop();
+        mfsha_mount::check_fuse_available().context("FUSE is not usable on this machine")?;
+        let exe = std::env::current_exe().context("cannot find the mfsha executable")?;
+        let ports = Ports::pick()?;
+        let (master_yaml, cs_yamls) = write_configs(&dir, &ports)?;
+        let master_addr = format!("127.0.0.1:{}", ports.client);
+        let plan = Plan { exe, dir, master_yaml, cs_yamls, master_addr, mnt };
+        let mut cluster = LocalCluster { plan, ports, daemons: Vec::new() };
+        if let Err(e) = start_all(rt, &cluster.plan, &mut cluster.daemons) {
+            cluster.stop();
+            return Err(e);
+        }
+        Ok(cluster)
     }
-    result
+
+    /// Where the filesystem is mounted.
+    pub fn mount_point(&self) -> &Path {
+        &self.plan.mnt
+    }
+
+    /// The master's client address.
+    pub fn master(&self) -> &str {
+        &self.plan.master_addr
+    }
+
+    /// Unmounts and stops everything: mount first (it stores buffered writes), then the
+    /// chunkservers, then the master.
+    pub fn stop(&mut self) {
+        if self.daemons.is_empty() {
+            return;
+        }
+        println!("stopping the local cluster");
+        for daemon in self.daemons.iter_mut().rev() {
+            daemon.stop();
+        }
+        self.daemons.clear();
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
 
 /// What to start, where.

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod bench_fuse;
 mod bench_io;
 mod bench_meta;
 mod demo;
@@ -154,6 +155,30 @@ enum Bench {
         #[arg(long, default_value = "mfsha-bench-io")]
         dir: PathBuf,
     },
+    /// Through the FUSE mount and on a local directory in the same run: fio (sequential
+    /// write with end_fsync, cold sequential read, 4 KiB random read with 1 and 4 jobs), one
+    /// syscall at a time metadata (create, stat, ls -l, rename, unlink, mkdir, rmdir) and
+    /// small files. Without --mount it starts its own local cluster (goal 2) under DIR.
+    Fuse {
+        /// Use this mounted mfsha filesystem instead of starting a local cluster.
+        #[arg(long)]
+        mount: Option<PathBuf>,
+        /// Work directory: the local directory compared with the mount, and the cluster.
+        #[arg(long, default_value = "mfsha-bench-fuse")]
+        dir: PathBuf,
+        /// fio file size in MiB.
+        #[arg(long, default_value_t = 1024)]
+        size_mib: u64,
+        /// Files for the metadata run (directories: a tenth of it).
+        #[arg(long, default_value_t = 10_000)]
+        files: usize,
+        /// 4 KiB files written then read cold.
+        #[arg(long, default_value_t = 5_000)]
+        small_files: usize,
+        /// Seconds each random-read run lasts.
+        #[arg(long, default_value_t = 20)]
+        random_seconds: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -196,6 +221,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench { which: Bench::Io { master, size_mib, dir } } => {
             block_on(bench_io::run(master.as_deref(), size_mib, &dir))
         }
+        Command::Bench {
+            which: Bench::Fuse { mount, dir, size_mib, files, small_files, random_seconds },
+        } => bench_fuse::run(&bench_fuse::FuseBench {
+            mount,
+            dir,
+            size_mib,
+            files,
+            small_files,
+            random_seconds,
+        }),
         Command::Mount(opts) => Ok(mfsha_mount::mount(opts)?),
         Command::Demo { dir } => demo::run(&dir),
         Command::Logger { config } => run_logger(&config),
