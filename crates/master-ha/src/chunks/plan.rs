@@ -194,8 +194,11 @@ impl Inner {
         }
         let valid = c.valid.len();
         if valid < goal {
-            let why = if valid <= 1 { Why::Endangered } else { Why::Undergoal };
-            wanted.replicate.push((why, chunk, version, goal - valid));
+            // A copy not yet reported is not a missing copy: wait for registrations.
+            if ready {
+                let why = if valid <= 1 { Why::Endangered } else { Why::Undergoal };
+                wanted.replicate.push((why, chunk, version, goal - valid));
+            }
         } else if valid > goal {
             // Fullest server first (to the percent: servers sharing a filesystem report
             // slightly different figures); among equals the newest copy, so a server that
@@ -239,11 +242,9 @@ impl Inner {
         need: usize,
     ) {
         let copies = &self.copies[&chunk];
-        let holders: HashSet<ServerKey> = copies
-            .iter()
-            .filter(|c| c.version == version && !c.damaged)
-            .map(|c| c.server)
-            .collect();
+        // A server holding any copy (even a damaged or stale one) is no target: the new copy
+        // belongs on another machine, and the bad one is deleted by its own rule.
+        let holders: HashSet<ServerKey> = copies.iter().map(|c| c.server).collect();
         let mut chosen = HashSet::new();
         for _ in 0..need {
             let source = copies

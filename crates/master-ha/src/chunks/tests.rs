@@ -150,11 +150,18 @@ fn stale_copies_are_deleted_only_after_the_registration_delay() {
     inner.upsert_copy(s1, 8, 5, false);
     inner.upsert_copy(s2, 8, 5, false);
     inner.upsert_copy(s3, 8, 4, false); // was down during a write
-    let table = [(8, info(5, 2))];
-    assert!(deletions(&inner.plan(&table, moment(false), &limits()).actions).is_empty());
+    let table = [(8, info(5, 2)), (9, info(1, 2))];
+    inner.upsert_copy(s1, 9, 1, false); // its second copy may be on a server not yet back
+    let early = inner.plan(&table, moment(false), &limits());
+    assert!(deletions(&early.actions).is_empty());
+    assert!(replications(&early.actions).is_empty(), "nothing is missing before the delay");
     let plan = inner.plan(&table, moment(true), &limits());
     assert_eq!(deletions(&plan.actions), vec![(8, 4, s3, Why::WrongVersion)]);
-    assert!(replications(&plan.actions).is_empty());
+    // Chunk 8 has its two valid copies; chunk 9 is now really short of one, and s3 (which
+    // holds only a stale copy of 8) may take it.
+    let reps = replications(&plan.actions);
+    assert_eq!(reps.len(), 1, "{reps:?}");
+    assert_eq!((reps[0].0, reps[0].1, reps[0].3), (9, s1, Why::Endangered));
 }
 
 #[test]
@@ -193,7 +200,9 @@ fn copies_of_unknown_chunks_are_deleted_unless_newer_than_the_table() {
 fn damaged_copies_are_replaced_then_deleted() {
     let (mut inner, mut keep) = (Inner::default(), Vec::new());
     let s1 = add(&mut inner, 1, 20, &mut keep);
-    let s2 = add(&mut inner, 2, 20, &mut keep);
+    // The server with the damaged copy is the emptiest, and still no target: the new copy
+    // goes to another machine.
+    let s2 = add(&mut inner, 2, 5, &mut keep);
     let s3 = add(&mut inner, 3, 20, &mut keep);
     inner.upsert_copy(s1, 4, 1, false);
     inner.upsert_copy(s2, 4, 1, false);
@@ -204,6 +213,7 @@ fn damaged_copies_are_replaced_then_deleted() {
     // The only copy, even damaged, is never deleted.
     let (mut inner, mut keep) = (Inner::default(), Vec::new());
     let s1 = add(&mut inner, 1, 20, &mut keep);
+    add(&mut inner, 2, 20, &mut keep);
     inner.upsert_copy(s1, 4, 1, false);
     inner.mark_damaged(s1, 4, 1);
     let plan = inner.plan(&[(4, info(1, 2))], moment(true), &limits());
