@@ -43,6 +43,33 @@ async fn goal_3_file_is_readable_with_two_of_three_servers_dead() {
     close(&client).await;
 }
 
+/// A finished write releases its chunk at once (`WriteChunkEnd`), so a copy lost right after
+/// the write is replaced within seconds, not after the 120 s write lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_copy_lost_right_after_a_write_is_replaced_at_once() {
+    let mut cluster = cluster(3).await;
+    let client = connect(&cluster).await;
+    write(&client, "/fresh", &random_data(1 << 20)).await;
+    let info = file_info(&client, "/fresh").await;
+    let victim = server_by_port(&cluster, info[0].copies[0].server.port);
+    let port = cluster.chunkservers[victim].port;
+    cluster.kill_chunkserver(victim);
+    wait_for(
+        &cluster,
+        "a new second copy (is the chunk still write-locked?)",
+        Duration::from_secs(15),
+        || async {
+            has_exactly(&client, "/fresh", 2, false).await
+                && file_info(&client, "/fresh").await[0]
+                    .copies
+                    .iter()
+                    .all(|c| c.server.port != port)
+        },
+    )
+    .await;
+    close(&client).await;
+}
+
 /// Reads one chunk straight from a chunkserver, as a client's data path would.
 async fn read_direct(port: u16, chunk_id: u64, version: u32, size: u32) -> Reply<DataReply> {
     let client: RpcClient<DataRequest, Reply<DataReply>> =

@@ -11,8 +11,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Master settings that make the engine react in tests within a second or two.
-pub const FAST_MASTER_YAML: &str = "chunks:\n  replication_delay_init_ms: 300\n  replication_loop_ms: 100\n  replications_per_server_max: 4\n  deletions_per_server_max: 50\n";
+/// Master settings that make the engine react in tests within a second or two. The write
+/// lock keeps its production length (120 s, longer than any wait here) on purpose: a chunk
+/// whose write has ended must be released by `WriteChunkEnd`, not by the lock timing out.
+pub const FAST_MASTER_YAML: &str = "chunks:\n  replication_delay_init_ms: 300\n  replication_loop_ms: 100\n  replications_per_server_max: 4\n  deletions_per_server_max: 50\n  write_lock_timeout_ms: 120000\n";
 
 /// Offset of chunk data inside a chunk file (header + CRC table; see crates/chunk/src/format.rs).
 pub const CHUNK_DATA_OFFSET: u64 = 8192;
