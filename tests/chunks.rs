@@ -1,8 +1,8 @@
 //! Chunkservers, the data path and the master's replication engine, with real processes:
 //! one master, several `mfsha chunkserver`s, the client library as the reader and writer.
 //!
-//! Sizes here are a few MiB so the default suite stays fast; `tests/slow/` runs the same
-//! kill-during-read scenario with 256 MiB: `cargo test -p mfsha --test slow`.
+//! Sizes here are at most two chunks so the default suite stays fast; `tests/slow/` runs the
+//! same kill-during-read scenario with 256 MiB: `cargo test --workspace --test slow`.
 
 pub mod scenario;
 
@@ -16,9 +16,11 @@ use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(40);
 
+/// Two chunks (72 MiB): the killed server held chunk 0 (stale after the write made while it
+/// was down) and possibly chunk 1 (surplus once re-replicated).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn read_survives_a_holder_killed_mid_read_and_copies_are_restored_and_cleaned() {
-    kill_during_read(24 << 20, LIMIT).await;
+    kill_during_read(72 << 20, LIMIT).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
