@@ -338,3 +338,36 @@ fn flip_byte(path: &std::path::Path, at: u64) {
     file.write_all_at(&b, at).unwrap();
     file.sync_all().unwrap();
 }
+
+/// `mfsha bench io` starts its own master and three chunkservers, writes and reads a file
+/// with goal 1, 2 and 3 (checking what it reads back), prints the figures next to the local
+/// disk's, and leaves nothing behind in its work directory.
+#[test]
+fn bench_io_runs_end_to_end_on_three_chunkservers() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("bench");
+    let out = mfsha(&["bench", "io", "--size-mib", "8", "--dir", work.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "bench io failed: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let figure = |line: &str, after: &str| -> f64 {
+        let rest = &line[line.find(after).unwrap_or_else(|| panic!("no {after:?} in {line:?}"))
+            + after.len()..];
+        rest.split_whitespace().next().unwrap().parse().unwrap()
+    };
+    let local = text.lines().find(|l| l.starts_with("local disk:")).expect("local disk line");
+    assert!(figure(local, "write") > 0.0 && figure(local, "read") > 0.0, "{text}");
+    for goal in 1..=3 {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("goal {goal}:")))
+            .unwrap_or_else(|| panic!("no goal {goal} line in {text}"));
+        assert!(figure(line, "write") > 0.0 && figure(line, "read") > 0.0, "{line}");
+        assert!(line.contains("% of local"), "{line}");
+    }
+    let left: Vec<_> = std::fs::read_dir(&work).unwrap().flatten().map(|e| e.path()).collect();
+    assert!(left.is_empty(), "the bench left {left:?} behind");
+}
