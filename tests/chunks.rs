@@ -371,3 +371,58 @@ fn bench_io_runs_end_to_end_on_three_chunkservers() {
     let left: Vec<_> = std::fs::read_dir(&work).unwrap().flatten().map(|e| e.path()).collect();
     assert!(left.is_empty(), "the bench left {left:?} behind");
 }
+
+/// As with MooseFS's tools, a path on a mounted filesystem is enough: the tools find the
+/// mount's master and the path inside it (an explicit `-H` naming nothing is not used), for
+/// absolute paths and paths relative to a directory inside the mount.
+#[test]
+fn tools_take_a_path_on_a_mounted_filesystem() {
+    let cluster = crate::mount::cluster(2);
+    let mount = crate::mount::Mount::start(&cluster, "mnt", &[]);
+    std::fs::create_dir_all(mount.path("top/sub")).unwrap();
+    let data = random_data(2 << 20);
+    std::fs::write(mount.path("top/sub/f"), &data).unwrap();
+    let nobody = format!("127.0.0.1:{}", crate::util::free_port());
+    let run = |cwd: &std::path::Path, args: &[&str]| {
+        let out = std::process::Command::new(crate::util::mfsha_bin())
+            .args(args)
+            .env("MFSHA_MASTER", &nobody)
+            .current_dir(cwd)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "mfsha {args:?} in {cwd:?} failed: {text}{}\nmount log:\n{}\nmounts:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            mount.log(),
+            std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default()
+        );
+        text
+    };
+    let root = std::path::Path::new("/");
+    let file = mount.path("top/sub/f");
+    let file = file.to_str().unwrap();
+    let info = run(root, &["fileinfo", "-H", &nobody, file]);
+    assert!(info.starts_with(&format!("{file}:\n\tchunk 0: ")), "{info}");
+    assert_eq!(info.matches("(status:VALID)").count(), 2, "{info}");
+    assert_eq!(run(root, &["getgoal", file]), format!("{file}: 2\n"));
+    let top = mount.path("top");
+    let set = run(root, &["setgoal", "-r", "1", top.to_str().unwrap()]);
+    assert!(set.lines().nth(1).unwrap().trim_end().ends_with(" 3"), "{set}");
+    // Relative to a directory inside the mount; the master side agrees.
+    assert_eq!(run(&top, &["getgoal", "sub/f"]), "sub/f: 1\n");
+    let check = run(&top, &["checkfile", "sub/f"]);
+    assert!(check.starts_with("sub/f:\n"), "{check}");
+    let dir = run(&mount.dir, &["dirinfo", "."]);
+    let field = |name: &str| -> u64 {
+        let line = dir.lines().find(|l| l.trim_start().starts_with(name)).unwrap();
+        line.split_whitespace().last().unwrap().parse().unwrap()
+    };
+    assert_eq!((field("inodes:"), field("files:"), field("length:")), (4, 1, 2 << 20), "{dir}");
+    // The same file by its in-filesystem path on the master, as before.
+    assert_eq!(
+        run(root, &["getgoal", "-H", &cluster.master_addr(), "/top/sub/f"]),
+        "/top/sub/f: 1\n"
+    );
+}
