@@ -426,3 +426,82 @@ fn tools_take_a_path_on_a_mounted_filesystem() {
         "/top/sub/f: 1\n"
     );
 }
+
+/// Writes `patch` at `offset` of `path` through an open handle (durable when it returns).
+async fn patch_file(client: &mfsha_mount::client::Client, path: &str, offset: u64, patch: &[u8]) {
+    let attr = client.resolve(path).await.unwrap();
+    let (fh, _) = client.open(Caller::ROOT, attr.ino, libc::O_WRONLY).await.unwrap();
+    client.write(fh, offset, patch).await.unwrap_or_else(|e| panic!("patching {path}: {e}"));
+    client.release(fh).await.unwrap_or_else(|e| panic!("closing {path}: {e}"));
+}
+
+/// Both copies lost their newest version in turn: server A missed a write, then B (the only
+/// one with it) died. The master accepts A's older copy rather than losing the chunk, under a
+/// version number never used before, so that when B returns its copy (which has a write A
+/// never saw, at a version the old numbering would issue again) is stale, not "valid" with
+/// different data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_newest_surviving_copy_is_accepted_and_a_returning_newer_one_is_discarded() {
+    let mut cluster = cluster(2).await;
+    let client = connect(&cluster).await;
+    let mut expect = random_data(1 << 20);
+    write(&client, "/v", &expect).await;
+    cluster.kill_chunkserver(0);
+    patch_file(&client, "/v", 0, &random_data(4096)).await; // only server 1 has this
+    cluster.kill_chunkserver(1);
+    cluster.restart_chunkserver(0);
+    wait_for(&cluster, "server 0's older copy accepted", LIMIT, || async {
+        has_exactly(&client, "/v", 1, false).await
+    })
+    .await;
+    assert_eq!(sha256(&client.read_file("/v").await.unwrap()), sha256(&expect));
+    let patch = random_data(4096);
+    patch_file(&client, "/v", 8192, &patch).await;
+    expect[8192..8192 + 4096].copy_from_slice(&patch);
+    cluster.restart_chunkserver(1);
+    wait_for(&cluster, "two valid copies, server 1's replaced", LIMIT, || async {
+        status(&client).await.chunkservers.len() == 2 && has_exactly(&client, "/v", 2, false).await
+    })
+    .await;
+    let chunk = file_info(&client, "/v").await.remove(0);
+    for copy in &chunk.copies {
+        let got = match read_direct(copy.server.port, chunk.chunk_id, chunk.version, 1 << 20).await
+        {
+            Ok(DataReply::Data(d)) => d.into_vec(),
+            other => panic!("reading the copy on {}: {other:?}", copy.server),
+        };
+        assert_eq!(sha256(&got), sha256(&expect), "the copy on {} differs", copy.server);
+    }
+    close(&client).await;
+}
+
+/// A file deleted for good (trash time 0) leaves no chunk files behind on any chunkserver;
+/// a file kept in the trash keeps its copies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn copies_of_a_file_gone_for_good_are_deleted_from_the_chunkservers() {
+    let cluster = cluster(3).await;
+    let client = connect(&cluster).await;
+    let now = client.mkdir_all(Caller::ROOT, "/now", 0o755).await.unwrap();
+    client.set_trash_time(Caller::ROOT, now.ino, 0, false).await.unwrap();
+    write(&client, "/now/gone", &random_data(3 << 20)).await;
+    write(&client, "/kept", &random_data(1 << 20)).await;
+    let kept = file_info(&client, "/kept").await.remove(0).chunk_id;
+    let all_files = || -> Vec<std::path::PathBuf> {
+        cluster.chunkservers.iter().flat_map(|c| chunk_files(&c.dirs[0])).collect()
+    };
+    assert_eq!(all_files().len(), 4, "two copies of each file's chunk");
+    client.remove_file(Caller::ROOT, "/now/gone").await.unwrap();
+    client.remove_file(Caller::ROOT, "/kept").await.unwrap();
+    close(&client).await; // nothing holds the files open any more
+    let client = connect(&cluster).await;
+    wait_for(&cluster, "the deleted file's two copies removed", LIMIT, || async {
+        let left = all_files();
+        let prefix = format!("chunk_{kept:016X}_");
+        left.len() == 2
+            && left.iter().all(|p| p.file_name().unwrap().to_string_lossy().starts_with(&prefix))
+    })
+    .await;
+    let s = status(&client).await;
+    assert_eq!(s.chunkservers.iter().map(|c| c.chunks).sum::<u64>(), 2, "{s:?}");
+    close(&client).await;
+}

@@ -46,10 +46,20 @@ pub enum Action {
         server: ServerKey,
         why: Why,
     },
-    /// No copy has the metadata's version: accept the newest one there is.
+    /// No copy has the metadata's version, but some have a newer one (a renumbering that
+    /// moved the copies and did not get to record it): record that version.
     AcceptVersion {
         chunk: ChunkId,
         version: u32,
+    },
+    /// No copy has the metadata's version: give the newest copies there are (`from`, on
+    /// `servers`) the never-used version `to`, then record it. A fresh number, because a
+    /// server still away may hold a copy at a version between the two with other data.
+    Renumber {
+        chunk: ChunkId,
+        from: u32,
+        to: u32,
+        servers: Vec<ServerKey>,
     },
 }
 
@@ -136,8 +146,8 @@ impl Inner {
                 continue;
             }
             if c.readable.is_empty() {
-                if let Some(version) = newest_undamaged(copies).filter(|_| at.ready) {
-                    plan.actions.push(Action::AcceptVersion { chunk, version });
+                if at.ready {
+                    plan.actions.extend(recover(chunk, info.version, copies));
                 }
                 continue;
             }
@@ -318,8 +328,16 @@ fn is_replication(a: &Action) -> bool {
     matches!(a, Action::Replicate { .. })
 }
 
-fn newest_undamaged(copies: &[ChunkCopy]) -> Option<u32> {
-    copies.iter().filter(|c| !c.damaged).map(|c| c.version).max()
+/// What to do for a chunk none of whose copies has the metadata's `version`: take the
+/// newest undamaged copies rather than lose the chunk (nothing if every copy is damaged).
+fn recover(chunk: ChunkId, version: u32, copies: &[ChunkCopy]) -> Option<Action> {
+    let newest = copies.iter().filter(|c| !c.damaged).map(|c| c.version).max()?;
+    if newest > version {
+        return Some(Action::AcceptVersion { chunk, version: newest });
+    }
+    let servers = copies.iter().filter(|c| !c.damaged && c.version == newest).map(|c| c.server);
+    let to = version.checked_add(1)?;
+    Some(Action::Renumber { chunk, from: newest, to, servers: servers.collect() })
 }
 
 fn count_health(health: &mut CopyHealth, c: &Counted, goal: usize) {

@@ -176,9 +176,22 @@ fn when_no_copy_has_the_current_version_the_newest_is_accepted() {
     assert!(plan.actions.is_empty(), "not before chunkservers had time to register");
     assert_eq!(plan.health.missing, 1);
     let plan = inner.plan(&table, moment(true), &limits());
-    assert_eq!(plan.actions, vec![Action::AcceptVersion { chunk: 9, version: 4 }]);
-    // Nothing else happens to the chunk while the proposal is in flight.
+    // The newest copy gets a version never issued (a server still away may hold 5).
+    assert_eq!(
+        plan.actions,
+        vec![Action::Renumber { chunk: 9, from: 4, to: 7, servers: vec![s2] }]
+    );
+    // Nothing else happens to the chunk while the renumbering is in flight.
     inner.proposing.insert(9);
+    assert!(inner.plan(&table, moment(true), &limits()).actions.is_empty());
+    inner.proposing.remove(&9);
+    // Renumbered copies whose new version was not recorded: record it.
+    inner.upsert_copy(s2, 9, 7, false);
+    let plan = inner.plan(&table, moment(true), &limits());
+    assert_eq!(plan.actions, vec![Action::AcceptVersion { chunk: 9, version: 7 }]);
+    // Damaged copies are never taken.
+    inner.mark_damaged(s2, 9, 7);
+    inner.mark_damaged(s1, 9, 3);
     assert!(inner.plan(&table, moment(true), &limits()).actions.is_empty());
 }
 

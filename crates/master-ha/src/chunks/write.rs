@@ -14,10 +14,10 @@ use mfsha_proto::types::{ChunkId, ServerAddr, Status};
 use std::time::Instant;
 
 /// One command to send, built with its op id.
-struct Cmd {
-    server: ServerKey,
-    kind: PendingKind,
-    make: Box<dyn FnOnce(u64) -> MasterToCs + Send>,
+pub(super) struct Cmd {
+    pub(super) server: ServerKey,
+    pub(super) kind: PendingKind,
+    pub(super) make: Box<dyn FnOnce(u64) -> MasterToCs + Send>,
 }
 
 pub(super) async fn prepare(
@@ -67,7 +67,10 @@ fn holders(reg: &ChunkRegistry, chunk: ChunkId, version: u32) -> Vec<(ServerKey,
 }
 
 /// Sends every command at once, then waits for all answers.
-async fn run_all(reg: &ChunkRegistry, cmds: Vec<Cmd>) -> Vec<(ServerKey, Result<(), Status>)> {
+pub(super) async fn run_all(
+    reg: &ChunkRegistry,
+    cmds: Vec<Cmd>,
+) -> Vec<(ServerKey, Result<(), Status>)> {
     let mut waiting = Vec::new();
     {
         let mut inner = reg.inner.lock();
