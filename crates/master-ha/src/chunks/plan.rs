@@ -10,7 +10,11 @@
 //! * *invalid*: wrong version or damaged — deleted once a readable copy exists elsewhere.
 //!
 //! Work is ordered endangered (at most one valid copy) → undergoal → deletions → rebalancing,
-//! within per-server limits on replications and deletions in flight.
+//! within per-server limits on replications and deletions in flight. A new copy never goes to
+//! a server that holds any copy of the chunk, even a damaged or stale one. Nothing is
+//! replicated or deleted until chunkservers had time to register (a copy not yet reported is
+//! not a missing copy, and the copies counted so far are not all there are). A chunk with no readable copy keeps its newest undamaged copies under a version
+//! number never issued before ([`Action::Renumber`]).
 
 use super::registry::{ChunkCopy, Inner, ServerKey};
 use crate::server::CopyHealth;
@@ -145,13 +149,16 @@ impl Inner {
             {
                 continue;
             }
-            if c.readable.is_empty() {
-                if at.ready {
-                    plan.actions.extend(recover(chunk, info.version, copies));
-                }
+            // Until chunkservers had time to register, a copy not yet reported is not a
+            // missing copy: count, but change nothing.
+            if !at.ready {
                 continue;
             }
-            self.want_for_chunk(&mut wanted, chunk, info.version, goal, &c, at.ready);
+            if c.readable.is_empty() {
+                plan.actions.extend(recover(chunk, info.version, copies));
+                continue;
+            }
+            self.want_for_chunk(&mut wanted, chunk, info.version, goal, &c);
         }
         if at.ready {
             self.want_unused(&mut wanted, table, at.table_taken);
@@ -194,21 +201,15 @@ impl Inner {
         version: u32,
         goal: usize,
         c: &Counted,
-        ready: bool,
     ) {
-        if ready {
-            for copy in &c.invalid {
-                let why = if copy.damaged { Why::Damaged } else { Why::WrongVersion };
-                wanted.delete.push((why, chunk, copy.version, copy.server));
-            }
+        for copy in &c.invalid {
+            let why = if copy.damaged { Why::Damaged } else { Why::WrongVersion };
+            wanted.delete.push((why, chunk, copy.version, copy.server));
         }
         let valid = c.valid.len();
         if valid < goal {
-            // A copy not yet reported is not a missing copy: wait for registrations.
-            if ready {
-                let why = if valid <= 1 { Why::Endangered } else { Why::Undergoal };
-                wanted.replicate.push((why, chunk, version, goal - valid));
-            }
+            let why = if valid <= 1 { Why::Endangered } else { Why::Undergoal };
+            wanted.replicate.push((why, chunk, version, goal - valid));
         } else if valid > goal {
             // Fullest server first (to the percent: servers sharing a filesystem report
             // slightly different figures); among equals the newest copy, so a server that

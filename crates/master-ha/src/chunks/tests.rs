@@ -150,11 +150,14 @@ fn stale_copies_are_deleted_only_after_the_registration_delay() {
     inner.upsert_copy(s1, 8, 5, false);
     inner.upsert_copy(s2, 8, 5, false);
     inner.upsert_copy(s3, 8, 4, false); // was down during a write
-    let table = [(8, info(5, 2)), (9, info(1, 2))];
+    let table = [(8, info(5, 2)), (9, info(1, 2)), (10, info(1, 1))];
     inner.upsert_copy(s1, 9, 1, false); // its second copy may be on a server not yet back
+    inner.upsert_copy(s1, 10, 1, false);
+    inner.upsert_copy(s2, 10, 1, false);
     let early = inner.plan(&table, moment(false), &limits());
-    assert!(deletions(&early.actions).is_empty());
-    assert!(replications(&early.actions).is_empty(), "nothing is missing before the delay");
+    assert!(early.actions.is_empty(), "nothing changes before the delay: {:?}", early.actions);
+    assert_eq!((early.health.undergoal, early.health.overgoal), (1, 1));
+    inner.remove_copy(s2, 10);
     let plan = inner.plan(&table, moment(true), &limits());
     assert_eq!(deletions(&plan.actions), vec![(8, 4, s3, Why::WrongVersion)]);
     // Chunk 8 has its two valid copies; chunk 9 is now really short of one, and s3 (which
