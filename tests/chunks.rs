@@ -505,3 +505,49 @@ async fn copies_of_a_file_gone_for_good_are_deleted_from_the_chunkservers() {
     assert_eq!(s.chunkservers.iter().map(|c| c.chunks).sum::<u64>(), 2, "{s:?}");
     close(&client).await;
 }
+
+/// A chunkserver whose disk died while it was down starts on its other disks and shows the
+/// dead one as damaged; with no usable disk at all it refuses to start, naming the directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_chunkserver_starts_with_a_dead_disk_and_reports_it() {
+    let mut cluster = Cluster::new();
+    cluster.master_extra_yaml = FAST_MASTER_YAML.to_string();
+    cluster.start_master();
+    let cs = cluster.add_chunkserver(2);
+    let dead = cluster.chunkservers[cs].dirs[0].clone();
+    std::fs::remove_dir(&dead).unwrap();
+    std::fs::write(&dead, b"not a directory").unwrap();
+    cluster.restart_chunkserver(cs);
+    let client = connect(&cluster).await;
+    wait_for(&cluster, "registration with one damaged disk", LIMIT, || async {
+        let s = status(&client).await;
+        s.chunkservers.len() == 1 && {
+            let disks = &s.chunkservers[0].disks;
+            disks.len() == 2 && disks[0].damaged && !disks[1].damaged
+        }
+    })
+    .await;
+    let dir = client.mkdir_all(Caller::ROOT, "/one", 0o755).await.unwrap();
+    client.set_goal(Caller::ROOT, dir.ino, 1, false).await.unwrap();
+    let data = random_data(1 << 20);
+    write(&client, "/one/f", &data).await;
+    assert_eq!(chunk_files(&cluster.chunkservers[cs].dirs[1]).len(), 1, "stored on the good disk");
+    assert_eq!(sha256(&client.read_file("/one/f").await.unwrap()), sha256(&data));
+    close(&client).await;
+
+    let config = cluster.path().join("only-dead.yaml");
+    let yaml = format!(
+        "data_dirs:\n  - path: {}\nmaster: {}\nlisten: 127.0.0.1:{}\n",
+        dead.display(),
+        cluster.master_addr(),
+        crate::util::free_port()
+    );
+    std::fs::write(&config, yaml).unwrap();
+    let out = mfsha(&["chunkserver", "-c", config.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started with no usable disk: {err}");
+    assert!(
+        err.contains("no usable data directory") && err.contains(&*dead.to_string_lossy()),
+        "{err}"
+    );
+}
