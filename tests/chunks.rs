@@ -551,3 +551,56 @@ async fn a_chunkserver_starts_with_a_dead_disk_and_reports_it() {
         "{err}"
     );
 }
+
+/// After a master restart the engine waits `replication_delay_init_ms` for chunkservers to
+/// register: a server that comes back a little late finds its copies still wanted, and
+/// nothing was replicated or deleted meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_master_waits_for_chunkservers_before_replicating() {
+    let mut cluster = cluster(3).await;
+    let client = connect(&cluster).await;
+    let files: Vec<String> = (0..6).map(|i| format!("/wait/f{i}")).collect();
+    for f in &files {
+        write(&client, f, &random_data(200 << 10)).await;
+    }
+    let mut before = Vec::new();
+    for f in &files {
+        before.push(file_info(&client, f).await);
+    }
+    close(&client).await;
+    let late = server_by_port(&cluster, before[0][0].copies[0].server.port);
+    cluster.kill_master();
+    for i in 0..3 {
+        cluster.stop_chunkserver(i);
+    }
+    let log_path = cluster.path().join("master.log");
+    let logged_before = std::fs::read_to_string(&log_path).unwrap().len();
+    cluster.master_extra_yaml = FAST_MASTER_YAML
+        .replace("replication_delay_init_ms: 300", "replication_delay_init_ms: 2000");
+    cluster.start_master();
+    for i in (0..3).filter(|&i| i != late) {
+        cluster.restart_chunkserver(i);
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    cluster.restart_chunkserver(late);
+    let client = connect(&cluster).await;
+    wait_for(&cluster, "every server registered", LIMIT, || async {
+        status(&client).await.chunkservers.len() == 3
+    })
+    .await;
+    // Well past the delay: the engine has run many passes with everything registered.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let since = std::fs::read_to_string(&log_path).unwrap()[logged_before..].to_string();
+    assert!(since.contains("waiting for chunkservers to register"), "{since}");
+    let acted: Vec<&str> = since
+        .lines()
+        .filter(|l| {
+            l.contains("deleting copy") || l.contains("replicating") && !l.contains("before")
+        })
+        .collect();
+    assert!(acted.is_empty(), "the engine acted on copies that were only late:\n{acted:#?}");
+    for (f, earlier) in files.iter().zip(&before) {
+        assert_eq!(&file_info(&client, f).await, earlier, "{f}");
+    }
+    close(&client).await;
+}
