@@ -95,7 +95,10 @@ pub(super) async fn run_all(
             },
         };
         if let Err(e) = status {
-            tracing::warn!(server, error = %e, "chunkserver command for a write failed");
+            let addr =
+                addr_of(reg, server).map_or_else(|| "(disconnected)".into(), |a| a.to_string());
+            tracing::warn!(server = %addr, error = %e,
+                "chunkserver command failed; the other copies are used and the engine repairs this one");
         }
         results.push((server, status));
     }
