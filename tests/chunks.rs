@@ -1,8 +1,8 @@
 //! Chunkservers, the data path and the master's replication engine, with real processes:
 //! one master, several `mfsha chunkserver`s, the client library as the reader and writer.
 //!
-//! Sizes here are a few MiB so the default suite stays fast; `tests/slow/` runs the same
-//! kill-during-read scenario with 256 MiB: `cargo test -p mfsha --test slow`.
+//! Sizes here are at most two chunks so the default suite stays fast; `tests/slow/` runs the
+//! same kill-during-read scenario with 256 MiB: `cargo test --workspace --test slow`.
 
 pub mod scenario;
 
@@ -16,9 +16,11 @@ use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(40);
 
+/// Two chunks (72 MiB): the killed server held chunk 0 (stale after the write made while it
+/// was down) and possibly chunk 1 (surplus once re-replicated).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn read_survives_a_holder_killed_mid_read_and_copies_are_restored_and_cleaned() {
-    kill_during_read(24 << 20, LIMIT).await;
+    kill_during_read(72 << 20, LIMIT).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -40,6 +42,33 @@ async fn goal_3_file_is_readable_with_two_of_three_servers_dead() {
     let client = connect(&cluster).await;
     let back = client.read_file("/g3/file").await.expect("readable from the one server left");
     assert_eq!(sha256(&back), sha256(&data));
+    close(&client).await;
+}
+
+/// A finished write releases its chunk at once (`WriteChunkEnd`), so a copy lost right after
+/// the write is replaced within seconds, not after the 120 s write lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_copy_lost_right_after_a_write_is_replaced_at_once() {
+    let mut cluster = cluster(3).await;
+    let client = connect(&cluster).await;
+    write(&client, "/fresh", &random_data(1 << 20)).await;
+    let info = file_info(&client, "/fresh").await;
+    let victim = server_by_port(&cluster, info[0].copies[0].server.port);
+    let port = cluster.chunkservers[victim].port;
+    cluster.kill_chunkserver(victim);
+    wait_for(
+        &cluster,
+        "a new second copy (is the chunk still write-locked?)",
+        Duration::from_secs(15),
+        || async {
+            has_exactly(&client, "/fresh", 2, false).await
+                && file_info(&client, "/fresh").await[0]
+                    .copies
+                    .iter()
+                    .all(|c| c.server.port != port)
+        },
+    )
+    .await;
     close(&client).await;
 }
 
@@ -308,4 +337,270 @@ fn flip_byte(path: &std::path::Path, at: u64) {
     b[0] ^= 0x01;
     file.write_all_at(&b, at).unwrap();
     file.sync_all().unwrap();
+}
+
+/// `mfsha bench io` starts its own master and three chunkservers, writes and reads a file
+/// with goal 1, 2 and 3 (checking what it reads back), prints the figures next to the local
+/// disk's, and leaves nothing behind in its work directory.
+#[test]
+fn bench_io_runs_end_to_end_on_three_chunkservers() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("bench");
+    let out = mfsha(&["bench", "io", "--size-mib", "8", "--dir", work.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "bench io failed: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let figure = |line: &str, after: &str| -> f64 {
+        let rest = &line[line.find(after).unwrap_or_else(|| panic!("no {after:?} in {line:?}"))
+            + after.len()..];
+        rest.split_whitespace().next().unwrap().parse().unwrap()
+    };
+    let local = text.lines().find(|l| l.starts_with("local disk:")).expect("local disk line");
+    assert!(figure(local, "write") > 0.0 && figure(local, "read") > 0.0, "{text}");
+    for goal in 1..=3 {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("goal {goal}:")))
+            .unwrap_or_else(|| panic!("no goal {goal} line in {text}"));
+        assert!(figure(line, "write") > 0.0 && figure(line, "read") > 0.0, "{line}");
+        assert!(line.contains("% of local"), "{line}");
+    }
+    let left: Vec<_> = std::fs::read_dir(&work).unwrap().flatten().map(|e| e.path()).collect();
+    assert!(left.is_empty(), "the bench left {left:?} behind");
+}
+
+/// As with MooseFS's tools, a path on a mounted filesystem is enough: the tools find the
+/// mount's master and the path inside it (an explicit `-H` naming nothing is not used), for
+/// absolute paths and paths relative to a directory inside the mount.
+#[test]
+fn tools_take_a_path_on_a_mounted_filesystem() {
+    let cluster = crate::mount::cluster(2);
+    let mount = crate::mount::Mount::start(&cluster, "mnt", &[]);
+    std::fs::create_dir_all(mount.path("top/sub")).unwrap();
+    let data = random_data(2 << 20);
+    std::fs::write(mount.path("top/sub/f"), &data).unwrap();
+    let nobody = format!("127.0.0.1:{}", crate::util::free_port());
+    let run = |cwd: &std::path::Path, args: &[&str]| {
+        let out = std::process::Command::new(crate::util::mfsha_bin())
+            .args(args)
+            .env("MFSHA_MASTER", &nobody)
+            .current_dir(cwd)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "mfsha {args:?} in {cwd:?} failed: {text}{}\nmount log:\n{}\nmounts:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            mount.log(),
+            std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default()
+        );
+        text
+    };
+    let root = std::path::Path::new("/");
+    let file = mount.path("top/sub/f");
+    let file = file.to_str().unwrap();
+    let info = run(root, &["fileinfo", "-H", &nobody, file]);
+    assert!(info.starts_with(&format!("{file}:\n\tchunk 0: ")), "{info}");
+    assert_eq!(info.matches("(status:VALID)").count(), 2, "{info}");
+    assert_eq!(run(root, &["getgoal", file]), format!("{file}: 2\n"));
+    let top = mount.path("top");
+    let set = run(root, &["setgoal", "-r", "1", top.to_str().unwrap()]);
+    assert!(set.lines().nth(1).unwrap().trim_end().ends_with(" 3"), "{set}");
+    // Relative to a directory inside the mount; the master side agrees.
+    assert_eq!(run(&top, &["getgoal", "sub/f"]), "sub/f: 1\n");
+    let check = run(&top, &["checkfile", "sub/f"]);
+    assert!(check.starts_with("sub/f:\n"), "{check}");
+    let dir = run(&mount.dir, &["dirinfo", "."]);
+    let field = |name: &str| -> u64 {
+        let line = dir.lines().find(|l| l.trim_start().starts_with(name)).unwrap();
+        line.split_whitespace().last().unwrap().parse().unwrap()
+    };
+    assert_eq!((field("inodes:"), field("files:"), field("length:")), (4, 1, 2 << 20), "{dir}");
+    // The same file by its in-filesystem path on the master, as before.
+    assert_eq!(
+        run(root, &["getgoal", "-H", &cluster.master_addr(), "/top/sub/f"]),
+        "/top/sub/f: 1\n"
+    );
+}
+
+/// Writes `patch` at `offset` of `path` through an open handle (durable when it returns).
+async fn patch_file(client: &mfsha_mount::client::Client, path: &str, offset: u64, patch: &[u8]) {
+    let attr = client.resolve(path).await.unwrap();
+    let (fh, _) = client.open(Caller::ROOT, attr.ino, libc::O_WRONLY).await.unwrap();
+    client.write(fh, offset, patch).await.unwrap_or_else(|e| panic!("patching {path}: {e}"));
+    client.release(fh).await.unwrap_or_else(|e| panic!("closing {path}: {e}"));
+}
+
+/// Both copies lost their newest version in turn: server A missed a write, then B (the only
+/// one with it) died. The master accepts A's older copy rather than losing the chunk, under a
+/// version number never used before, so that when B returns its copy (which has a write A
+/// never saw, at a version the old numbering would issue again) is stale, not "valid" with
+/// different data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_newest_surviving_copy_is_accepted_and_a_returning_newer_one_is_discarded() {
+    let mut cluster = cluster(2).await;
+    let client = connect(&cluster).await;
+    let mut expect = random_data(1 << 20);
+    write(&client, "/v", &expect).await;
+    cluster.kill_chunkserver(0);
+    patch_file(&client, "/v", 0, &random_data(4096)).await; // only server 1 has this
+    cluster.kill_chunkserver(1);
+    cluster.restart_chunkserver(0);
+    wait_for(&cluster, "server 0's older copy accepted", LIMIT, || async {
+        has_exactly(&client, "/v", 1, false).await
+    })
+    .await;
+    assert_eq!(sha256(&client.read_file("/v").await.unwrap()), sha256(&expect));
+    let patch = random_data(4096);
+    patch_file(&client, "/v", 8192, &patch).await;
+    expect[8192..8192 + 4096].copy_from_slice(&patch);
+    cluster.restart_chunkserver(1);
+    wait_for(&cluster, "two valid copies, server 1's replaced", LIMIT, || async {
+        status(&client).await.chunkservers.len() == 2 && has_exactly(&client, "/v", 2, false).await
+    })
+    .await;
+    let chunk = file_info(&client, "/v").await.remove(0);
+    for copy in &chunk.copies {
+        let got = match read_direct(copy.server.port, chunk.chunk_id, chunk.version, 1 << 20).await
+        {
+            Ok(DataReply::Data(d)) => d.into_vec(),
+            other => panic!("reading the copy on {}: {other:?}", copy.server),
+        };
+        assert_eq!(sha256(&got), sha256(&expect), "the copy on {} differs", copy.server);
+    }
+    close(&client).await;
+}
+
+/// A file deleted for good (trash time 0) leaves no chunk files behind on any chunkserver;
+/// a file kept in the trash keeps its copies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn copies_of_a_file_gone_for_good_are_deleted_from_the_chunkservers() {
+    let cluster = cluster(3).await;
+    let client = connect(&cluster).await;
+    let now = client.mkdir_all(Caller::ROOT, "/now", 0o755).await.unwrap();
+    client.set_trash_time(Caller::ROOT, now.ino, 0, false).await.unwrap();
+    write(&client, "/now/gone", &random_data(3 << 20)).await;
+    write(&client, "/kept", &random_data(1 << 20)).await;
+    let kept = file_info(&client, "/kept").await.remove(0).chunk_id;
+    let all_files = || -> Vec<std::path::PathBuf> {
+        cluster.chunkservers.iter().flat_map(|c| chunk_files(&c.dirs[0])).collect()
+    };
+    assert_eq!(all_files().len(), 4, "two copies of each file's chunk");
+    client.remove_file(Caller::ROOT, "/now/gone").await.unwrap();
+    client.remove_file(Caller::ROOT, "/kept").await.unwrap();
+    close(&client).await; // nothing holds the files open any more
+    let client = connect(&cluster).await;
+    wait_for(&cluster, "the deleted file's two copies removed", LIMIT, || async {
+        let left = all_files();
+        let prefix = format!("chunk_{kept:016X}_");
+        left.len() == 2
+            && left.iter().all(|p| p.file_name().unwrap().to_string_lossy().starts_with(&prefix))
+    })
+    .await;
+    let s = status(&client).await;
+    assert_eq!(s.chunkservers.iter().map(|c| c.chunks).sum::<u64>(), 2, "{s:?}");
+    close(&client).await;
+}
+
+/// A chunkserver whose disk died while it was down starts on its other disks and shows the
+/// dead one as damaged; with no usable disk at all it refuses to start, naming the directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_chunkserver_starts_with_a_dead_disk_and_reports_it() {
+    let mut cluster = Cluster::new();
+    cluster.master_extra_yaml = FAST_MASTER_YAML.to_string();
+    cluster.start_master();
+    let cs = cluster.add_chunkserver(2);
+    let dead = cluster.chunkservers[cs].dirs[0].clone();
+    std::fs::remove_dir(&dead).unwrap();
+    std::fs::write(&dead, b"not a directory").unwrap();
+    cluster.restart_chunkserver(cs);
+    let client = connect(&cluster).await;
+    wait_for(&cluster, "registration with one damaged disk", LIMIT, || async {
+        let s = status(&client).await;
+        s.chunkservers.len() == 1 && {
+            let disks = &s.chunkservers[0].disks;
+            disks.len() == 2 && disks[0].damaged && !disks[1].damaged
+        }
+    })
+    .await;
+    let dir = client.mkdir_all(Caller::ROOT, "/one", 0o755).await.unwrap();
+    client.set_goal(Caller::ROOT, dir.ino, 1, false).await.unwrap();
+    let data = random_data(1 << 20);
+    write(&client, "/one/f", &data).await;
+    assert_eq!(chunk_files(&cluster.chunkservers[cs].dirs[1]).len(), 1, "stored on the good disk");
+    assert_eq!(sha256(&client.read_file("/one/f").await.unwrap()), sha256(&data));
+    close(&client).await;
+
+    let config = cluster.path().join("only-dead.yaml");
+    let yaml = format!(
+        "data_dirs:\n  - path: {}\nmaster: {}\nlisten: 127.0.0.1:{}\n",
+        dead.display(),
+        cluster.master_addr(),
+        crate::util::free_port()
+    );
+    std::fs::write(&config, yaml).unwrap();
+    let out = mfsha(&["chunkserver", "-c", config.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started with no usable disk: {err}");
+    assert!(
+        err.contains("no usable data directory") && err.contains(&*dead.to_string_lossy()),
+        "{err}"
+    );
+}
+
+/// After a master restart the engine waits `replication_delay_init_ms` for chunkservers to
+/// register: a server that comes back a little late finds its copies still wanted, and
+/// nothing was replicated or deleted meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_master_waits_for_chunkservers_before_replicating() {
+    let mut cluster = cluster(3).await;
+    let client = connect(&cluster).await;
+    let files: Vec<String> = (0..6).map(|i| format!("/wait/f{i}")).collect();
+    for f in &files {
+        write(&client, f, &random_data(200 << 10)).await;
+    }
+    let mut before = Vec::new();
+    for f in &files {
+        before.push(file_info(&client, f).await);
+    }
+    close(&client).await;
+    let late = server_by_port(&cluster, before[0][0].copies[0].server.port);
+    cluster.kill_master();
+    for i in 0..3 {
+        cluster.stop_chunkserver(i);
+    }
+    let log_path = cluster.path().join("master.log");
+    let logged_before = std::fs::read_to_string(&log_path).unwrap().len();
+    cluster.master_extra_yaml = FAST_MASTER_YAML
+        .replace("replication_delay_init_ms: 300", "replication_delay_init_ms: 2000");
+    cluster.start_master();
+    for i in (0..3).filter(|&i| i != late) {
+        cluster.restart_chunkserver(i);
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    cluster.restart_chunkserver(late);
+    let client = connect(&cluster).await;
+    wait_for(&cluster, "every server registered", LIMIT, || async {
+        status(&client).await.chunkservers.len() == 3
+    })
+    .await;
+    // Well past the delay: the engine has run many passes with everything registered.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let since = std::fs::read_to_string(&log_path).unwrap()[logged_before..].to_string();
+    assert!(since.contains("waiting for chunkservers to register"), "{since}");
+    let acted: Vec<&str> = since
+        .lines()
+        .filter(|l| {
+            l.contains("deleting copy") || l.contains("replicating") && !l.contains("before")
+        })
+        .collect();
+    assert!(acted.is_empty(), "the engine acted on copies that were only late:\n{acted:#?}");
+    for (f, earlier) in files.iter().zip(&before) {
+        assert_eq!(&file_info(&client, f).await, earlier, "{f}");
+    }
+    close(&client).await;
 }

@@ -7,12 +7,15 @@ use crate::util::{tail, Cluster};
 use mfsha_mount::client::{Caller, Client, ClientConfig, MasterConfig};
 use mfsha_proto::client::{ChunkCopies, ClusterStatus};
 use sha2::{Digest, Sha256};
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Master settings that make the engine react in tests within a second or two.
-pub const FAST_MASTER_YAML: &str = "chunks:\n  replication_delay_init_ms: 300\n  replication_loop_ms: 100\n  replications_per_server_max: 4\n  deletions_per_server_max: 50\n";
+/// Master settings that make the engine react in tests within a second or two. The write
+/// lock keeps its production length (120 s, longer than any wait here) on purpose: a chunk
+/// whose write has ended must be released by `WriteChunkEnd`, not by the lock timing out.
+pub const FAST_MASTER_YAML: &str = "chunks:\n  replication_delay_init_ms: 300\n  replication_loop_ms: 100\n  replications_per_server_max: 4\n  deletions_per_server_max: 50\n  write_lock_timeout_ms: 120000\n";
 
 /// Offset of chunk data inside a chunk file (header + CRC table; see crates/chunk/src/format.rs).
 pub const CHUNK_DATA_OFFSET: u64 = 8192;
@@ -157,30 +160,46 @@ pub async fn kill_during_read(size: usize, restore_limit: Duration) {
     let info = file_info(&client, "/data/file").await;
     assert_eq!(info.len(), size.div_ceil(64 << 20));
     assert!(info.iter().all(|c| c.copies.len() == 2), "goal 2 gives two copies: {info:?}");
-    let victim = server_by_port(&cluster, info[0].copies[0].server.port);
 
-    // Read the first MiB, kill a holder, read the rest through the same open file.
-    let attr = client.resolve("/data/file").await.unwrap();
-    let (fh, _) = client.open(Caller::ROOT, attr.ino, libc::O_RDONLY).await.unwrap();
-    let mut back = client.read(fh, 0, 1 << 20).await.unwrap();
+    // A fresh client reads the first MiB; the chunkserver it connected to for that is the one
+    // serving the read, and it is the one killed. The rest is read through the same open file.
+    let reader = connect(&cluster).await;
+    let ports: Vec<u16> = cluster.chunkservers.iter().map(|c| c.port).collect();
+    let before = connections_to(&ports);
+    let attr = reader.resolve("/data/file").await.unwrap();
+    let (fh, _) = reader.open(Caller::ROOT, attr.ino, libc::O_RDONLY).await.unwrap();
+    let mut back = reader.read(fh, 0, 1 << 20).await.unwrap();
+    let serving: HashSet<u16> = connections_to(&ports)
+        .into_iter()
+        .filter(|(inode, _)| !before.contains_key(inode))
+        .map(|(_, port)| port)
+        .collect();
+    assert_eq!(serving.len(), 1, "the first MiB came from one chunkserver: {serving:?}");
+    let victim = server_by_port(&cluster, *serving.iter().next().unwrap());
     cluster.kill_chunkserver(victim);
+    let killed = Instant::now();
     while back.len() < size {
-        let piece = client
+        let piece = reader
             .read(fh, back.len() as u64, 1 << 20)
             .await
             .unwrap_or_else(|e| panic!("read at {} after the kill: {e}", back.len()));
         assert!(!piece.is_empty(), "short read at {}", back.len());
         back.extend_from_slice(&piece);
     }
-    client.release(fh).await.unwrap();
+    reader.release(fh).await.unwrap();
+    close(&reader).await;
     assert_eq!(sha256(&back), sha256(&data), "the read across the kill returned wrong data");
 
-    let started = Instant::now();
+    let read_took = killed.elapsed();
     wait_for(&cluster, "two valid copies of every chunk again", restore_limit, || {
         has_exactly(&client, "/data/file", 2, false)
     })
     .await;
-    eprintln!("re-replication of {} MiB took {:?}", size >> 20, started.elapsed());
+    eprintln!(
+        "{} MiB: the read finished {read_took:?} and two copies were back {:?} after the kill",
+        size >> 20,
+        killed.elapsed()
+    );
 
     // A write while the server is down: its copy of chunk 0 becomes stale.
     let (fh, _) = client.open(Caller::ROOT, attr.ino, libc::O_WRONLY).await.unwrap();
@@ -212,6 +231,39 @@ pub async fn kill_during_read(size: usize, restore_limit: Duration) {
     let reread = client.read_file("/data/file").await.unwrap();
     assert_eq!(sha256(&reread), sha256(&expect));
     close(&client).await;
+}
+
+/// This process's established TCP connections to any of `ports` on this host: socket inode →
+/// remote port. Shows which chunkserver a client of the test talks to.
+pub fn connections_to(ports: &[u16]) -> HashMap<u64, u16> {
+    let ours: HashSet<u64> = std::fs::read_dir("/proc/self/fd")
+        .expect("listing /proc/self/fd (is /proc mounted?)")
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .filter_map(|link| {
+            let link = link.to_string_lossy().to_string();
+            link.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+        })
+        .collect();
+    let mut found = HashMap::new();
+    for table in ["/proc/self/net/tcp", "/proc/self/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else { continue };
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            const ESTABLISHED: &str = "01";
+            if cols.len() < 10 || cols[3] != ESTABLISHED {
+                continue;
+            }
+            let port = cols[2].rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok());
+            let inode: Option<u64> = cols[9].parse().ok();
+            if let (Some(port), Some(inode)) = (port, inode) {
+                if ports.contains(&port) && ours.contains(&inode) {
+                    found.insert(inode, port);
+                }
+            }
+        }
+    }
+    found
 }
 
 /// Prints a failed scenario's logs (used by callers with `tail`).

@@ -2,7 +2,7 @@
 //! every `cargo test`. Run it explicitly:
 //!
 //! ```text
-//! cargo test -p mfsha --test slow
+//! cargo test --workspace --locked --test slow
 //! ```
 //!
 //! It shares the helpers of the default suite (`tests/util.rs`, `tests/chunks/scenario.rs`).

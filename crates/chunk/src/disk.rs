@@ -24,8 +24,20 @@ pub struct Disk {
     damaged: AtomicBool,
     /// Tests set this to make every chunk operation on the disk fail like a dying drive.
     fault: AtomicBool,
-    /// Held open for its `flock`; released when the process exits, however it exits.
-    _lock: File,
+    /// Held open for its `flock`; released when the process exits, however it exits. `None`
+    /// for a directory that could not be opened (see [`Disk::unusable`]).
+    _lock: Option<File>,
+}
+
+/// Why a data directory could not be opened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OpenError {
+    /// Another chunkserver holds it: starting anyway would serve its chunks twice.
+    #[error("{0}")]
+    InUse(String),
+    /// Missing, not a directory, or failing I/O: the disk is damaged.
+    #[error("{0}")]
+    Unusable(String),
 }
 
 /// A chunk file found by [`Disk::scan`].
@@ -40,21 +52,26 @@ pub struct Found {
 impl Disk {
     /// Opens a data directory: it must exist; its 256 subdirectories are created if missing
     /// and it is locked against a second chunkserver.
-    pub fn open(dir: &DataDir) -> Result<Disk, String> {
+    pub fn open(dir: &DataDir) -> Result<Disk, OpenError> {
         let path = &dir.path;
         let meta = fs::metadata(path).map_err(|e| {
-            format!(
+            OpenError::Unusable(format!(
                 "data directory {}: {e}; create it (or mount the disk there) and restart",
                 path.display()
-            )
+            ))
         })?;
         if !meta.is_dir() {
-            return Err(format!("data directory {} is not a directory", path.display()));
+            let why = format!("data directory {} is not a directory", path.display());
+            return Err(OpenError::Unusable(why));
         }
         for sub in 0..=255u64 {
             let sub = path.join(format::subdir_name(sub));
-            fs::create_dir_all(&sub)
-                .map_err(|e| format!("cannot create chunk subdirectory {}: {e}", sub.display()))?;
+            fs::create_dir_all(&sub).map_err(|e| {
+                OpenError::Unusable(format!(
+                    "cannot create chunk subdirectory {}: {e}",
+                    sub.display()
+                ))
+            })?;
         }
         let lock = lock_dir(path)?;
         Ok(Disk {
@@ -62,8 +79,20 @@ impl Disk {
             marked_for_removal: dir.marked_for_removal,
             damaged: AtomicBool::new(false),
             fault: AtomicBool::new(false),
-            _lock: lock,
+            _lock: Some(lock),
         })
+    }
+
+    /// A data directory that could not be opened: kept in the list, damaged from the start,
+    /// so the master and `mfsha status` show it while the other disks serve on.
+    pub fn unusable(dir: &DataDir) -> Disk {
+        Disk {
+            path: dir.path.clone(),
+            marked_for_removal: dir.marked_for_removal,
+            damaged: AtomicBool::new(true),
+            fault: AtomicBool::new(false),
+            _lock: None,
+        }
     }
 
     /// Where chunk `id` at `version` lives on this disk.
@@ -184,22 +213,20 @@ impl Disk {
 }
 
 /// Takes an exclusive `flock` on the directory's lock file.
-fn lock_dir(path: &Path) -> Result<File, String> {
+fn lock_dir(path: &Path) -> Result<File, OpenError> {
     let lock_path = path.join(LOCK_FILE);
-    let file = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| format!("cannot open lock file {}: {e}", lock_path.display()))?;
+    let file =
+        fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(
+            |e| OpenError::Unusable(format!("cannot open lock file {}: {e}", lock_path.display())),
+        )?;
     // SAFETY: flock on a file descriptor we own; no memory is touched.
     let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     if rc != 0 {
-        return Err(format!(
+        return Err(OpenError::InUse(format!(
             "data directory {} is in use by another chunkserver ({}); stop it first",
             path.display(),
             io::Error::last_os_error()
-        ));
+        )));
     }
     Ok(file)
 }
@@ -242,7 +269,8 @@ pub fn write_file_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// enough to recognise the server after a restart.
 pub fn server_id(disks: &[Disk]) -> io::Result<u64> {
     let mut id = None;
-    for disk in disks {
+    let healthy = || disks.iter().filter(|d| !d.is_damaged());
+    for disk in healthy() {
         match fs::read_to_string(disk.path.join(SERVER_ID_FILE)) {
             Ok(text) => {
                 if let Ok(v) = u64::from_str_radix(text.trim(), 16) {
@@ -262,7 +290,7 @@ pub fn server_id(disks: &[Disk]) -> io::Result<u64> {
             }
         },
     };
-    for disk in disks {
+    for disk in healthy() {
         let path = disk.path.join(SERVER_ID_FILE);
         if !path.exists() {
             write_file_durably(&path, format!("{id:016x}\n").as_bytes())?;
@@ -292,7 +320,8 @@ mod tests {
         assert_eq!(subs.len(), 256);
         assert!(subs.contains(&"00".to_string()) && subs.contains(&"FF".to_string()));
         let err = Disk::open(&dir(tmp.path())).unwrap_err();
-        assert!(err.contains("in use by another chunkserver"), "{err}");
+        assert!(matches!(err, OpenError::InUse(_)), "{err:?}");
+        assert!(err.to_string().contains("in use by another chunkserver"), "{err}");
         drop(disk);
         Disk::open(&dir(tmp.path())).unwrap();
     }
@@ -300,7 +329,8 @@ mod tests {
     #[test]
     fn missing_directory_is_named() {
         let err = Disk::open(&dir(Path::new("/nonexistent/mfsha-disk"))).unwrap_err();
-        assert!(err.contains("/nonexistent/mfsha-disk"), "{err}");
+        assert!(matches!(err, OpenError::Unusable(_)), "{err:?}");
+        assert!(err.to_string().contains("/nonexistent/mfsha-disk"), "{err}");
     }
 
     #[test]
@@ -310,9 +340,15 @@ mod tests {
         let disks = vec![Disk::open(&dir(a.path())).unwrap()];
         let id = server_id(&disks).unwrap();
         drop(disks);
-        let disks = vec![Disk::open(&dir(b.path())).unwrap(), Disk::open(&dir(a.path())).unwrap()];
-        assert_eq!(server_id(&disks).unwrap(), id);
+        let gone = b.path().join("gone");
+        let disks = vec![
+            Disk::unusable(&dir(&gone)),
+            Disk::open(&dir(b.path())).unwrap(),
+            Disk::open(&dir(a.path())).unwrap(),
+        ];
+        assert_eq!(server_id(&disks).unwrap(), id, "an unusable disk is skipped");
         assert!(b.path().join(SERVER_ID_FILE).exists(), "copied to the new disk");
+        assert!(!gone.exists(), "nothing is written to an unusable disk");
     }
 
     #[test]

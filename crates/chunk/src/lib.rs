@@ -155,15 +155,34 @@ impl Chunkserver {
     }
 }
 
+/// Opens every data directory. One that cannot be opened is kept as damaged (reported to
+/// the master, its chunks re-replicated from other servers) while the others serve; the
+/// server refuses to start only when no directory is usable, or one is in use by another
+/// chunkserver.
 fn open_store(
     dirs: &[config::DataDir],
     fsync_every_write: bool,
 ) -> Result<(store::Store, u64), ChunkserverError> {
-    let disks = dirs
-        .iter()
-        .map(disk::Disk::open)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(ChunkserverError::Disk)?;
+    let mut disks = Vec::new();
+    let mut failures = Vec::new();
+    for dir in dirs {
+        match disk::Disk::open(dir) {
+            Ok(disk) => disks.push(disk),
+            Err(e @ disk::OpenError::InUse(_)) => {
+                return Err(ChunkserverError::Disk(e.to_string()))
+            }
+            Err(disk::OpenError::Unusable(why)) => {
+                tracing::error!(error = %why,
+                    "data directory unusable: marked damaged, the other disks serve on (fix or replace it, then restart)");
+                failures.push(why);
+                disks.push(disk::Disk::unusable(dir));
+            }
+        }
+    }
+    if disks.iter().all(|d| d.is_damaged()) {
+        let why = failures.join("; ");
+        return Err(ChunkserverError::Disk(format!("no usable data directory: {why}")));
+    }
     let server_id = disk::server_id(&disks).map_err(|e| {
         ChunkserverError::Disk(format!("cannot read or write the server id file: {e}"))
     })?;

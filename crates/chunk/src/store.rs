@@ -100,6 +100,9 @@ impl Store {
             fsync_every_write,
         };
         for (index, disk) in store.disks.iter().enumerate() {
+            if disk.is_damaged() {
+                continue; // could not be opened; already logged
+            }
             match disk.scan() {
                 Ok(found) => {
                     tracing::info!(disk = %disk.path.display(), chunks = found.len(), "disk scanned");

@@ -48,7 +48,15 @@ pub async fn run(master: Option<&str>, size_mib: u64, dir: &Path) -> anyhow::Res
         .await
         .map_err(|e| anyhow::anyhow!("cannot open a session with {master}: {e}"))?;
     for goal in 1..=3u8 {
-        let (w, r) = one_goal(&client, goal, &data, checksum, owned.as_ref()).await?;
+        let (w, r) =
+            one_goal(&client, goal, &data, checksum, owned.as_ref()).await.with_context(|| {
+                match &owned {
+                    Some(c) => {
+                        format!("goal {goal}; the daemons' logs are in {}", c.root.display())
+                    }
+                    None => format!("goal {goal}"),
+                }
+            })?;
         println!(
             "goal {goal}:      write {:>8.1} MiB/s ({:>3.0} % of local)   read {:>8.1} MiB/s ({:>3.0} % of local)",
             w,
@@ -58,7 +66,10 @@ pub async fn run(master: Option<&str>, size_mib: u64, dir: &Path) -> anyhow::Res
         );
     }
     client.close().await.map_err(|e| anyhow::anyhow!("closing the session: {e}"))?;
-    drop(owned);
+    drop(client);
+    if let Some(cluster) = owned {
+        cluster.remove()?;
+    }
     Ok(())
 }
 
@@ -165,6 +176,8 @@ fn evict(path: &Path) -> anyhow::Result<()> {
 
 /// A master and three chunkservers started for the bench; killed when dropped.
 struct LocalCluster {
+    /// Everything of this cluster (configs, logs, metadata, chunks); removed after a good run.
+    root: PathBuf,
     master: String,
     data_dirs: Vec<PathBuf>,
     children: Vec<Child>,
@@ -176,6 +189,7 @@ impl LocalCluster {
         let root = dir.join(format!("cluster-{}", std::process::id()));
         let (client, cs_port) = (free_port()?, free_port()?);
         let mut cluster = LocalCluster {
+            root: root.clone(),
             master: format!("127.0.0.1:{client}"),
             data_dirs: Vec::new(),
             children: Vec::new(),
@@ -254,13 +268,26 @@ impl LocalCluster {
     }
 }
 
-impl Drop for LocalCluster {
-    fn drop(&mut self) {
-        for child in &mut self.children {
+impl LocalCluster {
+    /// Stops the daemons and deletes the cluster's directory.
+    fn remove(mut self) -> anyhow::Result<()> {
+        self.stop();
+        std::fs::remove_dir_all(&self.root)
+            .with_context(|| format!("removing the bench cluster {}", self.root.display()))
+    }
+
+    fn stop(&mut self) {
+        for mut child in self.children.drain(..) {
             if let Err(e) = child.kill().and_then(|()| child.wait().map(|_| ())) {
                 eprintln!("warning: cannot stop a bench daemon (pid {}): {e}", child.id());
             }
         }
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 

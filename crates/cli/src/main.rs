@@ -69,7 +69,7 @@ enum Command {
     Fileinfo {
         #[arg(short = 'H', long = "master", env = "MFSHA_MASTER", default_value = DEFAULT_MASTER)]
         master: String,
-        /// Path from the filesystem root.
+        /// A path on a mounted mfsha filesystem, or from the filesystem root on the master.
         path: String,
     },
     /// A file's chunks counted by number of valid copies (MooseFS `mfscheckfile`).

@@ -1,15 +1,20 @@
 //! The MooseFS-style file tools, run against a master by path:
 //! `mfsha fileinfo|checkfile|dirinfo|getgoal|setgoal [-r] N PATH`.
 //!
-//! Each opens a session (`Hello`), resolves the path (relative to the filesystem root),
-//! asks, prints in the layout of `mfsfileinfo`, `mfscheckfile`, `mfsdirinfo`, `mfsgetgoal`
-//! and `mfssetgoal` so operators recognise it, and closes the session.
+//! PATH is, as with MooseFS's tools, a path on a mounted filesystem: when it lies inside a
+//! mounted mfsha filesystem (see [`target`]) the tool asks that mount's master about the same
+//! object. Any other PATH is a path from the filesystem root on the master named by `-H`.
+//!
+//! Each opens a session (`Hello`), resolves the path, asks, prints in the layout of
+//! `mfsfileinfo`, `mfscheckfile`, `mfsdirinfo`, `mfsgetgoal` and `mfssetgoal` (naming PATH as
+//! given) so operators recognise it, and closes the session.
 
 use anyhow::{bail, Context};
 use mfsha_proto::client::{CheckFileCounts, ChunkCopies, ClientOp, ClientReply, DirStats, Request};
 use mfsha_proto::rpc::RpcClient;
 use mfsha_proto::types::{Attr, FileKind, Reply, SessionId, MAX_GOAL};
 use std::fmt::Write as _;
+use std::path::{Component, Path, PathBuf};
 
 /// How long one request to the master may take.
 const TIMEOUT_MS: u64 = 10_000;
@@ -62,7 +67,7 @@ impl Session {
         match self.call(ClientOp::ResolvePath { path: path.to_string() }, false).await {
             Ok(ClientReply::Attr(attr)) => Ok(attr),
             Ok(other) => bail!("unexpected answer to ResolvePath: {other:?}"),
-            Err(e) => Err(e.context(format!("{path}"))),
+            Err(e) => Err(e.context(path.to_string())),
         }
     }
 
@@ -74,10 +79,111 @@ impl Session {
     }
 }
 
+/// Where a tool's PATH lives: the master to ask and the path from the filesystem root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub master: String,
+    pub path: String,
+}
+
+/// Finds what PATH names. A PATH whose directory exists here and lies inside a mounted mfsha
+/// filesystem (in `/proc/self/mountinfo`: fstype `fuse.mfsha`, or `fuse` as a mount made
+/// directly by root shows, with the source `host:port[/subfolder]`)
+/// names that mount's master and the path inside the filesystem, whatever `-H` says: the
+/// mount is the authority on where its files live. Any other PATH is taken as a path from the
+/// filesystem root on `master`.
+pub fn target(master: &str, path: &str) -> Target {
+    let given = Target { master: master.to_string(), path: path.to_string() };
+    let Some(local) = local_path(Path::new(path)) else { return given };
+    let Ok(table) = std::fs::read_to_string("/proc/self/mountinfo") else { return given };
+    mfsha_mount_of(&table, &local).unwrap_or(given)
+}
+
+/// The absolute form of a local `path`, with its directory's symlinks resolved but not its
+/// last component (a tool asked about a symlink means the link). `None` when the directory
+/// does not exist here.
+fn local_path(path: &Path) -> Option<PathBuf> {
+    match (path.parent(), path.file_name()) {
+        (Some(dir), Some(name)) => {
+            let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+            Some(std::fs::canonicalize(dir).ok()?.join(name))
+        }
+        // "/", ".", "..", "dir/..": nothing to keep unresolved.
+        _ => std::fs::canonicalize(path).ok(),
+    }
+}
+
+/// If the innermost mount of `mountinfo` that contains `local` (absolute) is an mfsha
+/// filesystem: the mount's master and the path of `local` inside the filesystem.
+fn mfsha_mount_of(mountinfo: &str, local: &Path) -> Option<Target> {
+    let (fstype, point, source) = mountinfo
+        .lines()
+        .filter_map(parse_mount_line)
+        .filter(|(_, point, _)| local.starts_with(point))
+        .max_by_key(|(_, point, _)| point.components().count())?;
+    let (master, subfolder) = match source.find('/') {
+        Some(at) => (source[..at].to_string(), source[at..].trim_end_matches('/').to_string()),
+        None => (source.clone(), String::new()),
+    };
+    // A FUSE mount made by root without fusermount shows as plain "fuse" (the subtype is
+    // lost); the mount's source, "host:port[/subfolder]", then tells it is ours.
+    let port_given = master.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok());
+    if !(fstype == "fuse.mfsha" || (fstype == "fuse" && port_given)) {
+        return None;
+    }
+    let inside = local.strip_prefix(&point).ok()?;
+    let mut path = subfolder;
+    for part in inside.components() {
+        if let Component::Normal(name) = part {
+            path.push('/');
+            path.push_str(&name.to_string_lossy());
+        }
+    }
+    if path.is_empty() {
+        path.push('/');
+    }
+    Some(Target { master, path })
+}
+
+/// (fstype, mount point, source) of a line of `/proc/self/mountinfo`:
+/// `ID PARENT MAJ:MIN ROOT POINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER_OPTIONS`.
+fn parse_mount_line(line: &str) -> Option<(String, PathBuf, String)> {
+    let fields: Vec<&str> = line.split(' ').collect();
+    let sep = fields.iter().position(|f| *f == "-")?;
+    let fstype = fields.get(sep + 1)?.to_string();
+    let point = PathBuf::from(unescape(fields.get(4)?));
+    Some((fstype, point, unescape(fields.get(sep + 2)?)))
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space, `\134` for a backslash).
+fn unescape(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .and_then(|d| std::str::from_utf8(d).ok())
+            .and_then(|d| u8::from_str_radix(d, 8).ok());
+        match (bytes[i], octal) {
+            (b'\\', Some(b)) => {
+                out.push(b);
+                i += 4;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// `mfsfileinfo`: every chunk of a file with its copies and their state.
 pub async fn fileinfo(master: &str, path: &str) -> anyhow::Result<()> {
-    let mut s = Session::open(master).await?;
-    let attr = s.resolve(path).await?;
+    let target = target(master, path);
+    let mut s = Session::open(&target.master).await?;
+    let attr = s.resolve(&target.path).await?;
     let reply = s.call(ClientOp::FileInfo { ino: attr.ino }, false).await;
     s.close().await;
     match reply.with_context(|| path.to_string())? {
@@ -89,8 +195,9 @@ pub async fn fileinfo(master: &str, path: &str) -> anyhow::Result<()> {
 
 /// `mfscheckfile`: a file's chunks counted by number of valid copies.
 pub async fn checkfile(master: &str, path: &str) -> anyhow::Result<()> {
-    let mut s = Session::open(master).await?;
-    let attr = s.resolve(path).await?;
+    let target = target(master, path);
+    let mut s = Session::open(&target.master).await?;
+    let attr = s.resolve(&target.path).await?;
     let reply = s.call(ClientOp::CheckFile { ino: attr.ino }, false).await;
     s.close().await;
     match reply.with_context(|| path.to_string())? {
@@ -102,8 +209,9 @@ pub async fn checkfile(master: &str, path: &str) -> anyhow::Result<()> {
 
 /// `mfsdirinfo`: recursive totals of a directory (or one file).
 pub async fn dirinfo(master: &str, path: &str) -> anyhow::Result<()> {
-    let mut s = Session::open(master).await?;
-    let attr = s.resolve(path).await?;
+    let target = target(master, path);
+    let mut s = Session::open(&target.master).await?;
+    let attr = s.resolve(&target.path).await?;
     let reply = s.call(ClientOp::DirInfo { ino: attr.ino }, false).await;
     s.close().await;
     match reply.with_context(|| path.to_string())? {
@@ -115,8 +223,9 @@ pub async fn dirinfo(master: &str, path: &str) -> anyhow::Result<()> {
 
 /// `mfsgetgoal`: the goal (number of copies) of a file or directory.
 pub async fn getgoal(master: &str, path: &str) -> anyhow::Result<()> {
-    let mut s = Session::open(master).await?;
-    let attr = s.resolve(path).await?;
+    let target = target(master, path);
+    let mut s = Session::open(&target.master).await?;
+    let attr = s.resolve(&target.path).await?;
     let reply = s.call(ClientOp::GetGoal { ino: attr.ino }, false).await;
     s.close().await;
     match reply.with_context(|| path.to_string())? {
@@ -131,8 +240,9 @@ pub async fn setgoal(master: &str, path: &str, goal: u8, recursive: bool) -> any
     if goal == 0 || goal > MAX_GOAL {
         bail!("goal {goal} is out of range: use 1..={MAX_GOAL}");
     }
-    let mut s = Session::open(master).await?;
-    let attr = s.resolve(path).await?;
+    let target = target(master, path);
+    let mut s = Session::open(&target.master).await?;
+    let attr = s.resolve(&target.path).await?;
     let reply = s.call(ClientOp::SetGoal { ino: attr.ino, goal, recursive }, true).await;
     s.close().await;
     match reply.with_context(|| path.to_string())? {
@@ -156,16 +266,18 @@ pub fn format_fileinfo(path: &str, chunks: &[ChunkCopies]) -> String {
         out.push_str("\tno chunks - empty file\n");
     }
     for c in chunks {
-        let _ = writeln!(
+        writeln!(
             out,
             "\tchunk {}: {:016X}_{:08X} / (id:{} ver:{}) goal:{}",
             c.index, c.chunk_id, c.version, c.chunk_id, c.version, c.goal
-        );
+        )
+        .expect("writing to a String cannot fail");
         if c.copies.is_empty() {
             out.push_str("\t\tno valid copies !!!\n");
         }
         for (i, copy) in c.copies.iter().enumerate() {
-            let _ = writeln!(out, "\t\tcopy {}: {} (status:{})", i + 1, copy.server, copy.state);
+            writeln!(out, "\t\tcopy {}: {} (status:{})", i + 1, copy.server, copy.state)
+                .expect("writing to a String cannot fail");
         }
     }
     out
@@ -183,7 +295,7 @@ pub fn format_checkfile(path: &str, counts: &CheckFileCounts) -> String {
             1 => "chunks with 1 copy:".to_string(),
             n => format!("chunks with {n} copies:"),
         };
-        let _ = writeln!(out, " {label:<32}{count:>10}");
+        writeln!(out, " {label:<32}{count:>10}").expect("writing to a String cannot fail");
     }
     out
 }
@@ -201,7 +313,7 @@ pub fn format_dirinfo(path: &str, s: &DirStats) -> String {
     ];
     let mut out = format!("{path}:\n");
     for (name, value) in rows {
-        let _ = writeln!(out, "{name:<16}{value:>16}");
+        writeln!(out, "{name:<16}{value:>16}").expect("writing to a String cannot fail");
     }
     out
 }
@@ -218,9 +330,12 @@ pub fn format_setgoal(
         return format!("{path}: {goal}\n");
     }
     let mut out = format!("{path}:\n");
-    let _ = writeln!(out, " inodes with goal changed:{changed:>24}");
-    let _ = writeln!(out, " inodes with goal not changed:{not_changed:>20}");
-    let _ = writeln!(out, " inodes with permission denied:{denied:>19}");
+    writeln!(out, " inodes with goal changed:{changed:>24}")
+        .expect("writing to a String cannot fail");
+    writeln!(out, " inodes with goal not changed:{not_changed:>20}")
+        .expect("writing to a String cannot fail");
+    writeln!(out, " inodes with permission denied:{denied:>19}")
+        .expect("writing to a String cannot fail");
     out
 }
 
@@ -254,6 +369,48 @@ mod tests {
              \t\tcopy 2: 10.0.0.1:9423 (status:WRONG VERSION)\n\
              \tchunk 1: 000000000000001B_00000001 / (id:27 ver:1) goal:2\n\
              \t\tno valid copies !!!\n"
+        );
+    }
+
+    const MOUNTINFO: &str = "\
+22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
+61 22 0:52 / /mnt/mfs rw,nosuid,nodev,relatime shared:33 - fuse.mfsha 10.0.0.5:9421 rw,user_id=0
+62 22 0:53 / /mnt/my\\040data rw,relatime shared:34 - fuse.mfsha m1:7000/projects/a rw
+63 61 0:54 / /mnt/mfs/inner rw,relatime shared:35 - fuse.sshfs host:/x rw
+64 22 0:55 / /mnt/root rw,relatime - fuse 127.0.0.1:9421 rw,user_id=0,allow_other
+65 22 0:56 / /mnt/other rw,relatime - fuse somefs rw,user_id=0
+";
+
+    fn located(local: &str) -> Option<Target> {
+        mfsha_mount_of(MOUNTINFO, Path::new(local))
+    }
+
+    fn at(master: &str, path: &str) -> Option<Target> {
+        Some(Target { master: master.into(), path: path.into() })
+    }
+
+    #[test]
+    fn a_path_in_a_mount_names_its_master_and_the_path_inside() {
+        assert_eq!(located("/mnt/mfs/tree/big"), at("10.0.0.5:9421", "/tree/big"));
+        assert_eq!(located("/mnt/mfs"), at("10.0.0.5:9421", "/"));
+        // A subfolder mount: paths inside start at the subfolder; escapes are undone.
+        assert_eq!(located("/mnt/my data/f"), at("m1:7000", "/projects/a/f"));
+        assert_eq!(located("/mnt/my data"), at("m1:7000", "/projects/a"));
+        // Another filesystem mounted inside, or no mfsha mount at all: taken as given.
+        assert_eq!(located("/mnt/mfs/inner/f"), None);
+        assert_eq!(located("/mnt/mfsx/f"), None);
+        // Mounted by root without fusermount: plain "fuse", known by its source.
+        assert_eq!(located("/mnt/root/a/b"), at("127.0.0.1:9421", "/a/b"));
+        assert_eq!(located("/mnt/other/a"), None);
+        assert_eq!(located("/home/f"), None);
+    }
+
+    #[test]
+    fn a_path_outside_any_mount_is_a_path_on_the_master() {
+        let t = target("m:9421", "/no/such/dir/anywhere/file");
+        assert_eq!(
+            t,
+            Target { master: "m:9421".into(), path: "/no/such/dir/anywhere/file".into() }
         );
     }
 

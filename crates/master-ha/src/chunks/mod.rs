@@ -135,11 +135,11 @@ impl ChunkRegistry {
         let mut inner = self.inner.lock();
         let plan = inner.plan(&table, moment, &self.limits());
         let Plan { actions, health, safe_to_remove } = plan;
-        let proposals = self.dispatch(&mut inner, actions);
+        let recoveries = self.dispatch(&mut inner, actions);
         drop(inner);
         *self.last.lock() = (health, safe_to_remove);
-        for (chunk, version) in proposals {
-            self.spawn_accept_version(chunk, version);
+        for action in recoveries {
+            self.spawn_recovery(action);
         }
     }
 
@@ -185,9 +185,10 @@ impl ChunkRegistry {
         inner.writing.retain(|_, since| since.elapsed() < lock);
     }
 
-    /// Sends the planned commands; returns the version acceptances to propose.
-    fn dispatch(&self, inner: &mut Inner, actions: Vec<Action>) -> Vec<(ChunkId, u32)> {
-        let mut proposals = Vec::new();
+    /// Sends the planned commands; returns the version recoveries to run (they wait for
+    /// chunkservers and a commit, so they run in their own tasks).
+    fn dispatch(&self, inner: &mut Inner, actions: Vec<Action>) -> Vec<Action> {
+        let mut recoveries = Vec::new();
         for action in actions {
             match action {
                 Action::Replicate { chunk, version, source, target, why } => {
@@ -206,13 +207,13 @@ impl ChunkRegistry {
                         );
                     }
                 }
-                Action::AcceptVersion { chunk, version } => {
+                Action::AcceptVersion { chunk, .. } | Action::Renumber { chunk, .. } => {
                     inner.proposing.insert(chunk);
-                    proposals.push((chunk, version));
+                    recoveries.push(action);
                 }
             }
         }
-        proposals
+        recoveries
     }
 
     fn send_replication(
@@ -242,20 +243,64 @@ impl ChunkRegistry {
         tracing::info!(chunk = format_args!("{chunk:016X}"), version, ?why, from = %source_addr, to = %target_addr, "replicating");
     }
 
-    fn spawn_accept_version(self: &Arc<Self>, chunk: ChunkId, version: u32) {
+    /// Runs an `AcceptVersion` or `Renumber` action; the chunk stays out of planning
+    /// (`proposing`) until it is done.
+    fn spawn_recovery(self: &Arc<Self>, action: Action) {
         let registry = self.clone();
         tokio::spawn(async move {
-            tracing::warn!(
-                chunk = format_args!("{chunk:016X}"),
-                version,
-                "no copy has the chunk's current version; accepting the newest copy there is"
-            );
-            let result = registry.meta.accept_version(chunk, version).await;
-            if let Err(e) = result {
-                tracing::error!(chunk = format_args!("{chunk:016X}"), version, error = %e, "accepting the newest copy failed");
-            }
+            let chunk = match action {
+                Action::AcceptVersion { chunk, version } => {
+                    tracing::warn!(chunk = format_args!("{chunk:016X}"), version,
+                        "copies are newer than the recorded version (an interrupted renumbering); recording it");
+                    registry.accept(chunk, version).await;
+                    chunk
+                }
+                Action::Renumber { chunk, from, to, servers } => {
+                    registry.renumber(chunk, from, to, servers).await;
+                    chunk
+                }
+                other => unreachable!("not a recovery: {other:?}"),
+            };
             registry.inner.lock().proposing.remove(&chunk);
         });
+    }
+
+    /// Makes the copies at `from` on `servers` version `to`, and records `to` if any made it.
+    async fn renumber(&self, chunk: ChunkId, from: u32, to: u32, servers: Vec<ServerKey>) {
+        tracing::warn!(chunk = format_args!("{chunk:016X}"), newest = from, new_version = to,
+            copies = servers.len(),
+            "no copy has the chunk's current version; accepting the newest copies there are (data written after them is lost)");
+        let cmds = servers
+            .into_iter()
+            .map(|server| write::Cmd {
+                server,
+                kind: PendingKind::SetVersion { chunk, version: to },
+                make: Box::new(move |op| MasterToCs::SetVersion {
+                    op,
+                    chunk_id: chunk,
+                    old_version: from,
+                    new_version: to,
+                }),
+            })
+            .collect();
+        let results = write::run_all(self, cmds).await;
+        if results.iter().any(|(_, r)| r.is_ok()) {
+            self.accept(chunk, to).await;
+        } else {
+            tracing::error!(
+                chunk = format_args!("{chunk:016X}"),
+                from,
+                to,
+                "no chunkserver could renumber its copy; will try again"
+            );
+        }
+    }
+
+    async fn accept(&self, chunk: ChunkId, version: u32) {
+        if let Err(e) = self.meta.accept_version(chunk, version).await {
+            tracing::error!(chunk = format_args!("{chunk:016X}"), version, error = %e,
+                "recording the accepted version failed; will try again");
+        }
     }
 }
 

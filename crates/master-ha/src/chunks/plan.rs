@@ -10,7 +10,11 @@
 //! * *invalid*: wrong version or damaged — deleted once a readable copy exists elsewhere.
 //!
 //! Work is ordered endangered (at most one valid copy) → undergoal → deletions → rebalancing,
-//! within per-server limits on replications and deletions in flight.
+//! within per-server limits on replications and deletions in flight. A new copy never goes to
+//! a server that holds any copy of the chunk, even a damaged or stale one. Nothing is
+//! replicated or deleted until chunkservers had time to register (a copy not yet reported is
+//! not a missing copy, and the copies counted so far are not all there are). A chunk with no readable copy keeps its newest undamaged copies under a version
+//! number never issued before ([`Action::Renumber`]).
 
 use super::registry::{ChunkCopy, Inner, ServerKey};
 use crate::server::CopyHealth;
@@ -46,10 +50,20 @@ pub enum Action {
         server: ServerKey,
         why: Why,
     },
-    /// No copy has the metadata's version: accept the newest one there is.
+    /// No copy has the metadata's version, but some have a newer one (a renumbering that
+    /// moved the copies and did not get to record it): record that version.
     AcceptVersion {
         chunk: ChunkId,
         version: u32,
+    },
+    /// No copy has the metadata's version: give the newest copies there are (`from`, on
+    /// `servers`) the never-used version `to`, then record it. A fresh number, because a
+    /// server still away may hold a copy at a version between the two with other data.
+    Renumber {
+        chunk: ChunkId,
+        from: u32,
+        to: u32,
+        servers: Vec<ServerKey>,
     },
 }
 
@@ -135,13 +149,16 @@ impl Inner {
             {
                 continue;
             }
-            if c.readable.is_empty() {
-                if let Some(version) = newest_undamaged(copies).filter(|_| at.ready) {
-                    plan.actions.push(Action::AcceptVersion { chunk, version });
-                }
+            // Until chunkservers had time to register, a copy not yet reported is not a
+            // missing copy: count, but change nothing.
+            if !at.ready {
                 continue;
             }
-            self.want_for_chunk(&mut wanted, chunk, info.version, goal, &c, at.ready);
+            if c.readable.is_empty() {
+                plan.actions.extend(recover(chunk, info.version, copies));
+                continue;
+            }
+            self.want_for_chunk(&mut wanted, chunk, info.version, goal, &c);
         }
         if at.ready {
             self.want_unused(&mut wanted, table, at.table_taken);
@@ -184,13 +201,10 @@ impl Inner {
         version: u32,
         goal: usize,
         c: &Counted,
-        ready: bool,
     ) {
-        if ready {
-            for copy in &c.invalid {
-                let why = if copy.damaged { Why::Damaged } else { Why::WrongVersion };
-                wanted.delete.push((why, chunk, copy.version, copy.server));
-            }
+        for copy in &c.invalid {
+            let why = if copy.damaged { Why::Damaged } else { Why::WrongVersion };
+            wanted.delete.push((why, chunk, copy.version, copy.server));
         }
         let valid = c.valid.len();
         if valid < goal {
@@ -239,11 +253,9 @@ impl Inner {
         need: usize,
     ) {
         let copies = &self.copies[&chunk];
-        let holders: HashSet<ServerKey> = copies
-            .iter()
-            .filter(|c| c.version == version && !c.damaged)
-            .map(|c| c.server)
-            .collect();
+        // A server holding any copy (even a damaged or stale one) is no target: the new copy
+        // belongs on another machine, and the bad one is deleted by its own rule.
+        let holders: HashSet<ServerKey> = copies.iter().map(|c| c.server).collect();
         let mut chosen = HashSet::new();
         for _ in 0..need {
             let source = copies
@@ -317,8 +329,16 @@ fn is_replication(a: &Action) -> bool {
     matches!(a, Action::Replicate { .. })
 }
 
-fn newest_undamaged(copies: &[ChunkCopy]) -> Option<u32> {
-    copies.iter().filter(|c| !c.damaged).map(|c| c.version).max()
+/// What to do for a chunk none of whose copies has the metadata's `version`: take the
+/// newest undamaged copies rather than lose the chunk (nothing if every copy is damaged).
+fn recover(chunk: ChunkId, version: u32, copies: &[ChunkCopy]) -> Option<Action> {
+    let newest = copies.iter().filter(|c| !c.damaged).map(|c| c.version).max()?;
+    if newest > version {
+        return Some(Action::AcceptVersion { chunk, version: newest });
+    }
+    let servers = copies.iter().filter(|c| !c.damaged && c.version == newest).map(|c| c.server);
+    let to = version.checked_add(1)?;
+    Some(Action::Renumber { chunk, from: newest, to, servers: servers.collect() })
 }
 
 fn count_health(health: &mut CopyHealth, c: &Counted, goal: usize) {

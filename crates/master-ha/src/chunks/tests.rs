@@ -150,11 +150,21 @@ fn stale_copies_are_deleted_only_after_the_registration_delay() {
     inner.upsert_copy(s1, 8, 5, false);
     inner.upsert_copy(s2, 8, 5, false);
     inner.upsert_copy(s3, 8, 4, false); // was down during a write
-    let table = [(8, info(5, 2))];
-    assert!(deletions(&inner.plan(&table, moment(false), &limits()).actions).is_empty());
+    let table = [(8, info(5, 2)), (9, info(1, 2)), (10, info(1, 1))];
+    inner.upsert_copy(s1, 9, 1, false); // its second copy may be on a server not yet back
+    inner.upsert_copy(s1, 10, 1, false);
+    inner.upsert_copy(s2, 10, 1, false);
+    let early = inner.plan(&table, moment(false), &limits());
+    assert!(early.actions.is_empty(), "nothing changes before the delay: {:?}", early.actions);
+    assert_eq!((early.health.undergoal, early.health.overgoal), (1, 1));
+    inner.remove_copy(s2, 10);
     let plan = inner.plan(&table, moment(true), &limits());
     assert_eq!(deletions(&plan.actions), vec![(8, 4, s3, Why::WrongVersion)]);
-    assert!(replications(&plan.actions).is_empty());
+    // Chunk 8 has its two valid copies; chunk 9 is now really short of one, and s3 (which
+    // holds only a stale copy of 8) may take it.
+    let reps = replications(&plan.actions);
+    assert_eq!(reps.len(), 1, "{reps:?}");
+    assert_eq!((reps[0].0, reps[0].1, reps[0].3), (9, s1, Why::Endangered));
 }
 
 #[test]
@@ -169,9 +179,22 @@ fn when_no_copy_has_the_current_version_the_newest_is_accepted() {
     assert!(plan.actions.is_empty(), "not before chunkservers had time to register");
     assert_eq!(plan.health.missing, 1);
     let plan = inner.plan(&table, moment(true), &limits());
-    assert_eq!(plan.actions, vec![Action::AcceptVersion { chunk: 9, version: 4 }]);
-    // Nothing else happens to the chunk while the proposal is in flight.
+    // The newest copy gets a version never issued (a server still away may hold 5).
+    assert_eq!(
+        plan.actions,
+        vec![Action::Renumber { chunk: 9, from: 4, to: 7, servers: vec![s2] }]
+    );
+    // Nothing else happens to the chunk while the renumbering is in flight.
     inner.proposing.insert(9);
+    assert!(inner.plan(&table, moment(true), &limits()).actions.is_empty());
+    inner.proposing.remove(&9);
+    // Renumbered copies whose new version was not recorded: record it.
+    inner.upsert_copy(s2, 9, 7, false);
+    let plan = inner.plan(&table, moment(true), &limits());
+    assert_eq!(plan.actions, vec![Action::AcceptVersion { chunk: 9, version: 7 }]);
+    // Damaged copies are never taken.
+    inner.mark_damaged(s2, 9, 7);
+    inner.mark_damaged(s1, 9, 3);
     assert!(inner.plan(&table, moment(true), &limits()).actions.is_empty());
 }
 
@@ -193,7 +216,9 @@ fn copies_of_unknown_chunks_are_deleted_unless_newer_than_the_table() {
 fn damaged_copies_are_replaced_then_deleted() {
     let (mut inner, mut keep) = (Inner::default(), Vec::new());
     let s1 = add(&mut inner, 1, 20, &mut keep);
-    let s2 = add(&mut inner, 2, 20, &mut keep);
+    // The server with the damaged copy is the emptiest, and still no target: the new copy
+    // goes to another machine.
+    let s2 = add(&mut inner, 2, 5, &mut keep);
     let s3 = add(&mut inner, 3, 20, &mut keep);
     inner.upsert_copy(s1, 4, 1, false);
     inner.upsert_copy(s2, 4, 1, false);
@@ -204,6 +229,7 @@ fn damaged_copies_are_replaced_then_deleted() {
     // The only copy, even damaged, is never deleted.
     let (mut inner, mut keep) = (Inner::default(), Vec::new());
     let s1 = add(&mut inner, 1, 20, &mut keep);
+    add(&mut inner, 2, 20, &mut keep);
     inner.upsert_copy(s1, 4, 1, false);
     inner.mark_damaged(s1, 4, 1);
     let plan = inner.plan(&[(4, info(1, 2))], moment(true), &limits());

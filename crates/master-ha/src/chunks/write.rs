@@ -14,10 +14,10 @@ use mfsha_proto::types::{ChunkId, ServerAddr, Status};
 use std::time::Instant;
 
 /// One command to send, built with its op id.
-struct Cmd {
-    server: ServerKey,
-    kind: PendingKind,
-    make: Box<dyn FnOnce(u64) -> MasterToCs + Send>,
+pub(super) struct Cmd {
+    pub(super) server: ServerKey,
+    pub(super) kind: PendingKind,
+    pub(super) make: Box<dyn FnOnce(u64) -> MasterToCs + Send>,
 }
 
 pub(super) async fn prepare(
@@ -67,7 +67,10 @@ fn holders(reg: &ChunkRegistry, chunk: ChunkId, version: u32) -> Vec<(ServerKey,
 }
 
 /// Sends every command at once, then waits for all answers.
-async fn run_all(reg: &ChunkRegistry, cmds: Vec<Cmd>) -> Vec<(ServerKey, Result<(), Status>)> {
+pub(super) async fn run_all(
+    reg: &ChunkRegistry,
+    cmds: Vec<Cmd>,
+) -> Vec<(ServerKey, Result<(), Status>)> {
     let mut waiting = Vec::new();
     {
         let mut inner = reg.inner.lock();
@@ -92,7 +95,10 @@ async fn run_all(reg: &ChunkRegistry, cmds: Vec<Cmd>) -> Vec<(ServerKey, Result<
             },
         };
         if let Err(e) = status {
-            tracing::warn!(server, error = %e, "chunkserver command for a write failed");
+            let addr =
+                addr_of(reg, server).map_or_else(|| "(disconnected)".into(), |a| a.to_string());
+            tracing::warn!(server = %addr, error = %e,
+                "chunkserver command failed; the other copies are used and the engine repairs this one");
         }
         results.push((server, status));
     }

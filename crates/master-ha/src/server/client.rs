@@ -266,6 +266,11 @@ fn check_name(name: &str) -> Reply<()> {
 
 /// Turns what apply produced into the reply, acting on chunk outcomes first.
 async fn finish(service: &Service, op: &ClientOp, outcome: Outcome) -> Reply<ClientReply> {
+    if let ClientOp::WriteChunkEnd { chunk_id, .. } = op {
+        // Whatever apply answered (the file's new attributes), the write is over: release the
+        // chunk so the replication engine may act on it again.
+        service.chunks.write_end(*chunk_id, true);
+    }
     match outcome {
         Outcome::ChunkWrite { chunk_id, version, file_size, .. } => {
             let chain = service.chunks.prepare_write(&outcome).await?;
@@ -284,10 +289,6 @@ async fn finish(service: &Service, op: &ClientOp, outcome: Outcome) -> Reply<Cli
             // Open answers the attributes, so the client can check access and size.
             ClientOp::Open { ino, .. } => {
                 Ok(ClientReply::Attr(service.meta.read(|s| s.getattr(*ino))?))
-            }
-            ClientOp::WriteChunkEnd { chunk_id, .. } => {
-                service.chunks.write_end(*chunk_id, true);
-                Ok(ClientReply::Unit)
             }
             _ => Ok(ClientReply::Unit),
         },
