@@ -1,6 +1,6 @@
 //! Real FUSE mounts used through ordinary system calls and tools.
 
-use super::{cluster, Mount};
+use super::{cluster, sha256_file, Mount};
 use crate::util::{mfsha_bin, tail};
 use std::ffi::CString;
 use std::fs;
@@ -264,4 +264,105 @@ fn the_mount_helper_mounts_like_mount_t_mfsha_does() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(gone, "the mount process is still running after umount; log:\n{}", tail(&log, 30));
+}
+
+/// The writer is a separate program (`dd`), as in the issue's scenario. It must not be a
+/// thread of this test: every `exec` of a child of this process (the master's restart) closes
+/// the inherited descriptors, and closing a descriptor of a FUSE file sends FLUSH, which waits
+/// for the master that the exec was about to start.
+#[test]
+fn a_write_survives_the_master_being_killed_and_restarted() {
+    let mut c = cluster(3);
+    let m = Mount::start(&c, "mnt", &[]);
+    let total = 200 << 20;
+    let source = c.path().join("source.bin");
+    let sum = write_stream(&source, total).unwrap();
+    let path = m.path("big.bin");
+    let mut writer = Command::new("dd")
+        .arg(format!("if={}", source.display()))
+        .arg(format!("of={}", path.display()))
+        .args(["bs=1M", "conv=fsync", "status=none"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("dd starts (coreutils)");
+    // Let the write get going, then take the master away for a few seconds.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while fs::metadata(&path).map(|m| m.len()).unwrap_or(0) < 16 << 20
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(writer.try_wait().unwrap().is_none(), "dd finished before the master was killed");
+    c.kill_master();
+    std::thread::sleep(Duration::from_secs(3));
+    c.start_master();
+    let out = writer.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the writer saw an error ({}): {}\nmount log:\n{}\nmaster log:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        m.log(),
+        c.master_log()
+    );
+    assert_eq!(fs::metadata(&path).unwrap().len(), total as u64);
+    assert_eq!(sha256_file(&path), sum, "the file read back has the bytes written");
+    assert!(m.log().contains("connected to the master"), "the mount reconnected:\n{}", m.log());
+    assert!(
+        !m.log().contains("opening a new one"),
+        "the mount resumed its session rather than opening a new one:\n{}",
+        m.log()
+    );
+}
+
+#[test]
+fn cp_a_onto_the_mount_and_back_is_identical() {
+    let c = cluster(3);
+    let m = Mount::start(&c, "mnt", &[]);
+    let src = c.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    make_tree(&src);
+    run(Command::new("cp").arg("-a").arg(&src).arg(m.path("copy")));
+    let back = c.path().join("back");
+    run(Command::new("cp").arg("-a").arg(m.path("copy")).arg(&back));
+    let diff = Command::new("diff")
+        .arg("-r")
+        .arg("--no-dereference")
+        .arg(&src)
+        .arg(&back)
+        .output()
+        .unwrap();
+    assert!(
+        diff.status.success(),
+        "diff -r found differences:\n{}",
+        String::from_utf8_lossy(&diff.stdout)
+    );
+    let diff = Command::new("diff")
+        .arg("-r")
+        .arg("--no-dereference")
+        .arg(&src)
+        .arg(m.path("copy"))
+        .output()
+        .unwrap();
+    assert!(
+        diff.status.success(),
+        "the mount differs from the source:\n{}",
+        String::from_utf8_lossy(&diff.stdout)
+    );
+    // Hard links stay hard links, modes and symlink targets survive both copies.
+    for tree in [m.path("copy"), back.clone()] {
+        let a = fs::metadata(tree.join("extra/deep/blob.bin")).unwrap();
+        let b = fs::metadata(tree.join("extra/blob-hardlink")).unwrap();
+        assert_eq!((a.ino(), a.nlink()), (b.ino(), 2), "hard link kept in {}", tree.display());
+        assert_eq!(a.mode() & 0o7777, 0o600);
+        assert_eq!(fs::metadata(tree.join("extra/deep/deeper")).unwrap().mode() & 0o7777, 0o710);
+        assert_eq!(
+            fs::read_link(tree.join("extra/dangling")).unwrap(),
+            Path::new("/nonexistent/target")
+        );
+    }
+    // Modification times survive too (cp -a preserves them; the mount keeps nanoseconds).
+    let t_src = fs::metadata(src.join("extra/deep/blob.bin")).unwrap().modified().unwrap();
+    let t_back = fs::metadata(back.join("extra/deep/blob.bin")).unwrap().modified().unwrap();
+    assert_eq!(t_src, t_back);
 }

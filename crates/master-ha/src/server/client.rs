@@ -243,12 +243,29 @@ fn build_op(service: &Service, request: &Request) -> Reply<Op> {
     })
 }
 
-/// Refuses a chunk write up front when no chunkserver could take it, so a cluster without
-/// space does not bump chunk versions it can never write.
+/// Refuses a chunk write up front when it could not succeed, so that no chunk version is
+/// bumped in the metadata that no copy will ever have:
+/// * no chunkserver could take a chunk (`NoChunkservers`);
+/// * the chunk exists but no registered server holds its current version (`NoChunkCopies`) —
+///   typically a leader that just started, before the chunkservers re-registered. Bumping
+///   then would leave every copy a version behind; the client waits and asks again.
 fn write_chunk_op(service: &Service, ino: Ino, index: u32) -> Reply<Op> {
-    let goal = service.meta.read(|s| s.getattr(ino))?.goal;
+    let (goal, current) = service.meta.read(|s| {
+        let attr = s.getattr(ino)?;
+        if attr.kind != FileKind::File {
+            // Apply gives the precise error for a non-file.
+            return Ok((attr.goal, None));
+        }
+        let chunk = s.file_chunk(ino, index)?;
+        Ok((attr.goal, s.chunk(chunk).map(|c| (chunk, c.version))))
+    })?;
     if service.chunks.choose_chain(goal, &[]).is_empty() {
         return Err(Status::NoChunkservers);
+    }
+    if let Some((chunk, version)) = current {
+        if service.chunks.locations(chunk, version).is_empty() {
+            return Err(Status::NoChunkCopies);
+        }
     }
     Ok(Op::WriteChunk { ino, index, new_chunk_id: service.meta.alloc_chunk_id() })
 }

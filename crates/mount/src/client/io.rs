@@ -80,7 +80,7 @@ impl FileState {
         inner.locations.clear();
     }
 
-    fn has_unsent(&self) -> bool {
+    pub(crate) fn has_unsent(&self) -> bool {
         let inner = self.inner.lock();
         !inner.dirty.is_empty() || inner.pending_end > 0 || inner.flushing
     }
@@ -467,7 +467,9 @@ impl Client {
         }
     }
 
-    /// `WriteChunk`, waiting while another writer holds the chunk.
+    /// `WriteChunk`, waiting while another writer holds the chunk, and while no chunkserver
+    /// (or none with a current copy of the chunk) is registered: a master that just started
+    /// hears from the chunkservers within a few seconds.
     async fn begin_chunk_write(
         &self,
         ino: Ino,
@@ -475,8 +477,9 @@ impl Client {
         deadline: Instant,
     ) -> Reply<ClientReply> {
         let op = ClientOp::WriteChunk { ino, index };
-        self.call_while(op, deadline, |s| matches!(s, Status::ChunkLocked | Status::NoChunkservers))
-            .await
+        let passing =
+            |s| matches!(s, Status::ChunkLocked | Status::NoChunkservers | Status::NoChunkCopies);
+        self.call_while(op, deadline, passing).await
     }
 
     /// Calls `op`, and again while the answer is a status that `passing` says may clear up

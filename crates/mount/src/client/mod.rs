@@ -169,13 +169,19 @@ impl Client {
         self.call_attr(Caller::ROOT, ClientOp::GetAttr { ino }).await
     }
 
-    /// Changes attributes. A size change first sends this client's buffered writes, so they
-    /// land before the truncation and not after it.
+    /// Changes attributes. This client's buffered writes to the file are sent first, so they
+    /// land before the change and not after it: before a truncation (which would otherwise be
+    /// undone), and before a time change (storing a write sets mtime, which would otherwise
+    /// overwrite the `utimens` of `cp -a`/`touch -d` that came after the write).
     pub async fn setattr(&self, who: Caller, ino: Ino, set: SetAttr) -> Reply<Attr> {
         let file = self.files.lock().get(&ino).cloned();
-        if let (Some(size), Some(file)) = (set.size, &file) {
-            self.flush_file(file).await?;
-            file.truncated(size);
+        if let Some(file) = &file {
+            if set.size.is_some() || file.has_unsent() {
+                self.flush_file(file).await?;
+            }
+            if let Some(size) = set.size {
+                file.truncated(size);
+            }
         }
         let attr = self.call_attr(who, ClientOp::SetAttr { ino, set }).await;
         if let Some(file) = &file {
