@@ -6,6 +6,7 @@
 //! replication delays shortened; `tests/slow/` runs the kill-during-read scenario at 256 MiB.
 
 mod chunks;
+mod demo;
 mod logger;
 mod master;
 mod mount;

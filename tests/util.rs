@@ -101,6 +101,21 @@ impl Daemon {
         }
     }
 
+    /// Waits up to `timeout` for an exit the test already asked for (a signal it sent);
+    /// panics with the log if the daemon is still running then.
+    pub fn stop_after_signal(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("daemon is running");
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child.kill().unwrap();
+        panic!("{} did not exit within {timeout:?}; log:\n{}", self.name, tail(&self.log, 40));
+    }
+
     pub fn is_running(&mut self) -> bool {
         match self.child.as_mut() {
             Some(c) => c.try_wait().unwrap().is_none(),
