@@ -92,7 +92,7 @@ pub(crate) struct Handle {
     read_ahead: tokio::sync::Mutex<ReadAhead>,
 }
 
-/// The last window read for a sequential reader.
+/// The last window read for a sequential reader, and the next one being fetched.
 #[derive(Default)]
 struct ReadAhead {
     start: u64,
@@ -103,6 +103,24 @@ struct ReadAhead {
     /// Where a sequential reader reads next.
     next: u64,
     window: u64,
+    /// The window after `data`, fetched in the background while the reader consumes `data`,
+    /// so that disk, network and the application overlap.
+    ahead: Option<Prefetch>,
+}
+
+/// A window being read in the background.
+struct Prefetch {
+    start: u64,
+    len: u64,
+    version: u64,
+    task: tokio::task::JoinHandle<Reply<Vec<u8>>>,
+}
+
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        // Nobody will use it: stop asking the chunkservers.
+        self.task.abort();
+    }
 }
 
 impl ReadAhead {
@@ -118,6 +136,20 @@ impl ReadAhead {
         let from = (offset - self.start) as usize;
         let to = ((offset + size).min(end) - self.start) as usize;
         Some(self.data[from..to].to_vec())
+    }
+
+    /// The background window starting at `offset`, if one was started for this version.
+    /// A failed prefetch gives `None`: the caller reads again, with its own retries.
+    async fn take_ahead(&mut self, offset: u64, version: u64) -> Option<(Vec<u8>, u64)> {
+        let ahead = self.ahead.take()?;
+        if ahead.start != offset || ahead.version != version {
+            return None;
+        }
+        let len = ahead.len;
+        match (&mut { ahead }.task).await {
+            Ok(Ok(data)) => Some((data, len)),
+            _ => None,
+        }
     }
 }
 
@@ -211,6 +243,9 @@ impl Client {
     }
 
     /// Reads up to `size` bytes at `offset` (fewer at the end of the file).
+    ///
+    /// A sequential reader gets a growing window (up to `read_ahead_bytes`), and while it
+    /// consumes one window the next is already being fetched.
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> Reply<Vec<u8>> {
         let handle = self.handle(fh)?;
         let file = &handle.file;
@@ -225,19 +260,43 @@ impl Client {
             ra.next = offset + bytes.len() as u64;
             return Ok(bytes);
         }
-        let max_window = u64::from(self.cfg.read_ahead_bytes);
-        ra.window = if offset == ra.next && offset > 0 {
-            (ra.window * 2).clamp(size, max_window.max(size))
-        } else {
-            size
+        let sequential = offset == ra.next && offset > 0;
+        let (data, want) = match ra.take_ahead(offset, version).await {
+            Some((data, len)) if sequential => (data, len),
+            _ => {
+                let max_window = u64::from(self.cfg.read_ahead_bytes);
+                ra.window = if sequential {
+                    (ra.window * 2).clamp(size, max_window.max(size))
+                } else {
+                    size
+                };
+                let want = ra.window.max(size);
+                (self.read_range(file, offset, want).await?, want)
+            }
         };
-        let want = ra.window.max(size);
-        let data = self.read_range(file, offset, want).await?;
         let eof = (data.len() as u64) < want;
-        *ra = ReadAhead { start: offset, data, eof, version, next: 0, window: ra.window };
+        let window = ra.window;
+        *ra = ReadAhead { start: offset, data, eof, version, next: 0, window, ahead: None };
+        if sequential && !eof {
+            ra.ahead = self.prefetch(file, offset + want, window, version);
+        }
         let bytes = ra.serve(offset, size, version).unwrap_or_default();
         ra.next = offset + bytes.len() as u64;
         Ok(bytes)
+    }
+
+    /// Starts reading `[offset, offset + len)` in the background.
+    fn prefetch(
+        &self,
+        file: &Arc<FileState>,
+        offset: u64,
+        len: u64,
+        version: u64,
+    ) -> Option<Prefetch> {
+        let client = self.myself()?;
+        let file = file.clone();
+        let task = tokio::spawn(async move { client.read_range(&file, offset, len).await });
+        Some(Prefetch { start: offset, len, version, task })
     }
 
     /// Reads `[offset, offset + len)` from chunkservers, shorter at the end of the file.
