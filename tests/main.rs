@@ -9,4 +9,5 @@ mod chunks;
 mod logger;
 mod master;
 mod mount;
+mod trash;
 mod util;

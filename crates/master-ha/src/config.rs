@@ -30,6 +30,8 @@ pub struct MasterConfig {
     pub client: ClientLimits,
     /// Chunk copy management (replication, deletion).
     pub chunks: ChunksConfig,
+    /// Emptying the trash: how often and how much the leader purges.
+    pub trash: TrashConfig,
 }
 
 impl Default for MasterConfig {
@@ -42,6 +44,7 @@ impl Default for MasterConfig {
             raft: RaftTiming::default(),
             client: ClientLimits::default(),
             chunks: ChunksConfig::default(),
+            trash: TrashConfig::default(),
         }
     }
 }
@@ -177,6 +180,24 @@ impl Default for ChunksConfig {
     }
 }
 
+/// Emptying the trash. The leader purges files whose trash time has passed, at most
+/// `purge_batch` every `purge_interval_ms`, so the purge rate is bounded by
+/// `purge_batch * 1000 / purge_interval_ms` files per second (default 1000/s).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrashConfig {
+    /// Milliseconds between two looks at the trash. Default 1000.
+    pub purge_interval_ms: u64,
+    /// Most files purged in one round (one Raft entry each, committed together). Default 1000.
+    pub purge_batch: usize,
+}
+
+impl Default for TrashConfig {
+    fn default() -> Self {
+        TrashConfig { purge_interval_ms: 1000, purge_batch: 1000 }
+    }
+}
+
 /// Why the configuration could not be used. Display names the file and what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -278,6 +299,18 @@ fn validate(config: &MasterConfig) -> Result<(), (&'static str, String)> {
     }
     if client.max_connections == 0 {
         return Err(("client.max_connections", "must be at least 1".into()));
+    }
+    validate_trash(&config.trash)
+}
+
+fn validate_trash(trash: &TrashConfig) -> Result<(), (&'static str, String)> {
+    if trash.purge_interval_ms == 0 || trash.purge_interval_ms > 3_600_000 {
+        let ms = trash.purge_interval_ms;
+        return Err(("trash.purge_interval_ms", format!("{ms} is outside 1..=3600000")));
+    }
+    if trash.purge_batch == 0 || trash.purge_batch > 100_000 {
+        let batch = trash.purge_batch;
+        return Err(("trash.purge_batch", format!("{batch} is outside 1..=100000")));
     }
     Ok(())
 }
@@ -385,6 +418,8 @@ mod tests {
         assert_eq!(config.chunks.replications_per_server_max, 2);
         assert_eq!(config.chunks.deletions_per_server_max, 10);
         assert_eq!(config.client.max_in_flight_per_connection, 64);
+        assert_eq!(config.trash.purge_interval_ms, 1000);
+        assert_eq!(config.trash.purge_batch, 1000);
     }
 
     #[test]
@@ -457,6 +492,18 @@ mod tests {
         assert!(err.to_string().contains("node_id"), "{err}");
         let err = parse_str("node_id: 2\npeers:\n  - {id: 2, addr: \"m2:9423\"}\n").unwrap_err();
         assert!(err.to_string().contains("own node_id"), "{err}");
+    }
+
+    #[test]
+    fn trash_keys_parse_and_out_of_range_values_are_named() {
+        let config = parse_str("trash:\n  purge_interval_ms: 250\n").unwrap();
+        assert_eq!(config.trash, TrashConfig { purge_interval_ms: 250, purge_batch: 1000 });
+        let err = parse_str("trash:\n  purge_interval_ms: 0\n").unwrap_err();
+        assert!(err.to_string().contains("trash.purge_interval_ms: 0 is outside"), "{err}");
+        let err = parse_str("trash:\n  purge_batch: 0\n").unwrap_err();
+        assert!(err.to_string().contains("trash.purge_batch: 0 is outside"), "{err}");
+        let err = parse_str("trash:\n  purge_every: 5\n").unwrap_err();
+        assert!(err.to_string().contains("trash.purge_every"), "{err}");
     }
 
     #[test]
