@@ -170,3 +170,38 @@ async fn a_round_purges_at_most_its_batch_and_only_what_expired_by_its_clock() {
     assert_eq!(purge_round(meta, 2, late).await, Round::default());
     master.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trash_listing_pages_by_inode_and_only_root_may_see_or_change_the_trash() {
+    let dir = tempfile::tempdir().unwrap();
+    let (master, addr) = start(dir.path()).await;
+    let mut tool = Tool::open(&addr).await;
+    let mut files = Vec::new();
+    for name in ["a", "b", "c"] {
+        files.push(tool.file(name, 3600).await.ino);
+        tool.unlink(name).await;
+    }
+    let as_root = |op| mfsha_proto::client::Request { uid: 0, gid: 0, ..request(0, 0, op) };
+    let page = |after, max| tool.client.call(as_root(ClientOp::TrashList { after, max }));
+    let (first, more) = match page(0, 2).await.unwrap() {
+        Ok(ClientReply::Trash { entries, more }) => (entries, more),
+        other => panic!("TrashList answered {other:?}"),
+    };
+    assert!(more);
+    assert_eq!(first.iter().map(|e| e.ino).collect::<Vec<_>>(), files[..2]);
+    assert_eq!((first[0].path.as_str(), first[0].trash_seconds), ("/a", 3600));
+    match page(first[1].ino, 2).await.unwrap() {
+        Ok(ClientReply::Trash { entries, more }) => {
+            assert_eq!(entries.iter().map(|e| e.ino).collect::<Vec<_>>(), files[2..]);
+            assert!(!more);
+        }
+        other => panic!("TrashList answered {other:?}"),
+    }
+    // Uid 1000 (the tool's requests): neither listing nor purging nor undeleting.
+    let list = request(tool.session, 0, ClientOp::TrashList { after: 0, max: 10 });
+    assert_eq!(tool.client.call(list).await.unwrap(), Err(Status::Perm));
+    assert_eq!(tool.mutate(ClientOp::Purge { ino: files[0] }).await, Err(Status::Perm));
+    assert_eq!(tool.mutate(ClientOp::Undelete { ino: files[0] }).await, Err(Status::Perm));
+    assert!(files.iter().all(|ino| in_trash(&master, *ino)));
+    master.stop().await.unwrap();
+}
