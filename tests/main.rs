@@ -9,5 +9,6 @@ mod chunks;
 mod logger;
 mod master;
 mod mount;
+mod session;
 mod trash;
 mod util;

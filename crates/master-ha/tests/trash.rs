@@ -4,7 +4,7 @@
 
 use mfsha_master_ha::daemon::Master;
 use mfsha_master_ha::trash::{purge_round, Round};
-use mfsha_proto::client::{ClientOp, ClientReply};
+use mfsha_proto::client::{ClientOp, ClientReply, Request, TrashEntry};
 use mfsha_proto::rpc::RpcClient;
 use mfsha_proto::types::{Attr, FileKind, Ino, Status, Timestamp, ROOT_INO};
 use std::time::{Duration, Instant};
@@ -55,6 +55,26 @@ impl Tool {
     async fn unlink(&mut self, name: &str) {
         let unlink = ClientOp::Unlink { parent: ROOT_INO, name: name.into() };
         assert_eq!(self.mutate(unlink).await, Ok(ClientReply::Unit), "unlink {name}");
+    }
+
+    /// Files `a`, `b`, `c` (trash time one hour) created and deleted; their inodes.
+    async fn trash_three(&mut self) -> Vec<Ino> {
+        let mut files = Vec::new();
+        for name in ["a", "b", "c"] {
+            files.push(self.file(name, 3600).await.ino);
+            self.unlink(name).await;
+        }
+        files
+    }
+
+    /// A page of the trash listing, asked as root, and whether more follow.
+    async fn trash_page(&self, after: Ino, max: u32) -> (Vec<TrashEntry>, bool) {
+        let op = ClientOp::TrashList { after, max };
+        let as_root = Request { uid: 0, gid: 0, ..request(0, 0, op) };
+        match self.client.call(as_root).await.unwrap() {
+            Ok(ClientReply::Trash { entries, more }) => (entries, more),
+            other => panic!("TrashList answered {other:?}"),
+        }
     }
 
     async fn getattr(&self, ino: Ino) -> Result<ClientReply, Status> {
@@ -151,11 +171,7 @@ async fn a_round_purges_at_most_its_batch_and_only_what_expired_by_its_clock() {
     let dir = tempfile::tempdir().unwrap();
     let (master, addr) = start(dir.path()).await;
     let mut tool = Tool::open(&addr).await;
-    let mut files = Vec::new();
-    for name in ["a", "b", "c"] {
-        files.push(tool.file(name, 3600).await.ino);
-        tool.unlink(name).await;
-    }
+    let files = tool.trash_three().await;
     let meta = &master.service.meta;
     let now = Timestamp::now();
     let early = Timestamp::new(now.secs + 3000, 0);
@@ -176,27 +192,14 @@ async fn the_trash_listing_pages_by_inode_and_only_root_may_see_or_change_the_tr
     let dir = tempfile::tempdir().unwrap();
     let (master, addr) = start(dir.path()).await;
     let mut tool = Tool::open(&addr).await;
-    let mut files = Vec::new();
-    for name in ["a", "b", "c"] {
-        files.push(tool.file(name, 3600).await.ino);
-        tool.unlink(name).await;
-    }
-    let as_root = |op| mfsha_proto::client::Request { uid: 0, gid: 0, ..request(0, 0, op) };
-    let page = |after, max| tool.client.call(as_root(ClientOp::TrashList { after, max }));
-    let (first, more) = match page(0, 2).await.unwrap() {
-        Ok(ClientReply::Trash { entries, more }) => (entries, more),
-        other => panic!("TrashList answered {other:?}"),
-    };
+    let files = tool.trash_three().await;
+    let (first, more) = tool.trash_page(0, 2).await;
     assert!(more);
     assert_eq!(first.iter().map(|e| e.ino).collect::<Vec<_>>(), files[..2]);
     assert_eq!((first[0].path.as_str(), first[0].trash_seconds), ("/a", 3600));
-    match page(first[1].ino, 2).await.unwrap() {
-        Ok(ClientReply::Trash { entries, more }) => {
-            assert_eq!(entries.iter().map(|e| e.ino).collect::<Vec<_>>(), files[2..]);
-            assert!(!more);
-        }
-        other => panic!("TrashList answered {other:?}"),
-    }
+    let (rest, more) = tool.trash_page(first[1].ino, 2).await;
+    assert_eq!(rest.iter().map(|e| e.ino).collect::<Vec<_>>(), files[2..]);
+    assert!(!more);
     // Uid 1000 (the tool's requests): neither listing nor purging nor undeleting.
     let list = request(tool.session, 0, ClientOp::TrashList { after: 0, max: 10 });
     assert_eq!(tool.client.call(list).await.unwrap(), Err(Status::Perm));
