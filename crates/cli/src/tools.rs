@@ -12,7 +12,7 @@
 use anyhow::{bail, Context};
 use mfsha_proto::client::{CheckFileCounts, ChunkCopies, ClientOp, ClientReply, DirStats, Request};
 use mfsha_proto::rpc::RpcClient;
-use mfsha_proto::types::{Attr, FileKind, Reply, SessionId, MAX_GOAL};
+use mfsha_proto::types::{Attr, FileKind, Ino, Reply, SessionId, MAX_GOAL};
 use std::fmt::Write as _;
 use std::path::{Component, Path, PathBuf};
 
@@ -183,14 +183,28 @@ fn unescape(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// `mfsfileinfo`: every chunk of a file with its copies and their state.
-pub async fn fileinfo(master: &str, path: &str) -> anyhow::Result<()> {
+/// The tools' one exchange: opens a session with PATH's master, resolves PATH, sends
+/// `op(inode)` (with a sequence number if it is a `mutation`), closes the session whatever
+/// happened. Returns PATH's attributes and the answer; errors name PATH.
+pub(crate) async fn ask_about(
+    master: &str,
+    path: &str,
+    mutation: bool,
+    op: impl FnOnce(Ino) -> ClientOp,
+) -> anyhow::Result<(Attr, ClientReply)> {
     let target = target(master, path);
     let mut s = Session::open(&target.master).await?;
-    let attr = s.resolve(&target.path).await?;
-    let reply = s.call(ClientOp::FileInfo { ino: attr.ino }, false).await;
+    let reply = match s.resolve(&target.path).await {
+        Ok(attr) => s.call(op(attr.ino), mutation).await.map(|reply| (attr, reply)),
+        Err(e) => Err(e),
+    };
     s.close().await;
-    match reply.with_context(|| path.to_string())? {
+    reply.with_context(|| path.to_string())
+}
+
+/// `mfsfileinfo`: every chunk of a file with its copies and their state.
+pub async fn fileinfo(master: &str, path: &str) -> anyhow::Result<()> {
+    match ask_about(master, path, false, |ino| ClientOp::FileInfo { ino }).await?.1 {
         ClientReply::FileInfo(chunks) => print!("{}", format_fileinfo(path, &chunks)),
         other => bail!("unexpected answer to FileInfo: {other:?}"),
     }
@@ -199,12 +213,7 @@ pub async fn fileinfo(master: &str, path: &str) -> anyhow::Result<()> {
 
 /// `mfscheckfile`: a file's chunks counted by number of valid copies.
 pub async fn checkfile(master: &str, path: &str) -> anyhow::Result<()> {
-    let target = target(master, path);
-    let mut s = Session::open(&target.master).await?;
-    let attr = s.resolve(&target.path).await?;
-    let reply = s.call(ClientOp::CheckFile { ino: attr.ino }, false).await;
-    s.close().await;
-    match reply.with_context(|| path.to_string())? {
+    match ask_about(master, path, false, |ino| ClientOp::CheckFile { ino }).await?.1 {
         ClientReply::CheckFile(counts) => print!("{}", format_checkfile(path, &counts)),
         other => bail!("unexpected answer to CheckFile: {other:?}"),
     }
@@ -213,12 +222,7 @@ pub async fn checkfile(master: &str, path: &str) -> anyhow::Result<()> {
 
 /// `mfsdirinfo`: recursive totals of a directory (or one file).
 pub async fn dirinfo(master: &str, path: &str) -> anyhow::Result<()> {
-    let target = target(master, path);
-    let mut s = Session::open(&target.master).await?;
-    let attr = s.resolve(&target.path).await?;
-    let reply = s.call(ClientOp::DirInfo { ino: attr.ino }, false).await;
-    s.close().await;
-    match reply.with_context(|| path.to_string())? {
+    match ask_about(master, path, false, |ino| ClientOp::DirInfo { ino }).await?.1 {
         ClientReply::DirInfo(stats) => print!("{}", format_dirinfo(path, &stats)),
         other => bail!("unexpected answer to DirInfo: {other:?}"),
     }
@@ -227,12 +231,7 @@ pub async fn dirinfo(master: &str, path: &str) -> anyhow::Result<()> {
 
 /// `mfsgetgoal`: the goal (number of copies) of a file or directory.
 pub async fn getgoal(master: &str, path: &str) -> anyhow::Result<()> {
-    let target = target(master, path);
-    let mut s = Session::open(&target.master).await?;
-    let attr = s.resolve(&target.path).await?;
-    let reply = s.call(ClientOp::GetGoal { ino: attr.ino }, false).await;
-    s.close().await;
-    match reply.with_context(|| path.to_string())? {
+    match ask_about(master, path, false, |ino| ClientOp::GetGoal { ino }).await?.1 {
         ClientReply::Goal(goal) => println!("{path}: {goal}"),
         other => bail!("unexpected answer to GetGoal: {other:?}"),
     }
@@ -244,21 +243,15 @@ pub async fn setgoal(master: &str, path: &str, goal: u8, recursive: bool) -> any
     if goal == 0 || goal > MAX_GOAL {
         bail!("goal {goal} is out of range: use 1..={MAX_GOAL}");
     }
-    let target = target(master, path);
-    let mut s = Session::open(&target.master).await?;
-    let attr = s.resolve(&target.path).await?;
-    let reply = s.call(ClientOp::SetGoal { ino: attr.ino, goal, recursive }, true).await;
-    s.close().await;
-    match reply.with_context(|| path.to_string())? {
-        ClientReply::Changed { inodes, not_changed, not_permitted } => {
-            print!(
-                "{}",
-                format_setgoal(path, goal, &attr, recursive, (inodes, not_changed, not_permitted))
-            );
+    let op = |ino| ClientOp::SetGoal { ino, goal, recursive };
+    match ask_about(master, path, true, op).await? {
+        (attr, ClientReply::Changed { inodes, not_changed, not_permitted }) => {
+            let counts = (inodes, not_changed, not_permitted);
+            print!("{}", format_setgoal(path, goal, &attr, recursive, counts));
         }
-        ClientReply::Attr(a) => println!("{path}: {}", a.goal),
-        ClientReply::Unit => println!("{path}: {goal}"),
-        other => bail!("unexpected answer to SetGoal: {other:?}"),
+        (_, ClientReply::Attr(a)) => println!("{path}: {}", a.goal),
+        (_, ClientReply::Unit) => println!("{path}: {goal}"),
+        (_, other) => bail!("unexpected answer to SetGoal: {other:?}"),
     }
     Ok(())
 }

@@ -6,7 +6,7 @@
 //! path), undelete by inode or original path, purge by inode. `settrashtime` and
 //! `gettrashtime` mirror `mfssettrashtime` and `mfsgettrashtime`.
 
-use crate::tools::{format_set, target, Session};
+use crate::tools::{ask_about, format_set, Session};
 use anyhow::{bail, Context};
 use mfsha_proto::client::{ClientOp, ClientReply, TrashEntry};
 use mfsha_proto::types::{Ino, Status, Timestamp};
@@ -90,15 +90,7 @@ pub async fn purge(master: &str, ino: Ino) -> anyhow::Result<()> {
 
 /// `mfsgettrashtime PATH`.
 pub async fn gettrashtime(master: &str, path: &str) -> anyhow::Result<()> {
-    let target = target(master, path);
-    let mut s = Session::open(&target.master).await?;
-    let attr = s.resolve(&target.path).await;
-    let reply = match attr {
-        Ok(attr) => s.call(ClientOp::GetTrashTime { ino: attr.ino }, false).await,
-        Err(e) => Err(e),
-    };
-    s.close().await;
-    match reply.with_context(|| path.to_string())? {
+    match ask_about(master, path, false, |ino| ClientOp::GetTrashTime { ino }).await?.1 {
         ClientReply::TrashTime(seconds) => println!("{path}: {seconds}"),
         other => bail!("unexpected answer to GetTrashTime: {other:?}"),
     }
@@ -112,24 +104,13 @@ pub async fn settrashtime(
     seconds: u32,
     recursive: bool,
 ) -> anyhow::Result<()> {
-    let target = target(master, path);
-    let mut s = Session::open(&target.master).await?;
-    let attr = match s.resolve(&target.path).await {
-        Ok(attr) => attr,
-        Err(e) => {
-            s.close().await;
-            return Err(e);
-        }
-    };
-    let op = ClientOp::SetTrashTime { ino: attr.ino, seconds, recursive };
-    let reply = s.call(op, true).await;
-    s.close().await;
-    match reply.with_context(|| path.to_string())? {
-        ClientReply::Changed { inodes, not_changed, not_permitted } => {
+    let op = |ino| ClientOp::SetTrashTime { ino, seconds, recursive };
+    match ask_about(master, path, true, op).await? {
+        (attr, ClientReply::Changed { inodes, not_changed, not_permitted }) => {
             let counts = (inodes, not_changed, not_permitted);
             print!("{}", format_set(path, "trashtime", seconds, &attr, recursive, counts));
         }
-        other => bail!("unexpected answer to SetTrashTime: {other:?}"),
+        (_, other) => bail!("unexpected answer to SetTrashTime: {other:?}"),
     }
     Ok(())
 }
