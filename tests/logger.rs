@@ -1,49 +1,17 @@
 //! The metalogger as a process: it follows a real master, survives SIGKILL, and what it keeps
 //! restores to the master's metadata.
 
+use crate::session::Session;
 use crate::util::{mfsha, Cluster, Daemon};
-use mfsha_proto::client::{ClientOp, ClientReply, ClusterStatus, Request};
-use mfsha_proto::rpc::RpcClient;
-use mfsha_proto::types::{Reply, Status, ROOT_INO};
+use mfsha_proto::client::ClusterStatus;
+use mfsha_proto::types::ROOT_INO;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-type Client = RpcClient<Request, Reply<ClientReply>>;
-
-async fn open_session(addr: &str) -> (Client, u64) {
-    let client: Client = RpcClient::connect(addr).await.unwrap();
-    // A master that just started answers NotLeader until it has won its first election.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let hello = ClientOp::Hello {
-            session: None,
-            client_info: "logger test".into(),
-            subdir: "/".into(),
-            password: None,
-        };
-        let reply =
-            client.call(Request { session: 0, seq: 0, uid: 0, gid: 0, op: hello }).await.unwrap();
-        match reply {
-            Ok(ClientReply::Session { session, .. }) => return (client, session),
-            Err(Status::NotLeader | Status::Unavailable) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await
-            }
-            other => panic!("hello answered {other:?}"),
-        }
-    }
-}
-
-async fn mkdirs(client: &Client, session: u64, seq: &mut u64, prefix: &str, n: usize) {
+/// Makes `n` directories `{prefix}0..` in the root.
+async fn mkdirs(session: &mut Session, prefix: &str, n: usize) {
     for i in 0..n {
-        *seq += 1;
-        let op = ClientOp::Mkdir {
-            parent: ROOT_INO,
-            name: format!("{prefix}{i}"),
-            mode: 0o755,
-            umask: 0,
-        };
-        let reply = client.call(Request { session, seq: *seq, uid: 0, gid: 0, op }).await.unwrap();
-        assert!(matches!(reply, Ok(ClientReply::Attr(_))), "mkdir {prefix}{i}: {reply:?}");
+        session.mkdir(ROOT_INO, &format!("{prefix}{i}")).await;
     }
 }
 
@@ -93,9 +61,8 @@ fn wait_restorable(cluster: &Cluster, dir: &Path, directories: u64, logger: &Dae
 async fn logger_follows_the_master_and_restores_its_metadata() {
     let mut cluster = Cluster::new();
     cluster.start_master();
-    let (client, session) = open_session(&cluster.master_addr()).await;
-    let mut seq = 0;
-    mkdirs(&client, session, &mut seq, "before", 40).await;
+    let mut session = Session::open(&cluster.master_addr()).await;
+    mkdirs(&mut session, "before", 40).await;
 
     let logger_dir = cluster.path().join("logger");
     let config = cluster.path().join("logger.yaml");
@@ -107,7 +74,7 @@ async fn logger_follows_the_master_and_restores_its_metadata() {
     std::fs::write(&config, yaml).unwrap();
     let mut logger =
         Daemon::spawn(cluster.path(), "logger", &["logger", "-c", config.to_str().unwrap()]);
-    mkdirs(&client, session, &mut seq, "during", 40).await;
+    mkdirs(&mut session, "during", 40).await;
     wait_restorable(&cluster, &logger_dir, 81, &logger);
     let status = master_status(&cluster);
     assert!(
@@ -123,7 +90,7 @@ async fn logger_follows_the_master_and_restores_its_metadata() {
         "a refreshed snapshot keeps a back copy"
     );
     logger.kill();
-    mkdirs(&client, session, &mut seq, "while-down", 10).await;
+    mkdirs(&mut session, "while-down", 10).await;
     let mut logger =
         Daemon::spawn(cluster.path(), "logger", &["logger", "-c", config.to_str().unwrap()]);
     wait_restorable(&cluster, &logger_dir, 91, &logger);

@@ -10,4 +10,6 @@ mod demo;
 mod logger;
 mod master;
 mod mount;
+mod session;
+mod trash;
 mod util;

@@ -1,10 +1,10 @@
 //! The master as a process: crash safety of acknowledged mutations, `mfsha status`, config
 //! errors, and hostile frames on the client port.
 
+use crate::session::{Client, Session};
 use crate::util::{mfsha, tail, Cluster};
 use mfsha_proto::client::{ClientOp, ClientReply, ClusterStatus, Request};
-use mfsha_proto::rpc::RpcClient;
-use mfsha_proto::types::{FileKind, Ino, Reply, SetAttr, Status, ROOT_INO};
+use mfsha_proto::types::{FileKind, Ino, SetAttr, Status, ROOT_INO};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
@@ -12,72 +12,6 @@ use std::io::{Read, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-type Client = RpcClient<Request, Reply<ClientReply>>;
-
-/// A client session driven by a test.
-struct Session {
-    client: Client,
-    id: u64,
-    seq: u64,
-}
-
-impl Session {
-    async fn open(addr: &str) -> Session {
-        let client: Client = RpcClient::connect(addr).await.expect("connect to the master");
-        let mut session = Session { client, id: 0, seq: 0 };
-        let hello = ClientOp::Hello {
-            session: None,
-            client_info: "mfsha test".into(),
-            subdir: "/".into(),
-            password: None,
-        };
-        match session.read(hello).await.expect("hello reaches the master") {
-            Ok(ClientReply::Session { session: id, root }) => {
-                assert_eq!(root, ROOT_INO);
-                session.id = id;
-            }
-            other => panic!("Hello answered {other:?}"),
-        }
-        session
-    }
-
-    async fn read(&self, op: ClientOp) -> Result<Reply<ClientReply>, mfsha_proto::RpcError> {
-        self.client.call(Request { session: self.id, seq: 0, uid: 0, gid: 0, op }).await
-    }
-
-    async fn mutate(&mut self, op: ClientOp) -> Result<Reply<ClientReply>, mfsha_proto::RpcError> {
-        self.seq += 1;
-        self.client.call(Request { session: self.id, seq: self.seq, uid: 0, gid: 0, op }).await
-    }
-
-    async fn mkdir(&mut self, parent: Ino, name: &str) -> Ino {
-        let op = ClientOp::Mkdir { parent, name: name.into(), mode: 0o755, umask: 0 };
-        match self.mutate(op).await.expect("mkdir reaches the master") {
-            Ok(ClientReply::Attr(attr)) => attr.ino,
-            other => panic!("mkdir {name} answered {other:?}"),
-        }
-    }
-
-    /// Every entry of directory `dir`: name → (kind, permission bits, inode).
-    async fn list(&self, dir: Ino) -> BTreeMap<String, (FileKind, u32, Ino)> {
-        let mut out = BTreeMap::new();
-        loop {
-            let op = ClientOp::ReadDir { ino: dir, offset: out.len() as u64, max: 1000 };
-            match self.read(op).await.expect("readdir reaches the master") {
-                Ok(ClientReply::Entries { entries, more }) => {
-                    for e in entries {
-                        out.insert(e.name, (e.attr.kind, e.attr.mode & 0o7777, e.attr.ino));
-                    }
-                    if !more {
-                        return out;
-                    }
-                }
-                other => panic!("readdir {dir} answered {other:?}"),
-            }
-        }
-    }
-}
 
 /// Waits until the master at `addr` is leader (a group of one elects itself).
 async fn wait_leader(addr: &str, cluster: &Cluster) {

@@ -290,11 +290,7 @@ impl Cluster {
     pub fn restart_chunkserver(&mut self, i: usize) {
         let master = format!("127.0.0.1:{}", self.ports.chunkserver);
         let cs = &mut self.chunkservers[i];
-        assert!(
-            cs.daemon.as_mut().map_or(true, |d| !d.is_running()),
-            "{} is still running",
-            cs.name
-        );
+        assert!(cs.daemon.as_mut().is_none_or(|d| !d.is_running()), "{} is still running", cs.name);
         let mut yaml = String::from("data_dirs:\n");
         for (dir, marked) in cs.dirs.iter().zip(&cs.marked) {
             yaml += &format!("  - path: {}\n    marked_for_removal: {marked}\n", dir.display());

@@ -22,8 +22,13 @@ pub const CHUNK_DATA_OFFSET: u64 = 8192;
 
 /// A cluster with a fast-reacting master and `servers` chunkservers, all registered.
 pub async fn cluster(servers: usize) -> Cluster {
+    cluster_with(servers, "").await
+}
+
+/// [`cluster`] with `extra_yaml` appended to the master's config (after the fast settings).
+pub async fn cluster_with(servers: usize, extra_yaml: &str) -> Cluster {
     let mut cluster = Cluster::new();
-    cluster.master_extra_yaml = FAST_MASTER_YAML.to_string();
+    cluster.master_extra_yaml = format!("{FAST_MASTER_YAML}{extra_yaml}");
     cluster.start_master();
     for _ in 0..servers {
         cluster.start_chunkserver(1);

@@ -31,7 +31,7 @@ pub struct ChunkserverConfig {
     #[serde(default = "default_master", deserialize_with = "one_or_many")]
     pub master: Vec<String>,
     /// Where clients and other chunkservers reach this server. Default `0.0.0.0:9422`.
-    #[serde(default = "default_listen", deserialize_with = "socket_addr")]
+    #[serde(default = "default_listen", deserialize_with = "mfsha_yamlconf::socket_addr")]
     pub listen: SocketAddr,
     /// Host name or IP to announce to the master; default: the listen IP, or (for `0.0.0.0`)
     /// the address the master sees the connection coming from.
@@ -106,46 +106,16 @@ impl ChunkserverConfig {
     }
 }
 
-/// Why the configuration could not be used. Display names the file and what to fix.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("config file {path}: {key} (line {line}, column {column}): {reason}")]
-    Parse { path: PathBuf, key: String, line: usize, column: usize, reason: String },
-    #[error("config file {path}: {key}: {reason}")]
-    Invalid { path: PathBuf, key: String, reason: String },
-}
+pub use mfsha_yamlconf::ConfigError;
 
 /// Reads, parses and checks the configuration file at `path`.
 pub fn load(path: &Path) -> Result<ChunkserverConfig, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-    parse(path, &text)
+    mfsha_yamlconf::load(path, validate)
 }
 
 /// Parses and checks configuration text; `path` is only used in error messages.
 pub fn parse(path: &Path, text: &str) -> Result<ChunkserverConfig, ConfigError> {
-    let config: ChunkserverConfig = serde_yaml::from_str(text).map_err(|e| {
-        let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
-        let mut message = e.to_string();
-        if let Some(at) = message.rfind(" at line ") {
-            message.truncate(at);
-        }
-        let (key, reason) = match message.split_once(": ") {
-            Some((key, reason)) if !key.contains(' ') && !key.is_empty() => {
-                (key.to_string(), reason.to_string())
-            }
-            _ => ("(top level)".to_string(), message),
-        };
-        ConfigError::Parse { path: path.to_path_buf(), key, line, column, reason }
-    })?;
-    validate(&config).map_err(|(key, reason)| ConfigError::Invalid {
-        path: path.to_path_buf(),
-        key: key.to_string(),
-        reason,
-    })?;
-    Ok(config)
+    mfsha_yamlconf::parse(path, text, validate)
 }
 
 /// Checks what serde cannot express. Returns the offending key and why.
@@ -179,15 +149,6 @@ pub fn validate(config: &ChunkserverConfig) -> Result<(), (&'static str, String)
     Ok(())
 }
 
-fn check_host_port(text: &str) -> Result<(), String> {
-    match text.rsplit_once(':') {
-        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0) => {
-            Ok(())
-        }
-        _ => Err(format!("{text:?} is not an address of the form HOST:PORT (e.g. mfsmaster:9420)")),
-    }
-}
-
 /// `master: host:port` or `master: [a:9420, b:9420]`.
 fn one_or_many<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
     struct V;
@@ -197,13 +158,13 @@ fn one_or_many<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>
             f.write_str("HOST:PORT or a list of HOST:PORT")
         }
         fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-            check_host_port(v).map_err(E::custom)?;
+            mfsha_yamlconf::check_host_port(v).map_err(E::custom)?;
             Ok(vec![v.to_string()])
         }
         fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
             let mut out = Vec::new();
             while let Some(item) = seq.next_element::<String>()? {
-                check_host_port(&item).map_err(de::Error::custom)?;
+                mfsha_yamlconf::check_host_port(&item).map_err(de::Error::custom)?;
                 out.push(item);
             }
             Ok(out)
@@ -240,15 +201,6 @@ struct DataDirFull {
     path: PathBuf,
     #[serde(default)]
     marked_for_removal: bool,
-}
-
-fn socket_addr<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SocketAddr, D::Error> {
-    let text = String::deserialize(deserializer)?;
-    text.parse().map_err(|_| {
-        de::Error::custom(format!(
-            "{text:?} is not an address of the form IP:PORT (e.g. 0.0.0.0:9422)"
-        ))
-    })
 }
 
 #[cfg(test)]

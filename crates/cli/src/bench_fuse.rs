@@ -89,13 +89,16 @@ fn check_fio() -> anyhow::Result<()> {
     }
 }
 
+/// One measured figure: (what, unit, value).
+type Figure = (String, &'static str, f64);
+
 /// Runs `suite` in a fresh directory on the mount, then in a fresh local one, and removes
 /// both afterwards.
 fn both(
     mount: &Path,
     local: &Path,
-    suite: impl Fn(&Path) -> anyhow::Result<Vec<(String, &'static str, f64)>>,
-) -> anyhow::Result<(Vec<(String, &'static str, f64)>, Vec<(String, &'static str, f64)>)> {
+    suite: impl Fn(&Path) -> anyhow::Result<Vec<Figure>>,
+) -> anyhow::Result<(Vec<Figure>, Vec<Figure>)> {
     let mut out = Vec::new();
     for dir in [mount, local] {
         if dir.exists() {
@@ -110,11 +113,7 @@ fn both(
     Ok((mount, local))
 }
 
-fn merge(
-    rows: &mut Vec<Row>,
-    mount: Vec<(String, &'static str, f64)>,
-    local: Vec<(String, &'static str, f64)>,
-) {
+fn merge(rows: &mut Vec<Row>, mount: Vec<Figure>, local: Vec<Figure>) {
     for ((what, unit, m), (_, _, l)) in mount.into_iter().zip(local) {
         println!("  {what:<34} mount {m:>10.0} {unit:<9} local {l:>10.0} {unit}");
         rows.push(Row { what, unit, mount: m, local: l });
@@ -141,7 +140,7 @@ fn drop_caches() -> std::io::Result<()> {
     fs::write("/proc/sys/vm/drop_caches", "3")
 }
 
-fn fio_suite(dir: &Path, b: &FuseBench) -> anyhow::Result<Vec<(String, &'static str, f64)>> {
+fn fio_suite(dir: &Path, b: &FuseBench) -> anyhow::Result<Vec<Figure>> {
     let file = dir.join("fio.data");
     let size = format!("{}M", b.size_mib);
     let file_arg = format!("--filename={}", file.display());
@@ -208,7 +207,7 @@ fn rate<T>(items: &[T], mut op: impl FnMut(&T) -> anyhow::Result<()>) -> anyhow:
     Ok(items.len() as f64 / start.elapsed().as_secs_f64().max(1e-9))
 }
 
-fn metadata_suite(dir: &Path, files: usize) -> anyhow::Result<Vec<(String, &'static str, f64)>> {
+fn metadata_suite(dir: &Path, files: usize) -> anyhow::Result<Vec<Figure>> {
     let names: Vec<PathBuf> = (0..files).map(|i| dir.join(format!("file{i:06}"))).collect();
     let renamed: Vec<(PathBuf, PathBuf)> =
         names.iter().map(|p| (p.clone(), p.with_extension("renamed"))).collect();
@@ -260,7 +259,7 @@ fn ls_l(dir: &Path) -> anyhow::Result<usize> {
     Ok(count)
 }
 
-fn small_files(dir: &Path, count: usize) -> anyhow::Result<Vec<(String, &'static str, f64)>> {
+fn small_files(dir: &Path, count: usize) -> anyhow::Result<Vec<Figure>> {
     let names: Vec<PathBuf> = (0..count).map(|i| dir.join(format!("small{i:06}"))).collect();
     let block: Vec<u8> = (0..4096u32).map(|i| (i * 31 % 251) as u8).collect();
     let write = rate(&names, |p| {

@@ -17,6 +17,7 @@ mod demo;
 mod meta_check;
 mod status;
 mod tools;
+mod trash;
 
 /// Default master address for tools run on or near the master. Override with `-H` or
 /// `MFSHA_MASTER` (the VIP, once the cluster has one).
@@ -102,6 +103,30 @@ enum Command {
         goal: u8,
         path: String,
     },
+    /// The trash time of a file or directory in seconds (MooseFS `mfsgettrashtime`).
+    Gettrashtime {
+        #[arg(short = 'H', long = "master", env = "MFSHA_MASTER", default_value = DEFAULT_MASTER)]
+        master: String,
+        path: String,
+    },
+    /// How long deleted files stay in the trash; `-r` for everything below a directory
+    /// (MooseFS `mfssettrashtime`). 0 frees deleted files at once.
+    Settrashtime {
+        #[arg(short = 'H', long = "master", env = "MFSHA_MASTER", default_value = DEFAULT_MASTER)]
+        master: String,
+        /// Also every file and directory below PATH.
+        #[arg(short = 'r', long)]
+        recursive: bool,
+        /// Seconds a deleted file is kept before it is purged.
+        seconds: u32,
+        path: String,
+    },
+    /// Deleted files kept for their trash time: list, undelete, purge (what MooseFS shows
+    /// in its meta mount, `mfsmount -m`).
+    Trash {
+        #[command(subcommand)]
+        which: Trash,
+    },
     /// Offline tools for a stopped master's data directory.
     Meta {
         #[command(subcommand)]
@@ -111,6 +136,32 @@ enum Command {
     Bench {
         #[command(subcommand)]
         which: Bench,
+    },
+}
+
+#[derive(Subcommand)]
+enum Trash {
+    /// Every file in the trash: inode, when deleted, when it will be purged, original path.
+    List {
+        #[arg(short = 'H', long = "master", env = "MFSHA_MASTER", default_value = DEFAULT_MASTER)]
+        master: String,
+        /// Print JSON for scripts instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put a deleted file back under its original name (in / if its directory is gone).
+    Undelete {
+        #[arg(short = 'H', long = "master", env = "MFSHA_MASTER", default_value = DEFAULT_MASTER)]
+        master: String,
+        /// The file's inode number, or its original path if only one deleted file had it.
+        file: String,
+    },
+    /// Free a deleted file now, without waiting for its trash time.
+    Purge {
+        #[arg(short = 'H', long = "master", env = "MFSHA_MASTER", default_value = DEFAULT_MASTER)]
+        master: String,
+        /// The file's inode number (see `mfsha trash list`).
+        inode: u64,
     },
 }
 
@@ -230,6 +281,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Getgoal { master, path } => block_on(tools::getgoal(&master, &path)),
         Command::Setgoal { master, recursive, goal, path } => {
             block_on(tools::setgoal(&master, &path, goal, recursive))
+        }
+        Command::Gettrashtime { master, path } => block_on(trash::gettrashtime(&master, &path)),
+        Command::Settrashtime { master, recursive, seconds, path } => {
+            block_on(trash::settrashtime(&master, &path, seconds, recursive))
+        }
+        Command::Trash { which: Trash::List { master, json } } => {
+            block_on(trash::list(&master, json))
+        }
+        Command::Trash { which: Trash::Undelete { master, file } } => {
+            block_on(trash::undelete(&master, &file))
+        }
+        Command::Trash { which: Trash::Purge { master, inode } } => {
+            block_on(trash::purge(&master, inode))
         }
         Command::Bench { which: Bench::Io { master, size_mib, dir } } => {
             block_on(bench_io::run(master.as_deref(), size_mib, &dir))

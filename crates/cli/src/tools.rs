@@ -12,15 +12,15 @@
 use anyhow::{bail, Context};
 use mfsha_proto::client::{CheckFileCounts, ChunkCopies, ClientOp, ClientReply, DirStats, Request};
 use mfsha_proto::rpc::RpcClient;
-use mfsha_proto::types::{Attr, FileKind, Reply, SessionId, MAX_GOAL};
+use mfsha_proto::types::{Attr, FileKind, Ino, Reply, SessionId, MAX_GOAL};
 use std::fmt::Write as _;
 use std::path::{Component, Path, PathBuf};
 
 /// How long one request to the master may take.
 const TIMEOUT_MS: u64 = 10_000;
 
-/// A tool's session with the master.
-struct Session {
+/// A tool's session with the master (root, uid 0, like MooseFS's tools run by root).
+pub(crate) struct Session {
     client: RpcClient<Request, Reply<ClientReply>>,
     master: String,
     session: SessionId,
@@ -28,7 +28,7 @@ struct Session {
 }
 
 impl Session {
-    async fn open(master: &str) -> anyhow::Result<Session> {
+    pub(crate) async fn open(master: &str) -> anyhow::Result<Session> {
         let client = RpcClient::connect(master)
             .await
             .with_context(|| format!("cannot reach the master at {master} (is it running?)"))?;
@@ -47,7 +47,11 @@ impl Session {
     }
 
     /// Sends `op`; `mutation` gives it the next sequence number (exactly-once on retry).
-    async fn call(&mut self, op: ClientOp, mutation: bool) -> anyhow::Result<ClientReply> {
+    pub(crate) async fn call(
+        &mut self,
+        op: ClientOp,
+        mutation: bool,
+    ) -> anyhow::Result<ClientReply> {
         let seq = if mutation {
             self.seq += 1;
             self.seq
@@ -63,7 +67,7 @@ impl Session {
         reply.map_err(|status| anyhow::anyhow!("{status} (errno {})", status.errno()))
     }
 
-    async fn resolve(&mut self, path: &str) -> anyhow::Result<Attr> {
+    pub(crate) async fn resolve(&mut self, path: &str) -> anyhow::Result<Attr> {
         match self.call(ClientOp::ResolvePath { path: path.to_string() }, false).await {
             Ok(ClientReply::Attr(attr)) => Ok(attr),
             Ok(other) => bail!("unexpected answer to ResolvePath: {other:?}"),
@@ -71,7 +75,7 @@ impl Session {
         }
     }
 
-    async fn close(mut self) {
+    pub(crate) async fn close(mut self) {
         // The tool is done either way; a failed goodbye only leaves a session to expire.
         if let Err(e) = self.call(ClientOp::Goodbye, true).await {
             tracing::debug!(error = %e, "closing the tool session failed");
@@ -179,14 +183,28 @@ fn unescape(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// `mfsfileinfo`: every chunk of a file with its copies and their state.
-pub async fn fileinfo(master: &str, path: &str) -> anyhow::Result<()> {
+/// The tools' one exchange: opens a session with PATH's master, resolves PATH, sends
+/// `op(inode)` (with a sequence number if it is a `mutation`), closes the session whatever
+/// happened. Returns PATH's attributes and the answer; errors name PATH.
+pub(crate) async fn ask_about(
+    master: &str,
+    path: &str,
+    mutation: bool,
+    op: impl FnOnce(Ino) -> ClientOp,
+) -> anyhow::Result<(Attr, ClientReply)> {
     let target = target(master, path);
     let mut s = Session::open(&target.master).await?;
-    let attr = s.resolve(&target.path).await?;
-    let reply = s.call(ClientOp::FileInfo { ino: attr.ino }, false).await;
+    let reply = match s.resolve(&target.path).await {
+        Ok(attr) => s.call(op(attr.ino), mutation).await.map(|reply| (attr, reply)),
+        Err(e) => Err(e),
+    };
     s.close().await;
-    match reply.with_context(|| path.to_string())? {
+    reply.with_context(|| path.to_string())
+}
+
+/// `mfsfileinfo`: every chunk of a file with its copies and their state.
+pub async fn fileinfo(master: &str, path: &str) -> anyhow::Result<()> {
+    match ask_about(master, path, false, |ino| ClientOp::FileInfo { ino }).await?.1 {
         ClientReply::FileInfo(chunks) => print!("{}", format_fileinfo(path, &chunks)),
         other => bail!("unexpected answer to FileInfo: {other:?}"),
     }
@@ -195,12 +213,7 @@ pub async fn fileinfo(master: &str, path: &str) -> anyhow::Result<()> {
 
 /// `mfscheckfile`: a file's chunks counted by number of valid copies.
 pub async fn checkfile(master: &str, path: &str) -> anyhow::Result<()> {
-    let target = target(master, path);
-    let mut s = Session::open(&target.master).await?;
-    let attr = s.resolve(&target.path).await?;
-    let reply = s.call(ClientOp::CheckFile { ino: attr.ino }, false).await;
-    s.close().await;
-    match reply.with_context(|| path.to_string())? {
+    match ask_about(master, path, false, |ino| ClientOp::CheckFile { ino }).await?.1 {
         ClientReply::CheckFile(counts) => print!("{}", format_checkfile(path, &counts)),
         other => bail!("unexpected answer to CheckFile: {other:?}"),
     }
@@ -209,12 +222,7 @@ pub async fn checkfile(master: &str, path: &str) -> anyhow::Result<()> {
 
 /// `mfsdirinfo`: recursive totals of a directory (or one file).
 pub async fn dirinfo(master: &str, path: &str) -> anyhow::Result<()> {
-    let target = target(master, path);
-    let mut s = Session::open(&target.master).await?;
-    let attr = s.resolve(&target.path).await?;
-    let reply = s.call(ClientOp::DirInfo { ino: attr.ino }, false).await;
-    s.close().await;
-    match reply.with_context(|| path.to_string())? {
+    match ask_about(master, path, false, |ino| ClientOp::DirInfo { ino }).await?.1 {
         ClientReply::DirInfo(stats) => print!("{}", format_dirinfo(path, &stats)),
         other => bail!("unexpected answer to DirInfo: {other:?}"),
     }
@@ -223,12 +231,7 @@ pub async fn dirinfo(master: &str, path: &str) -> anyhow::Result<()> {
 
 /// `mfsgetgoal`: the goal (number of copies) of a file or directory.
 pub async fn getgoal(master: &str, path: &str) -> anyhow::Result<()> {
-    let target = target(master, path);
-    let mut s = Session::open(&target.master).await?;
-    let attr = s.resolve(&target.path).await?;
-    let reply = s.call(ClientOp::GetGoal { ino: attr.ino }, false).await;
-    s.close().await;
-    match reply.with_context(|| path.to_string())? {
+    match ask_about(master, path, false, |ino| ClientOp::GetGoal { ino }).await?.1 {
         ClientReply::Goal(goal) => println!("{path}: {goal}"),
         other => bail!("unexpected answer to GetGoal: {other:?}"),
     }
@@ -240,21 +243,15 @@ pub async fn setgoal(master: &str, path: &str, goal: u8, recursive: bool) -> any
     if goal == 0 || goal > MAX_GOAL {
         bail!("goal {goal} is out of range: use 1..={MAX_GOAL}");
     }
-    let target = target(master, path);
-    let mut s = Session::open(&target.master).await?;
-    let attr = s.resolve(&target.path).await?;
-    let reply = s.call(ClientOp::SetGoal { ino: attr.ino, goal, recursive }, true).await;
-    s.close().await;
-    match reply.with_context(|| path.to_string())? {
-        ClientReply::Changed { inodes, not_changed, not_permitted } => {
-            print!(
-                "{}",
-                format_setgoal(path, goal, &attr, recursive, (inodes, not_changed, not_permitted))
-            );
+    let op = |ino| ClientOp::SetGoal { ino, goal, recursive };
+    match ask_about(master, path, true, op).await? {
+        (attr, ClientReply::Changed { inodes, not_changed, not_permitted }) => {
+            let counts = (inodes, not_changed, not_permitted);
+            print!("{}", format_setgoal(path, goal, &attr, recursive, counts));
         }
-        ClientReply::Attr(a) => println!("{path}: {}", a.goal),
-        ClientReply::Unit => println!("{path}: {goal}"),
-        other => bail!("unexpected answer to SetGoal: {other:?}"),
+        (_, ClientReply::Attr(a)) => println!("{path}: {}", a.goal),
+        (_, ClientReply::Unit) => println!("{path}: {goal}"),
+        (_, other) => bail!("unexpected answer to SetGoal: {other:?}"),
     }
     Ok(())
 }
@@ -326,16 +323,32 @@ pub fn format_setgoal(
     recursive: bool,
     (changed, not_changed, denied): (u64, u64, u64),
 ) -> String {
+    format_set(path, "goal", u32::from(goal), attr, recursive, (changed, not_changed, denied))
+}
+
+/// `mfsset*` layout for an attribute named `what` (`goal`, `trashtime`): the new value for one
+/// object, counters for `-r` on a directory.
+pub fn format_set(
+    path: &str,
+    what: &str,
+    value: u32,
+    attr: &Attr,
+    recursive: bool,
+    (changed, not_changed, denied): (u64, u64, u64),
+) -> String {
     if !recursive || attr.kind != FileKind::Directory {
-        return format!("{path}: {goal}\n");
+        return format!("{path}: {value}\n");
     }
+    let rows = [
+        (format!(" inodes with {what} changed:"), changed),
+        (format!(" inodes with {what} not changed:"), not_changed),
+        (" inodes with permission denied:".to_string(), denied),
+    ];
     let mut out = format!("{path}:\n");
-    writeln!(out, " inodes with goal changed:{changed:>24}")
-        .expect("writing to a String cannot fail");
-    writeln!(out, " inodes with goal not changed:{not_changed:>20}")
-        .expect("writing to a String cannot fail");
-    writeln!(out, " inodes with permission denied:{denied:>19}")
-        .expect("writing to a String cannot fail");
+    for (label, count) in rows {
+        writeln!(out, "{label}{count:>width$}", width = 50usize.saturating_sub(label.len()))
+            .expect("writing to a String cannot fail");
+    }
     out
 }
 
@@ -411,6 +424,40 @@ mod tests {
         assert_eq!(
             t,
             Target { master: "m:9421".into(), path: "/no/such/dir/anywhere/file".into() }
+        );
+    }
+
+    #[test]
+    fn set_layouts_line_up_like_mfssetgoal() {
+        let t = mfsha_proto::types::Timestamp::new(0, 0);
+        let attr = |kind| Attr {
+            ino: 2,
+            kind,
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            size: 0,
+            nlink: 1,
+            rdev: 0,
+            atime: t,
+            mtime: t,
+            ctime: t,
+            goal: 2,
+            trash_seconds: 60,
+        };
+        let dir = attr(FileKind::Directory);
+        let text = format_setgoal("/d", 3, &dir, true, (5, 1, 0));
+        assert_eq!(
+            text,
+            "/d:\n inodes with goal changed:                       5\n \
+             inodes with goal not changed:                   1\n \
+             inodes with permission denied:                  0\n"
+        );
+        let text = format_set("/d", "trashtime", 60, &dir, true, (2, 0, 0));
+        assert!(text.lines().all(|l| l == "/d:" || l.len() == 50), "{text}");
+        assert_eq!(
+            format_set("/f", "trashtime", 60, &attr(FileKind::File), true, (1, 0, 0)),
+            "/f: 60\n"
         );
     }
 

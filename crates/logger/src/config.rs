@@ -28,37 +28,27 @@ impl Default for LoggerConfig {
     }
 }
 
-/// A configuration file that cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read logger config {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("logger config {path}: {reason}")]
-    Invalid { path: PathBuf, reason: String },
-}
+pub use mfsha_yamlconf::ConfigError;
 
 /// Reads and checks `path`.
 pub fn load(path: &Path) -> Result<LoggerConfig, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-    parse(path, &text)
+    mfsha_yamlconf::load(path, validate)
 }
 
 /// Parses config text; `path` is only used in error messages.
 pub fn parse(path: &Path, text: &str) -> Result<LoggerConfig, ConfigError> {
-    let invalid = |reason: String| ConfigError::Invalid { path: path.to_path_buf(), reason };
-    let config: LoggerConfig = if text.trim().is_empty() {
-        LoggerConfig::default()
-    } else {
-        serde_yaml::from_str(text).map_err(|e| invalid(e.to_string()))?
-    };
+    mfsha_yamlconf::parse(path, text, validate)
+}
+
+/// Checks what serde cannot express. Returns the offending key and why.
+fn validate(config: &LoggerConfig) -> Result<(), (&'static str, String)> {
     if config.masters.is_empty() {
-        return Err(invalid("masters: at least one \"host:port\" is needed".into()));
+        return Err(("masters", "at least one \"host:port\" is needed".into()));
     }
     if config.snapshot_every_s == 0 {
-        return Err(invalid("snapshot_every_s: must be at least 1".into()));
+        return Err(("snapshot_every_s", "must be at least 1".into()));
     }
-    Ok(config)
+    Ok(())
 }
 
 fn hostname() -> String {

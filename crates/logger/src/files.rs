@@ -182,7 +182,11 @@ pub fn read_changelog(path: &Path) -> Result<ChangelogRead, FileError> {
     Ok(out)
 }
 
-fn decode_record(bytes: &[u8]) -> Result<((u64, u64, Vec<u8>), usize), String> {
+/// One changelog record as stored: (index, term, encoded entry).
+type Record = (u64, u64, Vec<u8>);
+
+/// The record at the start of `bytes` and how many bytes it took.
+fn decode_record(bytes: &[u8]) -> Result<(Record, usize), String> {
     if bytes.len() < RECORD_HEADER_BYTES {
         return Err(format!("torn record header ({} bytes)", bytes.len()));
     }

@@ -5,7 +5,7 @@
 //! is how operators lose a day. Every error names the file, the key with its line and column,
 //! and what is allowed there.
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -30,6 +30,8 @@ pub struct MasterConfig {
     pub client: ClientLimits,
     /// Chunk copy management (replication, deletion).
     pub chunks: ChunksConfig,
+    /// Emptying the trash: how often and how much the leader purges.
+    pub trash: TrashConfig,
 }
 
 impl Default for MasterConfig {
@@ -42,6 +44,7 @@ impl Default for MasterConfig {
             raft: RaftTiming::default(),
             client: ClientLimits::default(),
             chunks: ChunksConfig::default(),
+            trash: TrashConfig::default(),
         }
     }
 }
@@ -52,19 +55,19 @@ impl Default for MasterConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct ListenConfig {
     /// Mounts and tools (`mfsha status`). Default `0.0.0.0:9421`.
-    #[serde(deserialize_with = "socket_addr")]
+    #[serde(deserialize_with = "mfsha_yamlconf::socket_addr")]
     pub client: SocketAddr,
     /// Chunkservers. Default `0.0.0.0:9420`.
-    #[serde(deserialize_with = "socket_addr")]
+    #[serde(deserialize_with = "mfsha_yamlconf::socket_addr")]
     pub chunkserver: SocketAddr,
     /// Metaloggers. Default `0.0.0.0:9419`.
-    #[serde(deserialize_with = "socket_addr")]
+    #[serde(deserialize_with = "mfsha_yamlconf::socket_addr")]
     pub logger: SocketAddr,
     /// Other masters (Raft messages). Default `0.0.0.0:9423`.
-    #[serde(deserialize_with = "socket_addr")]
+    #[serde(deserialize_with = "mfsha_yamlconf::socket_addr")]
     pub peer: SocketAddr,
     /// HTTP status page and Prometheus `/metrics`. Default `0.0.0.0:9425`.
-    #[serde(deserialize_with = "socket_addr")]
+    #[serde(deserialize_with = "mfsha_yamlconf::socket_addr")]
     pub http: SocketAddr,
 }
 
@@ -89,7 +92,7 @@ pub struct PeerConfig {
     /// Its `node_id`.
     pub id: u64,
     /// Its peer address, `HOST:PORT` (a host name is resolved at connect time).
-    #[serde(deserialize_with = "host_port")]
+    #[serde(deserialize_with = "mfsha_yamlconf::host_port")]
     pub addr: String,
 }
 
@@ -177,74 +180,34 @@ impl Default for ChunksConfig {
     }
 }
 
-/// Why the configuration could not be used. Display names the file and what to fix.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    /// `key` is the dotted path (e.g. `raft.tick_ms`), `line`/`column` are 1-based.
-    #[error("config file {path}: {key} (line {line}, column {column}): {reason}")]
-    Parse { path: PathBuf, key: String, line: usize, column: usize, reason: String },
-    #[error("config file {path}: {key}: {reason}")]
-    Invalid { path: PathBuf, key: String, reason: String },
+/// Emptying the trash. The leader purges files whose trash time has passed, at most
+/// `purge_batch` every `purge_interval_ms`, so the purge rate is bounded by
+/// `purge_batch * 1000 / purge_interval_ms` files per second (default 1000/s).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrashConfig {
+    /// Milliseconds between two looks at the trash. Default 1000.
+    pub purge_interval_ms: u64,
+    /// Most files purged in one round (one Raft entry each, committed together). Default 1000.
+    pub purge_batch: usize,
 }
+
+impl Default for TrashConfig {
+    fn default() -> Self {
+        TrashConfig { purge_interval_ms: 1000, purge_batch: 1000 }
+    }
+}
+
+pub use mfsha_yamlconf::ConfigError;
 
 /// Reads, parses and checks the configuration file at `path`.
 pub fn load(path: &Path) -> Result<MasterConfig, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-    parse(path, &text)
+    mfsha_yamlconf::load(path, validate)
 }
 
 /// Parses and checks configuration text; `path` is only used in error messages.
 pub fn parse(path: &Path, text: &str) -> Result<MasterConfig, ConfigError> {
-    // An empty document means "all defaults"; serde_yaml would call it a missing value.
-    let config = if text.trim().is_empty() || is_only_comments(text) {
-        MasterConfig::default()
-    } else {
-        serde_yaml::from_str(text).map_err(|e| parse_error(path, e))?
-    };
-    validate(&config).map_err(|(key, reason)| ConfigError::Invalid {
-        path: path.to_path_buf(),
-        key: key.to_string(),
-        reason,
-    })?;
-    Ok(config)
-}
-
-fn is_only_comments(text: &str) -> bool {
-    text.lines().all(|line| {
-        let line = line.trim();
-        line.is_empty() || line.starts_with('#') || line == "---"
-    })
-}
-
-/// serde_yaml prefixes messages with the dotted key path ("raft.tick_ms: invalid type: …")
-/// and appends " at line L column C"; split those apart so each has its own field.
-fn parse_error(path: &Path, error: serde_yaml::Error) -> ConfigError {
-    let (line, column) = error.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
-    let mut message = error.to_string();
-    if let Some(at) = message.rfind(" at line ") {
-        message.truncate(at);
-    }
-    let (section, reason) = match message.split_once(": ") {
-        Some((key, reason)) if !key.contains(' ') && !key.is_empty() => {
-            (Some(key.to_string()), reason.to_string())
-        }
-        _ => (None, message),
-    };
-    // For an unknown key the path names its section; add the key itself.
-    let unknown = reason
-        .strip_prefix("unknown field `")
-        .and_then(|rest| rest.split_once('`'))
-        .map(|(field, _)| field.to_string());
-    let key = match (section, unknown) {
-        (Some(section), Some(field)) => format!("{section}.{field}"),
-        (None, Some(field)) => field,
-        (Some(section), None) => section,
-        (None, None) => "(top level)".to_string(),
-    };
-    ConfigError::Parse { path: path.to_path_buf(), key, line, column, reason }
+    mfsha_yamlconf::parse(path, text, validate)
 }
 
 /// Checks relationships serde cannot express. Returns the offending key and why.
@@ -279,6 +242,18 @@ fn validate(config: &MasterConfig) -> Result<(), (&'static str, String)> {
     if client.max_connections == 0 {
         return Err(("client.max_connections", "must be at least 1".into()));
     }
+    validate_trash(&config.trash)
+}
+
+fn validate_trash(trash: &TrashConfig) -> Result<(), (&'static str, String)> {
+    if trash.purge_interval_ms == 0 || trash.purge_interval_ms > 3_600_000 {
+        let ms = trash.purge_interval_ms;
+        return Err(("trash.purge_interval_ms", format!("{ms} is outside 1..=3600000")));
+    }
+    if trash.purge_batch == 0 || trash.purge_batch > 100_000 {
+        let batch = trash.purge_batch;
+        return Err(("trash.purge_batch", format!("{batch} is outside 1..=100000")));
+    }
     Ok(())
 }
 
@@ -299,46 +274,6 @@ fn validate_peers(config: &MasterConfig) -> Result<(), (&'static str, String)> {
         }
     }
     Ok(())
-}
-
-/// Deserializes `IP:PORT` with a message that shows the expected form. The check runs inside
-/// the visitor so that serde_yaml reports the full key path (`listen.client`).
-fn socket_addr<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SocketAddr, D::Error> {
-    deserializer.deserialize_str(CheckedStr {
-        expecting: "an address of the form IP:PORT (e.g. 0.0.0.0:9421 or [::]:9421)",
-        parse: |text| text.parse().ok(),
-    })
-}
-
-/// Deserializes `HOST:PORT` (host name or IP, port not 0).
-fn host_port<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
-    deserializer.deserialize_str(CheckedStr {
-        expecting: "an address of the form HOST:PORT (e.g. master2:9423)",
-        parse: |text| match text.rsplit_once(':') {
-            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0) => {
-                Some(text.to_string())
-            }
-            _ => None,
-        },
-    })
-}
-
-/// A string visitor that parses with `parse` and names `expecting` when it fails.
-struct CheckedStr<T> {
-    expecting: &'static str,
-    parse: fn(&str) -> Option<T>,
-}
-
-impl<T> serde::de::Visitor<'_> for CheckedStr<T> {
-    type Value = T;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.expecting)
-    }
-
-    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<T, E> {
-        (self.parse)(text).ok_or_else(|| E::custom(format!("{text:?} is not {}", self.expecting)))
-    }
 }
 
 impl fmt::Display for MasterConfig {
@@ -385,6 +320,8 @@ mod tests {
         assert_eq!(config.chunks.replications_per_server_max, 2);
         assert_eq!(config.chunks.deletions_per_server_max, 10);
         assert_eq!(config.client.max_in_flight_per_connection, 64);
+        assert_eq!(config.trash.purge_interval_ms, 1000);
+        assert_eq!(config.trash.purge_batch, 1000);
     }
 
     #[test]
@@ -457,6 +394,18 @@ mod tests {
         assert!(err.to_string().contains("node_id"), "{err}");
         let err = parse_str("node_id: 2\npeers:\n  - {id: 2, addr: \"m2:9423\"}\n").unwrap_err();
         assert!(err.to_string().contains("own node_id"), "{err}");
+    }
+
+    #[test]
+    fn trash_keys_parse_and_out_of_range_values_are_named() {
+        let config = parse_str("trash:\n  purge_interval_ms: 250\n").unwrap();
+        assert_eq!(config.trash, TrashConfig { purge_interval_ms: 250, purge_batch: 1000 });
+        let err = parse_str("trash:\n  purge_interval_ms: 0\n").unwrap_err();
+        assert!(err.to_string().contains("trash.purge_interval_ms: 0 is outside"), "{err}");
+        let err = parse_str("trash:\n  purge_batch: 0\n").unwrap_err();
+        assert!(err.to_string().contains("trash.purge_batch: 0 is outside"), "{err}");
+        let err = parse_str("trash:\n  purge_every: 5\n").unwrap_err();
+        assert!(err.to_string().contains("trash.purge_every"), "{err}");
     }
 
     #[test]

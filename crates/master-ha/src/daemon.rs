@@ -100,6 +100,9 @@ pub async fn start_with(
         shutdown: shutdown.clone(),
     };
     let chunk_service = chunks(&mut setup);
+    // Leader-only inside: every master runs it, only the leader's rounds propose.
+    let purger = crate::trash::run(meta.clone(), config.trash.clone(), shutdown.clone());
+    tokio::spawn(purger.in_current_span());
     if setup.listener.is_some() {
         tracing::warn!(addr = %config.listen.chunkserver,
             "no chunk registry in this master; not listening for chunkservers (data I/O answers NoChunkservers)");

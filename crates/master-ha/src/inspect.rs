@@ -53,7 +53,10 @@ pub fn check_data_dir(data_dir: &Path) -> Result<Inspection, InspectError> {
     Ok(Inspection { applied_index: state.applied_index(), counts: state.counts(), records: count })
 }
 
-fn read_records(db_path: &Path) -> Result<Vec<(Table, Vec<u8>, Vec<u8>)>, InspectError> {
+/// One stored metadata record: its table, key and value.
+type StoredRecord = (Table, Vec<u8>, Vec<u8>);
+
+fn read_records(db_path: &Path) -> Result<Vec<StoredRecord>, InspectError> {
     let options = Options::default();
     let open_error = |reason: String| InspectError::Open { path: db_path.to_path_buf(), reason };
     let families = DB::list_cf(&options, db_path).map_err(|e| open_error(e.to_string()))?;

@@ -12,6 +12,7 @@ It owns:
   many proposals, one fsync), ticks, and handles each `Ready` in the order raft-rs requires.
   [`node::MetaHandle`] is how the rest of the master proposes [`mfsha_meta::Entry`]s (answered
   only once committed, applied and durable) and reads the applied [`mfsha_meta::State`].
+* [`trash`] — the leader's periodic purge of files whose trash time has passed.
 * [`slog_tracing`] — raft-rs logs through `slog`; this forwards them to `tracing`.
 * the configuration, the listeners for clients, chunkservers, metaloggers and peers, the
   in-memory chunk-copy registry and the replication engine (see their modules).
@@ -31,3 +32,4 @@ pub mod node;
 pub mod server;
 pub mod slog_tracing;
 pub mod storage;
+pub mod trash;

@@ -461,8 +461,7 @@ fn bootstrap(store: &mut RaftStore, config: &RaftConfig) -> Result<(), StoreErro
         .into_iter()
         .map(|(table, key, value)| (table.name(), key, value))
         .collect();
-    let mut conf_state = ConfState::default();
-    conf_state.voters = config.voters();
+    let conf_state = ConfState { voters: config.voters(), ..ConfState::default() };
     tracing::info!(
         node = config.node_id,
         voters = ?conf_state.voters,

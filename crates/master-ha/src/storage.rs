@@ -120,9 +120,8 @@ pub struct StoredSnapshot {
 impl StoredSnapshot {
     /// The Raft message form of this snapshot.
     pub fn to_raft(&self) -> Snapshot {
-        let mut metadata = SnapshotMetadata::default();
-        metadata.index = self.index;
-        metadata.term = self.term;
+        let mut metadata =
+            SnapshotMetadata { index: self.index, term: self.term, ..SnapshotMetadata::default() };
         metadata.set_conf_state(self.conf_state.clone());
         let mut snapshot = Snapshot::default();
         snapshot.set_metadata(metadata);

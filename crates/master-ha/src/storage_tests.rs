@@ -4,11 +4,8 @@ use super::*;
 use raft::Storage;
 
 fn entry(index: u64, term: u64) -> Entry {
-    let mut entry = Entry::default();
-    entry.index = index;
-    entry.term = term;
-    entry.data = format!("entry {index} of term {term}").into_bytes().into();
-    entry
+    let data = format!("entry {index} of term {term}").into_bytes().into();
+    Entry { index, term, data, ..Entry::default() }
 }
 
 fn entries(range: std::ops::RangeInclusive<u64>, term: u64) -> Vec<Entry> {
@@ -16,9 +13,7 @@ fn entries(range: std::ops::RangeInclusive<u64>, term: u64) -> Vec<Entry> {
 }
 
 fn voters(ids: &[u64]) -> ConfState {
-    let mut conf_state = ConfState::default();
-    conf_state.voters = ids.to_vec();
-    conf_state
+    ConfState { voters: ids.to_vec(), ..ConfState::default() }
 }
 
 fn context() -> GetEntriesContext {
@@ -26,11 +21,7 @@ fn context() -> GetEntriesContext {
 }
 
 fn hard_state(term: u64, vote: u64, commit: u64) -> HardState {
-    let mut hs = HardState::default();
-    hs.term = term;
-    hs.vote = vote;
-    hs.commit = commit;
-    hs
+    HardState { term, vote, commit, ..HardState::default() }
 }
 
 /// A bootstrapped store with one inode record and entries 2..=last of term 1 (commit 1).

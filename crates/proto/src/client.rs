@@ -178,6 +178,21 @@ pub enum ClientOp {
     Status,
     /// Ends the session cleanly (releases its open files).
     Goodbye,
+    /// Files in the trash with inode numbers above `after`, in inode order, at most `max`
+    /// (the master caps it at a page that fits a frame). Root only.
+    TrashList {
+        after: Ino,
+        max: u32,
+    },
+    /// Puts a trashed file back under its original name (in the root if its directory is
+    /// gone); answers its attributes. Root only.
+    Undelete {
+        ino: Ino,
+    },
+    /// Frees a trashed file now instead of when its trash time passes. Root only.
+    Purge {
+        ino: Ino,
+    },
 }
 
 /// What the master answers. The variant matches the request.
@@ -211,6 +226,23 @@ pub enum ClientReply {
     DirInfo(DirStats),
     Status(ClusterStatus),
     Unit,
+    /// A page of the trash (`TrashList`): `more` when entries above the last one remain.
+    Trash {
+        entries: Vec<TrashEntry>,
+        more: bool,
+    },
+}
+
+/// One file in the trash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrashEntry {
+    pub ino: Ino,
+    /// Where it was when deleted (`/dir/file`).
+    pub path: String,
+    pub deleted_at: Timestamp,
+    /// Its trash time: it is purged at `deleted_at + trash_seconds`.
+    pub trash_seconds: u32,
+    pub size: u64,
 }
 
 /// Everything a client needs to write one chunk.

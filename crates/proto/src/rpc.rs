@@ -355,7 +355,7 @@ mod tests {
             let (stream, peer) = listener.accept().await.unwrap();
             // Even numbers are answered at once, odd ones after a delay in their own task.
             serve_inline(stream, peer.to_string(), 4, |x: u64| {
-                if x % 2 == 0 {
+                if x.is_multiple_of(2) {
                     return Handled::Now(x + 1000);
                 }
                 Handled::Later(async move {

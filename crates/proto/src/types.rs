@@ -29,7 +29,7 @@ pub const MAX_GOAL: u8 = 9;
 /// Default trash time in seconds (one day).
 pub const DEFAULT_TRASH_SECONDS: u32 = 86_400;
 
-const _: () = assert!(CHUNK_BYTES % BLOCK_BYTES == 0);
+const _: () = assert!(CHUNK_BYTES.is_multiple_of(BLOCK_BYTES));
 const _: () = assert!(BLOCKS_PER_CHUNK == 1024);
 
 /// A point in time: seconds and nanoseconds since the Unix epoch. Signed seconds so that

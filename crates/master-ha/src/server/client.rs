@@ -78,7 +78,9 @@ pub fn is_mutation(op: &ClientOp) -> bool {
         | SetXattr { .. }
         | RemoveXattr { .. }
         | SetGoal { .. }
-        | SetTrashTime { .. } => true,
+        | SetTrashTime { .. }
+        | Undelete { .. }
+        | Purge { .. } => true,
         Hello { .. }
         | Goodbye
         | Lookup { .. }
@@ -95,6 +97,7 @@ pub fn is_mutation(op: &ClientOp) -> bool {
         | CheckFile { .. }
         | DirInfo { .. }
         | ResolvePath { .. }
+        | TrashList { .. }
         | Status => false,
     }
 }
@@ -235,6 +238,10 @@ fn build_op(service: &Service, request: &Request) -> Reply<Op> {
         ClientOp::SetTrashTime { ino, seconds, recursive } => {
             Op::SetTrashTime { ino, seconds, recursive }
         }
+        // The trash holds every user's deleted files: only root may act on it.
+        ClientOp::Undelete { .. } | ClientOp::Purge { .. } if uid != 0 => return Err(Status::Perm),
+        ClientOp::Undelete { ino } => Op::Undelete { ino },
+        ClientOp::Purge { ino } => Op::Purge { ino },
         other => {
             // `handle` sends only mutations here; answering beats panicking.
             tracing::error!(?other, "non-mutation routed to build_op by mistake");
@@ -386,6 +393,7 @@ fn read_state(s: &State, connection: &Connection, request: &Request) -> Reply<Cl
             s.getattr(*ino).map(|a| ClientReply::TrashTime(a.trash_seconds))
         }
         ClientOp::DirInfo { ino } => s.dir_info(*ino).map(ClientReply::DirInfo),
+        ClientOp::TrashList { after, max } => super::trash::list(s, request.uid, *after, *max),
         ClientOp::ResolvePath { path } => {
             let root = session_root(s, connection, request.session)?;
             let ino = s.resolve_path(root, path)?;

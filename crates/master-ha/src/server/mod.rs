@@ -7,6 +7,7 @@
 //!   answered only once committed, applied and durable.
 //! * [`session`] opens and resumes client sessions and remembers which are connected.
 //! * [`status`] assembles `ClusterStatus` for `mfsha status`.
+//! * [`trash`] pages through the trash for `mfsha trash list`.
 //! * [`peer`] carries Raft messages between masters (peer port).
 //! * [`logger`] streams a snapshot and then the applied changelog to metaloggers.
 //!
@@ -20,6 +21,7 @@ pub mod logger;
 pub mod peer;
 pub mod session;
 pub mod status;
+pub mod trash;
 
 use crate::node::MetaHandle;
 use mfsha_meta::Outcome;

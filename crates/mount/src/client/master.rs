@@ -532,6 +532,8 @@ pub fn is_mutation(op: &ClientOp) -> bool {
         | RemoveXattr { .. }
         | SetGoal { .. }
         | SetTrashTime { .. }
+        | Undelete { .. }
+        | Purge { .. }
         | Goodbye => true,
         Hello { .. }
         | Lookup { .. }
@@ -548,6 +550,7 @@ pub fn is_mutation(op: &ClientOp) -> bool {
         | CheckFile { .. }
         | DirInfo { .. }
         | ResolvePath { .. }
+        | TrashList { .. }
         | Status => false,
     }
 }
@@ -589,5 +592,8 @@ pub fn op_name(op: &ClientOp) -> &'static str {
         ResolvePath { .. } => "resolve_path",
         Status => "status",
         Goodbye => "goodbye",
+        TrashList { .. } => "trash_list",
+        Undelete { .. } => "undelete",
+        Purge { .. } => "purge",
     }
 }

@@ -1,0 +1,71 @@
+//! Helpers shared by the in-process master tests: a real master (`daemon::start`, real
+//! RocksDB in a temporary directory) on 127.0.0.1 ports, and client requests to it.
+
+#![allow(dead_code)] // each test file uses its own subset
+
+use mfsha_master_ha::config::MasterConfig;
+use mfsha_master_ha::daemon;
+use mfsha_proto::client::{ClientOp, ClientReply, Request};
+use mfsha_proto::rpc::RpcClient;
+use mfsha_proto::types::{Reply, ROOT_INO};
+use std::time::{Duration, Instant};
+
+pub type Client = RpcClient<Request, Reply<ClientReply>>;
+
+pub fn config(dir: &std::path::Path) -> MasterConfig {
+    let mut config = MasterConfig { data_dir: dir.join("master"), ..MasterConfig::default() };
+    config.listen.client = "127.0.0.1:0".parse().unwrap();
+    config.listen.chunkserver = "127.0.0.1:0".parse().unwrap();
+    config.listen.logger = "127.0.0.1:0".parse().unwrap();
+    config.listen.peer = "127.0.0.1:0".parse().unwrap();
+    config.listen.http = "127.0.0.1:0".parse().unwrap();
+    config.raft.tick_ms = 20;
+    config
+}
+
+pub async fn start(dir: &std::path::Path) -> (daemon::Master, String) {
+    start_with(config(dir)).await
+}
+
+/// Starts a master with `config` and waits until it leads (a group of one elects itself).
+pub async fn start_with(config: MasterConfig) -> (daemon::Master, String) {
+    let master = daemon::start(config).await.expect("master starts");
+    let addr = master.client_addr.to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !master.service.meta.is_leader() {
+        assert!(Instant::now() < deadline, "a group of one must elect itself within 30 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    (master, addr)
+}
+
+pub fn request(session: u64, seq: u64, op: ClientOp) -> Request {
+    Request { session, seq, uid: 1000, gid: 1000, op }
+}
+
+pub async fn hello(client: &Client, resume: Option<u64>) -> Reply<ClientReply> {
+    let op = ClientOp::Hello {
+        session: resume,
+        client_info: "test".into(),
+        subdir: "/".into(),
+        password: None,
+    };
+    client.call(request(0, 0, op)).await.unwrap()
+}
+
+pub async fn open_session(client: &Client) -> u64 {
+    match hello(client, None).await {
+        Ok(ClientReply::Session { session, root }) => {
+            assert_eq!(root, ROOT_INO);
+            session
+        }
+        other => panic!("Hello answered {other:?}"),
+    }
+}
+
+pub fn attr(reply: Reply<ClientReply>) -> mfsha_proto::types::Attr {
+    match reply {
+        Ok(ClientReply::Attr(attr)) => attr,
+        other => panic!("expected attributes, got {other:?}"),
+    }
+}

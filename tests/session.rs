@@ -1,0 +1,87 @@
+//! A client session with a real master for the process-level tests: Hello (retried while
+//! the master has not won its first election), numbered mutations, and small conveniences.
+
+#![allow(dead_code)] // each test module uses its own subset
+
+use mfsha_proto::client::{ClientOp, ClientReply, Request};
+use mfsha_proto::rpc::RpcClient;
+use mfsha_proto::types::{FileKind, Ino, Reply, Status, ROOT_INO};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+pub type Client = RpcClient<Request, Reply<ClientReply>>;
+
+/// A client session driven by a test (as root, uid 0).
+pub struct Session {
+    pub client: Client,
+    pub id: u64,
+    pub seq: u64,
+}
+
+impl Session {
+    /// Connects and opens a session. A master that just started answers NotLeader until it
+    /// has won its first election: Hello is retried for up to 20 s.
+    pub async fn open(addr: &str) -> Session {
+        let client: Client = RpcClient::connect(addr).await.expect("connect to the master");
+        let mut session = Session { client, id: 0, seq: 0 };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let hello = ClientOp::Hello {
+                session: None,
+                client_info: "mfsha test".into(),
+                subdir: "/".into(),
+                password: None,
+            };
+            match session.read(hello).await.expect("hello reaches the master") {
+                Ok(ClientReply::Session { session: id, root }) => {
+                    assert_eq!(root, ROOT_INO);
+                    session.id = id;
+                    return session;
+                }
+                Err(Status::NotLeader | Status::Unavailable) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                other => panic!("Hello answered {other:?}"),
+            }
+        }
+    }
+
+    pub async fn read(&self, op: ClientOp) -> Result<Reply<ClientReply>, mfsha_proto::RpcError> {
+        self.client.call(Request { session: self.id, seq: 0, uid: 0, gid: 0, op }).await
+    }
+
+    pub async fn mutate(
+        &mut self,
+        op: ClientOp,
+    ) -> Result<Reply<ClientReply>, mfsha_proto::RpcError> {
+        self.seq += 1;
+        self.client.call(Request { session: self.id, seq: self.seq, uid: 0, gid: 0, op }).await
+    }
+
+    pub async fn mkdir(&mut self, parent: Ino, name: &str) -> Ino {
+        let op = ClientOp::Mkdir { parent, name: name.into(), mode: 0o755, umask: 0 };
+        match self.mutate(op).await.expect("mkdir reaches the master") {
+            Ok(ClientReply::Attr(attr)) => attr.ino,
+            other => panic!("mkdir {name} answered {other:?}"),
+        }
+    }
+
+    /// Every entry of directory `dir`: name → (kind, permission bits, inode).
+    pub async fn list(&self, dir: Ino) -> BTreeMap<String, (FileKind, u32, Ino)> {
+        let mut out = BTreeMap::new();
+        loop {
+            let op = ClientOp::ReadDir { ino: dir, offset: out.len() as u64, max: 1000 };
+            match self.read(op).await.expect("readdir reaches the master") {
+                Ok(ClientReply::Entries { entries, more }) => {
+                    for e in entries {
+                        out.insert(e.name, (e.attr.kind, e.attr.mode & 0o7777, e.attr.ino));
+                    }
+                    if !more {
+                        return out;
+                    }
+                }
+                other => panic!("readdir {dir} answered {other:?}"),
+            }
+        }
+    }
+}
