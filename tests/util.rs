@@ -113,6 +113,7 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(20));
         }
         child.kill().unwrap();
+        child.wait().unwrap();
         panic!("{} did not exit within {timeout:?}; log:\n{}", self.name, tail(&self.log, 40));
     }
 

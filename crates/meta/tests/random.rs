@@ -291,11 +291,14 @@ impl Gen {
 }
 
 /// The test's own record of each session's last tagged request, to check retries against.
+/// A tagged entry that was applied, and its reply.
+type Sent = (Entry, Result<Outcome, Status>);
+
 #[derive(Default)]
 struct Retries {
     next_seq: HashMap<SessionId, u64>,
     /// Every tagged entry applied per live session, by seq, with its reply.
-    sent: HashMap<SessionId, BTreeMap<u64, (Entry, Result<Outcome, Status>)>>,
+    sent: HashMap<SessionId, BTreeMap<u64, Sent>>,
     /// Retries answered from the stored reply, and stale ones refused.
     answered: u32,
     refused: u32,

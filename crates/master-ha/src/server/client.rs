@@ -454,8 +454,11 @@ fn read_chunk_reply(
     Ok(ClientReply::Chunk(ChunkLocation { chunk_id, version, file_length, servers }))
 }
 
-/// A file's goal and its chunks as (index, id, version).
-fn file_chunks(s: &State, ino: Ino) -> Reply<(u8, Vec<(u32, ChunkId, u32)>)> {
+/// A file's chunks as (index, id, version).
+type ChunkList = Vec<(u32, ChunkId, u32)>;
+
+/// A file's goal and its chunks.
+fn file_chunks(s: &State, ino: Ino) -> Reply<(u8, ChunkList)> {
     let goal = s.getattr(ino)?.goal;
     let list = s
         .file_chunk_list(ino)?
