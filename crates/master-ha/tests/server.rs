@@ -197,3 +197,49 @@ async fn a_second_master_on_the_same_port_fails_naming_the_address() {
     assert!(text.contains(&addr) && text.contains("another master"), "{text}");
     master.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_makes_a_file_held_open_by_the_session_and_several_mutations_may_overlap() {
+    let dir = tempfile::tempdir().unwrap();
+    let (master, addr) = start(dir.path()).await;
+    let client: Client = RpcClient::connect(&addr).await.unwrap();
+    let session = open_session(&client).await;
+    let create = |name: &str| ClientOp::Create {
+        parent: ROOT_INO,
+        name: name.into(),
+        mode: 0o666,
+        umask: 0o022,
+    };
+    let file = attr(client.call(request(session, 1, create("new"))).await.unwrap());
+    assert_eq!((file.kind, file.mode), (FileKind::File, 0o644));
+    // A retry answers the same file; the session holds it exactly once: one Release works,
+    // a second finds nothing held.
+    assert_eq!(attr(client.call(request(session, 1, create("new"))).await.unwrap()), file);
+    let release = || ClientOp::Release { ino: file.ino };
+    assert_eq!(client.call(request(session, 2, release())).await.unwrap(), Ok(ClientReply::Unit));
+    assert_eq!(client.call(request(session, 3, release())).await.unwrap(), Err(Status::NotFound));
+    // Forty creates in flight at once on one session (inside the reply window): each applied
+    // once, each answered with its own file.
+    let calls: Vec<_> = (0..40u64)
+        .map(|i| {
+            let client = client.clone();
+            let op = create(&format!("f{i}"));
+            tokio::spawn(
+                async move { attr(client.call(request(session, 10 + i, op)).await.unwrap()) },
+            )
+        })
+        .collect();
+    let mut inodes = std::collections::BTreeSet::new();
+    for call in calls {
+        inodes.insert(call.await.unwrap().ino);
+    }
+    assert_eq!(inodes.len(), 40);
+    let list = ClientOp::ReadDir { ino: ROOT_INO, offset: 0, max: 100 };
+    match client.call(request(session, 0, list)).await.unwrap() {
+        Ok(ClientReply::Entries { entries, .. }) => {
+            assert_eq!(entries.iter().filter(|e| e.name.starts_with('f')).count(), 40)
+        }
+        other => panic!("readdir: {other:?}"),
+    }
+    master.stop().await.unwrap();
+}

@@ -46,6 +46,7 @@ impl State {
             previous: prepared.previous,
             file_size: node.size,
             goal: node.goal,
+            holds_data: node.size > u64::from(index) * CHUNK_BYTES,
         })
     }
 
@@ -267,6 +268,7 @@ mod tests {
             previous: Some((10, 1)),
             file_size: CHUNK_BYTES + CHUNK_BYTES / 2,
             goal: DEFAULT_GOAL,
+            holds_data: true,
         };
         assert_eq!(out, expected);
         assert_eq!(state.file_chunks(a).unwrap(), vec![10]);

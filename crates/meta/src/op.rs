@@ -50,6 +50,18 @@ pub enum Op {
         gid: u32,
         rdev: u32,
     },
+    /// A regular file created and held open by `session` in one entry: what a FUSE
+    /// `create` (open with O_CREAT of a new file) needs, for the price of one commit.
+    CreateOpen {
+        session: SessionId,
+        parent: Ino,
+        name: String,
+        ino: Ino,
+        mode: u32,
+        umask: u32,
+        uid: u32,
+        gid: u32,
+    },
     Mkdir {
         parent: Ino,
         name: String,
@@ -166,6 +178,10 @@ pub enum Outcome {
         previous: Option<(ChunkId, u32)>,
         file_size: u64,
         goal: u8,
+        /// The file's committed size reaches into this chunk, so its copies hold
+        /// acknowledged bytes. When false, a chunk whose copies are all gone (created in
+        /// the metadata by a write that never reached a chunkserver) may be made afresh.
+        holds_data: bool,
     },
     /// From `SetAttr` that shrank a file into the middle of a chunk: chunkservers must cut
     /// that chunk to `length` and give it `version` (from `previous` if a copy was made).

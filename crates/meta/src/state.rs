@@ -157,6 +157,18 @@ impl State {
             Op::OpenSession { session, info, root } => self.open_session(*session, info, *root),
             Op::CloseSession { session } => self.close_session(*session),
             Op::Create { .. } | Op::Mkdir { .. } | Op::Symlink { .. } => self.new_node(now, op),
+            Op::CreateOpen { session, parent, name, ino, mode, umask, uid, gid } => {
+                // The session is checked first so that a failure leaves nothing half done.
+                if !self.sessions.contains_key(session) {
+                    return Err(Status::BadSession);
+                }
+                let (parent, name, ino, kind) = (*parent, name.clone(), *ino, FileKind::File);
+                let (mode, umask, uid, gid, rdev) = (*mode, *umask, *uid, *gid, 0);
+                let create = Op::Create { parent, name, ino, kind, mode, umask, uid, gid, rdev };
+                let created = self.new_node(now, &create)?;
+                self.acquire(*session, ino).expect("a live session can hold a new file");
+                Ok(created)
+            }
             Op::Link { ino, parent, name } => self.link(now, *ino, *parent, name),
             Op::Unlink { parent, name } => self.unlink(now, *parent, name),
             Op::Rmdir { parent, name } => self.rmdir(now, *parent, name),

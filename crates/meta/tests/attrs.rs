@@ -103,8 +103,14 @@ fn write_chunk_creates_then_bumps() {
     let file = fs.file(ROOT_INO, "f");
     fs.run(Op::SetGoal { ino: file, goal: 3, recursive: false }).unwrap();
     let out = fs.run(Op::WriteChunk { ino: file, index: 2, new_chunk_id: 40 }).unwrap();
-    let expected =
-        Outcome::ChunkWrite { chunk_id: 40, version: 1, previous: None, file_size: 0, goal: 3 };
+    let expected = Outcome::ChunkWrite {
+        chunk_id: 40,
+        version: 1,
+        previous: None,
+        file_size: 0,
+        goal: 3,
+        holds_data: false,
+    };
     assert_eq!(out, expected);
     assert_eq!(fs.state.file_chunks(file).unwrap(), vec![0, 0, 40]);
     assert_eq!(fs.state.next_free_chunk_id(), 41);
@@ -121,6 +127,7 @@ fn write_chunk_creates_then_bumps() {
         previous: Some((40, 1)),
         file_size: 2 * CHUNK_BYTES + 9,
         goal: 3,
+        holds_data: true,
     };
     assert_eq!(out, expected);
     assert_eq!(fs.state.next_free_chunk_id(), 41, "a bump allocates nothing");

@@ -287,3 +287,37 @@ fn resolve_path_and_counts() {
     assert_eq!((counts.inodes, counts.directories, counts.files), (4, 3, 1));
     assert_eq!(fs.state.file_chunks(a), Err(Status::IsDir));
 }
+
+#[test]
+fn create_open_creates_a_file_held_by_the_session_in_one_entry() {
+    let mut fs = Fs::new();
+    fs.set_trash(ROOT_INO, 0);
+    fs.run(open(3)).unwrap();
+    let ino = fs.state.next_free_ino();
+    let create_open = |session, name: &str| Op::CreateOpen {
+        session,
+        parent: ROOT_INO,
+        name: name.into(),
+        ino,
+        mode: 0o666,
+        umask: 0o022,
+        uid: 7,
+        gid: 8,
+    };
+    // An unknown session creates nothing.
+    assert_eq!(fs.run(create_open(9, "f")), Err(Status::BadSession));
+    assert_eq!(fs.state.lookup(ROOT_INO, "f"), Err(Status::NotFound));
+    let attr = as_attr(fs.run(create_open(3, "f")).unwrap());
+    assert_eq!((attr.ino, attr.kind, attr.mode, attr.uid), (ino, FileKind::File, 0o644, 7));
+    assert_eq!(fs.state.acquired(3).collect::<Vec<_>>(), vec![(ino, 1)]);
+    // Held open, so unlinking keeps it (sustained) until the session releases it.
+    fs.run(unlink(ROOT_INO, "f")).unwrap();
+    assert_eq!(fs.state.sustained().collect::<Vec<_>>(), vec![ino]);
+    fs.run(Op::Release { session: 3, ino }).unwrap();
+    assert_eq!(fs.state.getattr(ino), Err(Status::NotFound));
+    // An existing name fails like Create and acquires nothing.
+    fs.file(ROOT_INO, "g");
+    assert_eq!(fs.run(create_open(3, "g")), Err(Status::Exists));
+    assert_eq!(fs.state.acquired(3).count(), 0);
+    assert!(fs.state.check_invariants().is_ok());
+}

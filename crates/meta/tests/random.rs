@@ -197,7 +197,7 @@ impl Gen {
             },
             78..=80 => Op::Purge { ino: self.pick(&v.trash).unwrap_or(ROOT_INO) },
             81..=83 => Op::Undelete { ino: self.pick(&v.trash).unwrap_or(ROOT_INO) },
-            84..=92 => self.session_op(v),
+            84..=92 => self.session_op(state, v),
             93..=94 => Op::SetChunkVersion {
                 chunk_id: self.pick(&v.chunks).unwrap_or(1),
                 version: self.rng.gen_range(1..5),
@@ -273,7 +273,7 @@ impl Gen {
         Op::WriteChunkEnd { ino, index, chunk_id, file_size }
     }
 
-    fn session_op(&mut self, v: &View) -> Op {
+    fn session_op(&mut self, state: &State, v: &View) -> Op {
         let session = self.pick(&SESSIONS).unwrap();
         match self.rng.gen_range(0..10) {
             0 => {
@@ -281,7 +281,17 @@ impl Gen {
                 Op::OpenSession { session, info: format!("s{session}"), root }
             }
             1 => Op::CloseSession { session },
-            2..=5 => Op::Acquire { session, ino: self.pick(&v.files).unwrap_or(ROOT_INO) },
+            2..=4 => Op::Acquire { session, ino: self.pick(&v.files).unwrap_or(ROOT_INO) },
+            5 => Op::CreateOpen {
+                session,
+                parent: self.dir(v),
+                name: self.name(),
+                ino: self.ino(state, v),
+                mode: self.rng.gen_range(0..0o10000),
+                umask: 0o022,
+                uid: 2,
+                gid: 2,
+            },
             _ => match self.pick(&v.acquired) {
                 Some((session, ino)) if self.rng.gen_bool(0.8) => Op::Release { session, ino },
                 _ => Op::Release { session, ino: self.pick(&v.files).unwrap_or(ROOT_INO) },
@@ -376,11 +386,12 @@ fn check_coverage(seed: u64, tally: &Tally, retries: &Retries, state: &State) {
     assert!(retries.answered > 0 && retries.refused > 0, "seed {seed}: no retries exercised");
 }
 
-const ALL_OPS: [&str; 23] = [
+const ALL_OPS: [&str; 24] = [
     "Noop",
     "OpenSession",
     "CloseSession",
     "Create",
+    "CreateOpen",
     "Mkdir",
     "Symlink",
     "Link",
@@ -408,6 +419,7 @@ fn op_name(op: &Op) -> &'static str {
         Op::OpenSession { .. } => "OpenSession",
         Op::CloseSession { .. } => "CloseSession",
         Op::Create { .. } => "Create",
+        Op::CreateOpen { .. } => "CreateOpen",
         Op::Mkdir { .. } => "Mkdir",
         Op::Symlink { .. } => "Symlink",
         Op::Link { .. } => "Link",

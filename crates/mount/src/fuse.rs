@@ -686,7 +686,7 @@ impl Filesystem for MfsFuse {
         name: &OsStr,
         mode: u32,
         umask: u32,
-        flags: i32,
+        _flags: i32, // for a new file the kernel applies O_APPEND and O_TRUNC itself
         reply: ReplyCreate,
     ) {
         let name = match name_of(name) {
@@ -694,11 +694,8 @@ impl Filesystem for MfsFuse {
             Err(e) => return reply.error(e),
         };
         let (c, who, parent) = (self.client.clone(), caller(req), self.ino(parent));
-        let node = NewNode { kind: FileKind::File, mode: mode & 0o7777, umask, rdev: 0 };
-        let work = async move {
-            let attr = c.mknod(who, parent, &name, node).await?;
-            c.open(who, attr.ino, flags).await
-        };
+        // One master request creates the file and holds it open for this session.
+        let work = async move { c.create(who, parent, &name, mode & 0o7777, umask).await };
         let (times, root) = (self.times, self.root);
         self.spawn(reply, work, move |r, (fh, attr)| {
             r.created(&times.entry_for(&attr), &to_fuse(&attr, root), 0, fh, 0)

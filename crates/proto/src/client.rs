@@ -193,6 +193,14 @@ pub enum ClientOp {
     Purge {
         ino: Ino,
     },
+    /// Creates a regular file and opens it for this session in one step (FUSE `create`):
+    /// `Mknod` plus `Open` for the price of one commit. Answers the new file's attributes.
+    Create {
+        parent: Ino,
+        name: String,
+        mode: u32,
+        umask: u32,
+    },
 }
 
 /// What the master answers. The variant matches the request.

@@ -488,8 +488,14 @@ async fn prepare_write_creates_copies_and_bumps_versions() {
     a.next().await;
     b.next().await;
     wait_until("both registered", || registry.choose_chain(2, &[]).len() == 2).await;
-    let create =
-        Outcome::ChunkWrite { chunk_id: 50, version: 1, previous: None, file_size: 0, goal: 2 };
+    let create = Outcome::ChunkWrite {
+        chunk_id: 50,
+        version: 1,
+        previous: None,
+        file_size: 0,
+        goal: 2,
+        holds_data: false,
+    };
     let chain = registry.prepare_write(&create).await.unwrap();
     assert_eq!(chain.len(), 2);
     assert!(matches!(a.next().await, MasterToCs::Create { chunk_id: 50, version: 1, .. }));
@@ -504,6 +510,7 @@ async fn prepare_write_creates_copies_and_bumps_versions() {
         previous: Some((50, 1)),
         file_size: 10,
         goal: 2,
+        holds_data: true,
     };
     let chain = registry.prepare_write(&bump).await.unwrap();
     assert_eq!(chain.len(), 2);
@@ -520,6 +527,37 @@ async fn prepare_write_creates_copies_and_bumps_versions() {
     assert_eq!(registry.locations(50, 2).len(), 2);
     let states: Vec<String> = registry.copies(50).into_iter().map(|c| c.state).collect();
     assert_eq!(states, vec!["VALID", "VALID"]);
+}
+
+#[tokio::test]
+async fn a_chunk_without_copies_is_made_afresh_only_if_it_holds_no_data() {
+    // Chunk 60 is in the metadata at version 1 but no chunkserver ever created it (the
+    // leader died between committing the write and creating the copies).
+    let (registry, meta, addr) = setup(vec![(60, info(1, 2))]).await;
+    let mut a = fake_cs(addr, 7301, vec![]).await;
+    let mut b = fake_cs(addr, 7302, vec![]).await;
+    a.next().await;
+    b.next().await;
+    wait_until("both registered", || registry.choose_chain(2, &[]).len() == 2).await;
+    let bump = |holds_data| Outcome::ChunkWrite {
+        chunk_id: 60,
+        version: 2,
+        previous: Some((60, 1)),
+        file_size: 0,
+        goal: 2,
+        holds_data,
+    };
+    // With acknowledged bytes in it, inventing an empty chunk would lose them: refused.
+    meta.table.lock().insert(60, info(2, 2));
+    assert_eq!(registry.prepare_write(&bump(true)).await, Err(Status::NoChunkCopies));
+    // Without, it is created at the new version on a fresh chain.
+    let chain = registry.prepare_write(&bump(false)).await.unwrap();
+    assert_eq!(chain.len(), 2);
+    for cs in [&mut a, &mut b] {
+        let cmd = cs.next().await;
+        assert!(matches!(cmd, MasterToCs::Create { chunk_id: 60, version: 2, .. }), "{cmd:?}");
+    }
+    registry.write_end(60, true);
 }
 
 #[tokio::test]

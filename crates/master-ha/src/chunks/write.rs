@@ -25,10 +25,21 @@ pub(super) async fn prepare(
     outcome: &Outcome,
 ) -> Result<Vec<ServerAddr>, Status> {
     let (chunk, result) = match *outcome {
-        Outcome::ChunkWrite { chunk_id, version, previous, goal, .. } => {
+        Outcome::ChunkWrite { chunk_id, version, previous, goal, holds_data, .. } => {
             reg.inner.lock().writing.insert(chunk_id, Instant::now());
             let result = match previous {
                 None => create(reg, chunk_id, version, goal).await,
+                Some((old, _)) if old == chunk_id && !holds_data && no_copy_at_all(reg, old) => {
+                    // Created in the metadata by a write that never reached a chunkserver
+                    // (the leader died first), and no acknowledged byte lives in it: make
+                    // it afresh rather than wait forever for copies that never existed.
+                    tracing::info!(
+                        chunk = chunk_id,
+                        version,
+                        "chunk has no copy anywhere and holds no data yet; creating it afresh"
+                    );
+                    create(reg, chunk_id, version, goal).await
+                }
                 Some((old, old_version)) if old == chunk_id => {
                     bump(reg, chunk_id, old_version, version).await
                 }
@@ -51,6 +62,11 @@ pub(super) async fn prepare(
         reg.inner.lock().writing.remove(&chunk);
     }
     result
+}
+
+/// True when no registered server reports any copy of `chunk`, at any version.
+fn no_copy_at_all(reg: &ChunkRegistry, chunk: ChunkId) -> bool {
+    reg.inner.lock().copies.get(&chunk).is_none_or(|list| list.is_empty())
 }
 
 /// Servers holding a readable copy of `chunk` at `version`, unmarked ones first.

@@ -80,7 +80,8 @@ pub fn is_mutation(op: &ClientOp) -> bool {
         | SetGoal { .. }
         | SetTrashTime { .. }
         | Undelete { .. }
-        | Purge { .. } => true,
+        | Purge { .. }
+        | Create { .. } => true,
         Hello { .. }
         | Goodbye
         | Lookup { .. }
@@ -200,6 +201,11 @@ fn build_op(service: &Service, request: &Request) -> Reply<Op> {
             let ino = meta.alloc_ino();
             Op::Create { parent, name, ino, kind, mode, umask, uid, gid, rdev }
         }
+        ClientOp::Create { parent, name, mode, umask } => {
+            check_name(&name)?;
+            let ino = meta.alloc_ino();
+            Op::CreateOpen { session, parent, name, ino, mode, umask, uid, gid }
+        }
         ClientOp::Mkdir { parent, name, mode, umask } => {
             check_name(&name)?;
             Op::Mkdir { parent, name, ino: meta.alloc_ino(), mode, umask, uid, gid }
@@ -253,9 +259,10 @@ fn build_op(service: &Service, request: &Request) -> Reply<Op> {
 /// Refuses a chunk write up front when it could not succeed, so that no chunk version is
 /// bumped in the metadata that no copy will ever have:
 /// * no chunkserver could take a chunk (`NoChunkservers`);
-/// * the chunk exists but no registered server holds its current version (`NoChunkCopies`) —
-///   typically a leader that just started, before the chunkservers re-registered. Bumping
-///   then would leave every copy a version behind; the client waits and asks again.
+/// * the chunk holds acknowledged bytes of the file but no registered server holds its
+///   current version (`NoChunkCopies`) — typically a leader that just started, before the
+///   chunkservers re-registered. Bumping then would leave every copy a version behind; the
+///   client waits and asks again. (A chunk without data and without copies is made afresh.)
 fn write_chunk_op(service: &Service, ino: Ino, index: u32) -> Reply<Op> {
     let (goal, current) = service.meta.read(|s| {
         let attr = s.getattr(ino)?;
@@ -264,6 +271,9 @@ fn write_chunk_op(service: &Service, ino: Ino, index: u32) -> Reply<Op> {
             return Ok((attr.goal, None));
         }
         let chunk = s.file_chunk(ino, index)?;
+        if attr.size <= u64::from(index) * CHUNK_BYTES {
+            return Ok((attr.goal, None)); // no acknowledged byte lives in this chunk
+        }
         Ok((attr.goal, s.chunk(chunk).map(|c| (chunk, c.version))))
     })?;
     if service.chunks.choose_chain(goal, &[]).is_empty() {

@@ -199,6 +199,34 @@ impl Client {
         }
     }
 
+    /// Creates a regular file and opens it, in one master request (FUSE `create`): the new
+    /// file is held by this session from the same commit that creates it.
+    pub async fn create(
+        &self,
+        who: Caller,
+        parent: Ino,
+        name: &str,
+        mode: u32,
+        umask: u32,
+    ) -> Reply<(u64, Attr)> {
+        let op = ClientOp::Create { parent, name: name.to_string(), mode, umask };
+        let attr = self.call_attr(who, op).await?;
+        let file = {
+            let mut files = self.files.lock();
+            let file = files.entry(attr.ino).or_insert_with(|| Arc::new(FileState::new(attr.ino)));
+            let mut inner = file.inner.lock();
+            inner.handles += 1;
+            inner.idle_since = None;
+            inner.acquired = true;
+            drop(inner);
+            file.clone()
+        };
+        self.link.note_acquired(attr.ino);
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles.lock().insert(fh, Arc::new(Handle { file, read_ahead: Default::default() }));
+        Ok((fh, attr))
+    }
+
     /// One handle of `file` is gone; the last one starts the release delay.
     fn closed_handle(&self, file: &Arc<FileState>) {
         let idle = {

@@ -534,6 +534,7 @@ pub fn is_mutation(op: &ClientOp) -> bool {
         | SetTrashTime { .. }
         | Undelete { .. }
         | Purge { .. }
+        | Create { .. }
         | Goodbye => true,
         Hello { .. }
         | Lookup { .. }
@@ -595,5 +596,6 @@ pub fn op_name(op: &ClientOp) -> &'static str {
         TrashList { .. } => "trash_list",
         Undelete { .. } => "undelete",
         Purge { .. } => "purge",
+        Create { .. } => "create",
     }
 }
