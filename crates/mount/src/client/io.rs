@@ -289,24 +289,21 @@ impl Client {
             return Ok(bytes);
         }
         let sequential = offset == ra.next && offset > 0;
+        let max_window = u64::from(self.cfg.read_ahead_bytes).max(size);
         let (data, want) = match ra.take_ahead(offset, version).await {
             Some((data, len)) if sequential => (data, len),
             _ => {
-                let max_window = u64::from(self.cfg.read_ahead_bytes);
-                ra.window = if sequential {
-                    (ra.window * 2).clamp(size, max_window.max(size))
-                } else {
-                    size
-                };
+                ra.window = if sequential { ra.window.clamp(size, max_window) } else { size };
                 let want = ra.window.max(size);
                 (self.read_range(file, offset, want).await?, want)
             }
         };
+        // A sequential reader's windows double up to `read_ahead_bytes`.
+        let grown = if sequential { (ra.window * 2).clamp(size, max_window) } else { ra.window };
         let eof = (data.len() as u64) < want;
-        let window = ra.window;
-        *ra = ReadAhead { start: offset, data, eof, version, next: 0, window, ahead: None };
+        *ra = ReadAhead { start: offset, data, eof, version, next: 0, window: grown, ahead: None };
         if sequential && !eof {
-            ra.ahead = self.prefetch(file, offset + want, window, version);
+            ra.ahead = self.prefetch(file, offset + want, grown, version);
         }
         let bytes = ra.serve(offset, size, version).unwrap_or_default();
         ra.next = offset + bytes.len() as u64;
