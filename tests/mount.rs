@@ -4,6 +4,7 @@
 mod client;
 mod diff;
 mod fuse;
+mod locks;
 mod pjdfs;
 
 use crate::util::{tail, Cluster, Daemon};

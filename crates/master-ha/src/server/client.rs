@@ -38,6 +38,9 @@ pub async fn handle(
             hello(service, connection, *session, client_info, subdir).await
         }
         ClientOp::Goodbye => goodbye(service, connection, &request).await,
+        ClientOp::GetLock { .. } | ClientOp::SetLock { .. } | ClientOp::ReleaseLocks { .. } => {
+            super::locks::handle(service, &request).await
+        }
         op if is_mutation(op) => mutate(service, &request).await,
         _ => read(service, connection, &request),
     }
@@ -79,7 +82,10 @@ pub fn is_mutation(op: &ClientOp) -> bool {
         | CheckFile { .. }
         | DirInfo { .. }
         | ResolvePath { .. }
-        | Status => false,
+        | Status
+        | GetLock { .. }
+        | SetLock { .. }
+        | ReleaseLocks { .. } => false,
     }
 }
 
@@ -94,6 +100,7 @@ async fn hello(
     if let Some(session) = resume {
         let root = service.meta.read(|s| s.session_root(session)).ok_or(Status::BadSession)?;
         service.sessions.attach(connection, session, root, &info);
+        service.locks.session_resumed(service.meta.raft_status().term);
         tracing::debug!(session, peer = %connection.peer, "session resumed");
         return Ok(ClientReply::Session { session, root });
     }
@@ -127,6 +134,7 @@ async fn goodbye(
     let entry = Entry { now: Timestamp::now(), client, op: Op::CloseSession { session } };
     service.meta.propose(entry).await?;
     service.sessions.forget(session);
+    service.locks.release_session(session);
     service.sessions.disconnect(connection);
     *connection.session.lock() = None;
     tracing::info!(session, peer = %connection.peer, "session closed");

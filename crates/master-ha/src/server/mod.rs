@@ -6,6 +6,7 @@
 //!   applied state, mutations become a [`mfsha_meta::Entry`] proposed through Raft and are
 //!   answered only once committed, applied and durable.
 //! * [`session`] opens and resumes client sessions and remembers which are connected.
+//! * [`locks`] keeps file locks (POSIX byte ranges, flock) in the leader's memory.
 //! * [`status`] assembles `ClusterStatus` for `mfsha status`.
 //! * [`peer`] carries Raft messages between masters (peer port).
 //! * [`logger`] streams a snapshot and then the applied changelog to metaloggers.
@@ -16,6 +17,7 @@
 
 pub mod client;
 pub mod listener;
+pub mod locks;
 pub mod logger;
 pub mod peer;
 pub mod session;
@@ -30,6 +32,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 pub use listener::{ClientListener, Shutdown};
+pub use locks::LockTable;
 pub use session::Sessions;
 
 /// A boxed future, so [`ChunkService`] stays object-safe.
@@ -129,6 +132,8 @@ pub struct Service {
     pub meta: MetaHandle,
     pub chunks: Arc<dyn ChunkService>,
     pub sessions: Sessions,
+    /// File locks held by clients (leader memory only).
+    pub locks: LockTable,
     /// Addresses of the other masters, for `ClusterStatus::peers`.
     pub peers: Vec<String>,
     /// Connected metaloggers, for `ClusterStatus::loggers` (filled by the logger listener).
@@ -141,6 +146,7 @@ impl Service {
             meta,
             chunks,
             sessions: Sessions::new(),
+            locks: LockTable::new(),
             peers,
             loggers: parking_lot::Mutex::new(Vec::new()),
         }
