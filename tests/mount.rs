@@ -4,6 +4,7 @@
 mod client;
 mod diff;
 mod fuse;
+mod locks;
 mod pjdfs;
 
 use crate::util::{tail, Cluster, Daemon};
@@ -49,11 +50,16 @@ pub fn wait_registered(c: &Cluster, n: usize) {
 }
 
 async fn chunkservers_listed(addr: &str) -> usize {
-    let Ok(rpc) = RpcClient::<Request, Reply<ClientReply>>::connect(addr).await else { return 0 };
+    cluster_status(addr).await.map_or(0, |s| s.chunkservers.len())
+}
+
+/// `mfsha status` as a tool sees it, or `None` if the master does not answer.
+pub async fn cluster_status(addr: &str) -> Option<mfsha_proto::client::ClusterStatus> {
+    let rpc = RpcClient::<Request, Reply<ClientReply>>::connect(addr).await.ok()?;
     let req = Request { session: 0, seq: 0, uid: 0, gid: 0, op: ClientOp::Status };
     match rpc.call_timeout(req, 5000).await {
-        Ok(Ok(ClientReply::Status(s))) => s.chunkservers.len(),
-        _ => 0,
+        Ok(Ok(ClientReply::Status(s))) => Some(s),
+        _ => None,
     }
 }
 
@@ -100,6 +106,12 @@ pub struct Mount {
 impl Mount {
     /// Mounts the cluster at `<cluster dir>/<name>` and waits until the kernel lists it.
     pub fn start(c: &Cluster, name: &str, extra: &[&str]) -> Mount {
+        Mount::start_as(c, name, extra, &c.master_addr())
+    }
+
+    /// Like [`Mount::start`], for a mount whose `df` source is `source` (a subfolder mount
+    /// shows "HOST:PORT/SUBFOLDER").
+    pub fn start_as(c: &Cluster, name: &str, extra: &[&str], source: &str) -> Mount {
         require_fuse();
         let dir = c.path().join(name);
         std::fs::create_dir_all(&dir).unwrap();
@@ -108,7 +120,7 @@ impl Mount {
         let mut args = vec!["mount", dir.to_str().unwrap(), "-H", &addr];
         args.extend_from_slice(extra);
         let daemon = Daemon::spawn(c.path(), name, &args);
-        let mut mount = Mount { dir, daemon, source: addr };
+        let mut mount = Mount { dir, daemon, source: source.to_string() };
         mount.wait_mounted();
         mount
     }

@@ -1,6 +1,6 @@
 //! Real FUSE mounts used through ordinary system calls and tools.
 
-use super::{cluster, sha256_file, Mount};
+use super::{cluster, cluster_status, runtime, sha256_file, Mount};
 use crate::util::{mfsha_bin, tail};
 use std::ffi::CString;
 use std::fs;
@@ -365,4 +365,57 @@ fn cp_a_onto_the_mount_and_back_is_identical() {
     let t_src = fs::metadata(src.join("extra/deep/blob.bin")).unwrap().modified().unwrap();
     let t_back = fs::metadata(back.join("extra/deep/blob.bin")).unwrap().modified().unwrap();
     assert_eq!(t_src, t_back);
+}
+
+/// Mount options end to end: a subfolder as the root (`-S`), a read-only mount, and `df`
+/// totals that are the chunkservers' space.
+#[test]
+fn subfolder_read_only_and_df_totals() {
+    let c = cluster(2);
+    let full = Mount::start(&c, "mnt-full", &[]);
+    fs::create_dir_all(full.path("projects/alpha")).unwrap();
+    fs::write(full.path("projects/alpha/notes"), b"inside").unwrap();
+    fs::write(full.path("outside"), b"not visible from the subfolder").unwrap();
+
+    // -S: the subfolder is the root; nothing above it can be reached.
+    let source = format!("{}/projects", c.master_addr());
+    let sub = Mount::start_as(&c, "mnt-sub", &["-S", "/projects"], &source);
+    assert_eq!(fs::read(sub.path("alpha/notes")).unwrap(), b"inside");
+    assert!(!sub.path("outside").exists());
+    let listed: Vec<String> = fs::read_dir(&sub.dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(listed, ["alpha"], "the subfolder's root lists only its own entries");
+    fs::write(sub.path("alpha/from-sub"), b"written below the subfolder root").unwrap();
+    assert_eq!(
+        fs::read(full.path("projects/alpha/from-sub")).unwrap(),
+        b"written below the subfolder root"
+    );
+    let df = run(Command::new("df").arg("-P").arg(&sub.dir));
+    assert!(df.contains(&source), "df names the master and the subfolder:\n{df}");
+
+    // --read-only: reads work, every change is refused with EROFS.
+    let ro = Mount::start(&c, "mnt-ro", &["--read-only"]);
+    assert_eq!(fs::read(ro.path("projects/alpha/notes")).unwrap(), b"inside");
+    let erofs = |r: std::io::Result<()>| r.unwrap_err().raw_os_error();
+    assert_eq!(erofs(fs::write(ro.path("new"), b"x")), Some(libc::EROFS));
+    assert_eq!(erofs(fs::create_dir(ro.path("newdir"))), Some(libc::EROFS));
+    assert_eq!(erofs(fs::remove_file(ro.path("outside"))), Some(libc::EROFS));
+    let open_rw = fs::OpenOptions::new().write(true).open(ro.path("outside"));
+    assert_eq!(open_rw.unwrap_err().raw_os_error(), Some(libc::EROFS));
+
+    // df: the total is the sum of the chunkservers' disks, as the master reports them.
+    let status = runtime().block_on(cluster_status(&c.master_addr())).expect("master answers");
+    let disks: u64 = status.chunkservers.iter().map(|cs| cs.total_bytes).sum();
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::statvfs(cstr(&full.dir).as_ptr(), &mut s) }, 0);
+    let total = s.f_blocks * s.f_frsize;
+    assert!(disks > 0, "the chunkservers report their space");
+    assert!(
+        total <= disks && disks - total < s.f_frsize,
+        "statfs total {total} is the chunkservers' {disks} (rounded to {} byte blocks)",
+        s.f_frsize
+    );
+    assert!(s.f_bavail > 0 && s.f_bavail <= s.f_blocks);
 }

@@ -8,12 +8,13 @@
 //! Permission checks are the kernel's: the filesystem is mounted with `default_permissions`,
 //! which also covers opens the kernel never sends here (FIFOs, devices).
 
-use crate::client::{Caller, Client, NewNode};
+use crate::client::{Caller, Client, LockWait, NewNode};
 use fuser::{
     FileAttr, FileType, Filesystem, KernelConfig, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow, FUSE_ROOT_ID,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLock, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, FUSE_ROOT_ID,
 };
+use mfsha_proto::client::{FileLock, LockKind};
 use mfsha_proto::types::*;
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -126,7 +127,8 @@ error_reply!(
     ReplyStatfs,
     ReplyXattr,
     ReplyDirectory,
-    ReplyDirectoryPlus
+    ReplyDirectoryPlus,
+    ReplyLock
 );
 
 fn caller(req: &Request<'_>) -> Caller {
@@ -196,6 +198,38 @@ pub fn to_fuse(attr: &Attr, root: Ino) -> FileAttr {
     }
 }
 
+fn lock_kind(typ: i32) -> Option<LockKind> {
+    match typ {
+        libc::F_RDLCK => Some(LockKind::Shared),
+        libc::F_WRLCK => Some(LockKind::Exclusive),
+        libc::F_UNLCK => Some(LockKind::Unlock),
+        _ => None,
+    }
+}
+
+fn lock_type(kind: LockKind) -> i32 {
+    match kind {
+        LockKind::Shared => libc::F_RDLCK,
+        LockKind::Exclusive => libc::F_WRLCK,
+        LockKind::Unlock => libc::F_UNLCK,
+    }
+}
+
+/// True if thread `tid` has a signal pending that it does not block, or is gone. fuser does
+/// not pass FUSE_INTERRUPT on, so a blocked lock request looks for itself: the kernel keeps
+/// the thread waiting for our answer even after SIGKILL.
+fn signalled(tid: u32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{tid}/status")) else { return true };
+    let mask = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .unwrap_or(0)
+    };
+    (mask("SigPnd:") | mask("ShdPnd:")) & !mask("SigBlk:") != 0
+}
+
 /// ACLs are not stored: the kernel checks mode bits only (`default_permissions`).
 fn is_acl(name: &str) -> bool {
     name == "system.posix_acl_access" || name == "system.posix_acl_default"
@@ -222,9 +256,16 @@ impl Filesystem for MfsFuse {
         if let Err(nearest) = config.set_max_readahead(MAX_IO_REQUEST) {
             config.set_max_readahead(nearest).map_err(|_| libc::EINVAL)?;
         }
-        for cap in
-            [FUSE_DO_READDIRPLUS, FUSE_READDIRPLUS_AUTO, FUSE_PARALLEL_DIROPS, FUSE_CACHE_SYMLINKS]
-        {
+        // POSIX_LOCKS and FLOCK_LOCKS send fcntl locks and flock here (to the master) instead
+        // of keeping them in this host's kernel, so they hold across mounts.
+        for cap in [
+            FUSE_DO_READDIRPLUS,
+            FUSE_READDIRPLUS_AUTO,
+            FUSE_PARALLEL_DIROPS,
+            FUSE_CACHE_SYMLINKS,
+            FUSE_POSIX_LOCKS,
+            FUSE_FLOCK_LOCKS,
+        ] {
             if config.add_capabilities(cap).is_err() {
                 tracing::debug!(cap, "kernel lacks an optional FUSE capability");
             }
@@ -447,30 +488,88 @@ impl Filesystem for MfsFuse {
         self.spawn(reply, async move { c.write(fh, offset, &data).await }, |r, n| r.written(n));
     }
 
-    fn flush(
-        &mut self,
-        _req: &Request<'_>,
-        _ino: u64,
-        fh: u64,
-        _lock_owner: u64,
-        reply: ReplyEmpty,
-    ) {
-        let c = self.client.clone();
-        self.spawn(reply, async move { c.flush(fh).await }, |r, ()| r.ok());
+    /// Every close(): stores buffered writes, then drops the POSIX locks of the closing
+    /// process (`lock_owner`) on this file, as a close does on a local filesystem.
+    fn flush(&mut self, _req: &Request<'_>, ino: u64, fh: u64, lock_owner: u64, reply: ReplyEmpty) {
+        let (c, ino) = (self.client.clone(), self.ino(ino));
+        let work = async move {
+            let flushed = c.flush(fh).await;
+            c.release_locks(ino, lock_owner).await?;
+            flushed
+        };
+        self.spawn(reply, work, |r, ()| r.ok());
     }
 
+    /// Last close of an open file; `lock_owner` is set when it was flock'd (the flock goes).
     fn release(
         &mut self,
         _req: &Request<'_>,
-        _ino: u64,
+        ino: u64,
         fh: u64,
         _flags: i32,
-        _lock_owner: Option<u64>,
+        lock_owner: Option<u64>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        let c = self.client.clone();
-        self.spawn(reply, async move { c.release(fh).await }, |r, ()| r.ok());
+        let (c, ino) = (self.client.clone(), self.ino(ino));
+        let work = async move {
+            let released = c.release(fh).await;
+            if let Some(owner) = lock_owner {
+                c.release_locks(ino, owner).await?;
+            }
+            released
+        };
+        self.spawn(reply, work, |r, ()| r.ok());
+    }
+
+    fn getlk(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        _fh: u64,
+        lock_owner: u64,
+        start: u64,
+        end: u64,
+        typ: i32,
+        pid: u32,
+        reply: ReplyLock,
+    ) {
+        let Some(kind) = lock_kind(typ) else { return reply.error(libc::EINVAL) };
+        let lock = FileLock { owner: lock_owner, kind, start, end, pid };
+        let (c, ino) = (self.client.clone(), self.ino(ino));
+        self.spawn(reply, async move { c.getlk(ino, lock).await }, move |r, found| match found {
+            Some(l) => r.locked(l.start, l.end, lock_type(l.kind), l.pid),
+            None => r.locked(start, end, libc::F_UNLCK, 0),
+        });
+    }
+
+    /// fcntl F_SETLK/F_SETLKW and flock (the kernel sends flock as a whole-file lock owned
+    /// by the open file). A blocking request polls the master and ends with EINTR when the
+    /// waiting thread gets a signal.
+    fn setlk(
+        &mut self,
+        req: &Request<'_>,
+        ino: u64,
+        _fh: u64,
+        lock_owner: u64,
+        start: u64,
+        end: u64,
+        typ: i32,
+        pid: u32,
+        sleep: bool,
+        reply: ReplyEmpty,
+    ) {
+        let Some(kind) = lock_kind(typ) else { return reply.error(libc::EINVAL) };
+        let lock = FileLock { owner: lock_owner, kind, start, end, pid };
+        let (c, ino, waiter) = (self.client.clone(), self.ino(ino), req.pid());
+        if !sleep {
+            return self.spawn(reply, async move { c.setlk(ino, lock).await }, |r, ()| r.ok());
+        }
+        let work = async move { c.setlkw(ino, lock, || signalled(waiter)).await };
+        self.spawn(reply, work, |r, waited| match waited {
+            LockWait::Taken => r.ok(),
+            LockWait::Interrupted => r.error(libc::EINTR),
+        });
     }
 
     fn fsync(

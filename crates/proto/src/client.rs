@@ -176,7 +176,7 @@ pub enum ClientOp {
     },
     /// Cluster status for `mfsha status`.
     Status,
-    /// Ends the session cleanly (releases its open files).
+    /// Ends the session cleanly (releases its open files and its locks).
     Goodbye,
     /// Files in the trash with inode numbers above `after`, in inode order, at most `max`
     /// (the master caps it at a page that fits a frame). Root only.
@@ -200,6 +200,28 @@ pub enum ClientOp {
         name: String,
         mode: u32,
         umask: u32,
+    },
+    /// F_GETLK: the first lock of another owner that conflicts with `lock` (whose kind is
+    /// `Shared` or `Exclusive`); answers `ClientReply::Lock`, `None` when nothing conflicts.
+    GetLock {
+        ino: Ino,
+        lock: FileLock,
+    },
+    /// F_SETLK (and flock): takes, changes or (`LockKind::Unlock`) releases a byte range for
+    /// this session's `lock.owner`. Never waits: a conflict answers `Status::WouldBlock`, and
+    /// the client polls for F_SETLKW. Idempotent, so a retry after a reconnect is harmless.
+    /// `reclaim` re-takes a lock the client held before the master changed; reclaims are
+    /// served during the new leader's grace period, which other requests wait out.
+    SetLock {
+        ino: Ino,
+        lock: FileLock,
+        reclaim: bool,
+    },
+    /// Releases every lock `owner` of this session holds on `ino` (POSIX: any close by the
+    /// owning process; flock: release of the open file).
+    ReleaseLocks {
+        ino: Ino,
+        owner: u64,
     },
 }
 
@@ -239,6 +261,8 @@ pub enum ClientReply {
         entries: Vec<TrashEntry>,
         more: bool,
     },
+    /// Answer to `GetLock`: the conflicting lock, if any.
+    Lock(Option<FileLock>),
 }
 
 /// One file in the trash.
@@ -251,6 +275,99 @@ pub struct TrashEntry {
     /// Its trash time: it is purged at `deleted_at + trash_seconds`.
     pub trash_seconds: u32,
     pub size: u64,
+}
+
+/// What a byte-range lock request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LockKind {
+    /// F_RDLCK / LOCK_SH.
+    Shared,
+    /// F_WRLCK / LOCK_EX.
+    Exclusive,
+    /// F_UNLCK / LOCK_UN.
+    Unlock,
+}
+
+/// A byte-range lock of one owner. Owners are the kernel's lock owners (a process's file
+/// table for POSIX locks, an open file for flock), unique within one client session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileLock {
+    pub owner: u64,
+    pub kind: LockKind,
+    /// First byte covered.
+    pub start: u64,
+    /// Last byte covered (inclusive); `u64::MAX` or the kernel's OFFSET_MAX mean "to the end".
+    pub end: u64,
+    /// Process id of the holder, for F_GETLK (meaningful on the holder's host only).
+    pub pid: u32,
+}
+
+impl FileLock {
+    pub fn overlaps(&self, start: u64, end: u64) -> bool {
+        self.start <= end && start <= self.end
+    }
+
+    /// Two locks of different owners conflict when they overlap and one is exclusive.
+    pub fn conflicts_with(&self, other: &FileLock) -> bool {
+        self.overlaps(other.start, other.end)
+            && (self.kind == LockKind::Exclusive || other.kind == LockKind::Exclusive)
+    }
+}
+
+/// The ranges one owner holds on one file: disjoint, sorted, adjacent equal kinds merged.
+/// [`OwnerLocks::apply`] is the POSIX rule for one owner's request: the new range replaces
+/// whatever the owner held under it (splitting what it cuts); `Unlock` just removes. The
+/// master keeps one per (session, owner, file); the mount keeps its own copy to re-take its
+/// locks after the master changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OwnerLocks {
+    ranges: Vec<FileLock>,
+}
+
+impl OwnerLocks {
+    pub fn apply(&mut self, lock: FileLock) {
+        let mut kept = Vec::with_capacity(self.ranges.len() + 2);
+        for r in self.ranges.drain(..) {
+            if !r.overlaps(lock.start, lock.end) {
+                kept.push(r);
+                continue;
+            }
+            if r.start < lock.start {
+                kept.push(FileLock { end: lock.start - 1, ..r });
+            }
+            if r.end > lock.end {
+                kept.push(FileLock { start: lock.end + 1, ..r });
+            }
+        }
+        if lock.kind != LockKind::Unlock {
+            kept.push(lock);
+        }
+        kept.sort_by_key(|r| r.start);
+        self.ranges = merge_adjacent(kept);
+    }
+
+    pub fn ranges(&self) -> &[FileLock] {
+        &self.ranges
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
+    }
+}
+
+/// Joins touching ranges of the same kind (sorted, disjoint input).
+fn merge_adjacent(sorted: Vec<FileLock>) -> Vec<FileLock> {
+    let mut out: Vec<FileLock> = Vec::with_capacity(sorted.len());
+    for r in sorted {
+        match out.last_mut() {
+            Some(last) if last.kind == r.kind && last.end.checked_add(1) == Some(r.start) => {
+                last.end = r.end;
+                last.pid = r.pid;
+            }
+            _ => out.push(r),
+        }
+    }
+    out
 }
 
 /// Everything a client needs to write one chunk.
@@ -342,4 +459,53 @@ pub struct ClientStatus {
     pub peer: String,
     pub info: String,
     pub open_files: u64,
+}
+
+#[cfg(test)]
+mod lock_tests {
+    use super::*;
+
+    fn lock(kind: LockKind, start: u64, end: u64) -> FileLock {
+        FileLock { owner: 1, kind, start, end, pid: 7 }
+    }
+
+    fn spans(o: &OwnerLocks) -> Vec<(LockKind, u64, u64)> {
+        o.ranges().iter().map(|r| (r.kind, r.start, r.end)).collect()
+    }
+
+    #[test]
+    fn a_new_range_replaces_and_splits_what_the_owner_held_under_it() {
+        use LockKind::*;
+        let mut o = OwnerLocks::default();
+        o.apply(lock(Shared, 0, 99));
+        o.apply(lock(Exclusive, 10, 19));
+        assert_eq!(spans(&o), [(Shared, 0, 9), (Exclusive, 10, 19), (Shared, 20, 99)]);
+        o.apply(lock(Unlock, 5, 14));
+        assert_eq!(spans(&o), [(Shared, 0, 4), (Exclusive, 15, 19), (Shared, 20, 99)]);
+        o.apply(lock(Shared, 15, 19));
+        assert_eq!(spans(&o), [(Shared, 0, 4), (Shared, 15, 99)]);
+        o.apply(lock(Shared, 5, 14));
+        assert_eq!(spans(&o), [(Shared, 0, 99)]);
+        o.apply(lock(Unlock, 0, u64::MAX));
+        assert!(o.is_empty());
+    }
+
+    #[test]
+    fn ranges_to_the_end_of_the_file_do_not_overflow() {
+        use LockKind::*;
+        let mut o = OwnerLocks::default();
+        o.apply(lock(Exclusive, 100, u64::MAX));
+        o.apply(lock(Unlock, 200, u64::MAX));
+        assert_eq!(spans(&o), [(Exclusive, 100, 199)]);
+        o.apply(lock(Exclusive, 0, u64::MAX));
+        assert_eq!(spans(&o), [(Exclusive, 0, u64::MAX)]);
+    }
+
+    #[test]
+    fn only_overlapping_locks_with_a_writer_conflict() {
+        use LockKind::*;
+        assert!(lock(Shared, 0, 9).conflicts_with(&lock(Exclusive, 9, 20)));
+        assert!(!lock(Shared, 0, 9).conflicts_with(&lock(Shared, 5, 20)));
+        assert!(!lock(Exclusive, 0, 9).conflicts_with(&lock(Exclusive, 10, 20)));
+    }
 }

@@ -35,12 +35,16 @@ pub async fn handle(
             hello(service, connection, *session, client_info, subdir).await
         }
         ClientOp::Goodbye => goodbye(service, connection, &request).await,
+        ClientOp::GetLock { .. } | ClientOp::SetLock { .. } | ClientOp::ReleaseLocks { .. } => {
+            super::locks::handle(service, &request).await
+        }
         _ => mutate(service, &request).await,
     }
 }
 
 /// The reply to `request` if it needs no waiting: status, reads from the applied state, and
-/// `NotLeader` on a follower. `None` for requests that propose (sessions and mutations).
+/// `NotLeader` on a follower. `None` for requests that propose (sessions and mutations) and
+/// for locks (which may wait for the lock table).
 pub fn answer_now(
     service: &Service,
     connection: &Connection,
@@ -54,6 +58,7 @@ pub fn answer_now(
     }
     match &request.op {
         ClientOp::Hello { .. } | ClientOp::Goodbye => None,
+        ClientOp::GetLock { .. } | ClientOp::SetLock { .. } | ClientOp::ReleaseLocks { .. } => None,
         op if is_mutation(op) => None,
         _ => Some(read(service, connection, request)),
     }
@@ -99,7 +104,10 @@ pub fn is_mutation(op: &ClientOp) -> bool {
         | DirInfo { .. }
         | ResolvePath { .. }
         | TrashList { .. }
-        | Status => false,
+        | Status
+        | GetLock { .. }
+        | SetLock { .. }
+        | ReleaseLocks { .. } => false,
     }
 }
 
@@ -114,6 +122,7 @@ async fn hello(
     if let Some(session) = resume {
         let root = service.meta.read(|s| s.session_root(session)).ok_or(Status::BadSession)?;
         service.sessions.attach(connection, session, root, &info);
+        service.locks.session_resumed(service.meta.raft_status().term);
         tracing::debug!(session, peer = %connection.peer, "session resumed");
         return Ok(ClientReply::Session { session, root });
     }
@@ -147,6 +156,7 @@ async fn goodbye(
     let entry = Entry { now: Timestamp::now(), client, op: Op::CloseSession { session } };
     service.meta.propose(entry).await?;
     service.sessions.forget(session);
+    service.locks.release_session(session);
     service.sessions.disconnect(connection);
     *connection.session.lock() = None;
     tracing::info!(session, peer = %connection.peer, "session closed");

@@ -6,6 +6,7 @@
 //!   applied state, mutations become a [`mfsha_meta::Entry`] proposed through Raft and are
 //!   answered only once committed, applied and durable.
 //! * [`session`] opens and resumes client sessions and remembers which are connected.
+//! * [`locks`] keeps file locks (POSIX byte ranges, flock) in the leader's memory.
 //! * [`status`] assembles `ClusterStatus` for `mfsha status`.
 //! * [`trash`] pages through the trash for `mfsha trash list`.
 //! * [`peer`] carries Raft messages between masters (peer port).
@@ -17,6 +18,7 @@
 
 pub mod client;
 pub mod listener;
+pub mod locks;
 pub mod logger;
 pub mod peer;
 pub mod session;
@@ -32,6 +34,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 pub use listener::{ClientListener, Shutdown};
+pub use locks::LockTable;
 pub use session::Sessions;
 
 /// A boxed future, so [`ChunkService`] stays object-safe.
@@ -131,6 +134,8 @@ pub struct Service {
     pub meta: MetaHandle,
     pub chunks: Arc<dyn ChunkService>,
     pub sessions: Sessions,
+    /// File locks held by clients (leader memory only).
+    pub locks: LockTable,
     /// Addresses of the other masters, for `ClusterStatus::peers`.
     pub peers: Vec<String>,
     /// Connected metaloggers, for `ClusterStatus::loggers` (filled by the logger listener).
@@ -143,6 +148,7 @@ impl Service {
             meta,
             chunks,
             sessions: Sessions::new(),
+            locks: LockTable::new(),
             peers,
             loggers: parking_lot::Mutex::new(Vec::new()),
         }

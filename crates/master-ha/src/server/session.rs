@@ -87,6 +87,11 @@ impl Sessions {
         self.connected.lock().remove(&connection.id);
     }
 
+    /// True while some connection carries `session`.
+    pub fn is_connected(&self, session: SessionId) -> bool {
+        self.connected.lock().values().any(|c| c.session == session)
+    }
+
     /// Forgets a session closed with `Goodbye`.
     pub fn forget(&self, session: SessionId) {
         self.roots.write().remove(&session);

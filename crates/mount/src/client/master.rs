@@ -13,7 +13,7 @@
 //!
 //! Only after `io_timeout` without success does a caller get `Status::Io` (EIO).
 
-use mfsha_proto::client::{ClientOp, ClientReply, Request};
+use mfsha_proto::client::{ClientOp, ClientReply, FileLock, OwnerLocks, Request};
 use mfsha_proto::types::{Ino, Reply, SessionId, Status};
 use mfsha_proto::RpcClient;
 use parking_lot::Mutex as SyncMutex;
@@ -109,6 +109,9 @@ pub struct MasterLink {
     /// Seqs a brand-new session used outside the lane (re-acquiring open files), so the lane
     /// continues after them: `(session, last seq used)`.
     seq_floor: SyncMutex<(SessionId, u64)>,
+    /// File locks this client holds, per (inode, owner): re-taken after every reconnect,
+    /// since a restarted master or a new leader starts with an empty lock table.
+    locks: SyncMutex<HashMap<(Ino, u64), OwnerLocks>>,
 }
 
 /// What one attempt on one connection produced.
@@ -134,6 +137,7 @@ impl MasterLink {
             root: AtomicU64::new(0),
             held: SyncMutex::new(HashMap::new()),
             seq_floor: SyncMutex::new((0, 0)),
+            locks: SyncMutex::new(HashMap::new()),
         });
         link.first_session().await?;
         tokio::spawn(ping_loop(Arc::downgrade(&link)));
@@ -195,6 +199,24 @@ impl MasterLink {
                 held.remove(&ino);
             }
         }
+    }
+
+    /// Records a lock request the master granted.
+    pub fn note_lock(&self, ino: Ino, lock: FileLock) {
+        let mut locks = self.locks.lock();
+        let held = locks.entry((ino, lock.owner)).or_default();
+        held.apply(lock);
+        if held.is_empty() {
+            locks.remove(&(ino, lock.owner));
+        }
+    }
+
+    pub fn holds_locks(&self, ino: Ino, owner: u64) -> bool {
+        self.locks.lock().contains_key(&(ino, owner))
+    }
+
+    pub fn forget_locks(&self, ino: Ino, owner: u64) {
+        self.locks.lock().remove(&(ino, owner));
     }
 
     /// Sends `op` for caller `uid`/`gid` and returns the master's answer, retrying across
@@ -385,7 +407,10 @@ impl MasterLink {
         let resume = self.session();
         if resume != 0 {
             match self.hello(&rpc, Some(resume)).await {
-                Ok((session, _root)) => return Ok(self.conn(rpc, session)),
+                Ok((session, _root)) => {
+                    self.reclaim_locks(&rpc, session).await?;
+                    return Ok(self.conn(rpc, session));
+                }
                 Err(OpenError::Refused(Status::BadSession)) => {
                     tracing::warn!(master = %addr, session = resume,
                         "the master lost this session; opening a new one (open files are re-registered)");
@@ -401,7 +426,33 @@ impl MasterLink {
         self.session.store(session, Ordering::Release);
         let used = self.reacquire(&rpc, session).await?;
         *self.seq_floor.lock() = (session, used);
+        self.reclaim_locks(&rpc, session).await?;
         Ok(self.conn(rpc, session))
+    }
+
+    /// Re-takes every lock this client holds, before the connection carries anything else.
+    /// A lock another client took meanwhile is lost: logged, and forgotten here.
+    async fn reclaim_locks(&self, rpc: &Rpc, session: SessionId) -> Result<(), OpenError> {
+        let held: Vec<((Ino, u64), OwnerLocks)> =
+            self.locks.lock().iter().map(|(k, v)| (*k, v.clone())).collect();
+        for ((ino, owner), locks) in held {
+            for lock in locks.ranges() {
+                let op = ClientOp::SetLock { ino, lock: *lock, reclaim: true };
+                let req = Request { session, seq: 0, uid: 0, gid: 0, op };
+                match self.one_call(rpc, req).await {
+                    Ok(_) => {}
+                    Err(OpenError::Refused(status)) => {
+                        tracing::error!(ino, owner, start = lock.start, end = lock.end, %status,
+                            "a file lock held before the master changed could not be re-taken \
+                             (another client took it); the process holding it has lost it");
+                        self.forget_locks(ino, owner);
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
     }
 
     fn conn(&self, rpc: Rpc, session: SessionId) -> Arc<Conn> {
@@ -457,15 +508,22 @@ impl MasterLink {
         }
     }
 
-    /// Checks the connection with a cheap read; a silent master gets replaced.
+    /// Checks the connection with a cheap read; a silent master gets replaced. A lost
+    /// connection is re-established here rather than at the next request, so an idle mount
+    /// stays attached to its session and re-takes its file locks within the new leader's
+    /// grace period (see `reclaim_locks`).
     async fn ping(&self) {
-        let conn = match self.current.try_lock() {
-            Ok(current) => match current.as_ref() {
-                Some(conn) if conn.alive() => conn.clone(),
-                _ => return,
-            },
+        let live = match self.current.try_lock() {
+            Ok(current) => current.as_ref().filter(|conn| conn.alive()).cloned(),
             // Someone is reconnecting right now.
             Err(_) => return,
+        };
+        let Some(conn) = live else {
+            let deadline = Instant::now() + self.cfg.ping_interval.max(self.cfg.reconnect_interval);
+            if self.connection(deadline).await.is_err() {
+                tracing::debug!("still no master; the next ping tries again");
+            }
+            return;
         };
         let req = Request {
             session: conn.session,
@@ -552,7 +610,10 @@ pub fn is_mutation(op: &ClientOp) -> bool {
         | DirInfo { .. }
         | ResolvePath { .. }
         | TrashList { .. }
-        | Status => false,
+        | Status
+        | GetLock { .. }
+        | SetLock { .. }
+        | ReleaseLocks { .. } => false,
     }
 }
 
@@ -597,5 +658,8 @@ pub fn op_name(op: &ClientOp) -> &'static str {
         Undelete { .. } => "undelete",
         Purge { .. } => "purge",
         Create { .. } => "create",
+        GetLock { .. } => "getlk",
+        SetLock { .. } => "setlk",
+        ReleaseLocks { .. } => "release_locks",
     }
 }

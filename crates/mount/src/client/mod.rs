@@ -5,15 +5,18 @@
 //! * [`data`]: chunkserver connections, reads with fall-back to another copy, chain writes.
 //! * [`io`](Client::open): open files, write-back buffering, read-ahead.
 //! * [`paths`](Client::resolve): whole-path helpers for tests and tools.
+//! * [`locks`](Client::setlk): POSIX and flock locks held by the master, coherent across mounts.
 //!
 //! Every operation returns `Result<_, Status>`; `Status::errno` gives the POSIX error.
 
 pub mod data;
 pub mod extents;
 mod io;
+mod locks;
 pub mod master;
 mod paths;
 
+pub use locks::LockWait;
 pub use master::{ConnectError, MasterConfig};
 
 use data::DataPool;

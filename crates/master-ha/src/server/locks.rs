@@ -1,0 +1,334 @@
+//! File locks (POSIX byte-range locks and flock) shared by every mount.
+//!
+//! Like MooseFS, locks live in the master's memory and are *not* replicated metadata: a lock
+//! is a promise between running processes, and writing every lock and unlock through Raft
+//! would cost an fsync each for state that means nothing once its holders are gone. The
+//! leader keeps them here, keyed by file and by `(session, owner)`; owners are the kernel's
+//! lock owners (a process's file table for POSIX locks, an open file for flock).
+//!
+//! Locks go away when:
+//! * their owner unlocks, or closes the file (the mount sends `ReleaseLocks` on a POSIX
+//!   owner's close and on the release of a flock'd open file), or its process dies (same);
+//! * the session ends (`Goodbye`), or no connection has carried the session for
+//!   [`DETACHED_EXPIRY`] (a mount that crashed or lost its network);
+//! * the leader changes or the master restarts: the table starts empty. Mounts re-take
+//!   ("reclaim") the locks they hold when they reconnect. For [`GRACE`] after the first
+//!   session resumes with this leader, only reclaims are served and other lock requests wait,
+//!   so a lock cannot be taken by someone else before its holder had a chance to reclaim it.
+//!   A holder that reconnects later than that may find its lock taken: the mount then logs
+//!   the lock as lost.
+//!
+//! Requests never wait for a conflicting lock here: a conflict answers `WouldBlock`, and the
+//! mount polls for F_SETLKW (so a signal to the waiting process can stop the wait).
+
+use super::Service;
+use mfsha_proto::client::{ClientOp, ClientReply, FileLock, LockKind, OwnerLocks, Request};
+use mfsha_proto::types::{Ino, Reply, SessionId, Status};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// How long after the first session resumes with a new leader only reclaims are served.
+pub const GRACE: Duration = Duration::from_secs(5);
+/// How long a session may have no connection before its locks are dropped.
+pub const DETACHED_EXPIRY: Duration = Duration::from_secs(30);
+
+/// One owner's locks on one file.
+#[derive(Debug)]
+struct Holder {
+    session: SessionId,
+    owner: u64,
+    locks: OwnerLocks,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// The Raft term the table belongs to; a new term starts with an empty table.
+    term: u64,
+    /// End of the reclaim-only period of this term, once a session resumed.
+    grace_until: Option<Instant>,
+    files: HashMap<Ino, Vec<Holder>>,
+    /// Sessions holding locks that were seen without any connection, and since when.
+    detached: HashMap<SessionId, Instant>,
+}
+
+/// The leader's lock table. See the module documentation.
+#[derive(Default)]
+pub struct LockTable {
+    inner: Mutex<Inner>,
+}
+
+impl LockTable {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Notes the current term: a new one empties the table (its locks belong to an old
+    /// leader and are reclaimed by their holders).
+    fn observe_term(inner: &mut Inner, term: u64) {
+        if inner.term != term {
+            if !inner.files.is_empty() {
+                tracing::info!(
+                    old_term = inner.term,
+                    term,
+                    files = inner.files.len(),
+                    "new term: forgetting locks; holders reclaim them when they reconnect"
+                );
+            }
+            *inner = Inner { term, ..Inner::default() };
+        }
+    }
+
+    /// A session resumed with this leader in `term`: the first one starts the grace period.
+    pub fn session_resumed(&self, term: u64) {
+        let mut inner = self.inner.lock();
+        Self::observe_term(&mut inner, term);
+        if inner.grace_until.is_none() {
+            inner.grace_until = Some(Instant::now() + GRACE);
+        }
+    }
+
+    /// When a non-reclaim request may be served (`None`: now).
+    fn wait_until(&self, term: u64) -> Option<Instant> {
+        let mut inner = self.inner.lock();
+        Self::observe_term(&mut inner, term);
+        inner.grace_until.filter(|t| *t > Instant::now())
+    }
+
+    /// The first lock of another owner conflicting with `lock`.
+    pub fn test(&self, ino: Ino, session: SessionId, lock: &FileLock) -> Option<FileLock> {
+        let inner = self.inner.lock();
+        conflict(inner.files.get(&ino)?, session, lock)
+    }
+
+    /// Applies `lock` for `(session, lock.owner)`, or `WouldBlock` if another owner's lock
+    /// conflicts (nothing changes then).
+    pub fn set(&self, ino: Ino, session: SessionId, lock: FileLock) -> Reply<()> {
+        let mut inner = self.inner.lock();
+        let blocked = inner.files.get(&ino).and_then(|h| conflict(h, session, &lock));
+        if lock.kind != LockKind::Unlock && blocked.is_some() {
+            return Err(Status::WouldBlock);
+        }
+        let holders = inner.files.entry(ino).or_default();
+        let mine = holders.iter().position(|h| h.session == session && h.owner == lock.owner);
+        let index = match mine {
+            Some(i) => i,
+            None => {
+                holders.push(Holder { session, owner: lock.owner, locks: OwnerLocks::default() });
+                holders.len() - 1
+            }
+        };
+        holders[index].locks.apply(lock);
+        if holders[index].locks.is_empty() {
+            holders.swap_remove(index);
+        }
+        if holders.is_empty() {
+            inner.files.remove(&ino);
+        }
+        Ok(())
+    }
+
+    /// Drops every lock of `(session, owner)` on `ino`.
+    pub fn release(&self, ino: Ino, session: SessionId, owner: u64) {
+        let mut inner = self.inner.lock();
+        if let Some(holders) = inner.files.get_mut(&ino) {
+            holders.retain(|h| !(h.session == session && h.owner == owner));
+            if holders.is_empty() {
+                inner.files.remove(&ino);
+            }
+        }
+    }
+
+    /// Drops every lock of `session` (it ended, or stayed away too long).
+    pub fn release_session(&self, session: SessionId) {
+        let mut inner = self.inner.lock();
+        drop_session(&mut inner, session);
+    }
+
+    /// Drops the locks of sessions that have had no connection for `DETACHED_EXPIRY`;
+    /// `connected` says whether a session has a connection now.
+    pub fn expire(&self, connected: impl Fn(SessionId) -> bool) {
+        self.expire_at(Instant::now(), connected)
+    }
+
+    fn expire_at(&self, now: Instant, connected: impl Fn(SessionId) -> bool) {
+        let mut inner = self.inner.lock();
+        let mut holding: Vec<SessionId> =
+            inner.files.values().flatten().map(|h| h.session).collect();
+        holding.sort_unstable();
+        holding.dedup();
+        inner.detached.retain(|s, _| holding.contains(s));
+        for session in holding {
+            if connected(session) {
+                inner.detached.remove(&session);
+                continue;
+            }
+            let since = *inner.detached.entry(session).or_insert(now);
+            if now.duration_since(since) >= DETACHED_EXPIRY {
+                tracing::warn!(
+                    session,
+                    secs = DETACHED_EXPIRY.as_secs(),
+                    "dropping the locks of a session that has had no connection for too long"
+                );
+                drop_session(&mut inner, session);
+            }
+        }
+    }
+
+    /// Locks held, for tests and status: (files, holders).
+    pub fn counts(&self) -> (usize, usize) {
+        let inner = self.inner.lock();
+        (inner.files.len(), inner.files.values().map(Vec::len).sum())
+    }
+}
+
+fn drop_session(inner: &mut Inner, session: SessionId) {
+    inner.files.retain(|_, holders| {
+        holders.retain(|h| h.session != session);
+        !holders.is_empty()
+    });
+    inner.detached.remove(&session);
+}
+
+/// The first range of another owner that conflicts with `lock`.
+fn conflict(holders: &[Holder], session: SessionId, lock: &FileLock) -> Option<FileLock> {
+    holders
+        .iter()
+        .filter(|h| !(h.session == session && h.owner == lock.owner))
+        .flat_map(|h| h.locks.ranges())
+        .find(|r| r.conflicts_with(lock))
+        .copied()
+}
+
+/// Answers `GetLock`, `SetLock` and `ReleaseLocks`.
+pub async fn handle(service: &Service, request: &Request) -> Reply<ClientReply> {
+    let session = request.session;
+    if session == 0 || service.meta.read(|s| s.session_root(session)).is_none() {
+        return Err(Status::BadSession);
+    }
+    let locks = &service.locks;
+    let term = service.meta.raft_status().term;
+    locks.expire(|s| service.sessions.is_connected(s));
+    let reclaim = matches!(request.op, ClientOp::SetLock { reclaim: true, .. });
+    if let (false, Some(until)) = (reclaim, locks.wait_until(term)) {
+        tokio::time::sleep_until(until).await;
+    }
+    match &request.op {
+        ClientOp::GetLock { ino, lock } => Ok(ClientReply::Lock(locks.test(*ino, session, lock))),
+        ClientOp::SetLock { ino, lock, reclaim } => {
+            let lock = checked(*lock)?;
+            let result = locks.set(*ino, session, lock);
+            if *reclaim && result.is_err() {
+                tracing::warn!(
+                    session,
+                    ino,
+                    owner = lock.owner,
+                    "a reclaimed lock was taken by another owner"
+                );
+            }
+            result.map(|()| ClientReply::Unit)
+        }
+        ClientOp::ReleaseLocks { ino, owner } => {
+            locks.release(*ino, session, *owner);
+            Ok(ClientReply::Unit)
+        }
+        other => {
+            tracing::error!(?other, "request routed to the lock table by mistake");
+            Err(Status::NotSupported)
+        }
+    }
+}
+
+/// A lock request must name a non-empty range.
+fn checked(lock: FileLock) -> Reply<FileLock> {
+    if lock.start > lock.end {
+        return Err(Status::Invalid);
+    }
+    Ok(lock)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lock(owner: u64, kind: LockKind, start: u64, end: u64) -> FileLock {
+        FileLock { owner, kind, start, end, pid: owner as u32 }
+    }
+
+    #[test]
+    fn owners_conflict_only_on_overlapping_ranges_with_a_writer() {
+        let t = LockTable::new();
+        t.set(5, 1, lock(10, LockKind::Exclusive, 0, 99)).unwrap();
+        assert_eq!(t.set(5, 2, lock(10, LockKind::Shared, 50, 60)), Err(Status::WouldBlock));
+        assert_eq!(t.set(5, 1, lock(11, LockKind::Shared, 99, 99)), Err(Status::WouldBlock));
+        t.set(5, 1, lock(11, LockKind::Shared, 100, 200)).unwrap();
+        t.set(6, 2, lock(10, LockKind::Exclusive, 0, 99)).unwrap();
+        let seen = t.test(5, 2, &lock(10, LockKind::Shared, 0, 0)).unwrap();
+        assert_eq!((seen.owner, seen.kind, seen.start, seen.end), (10, LockKind::Exclusive, 0, 99));
+        assert_eq!(t.test(5, 1, &lock(10, LockKind::Exclusive, 0, 99)), None, "own locks");
+    }
+
+    #[test]
+    fn shared_locks_coexist_until_one_owner_wants_to_write() {
+        let t = LockTable::new();
+        t.set(1, 1, lock(1, LockKind::Shared, 0, u64::MAX)).unwrap();
+        t.set(1, 2, lock(1, LockKind::Shared, 0, u64::MAX)).unwrap();
+        assert_eq!(t.set(1, 2, lock(1, LockKind::Exclusive, 0, 9)), Err(Status::WouldBlock));
+        t.set(1, 1, lock(1, LockKind::Unlock, 0, u64::MAX)).unwrap();
+        t.set(1, 2, lock(1, LockKind::Exclusive, 0, 9)).unwrap();
+        assert_eq!(t.counts(), (1, 1));
+    }
+
+    #[test]
+    fn release_and_session_end_free_the_locks() {
+        let t = LockTable::new();
+        t.set(1, 1, lock(7, LockKind::Exclusive, 0, 9)).unwrap();
+        t.set(2, 1, lock(8, LockKind::Exclusive, 0, 9)).unwrap();
+        t.set(3, 2, lock(7, LockKind::Exclusive, 0, 9)).unwrap();
+        t.release(1, 1, 7);
+        assert_eq!(t.counts(), (2, 2));
+        t.release_session(1);
+        assert_eq!(t.counts(), (1, 1));
+        t.set(2, 3, lock(1, LockKind::Exclusive, 0, 9)).unwrap();
+    }
+
+    #[test]
+    fn a_new_term_starts_empty_and_a_resume_opens_the_grace_period() {
+        let t = LockTable::new();
+        assert_eq!(t.wait_until(1), None);
+        t.set(1, 1, lock(7, LockKind::Exclusive, 0, 9)).unwrap();
+        assert_eq!(t.wait_until(1), None, "same term, no resume: no grace");
+        t.session_resumed(2);
+        assert_eq!(t.counts(), (0, 0), "the new term forgot the old locks");
+        let until = t.wait_until(2).expect("grace after the first resume");
+        assert!(until > Instant::now() + GRACE - Duration::from_secs(1));
+        t.session_resumed(2);
+        assert_eq!(t.wait_until(2), Some(until), "later resumes do not extend it");
+    }
+
+    #[test]
+    fn locks_of_a_session_without_connection_expire() {
+        let t = LockTable::new();
+        t.set(1, 1, lock(7, LockKind::Exclusive, 0, 9)).unwrap();
+        t.set(1, 2, lock(7, LockKind::Shared, 10, 19)).unwrap();
+        let start = Instant::now();
+        t.expire_at(start, |s| s == 2);
+        t.expire_at(start + DETACHED_EXPIRY - Duration::from_secs(1), |s| s == 2);
+        assert_eq!(t.counts(), (1, 2), "not yet");
+        t.expire_at(start + DETACHED_EXPIRY, |s| s == 2);
+        assert_eq!(t.counts(), (1, 1), "session 1's lock expired, session 2's stays");
+        t.set(1, 3, lock(1, LockKind::Exclusive, 0, 9)).unwrap();
+    }
+
+    #[test]
+    fn a_session_that_reconnects_in_time_keeps_its_locks() {
+        let t = LockTable::new();
+        t.set(1, 1, lock(7, LockKind::Exclusive, 0, 9)).unwrap();
+        let start = Instant::now();
+        t.expire_at(start, |_| false);
+        t.expire_at(start + Duration::from_secs(1), |_| true);
+        t.expire_at(start + DETACHED_EXPIRY + Duration::from_secs(1), |_| false);
+        assert_eq!(t.counts(), (1, 1), "the detached clock restarted at the reconnect");
+    }
+}
