@@ -190,19 +190,23 @@ fn creates_during_master_restarts_are_applied_exactly_once() {
     let rt = runtime();
     let fs = rt.block_on(connect(&c.master_addr()));
     let session = fs.session();
-    // Many small changes while the master is killed three times: a create that was applied
-    // just before a kill and retried after it must come back as success, never EEXIST.
-    let worker = {
-        let fs = fs.clone();
-        rt.spawn(async move {
-            for i in 0..1500u32 {
-                fs.mkdir(ME, fs.root(), &format!("d{i}"), 0o755, 0)
-                    .await
-                    .map_err(|e| format!("mkdir d{i}: {e}"))?;
-            }
-            Ok::<(), String>(())
+    // Many small changes while the master is killed three times, from 16 tasks at once on
+    // the one session (so many seqs are in flight together, inside the reply window): a
+    // create that was applied just before a kill and retried after it must come back as
+    // success, never EEXIST, and none may be applied twice or lost.
+    let workers: Vec<_> = (0..16u32)
+        .map(|w| {
+            let fs = fs.clone();
+            rt.spawn(async move {
+                for i in 0..100u32 {
+                    fs.mkdir(ME, fs.root(), &format!("w{w}-d{i}"), 0o755, 0)
+                        .await
+                        .map_err(|e| format!("mkdir w{w}-d{i}: {e}"))?;
+                }
+                Ok::<(), String>(())
+            })
         })
-    };
+        .collect();
     for _ in 0..3 {
         std::thread::sleep(Duration::from_millis(300));
         c.kill_master();
@@ -210,12 +214,14 @@ fn creates_during_master_restarts_are_applied_exactly_once() {
         c.start_master();
     }
     rt.block_on(async {
-        let done = tokio::time::timeout(Duration::from_secs(120), worker)
-            .await
-            .expect("workload finishes");
-        done.unwrap().unwrap_or_else(|e| panic!("{e}\nmaster log:\n{}", c.master_log()));
+        for worker in workers {
+            let done = tokio::time::timeout(Duration::from_secs(120), worker)
+                .await
+                .expect("workload finishes");
+            done.unwrap().unwrap_or_else(|e| panic!("{e}\nmaster log:\n{}", c.master_log()));
+        }
         assert_eq!(fs.session(), session, "the same session was resumed");
-        assert_eq!(fs.readdir_all(fs.root()).await.unwrap().len(), 1500);
+        assert_eq!(fs.readdir_all(fs.root()).await.unwrap().len(), 1600);
         fs.close().await.unwrap();
     });
 }

@@ -141,11 +141,8 @@ impl Session {
     }
 }
 
-/// How many recent replies a session keeps for exactly-once retries. A client may have at
-/// most this many mutations in flight: it sends `seq` only once every seq up to
-/// `seq - REPLY_WINDOW` has been answered. Then a retry always finds its reply, and a seq
-/// older than the window is refused rather than applied twice.
-pub const REPLY_WINDOW: u64 = 64;
+/// How many recent replies a session keeps (see [`mfsha_proto::client::REPLY_WINDOW`]).
+pub use mfsha_proto::client::REPLY_WINDOW;
 
 /// A session in memory: its record plus its acquired (open) inodes with open counts. The
 /// acquisitions are separate records so that a session holding many open files does not

@@ -225,6 +225,12 @@ pub enum ClientOp {
     },
 }
 
+/// How many recent replies the master keeps per session for exactly-once retries. A client
+/// may have at most this many mutations in flight: it sends `seq` only once every seq up to
+/// `seq - REPLY_WINDOW` has been answered. Then a retry always finds its reply, and a seq
+/// older than the window is refused rather than applied twice.
+pub const REPLY_WINDOW: u64 = 64;
+
 /// What the master answers. The variant matches the request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ClientReply {

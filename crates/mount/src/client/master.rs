@@ -6,18 +6,20 @@
 //! one of them reconnects (to each configured master in turn, every `reconnect_interval`) and
 //! resumes the *same* session with `Hello { session: Some(id) }`. Then each caller retries.
 //!
-//! Mutations carry `(session, seq)`. The master remembers only a session's *last* applied seq
-//! and its reply, so mutations go one at a time through the "lane": a seq is sent only after
-//! the previous one was answered, and a retry reuses its seq. A retried mutation that was
-//! already applied gets the stored reply, so it takes effect exactly once.
+//! Mutations carry `(session, seq)`. The master keeps the replies of a session's last
+//! [`REPLY_WINDOW`] seqs, so up to that many mutations may be in flight at once (several
+//! threads of one program, several programs on one mount): the "lane" hands out seqs and
+//! holds back a new one until every seq `REPLY_WINDOW` below it was answered. A retry reuses
+//! its seq; a retried mutation that was already applied gets the stored reply, so it takes
+//! effect exactly once.
 //!
 //! Only after `io_timeout` without success does a caller get `Status::Io` (EIO).
 
-use mfsha_proto::client::{ClientOp, ClientReply, FileLock, OwnerLocks, Request};
+use mfsha_proto::client::{ClientOp, ClientReply, FileLock, OwnerLocks, Request, REPLY_WINDOW};
 use mfsha_proto::types::{Ino, Reply, SessionId, Status};
 use mfsha_proto::RpcClient;
 use parking_lot::Mutex as SyncMutex;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -90,17 +92,39 @@ impl Conn {
     }
 }
 
-/// The mutation lane: which session the seq counter belongs to, and the last seq used.
+/// The mutation lane: which session the seq counter belongs to, the last seq used, and the
+/// seqs sent and not yet answered.
 struct Lane {
     session: SessionId,
     last_seq: u64,
+    open: BTreeSet<u64>,
+}
+
+impl Lane {
+    fn new(session: SessionId, last_seq: u64) -> Lane {
+        Lane { session, last_seq, open: BTreeSet::new() }
+    }
+
+    /// The next seq, if the window allows it: every seq `REPLY_WINDOW` below it answered.
+    fn take_next(&mut self) -> Option<u64> {
+        let next = self.last_seq + 1;
+        let oldest_open = self.open.first().copied().unwrap_or(next);
+        if next >= oldest_open + REPLY_WINDOW {
+            return None;
+        }
+        self.last_seq = next;
+        self.open.insert(next);
+        Some(next)
+    }
 }
 
 /// The client's session with the master. See the module documentation.
 pub struct MasterLink {
     cfg: MasterConfig,
     current: Mutex<Option<Arc<Conn>>>,
-    lane: Mutex<Lane>,
+    lane: SyncMutex<Lane>,
+    /// Signalled whenever a seq is answered (the window may have moved).
+    lane_moved: tokio::sync::Notify,
     session: AtomicU64,
     root: AtomicU64,
     /// Inodes this session holds open on the master (`Open` minus `Release`), re-acquired if
@@ -132,7 +156,8 @@ impl MasterLink {
         let link = Arc::new(MasterLink {
             cfg,
             current: Mutex::new(None),
-            lane: Mutex::new(Lane { session: 0, last_seq: 0 }),
+            lane: SyncMutex::new(Lane::new(0, 0)),
+            lane_moved: tokio::sync::Notify::new(),
             session: AtomicU64::new(0),
             root: AtomicU64::new(0),
             held: SyncMutex::new(HashMap::new()),
@@ -224,10 +249,7 @@ impl MasterLink {
     pub async fn call(&self, uid: u32, gid: u32, op: ClientOp) -> Reply<ClientReply> {
         let deadline = Instant::now() + self.cfg.io_timeout;
         if is_mutation(&op) {
-            let mut lane = tokio::time::timeout_at(deadline, self.lane.lock())
-                .await
-                .map_err(|_| self.gave_up(&op))?;
-            self.mutate(&mut lane, deadline, uid, gid, op).await
+            self.mutate(deadline, uid, gid, op).await
         } else {
             self.retry(deadline, |session| Request { session, seq: 0, uid, gid, op: op.clone() })
                 .await
@@ -236,7 +258,6 @@ impl MasterLink {
 
     async fn mutate(
         &self,
-        lane: &mut Lane,
         deadline: Instant,
         uid: u32,
         gid: u32,
@@ -244,38 +265,74 @@ impl MasterLink {
     ) -> Reply<ClientReply> {
         // The seq is chosen per session: a replacement session starts its own count.
         let mut sent: Option<(SessionId, u64)> = None;
-        loop {
-            let conn = self.connection(deadline).await.map_err(|_| self.gave_up(&op))?;
+        let result = loop {
+            let conn = match self.connection(deadline).await {
+                Ok(conn) => conn,
+                Err(_) => break Err(self.gave_up(&op)),
+            };
             let seq = match sent {
                 Some((session, seq)) if session == conn.session => seq,
                 _ => {
-                    if lane.session != conn.session {
-                        if lane.session != 0 && sent.is_some() {
-                            tracing::warn!(
-                                old = lane.session,
-                                new = conn.session,
-                                op = op_name(&op),
-                                "session was replaced while a change was in flight; \
-                                 retrying it in the new session (it may have been applied once)"
-                            );
-                        }
-                        let (floor_session, floor) = *self.seq_floor.lock();
-                        let last_seq = if floor_session == conn.session { floor } else { 0 };
-                        *lane = Lane { session: conn.session, last_seq };
+                    if let Some((old, _)) = sent {
+                        tracing::warn!(
+                            old,
+                            new = conn.session,
+                            op = op_name(&op),
+                            "session was replaced while a change was in flight; \
+                             retrying it in the new session (it may have been applied once)"
+                        );
                     }
-                    lane.last_seq += 1;
-                    sent = Some((conn.session, lane.last_seq));
-                    lane.last_seq
+                    match self.next_seq(conn.session, deadline).await {
+                        Some(seq) => seq,
+                        None => break Err(self.gave_up(&op)),
+                    }
                 }
             };
+            sent = Some((conn.session, seq));
             let req = Request { session: conn.session, seq, uid, gid, op: op.clone() };
             match self.attempt(&conn, req).await {
-                Attempt::Done(reply) => return *reply,
+                Attempt::Done(reply) => break *reply,
                 Attempt::Broken(why) => self.broken(&conn, &why),
                 Attempt::SessionLost => self.session_lost(&conn),
             }
-            self.pause(deadline, &op).await?;
+            if let Err(e) = self.pause(deadline, &op).await {
+                break Err(e);
+            }
+        };
+        if let Some((session, seq)) = sent {
+            self.seq_answered(session, seq);
         }
+        result
+    }
+
+    /// A fresh seq in `session`, waiting while the window is full; `None` at the deadline.
+    async fn next_seq(&self, session: SessionId, deadline: Instant) -> Option<u64> {
+        loop {
+            // Created before the check, so an answer between check and wait is not missed.
+            let moved = self.lane_moved.notified();
+            {
+                let mut lane = self.lane.lock();
+                if lane.session != session {
+                    let (floor_session, floor) = *self.seq_floor.lock();
+                    let last_seq = if floor_session == session { floor } else { 0 };
+                    *lane = Lane::new(session, last_seq);
+                }
+                if let Some(seq) = lane.take_next() {
+                    return Some(seq);
+                }
+            }
+            tokio::time::timeout_at(deadline, moved).await.ok()?;
+        }
+    }
+
+    /// `seq` of `session` needs no retry any more (answered, or given up).
+    fn seq_answered(&self, session: SessionId, seq: u64) {
+        let mut lane = self.lane.lock();
+        if lane.session == session {
+            lane.open.remove(&seq);
+        }
+        drop(lane);
+        self.lane_moved.notify_waiters();
     }
 
     async fn retry<F: Fn(SessionId) -> Request>(
@@ -542,9 +599,8 @@ impl MasterLink {
     /// Ends the session cleanly (the master releases its open files). Best effort: a master
     /// that is away now will expire the session later.
     pub async fn goodbye(&self) -> Reply<()> {
-        let mut lane = self.lane.lock().await;
         let deadline = Instant::now() + Duration::from_secs(5).min(self.cfg.io_timeout);
-        self.mutate(&mut lane, deadline, 0, 0, ClientOp::Goodbye).await.map(|_| ())
+        self.mutate(deadline, 0, 0, ClientOp::Goodbye).await.map(|_| ())
     }
 }
 
