@@ -1,5 +1,5 @@
-//! `mfsha demo`, the README's first command: one process starts a master, three chunkservers
-//! and a FUSE mount, the mount works, and Ctrl-C (SIGINT) unmounts and stops everything.
+//! `mfsha demo`, the README's first command: one process starts a master, a metalogger, three
+//! chunkservers and a FUSE mount, the mount works, and Ctrl-C (SIGINT) unmounts and stops everything.
 //!
 //! Needs /dev/fuse and root (or user FUSE mounts); without them the demo fails and so does
 //! this test, with the demo's own message.
@@ -31,13 +31,14 @@ fn demo_brings_up_a_mounted_cluster_and_ctrl_c_stops_it_cleanly() {
     assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
     let json: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(json["chunkservers"].as_array().map(|a| a.len()), Some(3), "{json}");
+    assert_eq!(json["loggers"].as_array().map(|a| a.len()), Some(1), "a metalogger: {json}");
     let info = mfsha(&["fileinfo", "-H", &master, "/hello.bin"]);
     let text = String::from_utf8_lossy(&info.stdout);
     assert!(info.status.success() && text.contains("copy 2"), "goal 2 by default:\n{text}");
 
     // Ctrl-C: everything stops, the mount point is released, no daemon is left behind.
     let pids = daemon_pids(&banner);
-    assert_eq!(pids.len(), 5, "master, three chunkservers and the mount:\n{banner}");
+    assert_eq!(pids.len(), 6, "master, metalogger, three chunkservers, mount:\n{banner}");
     signal(demo.pid().unwrap(), libc::SIGINT);
     let exit = demo.stop_after_signal(STOP_LIMIT);
     assert!(exit.success(), "demo exited with {exit}; log:\n{}", tail(&demo.log, 40));

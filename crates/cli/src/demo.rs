@@ -1,6 +1,6 @@
 //! `mfsha demo [DIR]`: a whole cluster on this machine in one command.
 //!
-//! Starts a master, three chunkservers and a FUSE mount as child processes of this executable,
+//! Starts a master, a metalogger, three chunkservers and a FUSE mount as child processes of this executable,
 //! with their configuration, data and logs under DIR (default `./mfsha-demo`) and the mount at
 //! DIR/mnt, all on loopback. It prints what runs and how to use it, and on Ctrl-C (or SIGTERM)
 //! unmounts and stops everything in order: mount, chunkservers, master.
@@ -136,6 +136,20 @@ fn port(preferred: u16) -> anyhow::Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
+/// The metalogger's config: it follows the master's logger port and keeps its copies in
+/// DIR/logger.
+fn write_logger_config(dir: &Path, p: &Ports) -> anyhow::Result<PathBuf> {
+    let data = dir.join("logger");
+    let path = dir.join("logger.yaml");
+    let yaml = format!(
+        "# written by `mfsha demo`\ndata_dir: {}\nmasters:\n  - 127.0.0.1:{}\n",
+        data.display(),
+        p.logger
+    );
+    write(&path, &yaml)?;
+    Ok(path)
+}
+
 fn write_configs(dir: &Path, p: &Ports) -> anyhow::Result<(PathBuf, Vec<PathBuf>)> {
     let master = dir.join("master.yaml");
     let yaml = format!(
@@ -213,8 +227,9 @@ impl LocalCluster {
         let exe = std::env::current_exe().context("cannot find the mfsha executable")?;
         let ports = Ports::pick()?;
         let (master_yaml, cs_yamls) = write_configs(&dir, &ports)?;
+        let logger_yaml = write_logger_config(&dir, &ports)?;
         let master_addr = format!("127.0.0.1:{}", ports.client);
-        let plan = Plan { exe, dir, master_yaml, cs_yamls, master_addr, mnt };
+        let plan = Plan { exe, dir, master_yaml, logger_yaml, cs_yamls, master_addr, mnt };
         let mut cluster = LocalCluster { plan, ports, daemons: Vec::new() };
         if let Err(e) = start_all(rt, &cluster.plan, &mut cluster.daemons) {
             cluster.stop();
@@ -258,6 +273,7 @@ struct Plan {
     exe: PathBuf,
     dir: PathBuf,
     master_yaml: PathBuf,
+    logger_yaml: PathBuf,
     cs_yamls: Vec<PathBuf>,
     master_addr: String,
     mnt: PathBuf,
@@ -268,20 +284,24 @@ fn start_all(
     plan: &Plan,
     daemons: &mut Vec<Daemon>,
 ) -> anyhow::Result<()> {
-    let Plan { exe, dir, master_yaml, cs_yamls, master_addr, mnt } = plan;
+    let Plan { exe, dir, master_yaml, logger_yaml, cs_yamls, master_addr, mnt } = plan;
     let master_addr = master_addr.as_str();
-    println!("starting a master, {CHUNKSERVERS} chunkservers and a mount in {}", dir.display());
+    println!(
+        "starting a master, a metalogger, {CHUNKSERVERS} chunkservers and a mount in {}",
+        dir.display()
+    );
     daemons.push(Daemon::start(exe, dir, "master", &args(&["master", "-c"], master_yaml))?);
     wait_until(daemons, "the master to answer", || {
         rt.block_on(crate::status::fetch(master_addr)).is_ok()
     })?;
+    daemons.push(Daemon::start(exe, dir, "metalogger", &args(&["logger", "-c"], logger_yaml))?);
     for (i, yaml) in cs_yamls.iter().enumerate() {
         let name = format!("chunkserver{}", i + 1);
         daemons.push(Daemon::start(exe, dir, &name, &args(&["chunkserver", "-c"], yaml))?);
     }
-    wait_until(daemons, "the chunkservers to register", || {
+    wait_until(daemons, "the chunkservers and the metalogger to register", || {
         rt.block_on(crate::status::fetch(master_addr))
-            .is_ok_and(|s| s.chunkservers.len() >= CHUNKSERVERS)
+            .is_ok_and(|s| s.chunkservers.len() >= CHUNKSERVERS && !s.loggers.is_empty())
     })?;
     let mount_args: Vec<String> =
         ["mount", &mnt.to_string_lossy(), "-H", master_addr].map(String::from).to_vec();
@@ -337,6 +357,10 @@ fn banner(plan: &Plan, ports: &Ports, daemons: &[Daemon]) {
     println!("  df -h {}", mnt.display());
     println!("  mfsha status{h}");
     println!("  mfsha fileinfo{h} {}/ssl/openssl.cnf", mnt.display());
+    println!(
+        "  mfsha meta from-logger {}   # what the metalogger could restore",
+        dir.join("logger").display()
+    );
     println!("\nStop everything with Ctrl-C.");
 }
 
