@@ -228,3 +228,28 @@ fn a_lock_survives_a_master_restart() {
     kill(&mut holder);
     assert!(eventually(20, || try_flock(&on_b, &["-n"])), "free once the holder died");
 }
+
+/// Data written under a lock on one mount is what the next holder reads on another, even
+/// through a descriptor opened (and read, so cached) before: taking a lock drops the kernel's
+/// cached pages of the file.
+#[test]
+fn the_next_lock_holder_reads_what_the_previous_one_wrote() {
+    use std::os::unix::fs::FileExt;
+    let c = cluster(1);
+    let a = Mount::start(&c, "mnt-a", &[]);
+    let b = Mount::start(&c, "mnt-b", &[]);
+    fs::write(a.path("counter"), b"0000").unwrap();
+    let fa = fs::OpenOptions::new().read(true).write(true).open(a.path("counter")).unwrap();
+    let mut buf = [0u8; 4];
+    fa.read_exact_at(&mut buf, 0).unwrap();
+    assert_eq!(&buf, b"0000");
+
+    let fb = fs::OpenOptions::new().read(true).write(true).open(b.path("counter")).unwrap();
+    setlk(fb.as_raw_fd(), libc::F_WRLCK, 0, 0).unwrap();
+    fb.write_all_at(b"1111", 0).unwrap();
+    setlk(fb.as_raw_fd(), libc::F_UNLCK, 0, 0).unwrap();
+
+    setlk(fa.as_raw_fd(), libc::F_WRLCK, 0, 0).unwrap();
+    fa.read_exact_at(&mut buf, 0).unwrap();
+    assert_eq!(&buf, b"1111", "the lock holder on mount a reads mount b's write");
+}

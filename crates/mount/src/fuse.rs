@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::future::Future;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Largest read and write request the kernel is asked to send.
@@ -51,12 +51,20 @@ pub struct MfsFuse {
     root: Ino,
     dirs: Arc<Mutex<HashMap<u64, Option<Listing>>>>,
     next_dir: u64,
+    /// Tells the kernel to drop cached pages; set once the session exists (see `notifier`).
+    notifier: Arc<OnceLock<fuser::Notifier>>,
 }
 
 impl MfsFuse {
     pub fn new(client: Arc<Client>, rt: tokio::runtime::Handle, times: CacheTimes) -> Self {
         let root = client.root();
-        MfsFuse { client, rt, times, root, dirs: Default::default(), next_dir: 1 }
+        let notifier = Arc::default();
+        MfsFuse { client, rt, times, root, dirs: Default::default(), next_dir: 1, notifier }
+    }
+
+    /// Where to put the session's notifier once `fuser::Session::new` has taken `self`.
+    pub fn notifier(&self) -> Arc<OnceLock<fuser::Notifier>> {
+        self.notifier.clone()
     }
 
     /// The master's inode for a kernel inode number.
@@ -561,13 +569,26 @@ impl Filesystem for MfsFuse {
     ) {
         let Some(kind) = lock_kind(typ) else { return reply.error(libc::EINVAL) };
         let lock = FileLock { owner: lock_owner, kind, start, end, pid };
-        let (c, ino, waiter) = (self.client.clone(), self.ino(ino), req.pid());
+        let (c, waiter, fuse_ino) = (self.client.clone(), req.pid(), ino);
+        let ino = self.ino(ino);
+        let notifier = (kind != LockKind::Unlock).then(|| self.notifier.clone());
+        // A new holder must not read pages the kernel cached before another mount wrote.
+        let taken = move |r: ReplyEmpty| {
+            if let Some(n) = notifier.as_ref().and_then(|n| n.get()) {
+                if let Err(e) = n.inval_inode(fuse_ino, 0, 0) {
+                    // ENOENT: the kernel has no cached inode, so nothing to drop.
+                    tracing::debug!(ino, error = %e, "could not drop cached pages after a lock");
+                }
+            }
+            r.ok()
+        };
         if !sleep {
-            return self.spawn(reply, async move { c.setlk(ino, lock).await }, |r, ()| r.ok());
+            return self
+                .spawn(reply, async move { c.setlk(ino, lock).await }, move |r, ()| taken(r));
         }
         let work = async move { c.setlkw(ino, lock, || signalled(waiter)).await };
-        self.spawn(reply, work, |r, waited| match waited {
-            LockWait::Taken => r.ok(),
+        self.spawn(reply, work, move |r, waited| match waited {
+            LockWait::Taken => taken(r),
             LockWait::Interrupted => r.error(libc::EINTR),
         });
     }

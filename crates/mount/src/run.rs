@@ -62,9 +62,13 @@ pub fn mount(opts: MountOptions) -> Result<(), MountError> {
         .map_err(MountError::Runtime)?;
     let client = rt.block_on(Client::connect(resolved.client.clone()))?;
     let fs = MfsFuse::new(client.clone(), rt.handle().clone(), resolved.times);
+    let notifier = fs.notifier();
     let options = fuse_options(&resolved);
     let mut session = fuser::Session::new(fs, &mountpoint, &options)
         .map_err(|source| MountError::Fuse { path: mountpoint.display().to_string(), source })?;
+    if notifier.set(session.notifier()).is_err() {
+        tracing::debug!("the kernel notifier was already set");
+    }
     tracing::info!(
         mountpoint = %mountpoint.display(),
         source = %resolved.fsname,

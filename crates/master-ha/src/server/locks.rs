@@ -33,6 +33,11 @@ use tokio::time::Instant;
 pub const GRACE: Duration = Duration::from_secs(5);
 /// How long a session may have no connection before its locks are dropped.
 pub const DETACHED_EXPIRY: Duration = Duration::from_secs(30);
+/// Most lock ranges the table holds, and one owner holds on one file: a client splitting
+/// ranges without end can exhaust neither the leader's memory nor its time (one owner's
+/// update is linear in its ranges). Past them new locks fail with ENOSPC (Linux: ENOLCK).
+pub const MAX_RANGES: usize = 1 << 20;
+pub const MAX_OWNER_RANGES: usize = 10_000;
 
 /// One owner's locks on one file.
 #[derive(Debug)]
@@ -49,19 +54,32 @@ struct Inner {
     /// End of the reclaim-only period of this term, once a session resumed.
     grace_until: Option<Instant>,
     files: HashMap<Ino, Vec<Holder>>,
+    /// Ranges held in `files`, bounded by `MAX_RANGES`.
+    ranges: usize,
     /// Sessions holding locks that were seen without any connection, and since when.
     detached: HashMap<SessionId, Instant>,
 }
 
 /// The leader's lock table. See the module documentation.
-#[derive(Default)]
 pub struct LockTable {
     inner: Mutex<Inner>,
+    max_ranges: usize,
+}
+
+impl Default for LockTable {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl LockTable {
     pub fn new() -> Self {
-        Self::default()
+        Self::with_limit(MAX_RANGES)
+    }
+
+    /// A table holding at most `max_ranges` ranges.
+    pub fn with_limit(max_ranges: usize) -> Self {
+        LockTable { inner: Mutex::new(Inner::default()), max_ranges }
     }
 
     /// Notes the current term: a new one empties the table (its locks belong to an old
@@ -110,6 +128,7 @@ impl LockTable {
         if lock.kind != LockKind::Unlock && blocked.is_some() {
             return Err(Status::WouldBlock);
         }
+        let total = inner.ranges;
         let holders = inner.files.entry(ino).or_default();
         let mine = holders.iter().position(|h| h.session == session && h.owner == lock.owner);
         let index = match mine {
@@ -119,25 +138,55 @@ impl LockTable {
                 holders.len() - 1
             }
         };
-        holders[index].locks.apply(lock);
+        let before = holders[index].locks.ranges().len();
+        let mut changed = holders[index].locks.clone();
+        changed.apply(lock);
+        let after = changed.ranges().len();
+        let full = after > MAX_OWNER_RANGES || total + after > self.max_ranges + before;
+        if after > before && full {
+            tracing::warn!(
+                session,
+                ino,
+                owner = lock.owner,
+                ranges = total,
+                "lock table full (or one owner holds too many ranges); refusing a lock"
+            );
+            if holders[index].locks.is_empty() {
+                holders.swap_remove(index);
+            }
+            if holders.is_empty() {
+                inner.files.remove(&ino);
+            }
+            return Err(Status::NoSpace);
+        }
+        holders[index].locks = changed;
         if holders[index].locks.is_empty() {
             holders.swap_remove(index);
         }
         if holders.is_empty() {
             inner.files.remove(&ino);
         }
+        inner.ranges = total + after - before;
         Ok(())
     }
 
     /// Drops every lock of `(session, owner)` on `ino`.
     pub fn release(&self, ino: Ino, session: SessionId, owner: u64) {
         let mut inner = self.inner.lock();
+        let mut freed = 0;
         if let Some(holders) = inner.files.get_mut(&ino) {
-            holders.retain(|h| !(h.session == session && h.owner == owner));
+            holders.retain(|h| {
+                let gone = h.session == session && h.owner == owner;
+                if gone {
+                    freed += h.locks.ranges().len();
+                }
+                !gone
+            });
             if holders.is_empty() {
                 inner.files.remove(&ino);
             }
         }
+        inner.ranges -= freed;
     }
 
     /// Drops every lock of `session` (it ended, or stayed away too long).
@@ -179,15 +228,24 @@ impl LockTable {
     /// Locks held, for tests and status: (files, holders).
     pub fn counts(&self) -> (usize, usize) {
         let inner = self.inner.lock();
+        let ranges: usize = inner.files.values().flatten().map(|h| h.locks.ranges().len()).sum();
+        assert_eq!(ranges, inner.ranges, "the range count follows the table");
         (inner.files.len(), inner.files.values().map(Vec::len).sum())
     }
 }
 
 fn drop_session(inner: &mut Inner, session: SessionId) {
+    let mut freed = 0;
     inner.files.retain(|_, holders| {
-        holders.retain(|h| h.session != session);
+        holders.retain(|h| {
+            if h.session == session {
+                freed += h.locks.ranges().len();
+            }
+            h.session != session
+        });
         !holders.is_empty()
     });
+    inner.ranges -= freed;
     inner.detached.remove(&session);
 }
 
@@ -319,6 +377,28 @@ mod tests {
         t.expire_at(start + DETACHED_EXPIRY, |s| s == 2);
         assert_eq!(t.counts(), (1, 1), "session 1's lock expired, session 2's stays");
         t.set(1, 3, lock(1, LockKind::Exclusive, 0, 9)).unwrap();
+    }
+
+    #[test]
+    fn the_table_refuses_ranges_beyond_its_bound() {
+        let t = LockTable::with_limit(100);
+        for i in 0..100 {
+            // Every other byte, so no two ranges merge.
+            t.set(1, 1, lock(7, LockKind::Shared, i * 2, i * 2)).unwrap();
+        }
+        let more = lock(7, LockKind::Shared, u64::MAX - 1, u64::MAX - 1);
+        assert_eq!(t.set(1, 1, more), Err(Status::NoSpace));
+        assert_eq!(t.set(2, 2, more), Err(Status::NoSpace));
+        assert_eq!(t.counts(), (1, 1));
+        t.release(1, 1, 7);
+        assert_eq!(t.counts(), (0, 0));
+        t.set(2, 2, more).unwrap();
+        let one_owner = LockTable::new();
+        for i in 0..MAX_OWNER_RANGES as u64 {
+            one_owner.set(1, 1, lock(7, LockKind::Shared, i * 2, i * 2)).unwrap();
+        }
+        assert_eq!(one_owner.set(1, 1, more), Err(Status::NoSpace), "per-owner bound");
+        one_owner.set(1, 1, lock(8, LockKind::Shared, 1, 1)).unwrap();
     }
 
     #[test]

@@ -10,8 +10,8 @@
 //! re-takes them before anything else uses the connection.
 //!
 //! Data coherence: before an unlock the file's buffered writes are stored, and taking a lock
-//! drops this client's cached chunk locations and read-ahead, so the next holder reads what
-//! the previous one wrote.
+//! drops this client's cached chunk locations and read-ahead (and the FUSE adapter drops the
+//! kernel's cached pages), so the next holder reads what the previous one wrote.
 
 use super::{unexpected, Client};
 use mfsha_proto::client::{ClientOp, ClientReply, FileLock, LockKind};
