@@ -222,12 +222,17 @@ impl State {
             if !self.is_dir(session.rec.root) {
                 p.add(format!("session {id}: root {} is not a directory", session.rec.root));
             }
-            let max = session.rec.max_seq;
-            let in_window = |seq: u64| seq <= max && seq + crate::REPLY_WINDOW > max;
-            if let Some(seq) = session.replies.keys().find(|seq| !in_window(**seq)) {
+            let max = session.replies.values().map(|(seq, _)| *seq).max().unwrap_or(0);
+            if max != session.max_seq {
                 p.add(format!(
-                    "session {id} keeps the reply to seq {seq}, outside its window (max seq {max})"
+                    "session {id}: max seq {} but replies go up to {max}",
+                    session.max_seq
                 ));
+            }
+            for (slot, (seq, _)) in &session.replies {
+                if crate::model::reply_slot(*seq) != *slot {
+                    p.add(format!("session {id} keeps the reply to seq {seq} in slot {slot}"));
+                }
             }
             for (ino, count) in &session.acquired {
                 if *count == 0 || !self.inodes.contains_key(ino) {

@@ -122,23 +122,34 @@ pub struct ChunkInfo {
     pub goal: u8,
 }
 
-/// A client session: who it is, the directory it mounted, and the highest `seq` applied.
+/// A client session: who it is and the directory it mounted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct SessionRec {
     pub info: String,
     pub root: Ino,
-    pub max_seq: u64,
 }
 
+/// A stored reply: the seq it answered and the answer.
+pub(crate) type StoredReply = (u64, Result<Outcome, Status>);
+
 impl Session {
-    /// What a mutation with `seq` gets without being applied: its stored reply if it was
-    /// applied, `Invalid` if it is older than the window. `None`: it is new.
+    /// What a mutation with `seq` gets without being applied: `Invalid` if it is older than
+    /// the window, its stored reply if it was applied. `None`: it is new.
     pub fn earlier_reply(&self, seq: u64) -> Option<Result<Outcome, Status>> {
-        if let Some(reply) = self.replies.get(&seq) {
-            return Some(reply.clone());
+        if seq + REPLY_WINDOW <= self.max_seq {
+            return Some(Err(Status::Invalid));
         }
-        (seq + REPLY_WINDOW <= self.rec.max_seq).then_some(Err(Status::Invalid))
+        match self.replies.get(&reply_slot(seq)) {
+            Some((stored, reply)) if *stored == seq => Some(reply.clone()),
+            _ => None,
+        }
     }
+}
+
+/// Where the reply to `seq` is kept: one slot per seq modulo the window, so storing a reply
+/// overwrites the one that just left the window and a mutation costs one record write.
+pub(crate) fn reply_slot(seq: u64) -> u64 {
+    seq % REPLY_WINDOW
 }
 
 /// How many recent replies a session keeps (see [`mfsha_proto::client::REPLY_WINDOW`]).
@@ -151,9 +162,11 @@ pub use mfsha_proto::client::REPLY_WINDOW;
 pub(crate) struct Session {
     pub rec: SessionRec,
     pub acquired: BTreeMap<Ino, u32>,
-    /// Replies to the seqs above `rec.max_seq - REPLY_WINDOW` that were applied, each its
-    /// own record so that storing one does not rewrite the others.
-    pub replies: BTreeMap<u64, Result<Outcome, Status>>,
+    /// The last reply stored in each slot ([`reply_slot`]), each its own record. Slots may
+    /// hold replies that left the window; `earlier_reply` never returns those.
+    pub replies: BTreeMap<u64, StoredReply>,
+    /// The highest seq applied (derived from `replies`, not stored).
+    pub max_seq: u64,
 }
 
 /// A file in the trash: where it was and when it was deleted.

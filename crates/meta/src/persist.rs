@@ -11,7 +11,6 @@
 //! The CRC32C covers every byte before it.
 
 use crate::model::*;
-use crate::op::Outcome;
 use crate::state::{encode, State};
 use crate::table::{hex, Key, MetaKey, Record, Table};
 use mfsha_proto::types::*;
@@ -82,8 +81,8 @@ impl State {
                 let key = Key::Acquired(*id, *ino).encode();
                 visit(Table::Session, &key, &encode(count));
             }
-            for (seq, reply) in &session.replies {
-                visit(Table::Session, &Key::Reply(*id, *seq).encode(), &encode(reply));
+            for (slot, stored) in &session.replies {
+                visit(Table::Session, &Key::Reply(*id, *slot).encode(), &encode(stored));
             }
         }
         for (ino, rec) in &self.trash {
@@ -249,7 +248,7 @@ struct Loader {
     state: State,
     dirents: Vec<(Ino, String, Ino)>,
     acquired: Vec<(SessionId, Ino, u32)>,
-    replies: Vec<(SessionId, u64, Result<Outcome, Status>)>,
+    replies: Vec<(SessionId, u64, StoredReply)>,
     meta: BTreeMap<MetaKey, u64>,
 }
 
@@ -296,6 +295,7 @@ impl Loader {
                     rec: decode(value)?,
                     acquired: BTreeMap::new(),
                     replies: BTreeMap::new(),
+                    max_seq: 0,
                 };
                 state.sessions.insert(id, session).is_none()
             }
@@ -303,8 +303,12 @@ impl Loader {
                 self.acquired.push((id, ino, decode(value)?));
                 true
             }
-            Key::Reply(id, seq) => {
-                self.replies.push((id, seq, decode(value)?));
+            Key::Reply(id, slot) => {
+                let stored: StoredReply = decode(value)?;
+                if reply_slot(stored.0) != slot {
+                    return Err(format!("reply to seq {} stored in slot {slot}", stored.0));
+                }
+                self.replies.push((id, slot, stored));
                 true
             }
             Key::Trash(ino) => state.trash.insert(ino, decode(value)?).is_none(),
@@ -349,12 +353,13 @@ impl Loader {
             }
             state.holders.entry(ino).or_default().insert(id);
         }
-        for (id, seq, reply) in std::mem::take(&mut self.replies) {
-            let key = Key::Reply(id, seq);
+        for (id, slot, stored) in std::mem::take(&mut self.replies) {
+            let key = Key::Reply(id, slot);
             let session = state.sessions.get_mut(&id);
             let session = session
                 .ok_or_else(|| record_error(&key, format!("session {id} does not exist")))?;
-            if session.replies.insert(seq, reply).is_some() {
+            session.max_seq = session.max_seq.max(stored.0);
+            if session.replies.insert(slot, stored).is_some() {
                 return Err(record_error(&key, "record appears twice"));
             }
         }

@@ -21,8 +21,8 @@ impl State {
             return Err(Status::Exists);
         }
         self.entries(root)?;
-        let rec = SessionRec { info: info.to_string(), root, max_seq: 0 };
-        let new = Session { rec, acquired: BTreeMap::new(), replies: BTreeMap::new() };
+        let rec = SessionRec { info: info.to_string(), root };
+        let new = Session { rec, acquired: BTreeMap::new(), replies: BTreeMap::new(), max_seq: 0 };
         self.sessions.insert(session, new);
         self.mark(Key::Session(session));
         Ok(Outcome::Unit)
@@ -35,9 +35,9 @@ impl State {
         for ino in inodes {
             self.drop_acquisition(session, ino);
         }
-        let seqs: Vec<u64> = self.sessions[&session].replies.keys().copied().collect();
-        for seq in seqs {
-            self.mark(Key::Reply(session, seq));
+        let slots: Vec<u64> = self.sessions[&session].replies.keys().copied().collect();
+        for slot in slots {
+            self.mark(Key::Reply(session, slot));
         }
         self.sessions.remove(&session);
         self.mark(Key::Session(session));

@@ -128,27 +128,15 @@ impl State {
         reply
     }
 
-    /// Keeps `reply` for retries of `tag.seq` and forgets replies that fell out of the window.
+    /// Keeps `reply` for retries of `tag.seq`, in the slot of the seq that left the window.
     fn store_reply(&mut self, tag: ClientTag, reply: &Result<Outcome, Status>) {
         let Some(session) = self.sessions.get_mut(&tag.session) else {
             return; // the entry closed its own session
         };
-        session.replies.insert(tag.seq, reply.clone());
-        let mut touched = vec![Key::Reply(tag.session, tag.seq)];
-        if tag.seq > session.rec.max_seq {
-            session.rec.max_seq = tag.seq;
-            touched.push(Key::Session(tag.session));
-        }
-        while let Some((&oldest, _)) = session.replies.first_key_value() {
-            if oldest + crate::REPLY_WINDOW > session.rec.max_seq {
-                break;
-            }
-            session.replies.remove(&oldest);
-            touched.push(Key::Reply(tag.session, oldest));
-        }
-        for key in touched {
-            self.mark(key);
-        }
+        let slot = crate::model::reply_slot(tag.seq);
+        session.replies.insert(slot, (tag.seq, reply.clone()));
+        session.max_seq = session.max_seq.max(tag.seq);
+        self.mark(Key::Reply(tag.session, slot));
     }
 
     fn apply_op(&mut self, now: Timestamp, op: &Op) -> Result<Outcome, Status> {
@@ -226,7 +214,7 @@ impl State {
             }
             Key::Session(id) => self.sessions.get(id).map(|s| encode(&s.rec)),
             Key::Acquired(id, ino) => self.sessions.get(id)?.acquired.get(ino).map(encode),
-            Key::Reply(id, seq) => self.sessions.get(id)?.replies.get(seq).map(encode),
+            Key::Reply(id, slot) => self.sessions.get(id)?.replies.get(slot).map(encode),
             Key::Trash(ino) => self.trash.get(ino).map(encode),
             Key::Meta(meta) => Some(encode(&self.meta_value(*meta))),
         }

@@ -10,7 +10,7 @@
 //! | `xattr` | ino (u64 BE) ++ name bytes | value bytes |
 //! | `session` | session (u64 BE) | session record |
 //! | `session` | session (u64 BE) ++ ino (u64 BE) | open count of that inode by that session |
-//! | `session` | session (u64 BE) ++ `r` ++ seq (u64 BE) | the reply to that mutation (exactly-once) |
+//! | `session` | session (u64 BE) ++ `r` ++ slot (u64 BE) | (seq, reply) of the last mutation in that slot (seq mod 64; exactly-once) |
 //! | `trash` | ino (u64 BE) | original place and deletion time |
 //! | `meta` | short ASCII name | u64 |
 //!
