@@ -2,7 +2,7 @@
 //! the two trees compared after every step (names, types, sizes, contents, modes, link counts,
 //! symlink targets) and the errno of every failed operation.
 //!
-//! `MFSHA_DIFF_SEED` replays a seed; `MFSHA_DIFF_STEPS` changes the length (default 1500).
+//! `MFSHA_DIFF_SEED` replays a seed; `MFSHA_DIFF_STEPS` changes the length (default 2500).
 //! On divergence the test prints the seed, the step and the shortest failing prefix of
 //! operations, and replays that prefix on fresh directories to show whether it reproduces.
 
@@ -248,7 +248,7 @@ fn random_operations_match_a_local_directory() {
     let c = cluster(2);
     let m = Mount::start(&c, "mnt", &[]);
     let seed = env_u64("MFSHA_DIFF_SEED").unwrap_or_else(rand::random);
-    let steps = env_u64("MFSHA_DIFF_STEPS").unwrap_or(1500) as usize;
+    let steps = env_u64("MFSHA_DIFF_STEPS").unwrap_or(2500) as usize;
     eprintln!("differential test: seed {seed}, {steps} steps (replay with MFSHA_DIFF_SEED={seed})");
     let local_root = c.path().join("local");
     let mut rng = StdRng::seed_from_u64(seed);
