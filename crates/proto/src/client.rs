@@ -225,6 +225,57 @@ pub enum ClientOp {
     },
 }
 
+impl ClientOp {
+    /// True for requests that change replicated state: they carry a `(session, seq)` and are
+    /// answered once, from the master's reply window on a retry. `Goodbye` is one (it closes
+    /// the session through the log); lock requests are not (locks live in leader memory).
+    pub fn is_mutation(&self) -> bool {
+        use ClientOp::*;
+        match self {
+            SetAttr { .. }
+            | Mknod { .. }
+            | Mkdir { .. }
+            | Symlink { .. }
+            | Unlink { .. }
+            | Rmdir { .. }
+            | Rename { .. }
+            | Link { .. }
+            | Open { .. }
+            | Release { .. }
+            | WriteChunk { .. }
+            | WriteChunkEnd { .. }
+            | SetXattr { .. }
+            | RemoveXattr { .. }
+            | SetGoal { .. }
+            | SetTrashTime { .. }
+            | Undelete { .. }
+            | Purge { .. }
+            | Create { .. }
+            | Goodbye => true,
+            Hello { .. }
+            | Lookup { .. }
+            | GetAttr { .. }
+            | ReadLink { .. }
+            | ReadDir { .. }
+            | ReadChunk { .. }
+            | StatFs
+            | GetXattr { .. }
+            | ListXattr { .. }
+            | GetGoal { .. }
+            | GetTrashTime { .. }
+            | FileInfo { .. }
+            | CheckFile { .. }
+            | DirInfo { .. }
+            | ResolvePath { .. }
+            | TrashList { .. }
+            | Status
+            | GetLock { .. }
+            | SetLock { .. }
+            | ReleaseLocks { .. } => false,
+        }
+    }
+}
+
 /// How many recent replies the master keeps per session for exactly-once retries. A client
 /// may have at most this many mutations in flight: it sends `seq` only once every seq up to
 /// `seq - REPLY_WINDOW` has been answered. Then a retry always finds its reply, and a seq

@@ -59,55 +59,8 @@ pub fn answer_now(
     match &request.op {
         ClientOp::Hello { .. } | ClientOp::Goodbye => None,
         ClientOp::GetLock { .. } | ClientOp::SetLock { .. } | ClientOp::ReleaseLocks { .. } => None,
-        op if is_mutation(op) => None,
+        op if op.is_mutation() => None,
         _ => Some(read(service, connection, request)),
-    }
-}
-
-/// True for requests that change replicated state (and so need a session and a `seq`).
-pub fn is_mutation(op: &ClientOp) -> bool {
-    use ClientOp::*;
-    match op {
-        SetAttr { .. }
-        | Mknod { .. }
-        | Mkdir { .. }
-        | Symlink { .. }
-        | Unlink { .. }
-        | Rmdir { .. }
-        | Rename { .. }
-        | Link { .. }
-        | Open { .. }
-        | Release { .. }
-        | WriteChunk { .. }
-        | WriteChunkEnd { .. }
-        | SetXattr { .. }
-        | RemoveXattr { .. }
-        | SetGoal { .. }
-        | SetTrashTime { .. }
-        | Undelete { .. }
-        | Purge { .. }
-        | Create { .. } => true,
-        Hello { .. }
-        | Goodbye
-        | Lookup { .. }
-        | GetAttr { .. }
-        | ReadLink { .. }
-        | ReadDir { .. }
-        | ReadChunk { .. }
-        | StatFs
-        | GetXattr { .. }
-        | ListXattr { .. }
-        | GetGoal { .. }
-        | GetTrashTime { .. }
-        | FileInfo { .. }
-        | CheckFile { .. }
-        | DirInfo { .. }
-        | ResolvePath { .. }
-        | TrashList { .. }
-        | Status
-        | GetLock { .. }
-        | SetLock { .. }
-        | ReleaseLocks { .. } => false,
     }
 }
 

@@ -248,7 +248,7 @@ impl MasterLink {
     /// reconnects until `io_timeout`. Mutations go through the lane (see module docs).
     pub async fn call(&self, uid: u32, gid: u32, op: ClientOp) -> Reply<ClientReply> {
         let deadline = Instant::now() + self.cfg.io_timeout;
-        if is_mutation(&op) {
+        if op.is_mutation() {
             self.mutate(deadline, uid, gid, op).await
         } else {
             self.retry(deadline, |session| Request { session, seq: 0, uid, gid, op: op.clone() })
@@ -623,53 +623,6 @@ async fn ping_loop(link: std::sync::Weak<MasterLink>) {
             Some(l) => l.ping().await,
             None => return,
         }
-    }
-}
-
-/// True for requests that change replicated state and so carry a `seq` (matches the master).
-pub fn is_mutation(op: &ClientOp) -> bool {
-    use ClientOp::*;
-    match op {
-        SetAttr { .. }
-        | Mknod { .. }
-        | Mkdir { .. }
-        | Symlink { .. }
-        | Unlink { .. }
-        | Rmdir { .. }
-        | Rename { .. }
-        | Link { .. }
-        | Open { .. }
-        | Release { .. }
-        | WriteChunk { .. }
-        | WriteChunkEnd { .. }
-        | SetXattr { .. }
-        | RemoveXattr { .. }
-        | SetGoal { .. }
-        | SetTrashTime { .. }
-        | Undelete { .. }
-        | Purge { .. }
-        | Create { .. }
-        | Goodbye => true,
-        Hello { .. }
-        | Lookup { .. }
-        | GetAttr { .. }
-        | ReadLink { .. }
-        | ReadDir { .. }
-        | ReadChunk { .. }
-        | StatFs
-        | GetXattr { .. }
-        | ListXattr { .. }
-        | GetGoal { .. }
-        | GetTrashTime { .. }
-        | FileInfo { .. }
-        | CheckFile { .. }
-        | DirInfo { .. }
-        | ResolvePath { .. }
-        | TrashList { .. }
-        | Status
-        | GetLock { .. }
-        | SetLock { .. }
-        | ReleaseLocks { .. } => false,
     }
 }
 
