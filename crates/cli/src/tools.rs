@@ -155,32 +155,8 @@ fn parse_mount_line(line: &str) -> Option<(String, PathBuf, String)> {
     let fields: Vec<&str> = line.split(' ').collect();
     let sep = fields.iter().position(|f| *f == "-")?;
     let fstype = fields.get(sep + 1)?.to_string();
-    let point = PathBuf::from(unescape(fields.get(4)?));
-    Some((fstype, point, unescape(fields.get(sep + 2)?)))
-}
-
-/// Undoes mountinfo's octal escapes (`\040` for a space, `\134` for a backslash).
-fn unescape(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let octal = bytes
-            .get(i + 1..i + 4)
-            .and_then(|d| std::str::from_utf8(d).ok())
-            .and_then(|d| u8::from_str_radix(d, 8).ok());
-        match (bytes[i], octal) {
-            (b'\\', Some(b)) => {
-                out.push(b);
-                i += 4;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    let point = PathBuf::from(mfsha_mount::helper::unescape(fields.get(4)?));
+    Some((fstype, point, mfsha_mount::helper::unescape(fields.get(sep + 2)?)))
 }
 
 /// The tools' one exchange: opens a session with PATH's master, resolves PATH, sends
