@@ -123,18 +123,19 @@ fn frame_error(peer: &str, source: FrameError) -> RpcError {
     RpcError::Frame { peer: peer.to_string(), source }
 }
 
-/// Writes replies as they come, coalescing whatever is queued into one write.
-async fn write_loop<Rep: Serialize>(
+/// Writes frames (replies on a server, requests on a client) as they come, coalescing
+/// whatever is queued into one write; closes the sending side when the queue ends.
+async fn write_loop<T: Serialize>(
     mut out: OwnedWriteHalf,
-    mut rx: mpsc::Receiver<(u64, Rep)>,
+    mut rx: mpsc::Receiver<(u64, T)>,
     peer: String,
 ) {
     let mut buf = Vec::with_capacity(64 << 10);
-    while let Some((id, rep)) = rx.recv().await {
-        encode_logged(id, &rep, &mut buf, &peer);
+    while let Some((id, body)) = rx.recv().await {
+        encode_logged(id, &body, &mut buf, &peer);
         while buf.len() < WRITE_BATCH_BYTES {
             match rx.try_recv() {
-                Ok((id, rep)) => encode_logged(id, &rep, &mut buf, &peer),
+                Ok((id, body)) => encode_logged(id, &body, &mut buf, &peer),
                 Err(_) => break,
             }
         }
@@ -202,7 +203,7 @@ where
             closed: Arc::new(AtomicBool::new(false)),
             tx,
         };
-        tokio::spawn(request_write_loop(write_half, rx, client.peer.to_string()));
+        tokio::spawn(write_loop(write_half, rx, client.peer.to_string()));
         tokio::spawn(reply_read_loop::<Rep>(
             read_half,
             client.pending.clone(),
@@ -253,28 +254,6 @@ where
 
     fn fail_pending(&self) {
         self.pending.lock().expect("pending map poisoned").clear();
-    }
-}
-
-async fn request_write_loop<Req: Serialize>(
-    mut out: OwnedWriteHalf,
-    mut rx: mpsc::Receiver<(u64, Req)>,
-    peer: String,
-) {
-    let mut buf = Vec::with_capacity(64 << 10);
-    while let Some((id, req)) = rx.recv().await {
-        encode_logged(id, &req, &mut buf, &peer);
-        while buf.len() < WRITE_BATCH_BYTES {
-            match rx.try_recv() {
-                Ok((id, req)) => encode_logged(id, &req, &mut buf, &peer),
-                Err(_) => break,
-            }
-        }
-        if let Err(e) = out.write_all(&buf).await {
-            tracing::debug!(%peer, error = %e, "request write failed");
-            return;
-        }
-        buf.clear();
     }
 }
 
