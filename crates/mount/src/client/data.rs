@@ -118,6 +118,18 @@ impl DataPool {
         offset: u32,
         size: u32,
     ) -> Result<Vec<u8>, DataError> {
+        if size <= PIECE_BYTES {
+            // One piece (small and random reads): no task to spawn and join.
+            let req =
+                DataRequest::Read { chunk_id: loc.chunk_id, version: loc.version, offset, size };
+            return match self.call(server, req).await? {
+                DataReply::Data(data) if data.len() == size as usize => Ok(data.into_vec()),
+                other => Err(DataError::Unexpected {
+                    server: server.to_string(),
+                    what: format!("{} for a {size}-byte read", describe(&other)),
+                }),
+            };
+        }
         let mut tasks = JoinSet::new();
         let mut at = 0u32;
         while at < size {
