@@ -21,15 +21,13 @@ pub const READDIR_MAX_ENTRIES: u32 = 4096;
 /// Longest `client_info` kept for a session (the rest is cut).
 pub const CLIENT_INFO_MAX: usize = 1024;
 
-/// Answers `request` from connection `connection`.
-pub async fn handle(
+/// Answers a request that [`answer_now`] left (sessions, mutations, locks): these wait for
+/// a commit or the lock table, so each runs in its own task.
+pub async fn handle_waiting(
     service: &Service,
     connection: &Connection,
     request: Request,
 ) -> Reply<ClientReply> {
-    if let Some(reply) = answer_now(service, connection, &request) {
-        return reply;
-    }
     match &request.op {
         ClientOp::Hello { session, client_info, subdir, .. } => {
             hello(service, connection, *session, client_info, subdir).await

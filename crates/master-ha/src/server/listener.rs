@@ -89,7 +89,8 @@ impl InFlight {
     }
 }
 
-/// The client port: one task per connection, each request dispatched by [`client::handle`].
+/// The client port: one task per connection, each request answered by [`client::answer_now`] or,
+/// if it must wait, [`client::handle_waiting`] in its own task.
 pub struct ClientListener {
     listener: TcpListener,
     service: Arc<Service>,
@@ -189,7 +190,7 @@ async fn serve_connection(
             let running = in_flight.enter();
             let (service, connection) = (service.clone(), connection.clone());
             Handled::Later(async move {
-                let reply = client::handle(&service, &connection, request).await;
+                let reply = client::handle_waiting(&service, &connection, request).await;
                 drop(running);
                 reply
             })

@@ -161,19 +161,13 @@ impl Client {
     /// Opens `ino` and returns a handle number and fresh attributes. A file not yet held by
     /// this client is registered with the master (so it stays readable if unlinked).
     pub async fn open(&self, who: Caller, ino: Ino, flags: i32) -> Reply<(u64, Attr)> {
-        let (file, acquire) = {
-            let mut files = self.files.lock();
-            let file = files.entry(ino).or_insert_with(|| Arc::new(FileState::new(ino))).clone();
+        let file = self.file_for_handle(ino);
+        let acquire = {
             let mut inner = file.inner.lock();
-            inner.handles += 1;
-            inner.idle_since = None;
             // Close-to-open: what another client wrote before our open must be visible.
             inner.locations.clear();
             inner.version += 1;
-            let acquire = !inner.acquired;
-            inner.acquired = true;
-            drop(inner);
-            (file, acquire)
+            !std::mem::replace(&mut inner.acquired, true)
         };
         let attr = if acquire {
             let opened = self.call_attr(who, ClientOp::Open { ino, flags }).await;
@@ -186,12 +180,7 @@ impl Client {
             self.getattr(ino).await
         };
         match attr {
-            Ok(attr) => {
-                let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-                let handle = Handle { file, read_ahead: Default::default() };
-                self.handles.lock().insert(fh, Arc::new(handle));
-                Ok((fh, attr))
-            }
+            Ok(attr) => Ok((self.new_handle(file), attr)),
             Err(e) => {
                 self.closed_handle(&file);
                 Err(e)
@@ -211,20 +200,28 @@ impl Client {
     ) -> Reply<(u64, Attr)> {
         let op = ClientOp::Create { parent, name: name.to_string(), mode, umask };
         let attr = self.call_attr(who, op).await?;
-        let file = {
-            let mut files = self.files.lock();
-            let file = files.entry(attr.ino).or_insert_with(|| Arc::new(FileState::new(attr.ino)));
-            let mut inner = file.inner.lock();
-            inner.handles += 1;
-            inner.idle_since = None;
-            inner.acquired = true;
-            drop(inner);
-            file.clone()
-        };
+        let file = self.file_for_handle(attr.ino);
+        file.inner.lock().acquired = true;
         self.link.note_acquired(attr.ino);
+        Ok((self.new_handle(file), attr))
+    }
+
+    /// The file's shared state, counting one more handle (so it is not forgotten meanwhile).
+    fn file_for_handle(&self, ino: Ino) -> Arc<FileState> {
+        let mut files = self.files.lock();
+        let file = files.entry(ino).or_insert_with(|| Arc::new(FileState::new(ino))).clone();
+        let mut inner = file.inner.lock();
+        inner.handles += 1;
+        inner.idle_since = None;
+        drop(inner);
+        file
+    }
+
+    /// A new handle number for `file`.
+    fn new_handle(&self, file: Arc<FileState>) -> u64 {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         self.handles.lock().insert(fh, Arc::new(Handle { file, read_ahead: Default::default() }));
-        Ok((fh, attr))
+        fh
     }
 
     /// One handle of `file` is gone; the last one starts the release delay.
