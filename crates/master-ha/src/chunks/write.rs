@@ -125,6 +125,25 @@ fn addr_of(reg: &ChunkRegistry, key: ServerKey) -> Option<ServerAddr> {
     reg.inner.lock().servers.get(&key).map(|s| s.addr.clone())
 }
 
+/// Runs `cmds`; the chain is `chain` (servers already done) plus every server whose command
+/// succeeded, or `none` if that leaves no server.
+async fn chain_after(
+    reg: &ChunkRegistry,
+    mut chain: Vec<ServerAddr>,
+    cmds: Vec<Cmd>,
+    none: Status,
+) -> Result<Vec<ServerAddr>, Status> {
+    for (server, status) in run_all(reg, cmds).await {
+        if status.is_ok() {
+            chain.extend(addr_of(reg, server));
+        }
+    }
+    if chain.is_empty() {
+        return Err(none);
+    }
+    Ok(chain)
+}
+
 /// A new chunk: create it on `goal` servers chosen by free space.
 async fn create(
     reg: &ChunkRegistry,
@@ -133,7 +152,7 @@ async fn create(
     goal: u8,
 ) -> Result<Vec<ServerAddr>, Status> {
     let existing = holders(reg, chunk, version);
-    let mut chain: Vec<ServerAddr> = existing.iter().map(|(_, a)| a.clone()).collect();
+    let chain: Vec<ServerAddr> = existing.iter().map(|(_, a)| a.clone()).collect();
     let missing = (goal as usize).saturating_sub(chain.len());
     let targets = reg.inner.lock().choose_chain(missing as u8, &chain);
     let cmds = targets
@@ -145,15 +164,7 @@ async fn create(
             make: Box::new(move |op| MasterToCs::Create { op, chunk_id: chunk, version }),
         })
         .collect();
-    for (server, status) in run_all(reg, cmds).await {
-        if status.is_ok() {
-            chain.extend(addr_of(reg, server));
-        }
-    }
-    if chain.is_empty() {
-        return Err(Status::NoChunkservers);
-    }
-    Ok(chain)
+    chain_after(reg, chain, cmds, Status::NoChunkservers).await
 }
 
 /// An existing chunk: move every readable copy from `old` to `new` version.
@@ -177,16 +188,8 @@ async fn bump(
             }),
         })
         .collect();
-    let mut chain: Vec<ServerAddr> = done.into_iter().map(|(_, a)| a).collect();
-    for (server, status) in run_all(reg, cmds).await {
-        if status.is_ok() {
-            chain.extend(addr_of(reg, server));
-        }
-    }
-    if chain.is_empty() {
-        return Err(Status::NoChunkCopies);
-    }
-    Ok(chain)
+    let chain = done.into_iter().map(|(_, a)| a).collect();
+    chain_after(reg, chain, cmds, Status::NoChunkCopies).await
 }
 
 /// Copy-on-write: every server with a readable copy of `old` makes `new` from it locally.
@@ -212,16 +215,8 @@ async fn duplicate(
             }),
         })
         .collect();
-    let mut chain: Vec<ServerAddr> = done.into_iter().map(|(_, a)| a).collect();
-    for (server, status) in run_all(reg, cmds).await {
-        if status.is_ok() {
-            chain.extend(addr_of(reg, server));
-        }
-    }
-    if chain.is_empty() {
-        return Err(Status::NoChunkCopies);
-    }
-    Ok(chain)
+    let chain = done.into_iter().map(|(_, a)| a).collect();
+    chain_after(reg, chain, cmds, Status::NoChunkCopies).await
 }
 
 /// Cuts the copies of a truncated chunk to `length` at `version` (copying it first if the
