@@ -133,10 +133,15 @@ pub(crate) struct SessionRec {
 pub(crate) type StoredReply = (u64, Result<Outcome, Status>);
 
 impl Session {
+    /// The highest seq applied (0 before the first): the newest of at most 64 stored replies.
+    pub fn max_seq(&self) -> u64 {
+        self.replies.values().map(|(seq, _)| *seq).max().unwrap_or(0)
+    }
+
     /// What a mutation with `seq` gets without being applied: `Invalid` if it is older than
     /// the window, its stored reply if it was applied. `None`: it is new.
     pub fn earlier_reply(&self, seq: u64) -> Option<Result<Outcome, Status>> {
-        if seq + REPLY_WINDOW <= self.max_seq {
+        if seq + REPLY_WINDOW <= self.max_seq() {
             return Some(Err(Status::Invalid));
         }
         match self.replies.get(&reply_slot(seq)) {
@@ -165,8 +170,6 @@ pub(crate) struct Session {
     /// The last reply stored in each slot ([`reply_slot`]), each its own record. Slots may
     /// hold replies that left the window; `earlier_reply` never returns those.
     pub replies: BTreeMap<u64, StoredReply>,
-    /// The highest seq applied (derived from `replies`, not stored).
-    pub max_seq: u64,
 }
 
 /// A file in the trash: where it was and when it was deleted.

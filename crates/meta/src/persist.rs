@@ -295,7 +295,6 @@ impl Loader {
                     rec: decode(value)?,
                     acquired: BTreeMap::new(),
                     replies: BTreeMap::new(),
-                    max_seq: 0,
                 };
                 state.sessions.insert(id, session).is_none()
             }
@@ -358,7 +357,6 @@ impl Loader {
             let session = state.sessions.get_mut(&id);
             let session = session
                 .ok_or_else(|| record_error(&key, format!("session {id} does not exist")))?;
-            session.max_seq = session.max_seq.max(stored.0);
             if session.replies.insert(slot, stored).is_some() {
                 return Err(record_error(&key, "record appears twice"));
             }

@@ -22,7 +22,7 @@ impl State {
         }
         self.entries(root)?;
         let rec = SessionRec { info: info.to_string(), root };
-        let new = Session { rec, acquired: BTreeMap::new(), replies: BTreeMap::new(), max_seq: 0 };
+        let new = Session { rec, acquired: BTreeMap::new(), replies: BTreeMap::new() };
         self.sessions.insert(session, new);
         self.mark(Key::Session(session));
         Ok(Outcome::Unit)

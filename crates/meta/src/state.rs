@@ -135,7 +135,6 @@ impl State {
         };
         let slot = crate::model::reply_slot(tag.seq);
         session.replies.insert(slot, (tag.seq, reply.clone()));
-        session.max_seq = session.max_seq.max(tag.seq);
         self.mark(Key::Reply(tag.session, slot));
     }
 
