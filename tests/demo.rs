@@ -86,3 +86,37 @@ fn daemon_pids(banner: &str) -> Vec<u32> {
         })
         .collect()
 }
+
+/// `mfsha bench fuse` (small sizes): it starts its own cluster on free ports, runs fio, the
+/// metadata and the small-file suites on the mount and on a local directory, prints a row
+/// with both columns for each figure, and leaves nothing mounted or running.
+#[test]
+fn bench_fuse_measures_the_mount_and_a_local_directory_and_cleans_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("bench");
+    let args = ["--size-mib", "8", "--files", "40", "--small-files", "20", "--random-seconds", "1"];
+    let mut all = vec!["bench", "fuse", "--dir", dir.to_str().unwrap()];
+    all.extend(args);
+    let out = mfsha(&all);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "bench fuse failed:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<Vec<f64>> = text
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| figure"))
+        .map(|l| {
+            l.split('|').filter_map(|c| c.trim().trim_end_matches(" %").parse().ok()).collect()
+        })
+        .collect();
+    assert_eq!(rows.len(), 13, "one row per figure:\n{text}");
+    for row in &rows {
+        assert!(
+            row.len() == 3 && row[0] > 0.0 && row[1] > 0.0,
+            "mount and local measured: {row:?}\n{text}"
+        );
+    }
+    assert!(!is_mounted(&dir.join("cluster/mnt")), "the bench's mount is still there");
+}

@@ -50,7 +50,7 @@ pub fn run(bench: &FuseBench) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let cluster = match &bench.mount {
         Some(_) => None,
-        None => Some(crate::demo::LocalCluster::start(&rt, &bench.dir.join("cluster"))?),
+        None => Some(crate::demo::LocalCluster::start(&rt, &bench.dir.join("cluster"), false)?),
     };
     let mount = match (&bench.mount, &cluster) {
         (Some(path), _) => path.clone(),

@@ -115,7 +115,9 @@ struct Ports {
 }
 
 impl Ports {
-    fn pick() -> anyhow::Result<Ports> {
+    /// The standard ports where free (`standard`), otherwise ports the kernel picks.
+    fn pick(standard: bool) -> anyhow::Result<Ports> {
+        let port = |preferred: u16| port(standard.then_some(preferred));
         Ok(Ports {
             client: port(9421)?,
             chunkserver: port(9420)?,
@@ -127,9 +129,9 @@ impl Ports {
     }
 }
 
-/// `preferred` if it is free on 127.0.0.1, otherwise any free port.
-fn port(preferred: u16) -> anyhow::Result<u16> {
-    if TcpListener::bind(("127.0.0.1", preferred)).is_ok() {
+/// `preferred` if given and free on 127.0.0.1, otherwise any free port.
+fn port(preferred: Option<u16>) -> anyhow::Result<u16> {
+    if let Some(preferred) = preferred.filter(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok()) {
         return Ok(preferred);
     }
     let listener = TcpListener::bind("127.0.0.1:0").context("no free TCP port on 127.0.0.1")?;
@@ -186,7 +188,7 @@ fn write(path: &Path, text: &str) -> anyhow::Result<()> {
 /// Starts the demo cluster in `dir` and runs until Ctrl-C/SIGTERM or a daemon dies.
 pub fn run(dir: &Path) -> anyhow::Result<()> {
     let rt = runtime()?;
-    let mut cluster = LocalCluster::start(&rt, dir)?;
+    let mut cluster = LocalCluster::start(&rt, dir, true)?;
     banner(&cluster.plan, &cluster.ports, &cluster.daemons);
     let result = rt.block_on(wait_for_stop(&mut cluster.daemons));
     cluster.stop();
@@ -200,8 +202,8 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-/// A master, three chunkservers and a mount running as children of this process (the demo,
-/// and `mfsha bench fuse`). Dropping it stops them.
+/// A master, a metalogger, three chunkservers and a mount running as children of this process
+/// (the demo, and `mfsha bench fuse`). Dropping it stops them.
 pub struct LocalCluster {
     plan: Plan,
     ports: Ports,
@@ -210,7 +212,12 @@ pub struct LocalCluster {
 
 impl LocalCluster {
     /// Starts everything under `dir`, mounted at `dir/mnt`; on failure stops what started.
-    pub fn start(rt: &tokio::runtime::Runtime, dir: &Path) -> anyhow::Result<LocalCluster> {
+    /// `standard_ports`: use 9419–9425 where free, so tools work without `-H` (the demo).
+    pub fn start(
+        rt: &tokio::runtime::Runtime,
+        dir: &Path,
+        standard_ports: bool,
+    ) -> anyhow::Result<LocalCluster> {
         fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let dir =
             dir.canonicalize().with_context(|| format!("cannot resolve {}", dir.display()))?;
@@ -225,7 +232,7 @@ impl LocalCluster {
         }
         mfsha_mount::check_fuse_available().context("FUSE is not usable on this machine")?;
         let exe = std::env::current_exe().context("cannot find the mfsha executable")?;
-        let ports = Ports::pick()?;
+        let ports = Ports::pick(standard_ports)?;
         let (master_yaml, cs_yamls) = write_configs(&dir, &ports)?;
         let logger_yaml = write_logger_config(&dir, &ports)?;
         let master_addr = format!("127.0.0.1:{}", ports.client);
