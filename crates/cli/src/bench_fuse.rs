@@ -16,6 +16,7 @@
 //! "Cold" means the kernel's page cache was dropped first (`/proc/sys/vm/drop_caches`, so
 //! the bench needs root; without it the read figures are marked warm).
 
+use crate::demo::ClusterOptions;
 use anyhow::{bail, Context};
 use std::fs;
 use std::io::{Read, Write};
@@ -50,11 +51,14 @@ pub fn run(bench: &FuseBench) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let cluster = match &bench.mount {
         Some(_) => None,
-        None => Some(crate::demo::LocalCluster::start(&rt, &bench.dir.join("cluster"), false)?),
+        None => Some({
+            let options = ClusterOptions { standard_ports: false, mount: true, scrub: false };
+            crate::demo::LocalCluster::start(&rt, &bench.dir.join("cluster"), options)?
+        }),
     };
     let mount = match (&bench.mount, &cluster) {
         (Some(path), _) => path.clone(),
-        (None, Some(c)) => c.mount_point().to_path_buf(),
+        (None, Some(c)) => c.mount_point().expect("started with a mount").to_path_buf(),
         (None, None) => unreachable!("a cluster is started when no mount is given"),
     };
     if let Some(c) = &cluster {

@@ -2,61 +2,54 @@
 //! the client library (no FUSE), with the local disk's own sequential figures measured in the
 //! same run for scale.
 //!
-//! Without `-H` the bench starts its own cluster under `DIR` (one master and three
-//! chunkservers, all children of this process, all on the disk holding `DIR`), which is what
-//! `docs/benchmarks.md` records. For each goal 1, 2 and 3 it writes a file of `size` bytes
+//! Without `-H` the bench starts its own cluster under `DIR` (`demo::LocalCluster` without a
+//! mount: a master, a metalogger and three chunkservers, all children of this process, all on
+//! the disk holding `DIR`), which is what `docs/benchmarks.md` records. For each goal 1, 2 and 3 it writes a file of `size` bytes
 //! (durable on every copy when the write returns: the client fsyncs the chain at close), evicts
 //! the chunk files from the page cache, and reads the file back, verifying its checksum.
 //! The local-disk figures are a `write + fsync` and a cold read of a file of the same size in
 //! `DIR`. With three chunkservers on one disk, goal N writes every byte N times to that disk.
 
+use crate::demo::{ClusterOptions, LocalCluster};
 use anyhow::{bail, Context};
 use mfsha_mount::client::{Caller, Client, ClientConfig, MasterConfig};
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const MIB: u64 = 1 << 20;
 
 /// Runs the benchmark and prints the figures.
-pub async fn run(master: Option<&str>, size_mib: u64, dir: &Path) -> anyhow::Result<()> {
+pub fn run(master: Option<&str>, size_mib: u64, dir: &Path) -> anyhow::Result<()> {
     if size_mib == 0 {
         bail!("--size-mib must be at least 1");
     }
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let size = size_mib * MIB;
     let data = pattern(size as usize);
-    let checksum = crc32c::crc32c(&data);
     let (local_write, local_read) = local_disk(dir, &data)?;
     println!("chunk I/O benchmark: {size_mib} MiB file; work directory {}", dir.display());
     println!(
         "local disk:  write {:>8.1} MiB/s (with fsync)   read {:>8.1} MiB/s (cold)",
         local_write, local_read
     );
-    let owned = match master {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let mut owned = match master {
         Some(_) => None,
-        None => Some(LocalCluster::start(dir).await?),
+        None => {
+            let root = dir.join(format!("cluster-{}", std::process::id()));
+            let options = ClusterOptions { standard_ports: false, mount: false, scrub: false };
+            Some(LocalCluster::start(&rt, &root, options)?)
+        }
     };
     let master = match (&owned, master) {
-        (Some(c), _) => c.master.clone(),
+        (Some(c), _) => c.master().to_string(),
         (None, Some(m)) => m.to_string(),
         (None, None) => unreachable!("one of the two is set"),
     };
-    let client = Client::connect(ClientConfig::new(MasterConfig::new(vec![master.clone()])))
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot open a session with {master}: {e}"))?;
-    for goal in 1..=3u8 {
-        let (w, r) =
-            one_goal(&client, goal, &data, checksum, owned.as_ref()).await.with_context(|| {
-                match &owned {
-                    Some(c) => {
-                        format!("goal {goal}; the daemons' logs are in {}", c.root.display())
-                    }
-                    None => format!("goal {goal}"),
-                }
-            })?;
+    let figures = rt.block_on(all_goals(&master, &data, owned.as_ref()))?;
+    for (goal, (w, r)) in (1..=3u8).zip(figures) {
         println!(
             "goal {goal}:      write {:>8.1} MiB/s ({:>3.0} % of local)   read {:>8.1} MiB/s ({:>3.0} % of local)",
             w,
@@ -65,12 +58,40 @@ pub async fn run(master: Option<&str>, size_mib: u64, dir: &Path) -> anyhow::Res
             100.0 * r / local_read
         );
     }
-    client.close().await.map_err(|e| anyhow::anyhow!("closing the session: {e}"))?;
-    drop(client);
-    if let Some(cluster) = owned {
-        cluster.remove()?;
+    if let Some(cluster) = owned.as_mut() {
+        // A good run leaves nothing behind; a failed one keeps the logs (named in the error).
+        cluster.stop();
+        std::fs::remove_dir_all(cluster.dir())
+            .with_context(|| format!("removing the bench cluster {}", cluster.dir().display()))?;
     }
     Ok(())
+}
+
+/// Write and read figures (MiB/s) for goal 1, 2 and 3.
+async fn all_goals(
+    master: &str,
+    data: &[u8],
+    cluster: Option<&LocalCluster>,
+) -> anyhow::Result<Vec<(f64, f64)>> {
+    let checksum = crc32c::crc32c(data);
+    let client = Client::connect(ClientConfig::new(MasterConfig::new(vec![master.to_string()])))
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot open a session with {master}: {e}"))?;
+    let mut figures = Vec::new();
+    for goal in 1..=3u8 {
+        let figure =
+            one_goal(&client, goal, data, checksum, cluster).await.with_context(
+                || match cluster {
+                    Some(c) => {
+                        format!("goal {goal}; the daemons' logs are in {}", c.dir().display())
+                    }
+                    None => format!("goal {goal}"),
+                },
+            )?;
+        figures.push(figure);
+    }
+    client.close().await.map_err(|e| anyhow::anyhow!("closing the session: {e}"))?;
+    Ok(figures)
 }
 
 async fn one_goal(
@@ -97,7 +118,7 @@ async fn one_goal(
         .map_err(|e| anyhow::anyhow!("writing {path}: {e}"))?;
     let write = rate(data.len(), started.elapsed());
     if let Some(c) = cluster {
-        c.evict_chunk_files()?;
+        evict_chunk_files(&c.chunkserver_dirs())?;
     }
     let started = Instant::now();
     let back = client.read_file(&path).await.map_err(|e| anyhow::anyhow!("reading {path}: {e}"))?;
@@ -174,123 +195,18 @@ fn evict(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A master and three chunkservers started for the bench; killed when dropped.
-struct LocalCluster {
-    /// Everything of this cluster (configs, logs, metadata, chunks); removed after a good run.
-    root: PathBuf,
-    master: String,
-    data_dirs: Vec<PathBuf>,
-    children: Vec<Child>,
-}
-
-impl LocalCluster {
-    async fn start(dir: &Path) -> anyhow::Result<LocalCluster> {
-        let exe = std::env::current_exe().context("cannot find the mfsha executable")?;
-        let root = dir.join(format!("cluster-{}", std::process::id()));
-        let (client, cs_port) = (free_port()?, free_port()?);
-        let mut cluster = LocalCluster {
-            root: root.clone(),
-            master: format!("127.0.0.1:{client}"),
-            data_dirs: Vec::new(),
-            children: Vec::new(),
-        };
-        let master_yaml = format!(
-            "data_dir: {}\nlisten:\n  client: 127.0.0.1:{client}\n  chunkserver: 127.0.0.1:{cs_port}\n  logger: 127.0.0.1:{}\n  peer: 127.0.0.1:{}\n  http: 127.0.0.1:{}\nchunks:\n  replication_delay_init_ms: 500\n",
-            root.join("master").display(),
-            free_port()?,
-            free_port()?,
-            free_port()?
-        );
-        std::fs::create_dir_all(&root)?;
-        cluster.spawn(&exe, &root, "master", &master_yaml)?;
-        for i in 1..=3 {
-            let data = root.join(format!("cs{i}"));
-            std::fs::create_dir_all(&data)?;
-            let yaml = format!(
-                "data_dirs: [{}]\nmaster: 127.0.0.1:{cs_port}\nlisten: 127.0.0.1:{}\nscrub_mib_per_sec: 0\n",
-                data.display(),
-                free_port()?
-            );
-            cluster.spawn(&exe, &root, &format!("chunkserver{i}"), &yaml)?;
-            cluster.data_dirs.push(data);
-        }
-        cluster.wait_ready().await?;
-        Ok(cluster)
-    }
-
-    fn spawn(&mut self, exe: &Path, root: &Path, name: &str, yaml: &str) -> anyhow::Result<()> {
-        let config = root.join(format!("{name}.yaml"));
-        std::fs::write(&config, yaml)?;
-        let log = std::fs::File::create(root.join(format!("{name}.log")))?;
-        let kind = if name == "master" { "master" } else { "chunkserver" };
-        let child = Command::new(exe)
-            .args([kind, "-c", config.to_str().context("non-UTF-8 path")?])
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("cannot start the bench's {name}"))?;
-        self.children.push(child);
-        Ok(())
-    }
-
-    /// Waits until the master answers and all three chunkservers registered.
-    async fn wait_ready(&self) -> anyhow::Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(status) = crate::status::fetch(&self.master).await {
-                if status.chunkservers.len() == 3 && status.role == "leader" {
-                    return Ok(());
-                }
+/// Evicts every chunk file of the chunkservers in `dirs` from the page cache.
+fn evict_chunk_files(dirs: &[PathBuf]) -> anyhow::Result<()> {
+    for dir in dirs {
+        for sub in std::fs::read_dir(dir)? {
+            let sub = sub?.path();
+            if !sub.is_dir() {
+                continue;
             }
-            if Instant::now() > deadline {
-                bail!("the bench cluster did not come up within 60 s; see the logs next to its configs");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// Evicts every chunk file from the page cache.
-    fn evict_chunk_files(&self) -> anyhow::Result<()> {
-        for dir in &self.data_dirs {
-            for sub in std::fs::read_dir(dir)? {
-                let sub = sub?.path();
-                if !sub.is_dir() {
-                    continue;
-                }
-                for file in std::fs::read_dir(&sub)? {
-                    evict(&file?.path())?;
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-impl LocalCluster {
-    /// Stops the daemons and deletes the cluster's directory.
-    fn remove(mut self) -> anyhow::Result<()> {
-        self.stop();
-        std::fs::remove_dir_all(&self.root)
-            .with_context(|| format!("removing the bench cluster {}", self.root.display()))
-    }
-
-    fn stop(&mut self) {
-        for mut child in self.children.drain(..) {
-            if let Err(e) = child.kill().and_then(|()| child.wait().map(|_| ())) {
-                eprintln!("warning: cannot stop a bench daemon (pid {}): {e}", child.id());
+            for file in std::fs::read_dir(&sub)? {
+                evict(&file?.path())?;
             }
         }
     }
-}
-
-impl Drop for LocalCluster {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(())
 }

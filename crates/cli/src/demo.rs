@@ -152,7 +152,20 @@ fn write_logger_config(dir: &Path, p: &Ports) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-fn write_configs(dir: &Path, p: &Ports) -> anyhow::Result<(PathBuf, Vec<PathBuf>)> {
+/// Creates the mount point; fails if something is mounted there or FUSE is unusable.
+fn check_mount_point(mnt: &Path) -> anyhow::Result<()> {
+    fs::create_dir_all(mnt).with_context(|| format!("cannot create {}", mnt.display()))?;
+    if mfsha_mount::helper::is_mounted_anything(mnt) {
+        bail!(
+            "{} is already a mount point; another demo may be running (stop it, or `umount {}`)",
+            mnt.display(),
+            mnt.display()
+        );
+    }
+    mfsha_mount::check_fuse_available().context("FUSE is not usable on this machine")
+}
+
+fn write_configs(dir: &Path, p: &Ports, scrub: bool) -> anyhow::Result<(PathBuf, Vec<PathBuf>)> {
     let master = dir.join("master.yaml");
     let yaml = format!(
         "# written by `mfsha demo`\nnode_id: 1\ndata_dir: {data}\nlisten:\n  client: 127.0.0.1:{c}\n  chunkserver: 127.0.0.1:{cs}\n  logger: 127.0.0.1:{l}\n  peer: 127.0.0.1:{peer}\n  http: 127.0.0.1:{h}\nchunks:\n  replication_delay_init_ms: 2000\n",
@@ -171,9 +184,10 @@ fn write_configs(dir: &Path, p: &Ports) -> anyhow::Result<(PathBuf, Vec<PathBuf>
         fs::create_dir_all(&data).with_context(|| format!("cannot create {}", data.display()))?;
         let path = dir.join(format!("chunkserver{n}.yaml"));
         let yaml = format!(
-            "# written by `mfsha demo`\ndata_dirs:\n  - {data}\nmaster: 127.0.0.1:{m}\nlisten: 127.0.0.1:{cs_port}\n",
+            "# written by `mfsha demo`\ndata_dirs:\n  - {data}\nmaster: 127.0.0.1:{m}\nlisten: 127.0.0.1:{cs_port}\n{scrub}",
             data = data.display(),
             m = p.chunkserver,
+            scrub = if scrub { "" } else { "scrub_mib_per_sec: 0\n" },
         );
         write(&path, &yaml)?;
         chunkservers.push(path);
@@ -188,7 +202,8 @@ fn write(path: &Path, text: &str) -> anyhow::Result<()> {
 /// Starts the demo cluster in `dir` and runs until Ctrl-C/SIGTERM or a daemon dies.
 pub fn run(dir: &Path) -> anyhow::Result<()> {
     let rt = runtime()?;
-    let mut cluster = LocalCluster::start(&rt, dir, true)?;
+    let options = ClusterOptions { standard_ports: true, mount: true, scrub: true };
+    let mut cluster = LocalCluster::start(&rt, dir, options)?;
     banner(&cluster.plan, &cluster.ports, &cluster.daemons);
     let result = rt.block_on(wait_for_stop(&mut cluster.daemons));
     cluster.stop();
@@ -202,8 +217,19 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-/// A master, a metalogger, three chunkservers and a mount running as children of this process
-/// (the demo, and `mfsha bench fuse`). Dropping it stops them.
+/// What kind of local cluster to start.
+#[derive(Debug, Clone, Copy)]
+pub struct ClusterOptions {
+    /// Use 9419–9425 where free, so tools work without `-H` (the demo).
+    pub standard_ports: bool,
+    /// Mount the filesystem at DIR/mnt.
+    pub mount: bool,
+    /// Let the chunkservers scrub in the background (benchmarks turn it off).
+    pub scrub: bool,
+}
+
+/// A master, a metalogger, three chunkservers and (optionally) a mount running as children of
+/// this process: the demo, `mfsha bench fuse` and `mfsha bench io`. Dropping it stops them.
 pub struct LocalCluster {
     plan: Plan,
     ports: Ports,
@@ -211,32 +237,27 @@ pub struct LocalCluster {
 }
 
 impl LocalCluster {
-    /// Starts everything under `dir`, mounted at `dir/mnt`; on failure stops what started.
-    /// `standard_ports`: use 9419–9425 where free, so tools work without `-H` (the demo).
+    /// Starts everything under `dir` (mounted at `dir/mnt` if asked); on failure stops what
+    /// started.
     pub fn start(
         rt: &tokio::runtime::Runtime,
         dir: &Path,
-        standard_ports: bool,
+        options: ClusterOptions,
     ) -> anyhow::Result<LocalCluster> {
         fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let dir =
             dir.canonicalize().with_context(|| format!("cannot resolve {}", dir.display()))?;
         let mnt = dir.join("mnt");
-        fs::create_dir_all(&mnt).with_context(|| format!("cannot create {}", mnt.display()))?;
-        if mfsha_mount::helper::is_mounted_anything(&mnt) {
-            bail!(
-                "{} is already a mount point; another demo may be running (stop it, or `umount {}`)",
-                mnt.display(),
-                mnt.display()
-            );
+        if options.mount {
+            check_mount_point(&mnt)?;
         }
-        mfsha_mount::check_fuse_available().context("FUSE is not usable on this machine")?;
         let exe = std::env::current_exe().context("cannot find the mfsha executable")?;
-        let ports = Ports::pick(standard_ports)?;
-        let (master_yaml, cs_yamls) = write_configs(&dir, &ports)?;
+        let ports = Ports::pick(options.standard_ports)?;
+        let (master_yaml, cs_yamls) = write_configs(&dir, &ports, options.scrub)?;
         let logger_yaml = write_logger_config(&dir, &ports)?;
         let master_addr = format!("127.0.0.1:{}", ports.client);
-        let plan = Plan { exe, dir, master_yaml, logger_yaml, cs_yamls, master_addr, mnt };
+        let mount = options.mount.then_some(mnt);
+        let plan = Plan { exe, dir, master_yaml, logger_yaml, cs_yamls, master_addr, mount };
         let mut cluster = LocalCluster { plan, ports, daemons: Vec::new() };
         if let Err(e) = start_all(rt, &cluster.plan, &mut cluster.daemons) {
             cluster.stop();
@@ -245,9 +266,19 @@ impl LocalCluster {
         Ok(cluster)
     }
 
-    /// Where the filesystem is mounted.
-    pub fn mount_point(&self) -> &Path {
-        &self.plan.mnt
+    /// Where the filesystem is mounted, if it is.
+    pub fn mount_point(&self) -> Option<&Path> {
+        self.plan.mount.as_deref()
+    }
+
+    /// The directory holding the cluster's configs, logs and data.
+    pub fn dir(&self) -> &Path {
+        &self.plan.dir
+    }
+
+    /// The chunkservers' data directories.
+    pub fn chunkserver_dirs(&self) -> Vec<PathBuf> {
+        (1..=CHUNKSERVERS).map(|n| self.plan.dir.join(format!("chunkserver{n}"))).collect()
     }
 
     /// The master's client address.
@@ -283,7 +314,8 @@ struct Plan {
     logger_yaml: PathBuf,
     cs_yamls: Vec<PathBuf>,
     master_addr: String,
-    mnt: PathBuf,
+    /// The mount point, when the cluster is mounted.
+    mount: Option<PathBuf>,
 }
 
 fn start_all(
@@ -291,10 +323,11 @@ fn start_all(
     plan: &Plan,
     daemons: &mut Vec<Daemon>,
 ) -> anyhow::Result<()> {
-    let Plan { exe, dir, master_yaml, logger_yaml, cs_yamls, master_addr, mnt } = plan;
+    let Plan { exe, dir, master_yaml, logger_yaml, cs_yamls, master_addr, mount } = plan;
     let master_addr = master_addr.as_str();
     println!(
-        "starting a master, a metalogger, {CHUNKSERVERS} chunkservers and a mount in {}",
+        "starting a master, a metalogger, {CHUNKSERVERS} chunkservers{} in {}",
+        if mount.is_some() { " and a mount" } else { "" },
         dir.display()
     );
     daemons.push(Daemon::start(exe, dir, "master", &args(&["master", "-c"], master_yaml))?);
@@ -310,6 +343,7 @@ fn start_all(
         rt.block_on(crate::status::fetch(master_addr))
             .is_ok_and(|s| s.chunkservers.len() >= CHUNKSERVERS && !s.loggers.is_empty())
     })?;
+    let Some(mnt) = mount else { return Ok(()) };
     let mount_args: Vec<String> =
         ["mount", &mnt.to_string_lossy(), "-H", master_addr].map(String::from).to_vec();
     daemons.push(Daemon::start(exe, dir, "mount", &mount_args)?);
@@ -345,7 +379,8 @@ fn wait_until(
 }
 
 fn banner(plan: &Plan, ports: &Ports, daemons: &[Daemon]) {
-    let (dir, mnt, master) = (&plan.dir, &plan.mnt, &plan.master_addr);
+    let (dir, master) = (&plan.dir, &plan.master_addr);
+    let mnt = plan.mount.as_deref().expect("the demo is mounted");
     println!("\nmfsha demo is running (configuration, data and logs in {}):", dir.display());
     for d in daemons {
         println!("  {:<13} pid {:<7} log {}", d.name, d.child.id(), d.log.display());

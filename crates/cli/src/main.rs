@@ -296,7 +296,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             block_on(trash::purge(&master, inode))
         }
         Command::Bench { which: Bench::Io { master, size_mib, dir } } => {
-            block_on(bench_io::run(master.as_deref(), size_mib, &dir))
+            bench_io::run(master.as_deref(), size_mib, &dir)
         }
         Command::Bench {
             which: Bench::Fuse { mount, dir, size_mib, files, small_files, random_seconds },
