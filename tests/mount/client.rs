@@ -86,6 +86,42 @@ fn model_write(model: &mut Vec<u8>, offset: usize, data: &[u8]) {
     model[offset..offset + data.len()].copy_from_slice(data);
 }
 
+/// A sequential reader gets the next read-ahead window fetched in the background; a write
+/// through another handle of the same client must make that prefetched window stale, so the
+/// reader sees the new bytes, not the ones prefetched before the write.
+#[test]
+fn a_write_between_sequential_reads_is_seen_despite_the_prefetched_window() {
+    let c = cluster(2);
+    runtime().block_on(async {
+        let fs = connect(&c.master_addr()).await;
+        let size = 24 << 20;
+        let old: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        fs.write_file(ME, "/seq", &old).await.unwrap();
+        let ino = fs.lookup(ME, fs.root(), "seq").await.unwrap().ino;
+        let (reader, _) = fs.open(ME, ino, libc::O_RDONLY).await.unwrap();
+        let step = 1u32 << 20;
+        // Read sequentially up to a window's end (windows 1, 1, 2 and 4 MiB), so the window
+        // after it, [8, 16) MiB, is being prefetched when the write comes.
+        let mut at = 0u64;
+        while at < 8 << 20 {
+            let got = fs.read(reader, at, step).await.unwrap();
+            assert_eq!(got, old[at as usize..at as usize + step as usize]);
+            at += u64::from(step);
+        }
+        // Overwrite everything after the reader's position through another handle.
+        let (writer, _) = fs.open(ME, ino, libc::O_WRONLY).await.unwrap();
+        let new = vec![0xA5u8; size - at as usize];
+        fs.write(writer, at, &new).await.unwrap();
+        fs.release(writer).await.unwrap();
+        while (at as usize) < size {
+            let got = fs.read(reader, at, step).await.unwrap();
+            assert!(got.iter().all(|b| *b == 0xA5), "stale prefetched bytes at offset {at}");
+            at += u64::from(step);
+        }
+        fs.release(reader).await.unwrap();
+    });
+}
+
 #[test]
 fn files_of_several_chunks_with_holes_read_back_exactly() {
     let c = cluster(3);
