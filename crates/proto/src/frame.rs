@@ -185,8 +185,12 @@ impl FrameReader {
         }
         let len = u32::from_be_bytes(len_bytes) as usize;
         check_len(len)?;
-        buf.clear();
-        buf.resize(len, 0);
+        // Zero-filled only where the reused buffer grows: a memset of every frame costs as
+        // much as a copy of its data.
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
+        buf.truncate(len);
         reader.read_exact(buf).await.map_err(|e| match e.kind() {
             std::io::ErrorKind::UnexpectedEof => FrameError::Truncated,
             _ => FrameError::Io(e),

@@ -144,12 +144,13 @@ impl DataPool {
             tasks.spawn(async move { (at, len, pool.call(&server, req).await) });
             at += len;
         }
-        let mut out = vec![0u8; size as usize];
+        // Pieces arrive in any order; they are joined once, in order, when all are here.
+        let mut pieces: Vec<Option<Vec<u8>>> = vec![None; tasks.len()];
         while let Some(joined) = tasks.join_next().await {
             let (at, len, reply) = joined.map_err(|e| join_error(server, e))?;
             match reply? {
                 DataReply::Data(data) if data.len() == len as usize => {
-                    out[at as usize..(at + len) as usize].copy_from_slice(&data);
+                    pieces[(at / PIECE_BYTES) as usize] = Some(data.into_vec());
                 }
                 other => {
                     return Err(DataError::Unexpected {
@@ -158,6 +159,10 @@ impl DataPool {
                     })
                 }
             }
+        }
+        let mut out = Vec::with_capacity(size as usize);
+        for piece in pieces {
+            out.extend_from_slice(&piece.expect("every spawned piece was joined"));
         }
         Ok(out)
     }

@@ -338,7 +338,11 @@ impl Client {
                 out.resize(out.len() + n as usize, 0);
             } else {
                 let data = self.read_chunk(file, index, loc, in_chunk as u32, n as u32).await?;
-                out.extend_from_slice(&data);
+                if out.is_empty() {
+                    out = data; // the usual case, one chunk: no copy
+                } else {
+                    out.extend_from_slice(&data);
+                }
             }
             pos += n;
         }
