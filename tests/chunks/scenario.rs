@@ -173,7 +173,7 @@ pub async fn kill_during_read(size: usize, restore_limit: Duration) {
     let before = connections_to(&ports);
     let attr = reader.resolve("/data/file").await.unwrap();
     let (fh, _) = reader.open(Caller::ROOT, attr.ino, libc::O_RDONLY).await.unwrap();
-    let mut back = reader.read(fh, 0, 1 << 20).await.unwrap();
+    let mut back = reader.read(fh, 0, 1 << 20).await.unwrap().to_vec();
     let serving: HashSet<u16> = connections_to(&ports)
         .into_iter()
         .filter(|(inode, _)| !before.contains_key(inode))

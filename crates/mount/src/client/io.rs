@@ -12,6 +12,7 @@
 
 use super::extents::{by_chunk, Extents};
 use super::{master, unexpected, Caller, Client};
+use bytes::Bytes;
 use mfsha_proto::client::{ChunkWrite, ClientOp, ClientReply};
 use mfsha_proto::types::*;
 use parking_lot::Mutex;
@@ -96,7 +97,8 @@ pub(crate) struct Handle {
 #[derive(Default)]
 struct ReadAhead {
     start: u64,
-    data: Vec<u8>,
+    /// Shared with the replies cut from it: serving a read copies nothing.
+    data: Bytes,
     /// The window ended at the end of the file.
     eof: bool,
     version: u64,
@@ -125,7 +127,7 @@ impl Drop for Prefetch {
 
 impl ReadAhead {
     /// The bytes for `[offset, offset + size)` if this window holds them.
-    fn serve(&self, offset: u64, size: u64, version: u64) -> Option<Vec<u8>> {
+    fn serve(&self, offset: u64, size: u64, version: u64) -> Option<Bytes> {
         let end = self.start + self.data.len() as u64;
         if version != self.version || offset < self.start || offset > end {
             return None;
@@ -135,19 +137,19 @@ impl ReadAhead {
         }
         let from = (offset - self.start) as usize;
         let to = ((offset + size).min(end) - self.start) as usize;
-        Some(self.data[from..to].to_vec())
+        Some(self.data.slice(from..to))
     }
 
     /// The background window starting at `offset`, if one was started for this version.
     /// A failed prefetch gives `None`: the caller reads again, with its own retries.
-    async fn take_ahead(&mut self, offset: u64, version: u64) -> Option<(Vec<u8>, u64)> {
+    async fn take_ahead(&mut self, offset: u64, version: u64) -> Option<(Bytes, u64)> {
         let ahead = self.ahead.take()?;
         if ahead.start != offset || ahead.version != version {
             return None;
         }
         let len = ahead.len;
         match (&mut { ahead }.task).await {
-            Ok(Ok(data)) => Some((data, len)),
+            Ok(Ok(data)) => Some((Bytes::from(data), len)),
             _ => None,
         }
     }
@@ -271,7 +273,7 @@ impl Client {
     ///
     /// A sequential reader gets a growing window (up to `read_ahead_bytes`), and while it
     /// consumes one window the next is already being fetched.
-    pub async fn read(&self, fh: u64, offset: u64, size: u32) -> Reply<Vec<u8>> {
+    pub async fn read(&self, fh: u64, offset: u64, size: u32) -> Reply<Bytes> {
         let handle = self.handle(fh)?;
         let file = &handle.file;
         if file.has_unsent() {
@@ -292,7 +294,7 @@ impl Client {
             _ => {
                 ra.window = if sequential { ra.window.clamp(size, max_window) } else { size };
                 let want = ra.window.max(size);
-                (self.read_range(file, offset, want).await?, want)
+                (Bytes::from(self.read_range(file, offset, want).await?), want)
             }
         };
         // A sequential reader's windows double up to `read_ahead_bytes`.
