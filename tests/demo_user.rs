@@ -155,6 +155,7 @@ impl NormalUser {
             .arg(format!("--target={}", ns.pid))
             .arg("--mount")
             .arg("--")
+            .arg("setpriv")
             .args(as_user(self.uid, self.gid))
             .arg(program)
             .args(args)
@@ -195,9 +196,8 @@ impl NormalUser {
 }
 
 /// setpriv's arguments that switch to `uid`/`gid` with no supplementary groups.
-fn as_user(uid: u32, gid: u32) -> Vec<String> {
-    let ids = [format!("--reuid={uid}"), format!("--regid={gid}")];
-    ["setpriv".to_string()].into_iter().chain(ids).chain(["--clear-groups".to_string()]).collect()
+fn as_user(uid: u32, gid: u32) -> [String; 3] {
+    [format!("--reuid={uid}"), format!("--regid={gid}"), "--clear-groups".to_string()]
 }
 
 /// nobody's uid and primary gid.
@@ -215,7 +215,7 @@ fn executable_by(uid: u32, gid: u32, dir: &Path) -> PathBuf {
     let bin = mfsha_bin();
     let runs = |bin: &Path| {
         Command::new("setpriv")
-            .args(&as_user(uid, gid)[1..])
+            .args(as_user(uid, gid))
             .arg(bin)
             .arg("--version")
             .stdout(Stdio::null())
