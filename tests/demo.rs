@@ -2,12 +2,17 @@
 //! chunkservers and a FUSE mount, the mount works, and Ctrl-C (SIGINT) unmounts and stops everything.
 //!
 //! Needs /dev/fuse and root (or user FUSE mounts); without them the demo fails and so does
-//! this test, with the demo's own message.
+//! this test, with the demo's own message. `demo_user.rs` runs the demo as a normal user.
 
 use crate::util::{mfsha, signal, tail, Daemon};
 use std::fs;
 use std::path::Path;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// Held by each test that runs `mfsha demo`: the demo takes the standard ports (9419–9442)
+/// when they look free, so two at once could both pick them and one would fail to bind.
+pub static STANDARD_PORTS: Mutex<()> = Mutex::new(());
 
 const START_LIMIT: Duration = Duration::from_secs(90);
 const STOP_LIMIT: Duration = Duration::from_secs(60);
@@ -16,6 +21,7 @@ const STOP_LIMIT: Duration = Duration::from_secs(60);
 fn demo_brings_up_a_mounted_cluster_and_ctrl_c_stops_it_cleanly() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("mfsha-demo");
+    let _ports = STANDARD_PORTS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let mut demo = Daemon::spawn(tmp.path(), "demo", &["demo", dir.to_str().unwrap()]);
     let banner = wait_for_banner(&mut demo);
     let mnt = dir.join("mnt");
@@ -49,7 +55,7 @@ fn demo_brings_up_a_mounted_cluster_and_ctrl_c_stops_it_cleanly() {
 }
 
 /// Waits for the demo's "is running" banner; fails with its log if it exits or takes too long.
-fn wait_for_banner(demo: &mut Daemon) -> String {
+pub fn wait_for_banner(demo: &mut Daemon) -> String {
     let deadline = Instant::now() + START_LIMIT;
     loop {
         let log = fs::read_to_string(&demo.log).unwrap_or_default();
@@ -69,14 +75,14 @@ fn is_mounted(path: &Path) -> bool {
 }
 
 /// The master's client address from the banner line "master client port HOST:PORT, ...".
-fn master_address(banner: &str) -> String {
+pub fn master_address(banner: &str) -> String {
     let line = banner.lines().find(|l| l.contains("master client port")).expect(banner);
     let after = line.split("master client port ").nth(1).unwrap();
     after.split(',').next().unwrap().trim().to_string()
 }
 
 /// The pids the banner lists ("  NAME  pid N  log PATH").
-fn daemon_pids(banner: &str) -> Vec<u32> {
+pub fn daemon_pids(banner: &str) -> Vec<u32> {
     banner
         .lines()
         .filter_map(|l| {

@@ -7,6 +7,7 @@
 
 mod chunks;
 mod demo;
+mod demo_user;
 mod logger;
 mod master;
 mod mount;

@@ -7,8 +7,17 @@
 //!
 //! Ports: the standard ones (9419–9425) when they are free, so `mfsha status` works without
 //! `-H`; otherwise free ports the kernel picks, printed in the banner.
+//!
+//! As root it mounts with `allow_other`. A normal user can run it where FUSE permits: /dev/fuse
+//! readable and writable by the user (mode 0666, Debian's default) and a setuid-root
+//! fusermount3 (package fuse3). Otherwise it fails before starting anything, saying which is
+//! missing. A normal user's mount is private to that user (no `allow_other`, which fusermount3
+//! refuses without `user_allow_other` in /etc/fuse.conf), and the filesystem's root directory is
+//! given to the user so the mount is writable.
 
-use anyhow::{bail, Context};
+use anyhow::{anyhow, bail, Context};
+use mfsha_mount::client::{Caller, Client, ClientConfig, MasterConfig};
+use mfsha_proto::types::{SetAttr, ROOT_INO};
 use std::fs;
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
@@ -162,7 +171,30 @@ fn check_mount_point(mnt: &Path) -> anyhow::Result<()> {
             mnt.display()
         );
     }
-    mfsha_mount::check_fuse_available().context("FUSE is not usable on this machine")
+    mfsha_mount::check_fuse_available().with_context(|| format!("cannot mount {}", mnt.display()))
+}
+
+/// A new filesystem's root directory belongs to root; a normal user's cluster gives it to that
+/// user, so the user's mount (which only that user can use) is writable. A client is trusted
+/// with its callers' identity, as in MooseFS, so asking as root is how any client does this.
+async fn give_root_to_user(master: &str) -> anyhow::Result<()> {
+    // SAFETY: geteuid/getegid have no preconditions.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    if uid == 0 {
+        return Ok(());
+    }
+    let client = Client::connect(ClientConfig::new(MasterConfig::new(vec![master.to_string()])))
+        .await
+        .map_err(|e| anyhow!("cannot open a session with the master at {master}: {e}"))?;
+    let root = client.getattr(ROOT_INO).await.map_err(|e| anyhow!("getattr of /: {e}"))?;
+    if (root.uid, root.gid) != (uid, gid) {
+        let owner = SetAttr { uid: Some(uid), gid: Some(gid), ..SetAttr::default() };
+        client
+            .setattr(Caller::ROOT, ROOT_INO, owner)
+            .await
+            .map_err(|e| anyhow!("cannot give / to uid {uid} gid {gid}: {e}"))?;
+    }
+    client.close().await.map_err(|e| anyhow!("closing the session with {master}: {e}"))
 }
 
 fn write_configs(dir: &Path, p: &Ports, scrub: bool) -> anyhow::Result<(PathBuf, Vec<PathBuf>)> {
@@ -344,6 +376,8 @@ fn start_all(
             .is_ok_and(|s| s.chunkservers.len() >= CHUNKSERVERS && !s.loggers.is_empty())
     })?;
     let Some(mnt) = mount else { return Ok(()) };
+    rt.block_on(give_root_to_user(master_addr))
+        .context("cannot make the filesystem's root directory this user's")?;
     let mount_args: Vec<String> =
         ["mount", &mnt.to_string_lossy(), "-H", master_addr].map(String::from).to_vec();
     daemons.push(Daemon::start(exe, dir, "mount", &mount_args)?);

@@ -89,8 +89,9 @@ pub enum OptionError {
     Unknown(String),
     #[error("mount option '{option}': {why}")]
     Bad { option: String, why: String },
-    #[error("cannot read the password file {path}: {source}")]
-    PasswordFile { path: String, source: std::io::Error },
+    // `error`, not `source`: the message already says it, and a linked source would repeat it.
+    #[error("cannot read the password file {path}: {error}")]
+    PasswordFile { path: String, error: std::io::Error },
     #[error("cannot read the password from the terminal: {0}")]
     Prompt(std::io::Error),
 }
@@ -205,8 +206,8 @@ impl MountOptions {
             return Ok(Some(p.clone()));
         }
         if let Some(path) = &self.password_file {
-            let text = std::fs::read_to_string(path).map_err(|source| {
-                OptionError::PasswordFile { path: path.display().to_string(), source }
+            let text = std::fs::read_to_string(path).map_err(|error| {
+                OptionError::PasswordFile { path: path.display().to_string(), error }
             })?;
             return Ok(Some(text.lines().next().unwrap_or("").to_string()));
         }

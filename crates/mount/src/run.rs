@@ -4,9 +4,13 @@ use crate::client::{Client, ConnectError};
 use crate::fuse::MfsFuse;
 use crate::options::{MountOptions, OptionError, Resolved};
 use fuser::MountOption;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// Why a mount failed or ended badly.
+///
+/// Each message already includes its cause, so no variant links a `source`: printing the
+/// error chain (`{:#}`) would repeat the cause's text.
 #[derive(Debug, thiserror::Error)]
 pub enum MountError {
     #[error(transparent)]
@@ -18,27 +22,99 @@ pub enum MountError {
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
     #[error("cannot open a session with the master: {0}")]
-    Connect(#[from] ConnectError),
-    #[error("cannot mount on {path}: {source}")]
-    Fuse { path: String, source: std::io::Error },
+    Connect(ConnectError),
+    // fusermount's own message (its stderr) ends with a newline.
+    #[error("cannot mount on {path}: {}", trimmed(.error))]
+    Fuse { path: String, error: std::io::Error },
     #[error("buffered writes could not be stored at unmount: {0}")]
     Flush(mfsha_proto::types::Status),
 }
 
-/// Checks what a FUSE mount needs on this machine, naming what is missing.
-pub fn check_fuse_available() -> Result<(), MountError> {
-    if !Path::new("/dev/fuse").exists() {
-        return Err(MountError::Missing(
-            "/dev/fuse does not exist: load the fuse kernel module (modprobe fuse)".into(),
-        ));
+impl From<ConnectError> for MountError {
+    fn from(e: ConnectError) -> Self {
+        MountError::Connect(e)
     }
+}
+
+fn trimmed(error: &std::io::Error) -> String {
+    error.to_string().trim_end().to_string()
+}
+
+/// The device every FUSE mount opens.
+const FUSE_DEVICE: &str = "/dev/fuse";
+
+/// What a normal user needs for FUSE, said whenever something of it is missing.
+const USER_FUSE_NEEDS: &str = "as a normal user FUSE needs /dev/fuse mode 0666 (Debian's \
+    default) and a setuid-root fusermount3 (package fuse3); run as root, or fix /dev/fuse's mode \
+    (as root: chmod 0666 /dev/fuse)";
+
+/// Checks what a FUSE mount needs on this machine for this user, naming what is missing and
+/// what to do, so a mount (or the demo, before it starts any daemon) fails at once with advice
+/// instead of with fusermount's bare "Permission denied".
+pub fn check_fuse_available() -> Result<(), MountError> {
+    check_fuse_device(Path::new(FUSE_DEVICE))?;
     // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root && which("fusermount3").is_none() && which("fusermount").is_none() {
-        return Err(MountError::Missing(
-            "fusermount3 is not installed (Debian: apt-get install fuse3); non-root mounts need it"
-                .into(),
-        ));
+    if unsafe { libc::geteuid() } != 0 {
+        // The kernel lets only root call mount(2) for FUSE; everyone else goes through the
+        // setuid-root helper, which opens /dev/fuse with the user's own rights.
+        check_fusermount(which("fusermount3").or_else(|| which("fusermount")))?;
+    }
+    Ok(())
+}
+
+/// Opens the device read-write as this process, exactly as the mount will.
+fn check_fuse_device(dev: &Path) -> Result<(), MountError> {
+    let error = match std::fs::OpenOptions::new().read(true).write(true).open(dev) {
+        Ok(_) => return Ok(()),
+        Err(e) => e,
+    };
+    if error.kind() == std::io::ErrorKind::NotFound {
+        return Err(MountError::Missing(format!(
+            "{} does not exist: load the fuse kernel module (modprobe fuse); in a container, \
+             pass the device in (docker run --device /dev/fuse --cap-add SYS_ADMIN)",
+            dev.display()
+        )));
+    }
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    let node = match std::fs::metadata(dev) {
+        Ok(meta) => format!("mode {:04o} owner uid {}", meta.mode() & 0o7777, meta.uid()),
+        Err(e) => format!("cannot stat it: {e}"),
+    };
+    let advice = if uid == 0 {
+        "root is refused too, so a device policy forbids it: in a container, pass the device \
+         in (docker run --device /dev/fuse --cap-add SYS_ADMIN)"
+    } else {
+        USER_FUSE_NEEDS
+    };
+    Err(MountError::Missing(format!(
+        "{} is not readable and writable by uid {uid} ({node}; {error}): {advice}",
+        dev.display()
+    )))
+}
+
+/// A normal user mounts through fusermount3 (or the older fusermount): it must be there and
+/// setuid root.
+fn check_fusermount(found: Option<PathBuf>) -> Result<(), MountError> {
+    let Some(path) = found else {
+        return Err(MountError::Missing(format!(
+            "neither fusermount3 nor fusermount is on PATH (Debian: apt-get install fuse3): \
+             {USER_FUSE_NEEDS}"
+        )));
+    };
+    let meta = std::fs::metadata(&path)
+        .map_err(|e| MountError::Missing(format!("cannot stat {}: {e}", path.display())))?;
+    if meta.mode() & libc::S_ISUID == 0 || meta.uid() != 0 {
+        return Err(MountError::Missing(format!(
+            "{} is not setuid root (mode {:04o} owner uid {}), so it cannot mount for a normal \
+             user: reinstall it (Debian: apt-get install --reinstall fuse3) or, as root, \
+             chown root {} && chmod u+s {}; or run as root",
+            path.display(),
+            meta.mode() & 0o7777,
+            meta.uid(),
+            path.display(),
+            path.display()
+        )));
     }
     Ok(())
 }
@@ -65,7 +141,7 @@ pub fn mount(opts: MountOptions) -> Result<(), MountError> {
     let notifier = fs.notifier();
     let options = fuse_options(&resolved);
     let mut session = fuser::Session::new(fs, &mountpoint, &options)
-        .map_err(|source| MountError::Fuse { path: mountpoint.display().to_string(), source })?;
+        .map_err(|error| MountError::Fuse { path: mountpoint.display().to_string(), error })?;
     if notifier.set(session.notifier()).is_err() {
         tracing::debug!("the kernel notifier was already set");
     }
@@ -88,7 +164,7 @@ pub fn mount(opts: MountOptions) -> Result<(), MountError> {
     }
     let closed = rt.block_on(client.close());
     tracing::info!(mountpoint = %mountpoint.display(), "unmounted");
-    served.map_err(|source| MountError::Fuse { path: mountpoint.display().to_string(), source })?;
+    served.map_err(|error| MountError::Fuse { path: mountpoint.display().to_string(), error })?;
     closed.map_err(MountError::Flush)
 }
 
@@ -179,5 +255,55 @@ fn fusermount_unmount(mountpoint: &Path) -> std::io::Result<()> {
         Ok(())
     } else {
         Err(std::io::Error::other(format!("{tool} -u exited with {status}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn errors_say_their_cause_once() {
+        let denied = || std::io::Error::from_raw_os_error(libc::EACCES);
+        let fuse = MountError::Fuse { path: "/m".into(), error: denied() };
+        assert_eq!(fuse.to_string(), "cannot mount on /m: Permission denied (os error 13)");
+        let fusermount =
+            std::io::Error::other("fusermount3: mount failed: Operation not permitted\n");
+        let fuse = MountError::Fuse { path: "/m".into(), error: fusermount };
+        assert_eq!(
+            fuse.to_string(),
+            "cannot mount on /m: fusermount3: mount failed: Operation not permitted"
+        );
+        let connect = MountError::from(ConnectError::NoMasters);
+        let password = OptionError::PasswordFile { path: "/p".into(), error: denied() };
+        let options = MountError::from(password);
+        // A linked source would make `{:#}` (how `mfsha` prints errors) repeat the cause.
+        for e in [fuse, connect, options] {
+            assert!(e.source().is_none(), "{e} links a source that repeats its message");
+        }
+    }
+
+    #[test]
+    fn a_missing_device_says_to_load_the_module() {
+        let e = check_fuse_device(Path::new("/nonexistent/fuse")).unwrap_err().to_string();
+        assert!(
+            e.contains("/nonexistent/fuse does not exist") && e.contains("modprobe fuse"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn fusermount_must_exist_and_be_setuid_root() {
+        let e = check_fusermount(None).unwrap_err().to_string();
+        assert!(e.contains("neither fusermount3 nor fusermount") && e.contains("fuse3"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let tool = dir.path().join("fusermount3");
+        std::fs::write(&tool, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let e = check_fusermount(Some(tool.clone())).unwrap_err().to_string();
+        let named = format!("{} is not setuid root (mode 0755", tool.display());
+        assert!(e.contains(&named) && e.contains("chmod u+s"), "{e}");
     }
 }
