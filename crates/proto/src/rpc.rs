@@ -20,12 +20,15 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 /// Why a call or a served connection ended.
+///
+/// The cause is part of the message and deliberately not a `source()`: error reports that
+/// print the chain (`{:#}`) would otherwise say it twice.
 #[derive(Debug, thiserror::Error)]
 pub enum RpcError {
-    #[error("cannot connect to {addr}: {source}")]
-    Connect { addr: String, source: std::io::Error },
-    #[error("bad frame from {peer}: {source}")]
-    Frame { peer: String, source: FrameError },
+    #[error("cannot connect to {addr}: {cause}")]
+    Connect { addr: String, cause: std::io::Error },
+    #[error("bad frame from {peer}: {cause}")]
+    Frame { peer: String, cause: FrameError },
     #[error("connection to {peer} closed")]
     Closed { peer: String },
     #[error("no reply from {peer} within {ms} ms")]
@@ -120,7 +123,7 @@ where
 }
 
 fn frame_error(peer: &str, source: FrameError) -> RpcError {
-    RpcError::Frame { peer: peer.to_string(), source }
+    RpcError::Frame { peer: peer.to_string(), cause: source }
 }
 
 /// Writes frames (replies on a server, requests on a client) as they come, coalescing
@@ -187,7 +190,7 @@ where
     pub async fn connect(addr: &str) -> Result<Self, RpcError> {
         let stream = TcpStream::connect(addr)
             .await
-            .map_err(|source| RpcError::Connect { addr: addr.to_string(), source })?;
+            .map_err(|cause| RpcError::Connect { addr: addr.to_string(), cause })?;
         Ok(Self::from_stream(stream, addr.to_string()))
     }
 
