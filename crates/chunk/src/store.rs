@@ -388,29 +388,13 @@ impl Store {
             return Ok(Vec::new());
         }
         let (first, last) = format::block_range(offset, size);
-        let d = &self.disks[chunk.disk];
-        let read = (|| -> io::Result<(Vec<u8>, Vec<u32>)> {
-            d.check_fault()?;
-            let file = File::open(d.chunk_path(id, version))?;
-            let blocks = read_blocks(&file, first, last, st.length);
-            close_checked(file)?;
-            blocks
-        })();
-        let (data, crcs) = match read {
-            Ok(r) => r,
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                self.copy_damaged(&chunk, version, "file shorter than its recorded length");
-                return Err(Status::Checksum);
-            }
-            Err(e) => return Err(self.classify(chunk.disk, e.into(), "read")),
-        };
-        if let Some(bad) = first_bad_block(&data, &crcs) {
-            let why = format!("CRC mismatch in block {}", first + bad as u64);
-            self.copy_damaged(&chunk, version, &why);
-            return Err(Status::Checksum);
-        }
+        let mut data = self.read_checked(&chunk, &st, first, last, "read")?;
         let skip = (offset - first * B) as usize;
-        Ok(data[skip..skip + size as usize].to_vec())
+        if skip > 0 {
+            return Ok(data[skip..skip + size as usize].to_vec());
+        }
+        data.truncate(size as usize); // block-aligned (sequential readers): no copy
+        Ok(data)
     }
 
     /// Writes `data` at `offset`: data blocks first, then their CRC entries (see `format`).
@@ -709,6 +693,42 @@ impl Store {
         Ok(())
     }
 
+    /// Reads blocks `[first, last]` of a copy and checks every CRC. Damage is reported to the
+    /// master (`found_by` says which path found it) and answered `Checksum`; an I/O error
+    /// counts against the disk.
+    fn read_checked(
+        &self,
+        chunk: &Chunk,
+        st: &ChunkState,
+        first: u64,
+        last: u64,
+        found_by: &str,
+    ) -> Result<Vec<u8>, Status> {
+        let d = &self.disks[chunk.disk];
+        let read = (|| -> io::Result<(Vec<u8>, Vec<u32>)> {
+            d.check_fault()?;
+            let file = File::open(d.chunk_path(chunk.id, st.version))?;
+            let blocks = read_blocks(&file, first, last, st.length);
+            close_checked(file)?;
+            blocks
+        })();
+        let (data, crcs) = match read {
+            Ok(r) => r,
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                let why = format!("file shorter than its recorded length ({found_by})");
+                self.copy_damaged(chunk, st.version, &why);
+                return Err(Status::Checksum);
+            }
+            Err(e) => return Err(self.classify(chunk.disk, e.into(), found_by)),
+        };
+        if let Some(bad) = first_bad_block(&data, &crcs) {
+            let why = format!("CRC mismatch in block {} ({found_by})", first + bad as u64);
+            self.copy_damaged(chunk, st.version, &why);
+            return Err(Status::Checksum);
+        }
+        Ok(data)
+    }
+
     /// Re-reads `len` bytes of a copy from `offset` (whole blocks) and checks their CRCs.
     /// Returns how many bytes were checked; 0 when the copy is gone or changed version
     /// (nothing to scrub), `Err` when damage was found and reported.
@@ -726,30 +746,7 @@ impl Store {
         }
         let len = len.min(st.length.saturating_sub(offset)).max(1);
         let (first, last) = format::block_range(offset, len.min(CHUNK_BYTES - offset));
-        let d = &self.disks[chunk.disk];
-        let read = (|| -> io::Result<(Vec<u8>, Vec<u32>)> {
-            d.check_fault()?;
-            let file = File::open(d.chunk_path(id, version))?;
-            let blocks = read_blocks(&file, first, last, st.length);
-            close_checked(file)?;
-            blocks
-        })();
-        let (data, crcs) = match read {
-            Ok(r) => r,
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                self.copy_damaged(&chunk, version, "file shorter than its recorded length (scrub)");
-                return Err(Status::Checksum);
-            }
-            Err(e) => return Err(self.classify(chunk.disk, e.into(), "scrub")),
-        };
-        if let Some(bad) = first_bad_block(&data, &crcs) {
-            self.copy_damaged(
-                &chunk,
-                version,
-                &format!("CRC mismatch in block {} (scrub)", first + bad as u64),
-            );
-            return Err(Status::Checksum);
-        }
+        let data = self.read_checked(&chunk, &st, first, last, "scrub")?;
         Ok(data.len() as u64)
     }
 }
