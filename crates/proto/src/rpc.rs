@@ -397,4 +397,23 @@ mod tests {
         assert!(client.is_closed());
         assert!(client.call(2).await.is_err());
     }
+
+    #[tokio::test]
+    async fn a_refused_connection_names_the_address_and_its_cause_once() {
+        // A port that was just free: nothing listens there any more.
+        let addr = {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            listener.local_addr().unwrap().to_string()
+        };
+        let error = match RpcClient::<u64, u64>::connect(&addr).await {
+            Ok(_) => panic!("nothing listens on {addr}"),
+            Err(e) => e,
+        };
+        let text = error.to_string();
+        assert!(text.starts_with(&format!("cannot connect to {addr}: ")), "{text}");
+        // Reports that print the chain add each source(): the cause must not come twice.
+        assert!(std::error::Error::source(&error).is_none(), "{text}");
+        let cause = text.rsplit(": ").next().unwrap();
+        assert_eq!(text.matches(cause).count(), 1, "{text}");
+    }
 }

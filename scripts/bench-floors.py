@@ -1,0 +1,179 @@
+#!/usr/bin/env python3
+"""What this machine allows, whatever the filesystem's code does.
+
+Prints the floors that bound mfsha's single-threaded and throughput figures here, measured
+with the simplest possible code (no mfsha involved except the FUSE round trip):
+
+  * one durable small write: append + fdatasync, overwrite + fdatasync, O_DIRECT|O_DSYNC;
+  * one loopback TCP round trip (blocking sockets);
+  * one FUSE round trip on an mfsha mount, answered by the mount without the master
+    (fsync of a directory), if --mount is given;
+  * a cold 1 GiB file read locally, and the same file sent by one process with sendfile()
+    over loopback TCP to another that only receives it: the least any design with a separate
+    chunkserver process must do to serve a read (mfsha additionally checks CRCs, which
+    needs the data in user space, and frames and copies it in the client).
+
+Usage: scripts/bench-floors.py [--dir DIR] [--mount MOUNTPOINT] [--rounds N]
+DIR (default /var/tmp/mfsha-floors) must be on the disk the cluster uses. Run as root so the
+page cache can be dropped; nothing else should be running.
+"""
+
+import argparse
+import mmap
+import os
+import socket
+import statistics
+import time
+
+MIB = 1 << 20
+
+
+def per_op_us(n, fn):
+    start = time.perf_counter()
+    for i in range(n):
+        fn(i)
+    return (time.perf_counter() - start) / n * 1e6
+
+
+def durable_writes(path, n=3000):
+    out = {}
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+    try:
+        record = b"r" * 300
+        out["append + fdatasync"] = per_op_us(
+            n, lambda i: (os.write(fd, record), os.fdatasync(fd)))
+        os.ftruncate(fd, 0)
+        os.write(fd, b"\0" * (16 * MIB))
+        os.fsync(fd)
+        out["overwrite + fdatasync"] = per_op_us(
+            n, lambda i: (os.pwrite(fd, record, (i * 300) % (16 * MIB - 300)), os.fdatasync(fd)))
+    finally:
+        os.close(fd)
+    fd = os.open(path, os.O_WRONLY | os.O_DIRECT | os.O_DSYNC)
+    try:
+        page = mmap.mmap(-1, 4096)  # O_DIRECT needs an aligned buffer
+        page.write(b"d" * 4096)
+        out["4 KiB O_DIRECT|O_DSYNC overwrite"] = per_op_us(
+            n, lambda i: os.pwrite(fd, page, (i % 4096) * 4096))
+    finally:
+        os.close(fd)
+        os.unlink(path)
+    return out
+
+
+def tcp_round_trip_us(n=20000):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    pid = os.fork()
+    if pid == 0:
+        conn, _ = listener.accept()
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        while True:
+            data = conn.recv(64)
+            if not data:
+                os._exit(0)
+            conn.sendall(data)
+    client = socket.create_connection(("127.0.0.1", port))
+    client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    us = per_op_us(n, lambda i: (client.sendall(b"x" * 32), client.recv(64)))
+    client.close()
+    os.waitpid(pid, 0)
+    listener.close()
+    return us
+
+
+def fuse_round_trip_us(mount, n=20000):
+    fd = os.open(mount, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        return per_op_us(n, lambda i: os.fsync(fd))
+    finally:
+        os.close(fd)
+
+
+def make_file(path, size):
+    if os.path.exists(path) and os.path.getsize(path) == size:
+        return
+    with open(path, "wb") as f:
+        block = os.urandom(MIB)
+        for _ in range(size // MIB):
+            f.write(block)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def evict(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def local_cold_read(path):
+    evict(path)
+    fd = os.open(path, os.O_RDONLY)
+    buf = memoryview(bytearray(MIB))
+    start, total = time.perf_counter(), 0
+    while (n := os.readv(fd, [buf])) > 0:
+        total += n
+    os.close(fd)
+    return total / MIB / (time.perf_counter() - start)
+
+
+def sendfile_pipe_cold(path):
+    size = os.path.getsize(path)
+    evict(path)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    pid = os.fork()
+    if pid == 0:
+        conn, _ = listener.accept()
+        fd = os.open(path, os.O_RDONLY)
+        sent = 0
+        while sent < size:
+            sent += os.sendfile(conn.fileno(), fd, sent, size - sent)
+        conn.close()
+        os._exit(0)
+    client = socket.create_connection(("127.0.0.1", port))
+    buf = memoryview(bytearray(MIB))
+    start, got = time.perf_counter(), 0
+    while got < size and (n := client.recv_into(buf)) > 0:
+        got += n
+    elapsed = time.perf_counter() - start
+    os.waitpid(pid, 0)
+    client.close()
+    listener.close()
+    return got / MIB / elapsed
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dir", default="/var/tmp/mfsha-floors")
+    parser.add_argument("--mount", help="an mfsha mount, for the FUSE round trip")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    os.makedirs(args.dir, exist_ok=True)
+    print(f"floors on this machine (files in {args.dir})")
+    for what, us in durable_writes(os.path.join(args.dir, "durable.bin")).items():
+        print(f"  durable write, {what:<34} {us:7.1f} µs")
+    print(f"  loopback TCP round trip (blocking)              {tcp_round_trip_us():7.1f} µs")
+    if args.mount:
+        print(f"  FUSE round trip on {args.mount} (fsyncdir)  {fuse_round_trip_us(args.mount):7.1f} µs")
+    big = os.path.join(args.dir, "cold.bin")
+    make_file(big, 1024 * MIB)
+    ratios = []
+    for r in range(args.rounds):
+        local, piped = local_cold_read(big), sendfile_pipe_cold(big)
+        ratios.append(piped / local)
+        print(f"  round {r + 1}: local cold read {local:6.0f} MiB/s, "
+              f"sendfile -> loopback -> recv {piped:6.0f} MiB/s ({piped / local:4.0%} of local)")
+    print(f"  median: the bare pipe reaches {statistics.median(ratios):.0%} of the local cold read")
+    os.unlink(big)
+
+
+if __name__ == "__main__":
+    main()
