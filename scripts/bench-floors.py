@@ -61,26 +61,34 @@ def durable_writes(path, n=3000):
     return out
 
 
-def tcp_round_trip_us(n=20000):
+def loopback_peer(serve):
+    """Forks a process that accepts one loopback connection and runs `serve(conn)` on it.
+    Returns the connected client socket and the child's pid."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen()
-    port = listener.getsockname()[1]
     pid = os.fork()
     if pid == 0:
         conn, _ = listener.accept()
+        serve(conn)
+        conn.close()
+        os._exit(0)
+    client = socket.create_connection(listener.getsockname())
+    listener.close()
+    return client, pid
+
+
+def tcp_round_trip_us(n=20000):
+    def echo(conn):
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        while True:
-            data = conn.recv(64)
-            if not data:
-                os._exit(0)
+        while data := conn.recv(64):
             conn.sendall(data)
-    client = socket.create_connection(("127.0.0.1", port))
+
+    client, pid = loopback_peer(echo)
     client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     us = per_op_us(n, lambda i: (client.sendall(b"x" * 32), client.recv(64)))
     client.close()
     os.waitpid(pid, 0)
-    listener.close()
     return us
 
 
@@ -125,20 +133,14 @@ def local_cold_read(path):
 def sendfile_pipe_cold(path):
     size = os.path.getsize(path)
     evict(path)
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-    port = listener.getsockname()[1]
-    pid = os.fork()
-    if pid == 0:
-        conn, _ = listener.accept()
+
+    def send_file(conn):
         fd = os.open(path, os.O_RDONLY)
         sent = 0
         while sent < size:
             sent += os.sendfile(conn.fileno(), fd, sent, size - sent)
-        conn.close()
-        os._exit(0)
-    client = socket.create_connection(("127.0.0.1", port))
+
+    client, pid = loopback_peer(send_file)
     buf = memoryview(bytearray(MIB))
     start, got = time.perf_counter(), 0
     while got < size and (n := client.recv_into(buf)) > 0:
@@ -146,7 +148,6 @@ def sendfile_pipe_cold(path):
     elapsed = time.perf_counter() - start
     os.waitpid(pid, 0)
     client.close()
-    listener.close()
     return got / MIB / elapsed
 
 
