@@ -272,16 +272,7 @@ impl ChunkRegistry {
             "no copy has the chunk's current version; accepting the newest copies there are (data written after them is lost)");
         let cmds = servers
             .into_iter()
-            .map(|server| write::Cmd {
-                server,
-                kind: PendingKind::SetVersion { chunk, version: to },
-                make: Box::new(move |op| MasterToCs::SetVersion {
-                    op,
-                    chunk_id: chunk,
-                    old_version: from,
-                    new_version: to,
-                }),
-            })
+            .map(|server| write::Cmd::set_version(server, chunk, from, to))
             .collect();
         let results = write::run_all(self, cmds).await;
         if results.iter().any(|(_, r)| r.is_ok()) {

@@ -20,6 +20,22 @@ pub(super) struct Cmd {
     pub(super) make: Box<dyn FnOnce(u64) -> MasterToCs + Send>,
 }
 
+impl Cmd {
+    /// Tells `server` to move its copy of `chunk` from version `from` to `to`.
+    pub(super) fn set_version(server: ServerKey, chunk: ChunkId, from: u32, to: u32) -> Cmd {
+        Cmd {
+            server,
+            kind: PendingKind::SetVersion { chunk, version: to },
+            make: Box::new(move |op| MasterToCs::SetVersion {
+                op,
+                chunk_id: chunk,
+                old_version: from,
+                new_version: to,
+            }),
+        }
+    }
+}
+
 pub(super) async fn prepare(
     reg: &ChunkRegistry,
     outcome: &Outcome,
@@ -177,16 +193,7 @@ async fn bump(
     let done = holders(reg, chunk, new);
     let cmds = holders(reg, chunk, old)
         .into_iter()
-        .map(|(server, _)| Cmd {
-            server,
-            kind: PendingKind::SetVersion { chunk, version: new },
-            make: Box::new(move |op| MasterToCs::SetVersion {
-                op,
-                chunk_id: chunk,
-                old_version: old,
-                new_version: new,
-            }),
-        })
+        .map(|(server, _)| Cmd::set_version(server, chunk, old, new))
         .collect();
     let chain = done.into_iter().map(|(_, a)| a).collect();
     chain_after(reg, chain, cmds, Status::NoChunkCopies).await
