@@ -325,7 +325,8 @@ impl Client {
 
     /// Reads `[offset, offset + len)` from chunkservers, shorter at the end of the file.
     async fn read_range(&self, file: &FileState, offset: u64, len: u64) -> Reply<Vec<u8>> {
-        let mut out = Vec::with_capacity(len as usize);
+        // Not preallocated: a one-chunk window (the usual case) becomes the chunk's own buffer.
+        let mut out = Vec::new();
         let end = offset.saturating_add(len);
         let mut pos = offset;
         while pos < end {
@@ -343,6 +344,8 @@ impl Client {
                 if out.is_empty() {
                     out = data; // the usual case, one chunk: no copy
                 } else {
+                    // The window spans chunks: room for all of it at once, then append.
+                    out.reserve_exact(len as usize - out.len());
                     out.extend_from_slice(&data);
                 }
             }
