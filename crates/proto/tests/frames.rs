@@ -7,7 +7,9 @@ use mfsha_proto::frame::{decode, decode_body, encode};
 use mfsha_proto::logger::{LoggerToMaster, MasterToLogger};
 use mfsha_proto::peer::PeerMessage;
 use mfsha_proto::types::*;
-use mfsha_proto::{read_frame, write_frame, Frame, FrameError, MAX_FRAME_BYTES, PROTOCOL_VERSION};
+use mfsha_proto::{
+    read_frame, write_frame, Frame, FrameError, FrameReader, MAX_FRAME_BYTES, PROTOCOL_VERSION,
+};
 use proptest::prelude::*;
 use serde::{de::DeserializeOwned, Serialize};
 use std::fmt::Debug;
@@ -182,6 +184,29 @@ async fn stream_reads_distinguish_clean_close_from_truncation() {
     assert!(matches!(read_frame::<_, ClientOp>(&mut cut).await, Err(FrameError::Truncated)));
     let mut cut_len = &buf[..2];
     assert!(matches!(read_frame::<_, ClientOp>(&mut cut_len).await, Err(FrameError::Truncated)));
+}
+
+/// One buffer is reused for every frame of a connection and only zero-filled where it grows:
+/// a frame after a larger one must not see the larger one's tail, nor a later one a stale gap.
+#[tokio::test]
+async fn a_reused_read_buffer_holds_exactly_each_frame() {
+    let sizes = [300_000usize, 10, 70_000, 0, 300_001];
+    let mut stream = Vec::new();
+    for (i, &n) in sizes.iter().enumerate() {
+        let data = vec![i as u8 + 1; n];
+        write_frame(&mut stream, i as u64, &DataReply::Data(serde_bytes::ByteBuf::from(data)))
+            .await
+            .unwrap();
+    }
+    let mut reader = &stream[..];
+    let mut buf = Vec::new();
+    for (i, &n) in sizes.iter().enumerate() {
+        FrameReader::read_into(&mut reader, &mut buf).await.unwrap();
+        let frame: Frame<DataReply> = decode_body(&buf).unwrap();
+        assert_eq!(frame.request_id, i as u64);
+        assert_eq!(frame.body, DataReply::Data(serde_bytes::ByteBuf::from(vec![i as u8 + 1; n])));
+    }
+    assert!(matches!(FrameReader::read_into(&mut reader, &mut buf).await, Err(FrameError::Closed)));
 }
 
 proptest! {
