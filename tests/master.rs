@@ -335,6 +335,25 @@ fn bad_config_stops_the_master_with_file_key_and_reason() {
     assert!(!data.exists(), "a master with a bad config must not create its data directory");
 }
 
+#[test]
+fn a_taken_port_stops_the_master_naming_it_and_its_cause_once() {
+    let cluster = Cluster::new();
+    let config = cluster.write_master_config();
+    let taken = format!("127.0.0.1:{}", cluster.ports.logger);
+    let _holder = std::net::TcpListener::bind(&taken).unwrap();
+    let out = std::process::Command::new(crate::util::mfsha_bin())
+        .args(["master", "-c", config.to_str().unwrap()])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "the master started on a taken port:\n{stderr}");
+    assert!(stderr.contains(&format!("cannot listen for logger on {taken}")), "{stderr}");
+    assert!(stderr.contains("is another master running?"), "{stderr}");
+    // Error reports print the chain of causes: each must appear once.
+    assert_eq!(stderr.matches("Address already in use").count(), 1, "{stderr}");
+}
+
 // ---------------------------------------------------------------- hostile frames
 
 /// Sends `bytes` on a fresh connection and returns its local address once the master closed it.

@@ -17,9 +17,19 @@ pub fn mfsha_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_mfsha"))
 }
 
-/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
+/// A free TCP port on 127.0.0.1 (bound and released), never one this test process was given
+/// before: the kernel may offer a just-released port again, and a master given the same port
+/// for two listeners fails to start.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// Waits until `addr` accepts TCP connections, or panics naming `what` and its log.

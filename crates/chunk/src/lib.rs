@@ -50,8 +50,8 @@ pub enum ChunkserverError {
     Config { key: String, reason: String },
     #[error("{0}")]
     Disk(String),
-    #[error("cannot listen on {addr}: {source}; is another chunkserver running there?")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot listen on {addr}: {cause}; is another chunkserver running there?")]
+    Bind { addr: SocketAddr, cause: std::io::Error },
     #[error("cannot install the signal handler: {0}")]
     Signal(std::io::Error),
 }
@@ -82,10 +82,10 @@ impl Chunkserver {
         let store = Arc::new(store);
         let listener = TcpListener::bind(config.listen)
             .await
-            .map_err(|source| ChunkserverError::Bind { addr: config.listen, source })?;
+            .map_err(|cause| ChunkserverError::Bind { addr: config.listen, cause })?;
         let addr = listener
             .local_addr()
-            .map_err(|source| ChunkserverError::Bind { addr: config.listen, source })?;
+            .map_err(|cause| ChunkserverError::Bind { addr: config.listen, cause })?;
         let (shutdown, watch_rx) = watch::channel(false);
         let peers = Arc::new(server::Peers::default());
         let service = Arc::new(server::DataService { store: store.clone(), peers: peers.clone() });

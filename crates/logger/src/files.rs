@@ -24,14 +24,14 @@ const RECORD_MAX_BYTES: usize = mfsha_proto::MAX_FRAME_BYTES;
 /// A problem with one of the logger's files, naming the file and what is wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
+    #[error("{path}: {cause}")]
+    Io { path: PathBuf, cause: io::Error },
     #[error("{path}: {reason}")]
     Corrupt { path: PathBuf, reason: String },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> FileError + '_ {
-    move |source| FileError::Io { path: path.to_path_buf(), source }
+    move |cause| FileError::Io { path: path.to_path_buf(), cause }
 }
 
 /// A snapshot as stored: the metadata blob at `index`/`term`.

@@ -13,8 +13,8 @@ use tokio::sync::mpsc;
 /// Why the logger stopped, or why one connection to a master ended.
 #[derive(Debug, thiserror::Error)]
 pub enum LoggerError {
-    #[error("cannot create data directory {path}: {source}")]
-    DataDir { path: PathBuf, source: std::io::Error },
+    #[error("cannot create data directory {path}: {cause}")]
+    DataDir { path: PathBuf, cause: std::io::Error },
     #[error("writing the logger's files failed: {0}; check the disk, then restart the logger")]
     File(#[from] FileError),
     #[error("connection to master {master} failed: {reason}")]
@@ -29,7 +29,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// Runs the logger until SIGTERM or SIGINT, reconnecting to the masters as needed.
 pub async fn run(config: LoggerConfig) -> Result<(), LoggerError> {
     std::fs::create_dir_all(&config.data_dir)
-        .map_err(|source| LoggerError::DataDir { path: config.data_dir.clone(), source })?;
+        .map_err(|cause| LoggerError::DataDir { path: config.data_dir.clone(), cause })?;
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).map_err(LoggerError::Signal)?;
     let mut int = signal(SignalKind::interrupt()).map_err(LoggerError::Signal)?;

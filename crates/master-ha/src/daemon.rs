@@ -25,14 +25,14 @@ pub const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 pub enum DaemonError {
     #[error(transparent)]
     Config(#[from] config::ConfigError),
-    #[error("cannot listen for {what} on {addr}: {source} (is another master running? check listen.{what} in the config)")]
-    Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
+    #[error("cannot listen for {what} on {addr}: {cause} (is another master running? check listen.{what} in the config)")]
+    Bind { what: &'static str, addr: SocketAddr, cause: std::io::Error },
     #[error("cannot start the Raft node for data directory {data_dir}: {reason}")]
     Node { data_dir: PathBuf, reason: String },
     #[error("the Raft thread panicked; see the log above, then restart the master (the store is consistent at its last applied index)")]
     RaftThreadPanicked,
-    #[error("cannot install the {signal} handler: {source}")]
-    Signal { signal: &'static str, source: std::io::Error },
+    #[error("cannot install the {signal} handler: {cause}")]
+    Signal { signal: &'static str, cause: std::io::Error },
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
 }
@@ -75,10 +75,10 @@ pub async fn start_with(
     let client_listener = bind("client", config.listen.client).await?;
     let chunkserver_listener = bind("chunkserver", config.listen.chunkserver).await?;
     let logger_listener = bind("logger", config.listen.logger).await?;
-    let client_addr = client_listener.local_addr().map_err(|source| DaemonError::Bind {
+    let client_addr = client_listener.local_addr().map_err(|cause| DaemonError::Bind {
         what: "client",
         addr: config.listen.client,
-        source,
+        cause,
     })?;
     // A group of one has no peer port: nobody would call it.
     let peer_listener = match config.peers.is_empty() {
@@ -127,7 +127,7 @@ pub async fn start_with(
 }
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, DaemonError> {
-    TcpListener::bind(addr).await.map_err(|source| DaemonError::Bind { what, addr, source })
+    TcpListener::bind(addr).await.map_err(|cause| DaemonError::Bind { what, addr, cause })
 }
 
 /// Opens the store and starts the Raft thread (blocking work, so off the async workers).
@@ -213,7 +213,7 @@ fn signal(
     kind: tokio::signal::unix::SignalKind,
     name: &'static str,
 ) -> Result<tokio::signal::unix::Signal, DaemonError> {
-    tokio::signal::unix::signal(kind).map_err(|source| DaemonError::Signal { signal: name, source })
+    tokio::signal::unix::signal(kind).map_err(|cause| DaemonError::Signal { signal: name, cause })
 }
 
 /// Tells systemd (Type=notify) about the state; a no-op when not started by systemd.

@@ -135,18 +135,18 @@ pub struct NodeStats {
 pub enum StartError {
     #[error("invalid raft settings: {0}; fix the master configuration")]
     Config(String),
-    #[error("cannot open the metadata store in {data_dir}: {source}")]
-    Store { data_dir: PathBuf, source: StoreError },
+    #[error("cannot open the metadata store in {data_dir}: {cause}")]
+    Store { data_dir: PathBuf, cause: StoreError },
     #[error(
         "the metadata tables in {data_dir} do not load: {reason}; run `mfsha meta check` on \
          this directory, or restore it from a replica or a metalogger copy"
     )]
     Load { data_dir: PathBuf, reason: String },
     #[error(
-        "raft refused to start node {node_id} on {data_dir}: {source}; check the raft settings, \
+        "raft refused to start node {node_id} on {data_dir}: {cause}; check the raft settings, \
          or restore this data directory from a replica"
     )]
-    Raft { node_id: u64, data_dir: PathBuf, source: raft::Error },
+    Raft { node_id: u64, data_dir: PathBuf, cause: raft::Error },
     #[error("cannot start the raft thread: {0}; the system is out of threads or memory")]
     Thread(std::io::Error),
 }
@@ -368,7 +368,7 @@ pub fn start_with_transport(
     config.check().map_err(StartError::Config)?;
     check_table_names();
     let data_dir = config.data_dir.clone();
-    let store_error = |source| StartError::Store { data_dir: data_dir.clone(), source };
+    let store_error = |cause| StartError::Store { data_dir: data_dir.clone(), cause };
     let mut store = RaftStore::open(&config.data_dir).map_err(store_error)?;
     if !store.is_initialized() && should_bootstrap(&config) {
         bootstrap(&mut store, &config).map_err(store_error)?;
@@ -486,7 +486,7 @@ fn load_state(store: &RaftStore, config: &RaftConfig) -> Result<Applied, StartEr
     }
     let records = store
         .load_table_records()
-        .map_err(|source| StartError::Store { data_dir: data_dir.clone(), source })?;
+        .map_err(|cause| StartError::Store { data_dir: data_dir.clone(), cause })?;
     let records = records.into_iter().map(|(cf, key, value)| (table_of(cf), key, value));
     let state = State::load(records).map_err(|error| StartError::Load {
         data_dir: data_dir.clone(),
@@ -534,10 +534,10 @@ fn new_raw_node(config: &RaftConfig, store: RaftStore) -> Result<RawNode<RaftSto
         "stored applied {applied} > commit {}",
         hard_state.commit
     );
-    let raft_error = |source| StartError::Raft {
+    let raft_error = |cause| StartError::Raft {
         node_id: config.node_id,
         data_dir: config.data_dir.clone(),
-        source,
+        cause,
     };
     let settings = raft_config(config, applied);
     settings.validate().map_err(raft_error)?;

@@ -90,17 +90,17 @@ impl StateKey {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(
-        "RocksDB at {path}: {what} failed: {source}; check free space, permissions and that no \
+        "RocksDB at {path}: {what} failed: {cause}; check free space, permissions and that no \
          other master process uses this data directory"
     )]
-    Rocks { path: PathBuf, what: &'static str, source: rocksdb::Error },
+    Rocks { path: PathBuf, what: &'static str, cause: rocksdb::Error },
     #[error(
         "corrupt value in {path}, column family `{cf}`, key {key}: {reason}; the store cannot be \
          trusted: restore this data directory from a replica or a metalogger copy"
     )]
     Corrupt { path: PathBuf, cf: &'static str, key: String, reason: String },
-    #[error("{path}: {what} failed: {source}; check free space and permissions")]
-    Io { path: PathBuf, what: &'static str, source: std::io::Error },
+    #[error("{path}: {what} failed: {cause}; check free space and permissions")]
+    Io { path: PathBuf, what: &'static str, cause: std::io::Error },
     #[error(
         "snapshot file {path} is unusable: {reason}; restore this data directory from a replica \
          or a metalogger copy"
@@ -178,10 +178,10 @@ impl RaftStore {
     pub fn open(data_dir: &Path) -> Result<RaftStore, StoreError> {
         let db_path = data_dir.join(DB_DIR_NAME);
         let snapshot_dir = data_dir.join(SNAPSHOT_DIR_NAME);
-        fs::create_dir_all(&snapshot_dir).map_err(|source| StoreError::Io {
+        fs::create_dir_all(&snapshot_dir).map_err(|cause| StoreError::Io {
             path: snapshot_dir.clone(),
             what: "creating the snapshot directory",
-            source,
+            cause,
         })?;
         let db = open_db(&db_path)?;
         let mut store = RaftStore {
@@ -606,10 +606,10 @@ impl RaftStore {
     /// only wastes space: it is logged, not fatal.
     fn remove_old_snapshot_files(&self, keep: &str) -> Result<(), StoreError> {
         let dir = &self.snapshot_dir;
-        let entries = fs::read_dir(dir).map_err(|source| StoreError::Io {
+        let entries = fs::read_dir(dir).map_err(|cause| StoreError::Io {
             path: dir.clone(),
             what: "listing snapshots",
-            source,
+            cause,
         })?;
         for item in entries {
             let path = match item {
@@ -719,8 +719,8 @@ impl RaftStore {
         StoreError::Corrupt { path: self.db_path.clone(), cf, key, reason }
     }
 
-    fn rocks(&self, what: &'static str, source: rocksdb::Error) -> StoreError {
-        StoreError::Rocks { path: self.db_path.clone(), what, source }
+    fn rocks(&self, what: &'static str, cause: rocksdb::Error) -> StoreError {
+        StoreError::Rocks { path: self.db_path.clone(), what, cause }
     }
 
     /// Writes a raw value without sealing it — for tests that corrupt the store on purpose.
@@ -809,10 +809,10 @@ fn open_db(path: &Path) -> Result<DB, StoreError> {
         cf_options.set_compression_type(DBCompressionType::None);
         ColumnFamilyDescriptor::new(name, cf_options)
     });
-    DB::open_cf_descriptors(&options, path, descriptors).map_err(|source| StoreError::Rocks {
+    DB::open_cf_descriptors(&options, path, descriptors).map_err(|cause| StoreError::Rocks {
         path: path.to_path_buf(),
         what: "opening the database",
-        source,
+        cause,
     })
 }
 
@@ -884,7 +884,7 @@ fn write_snapshot_file(dir: &Path, snapshot: &StoredSnapshot) -> Result<String, 
     let name = snapshot_file_name(snapshot.index, snapshot.term);
     let path = dir.join(&name);
     let temp = dir.join(format!("{name}.tmp"));
-    let io = |path: &Path, what, source| StoreError::Io { path: path.to_path_buf(), what, source };
+    let io = |path: &Path, what, cause| StoreError::Io { path: path.to_path_buf(), what, cause };
     let data = snapshot.data.as_slice();
     let mut header = Vec::with_capacity(SNAPSHOT_HEADER_BYTES);
     header.extend_from_slice(SNAPSHOT_MAGIC);

@@ -22,8 +22,8 @@ use std::path::{Path, PathBuf};
 /// Why a configuration could not be used. Display names the file and what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot read config file {path}: {cause}")]
+    Read { path: PathBuf, cause: std::io::Error },
     /// `key` is the dotted path (e.g. `raft.tick_ms`), `line`/`column` are 1-based (0 when
     /// serde_yaml gives no position).
     #[error("config file {path}: {key} (line {line}, column {column}): {reason}")]
@@ -38,7 +38,7 @@ pub type Check<T> = fn(&T) -> Result<(), (&'static str, String)>;
 /// Reads the file at `path`, parses it and runs `check`.
 pub fn load<T: DeserializeOwned>(path: &Path, check: Check<T>) -> Result<T, ConfigError> {
     let text = std::fs::read_to_string(path)
-        .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        .map_err(|cause| ConfigError::Read { path: path.to_path_buf(), cause })?;
     parse(path, &text, check)
 }
 
