@@ -220,7 +220,7 @@ impl Cluster {
     pub fn write_master_config(&self) -> PathBuf {
         let p = self.ports;
         let yaml = format!(
-            "node_id: 1\ndata_dir: {data}\nlisten:\n  client: 127.0.0.1:{c}\n  chunkserver: 127.0.0.1:{cs}\n  logger: 127.0.0.1:{l}\n  peer: 127.0.0.1:{peer}\n  http: 127.0.0.1:{h}\n{extra}",
+            "node_id: 1\ncluster_id: test\ndata_dir: {data}\nlisten:\n  client: 127.0.0.1:{c}\n  chunkserver: 127.0.0.1:{cs}\n  logger: 127.0.0.1:{l}\n  peer: 127.0.0.1:{peer}\n  http: 127.0.0.1:{h}\n{extra}",
             data = self.master_data_dir().display(),
             c = p.client,
             cs = p.chunkserver,
@@ -237,6 +237,9 @@ impl Cluster {
     /// Starts (or restarts) the master and waits until its client port accepts connections.
     pub fn start_master(&mut self) {
         let config = self.write_master_config();
+        if !self.master_data_dir().exists() {
+            bootstrap(self.path(), &config);
+        }
         let daemon =
             Daemon::spawn(self.path(), "master", &["master", "-c", config.to_str().unwrap()]);
         let log = daemon.log.clone();
@@ -356,4 +359,18 @@ impl Cluster {
             .collect::<Vec<_>>()
             .join("\n")
     }
+}
+
+/// `mfsha bootstrap -c CONFIG`: a new group in the master's empty data directory.
+pub fn bootstrap(dir: &Path, config: &Path) {
+    let output = std::process::Command::new(mfsha_bin())
+        .args(["bootstrap", "-c", config.to_str().unwrap()])
+        .current_dir(dir)
+        .output()
+        .expect("run mfsha bootstrap");
+    assert!(
+        output.status.success(),
+        "mfsha bootstrap failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }

@@ -200,7 +200,7 @@ async fn give_root_to_user(master: &str) -> anyhow::Result<()> {
 fn write_configs(dir: &Path, p: &Ports, scrub: bool) -> anyhow::Result<(PathBuf, Vec<PathBuf>)> {
     let master = dir.join("master.yaml");
     let yaml = format!(
-        "# written by `mfsha demo`\nnode_id: 1\ndata_dir: {data}\nlisten:\n  client: 127.0.0.1:{c}\n  chunkserver: 127.0.0.1:{cs}\n  logger: 127.0.0.1:{l}\n  peer: 127.0.0.1:{peer}\n  http: 127.0.0.1:{h}\nchunks:\n  replication_delay_init_ms: 2000\n",
+        "# written by `mfsha demo`\nnode_id: 1\ncluster_id: demo\ndata_dir: {data}\nlisten:\n  client: 127.0.0.1:{c}\n  chunkserver: 127.0.0.1:{cs}\n  logger: 127.0.0.1:{l}\n  peer: 127.0.0.1:{peer}\n  http: 127.0.0.1:{h}\nchunks:\n  replication_delay_init_ms: 2000\n",
         data = dir.join("master").display(),
         c = p.client,
         cs = p.chunkserver,
@@ -362,6 +362,9 @@ fn start_all(
         if mount.is_some() { " and a mount" } else { "" },
         dir.display()
     );
+    if !dir.join("master").exists() {
+        bootstrap(exe, master_yaml)?;
+    }
     daemons.push(Daemon::start(exe, dir, "master", &args(&["master", "-c"], master_yaml))?);
     wait_until(daemons, "the master to answer", || {
         rt.block_on(crate::status::fetch(master_addr)).is_ok()
@@ -468,4 +471,20 @@ fn tail(path: &Path, lines: usize) -> String {
         }
         Err(e) => format!("(cannot read {}: {e})", path.display()),
     }
+}
+
+/// `mfsha bootstrap` for a new demo directory: the group is made explicitly, never because a
+/// data directory happens to be empty.
+fn bootstrap(exe: &Path, master_yaml: &Path) -> anyhow::Result<()> {
+    let output = std::process::Command::new(exe)
+        .arg("bootstrap")
+        .arg("-c")
+        .arg(master_yaml)
+        .output()
+        .with_context(|| format!("cannot run {} bootstrap", exe.display()))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        return Err(anyhow!("bootstrapping the demo's metadata group failed: {}", stderr.trim()));
+    }
+    Ok(())
 }

@@ -38,6 +38,15 @@ enum Command {
         #[arg(short, long, default_value = "/etc/mfsha/master.yaml")]
         config: PathBuf,
     },
+    /// Make a new metadata group in this master's empty data directory. Run once, on one
+    /// master, when a cluster is created; the other members join it when they start.
+    Bootstrap {
+        /// The master's YAML configuration file (its node_id, cluster_id, data_dir and peers).
+        #[arg(short, long, default_value = "/etc/mfsha/master.yaml")]
+        config: PathBuf,
+    },
+    /// Print a new random cluster id for `cluster_id:` in every node's configuration.
+    ClusterId,
     /// Run a chunkserver (stores chunk copies on local disks).
     Chunkserver {
         /// YAML configuration file (see deploy/chunkserver.yaml).
@@ -274,6 +283,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Master { config } => mfsha_master_ha::daemon::run_blocking(&config)
             .with_context(|| format!("master with config {} failed", config.display())),
+        Command::Bootstrap { config } => bootstrap(&config),
+        Command::ClusterId => {
+            println!("{}", new_cluster_id());
+            Ok(())
+        }
         Command::Chunkserver { config } => run_chunkserver(&config),
         Command::Fileinfo { master, path } => block_on(tools::fileinfo(&master, &path)),
         Command::Checkfile { master, path } => block_on(tools::checkfile(&master, &path)),
@@ -361,4 +375,26 @@ fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow
         .build()
         .context("cannot start the async runtime")?
         .block_on(f)
+}
+
+/// `mfsha bootstrap`: a new group in the empty data directory named by the configuration.
+fn bootstrap(config_path: &std::path::Path) -> anyhow::Result<()> {
+    let config = mfsha_master_ha::config::load(config_path)?;
+    mfsha_master_ha::daemon::bootstrap(&config)
+        .with_context(|| format!("bootstrap with config {} failed", config_path.display()))?;
+    println!(
+        "bootstrapped cluster {} in {} (node {}); start the masters now",
+        config.cluster_id,
+        config.data_dir.display(),
+        config.node_id
+    );
+    Ok(())
+}
+
+/// 128 random bits in hex: unique without coordination.
+fn new_cluster_id() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 16];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
 }

@@ -15,6 +15,8 @@ pub struct LoggerConfig {
     pub masters: Vec<String>,
     /// Seconds between fresh snapshot downloads (MooseFS: META_DOWNLOAD_FREQ). Default 3600.
     pub snapshot_every_s: u64,
+    /// Run as the Raft group's witness too (see `witness.rs`). Default: not a witness.
+    pub witness: Option<crate::witness::WitnessConfig>,
 }
 
 impl Default for LoggerConfig {
@@ -24,6 +26,7 @@ impl Default for LoggerConfig {
             data_dir: PathBuf::from("/var/lib/mfsha/logger"),
             masters: vec![format!("mfsmaster:{}", mfsha_proto::ports::MASTER_LOGGER)],
             snapshot_every_s: 3600,
+            witness: None,
         }
     }
 }
@@ -47,6 +50,9 @@ fn validate(config: &LoggerConfig) -> Result<(), (&'static str, String)> {
     }
     if config.snapshot_every_s == 0 {
         return Err(("snapshot_every_s", "must be at least 1".into()));
+    }
+    if let Some(witness) = &config.witness {
+        witness.validate()?;
     }
     Ok(())
 }

@@ -14,14 +14,17 @@ operator needs after losing every master. Unlike MooseFS's metalogger, nothing h
 zero-length or half-written "latest" file: a file becomes current only by rename after fsync,
 and every record carries a CRC32C so a torn tail is detected and reported, never applied.
 
-This crate depends on `meta` only to decode and replay entries; it knows no Raft, no RocksDB
-and no FUSE.
+With a `witness:` section the logger is also a voting member of the masters' Raft group
+([`witness`]): the two-masters-plus-witness appliance. That part embeds the `raft` crate's node
+(and its RocksDB store); the metalogger files above stay as they are, a second, independent
+copy. This crate knows no FUSE and serves no client.
 */
 
 pub mod config;
 pub mod files;
 pub mod link;
 pub mod restore;
+pub mod witness;
 
 pub use config::LoggerConfig;
 pub use link::run;

@@ -21,6 +21,8 @@ pub enum LoggerError {
     Link { master: String, reason: String },
     #[error("cannot install signal handler: {0}")]
     Signal(std::io::Error),
+    #[error(transparent)]
+    Witness(#[from] crate::witness::WitnessError),
 }
 
 const BACKOFF_START: Duration = Duration::from_millis(100);
@@ -33,11 +35,22 @@ pub async fn run(config: LoggerConfig) -> Result<(), LoggerError> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).map_err(LoggerError::Signal)?;
     let mut int = signal(SignalKind::interrupt()).map_err(LoggerError::Signal)?;
-    tokio::select! {
+    let witness = match &config.witness {
+        Some(witness) => {
+            let dir = config.data_dir.join("witness");
+            Some(crate::witness::start(witness, dir).await.map_err(LoggerError::Witness)?)
+        }
+        None => None,
+    };
+    let result = tokio::select! {
         result = follow_masters(&config) => result,
         _ = term.recv() => { tracing::info!("SIGTERM received; stopping"); Ok(()) }
         _ = int.recv() => { tracing::info!("SIGINT received; stopping"); Ok(()) }
+    };
+    if let Some(witness) = witness {
+        witness.stop().await;
     }
+    result
 }
 
 async fn follow_masters(config: &LoggerConfig) -> Result<(), LoggerError> {

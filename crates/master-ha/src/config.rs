@@ -1,7 +1,7 @@
 //! The master's YAML configuration (`/etc/mfsha/master.yaml`, see `deploy/master.yaml`).
 //!
-//! Every field has a default, so an empty file is a valid single-master configuration. Unknown
-//! keys are errors (`deny_unknown_fields`): a misspelt key silently falling back to its default
+//! Every field has a default except `cluster_id`, which every node of a cluster must name, so an
+//! empty file is an error rather than a silent "all defaults". Unknown keys are errors (`deny_unknown_fields`): a misspelt key silently falling back to its default
 //! is how operators lose a day. Every error names the file, the key with its line and column,
 //! and what is allowed there.
 
@@ -17,6 +17,10 @@ pub struct MasterConfig {
     /// This master's Raft node id: unique in the group, never 0, never reused for a different
     /// data directory. Default 1.
     pub node_id: u64,
+    /// The cluster this master belongs to: the same on every node of the group (masters and
+    /// the witness logger), stored in the data directory at first start and checked on every
+    /// handshake. Required.
+    pub cluster_id: String,
     /// Where the Raft log and the metadata live (one RocksDB). Default `/var/lib/mfsha/master`.
     pub data_dir: PathBuf,
     /// Addresses this master listens on.
@@ -38,6 +42,7 @@ impl Default for MasterConfig {
     fn default() -> Self {
         MasterConfig {
             node_id: 1,
+            cluster_id: String::new(),
             data_dir: PathBuf::from("/var/lib/mfsha/master"),
             listen: ListenConfig::default(),
             peers: Vec::new(),
@@ -94,36 +99,12 @@ pub struct PeerConfig {
     /// Its peer address, `HOST:PORT` (a host name is resolved at connect time).
     #[serde(deserialize_with = "mfsha_yamlconf::host_port")]
     pub addr: String,
+    /// A non-voting member (the metalogger beside three masters). Default false.
+    #[serde(default)]
+    pub learner: bool,
 }
 
-/// Raft timing. The election timeout is `tick_ms * election_ticks` (raft-rs randomises it in
-/// `[election, 2 * election)`); it must comfortably exceed the heartbeat and an fsync.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RaftTiming {
-    /// One Raft clock tick in milliseconds. Default 100.
-    pub tick_ms: u64,
-    /// Ticks without a heartbeat before a follower campaigns. Default 10 (1 s).
-    pub election_ticks: usize,
-    /// Ticks between leader heartbeats. Default 1 (100 ms). Must be less than `election_ticks`.
-    pub heartbeat_ticks: usize,
-    /// Take a state-machine snapshot after this many applied entries. Default 100000.
-    pub snapshot_every_entries: u64,
-    /// Log entries kept behind a snapshot for slow followers. Default 10000.
-    pub log_tail_entries: u64,
-}
-
-impl Default for RaftTiming {
-    fn default() -> Self {
-        RaftTiming {
-            tick_ms: 100,
-            election_ticks: 10,
-            heartbeat_ticks: 1,
-            snapshot_every_entries: 100_000,
-            log_tail_entries: 10_000,
-        }
-    }
-}
+pub use mfsha_raft::RaftTiming;
 
 /// Limits on client (mount and tool) connections.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -215,26 +196,12 @@ fn validate(config: &MasterConfig) -> Result<(), (&'static str, String)> {
     if config.node_id == 0 {
         return Err(("node_id", "must be at least 1 (raft reserves 0 for \"no node\")".into()));
     }
+    validate_cluster_id(&config.cluster_id)?;
     if config.data_dir.as_os_str().is_empty() {
         return Err(("data_dir", "must name a directory".into()));
     }
     validate_peers(config)?;
-    let raft = &config.raft;
-    if raft.tick_ms == 0 || raft.tick_ms > 60_000 {
-        return Err(("raft.tick_ms", format!("{} is outside 1..=60000", raft.tick_ms)));
-    }
-    if raft.heartbeat_ticks == 0 || raft.heartbeat_ticks >= raft.election_ticks {
-        return Err((
-            "raft.heartbeat_ticks",
-            format!(
-                "{} must be at least 1 and less than raft.election_ticks ({})",
-                raft.heartbeat_ticks, raft.election_ticks
-            ),
-        ));
-    }
-    if raft.snapshot_every_entries == 0 {
-        return Err(("raft.snapshot_every_entries", "must be at least 1".into()));
-    }
+    config.raft.validate().map_err(|reason| ("raft", reason))?;
     let client = &config.client;
     if client.max_in_flight_per_connection == 0 || client.max_in_flight_per_connection > 4096 {
         return Err(("client.max_in_flight_per_connection", "must be in 1..=4096".into()));
@@ -243,6 +210,23 @@ fn validate(config: &MasterConfig) -> Result<(), (&'static str, String)> {
         return Err(("client.max_connections", "must be at least 1".into()));
     }
     validate_trash(&config.trash)
+}
+
+/// A cluster id travels in every handshake and names the cluster in logs: printable, short.
+pub fn validate_cluster_id(id: &str) -> Result<(), (&'static str, String)> {
+    if id.is_empty() {
+        return Err((
+            "cluster_id",
+            "is required: every node of a cluster (masters and the witness logger) names the \
+             same id; `mfsha cluster-id` prints a new one"
+                .into(),
+        ));
+    }
+    let allowed = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    if id.len() > 64 || !id.chars().all(allowed) {
+        return Err(("cluster_id", format!("{id:?} must be 1-64 of [A-Za-z0-9_-]")));
+    }
+    Ok(())
 }
 
 fn validate_trash(trash: &TrashConfig) -> Result<(), (&'static str, String)> {
@@ -332,7 +316,10 @@ mod tests {
         assert_eq!(config.node_id, 3);
         assert_eq!(config.raft.tick_ms, 50);
         assert_eq!(config.raft.election_ticks, 10);
-        assert_eq!(config.peers, vec![PeerConfig { id: 1, addr: "m1:9423".into() }]);
+        assert_eq!(
+            config.peers,
+            vec![PeerConfig { id: 1, addr: "m1:9423".into(), learner: false }]
+        );
     }
 
     #[test]

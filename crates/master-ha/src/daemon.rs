@@ -8,8 +8,11 @@
 //! acknowledged is lost), join it.
 
 use crate::config::{self, MasterConfig};
-use crate::node::{self, MetaHandle, RaftConfig};
-use crate::server::{logger, peer, ChunkService, ClientListener, Service, Shutdown};
+use crate::node::MetaHandle;
+use crate::server::{logger, ChunkService, ClientListener, Service, Shutdown};
+use mfsha_meta::State;
+use mfsha_raft::transport::tcp::{self, PeerIdentity, PeerPolicy, TcpTransport};
+use mfsha_raft::{RaftConfig, Transport};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -88,10 +91,9 @@ pub async fn start_with(
     let shutdown = Shutdown::new();
     let (meta, raft_thread) = start_node(&config, &shutdown).await?;
     if let Some(listener) = peer_listener {
-        let ids = config.peers.iter().map(|p| p.id).collect();
-        tokio::spawn(
-            peer::serve_peers(listener, meta.clone(), ids, shutdown.clone()).in_current_span(),
-        );
+        let policy = peer_policy(&config);
+        let serve = tcp::serve_peers(listener, meta.raft().clone(), policy, shutdown.clone());
+        tokio::spawn(serve.in_current_span());
     }
     let mut setup = ChunksSetup {
         meta: meta.clone(),
@@ -130,31 +132,54 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Daemo
     TcpListener::bind(addr).await.map_err(|cause| DaemonError::Bind { what, addr, cause })
 }
 
+/// The Raft settings of this master, from its configuration.
+pub fn raft_config(config: &MasterConfig) -> RaftConfig {
+    let mut learners: Vec<u64> = config.peers.iter().filter(|p| p.learner).map(|p| p.id).collect();
+    learners.sort_unstable();
+    let peers = config.peers.iter().map(|p| (p.id, p.addr.clone())).collect();
+    let members = mfsha_raft::Members { peers, learners };
+    let data_dir = config.data_dir.clone();
+    RaftConfig::new(config.node_id, &config.cluster_id, data_dir, members, &config.raft, false)
+}
+
+fn peer_policy(config: &MasterConfig) -> PeerPolicy {
+    let raft = raft_config(config);
+    PeerPolicy {
+        me: PeerIdentity { node_id: raft.node_id, cluster_id: raft.cluster_id.clone() },
+        members: raft.members(),
+        max_snapshot_bytes: mfsha_raft::MAX_PEER_MESSAGE_BYTES as u64,
+    }
+}
+
+/// Makes a new metadata group in this master's empty data directory (`mfsha master bootstrap`):
+/// the only way a group is born. Every configured member starts as a voter (or a learner).
+pub fn bootstrap(config: &MasterConfig) -> Result<(), DaemonError> {
+    let data_dir = config.data_dir.clone();
+    mfsha_raft::driver::bootstrap::<State>(&raft_config(config))
+        .map_err(|e| DaemonError::Node { data_dir, reason: e.to_string() })
+}
+
 /// Opens the store and starts the Raft thread (blocking work, so off the async workers).
 async fn start_node(
     config: &MasterConfig,
     shutdown: &Shutdown,
 ) -> Result<(MetaHandle, std::thread::JoinHandle<()>), DaemonError> {
-    let raft = RaftConfig {
-        node_id: config.node_id,
-        data_dir: config.data_dir.clone(),
-        peers: config.peers.iter().map(|p| (p.id, p.addr.clone())).collect(),
-        tick_ms: config.raft.tick_ms,
-        election_ticks: config.raft.election_ticks,
-        heartbeat_ticks: config.raft.heartbeat_ticks,
-        snapshot_every_entries: config.raft.snapshot_every_entries,
-        log_tail_entries: config.raft.log_tail_entries,
-    };
+    let raft = raft_config(config);
     let data_dir = config.data_dir.clone();
     let node_error = |reason: String| DaemonError::Node { data_dir: data_dir.clone(), reason };
-    let transport: Box<dyn node::Transport> = match raft.peers.is_empty() {
-        true => Box::new(node::NoPeers),
-        false => Box::new(peer::TcpTransport::start(raft.node_id, &raft.peers, shutdown.clone())),
+    let transport: Box<dyn Transport> = match raft.peers.is_empty() {
+        true => Box::new(mfsha_raft::NoPeers),
+        false => {
+            let me = PeerIdentity { node_id: raft.node_id, cluster_id: raft.cluster_id.clone() };
+            Box::new(TcpTransport::start(me, &raft.peers, shutdown.clone()))
+        }
     };
-    tokio::task::spawn_blocking(move || node::start_with_transport(raft, transport))
-        .await
-        .map_err(|e| node_error(format!("start-up task failed: {e}")))?
-        .map_err(|e| node_error(e.to_string()))
+    let (handle, thread) =
+        tokio::task::spawn_blocking(move || mfsha_raft::driver::start::<State>(raft, transport))
+            .await
+            .map_err(|e| node_error(format!("start-up task failed: {e}")))?
+            .map_err(|e| node_error(e.to_string()))?;
+    Ok((MetaHandle::new(handle), thread))
 }
 
 impl Master {

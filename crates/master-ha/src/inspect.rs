@@ -4,8 +4,9 @@
 //! waits if a master still holds it), verifies every record's checksum, rebuilds the metadata
 //! state and checks its invariants.
 
-use crate::storage::{unseal, DB_DIR_NAME, META_TABLE_CFS};
 use mfsha_meta::{Counts, State, Table};
+use mfsha_raft::store::{unseal, DB_DIR_NAME};
+use mfsha_raft::StateMachine;
 use rocksdb::{IteratorMode, Options, DB};
 use std::path::{Path, PathBuf};
 
@@ -63,7 +64,7 @@ fn read_records(db_path: &Path) -> Result<Vec<StoredRecord>, InspectError> {
     let db = DB::open_cf_for_read_only(&options, db_path, &families, false)
         .map_err(|e| open_error(e.to_string()))?;
     let mut records = Vec::new();
-    for cf in META_TABLE_CFS {
+    for cf in State::TABLES {
         let handle = db
             .cf_handle(cf)
             .ok_or_else(|| InspectError::MissingTable { path: db_path.to_path_buf(), cf })?;

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use mfsha_master_ha::node::{self, MetaHandle, RaftConfig, Transport};
-use mfsha_master_ha::storage::RaftStore;
+use mfsha_master_ha::node::MetaHandle;
 use mfsha_meta::{Entry, Op, Outcome, State, Table};
 use mfsha_proto::types::{Ino, Status, Timestamp, ROOT_INO};
+use mfsha_raft::{RaftConfig, RaftStore, Role, StateMachine, Transport};
 use parking_lot::Mutex;
 use raft::eraftpb::Message;
 
@@ -20,15 +20,24 @@ const WAIT_LIMIT: Duration = Duration::from_secs(30);
 
 fn config(dir: &Path) -> RaftConfig {
     RaftConfig {
-        node_id: 1,
-        data_dir: dir.to_path_buf(),
-        peers: Vec::new(),
         tick_ms: 20,
         election_ticks: 10,
-        heartbeat_ticks: 1,
-        snapshot_every_entries: 100_000,
-        log_tail_entries: 10_000,
+        max_election_ticks: 20,
+        ..RaftConfig::single(dir.into())
     }
+}
+
+/// Starts a node, bootstrapping a new group first if its store is empty and it is node 1
+/// (the lowest id, as `mfsha master bootstrap` would be run on one master).
+fn start_node(
+    config: RaftConfig,
+    transport: Box<dyn Transport>,
+) -> Result<(MetaHandle, JoinHandle<()>), mfsha_raft::StartError> {
+    if config.node_id == 1 && !config.data_dir.join("meta.rocksdb").exists() {
+        mfsha_raft::driver::bootstrap::<State>(&config)?;
+    }
+    let (handle, thread) = mfsha_raft::driver::start::<State>(config, transport)?;
+    Ok((MetaHandle::new(handle), thread))
 }
 
 fn mkdir(handle: &MetaHandle, name: String) -> (Ino, Entry) {
@@ -58,7 +67,7 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 }
 
 fn start_single(config: RaftConfig) -> (MetaHandle, JoinHandle<()>) {
-    let (handle, thread) = node::start(config).expect("start node");
+    let (handle, thread) = start_node(config, Box::new(mfsha_raft::NoPeers)).expect("start node");
     wait_until("the single node to lead", || handle.is_leader());
     (handle, thread)
 }
@@ -123,7 +132,7 @@ fn assert_same_state_plus_noops(handle: &MetaHandle, before: &State) {
 
 /// What the node loads on start, read straight from the stopped node's store.
 fn stored_state(dir: &Path) -> State {
-    let store = RaftStore::open(dir).expect("open the stopped node's store");
+    let store = RaftStore::open(dir, State::TABLES).expect("open the stopped node's store");
     let records = store.load_table_records().expect("tables load");
     let records = records.into_iter().map(|(cf, k, v)| (Table::from_name(cf).unwrap(), k, v));
     let state = State::load(records).expect("state loads");
@@ -148,7 +157,7 @@ async fn concurrent_proposals_survive_a_restart_with_the_same_digest() {
     assert_present(&handle, &created);
     assert_same_state_plus_noops(&handle, &before);
     let status = handle.raft_status();
-    assert_eq!(status.role, "leader");
+    assert_eq!(status.role, Role::Leader);
     assert_eq!((status.node_id, status.leader_id), (1, 1));
     assert!(status.term >= 2, "a restart starts a new term: {status:?}");
     assert!(status.commit_index > before.applied_index(), "{status:?}");
@@ -229,7 +238,7 @@ async fn applied_feed_and_snapshot_serve_a_logger() {
 async fn shutdown_answers_unavailable_and_bad_peer_bytes_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (handle, thread) = start_single(config(dir.path()));
-    assert_eq!(handle.step_bytes(&[0xff, 0xff, 0xff]), Err(Status::Invalid));
+    assert_eq!(handle.raft().step_bytes(&[0xff, 0xff, 0xff]), Err(Status::Invalid));
     let first = handle.alloc_ino();
     let second = handle.alloc_ino();
     assert!(second > first);
@@ -245,11 +254,15 @@ fn start_errors_name_the_path() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("not-a-dir");
     std::fs::write(&file, b"x").unwrap();
-    let error = node::start(config(&file)).err().expect("start must fail").to_string();
+    let error = start_node(config(&file), Box::new(mfsha_raft::NoPeers))
+        .err()
+        .expect("start must fail")
+        .to_string();
     assert!(error.contains("not-a-dir"), "{error}");
     let mut bad = config(dir.path());
     bad.node_id = 0;
-    let error = node::start(bad).err().expect("start must fail").to_string();
+    let error =
+        start_node(bad, Box::new(mfsha_raft::NoPeers)).err().expect("start must fail").to_string();
     assert!(error.contains("node_id"), "{error}");
 }
 
@@ -280,7 +293,7 @@ impl Transport for NetworkTransport {
             return;
         }
         if let Some(target) = nodes.get(&msg.to) {
-            match target.step(msg) {
+            match target.raft().step(msg) {
                 // A full inbox drops the message, as a lossy network would; raft resends.
                 Ok(()) | Err(Status::Unavailable) => {}
                 Err(other) => panic!("step answered {other:?}"),
@@ -308,8 +321,7 @@ fn member_config(id: u64, dir: &Path) -> RaftConfig {
 
 fn start_member(network: &Network, id: u64, dir: &Path) -> Member {
     let transport = Box::new(NetworkTransport { from: id, network: network.clone() });
-    let (handle, thread) =
-        node::start_with_transport(member_config(id, dir), transport).expect("start member");
+    let (handle, thread) = start_node(member_config(id, dir), transport).expect("start member");
     network.nodes.lock().insert(id, handle.clone());
     Member { dir: dir.to_path_buf(), handle, thread }
 }

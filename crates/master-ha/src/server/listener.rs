@@ -10,39 +10,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
 use tracing::Instrument;
 
-/// A shutdown signal shared by every listener and connection: flips once from running to
-/// stopping.
-#[derive(Clone)]
-pub struct Shutdown {
-    sender: Arc<watch::Sender<bool>>,
-}
-
-impl Default for Shutdown {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Shutdown {
-    pub fn new() -> Self {
-        Shutdown { sender: Arc::new(watch::channel(false).0) }
-    }
-
-    /// Tells every listener to stop accepting.
-    pub fn trigger(&self) {
-        self.sender.send_replace(true);
-    }
-
-    /// Resolves once [`trigger`](Self::trigger) has been called (at once if it already was).
-    pub async fn triggered(&self) {
-        let mut receiver = self.sender.subscribe();
-        // Only fails if the sender is gone, and we hold it.
-        let _ = receiver.wait_for(|stopping| *stopping).await;
-    }
-}
+/// The shutdown signal shared by every listener and connection.
+pub use mfsha_raft::Shutdown;
 
 /// Counts requests being handled so shutdown can wait for them.
 #[derive(Default)]

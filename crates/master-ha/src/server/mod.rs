@@ -9,7 +9,6 @@
 //! * [`locks`] keeps file locks (POSIX byte ranges, flock) in the leader's memory.
 //! * [`status`] assembles `ClusterStatus` for `mfsha status`.
 //! * [`trash`] pages through the trash for `mfsha trash list`.
-//! * [`peer`] carries Raft messages between masters (peer port).
 //! * [`logger`] streams a snapshot and then the applied changelog to metaloggers.
 //!
 //! Chunk copies are not replicated metadata: which chunkserver holds which copy lives in the
@@ -20,7 +19,6 @@ pub mod client;
 pub mod listener;
 pub mod locks;
 pub mod logger;
-pub mod peer;
 pub mod session;
 pub mod status;
 pub mod trash;

@@ -13,7 +13,11 @@ use std::time::{Duration, Instant};
 pub type Client = RpcClient<Request, Reply<ClientReply>>;
 
 pub fn config(dir: &std::path::Path) -> MasterConfig {
-    let mut config = MasterConfig { data_dir: dir.join("master"), ..MasterConfig::default() };
+    let mut config = MasterConfig {
+        data_dir: dir.join("master"),
+        cluster_id: "test".into(),
+        ..MasterConfig::default()
+    };
     config.listen.client = "127.0.0.1:0".parse().unwrap();
     config.listen.chunkserver = "127.0.0.1:0".parse().unwrap();
     config.listen.logger = "127.0.0.1:0".parse().unwrap();

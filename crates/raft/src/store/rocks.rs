@@ -8,7 +8,7 @@
 //! |---|---|---|
 //! | `raft_log` | entry index, u64 big-endian | protobuf `eraftpb::Entry` |
 //! | `raft_state` | `hard_state`, `conf_state`, `applied`, `truncated`, `snapshot` | see [`StateKey`] |
-//! | `inode`, `dirent`, … ([`META_TABLE_CFS`]) | the `meta` crate's record key | its record value |
+//! | one per state machine table (`StateMachine::TABLES`) | the record key | the record value |
 //!
 //! Every value is sealed as `crc32c(payload) u32 LE ‖ payload` and checked on every read, so a
 //! flipped bit is reported with the column family and key instead of being parsed as data.
@@ -18,8 +18,8 @@
 //! answers. Compaction never passes the latest snapshot, so a follower that needs a removed entry
 //! can always be sent the snapshot.
 //!
-//! This module knows Raft's types and RocksDB, but not the `meta` crate: metadata tables are
-//! addressed by column-family name, and the node maps `meta::Table` onto them.
+//! This module knows Raft's types and RocksDB, but not the state machine: its tables are
+//! addressed by column-family name, given at open.
 
 use std::cell::Cell;
 use std::fs;
@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use protobuf::Message as _;
-use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, StorageError};
 use rocksdb::{
     ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Direction, IteratorMode, Options,
@@ -36,23 +36,20 @@ use rocksdb::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::{
+    ApplyBatch, Identity, LogStore, StoreError, StoredSnapshot, TableRecord, BOOTSTRAP_INDEX,
+    BOOTSTRAP_TERM,
+};
+
 /// Column family of the Raft log.
 pub const CF_RAFT_LOG: &str = "raft_log";
 /// Column family of Raft's own state (hard state, conf state, applied, truncated, snapshot).
 pub const CF_RAFT_STATE: &str = "raft_state";
-/// One column family per metadata table; the names equal `mfsha_meta::Table::name()`.
-pub const META_TABLE_CFS: [&str; 7] =
-    ["inode", "dirent", "chunk", "xattr", "session", "trash", "meta"];
 
 /// Directory name of the RocksDB instance inside the data directory.
 pub const DB_DIR_NAME: &str = "meta.rocksdb";
 /// Directory name of snapshot blobs inside the data directory.
 pub const SNAPSHOT_DIR_NAME: &str = "snapshots";
-
-/// The index and term of the bootstrap snapshot of a new group: raft-rs starts a group from a
-/// snapshot at index 1 so that a follower with an empty log catches up by snapshot.
-pub const BOOTSTRAP_INDEX: u64 = 1;
-pub const BOOTSTRAP_TERM: u64 = 1;
 
 const SNAPSHOT_MAGIC: &[u8; 8] = b"MFSHSNP1";
 const SNAPSHOT_HEADER_BYTES: usize = 8 + 8 + 8 + 8 + 4;
@@ -71,6 +68,8 @@ pub enum StateKey {
     Truncated,
     /// postcard [`SnapshotRecord`]: the latest snapshot and the file holding its data.
     Snapshot,
+    /// postcard [`Identity`]: cluster id and node id, written once.
+    Identity,
 }
 
 impl StateKey {
@@ -81,52 +80,8 @@ impl StateKey {
             StateKey::Applied => b"applied",
             StateKey::Truncated => b"truncated",
             StateKey::Snapshot => b"snapshot",
+            StateKey::Identity => b"identity",
         }
-    }
-}
-
-/// What can go wrong in the store. Every variant names the path and, where there is one, the
-/// column family and key; none of them is retryable inside the node (see `node`).
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error(
-        "RocksDB at {path}: {what} failed: {cause}; check free space, permissions and that no \
-         other master process uses this data directory"
-    )]
-    Rocks { path: PathBuf, what: &'static str, cause: rocksdb::Error },
-    #[error(
-        "corrupt value in {path}, column family `{cf}`, key {key}: {reason}; the store cannot be \
-         trusted: restore this data directory from a replica or a metalogger copy"
-    )]
-    Corrupt { path: PathBuf, cf: &'static str, key: String, reason: String },
-    #[error("{path}: {what} failed: {cause}; check free space and permissions")]
-    Io { path: PathBuf, what: &'static str, cause: std::io::Error },
-    #[error(
-        "snapshot file {path} is unusable: {reason}; restore this data directory from a replica \
-         or a metalogger copy"
-    )]
-    SnapshotFile { path: PathBuf, reason: String },
-}
-
-/// One snapshot: Raft metadata plus the state machine blob (`State::to_snapshot`).
-#[derive(Debug, Clone)]
-pub struct StoredSnapshot {
-    pub index: u64,
-    pub term: u64,
-    pub conf_state: ConfState,
-    pub data: Arc<Vec<u8>>,
-}
-
-impl StoredSnapshot {
-    /// The Raft message form of this snapshot.
-    pub fn to_raft(&self) -> Snapshot {
-        let mut metadata =
-            SnapshotMetadata { index: self.index, term: self.term, ..SnapshotMetadata::default() };
-        metadata.set_conf_state(self.conf_state.clone());
-        let mut snapshot = Snapshot::default();
-        snapshot.set_metadata(metadata);
-        snapshot.data = self.data.as_ref().clone().into();
-        snapshot
     }
 }
 
@@ -138,21 +93,6 @@ struct SnapshotRecord {
     term: u64,
     conf_state: Vec<u8>,
     file: String,
-}
-
-/// A record of a metadata table: (column family, key, value).
-pub type TableRecord = (&'static str, Vec<u8>, Vec<u8>);
-/// A change to a metadata table: (column family, key, new value or `None` to delete).
-pub type TableChange = (&'static str, Vec<u8>, Option<Vec<u8>>);
-
-/// Everything that applying a run of committed entries changes, written in one batch.
-#[derive(Debug, Default)]
-pub struct ApplyBatch {
-    pub changes: Vec<TableChange>,
-    pub applied_index: u64,
-    pub applied_term: u64,
-    /// The ConfState after a conf change in this run, if any.
-    pub conf_state: Option<ConfState>,
 }
 
 /// The RocksDB-backed Raft storage and metadata store. Owned by the node thread; `raft::Storage`
@@ -171,11 +111,15 @@ pub struct RaftStore {
     snapshot: Option<StoredSnapshot>,
     /// Set when Raft asked for a snapshot newer than the one we have.
     snapshot_wanted: Cell<bool>,
+    /// The state machine's tables, one column family each.
+    tables: &'static [&'static str],
+    identity: Option<Identity>,
 }
 
 impl RaftStore {
-    /// Opens (creating if needed) the store in `data_dir` and loads Raft's state.
-    pub fn open(data_dir: &Path) -> Result<RaftStore, StoreError> {
+    /// Opens (creating if needed) the store in `data_dir`, with one column family per entry of
+    /// `tables`, and loads Raft's state.
+    pub fn open(data_dir: &Path, tables: &'static [&'static str]) -> Result<RaftStore, StoreError> {
         let db_path = data_dir.join(DB_DIR_NAME);
         let snapshot_dir = data_dir.join(SNAPSHOT_DIR_NAME);
         fs::create_dir_all(&snapshot_dir).map_err(|cause| StoreError::Io {
@@ -183,7 +127,7 @@ impl RaftStore {
             what: "creating the snapshot directory",
             cause,
         })?;
-        let db = open_db(&db_path)?;
+        let db = open_db(&db_path, tables)?;
         let mut store = RaftStore {
             db,
             db_path,
@@ -195,6 +139,8 @@ impl RaftStore {
             last: (0, 0),
             snapshot: None,
             snapshot_wanted: Cell::new(false),
+            tables,
+            identity: None,
         };
         store.load()?;
         Ok(store)
@@ -211,6 +157,7 @@ impl RaftStore {
         self.truncated = self.get_pair(StateKey::Truncated)?;
         self.last = self.load_last()?;
         self.snapshot = self.load_snapshot()?;
+        self.identity = self.load_identity()?;
         self.check_loaded();
         Ok(())
     }
@@ -327,7 +274,7 @@ impl RaftStore {
         let file = write_snapshot_file(&self.snapshot_dir, &snapshot)?;
         let mut batch = WriteBatch::default();
         if clear_tables {
-            for cf in META_TABLE_CFS {
+            for cf in self.tables {
                 self.clear_cf(&mut batch, cf)?;
             }
         }
@@ -480,7 +427,7 @@ impl RaftStore {
     /// All records of every metadata table, verified.
     pub fn load_table_records(&self) -> Result<Vec<TableRecord>, StoreError> {
         let mut records = Vec::new();
-        for cf in META_TABLE_CFS {
+        for &cf in self.tables {
             for item in self.db.iterator_cf(self.cf(cf), IteratorMode::Start) {
                 let (key, value) = item.map_err(|e| self.rocks("iterating a metadata table", e))?;
                 let payload = self.unseal(cf, &key, &value)?;
@@ -735,6 +682,98 @@ impl RaftStore {
     }
 }
 
+impl RaftStore {
+    fn load_identity(&self) -> Result<Option<Identity>, StoreError> {
+        let Some(bytes) = self.get_state(StateKey::Identity)? else {
+            return Ok(None);
+        };
+        let key = StateKey::Identity.as_bytes();
+        postcard::from_bytes(&bytes)
+            .map(Some)
+            .map_err(|e| self.corrupt(CF_RAFT_STATE, key, format!("identity: {e}")))
+    }
+
+    /// The identity written at first start, if any.
+    pub fn identity(&self) -> Option<&Identity> {
+        self.identity.as_ref()
+    }
+
+    /// Records the identity, synced. Only on a store without one.
+    pub fn set_identity(&mut self, identity: Identity) -> Result<(), StoreError> {
+        assert!(self.identity.is_none(), "identity of {:?} written twice", self.db_path);
+        let bytes = postcard::to_allocvec(&identity).expect("encoding an identity");
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_RAFT_STATE), StateKey::Identity.as_bytes(), seal(&bytes));
+        self.write(batch, true, "writing the store's identity")?;
+        self.identity = Some(identity);
+        Ok(())
+    }
+}
+
+/// The node's view: the same methods, behind the trait the Ready loop is written against.
+impl LogStore for RaftStore {
+    fn is_initialized(&self) -> bool {
+        RaftStore::is_initialized(self)
+    }
+    fn hard_state(&self) -> &HardState {
+        RaftStore::hard_state(self)
+    }
+    fn conf_state(&self) -> &ConfState {
+        RaftStore::conf_state(self)
+    }
+    fn applied(&self) -> (u64, u64) {
+        RaftStore::applied(self)
+    }
+    fn latest_snapshot(&self) -> Option<&StoredSnapshot> {
+        RaftStore::latest_snapshot(self)
+    }
+    fn take_snapshot_wanted(&self) -> bool {
+        RaftStore::take_snapshot_wanted(self)
+    }
+    fn identity(&self) -> Option<&Identity> {
+        RaftStore::identity(self)
+    }
+    fn set_identity(&mut self, identity: Identity) -> Result<(), StoreError> {
+        RaftStore::set_identity(self, identity)
+    }
+    fn bootstrap(
+        &mut self,
+        conf_state: ConfState,
+        records: Vec<TableRecord>,
+        snapshot_data: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        RaftStore::bootstrap(self, conf_state, records, snapshot_data)
+    }
+    fn install_snapshot(
+        &mut self,
+        snapshot: &Snapshot,
+        records: Vec<TableRecord>,
+    ) -> Result<(), StoreError> {
+        RaftStore::install_snapshot(self, snapshot, records)
+    }
+    fn append(
+        &mut self,
+        entries: &[Entry],
+        hard_state: Option<&HardState>,
+        sync: bool,
+    ) -> Result<(), StoreError> {
+        RaftStore::append(self, entries, hard_state, sync)
+    }
+    fn write_apply(&mut self, apply: ApplyBatch) -> Result<(), StoreError> {
+        RaftStore::write_apply(self, apply)
+    }
+    fn save_snapshot_and_compact(
+        &mut self,
+        data: Vec<u8>,
+        keep_entries: u64,
+    ) -> Result<(), StoreError> {
+        RaftStore::save_snapshot_and_compact(self, data, keep_entries)
+    }
+    fn load_table_records(&self) -> Result<Vec<TableRecord>, StoreError> {
+        RaftStore::load_table_records(self)
+    }
+}
+
 /// Raft's view of the store. A storage error makes raft-rs inoperable, so the node treats any
 /// `StorageError::Other` it sees as fatal; `entries` and `term` return it with the full
 /// [`StoreError`] inside.
@@ -798,12 +837,12 @@ fn to_raft_error(error: StoreError) -> raft::Error {
     raft::Error::Store(StorageError::Other(Box::new(error)))
 }
 
-fn open_db(path: &Path) -> Result<DB, StoreError> {
+fn open_db(path: &Path, tables: &'static [&'static str]) -> Result<DB, StoreError> {
     let mut options = Options::default();
     options.create_if_missing(true);
     options.create_missing_column_families(true);
     options.set_compression_type(DBCompressionType::None);
-    let names = [CF_RAFT_LOG, CF_RAFT_STATE].into_iter().chain(META_TABLE_CFS);
+    let names = [CF_RAFT_LOG, CF_RAFT_STATE].into_iter().chain(tables.iter().copied());
     let descriptors = names.map(|name| {
         let mut cf_options = Options::default();
         cf_options.set_compression_type(DBCompressionType::None);
@@ -930,5 +969,5 @@ fn read_snapshot_file(path: &Path, index: u64, term: u64) -> Result<Vec<u8>, Sto
 }
 
 #[cfg(test)]
-#[path = "storage_tests.rs"]
+#[path = "rocks_tests.rs"]
 mod tests;

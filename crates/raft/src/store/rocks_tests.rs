@@ -3,6 +3,8 @@
 use super::*;
 use raft::Storage;
 
+const TEST_TABLES: &[&str] = &["inode", "dirent"];
+
 fn entry(index: u64, term: u64) -> Entry {
     let data = format!("entry {index} of term {term}").into_bytes().into();
     Entry { index, term, data, ..Entry::default() }
@@ -26,7 +28,7 @@ fn hard_state(term: u64, vote: u64, commit: u64) -> HardState {
 
 /// A bootstrapped store with one inode record and entries 2..=last of term 1 (commit 1).
 fn bootstrapped(dir: &Path, last: u64) -> RaftStore {
-    let mut store = RaftStore::open(dir).expect("open");
+    let mut store = RaftStore::open(dir, TEST_TABLES).expect("open");
     let records = vec![("inode", b"root".to_vec(), b"root inode".to_vec())];
     store.bootstrap(voters(&[1]), records, b"bootstrap blob".to_vec()).expect("bootstrap");
     if last >= 2 {
@@ -45,7 +47,7 @@ fn store_error_text(result: raft::Result<impl std::fmt::Debug>) -> String {
 #[test]
 fn empty_store_is_uninitialized_and_has_no_snapshot() {
     let dir = tempfile::tempdir().unwrap();
-    let store = RaftStore::open(dir.path()).unwrap();
+    let store = RaftStore::open(dir.path(), TEST_TABLES).unwrap();
     assert!(!store.is_initialized());
     let state = store.initial_state().unwrap();
     assert!(!state.initialized());
@@ -145,7 +147,7 @@ fn append_drops_a_conflicting_tail() {
     assert_eq!(store.entries(2, 8, None, context()).unwrap(), expected);
     assert_eq!(store.get_raw(CF_RAFT_LOG, &log_key(8)), None, "stale entry 8 must be gone");
     drop(store);
-    let store = RaftStore::open(dir.path()).unwrap();
+    let store = RaftStore::open(dir.path(), TEST_TABLES).unwrap();
     assert_eq!(store.last_index().unwrap(), 7);
     assert_eq!(store.hard_state(), &hard_state(2, 1, 5));
 }
@@ -170,7 +172,7 @@ fn apply_batch_writes_tables_applied_commit_and_conf_state() {
     assert_eq!(store.hard_state().commit, 6, "commit travels with applied");
     assert_eq!(store.conf_state(), &voters(&[1, 2]));
     drop(store);
-    let store = RaftStore::open(dir.path()).unwrap();
+    let store = RaftStore::open(dir.path(), TEST_TABLES).unwrap();
     assert_eq!(store.applied(), (6, 1));
     assert_eq!(store.hard_state().commit, 6);
     assert_eq!(store.initial_state().unwrap().conf_state, voters(&[1, 2]));
@@ -217,7 +219,7 @@ fn restart_reloads_everything() {
         store.load_table_records().unwrap(),
     );
     drop(store);
-    let store = RaftStore::open(dir.path()).unwrap();
+    let store = RaftStore::open(dir.path(), TEST_TABLES).unwrap();
     let after = (
         store.initial_state().unwrap(),
         store.first_index().unwrap(),
@@ -275,7 +277,7 @@ fn compaction_with_no_tail_truncates_at_the_snapshot() {
     assert_eq!(store.term(30).unwrap(), 1);
     store.append(&entries(31..=31, 2), None, true).unwrap();
     drop(store);
-    let store = RaftStore::open(dir.path()).unwrap();
+    let store = RaftStore::open(dir.path(), TEST_TABLES).unwrap();
     assert_eq!((store.first_index().unwrap(), store.last_index().unwrap()), (31, 31));
 }
 
@@ -318,7 +320,7 @@ fn install_snapshot_replaces_tables_and_log_atomically() {
     };
     check(&store);
     drop(store);
-    let mut store = RaftStore::open(dir.path()).unwrap();
+    let mut store = RaftStore::open(dir.path(), TEST_TABLES).unwrap();
     check(&store);
     store.append(&entries(201..=202, 4), Some(&hard_state(4, 2, 202)), true).unwrap();
     assert_eq!(store.entries(201, 203, None, context()).unwrap(), entries(201..=202, 4));
@@ -348,7 +350,7 @@ fn corrupt_raft_state_fails_open_with_cf_and_key() {
     let store = bootstrapped(dir.path(), 3);
     store.put_raw(CF_RAFT_STATE, StateKey::HardState.as_bytes(), b"\x01\x02");
     drop(store);
-    let error = RaftStore::open(dir.path()).err().expect("open must fail").to_string();
+    let error = RaftStore::open(dir.path(), TEST_TABLES).err().expect("open must fail").to_string();
     assert!(error.contains("column family `raft_state`"), "{error}");
     assert!(error.contains("\"hard_state\""), "{error}");
     assert!(error.contains(DB_DIR_NAME), "names the path: {error}");
@@ -373,11 +375,11 @@ fn damaged_snapshot_file_fails_open_naming_the_file() {
     let last = bytes.len() - 1;
     bytes[last] ^= 1;
     fs::write(&path, bytes).unwrap();
-    let error = RaftStore::open(dir.path()).err().expect("open must fail").to_string();
+    let error = RaftStore::open(dir.path(), TEST_TABLES).err().expect("open must fail").to_string();
     assert!(error.contains(&path.display().to_string()), "{error}");
     assert!(error.contains("checksum mismatch"), "{error}");
     fs::remove_file(&path).unwrap();
-    let error = RaftStore::open(dir.path()).err().expect("open must fail").to_string();
+    let error = RaftStore::open(dir.path(), TEST_TABLES).err().expect("open must fail").to_string();
     assert!(error.contains("cannot read it"), "{error}");
 }
 

@@ -1,0 +1,370 @@
+//! [`Handle`]: how everyone outside the node thread talks to it — proposals, reads of the
+//! applied state, status, peer messages in — and the state they share with the node.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::{Mutex, RwLock};
+use protobuf::Message as _;
+use raft::eraftpb::Message;
+use raft::StateRole;
+use tokio::sync::{broadcast, oneshot, watch, OwnedSemaphorePermit, Semaphore};
+
+use crate::node::Reply;
+use crate::state_machine::StateMachine;
+use crate::Status;
+
+/// How many proposals may wait in the inbox; more wait in `propose` for a slot.
+const PROPOSAL_SLOTS: usize = 4096;
+/// How many peer messages may wait in the inbox; more are dropped (raft resends).
+const MESSAGE_SLOTS: usize = 4096;
+/// Applied entries kept for slow `subscribe_applied` receivers before they see `Lagged`.
+const APPLIED_CHANNEL_CAPACITY: usize = 16 * 1024;
+/// Largest encoded raft message accepted by [`Handle::step_bytes`] (snapshots included).
+pub const MAX_PEER_MESSAGE_BYTES: usize = 1 << 30;
+
+/// A node's part in the group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    Leader,
+    Follower,
+    Candidate,
+    PreCandidate,
+}
+
+impl From<StateRole> for Role {
+    fn from(role: StateRole) -> Role {
+        match role {
+            StateRole::Leader => Role::Leader,
+            StateRole::Follower => Role::Follower,
+            StateRole::Candidate => Role::Candidate,
+            StateRole::PreCandidate => Role::PreCandidate,
+        }
+    }
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Leader => "leader",
+            Role::Follower => "follower",
+            Role::Candidate => "candidate",
+            Role::PreCandidate => "pre-candidate",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What [`Handle::status`] reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RaftStatus {
+    pub node_id: u64,
+    pub role: Role,
+    /// 0 when no leader is known.
+    pub leader_id: u64,
+    pub term: u64,
+    pub commit_index: u64,
+    pub applied_index: u64,
+}
+
+/// Leadership as seen by [`Handle::leadership`]: changes whenever the role, term or leader
+/// does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Leadership {
+    pub role: Role,
+    pub term: u64,
+    pub leader_id: u64,
+}
+
+/// Counters of the node's work, for tests and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NodeStats {
+    /// `Ready`s handled.
+    pub ready_batches: u64,
+    /// Entries applied to the state machine.
+    pub entries_applied: u64,
+    /// Synced writes of the Raft log.
+    pub syncs: u64,
+    /// Proposals handed to raft.
+    pub proposals: u64,
+    /// Snapshots taken (not counting received ones).
+    pub snapshots: u64,
+    /// Snapshots received from a leader and installed.
+    pub snapshots_installed: u64,
+}
+
+/// An applied entry as subscribers see it: (index, term, the command `apply` saw; Raft's own
+/// entries appear as [`StateMachine::empty_command`]).
+pub type AppliedEvent = (u64, u64, Arc<Vec<u8>>);
+
+/// The applied state and the term of its last entry.
+pub(crate) struct Applied<S> {
+    pub(crate) state: S,
+    pub(crate) term: u64,
+}
+
+/// One item of the node's inbox. The permits bound the inbox; they go when the node takes
+/// the item.
+pub(crate) enum Inbox<O> {
+    Propose {
+        data: Vec<u8>,
+        reply: Reply<O>,
+        _permit: OwnedSemaphorePermit,
+    },
+    Peer {
+        msg: Message,
+        _permit: OwnedSemaphorePermit,
+    },
+    SnapshotReport {
+        to: u64,
+        delivered: bool,
+    },
+    TransferLeader {
+        to: u64,
+    },
+    /// Wakes the loop so it sees the shutdown flag.
+    Wake,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) ready_batches: AtomicU64,
+    pub(crate) entries_applied: AtomicU64,
+    pub(crate) syncs: AtomicU64,
+    pub(crate) proposals: AtomicU64,
+    pub(crate) snapshots: AtomicU64,
+    pub(crate) snapshots_installed: AtomicU64,
+}
+
+/// What the node publishes after every Ready.
+pub(crate) struct Published {
+    pub(crate) role: Role,
+    pub(crate) leader_id: u64,
+    pub(crate) term: u64,
+    pub(crate) commit_index: u64,
+    pub(crate) applied_index: u64,
+    /// Node-clock ms until which this node serves; 0 when it does not.
+    pub(crate) serving_until_ms: u64,
+}
+
+/// State shared between the node thread and the handles.
+pub(crate) struct Shared<S: StateMachine> {
+    pub(crate) node_id: u64,
+    pub(crate) applied: RwLock<Applied<S>>,
+    status: Mutex<RaftStatus>,
+    /// The node's clock starts here; the lease is checked against it by every reader, so a
+    /// stalled node thread cannot keep a node serving.
+    pub(crate) epoch: Instant,
+    serving_until_ms: AtomicU64,
+    leadership: watch::Sender<Leadership>,
+    pub(crate) shutting_down: AtomicBool,
+    inbox: mpsc::Sender<Inbox<S::Output>>,
+    proposal_slots: Arc<Semaphore>,
+    message_slots: Arc<Semaphore>,
+    pub(crate) applied_events: broadcast::Sender<AppliedEvent>,
+    pub(crate) snapshot: Mutex<Option<AppliedEvent>>,
+    pub(crate) stats: Counters,
+}
+
+impl<S: StateMachine> Shared<S> {
+    pub(crate) fn new(
+        node_id: u64,
+        applied: Applied<S>,
+        inbox: mpsc::Sender<Inbox<S::Output>>,
+    ) -> Shared<S> {
+        let status = RaftStatus {
+            node_id,
+            role: Role::Follower,
+            leader_id: 0,
+            term: 0,
+            commit_index: 0,
+            applied_index: applied.state.applied_index(),
+        };
+        let leadership = Leadership { role: Role::Follower, term: 0, leader_id: 0 };
+        Shared {
+            node_id,
+            applied: RwLock::new(applied),
+            status: Mutex::new(status),
+            epoch: Instant::now(),
+            serving_until_ms: AtomicU64::new(0),
+            leadership: watch::channel(leadership).0,
+            shutting_down: AtomicBool::new(false),
+            inbox,
+            proposal_slots: Arc::new(Semaphore::new(PROPOSAL_SLOTS)),
+            message_slots: Arc::new(Semaphore::new(MESSAGE_SLOTS)),
+            applied_events: broadcast::channel(APPLIED_CHANNEL_CAPACITY).0,
+            snapshot: Mutex::new(None),
+            stats: Counters::default(),
+        }
+    }
+
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    pub(crate) fn publish(&self, published: Published) {
+        self.serving_until_ms.store(published.serving_until_ms, Ordering::Release);
+        let leadership = Leadership {
+            role: published.role,
+            term: published.term,
+            leader_id: published.leader_id,
+        };
+        self.leadership.send_if_modified(|current| {
+            let changed = *current != leadership;
+            if changed {
+                tracing::info!(node = self.node_id, role = %leadership.role,
+                    term = leadership.term, leader = leadership.leader_id, "leadership changed");
+                *current = leadership;
+            }
+            changed
+        });
+        let mut status = self.status.lock();
+        status.role = published.role;
+        status.leader_id = published.leader_id;
+        status.term = published.term;
+        status.commit_index = published.commit_index;
+        status.applied_index = published.applied_index;
+    }
+
+    fn send(&self, item: Inbox<S::Output>) -> Result<(), Status> {
+        self.inbox.send(item).map_err(|_| Status::Unavailable)
+    }
+}
+
+/// The way into a node for everyone else. Cheap to clone.
+pub struct Handle<S: StateMachine> {
+    pub(crate) shared: Arc<Shared<S>>,
+}
+
+impl<S: StateMachine> Clone for Handle<S> {
+    fn clone(&self) -> Self {
+        Handle { shared: self.shared.clone() }
+    }
+}
+
+impl<S: StateMachine> Handle<S> {
+    /// Proposes a command. Resolves only after it is committed, applied and durable, with
+    /// what applying it produced. `Err(NotLeader)` at once on a node that does not lead, and
+    /// for every pending proposal when leadership is lost; `Err(Unavailable)` while stopping.
+    pub async fn propose(&self, data: Vec<u8>) -> Result<S::Output, Status> {
+        if self.shared.shutting_down.load(Ordering::Acquire) {
+            return Err(Status::Unavailable);
+        }
+        if !self.is_leader() {
+            return Err(Status::NotLeader);
+        }
+        let slots = self.shared.proposal_slots.clone();
+        let permit = slots.acquire_owned().await.map_err(|_| Status::Unavailable)?;
+        let (reply, result) = oneshot::channel();
+        self.shared.send(Inbox::Propose { data, reply, _permit: permit })?;
+        // A dropped sender means the node stopped before answering.
+        result.await.unwrap_or(Err(Status::Unavailable))
+    }
+
+    /// Runs `f` on the applied state under a read lock. Never waits for an fsync: the node
+    /// takes the write lock only while it applies a batch in memory.
+    pub fn read<R>(&self, f: impl FnOnce(&S) -> R) -> R {
+        f(&self.shared.applied.read().state)
+    }
+
+    pub fn status(&self) -> RaftStatus {
+        self.shared.status.lock().clone()
+    }
+
+    /// Role, term and leader, as a channel that changes when they do.
+    pub fn leadership(&self) -> watch::Receiver<Leadership> {
+        self.shared.leadership.subscribe()
+    }
+
+    /// True while this node leads, has applied an entry of its own term (hence every earlier
+    /// commit: Raft thesis 6.4) and holds its lease. Checked against the clock here, so it
+    /// turns false by itself when the node thread stalls or the quorum goes quiet.
+    pub fn is_leader(&self) -> bool {
+        self.shared.now_ms() < self.shared.serving_until_ms.load(Ordering::Acquire)
+    }
+
+    /// Every entry applied from now on.
+    pub fn subscribe_applied(&self) -> broadcast::Receiver<AppliedEvent> {
+        self.shared.applied_events.subscribe()
+    }
+
+    /// A snapshot of the applied state as (index, term, blob): the latest stored one if it is
+    /// current, otherwise one taken now under the read lock. A subscriber that subscribed
+    /// before calling this misses nothing.
+    pub fn snapshot(&self) -> Result<AppliedEvent, Status> {
+        let applied = self.shared.applied.read();
+        let index = applied.state.applied_index();
+        if index == 0 {
+            return Err(Status::Unavailable); // a member that has not received its first snapshot
+        }
+        let mut cached = self.shared.snapshot.lock();
+        if let Some(snapshot) = cached.as_ref().filter(|snapshot| snapshot.0 == index) {
+            return Ok(snapshot.clone());
+        }
+        let snapshot = (index, applied.term, Arc::new(applied.state.to_snapshot()));
+        *cached = Some(snapshot.clone());
+        Ok(snapshot)
+    }
+
+    /// Counters of the node's work so far.
+    pub fn stats(&self) -> NodeStats {
+        let stats = &self.shared.stats;
+        NodeStats {
+            ready_batches: stats.ready_batches.load(Ordering::Relaxed),
+            entries_applied: stats.entries_applied.load(Ordering::Relaxed),
+            syncs: stats.syncs.load(Ordering::Relaxed),
+            proposals: stats.proposals.load(Ordering::Relaxed),
+            snapshots: stats.snapshots.load(Ordering::Relaxed),
+            snapshots_installed: stats.snapshots_installed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Hands a raft message from a peer to the node. `Err(Unavailable)` if the inbox is full
+    /// or the node stopped; the message is dropped and raft will resend.
+    pub fn step(&self, msg: Message) -> Result<(), Status> {
+        let slots = self.shared.message_slots.clone();
+        let permit = slots.try_acquire_owned().map_err(|_| Status::Unavailable)?;
+        self.shared.send(Inbox::Peer { msg, _permit: permit })
+    }
+
+    /// [`Handle::step`] for a protobuf-encoded message from the network. `Err(Invalid)` if it
+    /// is too large or does not decode.
+    pub fn step_bytes(&self, bytes: &[u8]) -> Result<(), Status> {
+        if bytes.len() > MAX_PEER_MESSAGE_BYTES {
+            return Err(Status::Invalid);
+        }
+        let msg = Message::parse_from_bytes(bytes).map_err(|_| Status::Invalid)?;
+        self.step(msg)
+    }
+
+    /// Tells the node what became of a snapshot it sent to `to`.
+    pub fn report_snapshot(&self, to: u64, delivered: bool) {
+        if self.shared.send(Inbox::SnapshotReport { to, delivered }).is_err() {
+            tracing::debug!(to, "snapshot report after the node stopped");
+        }
+    }
+
+    /// Asks this node (if it leads) to hand leadership to `to`.
+    pub fn transfer_leader(&self, to: u64) -> Result<(), Status> {
+        self.shared.send(Inbox::TransferLeader { to })
+    }
+
+    /// Stops the loop after the current `Ready`. Pending and later proposals get
+    /// `Unavailable`.
+    pub fn shutdown(&self) {
+        self.shared.shutting_down.store(true, Ordering::Release);
+        self.shared.proposal_slots.close();
+        self.shared.message_slots.close();
+        // The node may already be gone; then there is nobody to wake.
+        if self.shared.send(Inbox::Wake).is_err() {
+            tracing::debug!(node = self.shared.node_id, "raft node already stopped");
+        }
+    }
+}

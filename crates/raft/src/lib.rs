@@ -1,0 +1,81 @@
+/*!
+mfsha's Raft node: one member of the group that replicates the metadata changelog, laid out
+as etcd's raftexample is.
+
+| file | job |
+|---|---|
+| [`node`](Node) | the Ready loop, and what feeds it: tick, step, propose |
+| `apply.rs` | committed entries through the [`StateMachine`], one batch with the applied index |
+| `snapshot.rs` | install the leader's snapshot; take our own and compact the log |
+| `lease.rs` | the leader's lease: how long it may serve without asking the quorum |
+| `boot.rs` | identity check, explicit bootstrap, loading state, the raft-rs settings |
+| [`driver`] | the node thread on the real clock |
+| [`Handle`] | proposals, reads, status and peer messages from everyone else |
+| [`store`] | the [`LogStore`] contract; RocksDB ([`RaftStore`]) and in-memory ([`MemStore`]) |
+| [`transport`] | the [`Transport`] contract; the TCP peer port with streamed snapshots |
+| [`sim`] | a deterministic simulator of a whole group over a faulty network |
+
+The node knows what it replicates only through [`StateMachine`] (apply, snapshot, restore);
+`meta_machine.rs` is the one file that names the metadata crate. It never imports the
+client, chunkserver or logger services: the master and the witness logger both embed it.
+
+# The Ready loop
+
+[`Node::on_ready`] handles one raft-rs `Ready` in the order the raft-rs docs require:
+
+1. take the Ready;
+2. send `messages()` (a leader replicates while it persists);
+3. install a snapshot, before any entries or hard state;
+4. apply committed entries (they are already durable);
+5. append entries and hard state in one write, synced when `must_sync()`;
+6. only then send `persisted_messages()` (votes and acks must not leave before the fsync);
+7. advance, then send and apply what the light ready holds, and `advance_apply`;
+8. snapshot and compact from applied state.
+
+A storage error leaves raft-rs inoperable, so it ends the process ([`fatal`]): a restart
+recovers from the synced log.
+
+# Time
+
+The node never reads a clock. Its driver passes the local time into [`Node::tick`]; the real
+driver uses a monotonic clock, the simulator a virtual one per node (with skew). That is what
+makes a simulated run replay exactly from its seed.
+*/
+
+mod apply;
+mod boot;
+mod config;
+pub mod driver;
+mod handle;
+mod lease;
+mod lifecycle;
+mod meta_machine;
+mod node;
+pub mod sim;
+mod slog_tracing;
+mod snapshot;
+mod state_machine;
+pub mod store;
+pub mod transport;
+
+pub use boot::{bootstrap_store, check_identity, StartError};
+pub use config::{check_voters, Members, RaftConfig, RaftTiming};
+pub use handle::{
+    AppliedEvent, Handle, Leadership, NodeStats, RaftStatus, Role, MAX_PEER_MESSAGE_BYTES,
+};
+pub use lifecycle::Shutdown;
+pub use node::{Node, Reply};
+pub use state_machine::StateMachine;
+pub use store::{LogStore, MemStore, RaftStore};
+pub use transport::{NoPeers, SnapshotReports, Transport};
+
+/// Errors a proposer can get, shared with the wire protocol so they reach clients as is.
+pub use mfsha_proto::types::Status;
+
+/// A broken invariant in storage or apply: say where, then crash; a restart recovers from
+/// the synced log. Never returns.
+pub fn fatal(message: &str) -> ! {
+    tracing::error!("FATAL: {message}; aborting, restart the node to recover");
+    eprintln!("mfsha FATAL: {message}; aborting, restart to recover");
+    std::process::abort()
+}

@@ -1,0 +1,52 @@
+//! The one thing the Raft node knows about what it replicates: [`StateMachine`].
+//!
+//! The node hands every committed entry, in index order, to `apply`, writes the changes the
+//! state machine reports into its store in the same batch as the applied index, and snapshots
+//! and restores it as a blob. It never looks inside a command.
+
+use crate::store::{TableChange, TableRecord};
+
+/// A deterministic state machine replicated by the node.
+///
+/// Determinism is the contract: two replicas that apply the same commands at the same indexes
+/// must reach equal states (the simulator compares them), so `apply` may not read a clock,
+/// randomness or anything outside `self` and its arguments.
+pub trait StateMachine: Send + Sync + Sized + 'static {
+    /// What applying one command produces; handed back to its proposer.
+    type Output: Send + 'static;
+
+    /// The tables the state is persisted in (one RocksDB column family each).
+    const TABLES: &'static [&'static str];
+
+    /// The state of a new group, at the bootstrap index.
+    fn bootstrap(index: u64) -> Self;
+
+    /// The state of a member that has not received its first snapshot.
+    fn empty() -> Self;
+
+    /// Index of the last command applied.
+    fn applied_index(&self) -> u64;
+
+    /// Applies the command committed at `index` (always `applied_index() + 1`). `Err` means the
+    /// command does not decode: a bug or a newer peer; the node stops rather than skip it.
+    fn apply(&mut self, index: u64, command: &[u8]) -> Result<Self::Output, String>;
+
+    /// The command that stands for Raft's own entries (empty entries of a new term, membership
+    /// changes), so that every index passes through `apply`.
+    fn empty_command() -> Vec<u8>;
+
+    /// The record changes made by `apply` since the last call.
+    fn take_changes(&mut self) -> Vec<TableChange>;
+
+    /// Every record of the state (bootstrap and snapshot install write them all).
+    fn records(&self) -> Vec<TableRecord>;
+
+    /// Rebuilds the state from its stored records.
+    fn load(records: Vec<TableRecord>) -> Result<Self, String>;
+
+    /// The state as one checksummed blob.
+    fn to_snapshot(&self) -> Vec<u8>;
+
+    /// The state from a blob made by `to_snapshot`.
+    fn from_snapshot(data: &[u8]) -> Result<Self, String>;
+}

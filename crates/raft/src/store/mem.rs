@@ -1,0 +1,302 @@
+//! [`MemStore`]: the store contract in memory, for the simulator.
+//!
+//! It keeps two images: `live` (what the node reads) and `durable` (what survives a crash).
+//! Every write changes `live`; a synced write then copies `live` to `durable`, which is exactly
+//! "a synced write makes itself and every earlier write durable" (RocksDB's WAL in order).
+//! [`MemStore::crash`] throws `live` away and restarts from `durable`, so the simulator loses
+//! precisely the writes a power cut could lose.
+
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
+use raft::{GetEntriesContext, RaftState, StorageError};
+
+use super::{
+    ApplyBatch, Identity, LogStore, StoreError, StoredSnapshot, TableRecord, BOOTSTRAP_INDEX,
+    BOOTSTRAP_TERM,
+};
+
+/// One image of the store.
+#[derive(Debug, Clone, Default)]
+struct Image {
+    hard_state: HardState,
+    conf_state: ConfState,
+    applied: (u64, u64),
+    /// (index, term) of the last entry removed by compaction.
+    truncated: (u64, u64),
+    /// Entries `(truncated, last]`.
+    log: Vec<Entry>,
+    snapshot: Option<StoredSnapshot>,
+    tables: BTreeMap<(&'static str, Vec<u8>), Vec<u8>>,
+    identity: Option<Identity>,
+}
+
+impl Image {
+    fn last(&self) -> (u64, u64) {
+        self.log.last().map_or(self.truncated, |entry| (entry.index, entry.term))
+    }
+
+    fn entry(&self, index: u64) -> Option<&Entry> {
+        let offset = index.checked_sub(self.truncated.0 + 1)?;
+        self.log.get(usize::try_from(offset).ok()?)
+    }
+}
+
+/// An in-memory store with crash semantics. See the module documentation.
+#[derive(Debug, Default)]
+pub struct MemStore {
+    live: Image,
+    durable: Image,
+    snapshot_wanted: Cell<bool>,
+    /// Synced writes so far (the simulator's fsync count).
+    syncs: u64,
+}
+
+impl MemStore {
+    pub fn new() -> MemStore {
+        MemStore::default()
+    }
+
+    /// What a restart after a power cut finds: the durable image only.
+    pub fn crash(&self) -> MemStore {
+        MemStore {
+            live: self.durable.clone(),
+            durable: self.durable.clone(),
+            snapshot_wanted: Cell::new(false),
+            syncs: self.syncs,
+        }
+    }
+
+    /// The log entry at `index`, if it is in the (live) log.
+    pub fn entry(&self, index: u64) -> Option<&Entry> {
+        self.live.entry(index)
+    }
+
+    /// Synced writes so far.
+    pub fn syncs(&self) -> u64 {
+        self.syncs
+    }
+
+    fn finish_write(&mut self, sync: bool) {
+        if sync {
+            self.durable = self.live.clone();
+            self.syncs += 1;
+        }
+    }
+
+    fn replace_with_snapshot(&mut self, snapshot: StoredSnapshot, records: Vec<TableRecord>) {
+        let image = &mut self.live;
+        let (index, term) = (snapshot.index, snapshot.term);
+        image.tables = records.into_iter().map(|(t, k, v)| ((t, k), v)).collect();
+        image.log.clear();
+        image.hard_state.term = image.hard_state.term.max(term);
+        image.hard_state.commit = image.hard_state.commit.max(index);
+        image.conf_state = snapshot.conf_state.clone();
+        image.applied = (index, term);
+        image.truncated = (index, term);
+        image.snapshot = Some(snapshot);
+        self.finish_write(true);
+    }
+}
+
+impl LogStore for MemStore {
+    fn is_initialized(&self) -> bool {
+        self.live.conf_state != ConfState::default()
+    }
+    fn hard_state(&self) -> &HardState {
+        &self.live.hard_state
+    }
+    fn conf_state(&self) -> &ConfState {
+        &self.live.conf_state
+    }
+    fn applied(&self) -> (u64, u64) {
+        self.live.applied
+    }
+    fn latest_snapshot(&self) -> Option<&StoredSnapshot> {
+        self.live.snapshot.as_ref()
+    }
+    fn take_snapshot_wanted(&self) -> bool {
+        self.snapshot_wanted.replace(false)
+    }
+    fn identity(&self) -> Option<&Identity> {
+        self.live.identity.as_ref()
+    }
+    fn set_identity(&mut self, identity: Identity) -> Result<(), StoreError> {
+        assert!(self.live.identity.is_none(), "identity written twice");
+        self.live.identity = Some(identity);
+        self.finish_write(true);
+        Ok(())
+    }
+
+    fn bootstrap(
+        &mut self,
+        conf_state: ConfState,
+        records: Vec<TableRecord>,
+        snapshot_data: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        assert!(!self.is_initialized(), "bootstrap of an initialized store");
+        let snapshot = StoredSnapshot {
+            index: BOOTSTRAP_INDEX,
+            term: BOOTSTRAP_TERM,
+            conf_state,
+            data: Arc::new(snapshot_data),
+        };
+        self.replace_with_snapshot(snapshot, records);
+        Ok(())
+    }
+
+    fn install_snapshot(
+        &mut self,
+        snapshot: &Snapshot,
+        records: Vec<TableRecord>,
+    ) -> Result<(), StoreError> {
+        let metadata = snapshot.get_metadata();
+        assert!(metadata.index > self.live.applied.0, "snapshot not newer than applied");
+        let snapshot = StoredSnapshot {
+            index: metadata.index,
+            term: metadata.term,
+            conf_state: metadata.get_conf_state().clone(),
+            data: Arc::new(snapshot.data.to_vec()),
+        };
+        self.replace_with_snapshot(snapshot, records);
+        Ok(())
+    }
+
+    fn append(
+        &mut self,
+        entries: &[Entry],
+        hard_state: Option<&HardState>,
+        sync: bool,
+    ) -> Result<(), StoreError> {
+        let image = &mut self.live;
+        if let Some(first) = entries.first() {
+            assert!(first.index > image.truncated.0, "append overwrites the compacted log");
+            assert!(first.index <= image.last().0 + 1, "append leaves a gap");
+            let keep = (first.index - image.truncated.0 - 1) as usize;
+            image.log.truncate(keep);
+            image.log.extend_from_slice(entries);
+        }
+        if let Some(hard_state) = hard_state {
+            assert!(hard_state.commit >= image.hard_state.commit, "commit went backwards");
+            assert!(hard_state.commit <= image.last().0, "commit beyond the log");
+            image.hard_state = hard_state.clone();
+        }
+        self.finish_write(sync);
+        Ok(())
+    }
+
+    fn write_apply(&mut self, apply: ApplyBatch) -> Result<(), StoreError> {
+        let image = &mut self.live;
+        assert!(apply.applied_index > image.applied.0, "apply batch does not advance applied");
+        assert!(apply.applied_index <= image.last().0, "applied beyond the log");
+        for (table, key, value) in apply.changes {
+            match value {
+                Some(value) => image.tables.insert((table, key), value),
+                None => image.tables.remove(&(table, key)),
+            };
+        }
+        image.applied = (apply.applied_index, apply.applied_term);
+        image.hard_state.commit = image.hard_state.commit.max(apply.applied_index);
+        if let Some(conf_state) = apply.conf_state {
+            image.conf_state = conf_state;
+        }
+        self.finish_write(false);
+        Ok(())
+    }
+
+    fn save_snapshot_and_compact(
+        &mut self,
+        data: Vec<u8>,
+        keep_entries: u64,
+    ) -> Result<(), StoreError> {
+        let image = &mut self.live;
+        let (index, term) = image.applied;
+        let snapshot = StoredSnapshot {
+            index,
+            term,
+            conf_state: image.conf_state.clone(),
+            data: Arc::new(data),
+        };
+        let last_removed = index.saturating_sub(keep_entries);
+        if last_removed > image.truncated.0 {
+            let removed_term = image.entry(last_removed).expect("compacted entry in the log").term;
+            let drop = (last_removed - image.truncated.0) as usize;
+            image.log.drain(..drop);
+            image.truncated = (last_removed, removed_term);
+        }
+        image.snapshot = Some(snapshot);
+        self.finish_write(true);
+        Ok(())
+    }
+
+    fn load_table_records(&self) -> Result<Vec<TableRecord>, StoreError> {
+        let tables = &self.live.tables;
+        Ok(tables.iter().map(|((t, k), v)| (*t, k.clone(), v.clone())).collect())
+    }
+}
+
+impl raft::Storage for MemStore {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        Ok(RaftState::new(self.live.hard_state.clone(), self.live.conf_state.clone()))
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        let image = &self.live;
+        if low <= image.truncated.0 {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        assert!(high <= image.last().0 + 1, "entries beyond the last index");
+        let max_size = max_size.into().unwrap_or(u64::MAX);
+        let mut entries = Vec::new();
+        let mut size = 0u64;
+        for index in low..high {
+            let entry = image.entry(index).expect("entry inside the log").clone();
+            size += u64::from(protobuf::Message::compute_size(&entry));
+            if !entries.is_empty() && size > max_size {
+                break;
+            }
+            entries.push(entry);
+        }
+        Ok(entries)
+    }
+
+    fn term(&self, index: u64) -> raft::Result<u64> {
+        let image = &self.live;
+        if index == image.truncated.0 {
+            return Ok(image.truncated.1);
+        }
+        if index < image.truncated.0 {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        match image.entry(index) {
+            Some(entry) => Ok(entry.term),
+            None => Err(raft::Error::Store(StorageError::Unavailable)),
+        }
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.live.truncated.0 + 1)
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.live.last().0)
+    }
+
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        match &self.live.snapshot {
+            Some(snapshot) if snapshot.index >= request_index => Ok(snapshot.to_raft()),
+            _ => {
+                self.snapshot_wanted.set(true);
+                Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))
+            }
+        }
+    }
+}

@@ -1,0 +1,448 @@
+//! Raft traffic between nodes over TCP (the peer port, 9423).
+//!
+//! Outgoing: [`TcpTransport`] is the node's [`Transport`]. The node thread hands it messages
+//! without blocking. Per peer, one task keeps a connection open (1 s connect timeout, a write
+//! timeout, TCP keepalive) and writes ordinary messages in frames, coalescing what is queued;
+//! a `MsgSnapshot` instead goes to a task of its own that opens a fresh connection, streams the
+//! message in [`SNAPSHOT_PART_BYTES`] parts and waits for the receiver's `SnapshotDone`. Only
+//! then is the outcome reported to Raft, so a follower behind the compacted log is never
+//! reported caught up by a snapshot that did not arrive.
+//!
+//! Incoming: [`serve_peers`] accepts connections from the configured members only. The first
+//! frame names the caller, the intended receiver and the cluster; a mismatch closes the
+//! connection with a warning naming the address.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mfsha_proto::frame::{self, FrameReader};
+use mfsha_proto::peer::{PeerMessage, SNAPSHOT_PART_BYTES};
+use protobuf::Message as _;
+use raft::eraftpb::{Message, MessageType};
+use serde_bytes::ByteBuf;
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Semaphore};
+use tracing::Instrument;
+
+use super::{SnapshotReports, Transport};
+use crate::handle::{Handle, MAX_PEER_MESSAGE_BYTES};
+use crate::lifecycle::Shutdown;
+use crate::state_machine::StateMachine;
+
+/// Raft messages queued per peer before new ones are dropped.
+const QUEUE_PER_PEER: usize = 4096;
+/// Longest wait between reconnection attempts to a peer.
+const RECONNECT_MAX: Duration = Duration::from_millis(500);
+/// A peer that does not accept a connection by then is treated as down (then retried).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// A write that makes no progress this long means the peer is gone.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the receiver may take to answer a whole snapshot, after its last part.
+const SNAPSHOT_ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
+/// One snapshot in flight per peer: raft sends another only after the report anyway.
+const SNAPSHOTS_PER_PEER: usize = 1;
+
+/// Who this node is, as peers must see it.
+#[derive(Debug, Clone)]
+pub struct PeerIdentity {
+    pub node_id: u64,
+    pub cluster_id: String,
+}
+
+struct PeerQueue {
+    messages: mpsc::Sender<Message>,
+    addr: String,
+    snapshots: Arc<Semaphore>,
+}
+
+/// Sends Raft messages to the other members.
+pub struct TcpTransport {
+    me: PeerIdentity,
+    queues: HashMap<u64, PeerQueue>,
+    reports: Option<SnapshotReports>,
+    shutdown: Shutdown,
+}
+
+impl TcpTransport {
+    /// Starts one sender task per peer on the current Tokio runtime.
+    pub fn start(me: PeerIdentity, peers: &[(u64, String)], shutdown: Shutdown) -> TcpTransport {
+        let mut queues = HashMap::new();
+        for (id, addr) in peers {
+            let (messages, rx) = mpsc::channel(QUEUE_PER_PEER);
+            let span = tracing::info_span!("peer_out", peer = id, %addr);
+            let link = Link { me: me.clone(), to: *id, addr: addr.clone() };
+            tokio::spawn(send_loop(link, rx, shutdown.clone()).instrument(span));
+            let snapshots = Arc::new(Semaphore::new(SNAPSHOTS_PER_PEER));
+            queues.insert(*id, PeerQueue { messages, addr: addr.clone(), snapshots });
+        }
+        TcpTransport { me, queues, reports: None, shutdown }
+    }
+
+    fn send_snapshot(&self, msg: Message) {
+        let (to, reports) = (msg.to, self.reports.clone());
+        let Some(queue) = self.queues.get(&to) else { return };
+        let Ok(permit) = queue.snapshots.clone().try_acquire_owned() else {
+            // Raft only sends another once the last was reported; this one is extra.
+            report(&reports, to, false);
+            return;
+        };
+        let link = Link { me: self.me.clone(), to, addr: queue.addr.clone() };
+        let shutdown = self.shutdown.clone();
+        let span = tracing::info_span!("snapshot_out", peer = to, addr = %link.addr);
+        tokio::spawn(
+            async move {
+                let result = tokio::select! {
+                    result = stream_snapshot(&link, &msg) => result,
+                    () = shutdown.triggered() => Err("shutting down".into()),
+                };
+                match &result {
+                    Ok(()) => tracing::info!("snapshot delivered"),
+                    Err(reason) => tracing::warn!(%reason, "snapshot not delivered; raft retries"),
+                }
+                report(&reports, to, result.is_ok());
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+}
+
+fn report(reports: &Option<SnapshotReports>, to: u64, delivered: bool) {
+    if let Some(reports) = reports {
+        reports.report(to, delivered);
+    }
+}
+
+impl Transport for TcpTransport {
+    fn send(&mut self, msg: Message) {
+        if msg.get_msg_type() == MessageType::MsgSnapshot {
+            self.send_snapshot(msg);
+            return;
+        }
+        let Some(queue) = self.queues.get(&msg.to) else {
+            tracing::error!(to = msg.to, "raft message for a node that is not a peer; dropped");
+            return;
+        };
+        if let Err(mpsc::error::TrySendError::Full(msg)) = queue.messages.try_send(msg) {
+            tracing::debug!(to = msg.to, "peer queue full; raft message dropped (raft resends)");
+        }
+    }
+
+    fn attach(&mut self, reports: SnapshotReports) {
+        self.reports = Some(reports);
+    }
+}
+
+/// One direction of one peer pair.
+#[derive(Debug, Clone)]
+struct Link {
+    me: PeerIdentity,
+    to: u64,
+    addr: String,
+}
+
+impl Link {
+    /// Connects (bounded by [`CONNECT_TIMEOUT`]) and says `Hello`.
+    async fn connect(&self) -> Result<TcpStream, String> {
+        let connect = TcpStream::connect(&self.addr);
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+            .await
+            .map_err(|_| format!("no answer within {} ms", CONNECT_TIMEOUT.as_millis()))?
+            .map_err(|e| e.to_string())?;
+        configure(&stream);
+        let mut stream = stream;
+        let hello = PeerMessage::Hello {
+            from: self.me.node_id,
+            to: self.to,
+            cluster: self.me.cluster_id.clone(),
+        };
+        let mut buf = Vec::new();
+        frame::encode(0, &hello, &mut buf).map_err(|e| e.to_string())?;
+        write_all(&mut stream, &buf).await?;
+        Ok(stream)
+    }
+}
+
+/// No Nagle delay for heartbeats; keepalive so a silent peer host is noticed.
+fn configure(stream: &TcpStream) {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(error = %e, "cannot set TCP_NODELAY on a peer connection");
+    }
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(1))
+        .with_interval(Duration::from_secs(1))
+        .with_retries(2);
+    if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive) {
+        tracing::debug!(error = %e, "cannot set TCP keepalive on a peer connection");
+    }
+}
+
+async fn write_all(stream: &mut TcpStream, bytes: &[u8]) -> Result<(), String> {
+    match tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(bytes)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("write stalled for {} ms", WRITE_TIMEOUT.as_millis())),
+    }
+}
+
+async fn send_loop(link: Link, mut rx: mpsc::Receiver<Message>, shutdown: Shutdown) {
+    let mut backoff = Duration::from_millis(20);
+    loop {
+        let connected = tokio::select! {
+            connected = link.connect() => connected,
+            () = shutdown.triggered() => return,
+        };
+        let mut stream = match connected {
+            Ok(stream) => stream,
+            Err(reason) => {
+                tracing::debug!(%reason, "cannot connect to peer; retrying");
+                // What queued meanwhile is stale; raft resends what matters.
+                while rx.try_recv().is_ok() {}
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(RECONNECT_MAX);
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(20);
+        tracing::info!("connected to peer");
+        match send_messages(&mut stream, &mut rx, &shutdown).await {
+            Ok(()) => return,
+            Err(reason) => tracing::warn!(%reason, "peer connection lost; reconnecting"),
+        }
+    }
+}
+
+/// Writes queued messages until shutdown (`Ok`) or a write fails (`Err`).
+async fn send_messages(
+    stream: &mut TcpStream,
+    rx: &mut mpsc::Receiver<Message>,
+    shutdown: &Shutdown,
+) -> Result<(), String> {
+    let mut buf = Vec::with_capacity(64 << 10);
+    loop {
+        buf.clear();
+        let first = tokio::select! {
+            msg = rx.recv() => msg,
+            () = shutdown.triggered() => return Ok(()),
+        };
+        let Some(first) = first else { return Ok(()) };
+        encode_message(&first, &mut buf);
+        while buf.len() < (1 << 20) {
+            match rx.try_recv() {
+                Ok(msg) => encode_message(&msg, &mut buf),
+                Err(_) => break,
+            }
+        }
+        write_all(stream, &buf).await?;
+    }
+}
+
+fn encode_message(msg: &Message, buf: &mut Vec<u8>) {
+    let bytes = match msg.write_to_bytes() {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            tracing::error!(error = %e, to = msg.to, "raft message does not encode; dropped");
+            return;
+        }
+    };
+    if let Err(e) = frame::encode(0, &PeerMessage::Raft(ByteBuf::from(bytes)), buf) {
+        // Appends carry at most max_size_per_msg (1 MiB); only a bug gets here.
+        tracing::error!(error = %e, to = msg.to, kind = ?msg.get_msg_type(),
+            "raft message too large for one frame; dropped");
+    }
+}
+
+/// Streams one `MsgSnapshot` on a connection of its own and waits for the answer.
+async fn stream_snapshot(link: &Link, msg: &Message) -> Result<(), String> {
+    let bytes = msg.write_to_bytes().map_err(|e| format!("snapshot does not encode: {e}"))?;
+    let mut stream = link.connect().await?;
+    let total = bytes.len() as u64;
+    let mut buf = Vec::with_capacity(SNAPSHOT_PART_BYTES + 64);
+    for (number, part) in bytes.chunks(SNAPSHOT_PART_BYTES).enumerate() {
+        buf.clear();
+        let offset = (number * SNAPSHOT_PART_BYTES) as u64;
+        let body = PeerMessage::SnapshotPart { total, offset, bytes: ByteBuf::from(part) };
+        frame::encode(0, &body, &mut buf).map_err(|e| e.to_string())?;
+        write_all(&mut stream, &buf).await?;
+    }
+    let mut reader = BufReader::new(stream);
+    let mut answer = Vec::new();
+    let read = FrameReader::read_into(&mut reader, &mut answer);
+    tokio::time::timeout(SNAPSHOT_ANSWER_TIMEOUT, read)
+        .await
+        .map_err(|_| "the receiver did not answer".to_string())?
+        .map_err(|e| format!("reading the answer: {e}"))?;
+    match frame::decode_body::<PeerMessage>(&answer).map_err(|e| e.to_string())?.body {
+        PeerMessage::SnapshotDone { delivered: true, .. } => Ok(()),
+        PeerMessage::SnapshotDone { delivered: false, reason } => Err(reason),
+        other => Err(format!("unexpected answer {other:?}")),
+    }
+}
+
+/// Who may call: the members' ids and this node's identity.
+#[derive(Debug, Clone)]
+pub struct PeerPolicy {
+    pub me: PeerIdentity,
+    pub members: Vec<u64>,
+    /// The largest snapshot accepted (bounds the receiver's memory).
+    pub max_snapshot_bytes: u64,
+}
+
+/// Accepts peer connections until shutdown.
+pub async fn serve_peers<S: StateMachine>(
+    listener: TcpListener,
+    node: Handle<S>,
+    policy: PeerPolicy,
+    shutdown: Shutdown,
+) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = shutdown.triggered() => return,
+        };
+        match accepted {
+            Ok((stream, addr)) => {
+                let span = tracing::info_span!("peer_in", %addr);
+                let (node, policy, shutdown) = (node.clone(), policy.clone(), shutdown.clone());
+                tokio::spawn(
+                    async move {
+                        tokio::select! {
+                            result = receive(stream, addr, &node, &policy) => if let Err(reason) = result {
+                                tracing::warn!(%addr, %reason, "closed peer connection");
+                            },
+                            () = shutdown.triggered() => {}
+                        }
+                    }
+                    .instrument(span),
+                );
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accepting a peer connection failed; retrying in 100 ms");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Reads `Hello`, then Raft messages or one snapshot's parts. `Ok` on a clean close.
+async fn receive<S: StateMachine>(
+    stream: TcpStream,
+    addr: SocketAddr,
+    node: &Handle<S>,
+    policy: &PeerPolicy,
+) -> Result<(), String> {
+    configure(&stream);
+    let mut reader = BufReader::with_capacity(64 << 10, stream);
+    let mut buf = Vec::new();
+    let from = match read_frame(&mut reader, &mut buf).await? {
+        Some(PeerMessage::Hello { from, to, cluster }) => check_hello(policy, from, to, &cluster)?,
+        Some(_) => return Err("first frame is not Hello".into()),
+        None => return Ok(()),
+    };
+    tracing::debug!(peer = from, %addr, "peer connected");
+    let mut snapshot: Option<Vec<u8>> = None;
+    loop {
+        let Some(message) = read_frame(&mut reader, &mut buf).await? else {
+            return Ok(());
+        };
+        match message {
+            PeerMessage::Raft(bytes) => step(node, from, &bytes)?,
+            PeerMessage::SnapshotPart { total, offset, bytes } => {
+                let whole = add_part(&mut snapshot, policy, total, offset, &bytes)?;
+                if whole {
+                    let data = snapshot.take().expect("a whole snapshot");
+                    return answer_snapshot(reader, node, from, &data).await;
+                }
+            }
+            PeerMessage::Hello { .. } => return Err(format!("node {from} sent a second Hello")),
+            PeerMessage::SnapshotDone { .. } => return Err("unexpected SnapshotDone".into()),
+        }
+    }
+}
+
+async fn read_frame(
+    reader: &mut BufReader<TcpStream>,
+    buf: &mut Vec<u8>,
+) -> Result<Option<PeerMessage>, String> {
+    match FrameReader::read_into(reader, buf).await {
+        Ok(()) => {}
+        Err(e) if e.is_clean_close() => return Ok(None),
+        Err(e) => return Err(format!("bad frame: {e}")),
+    }
+    let message = frame::decode_body::<PeerMessage>(buf).map_err(|e| format!("bad frame: {e}"))?;
+    Ok(Some(message.body))
+}
+
+fn check_hello(policy: &PeerPolicy, from: u64, to: u64, cluster: &str) -> Result<u64, String> {
+    if cluster != policy.me.cluster_id {
+        return Err(format!(
+            "caller says it is node {from} of cluster {cluster:?}; this node is in cluster {:?}",
+            policy.me.cluster_id
+        ));
+    }
+    if to != policy.me.node_id {
+        return Err(format!(
+            "caller (node {from}) meant to reach node {to}, this is node {}: check its peer \
+             addresses",
+            policy.me.node_id
+        ));
+    }
+    if !policy.members.contains(&from) || from == policy.me.node_id {
+        return Err(format!("caller says it is node {from}, which is not a member"));
+    }
+    Ok(from)
+}
+
+fn step<S: StateMachine>(node: &Handle<S>, from: u64, bytes: &[u8]) -> Result<(), String> {
+    match node.step_bytes(bytes) {
+        Ok(()) => Ok(()),
+        // Garbage closes the connection; a full inbox or a stopping node drops the message.
+        Err(mfsha_proto::types::Status::Invalid) => {
+            Err(format!("node {from} sent a raft message that does not decode"))
+        }
+        Err(_) => Ok(()),
+    }
+}
+
+/// Adds one part; `Ok(true)` once the snapshot is whole. Parts must come in order and agree
+/// on the total, which must be within the policy's bound.
+fn add_part(
+    snapshot: &mut Option<Vec<u8>>,
+    policy: &PeerPolicy,
+    total: u64,
+    offset: u64,
+    bytes: &[u8],
+) -> Result<bool, String> {
+    let limit = policy.max_snapshot_bytes.min(MAX_PEER_MESSAGE_BYTES as u64);
+    if total > limit {
+        return Err(format!("snapshot of {total} bytes exceeds the limit of {limit} bytes"));
+    }
+    let data = snapshot.get_or_insert_with(|| Vec::with_capacity(total as usize));
+    if offset != data.len() as u64 || offset + bytes.len() as u64 > total {
+        return Err(format!("snapshot part at {offset} out of order ({} held)", data.len()));
+    }
+    data.extend_from_slice(bytes);
+    Ok(data.len() as u64 == total)
+}
+
+async fn answer_snapshot<S: StateMachine>(
+    reader: BufReader<TcpStream>,
+    node: &Handle<S>,
+    from: u64,
+    data: &[u8],
+) -> Result<(), String> {
+    let result = node.step_bytes(data);
+    let (delivered, reason) = match result {
+        Ok(()) => (true, String::new()),
+        Err(status) => (false, format!("the receiving node refused it: {status:?}")),
+    };
+    tracing::info!(peer = from, bytes = data.len(), delivered, "snapshot received");
+    let mut buf = Vec::new();
+    let done = PeerMessage::SnapshotDone { delivered, reason };
+    frame::encode(0, &done, &mut buf).map_err(|e| e.to_string())?;
+    let mut stream = reader.into_inner();
+    write_all(&mut stream, &buf).await
+}

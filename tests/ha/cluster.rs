@@ -1,0 +1,227 @@
+//! [`HaCluster`]: the default appliance as real processes on loopback — two masters (nodes 1
+//! and 2), the metalogger as the voting witness (node 3), chunkservers — with helpers to find
+//! the leader, kill it and bring it back.
+
+use crate::util::{bootstrap, free_port, tail, wait_for_port, Daemon, MasterPorts};
+use mfsha_proto::client::{ClientOp, ClientReply, ClusterStatus, Request};
+use mfsha_proto::rpc::RpcClient;
+use mfsha_proto::types::Reply;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+pub const WITNESS_ID: u64 = 3;
+
+pub struct MasterNode {
+    pub id: u64,
+    pub ports: MasterPorts,
+    pub daemon: Option<Daemon>,
+}
+
+pub struct HaCluster {
+    pub dir: tempfile::TempDir,
+    pub masters: Vec<MasterNode>,
+    pub witness_peer_port: u16,
+    pub witness: Option<Daemon>,
+    pub chunkservers: Vec<(u16, Option<Daemon>)>,
+}
+
+impl HaCluster {
+    /// Two masters and the witness, bootstrapped on master 1 and started; `chunkservers`
+    /// chunkservers registered.
+    pub fn start(chunkservers: usize) -> HaCluster {
+        let dir = tempfile::Builder::new().prefix("mfsha-ha-").tempdir().unwrap();
+        let masters = (1..=2)
+            .map(|id| MasterNode { id, ports: MasterPorts::pick(), daemon: None })
+            .collect();
+        let mut cluster = HaCluster {
+            dir,
+            masters,
+            witness_peer_port: free_port(),
+            witness: None,
+            chunkservers: Vec::new(),
+        };
+        for index in 0..cluster.masters.len() {
+            cluster.write_master_config(index);
+        }
+        bootstrap(cluster.path(), &cluster.master_config_path(0));
+        for index in 0..cluster.masters.len() {
+            cluster.start_master(index);
+        }
+        cluster.start_witness();
+        for _ in 0..chunkservers {
+            cluster.add_chunkserver();
+        }
+        cluster.wait_leader(Duration::from_secs(30));
+        cluster.wait_chunkservers(chunkservers, Duration::from_secs(30));
+        cluster
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn master_config_path(&self, index: usize) -> PathBuf {
+        self.path().join(format!("master{}.yaml", self.masters[index].id))
+    }
+
+    /// Every master's client address, comma-separated, as mounts and tools take them.
+    pub fn client_addrs(&self) -> String {
+        let addrs: Vec<String> =
+            self.masters.iter().map(|m| format!("127.0.0.1:{}", m.ports.client)).collect();
+        addrs.join(",")
+    }
+
+    fn peers_yaml(&self, except: u64) -> String {
+        let mut yaml = String::from("peers:\n");
+        for master in &self.masters {
+            if master.id != except {
+                let p = master.ports;
+                yaml += &format!(
+                    "  - {{id: {}, addr: \"127.0.0.1:{}\", client: \"127.0.0.1:{}\", chunkserver: \"127.0.0.1:{}\", logger: \"127.0.0.1:{}\"}}\n",
+                    master.id, p.peer, p.client, p.chunkserver, p.logger
+                );
+            }
+        }
+        if except != WITNESS_ID {
+            yaml += &format!(
+                "  - {{id: {WITNESS_ID}, addr: \"127.0.0.1:{}\"}}\n",
+                self.witness_peer_port
+            );
+        }
+        yaml
+    }
+
+    fn write_master_config(&self, index: usize) {
+        let master = &self.masters[index];
+        let p = master.ports;
+        let yaml = format!(
+            "node_id: {id}\ncluster_id: ha-test\ndata_dir: {data}\nlisten:\n  client: 127.0.0.1:{c}\n  chunkserver: 127.0.0.1:{cs}\n  logger: 127.0.0.1:{l}\n  peer: 127.0.0.1:{peer}\n  http: 127.0.0.1:{h}\n{peers}chunks:\n  replication_delay_init_ms: 2000\n",
+            id = master.id,
+            data = self.path().join(format!("master{}", master.id)).display(),
+            c = p.client,
+            cs = p.chunkserver,
+            l = p.logger,
+            peer = p.peer,
+            h = p.http,
+            peers = self.peers_yaml(master.id),
+        );
+        fs::write(self.master_config_path(index), yaml).unwrap();
+    }
+
+    pub fn start_master(&mut self, index: usize) {
+        let config = self.master_config_path(index);
+        let name = format!("master{}", self.masters[index].id);
+        let daemon = Daemon::spawn(self.path(), &name, &["master", "-c", config.to_str().unwrap()]);
+        let log = daemon.log.clone();
+        let addr = format!("127.0.0.1:{}", self.masters[index].ports.client);
+        self.masters[index].daemon = Some(daemon);
+        wait_for_port(&addr, &name, &log, Duration::from_secs(30));
+    }
+
+    fn start_witness(&mut self) {
+        let masters: Vec<String> =
+            self.masters.iter().map(|m| format!("\"127.0.0.1:{}\"", m.ports.logger)).collect();
+        let yaml = format!(
+            "name: witness\ndata_dir: {data}\nmasters: [{masters}]\nwitness:\n  node_id: {WITNESS_ID}\n  cluster_id: ha-test\n  listen: 127.0.0.1:{port}\n  {peers}",
+            data = self.path().join("logger").display(),
+            masters = masters.join(", "),
+            port = self.witness_peer_port,
+            peers = self.peers_yaml(WITNESS_ID).replace('\n', "\n  ").trim_end(),
+        );
+        let config = self.path().join("logger.yaml");
+        fs::write(&config, yaml + "\n").unwrap();
+        let daemon = Daemon::spawn(self.path(), "logger", &["logger", "-c", config.to_str().unwrap()]);
+        let log = daemon.log.clone();
+        self.witness = Some(daemon);
+        wait_for_port(&format!("127.0.0.1:{}", self.witness_peer_port), "witness", &log, Duration::from_secs(30));
+    }
+
+    fn add_chunkserver(&mut self) {
+        let index = self.chunkservers.len();
+        let port = free_port();
+        let disk = self.path().join(format!("chunkserver{index}-disk"));
+        fs::create_dir_all(&disk).unwrap();
+        let masters: Vec<String> =
+            self.masters.iter().map(|m| format!("\"127.0.0.1:{}\"", m.ports.chunkserver)).collect();
+        let yaml = format!(
+            "data_dirs:\n  - path: {}\nmaster: [{}]\nlisten: 127.0.0.1:{port}\nheartbeat_ms: 200\nscrub_mib_per_sec: 0\n",
+            disk.display(),
+            masters.join(", ")
+        );
+        let name = format!("chunkserver{index}");
+        let config = self.path().join(format!("{name}.yaml"));
+        fs::write(&config, yaml).unwrap();
+        let daemon = Daemon::spawn(self.path(), &name, &["chunkserver", "-c", config.to_str().unwrap()]);
+        let log = daemon.log.clone();
+        wait_for_port(&format!("127.0.0.1:{port}"), &name, &log, Duration::from_secs(30));
+        self.chunkservers.push((port, Some(daemon)));
+    }
+
+    /// The status of master `index`, or `None` if it does not answer within a second.
+    pub fn status(&self, index: usize) -> Option<ClusterStatus> {
+        let addr = format!("127.0.0.1:{}", self.masters[index].ports.client);
+        runtime().block_on(async move {
+            let connect = RpcClient::<Request, Reply<ClientReply>>::connect(&addr);
+            let rpc = tokio::time::timeout(Duration::from_secs(1), connect).await.ok()?.ok()?;
+            let req = Request { session: 0, seq: 0, uid: 0, gid: 0, op: ClientOp::Status };
+            match rpc.call_timeout(req, 1000).await {
+                Ok(Ok(ClientReply::Status(status))) => Some(status),
+                _ => None,
+            }
+        })
+    }
+
+    /// The index of the master that says it leads, if one does.
+    pub fn leader(&self) -> Option<usize> {
+        (0..self.masters.len()).find(|&index| {
+            self.masters[index].daemon.is_some()
+                && self.status(index).is_some_and(|s| s.role == "leader")
+        })
+    }
+
+    pub fn wait_leader(&self, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(index) = self.leader() {
+                return index;
+            }
+            assert!(Instant::now() < deadline, "no master leads after {timeout:?}\n{}", self.logs());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn wait_chunkservers(&self, n: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let listed = self.leader().and_then(|i| self.status(i)).map_or(0, |s| s.chunkservers.len());
+            if listed >= n {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{listed} of {n} chunkservers registered\n{}", self.logs());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// SIGKILL master `index`.
+    pub fn kill_master(&mut self, index: usize) {
+        self.masters[index].daemon.as_mut().expect("master running").kill();
+        self.masters[index].daemon = None;
+    }
+
+    /// The tails of every daemon's log, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut names: Vec<String> = self.masters.iter().map(|m| format!("master{}", m.id)).collect();
+        names.push("logger".into());
+        names.extend((0..self.chunkservers.len()).map(|i| format!("chunkserver{i}")));
+        names.push("mount".into());
+        let logs = names.iter().map(|name| {
+            format!("--- {name} ---\n{}", tail(&self.path().join(format!("{name}.log")), 30))
+        });
+        logs.collect::<Vec<_>>().join("\n")
+    }
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
