@@ -10,7 +10,6 @@ mod pjdfs;
 use crate::util::{tail, Cluster, Daemon};
 use mfsha_mount::{Client, ClientConfig, MasterConfig};
 use mfsha_proto::client::{ClientOp, ClientReply, Request};
-use mfsha_proto::rpc::RpcClient;
 use mfsha_proto::types::Reply;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -55,7 +54,7 @@ async fn chunkservers_listed(addr: &str) -> usize {
 
 /// `mfsha status` as a tool sees it, or `None` if the master does not answer.
 pub async fn cluster_status(addr: &str) -> Option<mfsha_proto::client::ClusterStatus> {
-    let rpc = RpcClient::<Request, Reply<ClientReply>>::connect(addr).await.ok()?;
+    let rpc = mfsha_proto::client::MasterClient::connect(addr).await.ok()?;
     let req = Request { session: 0, seq: 0, uid: 0, gid: 0, op: ClientOp::Status };
     match rpc.call_timeout(req, 5000).await {
         Ok(Ok(ClientReply::Status(s))) => Some(s),

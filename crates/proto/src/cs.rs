@@ -4,6 +4,10 @@
 //! list of hosts), sends [`CsToMaster::Register`], then every chunk it holds in one or more
 //! [`CsToMaster::Chunks`] batches, then [`CsToMaster::RegisterDone`]. After that it heartbeats
 //! and answers the master's commands; each command carries an `op` id that its answer repeats.
+//!
+//! Every frame from the master is a [`FromMaster`]: the master's Raft term and the message. A
+//! chunkserver obeys no command with a term older than the highest it has obeyed (it keeps
+//! that term on disk), so a deposed leader cannot delete or overwrite copies.
 
 use crate::types::*;
 use serde::{Deserialize, Serialize};
@@ -61,10 +65,22 @@ pub enum CsToMaster {
     },
 }
 
+/// One frame from the master: the term it leads in (the term at which it accepted this
+/// connection) and the message. Why an envelope rather than a field in every variant: the
+/// term is a property of the connection's leader, not of each command, and the registry
+/// that queues commands need not know it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FromMaster {
+    pub term: u64,
+    pub msg: MasterToCs,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MasterToCs {
     /// Registration accepted.
     Welcome { master_node: u64 },
+    /// This master is not the leader and closes the connection; go to `hint.chunkserver`.
+    NotLeader { hint: LeaderHint },
     /// Create an empty chunk.
     Create { op: u64, chunk_id: ChunkId, version: u32 },
     /// Change a copy's version (before a write, so stale copies are recognisable).
