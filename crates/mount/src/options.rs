@@ -233,12 +233,6 @@ fn seconds(s: f64) -> Duration {
 /// passes the source unparsed, so a comma would need escaping on one path and not the other.
 pub const FSNAME_MASTER_SEPARATOR: &str = "+";
 
-/// The masters named by a mount's source (fsname without the subfolder):
-/// "host:port+host:port" → ["host:port", …].
-pub fn fsname_masters(source: &str) -> Vec<String> {
-    source.split(FSNAME_MASTER_SEPARATOR).filter(|s| !s.is_empty()).map(str::to_string).collect()
-}
-
 /// "HOST[:PORT],HOST[:PORT]" → ["host:port", …] with `port` where none is given.
 pub fn masters(list: &str, port: u16) -> Vec<String> {
     list.split(',')
@@ -312,8 +306,9 @@ mod tests {
         let o = MountOptions::new("/mnt/x".into(), "m1,m2:7000, m3");
         let r = o.resolve().unwrap();
         assert_eq!(r.fsname, "m1:9421+m2:7000+m3:9421");
-        assert_eq!(fsname_masters(&r.fsname), vec!["m1:9421", "m2:7000", "m3:9421"]);
-        assert_eq!(r.client.master.masters, fsname_masters(&r.fsname));
+        let back: Vec<&str> = r.fsname.split(FSNAME_MASTER_SEPARATOR).collect();
+        assert_eq!(back, ["m1:9421", "m2:7000", "m3:9421"]);
+        assert_eq!(r.client.master.masters, back);
     }
 
     #[test]

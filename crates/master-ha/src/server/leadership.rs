@@ -181,11 +181,12 @@ impl Leadership {
     /// now, otherwise after the next term it leads in.
     pub async fn next_step_down(&self) {
         let mut changes = self.changes.clone();
-        let term = match changes.wait_for(|lead| lead.leading).await {
-            Ok(lead) => lead.term,
-            Err(_) => return std::future::pending().await,
-        };
-        self.ended(term).await;
+        let term = changes.wait_for(|lead| lead.leading).await.map(|lead| lead.term);
+        match term {
+            Ok(term) => self.ended(term).await,
+            // The poller stopped (shutdown): the connection ends through its own shutdown.
+            Err(_) => std::future::pending().await,
+        }
     }
 }
 
