@@ -1,7 +1,7 @@
-//! A group of three masters as real processes: mounts, chunkservers and tools find the leader
-//! whatever order they are given the masters in, followers name the leader (`WhoLeads`), and
-//! after SIGKILL of the leader the mount's next change succeeds within seconds and the
-//! chunkserver registers with the new leader.
+//! A group of three masters as real processes: mounts, chunkservers, metaloggers and tools
+//! find the leader whatever order they are given the masters in, followers name the leader
+//! (`WhoLeads`), and after SIGKILL of the leader the mount's next change succeeds within
+//! seconds and the chunkserver and the metalogger follow the new leader.
 
 use crate::mount::Mount;
 use crate::util::{free_port, mfsha, tail, wait_for_port, Daemon, MasterPorts};
@@ -111,22 +111,39 @@ impl Group {
         }
     }
 
-    /// Waits until master `id` lists `n` chunkservers.
-    fn wait_chunkservers(&self, rt: &tokio::runtime::Runtime, id: usize, n: usize, cs: &Daemon) {
+    /// Waits until master `id`'s status satisfies `ok` (`what` and `daemon`'s log name a
+    /// failure).
+    fn wait_status(
+        &self,
+        rt: &tokio::runtime::Runtime,
+        id: usize,
+        what: &str,
+        daemon: &Daemon,
+        ok: impl Fn(&ClusterStatus) -> bool,
+    ) {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             let status = rt.block_on(crate::mount::cluster_status(&self.client(id)));
-            if status.is_some_and(|s| s.chunkservers.len() == n) {
+            if status.as_ref().is_some_and(&ok) {
                 return;
             }
             assert!(
                 Instant::now() < deadline,
-                "master {id} does not list {n} chunkserver(s) within 15 s\n{}\n--- chunkserver ---\n{}",
+                "master {id} does not list {what} within 15 s\n{}\n--- {} ---\n{}",
                 self.logs(),
-                tail(&cs.log, 30)
+                daemon.name,
+                tail(&daemon.log, 30)
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    fn wait_chunkservers(&self, rt: &tokio::runtime::Runtime, id: usize, n: usize, cs: &Daemon) {
+        self.wait_status(rt, id, &format!("{n} chunkserver(s)"), cs, |s| s.chunkservers.len() == n);
+    }
+
+    fn wait_logger(&self, rt: &tokio::runtime::Runtime, id: usize, logger: &Daemon) {
+        self.wait_status(rt, id, "the metalogger", logger, |s| s.loggers.len() == 1);
     }
 }
 
@@ -148,6 +165,20 @@ fn start_chunkserver(group: &Group, order: &[usize]) -> Daemon {
     let log = daemon.log.clone();
     wait_for_port(&format!("127.0.0.1:{port}"), "chunkserver", &log, Duration::from_secs(30));
     daemon
+}
+
+/// A metalogger told about every master, in the order `order` (node ids).
+fn start_logger(group: &Group, order: &[usize]) -> Daemon {
+    let masters: Vec<String> =
+        order.iter().map(|id| format!("\"127.0.0.1:{}\"", group.ports[id - 1].logger)).collect();
+    let yaml = format!(
+        "name: failover-logger\ndata_dir: {}\nmasters: [{}]\n",
+        group.path().join("logger").display(),
+        masters.join(", ")
+    );
+    let config = group.path().join("logger.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    Daemon::spawn(group.path(), "logger", &["logger", "-c", config.to_str().unwrap()])
 }
 
 /// `WhoLeads` asked of master `id`.
@@ -199,7 +230,9 @@ fn three_masters_clients_find_the_leader_and_survive_its_sigkill() {
     // Every address list puts the leader last: each must be found anyway.
     let order = [followers[0], followers[1], leader];
     let cs = start_chunkserver(&group, &order);
+    let logger = start_logger(&group, &order);
     group.wait_chunkservers(&rt, leader, 1, &cs);
+    group.wait_logger(&rt, leader, &logger);
     let masters = list(&group, &order);
     let status = status_json(&masters);
     assert_eq!((status.node_id, status.role.as_str()), (leader as u64, "leader"));
@@ -233,6 +266,7 @@ fn three_masters_clients_find_the_leader_and_survive_its_sigkill() {
         mount.log()
     );
     group.wait_chunkservers(&rt, new_leader, 1, &cs);
+    group.wait_logger(&rt, new_leader, &logger);
     let read_back = within(Duration::from_secs(30), "read after failover", move || {
         std::fs::read(&before).expect("read after failover")
     });
