@@ -104,7 +104,10 @@ impl Group {
                 Instant::now() < deadline,
                 "no single leader agreed on by the group within 30 s (statuses: {:?}); this is \
                  multi-master startup or election on main, not client code.\n{}",
-                statuses.iter().map(|(id, s)| (id, &s.role, s.leader_id, s.term)).collect::<Vec<_>>(),
+                statuses
+                    .iter()
+                    .map(|(id, s)| (id, &s.role, s.leader_id, s.term))
+                    .collect::<Vec<_>>(),
                 self.logs()
             );
             std::thread::sleep(Duration::from_millis(100));
@@ -160,8 +163,11 @@ fn start_chunkserver(group: &Group, order: &[usize]) -> Daemon {
     );
     let config = group.path().join("chunkserver.yaml");
     std::fs::write(&config, yaml).unwrap();
-    let daemon =
-        Daemon::spawn(group.path(), "chunkserver", &["chunkserver", "-c", config.to_str().unwrap()]);
+    let daemon = Daemon::spawn(
+        group.path(),
+        "chunkserver",
+        &["chunkserver", "-c", config.to_str().unwrap()],
+    );
     let log = daemon.log.clone();
     wait_for_port(&format!("127.0.0.1:{port}"), "chunkserver", &log, Duration::from_secs(30));
     daemon
@@ -182,7 +188,11 @@ fn start_logger(group: &Group, order: &[usize]) -> Daemon {
 }
 
 /// `WhoLeads` asked of master `id`.
-fn who_leads(rt: &tokio::runtime::Runtime, group: &Group, id: usize) -> mfsha_proto::types::LeaderHint {
+fn who_leads(
+    rt: &tokio::runtime::Runtime,
+    group: &Group,
+    id: usize,
+) -> mfsha_proto::types::LeaderHint {
     rt.block_on(async {
         let client = MasterClient::connect(&group.client(id)).await.expect("connect");
         let request = Request { session: 0, seq: 0, uid: 0, gid: 0, op: ClientOp::WhoLeads };
@@ -205,7 +215,11 @@ fn status_json(masters: &str) -> ClusterStatus {
 }
 
 /// Runs `f` on a thread and gives up after `limit` (a hung FUSE call must fail the test).
-fn within<T: Send + 'static>(limit: Duration, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+fn within<T: Send + 'static>(
+    limit: Duration,
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(f());
@@ -248,7 +262,8 @@ fn three_masters_clients_find_the_leader_and_survive_its_sigkill() {
         "getgoal through the mount: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = mfsha(&["getgoal", "-H", &list(&group, &[followers[1], leader, followers[0]]), "/before"]);
+    let out =
+        mfsha(&["getgoal", "-H", &list(&group, &[followers[1], leader, followers[0]]), "/before"]);
     assert!(out.status.success(), "getgoal -H: {}", String::from_utf8_lossy(&out.stderr));
 
     group.masters[leader - 1].kill();
@@ -273,7 +288,8 @@ fn three_masters_clients_find_the_leader_and_survive_its_sigkill() {
     assert!(read_back == data, "the file written before the failover reads back changed");
     let status = status_json(&masters);
     assert_eq!((status.node_id, status.role.as_str()), (new_leader as u64, "leader"));
-    let hint = who_leads(&rt, &group, followers.iter().copied().find(|f| *f != new_leader).unwrap());
+    let hint =
+        who_leads(&rt, &group, followers.iter().copied().find(|f| *f != new_leader).unwrap());
     assert_eq!(hint.client, Some(group.client(new_leader)));
     eprintln!("failover: leader {leader} → {new_leader}; first change after {took:?}");
     mount.stop();

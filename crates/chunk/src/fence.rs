@@ -30,7 +30,9 @@ pub enum FenceError {
     Corrupt { path: PathBuf, reason: String },
     #[error("cannot read master term file {path}: {cause}")]
     Read { path: PathBuf, cause: io::Error },
-    #[error("cannot record master term {term} in any data directory ({causes}); the command is refused")]
+    #[error(
+        "cannot record master term {term} in any data directory ({causes}); the command is refused"
+    )]
     Write { term: u64, causes: String },
 }
 
@@ -83,7 +85,8 @@ impl TermFence {
             }
         }
         if failures.len() == self.files.len() {
-            let causes = if failures.is_empty() { "no data directory".into() } else { failures.join("; ") };
+            let causes =
+                if failures.is_empty() { "no data directory".into() } else { failures.join("; ") };
             return Err(FenceError::Write { term, causes });
         }
         Ok(())
@@ -123,7 +126,8 @@ fn read_term(path: &Path) -> Result<Option<u64>, FenceError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(cause) => return Err(FenceError::Read { path: path.to_path_buf(), cause }),
     };
-    let corrupt = |reason: &str| FenceError::Corrupt { path: path.to_path_buf(), reason: reason.into() };
+    let corrupt =
+        |reason: &str| FenceError::Corrupt { path: path.to_path_buf(), reason: reason.into() };
     let text = std::str::from_utf8(&text).map_err(|_| corrupt("not text"))?;
     let line = text.strip_suffix('\n').ok_or_else(|| corrupt("no complete line"))?;
     let (body_text, crc) = line.split_once(" crc32c ").ok_or_else(|| corrupt("no checksum"))?;

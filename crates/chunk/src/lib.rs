@@ -190,8 +190,10 @@ fn open_store(
     let server_id = disk::server_id(&disks).map_err(|e| {
         ChunkserverError::Disk(format!("cannot read or write the server id file: {e}"))
     })?;
-    let healthy: Vec<_> = disks.iter().filter(|d| !d.is_damaged()).map(|d| d.path.clone()).collect();
-    let fence = fence::TermFence::open(&healthy).map_err(|e| ChunkserverError::Disk(e.to_string()))?;
+    let healthy: Vec<_> =
+        disks.iter().filter(|d| !d.is_damaged()).map(|d| d.path.clone()).collect();
+    let fence =
+        fence::TermFence::open(&healthy).map_err(|e| ChunkserverError::Disk(e.to_string()))?;
     Ok((store::Store::open(disks, fsync_every_write), server_id, fence))
 }
 

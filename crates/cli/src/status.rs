@@ -43,7 +43,9 @@ async fn ask(master: &str) -> anyhow::Result<ClusterStatus> {
     let client = MasterClient::connect_within(master, mfsha_proto::net::CONNECT_TIMEOUT)
         .await
         .with_context(|| format!("cannot reach the master at {master} (is it running?)"))?;
-    crate::leader::ask_status(&client).await.with_context(|| format!("asking {master} for its status"))
+    crate::leader::ask_status(&client)
+        .await
+        .with_context(|| format!("asking {master} for its status"))
 }
 
 /// The human-readable report.

@@ -38,9 +38,10 @@ impl Session {
         let list = crate::leader::master_list(masters);
         let deadline = std::time::Instant::now() + FIND_LEADER;
         loop {
-            let (client, master, _) = crate::leader::connect(&list, FIND_LEADER)
-                .await
-                .with_context(|| format!("cannot reach a leading master at {masters} (is one running?)"))?;
+            let (client, master, _) =
+                crate::leader::connect(&list, FIND_LEADER).await.with_context(|| {
+                    format!("cannot reach a leading master at {masters} (is one running?)")
+                })?;
             let mut s = Session { client, master, session: 0, seq: 0 };
             let hello = ClientOp::Hello {
                 session: None,

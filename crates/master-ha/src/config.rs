@@ -480,7 +480,10 @@ mod tests {
         let err = parse_str("peers:\n  - id: 2\n    addr: m2:9423\n    logger: m2:0\n")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("logger") && err.contains("line 4") && err.contains("HOST:PORT"), "{err}");
+        assert!(
+            err.contains("logger") && err.contains("line 4") && err.contains("HOST:PORT"),
+            "{err}"
+        );
         let err = parse_str("advertise:\n  clients: m1:9421\n").unwrap_err().to_string();
         assert!(err.contains("advertise.clients"), "{err}");
     }

@@ -46,7 +46,12 @@ pub fn watch_liveness(stream: &TcpStream, limit: Duration) -> io::Result<()> {
     set(fd, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, ms)
 }
 
-fn set<T: Copy>(fd: libc::c_int, level: libc::c_int, name: libc::c_int, value: T) -> io::Result<()> {
+fn set<T: Copy>(
+    fd: libc::c_int,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: T,
+) -> io::Result<()> {
     // SAFETY: `value` lives across the call and its size is passed; `fd` is an open socket
     // owned by the caller's TcpStream.
     let rc = unsafe {

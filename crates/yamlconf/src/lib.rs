@@ -115,7 +115,9 @@ pub fn host_port<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D
 
 /// `#[serde(default, deserialize_with = "mfsha_yamlconf::opt_host_port")]`: an optional
 /// `HOST:PORT` (absent means `None`; present must be valid).
-pub fn opt_host_port<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+pub fn opt_host_port<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
     host_port(deserializer).map(Some)
 }
 

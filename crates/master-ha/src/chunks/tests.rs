@@ -575,8 +575,8 @@ async fn a_chunk_without_copies_is_made_afresh_only_if_it_holds_no_data() {
 }
 
 #[tokio::test]
-async fn a_follower_redirects_and_closes_chunkserver_connections_and_a_lost_leadership_drops_them(
-) {
+async fn a_follower_redirects_and_closes_chunkserver_connections_and_a_lost_leadership_drops_them()
+{
     let (registry, meta, addr) = setup(vec![(1, info(1, 1))]).await;
     meta.leader.store(false, Ordering::Release);
     let mut a = fake_cs(addr, 7201, vec![(1, 1, false)]).await;

@@ -204,8 +204,12 @@ async fn poll(source: Source, tx: watch::Sender<Lead>, shutdown: Shutdown) {
             continue;
         }
         if was.leading && !(lead.leading && lead.term == was.term) {
-            tracing::warn!(term = was.term, new_term = lead.term, leader = lead.leader_id,
-                "no longer leader: closing client, chunkserver and metalogger connections");
+            tracing::warn!(
+                term = was.term,
+                new_term = lead.term,
+                leader = lead.leader_id,
+                "no longer leader: closing client, chunkserver and metalogger connections"
+            );
         }
         was = lead;
         tx.send_replace(lead);

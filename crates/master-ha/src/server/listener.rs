@@ -4,8 +4,8 @@
 use super::{client, Service};
 use crate::config::ClientLimits;
 use mfsha_proto::client::{Answer, ClientReply, Request};
-use mfsha_proto::types::Reply;
 use mfsha_proto::rpc::{self, Handled, RpcError};
+use mfsha_proto::types::Reply;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -494,7 +494,11 @@ impl MasterLink {
             // One line every ~10 s while the master stays away, not one per try.
             match self.round(rounds.is_multiple_of(50)).await {
                 Ok(conn) => {
-                    tracing::info!(master = conn.rpc.peer(), session = conn.session, "connected to the master");
+                    tracing::info!(
+                        master = conn.rpc.peer(),
+                        session = conn.session,
+                        "connected to the master"
+                    );
                     *current = Some(conn.clone());
                     return Ok(conn);
                 }
@@ -852,13 +856,20 @@ mod tests {
         tokio::spawn(async move {
             while let Ok((stream, peer)) = listener.accept().await {
                 let reply = reply.clone();
-                tokio::spawn(mfsha_proto::rpc::serve(stream, peer.to_string(), 4, move |req: Request| {
-                    let reply = match req.op {
-                        ClientOp::Hello { .. } => Ok(ClientReply::Session { session: 9, root: 1 }),
-                        _ => reply.clone(),
-                    };
-                    async move { Answer { term, reply } }
-                }));
+                tokio::spawn(mfsha_proto::rpc::serve(
+                    stream,
+                    peer.to_string(),
+                    4,
+                    move |req: Request| {
+                        let reply = match req.op {
+                            ClientOp::Hello { .. } => {
+                                Ok(ClientReply::Session { session: 9, root: 1 })
+                            }
+                            _ => reply.clone(),
+                        };
+                        async move { Answer { term, reply } }
+                    },
+                ));
             }
         });
         addr
