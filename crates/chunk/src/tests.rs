@@ -226,6 +226,33 @@ async fn commands_of_an_older_term_are_refused_also_after_a_restart() {
 }
 
 #[tokio::test]
+async fn a_follower_s_hint_is_followed_at_once() {
+    let follower = FakeMaster::new().await;
+    let leader = FakeMaster::new().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let cs = start_cs(&follower.addr(), vec![tmp.path().to_path_buf()], 0.0).await;
+    let mut conn = follower.accept().await;
+    match conn.recv().await {
+        CsToMaster::Register { .. } => {}
+        other => panic!("expected Register, got {other:?}"),
+    }
+    let hint = mfsha_proto::types::LeaderHint {
+        term: 2,
+        leader_id: 2,
+        chunkserver: Some(leader.addr()),
+        ..Default::default()
+    };
+    conn.send(&MasterToCs::NotLeader { hint }).await;
+    let started = std::time::Instant::now();
+    let mut conn = leader.accept().await;
+    assert!(started.elapsed() < Duration::from_millis(500), "{:?}", started.elapsed());
+    conn.term = 2;
+    conn.registration().await;
+    assert_eq!(conn.command(|op| MasterToCs::Create { op, chunk_id: 3, version: 1 }).await, Ok(()));
+    cs.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_corrupt_term_file_stops_the_start_and_names_the_file() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join(fence::TERM_FILE);

@@ -242,3 +242,28 @@ async fn create_makes_a_file_held_open_by_the_session_and_several_mutations_may_
     }
     master.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn every_answer_carries_the_term_and_who_leads_names_this_master() {
+    let dir = tempfile::tempdir().unwrap();
+    let (master, addr) = start(dir.path()).await;
+    let client = Client::connect(&addr).await.unwrap();
+    let term = master.service.meta.raft_status().term;
+    assert!(term > 0);
+    let who = client.0.call(request(0, 0, ClientOp::WhoLeads)).await.unwrap();
+    assert_eq!(who.term, term);
+    match who.reply {
+        Ok(ClientReply::Leader(hint)) => {
+            assert_eq!((hint.term, hint.leader_id), (term, master.node_id()));
+            // Listening on 127.0.0.1: the advertised address defaults to the bound one.
+            assert_eq!(hint.client, Some(addr.clone()));
+            assert!(hint.chunkserver.is_some() && hint.logger.is_some(), "{hint:?}");
+        }
+        other => panic!("WhoLeads answered {other:?}"),
+    }
+    // Errors carry it too.
+    let stale = client.0.call(request(0, 1, ClientOp::GetAttr { ino: ROOT_INO })).await.unwrap();
+    assert_eq!(stale.term, term);
+    drop(client);
+    master.stop().await.unwrap();
+}
