@@ -37,6 +37,8 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(1);
 const CONNECT_TIMEOUT: Duration = mfsha_proto::net::CONNECT_TIMEOUT;
 /// A write to the master that takes longer than this means the master is gone.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a failed registration waits for the redirect a follower sent before closing.
+const REDIRECT_GRACE: Duration = Duration::from_millis(200);
 /// Commands executed at once; more wait (the master paces replication anyway).
 const COMMANDS_MAX: usize = 32;
 
@@ -66,6 +68,8 @@ enum LinkError {
     NotLeader(LeaderHint),
     #[error("{0}")]
     Fenced(#[from] FenceError),
+    #[error("the master sent {0} before the registration was complete")]
+    Early(String),
 }
 
 /// Keeps a session with a master open until `shutdown`, reconnecting as needed.
@@ -177,15 +181,44 @@ impl Session<'_> {
             .await
             .map_err(|e| LinkError::Connect(e.to_string()))?;
         let (read_half, mut out) = stream.into_split();
-        self.register(&mut out).await?;
+        // Read from the start: a follower answers Register with NotLeader at once, and the
+        // chunk list need not go to it.
         let (frames_tx, mut frames) = mpsc::channel::<Result<FromMaster, FrameError>>(256);
         let reader = tokio::spawn(read_loop(BufReader::new(read_half), frames_tx));
-        let result = self.serve(&mut out, &mut frames, addr, backoff).await;
+        let result = match self.register(&mut out, &mut frames).await {
+            Ok(()) => self.serve(&mut out, &mut frames, addr, backoff).await,
+            Err(e) => Err(e),
+        };
         reader.abort();
         result
     }
 
-    async fn register(&self, out: &mut OwnedWriteHalf) -> Result<(), LinkError> {
+    /// Sends the registration, stopping early if the master redirects us meanwhile.
+    async fn register(
+        &self,
+        out: &mut OwnedWriteHalf,
+        frames: &mut mpsc::Receiver<Result<FromMaster, FrameError>>,
+    ) -> Result<(), LinkError> {
+        match self.send_registration(out, frames).await {
+            // A follower closes after its NotLeader: a failed send may just mean that.
+            Err(e @ (LinkError::Frame(_) | LinkError::WriteTimeout)) => {
+                let next = tokio::time::timeout(REDIRECT_GRACE, frames.recv()).await;
+                match next {
+                    Ok(Some(Ok(FromMaster { msg: MasterToCs::NotLeader { hint }, .. }))) => {
+                        Err(LinkError::NotLeader(hint))
+                    }
+                    _ => Err(e),
+                }
+            }
+            other => other,
+        }
+    }
+
+    async fn send_registration(
+        &self,
+        out: &mut OwnedWriteHalf,
+        frames: &mut mpsc::Receiver<Result<FromMaster, FrameError>>,
+    ) -> Result<(), LinkError> {
         let store = self.store.clone();
         let (disks, chunks) = tokio::task::spawn_blocking(move || {
             store.check_disks();
@@ -202,8 +235,10 @@ impl Session<'_> {
         };
         send(out, &register).await?;
         for batch in chunks.chunks(CHUNKS_PER_FRAME) {
+            early_frame(frames)?;
             send(out, &CsToMaster::Chunks(batch.to_vec())).await?;
         }
+        early_frame(frames)?;
         send(out, &CsToMaster::RegisterDone).await?;
         // Reports queued while disconnected still go out; damaged copies are re-announced.
         self.store.requeue_damaged();
@@ -297,6 +332,23 @@ impl Session<'_> {
             // The session may be gone; the master re-learns the state at re-registration.
             let _gone = done.send(CsToMaster::Done { op, status }).await;
         });
+    }
+}
+
+/// Before `RegisterDone` a leader sends nothing: a frame there is a follower's redirect (or
+/// the connection failing), and ends the registration.
+fn early_frame(
+    frames: &mut mpsc::Receiver<Result<FromMaster, FrameError>>,
+) -> Result<(), LinkError> {
+    match frames.try_recv() {
+        Err(mpsc::error::TryRecvError::Empty) => Ok(()),
+        Err(mpsc::error::TryRecvError::Disconnected) => Err(LinkError::Closed),
+        Ok(Ok(FromMaster { msg: MasterToCs::NotLeader { hint }, .. })) => {
+            Err(LinkError::NotLeader(hint))
+        }
+        Ok(Ok(other)) => Err(LinkError::Early(format!("{:?}", other.msg))),
+        Ok(Err(e)) if e.is_clean_close() => Err(LinkError::Closed),
+        Ok(Err(e)) => Err(e.into()),
     }
 }
 

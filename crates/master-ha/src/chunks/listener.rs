@@ -28,6 +28,8 @@ use tokio::sync::mpsc;
 const SILENCE_LIMIT: Duration = Duration::from_secs(10);
 /// Commands queued for one chunkserver before sends fail with `Busy`.
 const COMMAND_QUEUE: usize = 4096;
+/// How long a follower reads what a redirected chunkserver still sends before closing.
+const REDIRECT_DRAIN: Duration = Duration::from_secs(2);
 /// Copies one chunkserver may report; more is a broken or hostile peer.
 const MAX_COPIES_PER_SERVER: u64 = 100_000_000;
 
@@ -98,7 +100,7 @@ async fn connection(
     };
     let term = match leadership.leading_term() {
         Some(term) if registry.meta.is_leader() => term,
-        _ => return redirect(write_half, peer, &leadership).await,
+        _ => return redirect(write_half, reader, peer, &leadership).await,
     };
     let addr = ServerAddr { host: host.unwrap_or_else(|| peer.ip().to_string()), port };
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
@@ -120,8 +122,16 @@ async fn connection(
     }
 }
 
-/// A follower's answer to `Register`: who leads, then close.
-async fn redirect(mut out: OwnedWriteHalf, peer: SocketAddr, leadership: &Leadership) {
+/// A follower's answer to `Register`: who leads, then close. What the chunkserver sent
+/// meanwhile is read and dropped until it closes (at most [`REDIRECT_DRAIN`]): closing with
+/// unread data would reset the connection, and the reset can destroy the redirect before
+/// the chunkserver reads it.
+async fn redirect(
+    mut out: OwnedWriteHalf,
+    mut reader: BufReader<OwnedReadHalf>,
+    peer: SocketAddr,
+    leadership: &Leadership,
+) {
     let hint = leadership.hint();
     tracing::debug!(%peer, leader = hint.leader_id, to = ?hint.chunkserver,
         "not the leader; redirecting the chunkserver");
@@ -131,7 +141,12 @@ async fn redirect(mut out: OwnedWriteHalf, peer: SocketAddr, leadership: &Leader
         Err(e) => Err(e),
     };
     if let Err(e) = sent {
-        tracing::debug!(%peer, error = %e, "could not redirect the chunkserver");
+        return tracing::debug!(%peer, error = %e, "could not redirect the chunkserver");
+    }
+    let mut sink = tokio::io::sink();
+    let drain = tokio::io::copy(&mut reader, &mut sink);
+    if tokio::time::timeout(REDIRECT_DRAIN, drain).await.is_err() {
+        tracing::debug!(%peer, "redirected chunkserver kept sending; closing");
     }
 }
 
