@@ -1,7 +1,8 @@
 //! A group of three masters as real processes: mounts, chunkservers, metaloggers and tools
 //! find the leader whatever order they are given the masters in, followers name the leader
-//! (`WhoLeads`), and after SIGKILL of the leader the mount's next change succeeds within
-//! seconds and the chunkserver and the metalogger follow the new leader.
+//! (`WhoLeads`). When the leader hangs (SIGSTOP) and later when a leader dies (SIGKILL), the
+//! mount's next change succeeds within seconds and the chunkserver and the metalogger follow
+//! the new leader; the hung leader, resumed, steps down and names its successor.
 
 use crate::mount::Mount;
 use crate::util::{free_port, mfsha, tail, wait_for_port, Daemon, MasterPorts};
@@ -81,7 +82,7 @@ impl Group {
     fn statuses(&self, rt: &tokio::runtime::Runtime) -> Vec<(usize, ClusterStatus)> {
         (1..=3)
             .filter_map(|id| {
-                let status = rt.block_on(crate::mount::cluster_status(&self.client(id)))?;
+                let status = rt.block_on(status_within(&self.client(id)))?;
                 Some((id, status))
             })
             .collect()
@@ -114,6 +115,33 @@ impl Group {
         }
     }
 
+    /// Waits until one of `among` leads and the others of `among` agree (the rest may be
+    /// hung and not answer).
+    fn wait_leader_among(&self, rt: &tokio::runtime::Runtime, among: &[usize]) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let statuses: Vec<(usize, ClusterStatus)> = among
+                .iter()
+                .filter_map(|id| {
+                    let status = rt.block_on(status_within(&self.client(*id)))?;
+                    Some((*id, status))
+                })
+                .collect();
+            let leader = statuses.iter().find(|(_, s)| s.role == "leader").map(|(id, _)| *id);
+            if let Some(leader) = leader {
+                if statuses.iter().all(|(_, s)| s.leader_id == leader as u64) {
+                    return leader;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no new leader among {among:?} within 30 s\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Waits until master `id`'s status satisfies `ok` (`what` and `daemon`'s log name a
     /// failure).
     fn wait_status(
@@ -126,7 +154,7 @@ impl Group {
     ) {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            let status = rt.block_on(crate::mount::cluster_status(&self.client(id)));
+            let status = rt.block_on(status_within(&self.client(id)));
             if status.as_ref().is_some_and(&ok) {
                 return;
             }
@@ -173,6 +201,16 @@ fn start_chunkserver(group: &Group, order: &[usize]) -> Daemon {
     daemon
 }
 
+/// The status of the master at `addr`, `None` if it does not answer within a second.
+async fn status_within(addr: &str) -> Option<ClusterStatus> {
+    let client = MasterClient::connect_within(addr, Duration::from_secs(1)).await.ok()?;
+    let request = Request { session: 0, seq: 0, uid: 0, gid: 0, op: ClientOp::Status };
+    match client.call_timeout(request, 1000).await {
+        Ok(Ok(ClientReply::Status(status))) => Some(status),
+        _ => None,
+    }
+}
+
 /// A metalogger told about every master, in the order `order` (node ids).
 fn start_logger(group: &Group, order: &[usize]) -> Daemon {
     let masters: Vec<String> =
@@ -214,6 +252,36 @@ fn status_json(masters: &str) -> ClusterStatus {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// A mkdir `name` on the mount right after the leader failed at `since`: must succeed within
+/// 10 s of the failure; then `before` must still read back as `data`. Returns how long the
+/// mkdir waited.
+fn change_and_read(
+    mount: &Mount,
+    name: &str,
+    before: &Path,
+    data: &[u8],
+    since: Instant,
+    group: &Group,
+) -> Duration {
+    let dir = mount.path(name);
+    within(Duration::from_secs(30), "mkdir after the leader failed", move || {
+        std::fs::create_dir(&dir).expect("mkdir after failover")
+    });
+    let took = since.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "the first change after the leader failed took {took:?}\n{}\n--- mount ---\n{}",
+        group.logs(),
+        mount.log()
+    );
+    let before = before.to_path_buf();
+    let read_back = within(Duration::from_secs(30), "read after failover", move || {
+        std::fs::read(&before).expect("read after failover")
+    });
+    assert!(read_back == data, "the file written before the failover reads back changed");
+    took
+}
+
 /// Runs `f` on a thread and gives up after `limit` (a hung FUSE call must fail the test).
 fn within<T: Send + 'static>(
     limit: Duration,
@@ -228,7 +296,7 @@ fn within<T: Send + 'static>(
 }
 
 #[test]
-fn three_masters_clients_find_the_leader_and_survive_its_sigkill() {
+fn three_masters_clients_find_the_leader_and_follow_it_when_it_hangs_or_dies() {
     let rt = crate::mount::runtime();
     let mut group = Group::start();
     let leader = group.wait_leader(&rt, None);
@@ -266,31 +334,38 @@ fn three_masters_clients_find_the_leader_and_survive_its_sigkill() {
         mfsha(&["getgoal", "-H", &list(&group, &[followers[1], leader, followers[0]]), "/before"]);
     assert!(out.status.success(), "getgoal -H: {}", String::from_utf8_lossy(&out.stderr));
 
-    group.masters[leader - 1].kill();
+    // The leader hangs: its kernel still acknowledges, only silence tells.
+    let hung = group.masters[leader - 1].pid().unwrap();
+    crate::util::signal(hung, libc::SIGSTOP);
+    let stopped = Instant::now();
+    let second = group.wait_leader_among(&rt, &followers);
+    let took = change_and_read(&mount, "after-stop", &before, &data, stopped, &group);
+    group.wait_chunkservers(&rt, second, 1, &cs);
+    eprintln!("failover: leader {leader} hung → {second}; first change after {took:?}");
+    // Resumed, the old leader learns the newer term, steps down and names its successor.
+    crate::util::signal(hung, libc::SIGCONT);
+    let resumed = Instant::now();
+    loop {
+        let hint = who_leads(&rt, &group, leader);
+        if hint.leader_id == second as u64 {
+            assert_eq!(hint.client, Some(group.client(second)), "{hint:?}");
+            break;
+        }
+        assert!(resumed.elapsed() < Duration::from_secs(15), "master {leader} still says {hint:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    group.masters[second - 1].kill();
     let killed = Instant::now();
-    let new_leader = group.wait_leader(&rt, Some(leader));
-    let after = mount.path("after");
-    within(Duration::from_secs(30), "mkdir after the leader died", move || {
-        std::fs::create_dir(&after).expect("mkdir after failover")
-    });
-    let took = killed.elapsed();
-    assert!(
-        took < Duration::from_secs(10),
-        "the first change after the leader's SIGKILL took {took:?}\n{}\n--- mount ---\n{}",
-        group.logs(),
-        mount.log()
-    );
-    group.wait_chunkservers(&rt, new_leader, 1, &cs);
-    group.wait_logger(&rt, new_leader, &logger);
-    let read_back = within(Duration::from_secs(30), "read after failover", move || {
-        std::fs::read(&before).expect("read after failover")
-    });
-    assert!(read_back == data, "the file written before the failover reads back changed");
+    let third = group.wait_leader(&rt, Some(second));
+    let took = change_and_read(&mount, "after-kill", &before, &data, killed, &group);
+    group.wait_chunkservers(&rt, third, 1, &cs);
+    group.wait_logger(&rt, third, &logger);
     let status = status_json(&masters);
-    assert_eq!((status.node_id, status.role.as_str()), (new_leader as u64, "leader"));
-    let hint =
-        who_leads(&rt, &group, followers.iter().copied().find(|f| *f != new_leader).unwrap());
-    assert_eq!(hint.client, Some(group.client(new_leader)));
-    eprintln!("failover: leader {leader} → {new_leader}; first change after {took:?}");
+    assert_eq!((status.node_id, status.role.as_str()), (third as u64, "leader"));
+    let last_follower = (1..=3).find(|id| *id != second && *id != third).unwrap();
+    let hint = who_leads(&rt, &group, last_follower);
+    assert_eq!(hint.client, Some(group.client(third)));
+    eprintln!("failover: leader {second} killed → {third}; first change after {took:?}");
     mount.stop();
 }

@@ -70,6 +70,42 @@ enum LinkError {
     Fenced(#[from] FenceError),
     #[error("the master sent {0} before the registration was complete")]
     Early(String),
+    #[error("the master sent nothing for {0:?} (hung or gone)")]
+    Silent(Duration),
+}
+
+/// How long the master may stay silent once it has heartbeated.
+const MASTER_SILENCE: Duration = Duration::from_millis(mfsha_proto::cs::MASTER_SILENCE_MS);
+
+/// When the master was last heard from. Until its first frame the limit always holds (a
+/// hung master accepts connections in its kernel but never answers the registration); after
+/// that only once the master has sent a heartbeat: every mfsha master heartbeats from the
+/// start of the connection, a scripted master in a test need not.
+struct Silence {
+    since: tokio::time::Instant,
+    heard: bool,
+    heartbeats: bool,
+}
+
+impl Default for Silence {
+    fn default() -> Self {
+        Silence { since: tokio::time::Instant::now(), heard: false, heartbeats: false }
+    }
+}
+
+impl Silence {
+    fn heard(&mut self, msg: &MasterToCs) {
+        self.heard = true;
+        self.heartbeats |= matches!(msg, MasterToCs::Heartbeat);
+        self.since = tokio::time::Instant::now();
+    }
+
+    async fn expired(&self) {
+        match !self.heard || self.heartbeats {
+            true => tokio::time::sleep_until(self.since + MASTER_SILENCE).await,
+            false => std::future::pending().await,
+        }
+    }
 }
 
 /// Keeps a session with a master open until `shutdown`, reconnecting as needed.
@@ -256,14 +292,19 @@ impl Session<'_> {
         let (done_tx, mut done_rx) = mpsc::channel::<CsToMaster>(COMMANDS_MAX * 2);
         let mut heartbeat = tokio::time::interval(self.config.heartbeat);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut silence = Silence::default();
         loop {
             tokio::select! {
                 frame = frames.recv() => match frame {
                     None => return Err(LinkError::Closed),
                     Some(Err(e)) if e.is_clean_close() => return Ok(()),
                     Some(Err(e)) => return Err(e.into()),
-                    Some(Ok(frame)) => self.obey(out, frame, &done_tx, addr, backoff).await?,
+                    Some(Ok(frame)) => {
+                        silence.heard(&frame.msg);
+                        self.obey(out, frame, &done_tx, addr, backoff).await?
+                    }
                 },
+                () = silence.expired() => return Err(LinkError::Silent(MASTER_SILENCE)),
                 Some(done) = done_rx.recv() => send(out, &done).await?,
                 _ = heartbeat.tick() => self.heartbeat(out).await?,
                 _ = self.store.report_ready.notified() => self.send_reports(out).await?,
@@ -297,6 +338,7 @@ impl Session<'_> {
                 *backoff = BACKOFF_MIN;
                 tracing::info!(master = %addr, master_node, term, "registration accepted");
             }
+            MasterToCs::Heartbeat => {}
             command => self.spawn_command(command, done.clone()),
         }
         Ok(())
@@ -335,12 +377,16 @@ impl Session<'_> {
     }
 }
 
-/// Before `RegisterDone` a leader sends nothing: a frame there is a follower's redirect (or
-/// the connection failing), and ends the registration.
+/// Before `RegisterDone` a leader sends only heartbeats: another frame there is a follower's
+/// redirect (or the connection failing), and ends the registration.
 fn early_frame(
     frames: &mut mpsc::Receiver<Result<FromMaster, FrameError>>,
 ) -> Result<(), LinkError> {
-    match frames.try_recv() {
+    let mut next = frames.try_recv();
+    while matches!(next, Ok(Ok(FromMaster { msg: MasterToCs::Heartbeat, .. }))) {
+        next = frames.try_recv();
+    }
+    match next {
         Err(mpsc::error::TryRecvError::Empty) => Ok(()),
         Err(mpsc::error::TryRecvError::Disconnected) => Err(LinkError::Closed),
         Ok(Ok(FromMaster { msg: MasterToCs::NotLeader { hint }, .. })) => {
@@ -380,7 +426,7 @@ async fn read_loop(
 
 fn command_op(command: &MasterToCs) -> Option<u64> {
     match command {
-        MasterToCs::Welcome { .. } | MasterToCs::NotLeader { .. } => None,
+        MasterToCs::Welcome { .. } | MasterToCs::NotLeader { .. } | MasterToCs::Heartbeat => None,
         MasterToCs::Create { op, .. }
         | MasterToCs::SetVersion { op, .. }
         | MasterToCs::Delete { op, .. }
@@ -394,7 +440,7 @@ fn command_op(command: &MasterToCs) -> Option<u64> {
 pub async fn execute(store: &Arc<Store>, peers: &Peers, command: MasterToCs) -> Result<(), Status> {
     tracing::debug!(?command, "master command");
     match command {
-        MasterToCs::Welcome { .. } | MasterToCs::NotLeader { .. } => Ok(()),
+        MasterToCs::Welcome { .. } | MasterToCs::NotLeader { .. } | MasterToCs::Heartbeat => Ok(()),
         MasterToCs::Create { chunk_id, version, .. } => {
             blocking(store, move |s| s.create_blocking(chunk_id, version)).await
         }

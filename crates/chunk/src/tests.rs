@@ -253,6 +253,25 @@ async fn a_follower_s_hint_is_followed_at_once() {
 }
 
 #[tokio::test]
+async fn a_master_that_stops_heartbeating_is_left_within_two_seconds() {
+    let master = FakeMaster::new().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let cs = start_cs(&master.addr(), vec![tmp.path().to_path_buf()], 0.0).await;
+    let mut hung = master.accept().await;
+    hung.registration().await;
+    hung.send(&MasterToCs::Heartbeat).await;
+    // The connection stays open and acknowledged by the kernel, but the master says nothing.
+    let started = std::time::Instant::now();
+    let mut conn = master.accept().await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(2500), "left the silent master after {took:?}");
+    assert!(took >= Duration::from_millis(1000), "left a heartbeating master early: {took:?}");
+    conn.registration().await;
+    drop(hung);
+    cs.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_corrupt_term_file_stops_the_start_and_names_the_file() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join(fence::TERM_FILE);

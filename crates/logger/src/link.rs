@@ -31,6 +31,10 @@ pub enum LoggerError {
 }
 
 const BACKOFF_START: Duration = Duration::from_millis(100);
+/// A master that heartbeated and then sent nothing for this long is taken for hung. Longer
+/// than a chunkserver's limit: the master encodes a requested snapshot on the connection's
+/// task, and heartbeats pause meanwhile.
+const MASTER_SILENCE: Duration = Duration::from_secs(5);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Runs the logger until SIGTERM or SIGINT, reconnecting to the masters as needed.
@@ -114,8 +118,17 @@ async fn follow(config: &LoggerConfig, master: &str) -> Result<(), LoggerError> 
     });
     let mut refresh = tokio::time::interval(Duration::from_secs(config.snapshot_every_s));
     refresh.tick().await; // the first snapshot comes with the connection
+                          // Armed by the first heartbeat (every mfsha master sends them once the snapshot is out).
+    let mut heard: Option<tokio::time::Instant> = None;
     let result = loop {
+        let silent = async {
+            match heard {
+                Some(at) => tokio::time::sleep_until(at + MASTER_SILENCE).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
+            () = silent => break Err(link_err(format!("sent nothing for {MASTER_SILENCE:?} (hung or gone)"))),
             frame = rx.recv() => {
                 let msg = match frame {
                     Some(Ok(msg)) => msg,
@@ -123,6 +136,9 @@ async fn follow(config: &LoggerConfig, master: &str) -> Result<(), LoggerError> 
                     Some(Err(e)) => break Err(link_err(e.to_string())),
                     None => break Ok(()),
                 };
+                if heard.is_some() || matches!(msg, MasterToLogger::Heartbeat) {
+                    heard = Some(tokio::time::Instant::now());
+                }
                 match follower.handle(msg, master) {
                     Ok(Some(ack)) => {
                         let ack = LoggerToMaster::Ack { index: ack };
@@ -207,6 +223,7 @@ impl Follower {
             MasterToLogger::NotLeader { leader_hint } => {
                 Err(LoggerError::NotLeader { master: master.to_string(), hint: leader_hint })
             }
+            MasterToLogger::Heartbeat => Ok(None),
         }
     }
 

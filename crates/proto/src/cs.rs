@@ -16,6 +16,12 @@ use serde::{Deserialize, Serialize};
 /// the frame limit (each pair encodes to at most 15 bytes).
 pub const CHUNKS_PER_FRAME: usize = 100_000;
 
+/// How often the master heartbeats a chunkserver (and a metalogger).
+pub const MASTER_HEARTBEAT_MS: u64 = 300;
+/// A master silent this long (five heartbeats) is taken for dead by its chunkservers and
+/// metaloggers.
+pub const MASTER_SILENCE_MS: u64 = 1500;
+
 /// A data directory of a chunkserver, as reported to the master.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DiskInfo {
@@ -81,6 +87,9 @@ pub enum MasterToCs {
     Welcome { master_node: u64 },
     /// This master is not the leader and closes the connection; go to `hint.chunkserver`.
     NotLeader { hint: LeaderHint },
+    /// Sent every [`MASTER_HEARTBEAT_MS`] so the chunkserver notices a master that hangs
+    /// (its kernel still acknowledges, so TCP alone would not tell).
+    Heartbeat,
     /// Create an empty chunk.
     Create { op: u64, chunk_id: ChunkId, version: u32 },
     /// Change a copy's version (before a write, so stale copies are recognisable).

@@ -39,4 +39,6 @@ pub enum MasterToLogger {
     /// This master is not the leader and closes the connection; `leader_hint` is the
     /// leader's logger port (`HOST:PORT`) if known.
     NotLeader { leader_hint: Option<String> },
+    /// Sent every `cs::MASTER_HEARTBEAT_MS` so the logger notices a master that hangs.
+    Heartbeat,
 }

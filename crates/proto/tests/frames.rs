@@ -133,6 +133,8 @@ fn leader_hints_terms_and_redirects_round_trip() {
     round_trip(0, FromMaster { term: 1 << 40, msg: delete });
     round_trip(0, MasterToLogger::NotLeader { leader_hint: Some("m2:9419".into()) });
     round_trip(0, MasterToLogger::NotLeader { leader_hint: None });
+    round_trip(0, MasterToLogger::Heartbeat);
+    round_trip(0, FromMaster { term: 3, msg: MasterToCs::Heartbeat });
 }
 
 #[test]

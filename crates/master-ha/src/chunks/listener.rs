@@ -13,7 +13,7 @@
 use super::registry::ServerKey;
 use super::ChunkRegistry;
 use crate::server::{Leadership, Shutdown};
-use mfsha_proto::cs::{CsToMaster, FromMaster, MasterToCs};
+use mfsha_proto::cs::{CsToMaster, FromMaster, MasterToCs, MASTER_HEARTBEAT_MS};
 use mfsha_proto::frame::{read_frame, write_frame, FrameError};
 use mfsha_proto::types::ServerAddr;
 use std::net::SocketAddr;
@@ -171,7 +171,16 @@ async fn write_loop(
     term: u64,
 ) {
     let mut out = BufWriter::new(out);
-    while let Some(msg) = rx.recv().await {
+    let mut beat = tokio::time::interval(Duration::from_millis(MASTER_HEARTBEAT_MS));
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let msg = tokio::select! {
+            msg = rx.recv() => match msg {
+                Some(msg) => msg,
+                None => return,
+            },
+            _ = beat.tick() => MasterToCs::Heartbeat,
+        };
         if let Err(e) = write_batch(&mut out, msg, &mut rx, term).await {
             tracing::warn!(server = %addr, error = %e, "cannot send to chunkserver");
             return;

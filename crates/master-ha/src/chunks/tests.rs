@@ -406,6 +406,7 @@ async fn fake_cs(
             assert_eq!(frame.body.term, TERM, "every frame carries the leader's term");
             let msg = frame.body.msg;
             let op = match &msg {
+                MasterToCs::Heartbeat => continue,
                 MasterToCs::Welcome { .. } | MasterToCs::NotLeader { .. } => None,
                 MasterToCs::Create { op, .. }
                 | MasterToCs::SetVersion { op, .. }

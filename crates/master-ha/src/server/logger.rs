@@ -10,6 +10,7 @@
 //! connections, so loggers always follow the current leader's changelog.
 
 use super::{Service, Shutdown};
+use mfsha_proto::cs::MASTER_HEARTBEAT_MS;
 use mfsha_proto::frame::{read_frame, write_frame, FrameError};
 use mfsha_proto::logger::{LoggerToMaster, MasterToLogger, SNAPSHOT_PART_BYTES};
 use std::sync::Arc;
@@ -122,8 +123,11 @@ async fn stream_to_logger(
 ) -> Result<(), LoggerLinkError> {
     let mut applied = service.meta.subscribe_applied();
     let mut sent = send_snapshot(writer, service).await?;
+    let mut beat = tokio::time::interval(Duration::from_millis(MASTER_HEARTBEAT_MS));
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            _ = beat.tick() => write_frame(writer, 0, &MasterToLogger::Heartbeat).await?,
             event = applied.recv() => match event {
                 Ok(first) => sent = send_entries(writer, &mut applied, first, sent).await?,
                 Err(RecvError::Lagged(missed)) => {

@@ -561,26 +561,26 @@ impl MasterLink {
     }
 
     /// Connects to `addr` and resumes our session there, or opens one if we have none (or the
-    /// master lost ours). A master that is not the leader is asked who is.
+    /// master lost ours). A master that is not the leader says who is.
     async fn open(&self, addr: &str) -> Result<Arc<Conn>, OpenError> {
         let rpc = Rpc::connect_within(addr, self.cfg.connect_timeout)
             .await
             .map_err(|e| OpenError::Retry(e.to_string()))?;
+        // A hung master's kernel still accepts connections: ask something any master answers
+        // at once, within the ping timeout, before waiting on a Hello.
+        let leader = self.who_leads(&rpc).await?;
         match self.open_on(&rpc, addr).await {
-            Err(OpenError::NotLeader) => Err(OpenError::Redirect(self.who_leads(&rpc).await)),
+            Err(OpenError::NotLeader) => Err(OpenError::Redirect(leader)),
             other => other,
         }
     }
 
-    /// The leader's client address as the master behind `rpc` knows it.
-    async fn who_leads(&self, rpc: &Rpc) -> Option<String> {
+    /// The leader's client address as the master behind `rpc` knows it (`None`: unknown).
+    async fn who_leads(&self, rpc: &Rpc) -> Result<Option<String>, OpenError> {
         let req = Request { session: 0, seq: 0, uid: 0, gid: 0, op: ClientOp::WhoLeads };
-        match self.one_call(rpc, req).await {
-            Ok(ClientReply::Leader(hint)) => hint.client,
-            other => {
-                tracing::debug!(master = rpc.peer(), answer = ?other, "no leader hint");
-                None
-            }
+        match self.one_call_within(rpc, req, self.cfg.ping_timeout).await? {
+            ClientReply::Leader(hint) => Ok(hint.client),
+            other => Err(OpenError::Retry(format!("unexpected answer to WhoLeads: {other:?}"))),
         }
     }
 
@@ -678,7 +678,15 @@ impl MasterLink {
     }
 
     async fn one_call(&self, rpc: &Rpc, req: Request) -> Result<ClientReply, OpenError> {
-        let limit = self.cfg.attempt_timeout;
+        self.one_call_within(rpc, req, self.cfg.attempt_timeout).await
+    }
+
+    async fn one_call_within(
+        &self,
+        rpc: &Rpc,
+        req: Request,
+        limit: Duration,
+    ) -> Result<ClientReply, OpenError> {
         let answer = match tokio::time::timeout(limit, rpc.call(req)).await {
             Ok(Ok(answer)) => answer,
             Ok(Err(e)) => return Err(OpenError::Retry(e.to_string())),
@@ -865,6 +873,7 @@ mod tests {
                             ClientOp::Hello { .. } => {
                                 Ok(ClientReply::Session { session: 9, root: 1 })
                             }
+                            ClientOp::WhoLeads => Ok(ClientReply::Leader(Default::default())),
                             _ => reply.clone(),
                         };
                         async move { Answer { term, reply } }
