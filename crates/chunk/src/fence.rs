@@ -24,7 +24,7 @@ pub const TERM_FILE: &str = ".mfsha_master_term";
 /// Why a master's frame was refused or the term could not be kept.
 #[derive(Debug, thiserror::Error)]
 pub enum FenceError {
-    #[error("the master's term {term} is older than term {highest} this chunkserver already obeyed: it is a deposed leader")]
+    #[error("the master's term {term} is older than term {highest} this chunkserver already obeyed: it is a deposed leader (only if the master group was re-created with empty data directories, so that its terms started again, remove {TERM_FILE} from this chunkserver's data directories and restart it)")]
     Stale { term: u64, highest: u64 },
     #[error("master term file {path} is corrupt ({reason}); if the data directory is otherwise sound, remove the file and restart (the next leader's term is taken as is)")]
     Corrupt { path: PathBuf, reason: String },
