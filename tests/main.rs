@@ -4,10 +4,12 @@
 //!
 //! `chunks.rs` (issue #3) runs its scenarios at a few MiB (one or two chunks) with the master's
 //! replication delays shortened; `tests/slow/` runs the kill-during-read scenario at 256 MiB.
+//! `failover.rs` runs a group of three masters.
 
 mod chunks;
 mod demo;
 mod demo_user;
+mod failover;
 mod logger;
 mod master;
 mod mount;

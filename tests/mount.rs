@@ -10,8 +10,6 @@ mod pjdfs;
 use crate::util::{tail, Cluster, Daemon};
 use mfsha_mount::{Client, ClientConfig, MasterConfig};
 use mfsha_proto::client::{ClientOp, ClientReply, Request};
-use mfsha_proto::rpc::RpcClient;
-use mfsha_proto::types::Reply;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -55,7 +53,7 @@ async fn chunkservers_listed(addr: &str) -> usize {
 
 /// `mfsha status` as a tool sees it, or `None` if the master does not answer.
 pub async fn cluster_status(addr: &str) -> Option<mfsha_proto::client::ClusterStatus> {
-    let rpc = RpcClient::<Request, Reply<ClientReply>>::connect(addr).await.ok()?;
+    let rpc = mfsha_proto::client::MasterClient::connect(addr).await.ok()?;
     let req = Request { session: 0, seq: 0, uid: 0, gid: 0, op: ClientOp::Status };
     match rpc.call_timeout(req, 5000).await {
         Ok(Ok(ClientReply::Status(s))) => Some(s),
@@ -112,14 +110,20 @@ impl Mount {
     /// Like [`Mount::start`], for a mount whose `df` source is `source` (a subfolder mount
     /// shows "HOST:PORT/SUBFOLDER").
     pub fn start_as(c: &Cluster, name: &str, extra: &[&str], source: &str) -> Mount {
+        Mount::start_in(c.path(), name, &c.master_addr(), extra, source)
+    }
+
+    /// Mounts the masters `masters` (`-H` as given) at `<dir>/<name>`; `source` is what the
+    /// kernel is expected to list as the mount's source.
+    pub fn start_in(dir: &Path, name: &str, masters: &str, extra: &[&str], source: &str) -> Mount {
         require_fuse();
-        let dir = c.path().join(name);
+        let base = dir;
+        let dir = base.join(name);
         std::fs::create_dir_all(&dir).unwrap();
         let dir = dir.canonicalize().unwrap();
-        let addr = c.master_addr();
-        let mut args = vec!["mount", dir.to_str().unwrap(), "-H", &addr];
+        let mut args = vec!["mount", dir.to_str().unwrap(), "-H", masters];
         args.extend_from_slice(extra);
-        let daemon = Daemon::spawn(c.path(), name, &args);
+        let daemon = Daemon::spawn(base, name, &args);
         let mut mount = Mount { dir, daemon, source: source.to_string() };
         mount.wait_mounted();
         mount

@@ -4,12 +4,11 @@
 #![allow(dead_code)] // each test module uses its own subset
 
 use mfsha_proto::client::{ClientOp, ClientReply, Request};
-use mfsha_proto::rpc::RpcClient;
 use mfsha_proto::types::{FileKind, Ino, Reply, Status, ROOT_INO};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-pub type Client = RpcClient<Request, Reply<ClientReply>>;
+pub type Client = mfsha_proto::client::MasterClient;
 
 /// A client session driven by a test (as root, uid 0).
 pub struct Session {
@@ -22,7 +21,7 @@ impl Session {
     /// Connects and opens a session. A master that just started answers NotLeader until it
     /// has won its first election: Hello is retried for up to 20 s.
     pub async fn open(addr: &str) -> Session {
-        let client: Client = RpcClient::connect(addr).await.expect("connect to the master");
+        let client = Client::connect(addr).await.expect("connect to the master");
         let mut session = Session { client, id: 0, seq: 0 };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {

@@ -14,7 +14,8 @@ the data path:
   damaged).
 * [`server`] — the data port (9422): verified reads, chain writes, chain syncs.
 * [`master_link`] — registration, heartbeats, reports and the master's commands (create,
-  version change, delete, replicate, truncate, duplicate).
+  version change, delete, replicate, truncate, duplicate); following the leader.
+* [`fence`] — the highest master term obeyed, on disk: commands of deposed masters are refused.
 * [`scrub`] — background CRC verification at a configured rate.
 
 It must never depend on raft, rocksdb or the metadata model (`mfsha-meta`): a chunkserver
@@ -28,6 +29,7 @@ same, controlled by the caller — tests and `mfsha demo`).
 
 pub mod config;
 pub mod disk;
+pub mod fence;
 pub mod format;
 pub mod master_link;
 pub mod scrub;
@@ -75,10 +77,11 @@ impl Chunkserver {
             .map_err(|(key, reason)| ChunkserverError::Config { key: key.to_string(), reason })?;
         let dirs = config.data_dirs.clone();
         let fsync_every_write = config.fsync == config::FsyncPolicy::EveryWrite;
-        let (store, server_id) =
+        let (store, server_id, fence) =
             tokio::task::spawn_blocking(move || open_store(&dirs, fsync_every_write))
                 .await
                 .map_err(|e| ChunkserverError::Disk(format!("disk scan task failed: {e}")))??;
+        let fence = Arc::new(fence);
         let store = Arc::new(store);
         let listener = TcpListener::bind(config.listen)
             .await
@@ -104,6 +107,7 @@ impl Chunkserver {
             store.clone(),
             peers,
             link,
+            fence,
             watch_rx.clone(),
         )));
         let rate = config.scrub_mib_per_sec * 1024.0 * 1024.0;
@@ -162,7 +166,7 @@ impl Chunkserver {
 fn open_store(
     dirs: &[config::DataDir],
     fsync_every_write: bool,
-) -> Result<(store::Store, u64), ChunkserverError> {
+) -> Result<(store::Store, u64, fence::TermFence), ChunkserverError> {
     let mut disks = Vec::new();
     let mut failures = Vec::new();
     for dir in dirs {
@@ -186,7 +190,11 @@ fn open_store(
     let server_id = disk::server_id(&disks).map_err(|e| {
         ChunkserverError::Disk(format!("cannot read or write the server id file: {e}"))
     })?;
-    Ok((store::Store::open(disks, fsync_every_write), server_id))
+    let healthy: Vec<_> =
+        disks.iter().filter(|d| !d.is_damaged()).map(|d| d.path.clone()).collect();
+    let fence =
+        fence::TermFence::open(&healthy).map_err(|e| ChunkserverError::Disk(e.to_string()))?;
+    Ok((store::Store::open(disks, fsync_every_write), server_id, fence))
 }
 
 async fn close_idle_loop(store: Arc<store::Store>, mut shutdown: watch::Receiver<bool>) {

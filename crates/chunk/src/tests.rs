@@ -2,7 +2,7 @@
 //! scripted master speaking the chunkserver protocol.
 
 use super::*;
-use mfsha_proto::cs::{CsToMaster, MasterToCs};
+use mfsha_proto::cs::{CsToMaster, FromMaster, MasterToCs};
 use mfsha_proto::data::{DataReply, DataRequest};
 use mfsha_proto::frame::{read_frame, write_frame};
 use mfsha_proto::types::{Reply, ServerAddr, Status};
@@ -20,6 +20,8 @@ struct Conn {
     reader: BufReader<OwnedReadHalf>,
     writer: OwnedWriteHalf,
     next_op: u64,
+    /// The term every frame of this fake master carries.
+    term: u64,
 }
 
 impl FakeMaster {
@@ -37,7 +39,7 @@ impl FakeMaster {
             .expect("chunkserver did not connect to the master")
             .unwrap();
         let (r, w) = stream.into_split();
-        Conn { reader: BufReader::new(r), writer: w, next_op: 1 }
+        Conn { reader: BufReader::new(r), writer: w, next_op: 1, term: 1 }
     }
 }
 
@@ -61,7 +63,8 @@ impl Conn {
     }
 
     async fn send(&mut self, msg: &MasterToCs) {
-        write_frame(&mut self.writer, 0, msg).await.unwrap();
+        let frame = FromMaster { term: self.term, msg: msg.clone() };
+        write_frame(&mut self.writer, 0, &frame).await.unwrap();
         self.writer.flush().await.unwrap();
     }
 
@@ -169,6 +172,119 @@ async fn registers_heartbeats_and_reconnects_quickly() {
     let (_, chunks) = conn.registration().await;
     assert_eq!(chunks, vec![(7, 1, false)]);
     cs.shutdown().await;
+}
+
+/// Reads until the chunkserver closes the connection (heartbeats and reports skipped).
+async fn expect_closed(conn: &mut Conn) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let next = tokio::time::timeout_at(deadline, read_frame::<_, CsToMaster>(&mut conn.reader));
+        match next.await.expect("the chunkserver must close the connection") {
+            Err(_) => return,
+            Ok(frame) => match frame.body {
+                CsToMaster::Heartbeat { .. } => continue,
+                other => panic!("expected the connection to close, got {other:?}"),
+            },
+        }
+    }
+}
+
+#[tokio::test]
+async fn commands_of_an_older_term_are_refused_also_after_a_restart() {
+    let master = FakeMaster::new().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let cs = start_cs(&master.addr(), vec![tmp.path().to_path_buf()], 0.0).await;
+    let mut conn = master.accept().await;
+    conn.term = 5;
+    conn.registration().await;
+    assert_eq!(conn.command(|op| MasterToCs::Create { op, chunk_id: 1, version: 1 }).await, Ok(()));
+    // A deposed leader (term 4) on the same link: refused, answered NotLeader, link dropped.
+    conn.term = 4;
+    let delete = |op| MasterToCs::Delete { op, chunk_id: 1, version: 0 };
+    assert_eq!(conn.command(delete).await, Err(Status::NotLeader));
+    expect_closed(&mut conn).await;
+    assert!(tmp.path().join("01").join(format::file_name(1, 1)).exists(), "not deleted");
+    cs.shutdown().await;
+    // After a restart the fence still stands: a term-4 Welcome is refused. (A fresh fake
+    // master, so no connection of the first run is accepted by mistake.)
+    let master = FakeMaster::new().await;
+    let cs = start_cs(&master.addr(), vec![tmp.path().to_path_buf()], 0.0).await;
+    let mut stale = master.accept().await;
+    stale.term = 4;
+    assert_eq!(stale.registration().await.1, vec![(1, 1, false)]);
+    expect_closed(&mut stale).await;
+    // The current leader's term (and a newer one) is obeyed.
+    let mut current = master.accept().await;
+    current.term = 6;
+    current.registration().await;
+    let delete = |op| MasterToCs::Delete { op, chunk_id: 1, version: 0 };
+    assert_eq!(current.command(delete).await, Ok(()));
+    assert!(!tmp.path().join("01").join(format::file_name(1, 1)).exists(), "deleted");
+    cs.shutdown().await;
+    let on_disk = std::fs::read_to_string(tmp.path().join(fence::TERM_FILE)).unwrap();
+    assert!(on_disk.starts_with("term 6 "), "{on_disk}");
+}
+
+#[tokio::test]
+async fn a_follower_s_hint_is_followed_at_once() {
+    let follower = FakeMaster::new().await;
+    let leader = FakeMaster::new().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let cs = start_cs(&follower.addr(), vec![tmp.path().to_path_buf()], 0.0).await;
+    let mut conn = follower.accept().await;
+    match conn.recv().await {
+        CsToMaster::Register { .. } => {}
+        other => panic!("expected Register, got {other:?}"),
+    }
+    let hint = mfsha_proto::types::LeaderHint {
+        term: 2,
+        leader_id: 2,
+        chunkserver: Some(leader.addr()),
+        ..Default::default()
+    };
+    conn.send(&MasterToCs::NotLeader { hint }).await;
+    let started = std::time::Instant::now();
+    let mut conn = leader.accept().await;
+    assert!(started.elapsed() < Duration::from_millis(500), "{:?}", started.elapsed());
+    conn.term = 2;
+    conn.registration().await;
+    assert_eq!(conn.command(|op| MasterToCs::Create { op, chunk_id: 3, version: 1 }).await, Ok(()));
+    cs.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_master_that_stops_heartbeating_is_left_within_two_seconds() {
+    let master = FakeMaster::new().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let cs = start_cs(&master.addr(), vec![tmp.path().to_path_buf()], 0.0).await;
+    let mut hung = master.accept().await;
+    hung.registration().await;
+    hung.send(&MasterToCs::Heartbeat).await;
+    // The connection stays open and acknowledged by the kernel, but the master says nothing.
+    let started = std::time::Instant::now();
+    let mut conn = master.accept().await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(2500), "left the silent master after {took:?}");
+    assert!(took >= Duration::from_millis(1000), "left a heartbeating master early: {took:?}");
+    conn.registration().await;
+    drop(hung);
+    cs.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_corrupt_term_file_stops_the_start_and_names_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join(fence::TERM_FILE);
+    std::fs::write(&path, "term 12 crc32c 00000000\n").unwrap();
+    let mut config = ChunkserverConfig::with_dirs(vec![tmp.path().to_path_buf()]);
+    config.master = vec!["127.0.0.1:1".into()];
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    let err = match Chunkserver::start(config).await {
+        Ok(_) => panic!("a chunkserver with a corrupt term file must not start"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains(&path.display().to_string()), "{err}");
+    assert!(err.contains("corrupt"), "{err}");
 }
 
 #[tokio::test]

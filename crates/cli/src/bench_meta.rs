@@ -9,11 +9,10 @@
 
 use anyhow::{bail, Context};
 use mfsha_proto::client::{ClientOp, ClientReply, Request};
-use mfsha_proto::rpc::RpcClient;
 use mfsha_proto::types::{FileKind, Ino, Reply, SessionId, ROOT_INO};
 use std::time::{Duration, Instant};
 
-type Client = RpcClient<Request, Reply<ClientReply>>;
+type Client = mfsha_proto::client::MasterClient;
 
 /// One client session: a connection, the session id and the next mutation sequence number.
 pub struct BenchSession {
@@ -25,7 +24,7 @@ pub struct BenchSession {
 impl BenchSession {
     /// Connects to `master` and opens a session.
     pub async fn open(master: &str, info: &str) -> anyhow::Result<Self> {
-        let client: Client = RpcClient::connect(master)
+        let client = Client::connect(master)
             .await
             .with_context(|| format!("cannot reach the master at {master}"))?;
         let mut session = BenchSession { client, session: 0, seq: 0 };

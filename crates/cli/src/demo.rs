@@ -376,7 +376,7 @@ fn start_all(
     }
     wait_until(daemons, "the chunkservers and the metalogger to register", || {
         rt.block_on(crate::status::fetch(master_addr))
-            .is_ok_and(|s| s.chunkservers.len() >= CHUNKSERVERS && !s.loggers.is_empty())
+            .is_ok_and(|(_, s)| s.chunkservers.len() >= CHUNKSERVERS && !s.loggers.is_empty())
     })?;
     let Some(mnt) = mount else { return Ok(()) };
     rt.block_on(give_root_to_user(master_addr))

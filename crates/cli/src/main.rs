@@ -14,6 +14,7 @@ mod bench_fuse;
 mod bench_io;
 mod bench_meta;
 mod demo;
+mod leader;
 mod meta_check;
 mod status;
 mod tools;

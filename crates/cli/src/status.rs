@@ -1,40 +1,51 @@
-//! `mfsha status [-H host:port] [--json]`: one master's view of the cluster.
+//! `mfsha status [-H host:port[,host:port...]] [--json]`: one master's view of the cluster —
+//! the given master's, or of several the leader's (a follower's if none leads).
 
-use anyhow::{bail, Context};
-use mfsha_proto::client::{ClientOp, ClientReply, ClusterStatus, Request};
-use mfsha_proto::rpc::RpcClient;
-use mfsha_proto::types::Reply;
+use anyhow::Context;
+use mfsha_proto::client::{ClusterStatus, MasterClient};
 use std::fmt::Write as _;
+use std::time::Duration;
 
-/// How long to wait for the master's answer.
-const STATUS_TIMEOUT_MS: u64 = 5_000;
+/// How long to look for a leader among several masters before showing a follower's view.
+const FIND_LEADER: Duration = Duration::from_secs(3);
 
-/// Asks the master at `master` for its status and prints it (as JSON with `json`).
-pub async fn run(master: &str, json: bool) -> anyhow::Result<()> {
-    let status = fetch(master).await?;
+/// Asks the master(s) at `masters` for the status and prints it (as JSON with `json`).
+pub async fn run(masters: &str, json: bool) -> anyhow::Result<()> {
+    let (master, status) = fetch(masters).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else {
-        print!("{}", format_status(master, &status));
+        print!("{}", format_status(&master, &status));
     }
     Ok(())
 }
 
-/// Fetches `ClusterStatus` from the master's client port (no session needed).
-pub async fn fetch(master: &str) -> anyhow::Result<ClusterStatus> {
-    let client: RpcClient<Request, Reply<ClientReply>> = RpcClient::connect(master)
+/// Fetches `ClusterStatus` (no session needed) and says which master answered: the one
+/// given, or of several the leader, or the first that answers when none leads.
+pub async fn fetch(masters: &str) -> anyhow::Result<(String, ClusterStatus)> {
+    let list = crate::leader::master_list(masters);
+    if list.len() > 1 {
+        if let Ok((_, master, status)) = crate::leader::connect(&list, FIND_LEADER).await {
+            return Ok((master, status));
+        }
+    }
+    let mut failures = Vec::new();
+    for master in &list {
+        match ask(master).await {
+            Ok(status) => return Ok((master.clone(), status)),
+            Err(e) => failures.push(format!("{e:#}")),
+        }
+    }
+    anyhow::bail!("no master answered the status request: {}", failures.join("; "))
+}
+
+async fn ask(master: &str) -> anyhow::Result<ClusterStatus> {
+    let client = MasterClient::connect_within(master, mfsha_proto::net::CONNECT_TIMEOUT)
         .await
         .with_context(|| format!("cannot reach the master at {master} (is it running?)"))?;
-    let request = Request { session: 0, seq: 0, uid: 0, gid: 0, op: ClientOp::Status };
-    let reply = client
-        .call_timeout(request, STATUS_TIMEOUT_MS)
+    crate::leader::ask_status(&client)
         .await
-        .with_context(|| format!("asking {master} for its status"))?;
-    match reply {
-        Ok(ClientReply::Status(status)) => Ok(status),
-        Ok(other) => bail!("master {master} answered a status request with {other:?}"),
-        Err(status) => bail!("master {master} refused the status request: {status}"),
-    }
+        .with_context(|| format!("asking {master} for its status"))
 }
 
 /// The human-readable report.

@@ -2,48 +2,69 @@
 //! `mfsha fileinfo|checkfile|dirinfo|getgoal|setgoal [-r] N PATH`.
 //!
 //! PATH is, as with MooseFS's tools, a path on a mounted filesystem: when it lies inside a
-//! mounted mfsha filesystem (see [`target`]) the tool asks that mount's master about the same
-//! object. Any other PATH is a path from the filesystem root on the master named by `-H`.
+//! mounted mfsha filesystem (see [`target`]) the tool asks that mount's masters about the same
+//! object. Any other PATH is a path from the filesystem root on the masters named by `-H`.
+//! Of several masters the tool talks to the leader, found whatever the order (see
+//! [`crate::leader`]).
 //!
 //! Each opens a session (`Hello`), resolves the path, asks, prints in the layout of
 //! `mfsfileinfo`, `mfscheckfile`, `mfsdirinfo`, `mfsgetgoal` and `mfssetgoal` (naming PATH as
 //! given) so operators recognise it, and closes the session.
 
 use anyhow::{bail, Context};
-use mfsha_proto::client::{CheckFileCounts, ChunkCopies, ClientOp, ClientReply, DirStats, Request};
-use mfsha_proto::rpc::RpcClient;
-use mfsha_proto::types::{Attr, FileKind, Ino, Reply, SessionId, MAX_GOAL};
+use mfsha_proto::client::{
+    CheckFileCounts, ChunkCopies, ClientOp, ClientReply, DirStats, MasterClient, Request,
+};
+use mfsha_proto::types::{Attr, FileKind, Ino, SessionId, Status, MAX_GOAL};
 use std::fmt::Write as _;
 use std::path::{Component, Path, PathBuf};
 
 /// How long one request to the master may take.
 const TIMEOUT_MS: u64 = 10_000;
+/// How long to look for a leader (an election takes a second or two).
+const FIND_LEADER: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A tool's session with the master (root, uid 0, like MooseFS's tools run by root).
 pub(crate) struct Session {
-    client: RpcClient<Request, Reply<ClientReply>>,
+    client: MasterClient,
     master: String,
     session: SessionId,
     seq: u64,
 }
 
 impl Session {
-    pub(crate) async fn open(master: &str) -> anyhow::Result<Session> {
-        let client = RpcClient::connect(master)
-            .await
-            .with_context(|| format!("cannot reach the master at {master} (is it running?)"))?;
-        let mut s = Session { client, master: master.to_string(), session: 0, seq: 0 };
-        let hello = ClientOp::Hello {
-            session: None,
-            client_info: format!("mfsha tools (pid {})", std::process::id()),
-            subdir: "/".into(),
-            password: None,
-        };
-        match s.call(hello, false).await? {
-            ClientReply::Session { session, .. } => s.session = session,
-            other => bail!("master {master} answered Hello with {other:?}"),
+    /// Opens a session with the leader among `masters` (comma- or `+`-separated).
+    pub(crate) async fn open(masters: &str) -> anyhow::Result<Session> {
+        let list = crate::leader::master_list(masters);
+        let deadline = std::time::Instant::now() + FIND_LEADER;
+        loop {
+            let (client, master, _) =
+                crate::leader::connect(&list, FIND_LEADER).await.with_context(|| {
+                    format!("cannot reach a leading master at {masters} (is one running?)")
+                })?;
+            let mut s = Session { client, master, session: 0, seq: 0 };
+            let hello = ClientOp::Hello {
+                session: None,
+                client_info: format!("mfsha tools (pid {})", std::process::id()),
+                subdir: "/".into(),
+                password: None,
+            };
+            let request = Request { session: 0, seq: 0, uid: 0, gid: 0, op: hello };
+            let reply = s.client.call_timeout(request, TIMEOUT_MS).await;
+            match reply.with_context(|| format!("request to the master at {} failed", s.master))? {
+                Ok(ClientReply::Session { session, .. }) => {
+                    s.session = session;
+                    return Ok(s);
+                }
+                // It leads but has not applied its first entry yet, or just lost the lead.
+                Err(Status::NotLeader | Status::Unavailable)
+                    if std::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await
+                }
+                other => bail!("master {} answered Hello with {other:?}", s.master),
+            }
         }
-        Ok(s)
     }
 
     /// Sends `op`; `mutation` gives it the next sequence number (exactly-once on retry).

@@ -1,4 +1,10 @@
 //! The logger's connection to a master: download a snapshot, then follow the changelog.
+//!
+//! Only the leader serves loggers. The logger tries a hinted leader first, then the master
+//! it last followed, then each configured address in turn; a follower answers `NotLeader`
+//! with the leader's logger address, tried next without a pause. Connections are made with a
+//! 1 s connect timeout and with keepalive and `TCP_USER_TIMEOUT` at 1 s
+//! (`mfsha_proto::net`), so a master whose host died is noticed in seconds, not minutes.
 
 use crate::config::LoggerConfig;
 use crate::files::{self, ChangelogWriter, FileError, StoredSnapshot};
@@ -7,7 +13,6 @@ use mfsha_proto::logger::{LoggerToMaster, MasterToLogger};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 /// Why the logger stopped, or why one connection to a master ended.
@@ -19,6 +24,8 @@ pub enum LoggerError {
     File(#[from] FileError),
     #[error("connection to master {master} failed: {reason}")]
     Link { master: String, reason: String },
+    #[error("master {master} is not the leader (leader's logger port: {hint:?})")]
+    NotLeader { master: String, hint: Option<String> },
     #[error("cannot install signal handler: {0}")]
     Signal(std::io::Error),
     #[error(transparent)]
@@ -26,6 +33,10 @@ pub enum LoggerError {
 }
 
 const BACKOFF_START: Duration = Duration::from_millis(100);
+/// A master that heartbeated and then sent nothing for this long is taken for hung. Longer
+/// than a chunkserver's limit: the master encodes a requested snapshot on the connection's
+/// task, and heartbeats pause meanwhile.
+const MASTER_SILENCE: Duration = Duration::from_secs(5);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Runs the logger until SIGTERM or SIGINT, reconnecting to the masters as needed.
@@ -56,15 +67,31 @@ pub async fn run(config: LoggerConfig) -> Result<(), LoggerError> {
 async fn follow_masters(config: &LoggerConfig) -> Result<(), LoggerError> {
     let mut backoff = BACKOFF_START;
     let mut next = 0usize;
+    let mut first: Option<String> = None;
+    let mut hops = 0u32;
     loop {
-        let master = config.masters[next % config.masters.len()].clone();
-        next += 1;
+        let master = first.take().unwrap_or_else(|| {
+            next += 1;
+            config.masters[(next - 1) % config.masters.len()].clone()
+        });
         match follow(config, &master).await {
             // A file error means our disk is failing: stop rather than keep a broken copy.
             Err(LoggerError::File(e)) => return Err(LoggerError::File(e)),
+            Err(LoggerError::NotLeader { hint: Some(to), .. }) if to != master && hops < 3 => {
+                tracing::info!(%master, leader = %to, "not the leader; following its hint");
+                hops += 1;
+                first = Some(to);
+                continue;
+            }
             Err(e) => tracing::warn!(%e, "will retry in {backoff:?}"),
-            Ok(()) => tracing::info!(%master, "master closed the connection"),
+            Ok(()) => {
+                tracing::info!(%master, "master closed the connection");
+                // It led: the best first guess (if it stepped down, it redirects us).
+                first = Some(master);
+                backoff = BACKOFF_START;
+            }
         }
+        hops = 0;
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
@@ -83,7 +110,9 @@ fn last_index_on_disk(dir: &Path) -> u64 {
 /// One connection: hello, then snapshot parts and entries until the connection ends.
 async fn follow(config: &LoggerConfig, master: &str) -> Result<(), LoggerError> {
     let link_err = |reason: String| LoggerError::Link { master: master.to_string(), reason };
-    let stream = TcpStream::connect(master).await.map_err(|e| link_err(e.to_string()))?;
+    let stream = mfsha_proto::net::connect(master, mfsha_proto::net::CONNECT_TIMEOUT)
+        .await
+        .map_err(|e| link_err(e.to_string()))?;
     let (mut reader, mut writer) = stream.into_split();
     let dir = config.data_dir.clone();
     let mut follower = Follower::new(&dir, last_index_on_disk(&dir))?;
@@ -102,8 +131,17 @@ async fn follow(config: &LoggerConfig, master: &str) -> Result<(), LoggerError> 
     });
     let mut refresh = tokio::time::interval(Duration::from_secs(config.snapshot_every_s));
     refresh.tick().await; // the first snapshot comes with the connection
+                          // Armed by the first heartbeat (every mfsha master sends them once the snapshot is out).
+    let mut heard: Option<tokio::time::Instant> = None;
     let result = loop {
+        let silent = async {
+            match heard {
+                Some(at) => tokio::time::sleep_until(at + MASTER_SILENCE).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
+            () = silent => break Err(link_err(format!("sent nothing for {MASTER_SILENCE:?} (hung or gone)"))),
             frame = rx.recv() => {
                 let msg = match frame {
                     Some(Ok(msg)) => msg,
@@ -111,6 +149,9 @@ async fn follow(config: &LoggerConfig, master: &str) -> Result<(), LoggerError> 
                     Some(Err(e)) => break Err(link_err(e.to_string())),
                     None => break Ok(()),
                 };
+                if heard.is_some() || matches!(msg, MasterToLogger::Heartbeat) {
+                    heard = Some(tokio::time::Instant::now());
+                }
                 match follower.handle(msg, master) {
                     Ok(Some(ack)) => {
                         let ack = LoggerToMaster::Ack { index: ack };
@@ -193,8 +234,9 @@ impl Follower {
                 Ok(Some(self.last))
             }
             MasterToLogger::NotLeader { leader_hint } => {
-                Err(bad(format!("not the leader (hint: {leader_hint:?})")))
+                Err(LoggerError::NotLeader { master: master.to_string(), hint: leader_hint })
             }
+            MasterToLogger::Heartbeat => Ok(None),
         }
     }
 

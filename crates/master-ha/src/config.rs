@@ -25,8 +25,14 @@ pub struct MasterConfig {
     pub data_dir: PathBuf,
     /// Addresses this master listens on.
     pub listen: ListenConfig,
-    /// The other masters of the Raft group as `{id, addr}` (their peer port). Empty (the
-    /// default) means a group of one.
+    /// Addresses (`HOST:PORT`) other daemons reach this master at, sent in leader hints.
+    /// Each defaults to its `listen` address, or to this host's name and the listen port
+    /// when that listens on every interface (`0.0.0.0` / `[::]`).
+    pub advertise: Advertise,
+    /// The other masters of the Raft group as `{id, addr}` (their peer port), and where
+    /// clients, chunkservers and metaloggers reach each (`client`, `chunkserver`, `logger`;
+    /// optional, needed for hints naming that master). Empty (the default) means a group
+    /// of one.
     pub peers: Vec<PeerConfig>,
     /// Raft timing and log retention.
     pub raft: RaftTiming,
@@ -45,6 +51,7 @@ impl Default for MasterConfig {
             cluster_id: String::new(),
             data_dir: PathBuf::from("/var/lib/mfsha/master"),
             listen: ListenConfig::default(),
+            advertise: Advertise::default(),
             peers: Vec::new(),
             raft: RaftTiming::default(),
             client: ClientLimits::default(),
@@ -90,6 +97,31 @@ impl Default for ListenConfig {
     }
 }
 
+/// Where this master is reached, `HOST:PORT` each; `None` takes the default from `listen`
+/// (see [`MasterConfig::advertise`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Advertise {
+    #[serde(deserialize_with = "mfsha_yamlconf::opt_host_port")]
+    pub client: Option<String>,
+    #[serde(deserialize_with = "mfsha_yamlconf::opt_host_port")]
+    pub chunkserver: Option<String>,
+    #[serde(deserialize_with = "mfsha_yamlconf::opt_host_port")]
+    pub logger: Option<String>,
+}
+
+impl Advertise {
+    /// The address to advertise for a port listening on `listen`: the configured one, else
+    /// `listen` itself, else (every interface) `host` with the bound port.
+    pub fn resolve(configured: &Option<String>, listen: SocketAddr, host: &str) -> String {
+        match configured {
+            Some(addr) => addr.clone(),
+            None if listen.ip().is_unspecified() => format!("{host}:{}", listen.port()),
+            None => listen.to_string(),
+        }
+    }
+}
+
 /// Another master of the Raft group.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -102,6 +134,15 @@ pub struct PeerConfig {
     /// A non-voting member (the metalogger beside three masters). Default false.
     #[serde(default)]
     pub learner: bool,
+    /// Its client port as clients reach it, `HOST:PORT`.
+    #[serde(default, deserialize_with = "mfsha_yamlconf::opt_host_port")]
+    pub client: Option<String>,
+    /// Its chunkserver port as chunkservers reach it, `HOST:PORT`.
+    #[serde(default, deserialize_with = "mfsha_yamlconf::opt_host_port")]
+    pub chunkserver: Option<String>,
+    /// Its metalogger port as metaloggers reach it, `HOST:PORT`.
+    #[serde(default, deserialize_with = "mfsha_yamlconf::opt_host_port")]
+    pub logger: Option<String>,
 }
 
 pub use mfsha_raft::RaftTiming;
@@ -316,10 +357,15 @@ mod tests {
         assert_eq!(config.node_id, 3);
         assert_eq!(config.raft.tick_ms, 50);
         assert_eq!(config.raft.election_ticks, 10);
-        assert_eq!(
-            config.peers,
-            vec![PeerConfig { id: 1, addr: "m1:9423".into(), learner: false }]
-        );
+        let peer = PeerConfig {
+            id: 1,
+            addr: "m1:9423".into(),
+            learner: false,
+            client: None,
+            chunkserver: None,
+            logger: None,
+        };
+        assert_eq!(config.peers, vec![peer]);
     }
 
     #[test]
@@ -393,6 +439,49 @@ mod tests {
         assert!(err.to_string().contains("trash.purge_batch: 0 is outside"), "{err}");
         let err = parse_str("trash:\n  purge_every: 5\n").unwrap_err();
         assert!(err.to_string().contains("trash.purge_every"), "{err}");
+    }
+
+    #[test]
+    fn advertised_and_peer_addresses_parse_and_bad_ones_are_named_with_their_line() {
+        let config = parse_str(
+            "advertise:\n  client: vip.example:9421\npeers:\n  - id: 2\n    addr: m2:9423\n    client: m2:9421\n    chunkserver: m2:9420\n    logger: m2:9419\n",
+        )
+        .unwrap();
+        assert_eq!(config.advertise.client.as_deref(), Some("vip.example:9421"));
+        assert_eq!(config.advertise.chunkserver, None);
+        let peer = &config.peers[0];
+        assert_eq!(peer.client.as_deref(), Some("m2:9421"));
+        assert_eq!(peer.chunkserver.as_deref(), Some("m2:9420"));
+        assert_eq!(peer.logger.as_deref(), Some("m2:9419"));
+        let err = parse_str("advertise:\n  chunkserver: m1\n").unwrap_err();
+        match &err {
+            ConfigError::Parse { key, line, reason, .. } => {
+                assert_eq!((key.as_str(), *line), ("advertise.chunkserver", 2));
+                assert!(reason.contains("HOST:PORT"), "{reason}");
+            }
+            other => panic!("expected a parse error, got {other:?}"),
+        }
+        assert!(err.to_string().contains("/etc/mfsha/master.yaml"), "{err}");
+        let err = parse_str("peers:\n  - id: 2\n    addr: m2:9423\n    logger: m2:0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("logger") && err.contains("line 4") && err.contains("HOST:PORT"),
+            "{err}"
+        );
+        let err = parse_str("advertise:\n  clients: m1:9421\n").unwrap_err().to_string();
+        assert!(err.contains("advertise.clients"), "{err}");
+    }
+
+    #[test]
+    fn advertised_addresses_default_to_the_listen_address_or_the_host_name() {
+        let any: SocketAddr = "0.0.0.0:9421".parse().unwrap();
+        let one: SocketAddr = "10.1.2.3:9421".parse().unwrap();
+        let six: SocketAddr = "[::]:9420".parse().unwrap();
+        assert_eq!(Advertise::resolve(&None, any, "m1"), "m1:9421");
+        assert_eq!(Advertise::resolve(&None, six, "m1"), "m1:9420");
+        assert_eq!(Advertise::resolve(&None, one, "m1"), "10.1.2.3:9421");
+        assert_eq!(Advertise::resolve(&Some("vip:1".into()), one, "m1"), "vip:1");
     }
 
     #[test]

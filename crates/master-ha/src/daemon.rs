@@ -9,7 +9,8 @@
 
 use crate::config::{self, MasterConfig};
 use crate::node::MetaHandle;
-use crate::server::{logger, ChunkService, ClientListener, Service, Shutdown};
+use crate::server::leadership::{AddressBook, Bound};
+use crate::server::{logger, ChunkService, ClientListener, Leadership, Service, Shutdown};
 use mfsha_meta::State;
 use mfsha_raft::transport::tcp::{self, PeerIdentity, PeerPolicy, TcpTransport};
 use mfsha_raft::{RaftConfig, Transport};
@@ -47,6 +48,8 @@ pub struct ChunksSetup {
     /// The bound chunkserver port. Take it to serve chunkservers; if left, the master does
     /// not listen for chunkservers.
     pub listener: Option<TcpListener>,
+    /// Who leads: chunkserver connections are redirected and closed by it.
+    pub leadership: Leadership,
     pub shutdown: Shutdown,
 }
 
@@ -78,11 +81,12 @@ pub async fn start_with(
     let client_listener = bind("client", config.listen.client).await?;
     let chunkserver_listener = bind("chunkserver", config.listen.chunkserver).await?;
     let logger_listener = bind("logger", config.listen.logger).await?;
-    let client_addr = client_listener.local_addr().map_err(|cause| DaemonError::Bind {
-        what: "client",
-        addr: config.listen.client,
-        cause,
-    })?;
+    let bound = Bound {
+        client: local_addr("client", &client_listener, config.listen.client)?,
+        chunkserver: local_addr("chunkserver", &chunkserver_listener, config.listen.chunkserver)?,
+        logger: local_addr("logger", &logger_listener, config.listen.logger)?,
+    };
+    let client_addr = bound.client;
     // A group of one has no peer port: nobody would call it.
     let peer_listener = match config.peers.is_empty() {
         true => None,
@@ -95,10 +99,14 @@ pub async fn start_with(
         let serve = tcp::serve_peers(listener, meta.raft().clone(), policy, shutdown.clone());
         tokio::spawn(serve.in_current_span());
     }
+    let book = AddressBook::from_config(&config, bound);
+    tracing::info!(masters = ?book.describe(), "address book (from the configuration)");
+    let leadership = Leadership::watch(meta.clone(), book, shutdown.clone());
     let mut setup = ChunksSetup {
         meta: meta.clone(),
         config: config.chunks.clone(),
         listener: Some(chunkserver_listener),
+        leadership: leadership.clone(),
         shutdown: shutdown.clone(),
     };
     let chunk_service = chunks(&mut setup);
@@ -110,7 +118,7 @@ pub async fn start_with(
             "no chunk registry in this master; not listening for chunkservers (data I/O answers NoChunkservers)");
     }
     let peers = config.peers.iter().map(|p| format!("{}@{}", p.id, p.addr)).collect();
-    let service = Arc::new(Service::new(meta, chunk_service, peers));
+    let service = Arc::new(Service::new(meta, chunk_service, peers, leadership));
     let listener = ClientListener::new(client_listener, service.clone(), config.client.clone());
     let in_flight = listener.in_flight();
     let client_task = tokio::spawn(listener.run(shutdown.clone()).in_current_span());
@@ -126,6 +134,14 @@ pub async fn start_with(
         raft_thread,
         node_id: config.node_id,
     })
+}
+
+fn local_addr(
+    what: &'static str,
+    listener: &TcpListener,
+    addr: SocketAddr,
+) -> Result<SocketAddr, DaemonError> {
+    listener.local_addr().map_err(|cause| DaemonError::Bind { what, addr, cause })
 }
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, DaemonError> {

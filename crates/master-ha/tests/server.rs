@@ -3,7 +3,6 @@
 
 use mfsha_master_ha::daemon;
 use mfsha_proto::client::{ClientOp, ClientReply};
-use mfsha_proto::rpc::RpcClient;
 use mfsha_proto::types::{FileKind, SetAttr, Status, ROOT_INO};
 
 mod common;
@@ -13,7 +12,7 @@ use common::*;
 async fn metadata_requests_round_trip_and_retries_are_answered_once() {
     let dir = tempfile::tempdir().unwrap();
     let (master, addr) = start(dir.path()).await;
-    let client: Client = RpcClient::connect(&addr).await.unwrap();
+    let client = Client::connect(&addr).await.unwrap();
     let session = open_session(&client).await;
 
     let mkdir =
@@ -96,7 +95,7 @@ async fn metadata_requests_round_trip_and_retries_are_answered_once() {
 async fn sessions_resume_across_restart_and_unknown_ones_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (master, addr) = start(dir.path()).await;
-    let client: Client = RpcClient::connect(&addr).await.unwrap();
+    let client = Client::connect(&addr).await.unwrap();
     let session = open_session(&client).await;
     let other = open_session(&client).await;
     assert_ne!(session, other);
@@ -123,7 +122,7 @@ async fn sessions_resume_across_restart_and_unknown_ones_are_refused() {
     master.stop().await.unwrap();
 
     let (master, addr) = start(dir.path()).await;
-    let client: Client = RpcClient::connect(&addr).await.unwrap();
+    let client = Client::connect(&addr).await.unwrap();
     assert_eq!(
         hello(&client, Some(session)).await,
         Ok(ClientReply::Session { session, root: ROOT_INO })
@@ -141,7 +140,7 @@ async fn sessions_resume_across_restart_and_unknown_ones_are_refused() {
 async fn without_chunkservers_data_requests_say_so_and_statfs_is_empty() {
     let dir = tempfile::tempdir().unwrap();
     let (master, addr) = start(dir.path()).await;
-    let client: Client = RpcClient::connect(&addr).await.unwrap();
+    let client = Client::connect(&addr).await.unwrap();
     let session = open_session(&client).await;
     let create = ClientOp::Mknod {
         parent: ROOT_INO,
@@ -202,7 +201,7 @@ async fn a_second_master_on_the_same_port_fails_naming_the_address() {
 async fn create_makes_a_file_held_open_by_the_session_and_several_mutations_may_overlap() {
     let dir = tempfile::tempdir().unwrap();
     let (master, addr) = start(dir.path()).await;
-    let client: Client = RpcClient::connect(&addr).await.unwrap();
+    let client = Client::connect(&addr).await.unwrap();
     let session = open_session(&client).await;
     let create = |name: &str| ClientOp::Create {
         parent: ROOT_INO,
@@ -241,5 +240,30 @@ async fn create_makes_a_file_held_open_by_the_session_and_several_mutations_may_
         }
         other => panic!("readdir: {other:?}"),
     }
+    master.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn every_answer_carries_the_term_and_who_leads_names_this_master() {
+    let dir = tempfile::tempdir().unwrap();
+    let (master, addr) = start(dir.path()).await;
+    let client = Client::connect(&addr).await.unwrap();
+    let term = master.service.meta.raft_status().term;
+    assert!(term > 0);
+    let who = client.0.call(request(0, 0, ClientOp::WhoLeads)).await.unwrap();
+    assert_eq!(who.term, term);
+    match who.reply {
+        Ok(ClientReply::Leader(hint)) => {
+            assert_eq!((hint.term, hint.leader_id), (term, master.node_id()));
+            // Listening on 127.0.0.1: the advertised address defaults to the bound one.
+            assert_eq!(hint.client, Some(addr.clone()));
+            assert!(hint.chunkserver.is_some() && hint.logger.is_some(), "{hint:?}");
+        }
+        other => panic!("WhoLeads answered {other:?}"),
+    }
+    // Errors carry it too.
+    let stale = client.0.call(request(0, 1, ClientOp::GetAttr { ino: ROOT_INO })).await.unwrap();
+    assert_eq!(stale.term, term);
+    drop(client);
     master.stop().await.unwrap();
 }

@@ -5,7 +5,6 @@
 use mfsha_master_ha::daemon::Master;
 use mfsha_master_ha::trash::{purge_round, Round};
 use mfsha_proto::client::{ClientOp, ClientReply, Request, TrashEntry};
-use mfsha_proto::rpc::RpcClient;
 use mfsha_proto::types::{Attr, FileKind, Ino, Status, Timestamp, ROOT_INO};
 use std::time::{Duration, Instant};
 
@@ -21,7 +20,7 @@ struct Tool {
 
 impl Tool {
     async fn open(addr: &str) -> Tool {
-        let client: Client = RpcClient::connect(addr).await.unwrap();
+        let client = Client::connect(addr).await.unwrap();
         let session = open_session(&client).await;
         Tool { client, session, seq: 0 }
     }

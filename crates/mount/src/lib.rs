@@ -24,5 +24,5 @@ pub mod helper;
 mod options;
 mod run;
 
-pub use options::{masters, MountOptions, OptionError, Resolved};
+pub use options::{masters, MountOptions, OptionError, Resolved, FSNAME_MASTER_SEPARATOR};
 pub use run::{check_fuse_available, mount, unmount, MountError};

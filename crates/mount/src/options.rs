@@ -12,7 +12,8 @@ use std::time::Duration;
 pub struct MountOptions {
     /// Directory to mount the filesystem on.
     pub mountpoint: PathBuf,
-    /// Master address HOST[:PORT]; several, comma-separated, are tried in order.
+    /// Master address HOST[:PORT]; several, comma-separated, for a group of masters (the
+    /// leader is found whatever the order).
     #[arg(short = 'H', long = "master", env = "MFSHA_MASTER", default_value = "mfsmaster")]
     pub master: String,
     /// Master client port, for addresses given without one.
@@ -104,7 +105,8 @@ pub struct Resolved {
     pub times: CacheTimes,
     pub read_only: bool,
     pub allow_other: bool,
-    /// What `df` shows as the source: "host:port[/subfolder]".
+    /// What `df` shows as the source: "host:port[+host:port...][/subfolder]" (every master,
+    /// so tools that find the master from the mount know them all).
     pub fsname: String,
 }
 
@@ -147,11 +149,11 @@ impl MountOptions {
         }
         let password = o.password()?;
         let masters = masters(&o.master, o.port);
-        let first = masters.first().cloned().unwrap_or_default();
+        let all = masters.join(FSNAME_MASTER_SEPARATOR);
         let fsname = if o.subfolder == "/" || o.subfolder.is_empty() {
-            first
+            all
         } else {
-            format!("{first}{}", normalise_subfolder(&o.subfolder))
+            format!("{all}{}", normalise_subfolder(&o.subfolder))
         };
         let mut master = MasterConfig::new(masters);
         master.subdir = normalise_subfolder(&o.subfolder);
@@ -226,6 +228,11 @@ fn seconds(s: f64) -> Duration {
     Duration::from_secs_f64(if s.is_finite() { s.clamp(0.0, 3600.0) } else { 0.0 })
 }
 
+/// Separates the masters in a mount's fsname. Not a comma: fusermount splits its `-o`
+/// options (fsname among them) at commas unless escaped, while a mount made directly by root
+/// passes the source unparsed, so a comma would need escaping on one path and not the other.
+pub const FSNAME_MASTER_SEPARATOR: &str = "+";
+
 /// "HOST[:PORT],HOST[:PORT]" → ["host:port", …] with `port` where none is given.
 pub fn masters(list: &str, port: u16) -> Vec<String> {
     list.split(',')
@@ -292,6 +299,16 @@ mod tests {
     #[test]
     fn masters_get_the_default_port() {
         assert_eq!(masters("a,b:1234, c ", 9421), vec!["a:9421", "b:1234", "c:9421"]);
+    }
+
+    #[test]
+    fn the_fsname_names_every_master() {
+        let o = MountOptions::new("/mnt/x".into(), "m1,m2:7000, m3");
+        let r = o.resolve().unwrap();
+        assert_eq!(r.fsname, "m1:9421+m2:7000+m3:9421");
+        let back: Vec<&str> = r.fsname.split(FSNAME_MASTER_SEPARATOR).collect();
+        assert_eq!(back, ["m1:9421", "m2:7000", "m3:9421"]);
+        assert_eq!(r.client.master.masters, back);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Client (mount, tools) ↔ master messages.
 //!
-//! A client sends [`Request`]s in frames and gets `Reply<ClientReply>` back in a frame with the
-//! same request id. Many requests may be in flight on one connection.
+//! A client sends [`Request`]s in frames and gets an [`Answer`] back in a frame with the same
+//! request id. Many requests may be in flight on one connection. Every answer carries the
+//! answering master's Raft term, so a client can refuse a deposed master (see [`Answer`]).
 //!
 //! Mutations carry the session id and a per-session sequence number (`seq`). The master keeps,
 //! per session and in replicated state, the last sequence number applied and its reply, so a
@@ -223,6 +224,9 @@ pub enum ClientOp {
         ino: Ino,
         owner: u64,
     },
+    /// Who leads the master group: answered by any master, leader or follower, without a
+    /// session, with `ClientReply::Leader`.
+    WhoLeads,
 }
 
 impl ClientOp {
@@ -271,7 +275,8 @@ impl ClientOp {
             | Status
             | GetLock { .. }
             | SetLock { .. }
-            | ReleaseLocks { .. } => false,
+            | ReleaseLocks { .. }
+            | WhoLeads => false,
         }
     }
 }
@@ -320,6 +325,63 @@ pub enum ClientReply {
     },
     /// Answer to `GetLock`: the conflicting lock, if any.
     Lock(Option<FileLock>),
+    /// Answer to `WhoLeads`.
+    Leader(LeaderHint),
+}
+
+/// What a master sends back for one [`Request`]: its current Raft term and the result.
+///
+/// Why a struct around every reply rather than a term in the frame header: the frame layout
+/// stays the same for every protocol (chunkserver, logger and peer frames have no use for
+/// it), the compiler makes every reply site state a term, and the one extra varint costs a
+/// byte or two per reply. A client remembers the highest term it has seen and treats an
+/// answer with a lower one as coming from a deposed master: it drops that connection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Answer {
+    pub term: u64,
+    pub reply: Reply<ClientReply>,
+}
+
+/// The client side of a connection to a master's client port.
+pub type MasterRpc = crate::rpc::RpcClient<Request, Answer>;
+
+/// A connection to a master for callers that need no term check (one-shot tools, tests):
+/// [`call`](Self::call) gives the reply without its term. Cheap to clone.
+#[derive(Clone)]
+pub struct MasterClient(pub MasterRpc);
+
+impl MasterClient {
+    pub async fn connect(addr: &str) -> Result<Self, crate::RpcError> {
+        MasterRpc::connect(addr).await.map(MasterClient)
+    }
+
+    /// Connects within `limit` with keepalive set (see [`crate::net::connect`]).
+    pub async fn connect_within(
+        addr: &str,
+        limit: std::time::Duration,
+    ) -> Result<Self, crate::RpcError> {
+        MasterRpc::connect_within(addr, limit).await.map(MasterClient)
+    }
+
+    pub async fn call(&self, request: Request) -> Result<Reply<ClientReply>, crate::RpcError> {
+        self.0.call(request).await.map(|answer| answer.reply)
+    }
+
+    pub async fn call_timeout(
+        &self,
+        request: Request,
+        ms: u64,
+    ) -> Result<Reply<ClientReply>, crate::RpcError> {
+        self.0.call_timeout(request, ms).await.map(|answer| answer.reply)
+    }
+
+    pub fn peer(&self) -> &str {
+        self.0.peer()
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.0.is_closed()
+    }
 }
 
 /// One file in the trash.

@@ -4,6 +4,10 @@
 //! list of hosts), sends [`CsToMaster::Register`], then every chunk it holds in one or more
 //! [`CsToMaster::Chunks`] batches, then [`CsToMaster::RegisterDone`]. After that it heartbeats
 //! and answers the master's commands; each command carries an `op` id that its answer repeats.
+//!
+//! Every frame from the master is a [`FromMaster`]: the master's Raft term and the message. A
+//! chunkserver obeys no command with a term older than the highest it has obeyed (it keeps
+//! that term on disk), so a deposed leader cannot delete or overwrite copies.
 
 use crate::types::*;
 use serde::{Deserialize, Serialize};
@@ -11,6 +15,12 @@ use serde::{Deserialize, Serialize};
 /// Most (id, version) pairs in one [`CsToMaster::Chunks`] frame, so a frame stays far below
 /// the frame limit (each pair encodes to at most 15 bytes).
 pub const CHUNKS_PER_FRAME: usize = 100_000;
+
+/// How often the master heartbeats a chunkserver (and a metalogger).
+pub const MASTER_HEARTBEAT_MS: u64 = 300;
+/// A master silent this long (five heartbeats) is taken for dead by its chunkservers and
+/// metaloggers.
+pub const MASTER_SILENCE_MS: u64 = 1500;
 
 /// A data directory of a chunkserver, as reported to the master.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,10 +71,25 @@ pub enum CsToMaster {
     },
 }
 
+/// One frame from the master: the term it leads in (the term at which it accepted this
+/// connection) and the message. Why an envelope rather than a field in every variant: the
+/// term is a property of the connection's leader, not of each command, and the registry
+/// that queues commands need not know it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FromMaster {
+    pub term: u64,
+    pub msg: MasterToCs,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MasterToCs {
     /// Registration accepted.
     Welcome { master_node: u64 },
+    /// This master is not the leader and closes the connection; go to `hint.chunkserver`.
+    NotLeader { hint: LeaderHint },
+    /// Sent every [`MASTER_HEARTBEAT_MS`] so the chunkserver notices a master that hangs
+    /// (its kernel still acknowledges, so TCP alone would not tell).
+    Heartbeat,
     /// Create an empty chunk.
     Create { op: u64, chunk_id: ChunkId, version: u32 },
     /// Change a copy's version (before a write, so stale copies are recognisable).

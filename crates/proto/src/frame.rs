@@ -9,7 +9,10 @@ use std::fmt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Version of the frame layout and of every message enum. Bumped on any incompatible change.
-pub const PROTOCOL_VERSION: u8 = 1;
+///
+/// 2: master replies to clients are `client::Answer` (term + result), master frames to
+/// chunkservers are `cs::FromMaster` (term + message), `ClientOp::WhoLeads`, `LeaderHint`.
+pub const PROTOCOL_VERSION: u8 = 2;
 
 /// Largest frame body (everything after the 4-byte length) we accept or send.
 ///

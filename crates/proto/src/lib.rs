@@ -40,6 +40,7 @@ pub mod cs;
 pub mod data;
 pub mod frame;
 pub mod logger;
+pub mod net;
 pub mod peer;
 pub mod rpc;
 pub mod types;

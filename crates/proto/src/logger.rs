@@ -36,6 +36,9 @@ pub enum MasterToLogger {
     },
     /// Committed changelog entries: (index, term, encoded metadata operation).
     Entries(Vec<(u64, u64, serde_bytes::ByteBuf)>),
-    /// This master is not the leader; try `leader_hint`.
+    /// This master is not the leader and closes the connection; `leader_hint` is the
+    /// leader's logger port (`HOST:PORT`) if known.
     NotLeader { leader_hint: Option<String> },
+    /// Sent every `cs::MASTER_HEARTBEAT_MS` so the logger notices a master that hangs.
+    Heartbeat,
 }

@@ -194,6 +194,16 @@ where
         Ok(Self::from_stream(stream, addr.to_string()))
     }
 
+    /// Connects to `addr` within `limit`, with keepalive and `TCP_USER_TIMEOUT` set so that
+    /// a peer gone with its host fails the connection in about a second
+    /// ([`crate::net::connect`]).
+    pub async fn connect_within(addr: &str, limit: std::time::Duration) -> Result<Self, RpcError> {
+        let stream = crate::net::connect(addr, limit)
+            .await
+            .map_err(|cause| RpcError::Connect { addr: addr.to_string(), cause })?;
+        Ok(Self::from_stream(stream, addr.to_string()))
+    }
+
     /// Wraps an open connection. `peer` names the other side in errors.
     pub fn from_stream(stream: TcpStream, peer: String) -> Self {
         stream.set_nodelay(true).ok();

@@ -276,3 +276,21 @@ impl Status {
 
 /// Result type of every request: a reply body or a status.
 pub type Reply<T> = Result<T, Status>;
+
+/// Who leads the master group, as one master sees it: a follower's redirect, and the answer
+/// to `ClientOp::WhoLeads`. The addresses come from the masters' configuration (the same
+/// address book on every master); `None` where the leader is unknown (`leader_id` 0) or
+/// its configuration does not say.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderHint {
+    /// The answering master's current Raft term.
+    pub term: u64,
+    /// The leader's node id; 0 when no leader is known (an election is running).
+    pub leader_id: u64,
+    /// `HOST:PORT` of the leader's client port (mounts, tools).
+    pub client: Option<String>,
+    /// `HOST:PORT` of the leader's chunkserver port.
+    pub chunkserver: Option<String>,
+    /// `HOST:PORT` of the leader's metalogger port.
+    pub logger: Option<String>,
+}

@@ -1,7 +1,7 @@
 //! Frame round trips, each kind of bad frame, and random bytes fed to the decoder.
 
-use mfsha_proto::client::{ClientOp, ClientReply, Request};
-use mfsha_proto::cs::{CsToMaster, DiskInfo, MasterToCs};
+use mfsha_proto::client::{Answer, ClientOp, ClientReply, Request};
+use mfsha_proto::cs::{CsToMaster, DiskInfo, FromMaster, MasterToCs};
 use mfsha_proto::data::{DataReply, DataRequest};
 use mfsha_proto::frame::{decode, decode_body, encode};
 use mfsha_proto::logger::{LoggerToMaster, MasterToLogger};
@@ -107,6 +107,34 @@ fn chunkserver_data_logger_peer_messages_round_trip() {
     round_trip(0, LoggerToMaster::Hello { name: "l1".into(), applied: 10 });
     round_trip(0, MasterToLogger::Entries(vec![(1, 1, serde_bytes::ByteBuf::from(vec![1]))]));
     round_trip(0, PeerMessage::Raft(serde_bytes::ByteBuf::from(vec![1, 2, 3])));
+}
+
+fn sample_hint() -> LeaderHint {
+    LeaderHint {
+        term: 7,
+        leader_id: 2,
+        client: Some("m2:9421".into()),
+        chunkserver: Some("[::1]:9420".into()),
+        logger: None,
+    }
+}
+
+#[test]
+fn leader_hints_terms_and_redirects_round_trip() {
+    let who = Request { session: 0, seq: 0, uid: 0, gid: 0, op: ClientOp::WhoLeads };
+    assert!(!ClientOp::WhoLeads.is_mutation());
+    round_trip(1, who);
+    round_trip(1, Answer { term: 7, reply: Ok(ClientReply::Leader(sample_hint())) });
+    round_trip(2, Answer { term: u64::MAX, reply: Err(Status::NotLeader) });
+    round_trip(3, Answer { term: 0, reply: Ok(ClientReply::Leader(LeaderHint::default())) });
+    round_trip(0, FromMaster { term: 7, msg: MasterToCs::Welcome { master_node: 2 } });
+    round_trip(0, FromMaster { term: 8, msg: MasterToCs::NotLeader { hint: sample_hint() } });
+    let delete = MasterToCs::Delete { op: 9, chunk_id: 1, version: 0 };
+    round_trip(0, FromMaster { term: 1 << 40, msg: delete });
+    round_trip(0, MasterToLogger::NotLeader { leader_hint: Some("m2:9419".into()) });
+    round_trip(0, MasterToLogger::NotLeader { leader_hint: None });
+    round_trip(0, MasterToLogger::Heartbeat);
+    round_trip(0, FromMaster { term: 3, msg: MasterToCs::Heartbeat });
 }
 
 #[test]

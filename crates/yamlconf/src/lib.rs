@@ -113,6 +113,14 @@ pub fn host_port<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D
     deserializer.deserialize_str(CheckedStr { expecting: HOST_PORT, parse })
 }
 
+/// `#[serde(default, deserialize_with = "mfsha_yamlconf::opt_host_port")]`: an optional
+/// `HOST:PORT` (absent means `None`; present must be valid).
+pub fn opt_host_port<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
+    host_port(deserializer).map(Some)
+}
+
 /// `Ok` if `text` is `HOST:PORT`; otherwise the message to show.
 pub fn check_host_port(text: &str) -> Result<(), String> {
     match text.rsplit_once(':') {

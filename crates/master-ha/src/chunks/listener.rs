@@ -1,15 +1,19 @@
 //! The chunkserver port (9420): one task per connected chunkserver.
 //!
-//! A connection must start with `Register`; a master that is not the leader closes it right
-//! there, so the chunkserver moves on to the next master address (or the VIP's new owner).
+//! A connection must start with `Register`; a master that is not the leader answers
+//! `NotLeader` with a hint naming the leader's chunkserver port and closes it right there, so
+//! the chunkserver goes to the leader (or the next master address, or the VIP's new owner).
+//! Every frame to a chunkserver carries the term in which this master accepted it as leader
+//! (`FromMaster`), and the connection is closed as soon as this master no longer leads in
+//! that term, so a chunkserver never gets a command from a deposed leader's connection.
 //! After that the connection carries, in both directions and in any order, the chunk list,
 //! heartbeats, reports and `Done` answers from the chunkserver, and commands from the master.
 //! A bad frame or a protocol violation closes only that connection, logged with the peer.
 
 use super::registry::ServerKey;
 use super::ChunkRegistry;
-use crate::server::Shutdown;
-use mfsha_proto::cs::{CsToMaster, MasterToCs};
+use crate::server::{Leadership, Shutdown};
+use mfsha_proto::cs::{CsToMaster, FromMaster, MasterToCs, MASTER_HEARTBEAT_MS};
 use mfsha_proto::frame::{read_frame, write_frame, FrameError};
 use mfsha_proto::types::ServerAddr;
 use std::net::SocketAddr;
@@ -24,11 +28,18 @@ use tokio::sync::mpsc;
 const SILENCE_LIMIT: Duration = Duration::from_secs(10);
 /// Commands queued for one chunkserver before sends fail with `Busy`.
 const COMMAND_QUEUE: usize = 4096;
+/// How long a follower reads what a redirected chunkserver still sends before closing.
+const REDIRECT_DRAIN: Duration = Duration::from_secs(2);
 /// Copies one chunkserver may report; more is a broken or hostile peer.
 const MAX_COPIES_PER_SERVER: u64 = 100_000_000;
 
 /// Accepts chunkserver connections until shutdown.
-pub async fn serve(listener: TcpListener, registry: Arc<ChunkRegistry>, shutdown: Shutdown) {
+pub async fn serve(
+    listener: TcpListener,
+    registry: Arc<ChunkRegistry>,
+    leadership: Leadership,
+    shutdown: Shutdown,
+) {
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -38,9 +49,10 @@ pub async fn serve(listener: TcpListener, registry: Arc<ChunkRegistry>, shutdown
             Ok((stream, peer)) => {
                 let registry = registry.clone();
                 let shutdown = shutdown.clone();
+                let leadership = leadership.clone();
                 tokio::spawn(async move {
                     tokio::select! {
-                        _ = connection(stream, peer, registry) => {}
+                        _ = connection(stream, peer, registry, leadership) => {}
                         _ = shutdown.triggered() => {}
                     }
                 });
@@ -66,7 +78,12 @@ enum ConnError {
     NotLeader,
 }
 
-async fn connection(stream: TcpStream, peer: SocketAddr, registry: Arc<ChunkRegistry>) {
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    registry: Arc<ChunkRegistry>,
+    leadership: Leadership,
+) {
     stream.set_nodelay(true).ok();
     let (read_half, write_half) = stream.into_split();
     let mut reader = BufReader::new(read_half);
@@ -81,23 +98,55 @@ async fn connection(stream: TcpStream, peer: SocketAddr, registry: Arc<ChunkRegi
     let CsToMaster::Register { host, port, labels, disks, server_id } = register else {
         return tracing::warn!(%peer, "chunkserver's first message was not Register; closing");
     };
-    if !registry.meta.is_leader() {
-        return tracing::debug!(%peer, "not the leader; closing chunkserver connection");
-    }
+    let term = match leadership.leading_term() {
+        Some(term) if registry.meta.is_leader() => term,
+        _ => return redirect(write_half, reader, peer, &leadership).await,
+    };
     let addr = ServerAddr { host: host.unwrap_or_else(|| peer.ip().to_string()), port };
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
     let key = registry.inner.lock().add_server(server_id, addr.clone(), labels, disks, tx);
-    tracing::info!(%peer, server = %addr, server_id = format_args!("{server_id:016x}"), "chunkserver registering");
-    let writer = tokio::spawn(write_loop(write_half, rx, addr.clone()));
+    tracing::info!(%peer, server = %addr, server_id = format_args!("{server_id:016x}"), term, "chunkserver registering");
+    let writer = tokio::spawn(write_loop(write_half, rx, addr.clone(), term));
     let (frames_tx, frames) = mpsc::channel(64);
     let read_task = tokio::spawn(read_loop(reader, frames_tx));
-    let result = session(&registry, key, &addr, frames).await;
+    let result = tokio::select! {
+        result = session(&registry, key, &addr, frames) => result,
+        () = leadership.ended(term) => Err(ConnError::NotLeader),
+    };
     read_task.abort();
     writer.abort();
     registry.inner.lock().remove_server(key);
     match result {
         Ok(()) => tracing::info!(server = %addr, "chunkserver disconnected"),
         Err(e) => tracing::warn!(server = %addr, error = %e, "chunkserver connection closed"),
+    }
+}
+
+/// A follower's answer to `Register`: who leads, then close. What the chunkserver sent
+/// meanwhile is read and dropped until it closes (at most [`REDIRECT_DRAIN`]): closing with
+/// unread data would reset the connection, and the reset can destroy the redirect before
+/// the chunkserver reads it.
+async fn redirect(
+    mut out: OwnedWriteHalf,
+    mut reader: BufReader<OwnedReadHalf>,
+    peer: SocketAddr,
+    leadership: &Leadership,
+) {
+    let hint = leadership.hint();
+    tracing::debug!(%peer, leader = hint.leader_id, to = ?hint.chunkserver,
+        "not the leader; redirecting the chunkserver");
+    let frame = FromMaster { term: hint.term, msg: MasterToCs::NotLeader { hint } };
+    let sent = match write_frame(&mut out, 0, &frame).await {
+        Ok(()) => out.shutdown().await.map_err(FrameError::from),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = sent {
+        return tracing::debug!(%peer, error = %e, "could not redirect the chunkserver");
+    }
+    let mut sink = tokio::io::sink();
+    let drain = tokio::io::copy(&mut reader, &mut sink);
+    if tokio::time::timeout(REDIRECT_DRAIN, drain).await.is_err() {
+        tracing::debug!(%peer, "redirected chunkserver kept sending; closing");
     }
 }
 
@@ -115,25 +164,40 @@ async fn read_loop(
     }
 }
 
-async fn write_loop(out: OwnedWriteHalf, mut rx: mpsc::Receiver<MasterToCs>, addr: ServerAddr) {
+async fn write_loop(
+    out: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<MasterToCs>,
+    addr: ServerAddr,
+    term: u64,
+) {
     let mut out = BufWriter::new(out);
-    while let Some(msg) = rx.recv().await {
-        if let Err(e) = write_batch(&mut out, msg, &mut rx).await {
+    let mut beat = tokio::time::interval(Duration::from_millis(MASTER_HEARTBEAT_MS));
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let msg = tokio::select! {
+            msg = rx.recv() => match msg {
+                Some(msg) => msg,
+                None => return,
+            },
+            _ = beat.tick() => MasterToCs::Heartbeat,
+        };
+        if let Err(e) = write_batch(&mut out, msg, &mut rx, term).await {
             tracing::warn!(server = %addr, error = %e, "cannot send to chunkserver");
             return;
         }
     }
 }
 
-/// Writes `first` and whatever else is queued, then flushes once.
+/// Writes `first` and whatever else is queued, each stamped with `term`, then flushes once.
 async fn write_batch(
     out: &mut BufWriter<OwnedWriteHalf>,
     first: MasterToCs,
     rx: &mut mpsc::Receiver<MasterToCs>,
+    term: u64,
 ) -> Result<(), FrameError> {
-    write_frame(out, 0, &first).await?;
-    while let Ok(more) = rx.try_recv() {
-        write_frame(out, 0, &more).await?;
+    write_frame(out, 0, &FromMaster { term, msg: first }).await?;
+    while let Ok(msg) = rx.try_recv() {
+        write_frame(out, 0, &FromMaster { term, msg }).await?;
     }
     out.flush().await?;
     Ok(())

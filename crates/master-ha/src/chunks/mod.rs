@@ -347,7 +347,13 @@ pub fn factory() -> ChunksFactory {
         let meta: Arc<dyn ChunkMeta> = Arc::new(setup.meta.clone());
         let registry = ChunkRegistry::new(meta, setup.config.clone());
         if let Some(listener) = setup.listener.take() {
-            tokio::spawn(listener::serve(listener, registry.clone(), setup.shutdown.clone()));
+            let serve = listener::serve(
+                listener,
+                registry.clone(),
+                setup.leadership.clone(),
+                setup.shutdown.clone(),
+            );
+            tokio::spawn(serve);
         }
         tokio::spawn(registry.clone().run_engine(setup.shutdown.clone()));
         registry

@@ -4,7 +4,7 @@
 use super::plan::{Action, Limits, Moment, Why};
 use super::registry::{Inner, ServerKey};
 use super::*;
-use mfsha_proto::cs::{CsToMaster, DiskInfo};
+use mfsha_proto::cs::{CsToMaster, DiskInfo, FromMaster};
 use mfsha_proto::frame::{read_frame, write_frame};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -373,6 +373,9 @@ impl ChunkMeta for FakeMeta {
     }
 }
 
+/// The term of the fake leader.
+const TERM: u64 = 3;
+
 /// A scripted chunkserver: registers with `chunks`, then answers every command `Ok`.
 struct FakeCs {
     commands: mpsc::Receiver<MasterToCs>,
@@ -399,10 +402,12 @@ async fn fake_cs(
     let (tx, commands) = mpsc::channel(100);
     tokio::spawn(async move {
         let mut r = BufReader::new(r);
-        while let Ok(frame) = read_frame::<_, MasterToCs>(&mut r).await {
-            let msg = frame.body;
+        while let Ok(frame) = read_frame::<_, FromMaster>(&mut r).await {
+            assert_eq!(frame.body.term, TERM, "every frame carries the leader's term");
+            let msg = frame.body.msg;
             let op = match &msg {
-                MasterToCs::Welcome { .. } => None,
+                MasterToCs::Heartbeat => continue,
+                MasterToCs::Welcome { .. } | MasterToCs::NotLeader { .. } => None,
                 MasterToCs::Create { op, .. }
                 | MasterToCs::SetVersion { op, .. }
                 | MasterToCs::Delete { op, .. }
@@ -444,7 +449,17 @@ async fn setup(
     let registry = ChunkRegistry::new(meta.clone(), config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(listener::serve(listener, registry.clone(), crate::server::Shutdown::new()));
+    let shutdown = crate::server::Shutdown::new();
+    let leadership = {
+        let meta = meta.clone();
+        let source = move || {
+            let leading = meta.is_leader();
+            let leader_id = if leading { 1 } else { 2 };
+            crate::server::leadership::Lead { term: TERM, leader_id, leading }
+        };
+        crate::server::Leadership::from_fn(Arc::new(source), Default::default(), shutdown.clone())
+    };
+    tokio::spawn(listener::serve(listener, registry.clone(), leadership, shutdown));
     (registry, meta, addr)
 }
 
@@ -561,10 +576,15 @@ async fn a_chunk_without_copies_is_made_afresh_only_if_it_holds_no_data() {
 }
 
 #[tokio::test]
-async fn a_follower_closes_chunkserver_connections_and_a_lost_leadership_drops_them() {
+async fn a_follower_redirects_and_closes_chunkserver_connections_and_a_lost_leadership_drops_them()
+{
     let (registry, meta, addr) = setup(vec![(1, info(1, 1))]).await;
     meta.leader.store(false, Ordering::Release);
     let mut a = fake_cs(addr, 7201, vec![(1, 1, false)]).await;
+    match a.next().await {
+        MasterToCs::NotLeader { hint } => assert_eq!((hint.term, hint.leader_id), (TERM, 2)),
+        other => panic!("a follower must redirect first, got {other:?}"),
+    }
     let closed = tokio::time::timeout(Duration::from_secs(5), a.commands.recv()).await.unwrap();
     assert!(closed.is_none(), "a follower must close the connection, got {closed:?}");
     meta.leader.store(true, Ordering::Release);

@@ -40,16 +40,20 @@ pub async fn handle_waiting(
     }
 }
 
-/// The reply to `request` if it needs no waiting: status, reads from the applied state, and
-/// `NotLeader` on a follower. `None` for requests that propose (sessions and mutations) and
-/// for locks (which may wait for the lock table).
+/// The reply to `request` if it needs no waiting: status and who leads (from any master),
+/// reads from the applied state, and `NotLeader` on a follower. `None` for requests that
+/// propose (sessions and mutations) and for locks (which may wait for the lock table).
 pub fn answer_now(
     service: &Service,
     connection: &Connection,
     request: &Request,
 ) -> Option<Reply<ClientReply>> {
-    if matches!(request.op, ClientOp::Status) {
-        return Some(Ok(ClientReply::Status(super::status::cluster_status(service))));
+    match request.op {
+        ClientOp::Status => {
+            return Some(Ok(ClientReply::Status(super::status::cluster_status(service))))
+        }
+        ClientOp::WhoLeads => return Some(Ok(ClientReply::Leader(service.leadership.hint()))),
+        _ => {}
     }
     if !service.meta.is_leader() {
         return Some(Err(Status::NotLeader));

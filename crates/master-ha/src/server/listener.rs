@@ -3,8 +3,9 @@
 
 use super::{client, Service};
 use crate::config::ClientLimits;
-use mfsha_proto::client::Request;
+use mfsha_proto::client::{Answer, ClientReply, Request};
 use mfsha_proto::rpc::{self, Handled, RpcError};
+use mfsha_proto::types::Reply;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -141,6 +142,11 @@ impl ClientListener {
     }
 }
 
+/// The reply stamped with this master's current Raft term (see [`Answer`]).
+fn answer(service: &Service, reply: Reply<ClientReply>) -> Answer {
+    Answer { term: service.leadership.now().term, reply }
+}
+
 async fn serve_connection(
     service: Arc<Service>,
     stream: tokio::net::TcpStream,
@@ -156,7 +162,7 @@ async fn serve_connection(
         move |request: Request| {
             // Reads are answered on the connection's own task: no spawn, no context switch.
             if let Some(reply) = client::answer_now(&service, &connection, &request) {
-                return Handled::Now(reply);
+                return Handled::Now(answer(&service, reply));
             }
             // Counted before the handler task is spawned, so shutdown cannot miss it.
             let running = in_flight.enter();
@@ -164,13 +170,21 @@ async fn serve_connection(
             Handled::Later(async move {
                 let reply = client::handle_waiting(&service, &connection, request).await;
                 drop(running);
-                reply
+                answer(&service, reply)
             })
         }
     };
+    // A master that stops leading closes every client connection, so mounts go to the new
+    // leader at once; requests still running are dropped (a mount retries them there with
+    // the same seq, and the replicated reply window answers a retry of one that committed).
+    let leadership = service.leadership.clone();
     let served = tokio::select! {
         served = rpc::serve_inline(stream, peer.to_string(), max_in_flight, handler) => served,
         () = shutdown.triggered() => Ok(()),
+        () = leadership.next_step_down() => {
+            tracing::info!("closing client connection: this master stopped leading");
+            Ok(())
+        }
     };
     match served {
         Ok(()) => tracing::debug!("client disconnected"),

@@ -4,8 +4,13 @@
 //! The subscription to applied entries is taken *before* the snapshot, so nothing falls between
 //! the two: entries at or below the snapshot's index are skipped. A logger that falls so far
 //! behind that the broadcast drops entries gets a fresh snapshot instead of a gap.
+//!
+//! Only the leader serves loggers: a follower answers the hello with `NotLeader` naming the
+//! leader's logger port and closes, and a leader that steps down closes its logger
+//! connections, so loggers always follow the current leader's changelog.
 
 use super::{Service, Shutdown};
+use mfsha_proto::cs::MASTER_HEARTBEAT_MS;
 use mfsha_proto::frame::{read_frame, write_frame, FrameError};
 use mfsha_proto::logger::{LoggerToMaster, MasterToLogger, SNAPSHOT_PART_BYTES};
 use std::sync::Arc;
@@ -82,6 +87,12 @@ async fn serve_logger(
         }
         other => return Err(LoggerLinkError::NotHello(format!("{other:?}"))),
     };
+    let Some(term) = service.leadership.leading_term() else {
+        let leader_hint = service.leadership.hint().logger;
+        tracing::info!(%name, hint = ?leader_hint, "not the leader; redirecting the metalogger");
+        write_frame(&mut writer, 0, &MasterToLogger::NotLeader { leader_hint }).await?;
+        return Ok(());
+    };
     service.loggers.lock().push(format!("{name} ({peer})"));
     let (want_tx, mut want_rx) = mpsc::channel::<Result<LoggerToMaster, FrameError>>(8);
     let read_task = tokio::spawn(async move {
@@ -93,7 +104,13 @@ async fn serve_logger(
             }
         }
     });
-    let result = stream_to_logger(&mut writer, service, &mut want_rx).await;
+    let result = tokio::select! {
+        result = stream_to_logger(&mut writer, service, &mut want_rx) => result,
+        () = service.leadership.ended(term) => {
+            tracing::info!("closing metalogger connection: this master stopped leading");
+            Ok(())
+        }
+    };
     read_task.abort();
     result
 }
@@ -106,8 +123,11 @@ async fn stream_to_logger(
 ) -> Result<(), LoggerLinkError> {
     let mut applied = service.meta.subscribe_applied();
     let mut sent = send_snapshot(writer, service).await?;
+    let mut beat = tokio::time::interval(Duration::from_millis(MASTER_HEARTBEAT_MS));
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            _ = beat.tick() => write_frame(writer, 0, &MasterToLogger::Heartbeat).await?,
             event = applied.recv() => match event {
                 Ok(first) => sent = send_entries(writer, &mut applied, first, sent).await?,
                 Err(RecvError::Lagged(missed)) => {

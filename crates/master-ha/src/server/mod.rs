@@ -8,6 +8,8 @@
 //! * [`session`] opens and resumes client sessions and remembers which are connected.
 //! * [`locks`] keeps file locks (POSIX byte ranges, flock) in the leader's memory.
 //! * [`status`] assembles `ClusterStatus` for `mfsha status`.
+//! * [`leadership`] knows who leads and where each master is (leader hints), and tells
+//!   connections when this master stops leading so they are closed.
 //! * [`trash`] pages through the trash for `mfsha trash list`.
 //! * [`logger`] streams a snapshot and then the applied changelog to metaloggers.
 //!
@@ -16,6 +18,7 @@
 //! depend on how the registry is built.
 
 pub mod client;
+pub mod leadership;
 pub mod listener;
 pub mod locks;
 pub mod logger;
@@ -31,6 +34,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+pub use leadership::{AddressBook, Leadership};
 pub use listener::{ClientListener, Shutdown};
 pub use locks::LockTable;
 pub use session::Sessions;
@@ -138,10 +142,17 @@ pub struct Service {
     pub peers: Vec<String>,
     /// Connected metaloggers, for `ClusterStatus::loggers` (filled by the logger listener).
     pub loggers: parking_lot::Mutex<Vec<String>>,
+    /// Who leads and where the masters are; connections close when this master steps down.
+    pub leadership: Leadership,
 }
 
 impl Service {
-    pub fn new(meta: MetaHandle, chunks: Arc<dyn ChunkService>, peers: Vec<String>) -> Self {
+    pub fn new(
+        meta: MetaHandle,
+        chunks: Arc<dyn ChunkService>,
+        peers: Vec<String>,
+        leadership: Leadership,
+    ) -> Self {
         Service {
             meta,
             chunks,
@@ -149,6 +160,7 @@ impl Service {
             locks: LockTable::new(),
             peers,
             loggers: parking_lot::Mutex::new(Vec::new()),
+            leadership,
         }
     }
 }

@@ -6,11 +6,10 @@
 use mfsha_master_ha::config::MasterConfig;
 use mfsha_master_ha::daemon;
 use mfsha_proto::client::{ClientOp, ClientReply, Request};
-use mfsha_proto::rpc::RpcClient;
 use mfsha_proto::types::{Reply, ROOT_INO};
 use std::time::{Duration, Instant};
 
-pub type Client = RpcClient<Request, Reply<ClientReply>>;
+pub type Client = mfsha_proto::client::MasterClient;
 
 pub fn config(dir: &std::path::Path) -> MasterConfig {
     let mut config = MasterConfig {

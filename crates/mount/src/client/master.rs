@@ -14,19 +14,31 @@
 //! effect exactly once.
 //!
 //! Only after `io_timeout` without success does a caller get `Status::Io` (EIO).
+//!
+//! Finding the leader: a reconnect tries the last known (or hinted) leader first, then the
+//! configured masters in order. A master that refuses `Hello` with `NotLeader` is asked
+//! `WhoLeads` on the same connection, and the leader's client address it names is tried
+//! next. Connects time out after `connect_timeout` (1 s) and the socket has keepalive and
+//! `TCP_USER_TIMEOUT` at 1 s; an idle connection is pinged every `ping_interval` (500 ms)
+//! with a `ping_timeout` of 1 s. So a dead or silent leader is noticed in about a second.
+//!
+//! Fencing: every answer carries the master's Raft term. The link remembers the highest term
+//! it has seen ([`TermFloor`]) and treats an answer with a lower term as coming from a
+//! deposed master: the connection is dropped and the request retried elsewhere.
 
-use mfsha_proto::client::{ClientOp, ClientReply, FileLock, OwnerLocks, Request, REPLY_WINDOW};
+use mfsha_proto::client::{
+    Answer, ClientOp, ClientReply, FileLock, MasterRpc, OwnerLocks, Request, REPLY_WINDOW,
+};
 use mfsha_proto::types::{Ino, Reply, SessionId, Status};
-use mfsha_proto::RpcClient;
 use parking_lot::Mutex as SyncMutex;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, Mutex};
 use tokio::time::Instant;
 
-type Rpc = RpcClient<Request, Reply<ClientReply>>;
+type Rpc = MasterRpc;
 
 /// How to reach the master and how long to wait for it.
 #[derive(Debug, Clone)]
@@ -40,12 +52,18 @@ pub struct MasterConfig {
     pub info: String,
     /// How long an operation may wait for the master before it fails with EIO.
     pub io_timeout: Duration,
-    /// How long one attempt on one connection may take before the connection is replaced.
+    /// How long one attempt on one connection may take before the connection is replaced
+    /// (a slow mutation may wait this long; a dead master is found by the ping first).
     pub attempt_timeout: Duration,
+    /// How long connecting to one master may take.
+    pub connect_timeout: Duration,
     /// Pause between rounds of connection attempts.
     pub reconnect_interval: Duration,
-    /// Idle connections are checked this often (a lost master is noticed within about this).
+    /// The connection is checked this often (a lost master is noticed within about this
+    /// plus `ping_timeout`).
     pub ping_interval: Duration,
+    /// A ping not answered within this long means the master is gone.
+    pub ping_timeout: Duration,
 }
 
 impl MasterConfig {
@@ -57,9 +75,11 @@ impl MasterConfig {
             password: None,
             info: String::new(),
             io_timeout: Duration::from_secs(60),
-            attempt_timeout: Duration::from_secs(15),
+            attempt_timeout: Duration::from_secs(10),
+            connect_timeout: mfsha_proto::net::CONNECT_TIMEOUT,
             reconnect_interval: Duration::from_millis(200),
-            ping_interval: Duration::from_secs(2),
+            ping_interval: Duration::from_millis(500),
+            ping_timeout: Duration::from_secs(1),
         }
     }
 }
@@ -89,6 +109,44 @@ impl Conn {
 
     fn kill(&self) {
         self.dead.send_replace(true);
+    }
+}
+
+/// The highest master term this client has seen. An answer from an older term comes from a
+/// master that has been deposed (it may not know yet): it must not be believed.
+#[derive(Debug, Default)]
+pub struct TermFloor(AtomicU64);
+
+impl TermFloor {
+    /// Remembers `term` if it is the highest yet; `Err(highest)` if it is older than that.
+    pub fn admit(&self, term: u64) -> Result<(), u64> {
+        let highest = self.0.fetch_max(term, Ordering::AcqRel);
+        if term < highest {
+            return Err(highest);
+        }
+        Ok(())
+    }
+
+    pub fn highest(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// What an answer means for the attempt that got it: the reply, or why the connection it
+/// came on must be replaced (an older term, or a master that is not the leader or not
+/// ready), or that the session is gone.
+fn judge(floor: &TermFloor, answer: Answer) -> Attempt {
+    if let Err(highest) = floor.admit(answer.term) {
+        return Attempt::Broken(format!(
+            "answer from term {} but term {highest} was already seen: a deposed master",
+            answer.term
+        ));
+    }
+    match answer.reply {
+        Err(Status::NotLeader) => Attempt::Broken("master is not the leader".into()),
+        Err(Status::Unavailable) => Attempt::Broken("master is not ready".into()),
+        Err(Status::BadSession) => Attempt::SessionLost,
+        reply => Attempt::Done(Box::new(reply)),
     }
 }
 
@@ -136,9 +194,14 @@ pub struct MasterLink {
     /// File locks this client holds, per (inode, owner): re-taken after every reconnect,
     /// since a restarted master or a new leader starts with an empty lock table.
     locks: SyncMutex<HashMap<(Ino, u64), OwnerLocks>>,
+    /// The highest master term seen (see [`TermFloor`]).
+    terms: TermFloor,
+    /// Client address of the last leader connected to or named by a hint: tried first.
+    leader: SyncMutex<Option<String>>,
 }
 
 /// What one attempt on one connection produced.
+#[derive(Debug)]
 enum Attempt {
     Done(Box<Reply<ClientReply>>),
     /// The connection is unusable (closed, silent, or the master is not the leader).
@@ -163,6 +226,8 @@ impl MasterLink {
             held: SyncMutex::new(HashMap::new()),
             seq_floor: SyncMutex::new((0, 0)),
             locks: SyncMutex::new(HashMap::new()),
+            terms: TermFloor::default(),
+            leader: SyncMutex::new(None),
         });
         link.first_session().await?;
         tokio::spawn(ping_loop(Arc::downgrade(&link)));
@@ -171,20 +236,17 @@ impl MasterLink {
 
     async fn first_session(&self) -> Result<(), ConnectError> {
         let deadline = Instant::now() + self.cfg.io_timeout;
-        let mut last = String::from("none");
         loop {
-            for addr in &self.cfg.masters {
-                match self.open(addr).await {
-                    Ok(conn) => {
-                        *self.current.lock().await = Some(conn);
-                        return Ok(());
-                    }
-                    Err(OpenError::Refused(status)) => {
-                        return Err(ConnectError::Refused { master: addr.clone(), status })
-                    }
-                    Err(OpenError::Retry(why)) => last = why,
+            let last = match self.round(false).await {
+                Ok(conn) => {
+                    *self.current.lock().await = Some(conn);
+                    return Ok(());
                 }
-            }
+                Err(RoundError::Refused { master, status }) => {
+                    return Err(ConnectError::Refused { master, status })
+                }
+                Err(RoundError::Failed(why)) => why,
+            };
             if Instant::now() + self.cfg.reconnect_interval > deadline {
                 return Err(ConnectError::Unreachable {
                     masters: self.cfg.masters.join(","),
@@ -375,16 +437,16 @@ impl MasterLink {
     }
 
     async fn attempt(&self, conn: &Conn, req: Request) -> Attempt {
+        self.attempt_within(conn, req, self.cfg.attempt_timeout).await
+    }
+
+    async fn attempt_within(&self, conn: &Conn, req: Request, limit: Duration) -> Attempt {
         let mut dead = conn.dead.subscribe();
-        let limit = self.cfg.attempt_timeout;
         tokio::select! {
             result = tokio::time::timeout(limit, conn.rpc.call(req)) => match result {
-                Ok(Ok(Err(Status::NotLeader))) => Attempt::Broken("master is not the leader".into()),
-                Ok(Ok(Err(Status::Unavailable))) => Attempt::Broken("master is not ready".into()),
-                Ok(Ok(Err(Status::BadSession))) => Attempt::SessionLost,
-                Ok(Ok(reply)) => Attempt::Done(Box::new(reply)),
+                Ok(Ok(answer)) => judge(&self.terms, answer),
                 Ok(Err(e)) => Attempt::Broken(e.to_string()),
-                Err(_) => Attempt::Broken(format!("no answer within {} s", limit.as_secs())),
+                Err(_) => Attempt::Broken(format!("no answer within {} ms", limit.as_millis())),
             },
             _ = dead.wait_for(|d| *d) => Attempt::Broken("connection replaced".into()),
         }
@@ -429,20 +491,18 @@ impl MasterLink {
         *current = None;
         let mut rounds = 0u64;
         loop {
-            for addr in &self.cfg.masters {
-                match self.open(addr).await {
-                    Ok(conn) => {
-                        tracing::info!(master = %addr, session = conn.session, "connected to the master");
-                        *current = Some(conn.clone());
-                        return Ok(conn);
-                    }
-                    Err(e) => {
-                        // One line every ~10 s while the master stays away, not one per try.
-                        if rounds.is_multiple_of(50) {
-                            tracing::warn!(master = %addr, error = %e, "cannot reach the master; retrying");
-                        }
-                    }
+            // One line every ~10 s while the master stays away, not one per try.
+            match self.round(rounds.is_multiple_of(50)).await {
+                Ok(conn) => {
+                    tracing::info!(
+                        master = conn.rpc.peer(),
+                        session = conn.session,
+                        "connected to the master"
+                    );
+                    *current = Some(conn.clone());
+                    return Ok(conn);
                 }
+                Err(e) => tracing::debug!(error = %e, "no master accepted the session this round"),
             }
             rounds += 1;
             if Instant::now() + self.cfg.reconnect_interval >= deadline {
@@ -452,15 +512,80 @@ impl MasterLink {
         }
     }
 
+    /// Masters to try, best first: the last known or hinted leader, then the configured ones.
+    fn candidates(&self) -> VecDeque<String> {
+        let mut order: VecDeque<String> = self.cfg.masters.iter().cloned().collect();
+        if let Some(leader) = self.leader.lock().clone() {
+            order.retain(|addr| *addr != leader);
+            order.push_front(leader);
+        }
+        order
+    }
+
+    /// Tries each candidate once, following leader hints at once; the first master that
+    /// takes the session wins. `log` says whether failures are worth a warning this round.
+    async fn round(&self, log: bool) -> Result<Arc<Conn>, RoundError> {
+        let mut queue = self.candidates();
+        let mut tried: Vec<String> = Vec::new();
+        let mut last = String::from("no master configured");
+        while let Some(addr) = queue.pop_front() {
+            if tried.contains(&addr) {
+                continue;
+            }
+            tried.push(addr.clone());
+            match self.open(&addr).await {
+                Ok(conn) => {
+                    *self.leader.lock() = Some(addr);
+                    return Ok(conn);
+                }
+                Err(OpenError::Redirect(to)) => {
+                    tracing::debug!(master = %addr, leader = ?to, "not the leader; following its hint");
+                    if let Some(to) = to.filter(|to| !tried.contains(to)) {
+                        *self.leader.lock() = Some(to.clone());
+                        queue.push_front(to);
+                    }
+                    last = format!("{addr} is not the leader");
+                }
+                Err(OpenError::Refused(status)) => {
+                    return Err(RoundError::Refused { master: addr, status })
+                }
+                Err(why @ (OpenError::Retry(_) | OpenError::NotLeader)) => {
+                    if log {
+                        tracing::warn!(master = %addr, error = %why, "cannot reach the master; retrying");
+                    }
+                    last = format!("{addr}: {why}");
+                }
+            }
+        }
+        Err(RoundError::Failed(last))
+    }
+
     /// Connects to `addr` and resumes our session there, or opens one if we have none (or the
-    /// master lost ours).
+    /// master lost ours). A master that is not the leader says who is.
     async fn open(&self, addr: &str) -> Result<Arc<Conn>, OpenError> {
-        let connect = tokio::time::timeout(self.cfg.attempt_timeout, Rpc::connect(addr));
-        let rpc = match connect.await {
-            Ok(Ok(rpc)) => rpc,
-            Ok(Err(e)) => return Err(OpenError::Retry(e.to_string())),
-            Err(_) => return Err(OpenError::Retry(format!("connect to {addr} timed out"))),
-        };
+        let rpc = Rpc::connect_within(addr, self.cfg.connect_timeout)
+            .await
+            .map_err(|e| OpenError::Retry(e.to_string()))?;
+        // A hung master's kernel still accepts connections: ask something any master answers
+        // at once, within the ping timeout, before waiting on a Hello.
+        let leader = self.who_leads(&rpc).await?;
+        match self.open_on(&rpc, addr).await {
+            Err(OpenError::NotLeader) => Err(OpenError::Redirect(leader)),
+            other => other,
+        }
+    }
+
+    /// The leader's client address as the master behind `rpc` knows it (`None`: unknown).
+    async fn who_leads(&self, rpc: &Rpc) -> Result<Option<String>, OpenError> {
+        let req = Request { session: 0, seq: 0, uid: 0, gid: 0, op: ClientOp::WhoLeads };
+        match self.one_call_within(rpc, req, self.cfg.ping_timeout).await? {
+            ClientReply::Leader(hint) => Ok(hint.client),
+            other => Err(OpenError::Retry(format!("unexpected answer to WhoLeads: {other:?}"))),
+        }
+    }
+
+    async fn open_on(&self, rpc: &Rpc, addr: &str) -> Result<Arc<Conn>, OpenError> {
+        let rpc = rpc.clone();
         let resume = self.session();
         if resume != 0 {
             match self.hello(&rpc, Some(resume)).await {
@@ -553,15 +678,33 @@ impl MasterLink {
     }
 
     async fn one_call(&self, rpc: &Rpc, req: Request) -> Result<ClientReply, OpenError> {
-        let limit = self.cfg.attempt_timeout;
-        match tokio::time::timeout(limit, rpc.call(req)).await {
-            Ok(Ok(Ok(reply))) => Ok(reply),
-            Ok(Ok(Err(status @ (Status::NotLeader | Status::Unavailable)))) => {
-                Err(OpenError::Retry(status.to_string()))
+        self.one_call_within(rpc, req, self.cfg.attempt_timeout).await
+    }
+
+    async fn one_call_within(
+        &self,
+        rpc: &Rpc,
+        req: Request,
+        limit: Duration,
+    ) -> Result<ClientReply, OpenError> {
+        let answer = match tokio::time::timeout(limit, rpc.call(req)).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(e)) => return Err(OpenError::Retry(e.to_string())),
+            Err(_) => {
+                return Err(OpenError::Retry(format!("no answer within {} ms", limit.as_millis())))
             }
-            Ok(Ok(Err(status))) => Err(OpenError::Refused(status)),
-            Ok(Err(e)) => Err(OpenError::Retry(e.to_string())),
-            Err(_) => Err(OpenError::Retry(format!("no answer within {} s", limit.as_secs()))),
+        };
+        if let Err(highest) = self.terms.admit(answer.term) {
+            let term = answer.term;
+            return Err(OpenError::Retry(format!(
+                "a deposed master: its term {term} is below term {highest} already seen"
+            )));
+        }
+        match answer.reply {
+            Ok(reply) => Ok(reply),
+            Err(Status::NotLeader) => Err(OpenError::NotLeader),
+            Err(status @ Status::Unavailable) => Err(OpenError::Retry(status.to_string())),
+            Err(status) => Err(OpenError::Refused(status)),
         }
     }
 
@@ -589,7 +732,7 @@ impl MasterLink {
             gid: 0,
             op: ClientOp::GetAttr { ino: self.root() },
         };
-        match self.attempt(&conn, req).await {
+        match self.attempt_within(&conn, req, self.cfg.ping_timeout).await {
             Attempt::Done(_) => {}
             Attempt::Broken(why) => self.broken(&conn, &why),
             Attempt::SessionLost => self.session_lost(&conn),
@@ -610,6 +753,20 @@ enum OpenError {
     Retry(String),
     #[error("refused: {0}")]
     Refused(Status),
+    #[error("not the leader")]
+    NotLeader,
+    /// Not the leader; the leader's client address, if it knows one.
+    #[error("not the leader (leader at {0:?})")]
+    Redirect(Option<String>),
+}
+
+/// Why no master took the session in one round.
+#[derive(Debug, thiserror::Error)]
+enum RoundError {
+    #[error("master {master} refused the session: {status}")]
+    Refused { master: String, status: Status },
+    #[error("{0}")]
+    Failed(String),
 }
 
 async fn ping_loop(link: std::sync::Weak<MasterLink>) {
@@ -670,5 +827,73 @@ pub fn op_name(op: &ClientOp) -> &'static str {
         GetLock { .. } => "getlk",
         SetLock { .. } => "setlk",
         ReleaseLocks { .. } => "release_locks",
+        WhoLeads => "who_leads",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(term: u64) -> Answer {
+        Answer { term, reply: Ok(ClientReply::Unit) }
+    }
+
+    #[test]
+    fn an_answer_with_an_older_term_is_refused_and_a_newer_one_raises_the_floor() {
+        let floor = TermFloor::default();
+        assert!(matches!(judge(&floor, answer(3)), Attempt::Done(_)));
+        assert!(matches!(judge(&floor, answer(3)), Attempt::Done(_)), "same term is fine");
+        assert!(matches!(judge(&floor, answer(5)), Attempt::Done(_)));
+        match judge(&floor, answer(4)) {
+            Attempt::Broken(why) => assert!(why.contains("term 5"), "{why}"),
+            other => panic!("a term-4 answer after term 5 must be refused, got {other:?}"),
+        }
+        assert_eq!(floor.highest(), 5, "a refused answer does not lower the floor");
+        let not_leader = Answer { term: 6, reply: Err(Status::NotLeader) };
+        assert!(matches!(judge(&floor, not_leader), Attempt::Broken(_)));
+        assert_eq!(floor.highest(), 6, "a follower's newer term counts too");
+        let lost = Answer { term: 6, reply: Err(Status::BadSession) };
+        assert!(matches!(judge(&floor, lost), Attempt::SessionLost));
+    }
+
+    /// A fake master answering every request with `term` and `reply`.
+    async fn fake_master(term: u64, reply: Reply<ClientReply>) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            while let Ok((stream, peer)) = listener.accept().await {
+                let reply = reply.clone();
+                tokio::spawn(mfsha_proto::rpc::serve(
+                    stream,
+                    peer.to_string(),
+                    4,
+                    move |req: Request| {
+                        let reply = match req.op {
+                            ClientOp::Hello { .. } => {
+                                Ok(ClientReply::Session { session: 9, root: 1 })
+                            }
+                            ClientOp::WhoLeads => Ok(ClientReply::Leader(Default::default())),
+                            _ => reply.clone(),
+                        };
+                        async move { Answer { term, reply } }
+                    },
+                ));
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_link_refuses_a_master_whose_term_is_older_than_one_seen() {
+        let old = fake_master(4, Ok(ClientReply::Unit)).await;
+        let mut cfg = MasterConfig::new(vec![old.clone()]);
+        cfg.io_timeout = Duration::from_millis(600);
+        let link = MasterLink::connect(cfg).await.unwrap();
+        assert_eq!(link.call(0, 0, ClientOp::StatFs).await, Ok(ClientReply::Unit));
+        // A newer leader was seen somewhere (e.g. its answer to WhoLeads): term 4 is stale.
+        link.terms.admit(7).unwrap();
+        assert_eq!(link.call(0, 0, ClientOp::StatFs).await, Err(Status::Io));
+        assert_eq!(link.terms.highest(), 7);
     }
 }

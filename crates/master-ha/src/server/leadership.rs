@@ -1,0 +1,262 @@
+//! Who leads, and where the masters are: the address book, leader hints, and the step-down
+//! signal that makes this master close its client, chunkserver and logger connections.
+//!
+//! The address book maps each master's node id to where clients, chunkservers and metaloggers
+//! reach it. It is built from the configuration (this master's `advertise`, each peer's
+//! `client`/`chunkserver`/`logger`), so it is the same on every master only as long as the
+//! configuration files agree; it is not replicated through Raft (membership changes would
+//! have to carry it).
+//!
+//! [`Leadership`] polls the Raft node every [`POLL`] (the node offers no change
+//! notification) and publishes `(term, leader, leading)`; a connection accepted while this
+//! master led at term T waits on [`Leadership::ended`] and is closed as soon as this master
+//! no longer leads at T, so its peer reconnects to the new leader at once instead of
+//! learning it request by request.
+
+use super::Shutdown;
+use crate::config::{Advertise, MasterConfig};
+use crate::node::MetaHandle;
+use mfsha_proto::types::LeaderHint;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// How often the Raft node's leadership is looked at.
+pub const POLL: Duration = Duration::from_millis(20);
+
+/// Where one master is reached (`HOST:PORT` each; `None` when its configuration does not say).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MasterAddrs {
+    pub client: Option<String>,
+    pub chunkserver: Option<String>,
+    pub logger: Option<String>,
+}
+
+/// Node id → addresses, for every master of the group (this one included).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AddressBook {
+    masters: BTreeMap<u64, MasterAddrs>,
+}
+
+/// The addresses this master's listeners were bound to (ports resolved).
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    pub client: SocketAddr,
+    pub chunkserver: SocketAddr,
+    pub logger: SocketAddr,
+}
+
+impl AddressBook {
+    /// The book of `config`'s group: this master at its advertised addresses (defaults from
+    /// `bound`, see [`Advertise::resolve`]) and each peer at the addresses its entry gives.
+    pub fn from_config(config: &MasterConfig, bound: Bound) -> AddressBook {
+        let host = host_name();
+        let own = &config.advertise;
+        let mut masters = BTreeMap::new();
+        masters.insert(
+            config.node_id,
+            MasterAddrs {
+                client: Some(Advertise::resolve(&own.client, bound.client, &host)),
+                chunkserver: Some(Advertise::resolve(&own.chunkserver, bound.chunkserver, &host)),
+                logger: Some(Advertise::resolve(&own.logger, bound.logger, &host)),
+            },
+        );
+        for peer in &config.peers {
+            let addrs = MasterAddrs {
+                client: peer.client.clone(),
+                chunkserver: peer.chunkserver.clone(),
+                logger: peer.logger.clone(),
+            };
+            masters.insert(peer.id, addrs);
+        }
+        AddressBook { masters }
+    }
+
+    /// A book with the given entries (tests).
+    pub fn of(entries: impl IntoIterator<Item = (u64, MasterAddrs)>) -> AddressBook {
+        AddressBook { masters: entries.into_iter().collect() }
+    }
+
+    pub fn get(&self, node_id: u64) -> Option<&MasterAddrs> {
+        self.masters.get(&node_id)
+    }
+
+    /// `id@client-address` of every master, for `mfsha status`.
+    pub fn describe(&self) -> Vec<String> {
+        let show = |a: &Option<String>| a.clone().unwrap_or_else(|| "?".into());
+        self.masters.iter().map(|(id, a)| format!("{id}@{}", show(&a.client))).collect()
+    }
+}
+
+/// This host's name, for advertised addresses of ports that listen on every interface.
+fn host_name() -> String {
+    match std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        Ok(name) if !name.trim().is_empty() => name.trim().to_string(),
+        other => {
+            tracing::warn!(result = ?other.map_err(|e| e.to_string()),
+                "cannot read this host's name from /proc/sys/kernel/hostname; advertising \
+                 localhost (set advertise.client/chunkserver/logger in the config)");
+            "localhost".into()
+        }
+    }
+}
+
+/// One look at the Raft node: its term, the leader it knows (0: none), whether it leads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Lead {
+    pub term: u64,
+    pub leader_id: u64,
+    pub leading: bool,
+}
+
+type Source = Arc<dyn Fn() -> Lead + Send + Sync>;
+
+/// This master's leadership as connections need it. Cheap to clone.
+#[derive(Clone)]
+pub struct Leadership {
+    source: Source,
+    changes: watch::Receiver<Lead>,
+    book: Arc<AddressBook>,
+}
+
+impl Leadership {
+    /// Watches `meta` until `shutdown`.
+    pub fn watch(meta: MetaHandle, book: AddressBook, shutdown: Shutdown) -> Leadership {
+        let source = move || {
+            let status = meta.raft_status();
+            Lead { term: status.term, leader_id: status.leader_id, leading: meta.is_leader() }
+        };
+        Self::from_fn(Arc::new(source), book, shutdown)
+    }
+
+    /// Watches whatever `source` reports (tests give a fake).
+    pub fn from_fn(source: Source, book: AddressBook, shutdown: Shutdown) -> Leadership {
+        let (tx, changes) = watch::channel(source());
+        tokio::spawn(poll(source.clone(), tx, shutdown));
+        Leadership { source, changes, book: Arc::new(book) }
+    }
+
+    /// The node's leadership right now (not the last poll).
+    pub fn now(&self) -> Lead {
+        (self.source)()
+    }
+
+    /// The term in which this master leads now, if it does.
+    pub fn leading_term(&self) -> Option<u64> {
+        let lead = self.now();
+        lead.leading.then_some(lead.term)
+    }
+
+    /// Who leads as this master sees it now, with the leader's addresses from the book.
+    pub fn hint(&self) -> LeaderHint {
+        let lead = self.now();
+        let addrs = match lead.leader_id {
+            0 => None,
+            id => self.book.get(id),
+        };
+        let addrs = addrs.cloned().unwrap_or_default();
+        LeaderHint {
+            term: lead.term,
+            leader_id: lead.leader_id,
+            client: addrs.client,
+            chunkserver: addrs.chunkserver,
+            logger: addrs.logger,
+        }
+    }
+
+    pub fn book(&self) -> &AddressBook {
+        &self.book
+    }
+
+    /// Resolves once this master no longer leads in `term` (at once if it does not now).
+    pub async fn ended(&self, term: u64) {
+        let mut changes = self.changes.clone();
+        // Fails only when the poller stopped (shutdown): then the connection ends anyway.
+        let _ = changes.wait_for(|lead| !(lead.leading && lead.term == term)).await;
+    }
+
+    /// Resolves the next time this master stops leading: after the current term if it leads
+    /// now, otherwise after the next term it leads in.
+    pub async fn next_step_down(&self) {
+        let mut changes = self.changes.clone();
+        let term = changes.wait_for(|lead| lead.leading).await.map(|lead| lead.term);
+        match term {
+            Ok(term) => self.ended(term).await,
+            // The poller stopped (shutdown): the connection ends through its own shutdown.
+            Err(_) => std::future::pending().await,
+        }
+    }
+}
+
+async fn poll(source: Source, tx: watch::Sender<Lead>, shutdown: Shutdown) {
+    let mut tick = tokio::time::interval(POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut was = *tx.borrow();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = shutdown.triggered() => return,
+        }
+        let lead = source();
+        if lead == was {
+            continue;
+        }
+        if was.leading && !(lead.leading && lead.term == was.term) {
+            tracing::warn!(
+                term = was.term,
+                new_term = lead.term,
+                leader = lead.leader_id,
+                "no longer leader: closing client, chunkserver and metalogger connections"
+            );
+        }
+        was = lead;
+        tx.send_replace(lead);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parking_lot::Mutex;
+
+    fn addrs(n: u16) -> MasterAddrs {
+        MasterAddrs {
+            client: Some(format!("m{n}:9421")),
+            chunkserver: Some(format!("m{n}:9420")),
+            logger: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn hints_name_the_leaders_addresses_and_step_down_is_signalled() {
+        let state = Arc::new(Mutex::new(Lead { term: 3, leader_id: 2, leading: false }));
+        let source = {
+            let state = state.clone();
+            Arc::new(move || *state.lock())
+        };
+        let book = AddressBook::of([(1, addrs(1)), (2, addrs(2))]);
+        let lead = Leadership::from_fn(source, book, Shutdown::new());
+        let hint = lead.hint();
+        assert_eq!((hint.term, hint.leader_id), (3, 2));
+        assert_eq!(hint.client.as_deref(), Some("m2:9421"));
+        assert_eq!(hint.chunkserver.as_deref(), Some("m2:9420"));
+        assert_eq!(hint.logger, None);
+        *state.lock() = Lead { term: 4, leader_id: 0, leading: false };
+        assert_eq!(lead.hint().client, None, "no leader, no address");
+        *state.lock() = Lead { term: 5, leader_id: 1, leading: true };
+        assert_eq!(lead.leading_term(), Some(5));
+        let step_down = tokio::spawn({
+            let lead = lead.clone();
+            async move { lead.next_step_down().await }
+        });
+        tokio::time::sleep(POLL * 5).await;
+        assert!(!step_down.is_finished(), "still leading in term 5");
+        *state.lock() = Lead { term: 6, leader_id: 2, leading: false };
+        tokio::time::timeout(Duration::from_secs(2), step_down)
+            .await
+            .expect("step-down noticed within a few polls")
+            .unwrap();
+    }
+}
