@@ -64,10 +64,12 @@ pub struct TcpTransport {
     queues: HashMap<u64, PeerQueue>,
     reports: Option<SnapshotReports>,
     shutdown: Shutdown,
+    /// Snapshot tasks are spawned from the node thread, which is outside the runtime.
+    runtime: tokio::runtime::Handle,
 }
 
 impl TcpTransport {
-    /// Starts one sender task per peer on the current Tokio runtime.
+    /// Starts one sender task per peer on the current Tokio runtime (call it from inside one).
     pub fn start(me: PeerIdentity, peers: &[(u64, String)], shutdown: Shutdown) -> TcpTransport {
         let mut queues = HashMap::new();
         for (id, addr) in peers {
@@ -78,7 +80,8 @@ impl TcpTransport {
             let snapshots = Arc::new(Semaphore::new(SNAPSHOTS_PER_PEER));
             queues.insert(*id, PeerQueue { messages, addr: addr.clone(), snapshots });
         }
-        TcpTransport { me, queues, reports: None, shutdown }
+        let runtime = tokio::runtime::Handle::current();
+        TcpTransport { me, queues, reports: None, shutdown, runtime }
     }
 
     fn send_snapshot(&self, msg: Message) {
@@ -92,7 +95,7 @@ impl TcpTransport {
         let link = Link { me: self.me.clone(), to, addr: queue.addr.clone() };
         let shutdown = self.shutdown.clone();
         let span = tracing::info_span!("snapshot_out", peer = to, addr = %link.addr);
-        tokio::spawn(
+        self.runtime.spawn(
             async move {
                 let result = tokio::select! {
                     result = stream_snapshot(&link, &msg) => result,
