@@ -167,3 +167,79 @@ fn leader_sigkills_under_a_mixed_workload_lose_no_acknowledged_operation() {
     println!("{kills} leader kills, {operations} acknowledged operations, all present");
     mount.stop();
 }
+
+/// The failover benchmark (not in the test command; figures in docs/benchmarks.md):
+///
+/// ```sh
+/// MFSHA_BENCH_KILLS=50 cargo test --release --workspace --test system -- --ignored --nocapture failover_benchmark
+/// ```
+///
+/// One client thread writes and fsyncs small files through the FUSE mount without pause; the
+/// leader is SIGKILLed, restarted and allowed to catch up, again and again. For each kill it
+/// prints the time from the SIGKILL to the client's first mutation completing after it.
+#[test]
+#[ignore = "benchmark: run explicitly (see the doc comment)"]
+fn failover_benchmark() {
+    let kills: usize = std::env::var("MFSHA_BENCH_KILLS").map_or(50, |v| v.parse().unwrap());
+    let mut cluster = HaCluster::start(3);
+    let masters = cluster.client_addrs();
+    let mut mount =
+        Mount::start_in(cluster.path(), "mount", &masters, &[], &masters.replace(',', "+"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let completions = Arc::new(std::sync::Mutex::new(Vec::<Instant>::new()));
+    let writer = {
+        let (dir, stop, completions) = (mount.path("bench"), stop.clone(), completions.clone());
+        std::thread::spawn(move || {
+            fs::create_dir_all(&dir).unwrap();
+            let mut rng = StdRng::seed_from_u64(1);
+            for n in 0.. {
+                if stop.load(Ordering::Acquire) {
+                    break;
+                }
+                write_file(&dir, &format!("f{}", n % 1000), &mut rng, 4096).expect("write");
+                completions.lock().unwrap().push(Instant::now());
+            }
+        })
+    };
+    let mut stalls = Vec::new();
+    let mut rng = StdRng::seed_from_u64(3);
+    for _ in 0..kills {
+        std::thread::sleep(Duration::from_millis(rng.gen_range(300..800)));
+        let leader = cluster.wait_leader(Duration::from_secs(30));
+        let killed_at = Instant::now();
+        cluster.kill_master(leader);
+        let deadline = killed_at + Duration::from_secs(30);
+        let stall = loop {
+            let first = completions
+                .lock()
+                .unwrap()
+                .iter()
+                .rev()
+                .take_while(|t| **t > killed_at)
+                .last()
+                .copied();
+            if let Some(first) = first {
+                break first - killed_at;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no mutation within 30 s of a kill\n{}",
+                cluster.logs()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        stalls.push(stall);
+        cluster.start_master(leader);
+        cluster.wait_caught_up(leader, Duration::from_secs(30));
+    }
+    stop.store(true, Ordering::Release);
+    writer.join().expect("writer");
+    mount.stop();
+    stalls.sort();
+    let pick = |q: f64| stalls[((stalls.len() as f64 - 1.0) * q).round() as usize];
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "failover: {} leader SIGKILLs, time to the first mutation after the kill: p50 {:.0} ms, p90 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        stalls.len(), ms(pick(0.5)), ms(pick(0.9)), ms(pick(0.99)), ms(pick(1.0))
+    );
+}

@@ -154,6 +154,15 @@ fn load_state<S: StateMachine, L: LogStore>(
 
 /// raft-rs settings, every one spelled out.
 fn raft_config(config: &RaftConfig, applied: u64) -> raft::Config {
+    // A witness campaigns only after the masters' whole window has passed, so a master usually
+    // wins and no hand-over is needed; it still wins when no master can.
+    let (min_election, max_election) = match config.witness {
+        false => (config.election_ticks, config.max_election_ticks),
+        true => {
+            let window = config.max_election_ticks - config.election_ticks;
+            (config.max_election_ticks, config.max_election_ticks + window)
+        }
+    };
     raft::Config {
         id: config.node_id,
         election_tick: config.election_ticks,
@@ -166,8 +175,8 @@ fn raft_config(config: &RaftConfig, applied: u64) -> raft::Config {
         check_quorum: true,
         // A node back from a partition cannot depose a working leader by raising the term.
         pre_vote: true,
-        min_election_tick: config.election_ticks,
-        max_election_tick: config.max_election_ticks,
+        min_election_tick: min_election,
+        max_election_tick: max_election,
         read_only_option: raft::ReadOnlyOption::Safe,
         skip_bcast_commit: false,
         batch_append: false,

@@ -70,7 +70,11 @@ fn run<S: StateMachine, L: LogStore>(
     let mut next_tick_ms = shared.now_ms() + node.config.tick_ms;
     node.on_ready();
     while !shared.shutting_down.load(Ordering::Acquire) {
-        let wait = Duration::from_millis(next_tick_ms.saturating_sub(shared.now_ms()));
+        let wait = match node.has_ready() {
+            // Work raft made after the last Ready (a lease round): no waiting.
+            true => Duration::ZERO,
+            false => Duration::from_millis(next_tick_ms.saturating_sub(shared.now_ms())),
+        };
         match inbox.recv_timeout(wait.min(tick)) {
             Ok(item) => take(&mut node, item),
             Err(RecvTimeoutError::Timeout) => {}

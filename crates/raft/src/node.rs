@@ -60,6 +60,8 @@ pub struct Node<S: StateMachine, L: LogStore> {
     pub(crate) now_ms: u64,
     /// Until then this node grants no votes (see [`Node::start_clock`]).
     votes_from_ms: u64,
+    /// When the last lease round started.
+    lease_round_ms: u64,
 }
 
 impl<S: StateMachine, L: LogStore> Node<S, L> {
@@ -85,6 +87,7 @@ impl<S: StateMachine, L: LogStore> Node<S, L> {
             lease,
             now_ms: 0,
             votes_from_ms: 0,
+            lease_round_ms: 0,
         }
     }
 
@@ -108,12 +111,30 @@ impl<S: StateMachine, L: LogStore> Node<S, L> {
         self.now_ms = now_ms;
         self.raw.tick();
         if self.raw.raft.state == StateRole::Leader && self.raw.raft.lead_transferee.is_none() {
-            self.lease.start_round(&mut self.raw, now_ms);
+            self.start_lease_round();
             if self.config.witness {
                 self.hand_over_leadership();
             }
         }
         self.retry_deferred();
+    }
+
+    fn start_lease_round(&mut self) {
+        self.lease.start_round(&mut self.raw, self.now_ms);
+        self.lease_round_ms = self.now_ms;
+    }
+
+    /// A new leader that has just applied its first entry asks for its lease at once instead of
+    /// at the next tick: clients wait for it.
+    fn hurry_lease(&mut self) {
+        let raft = &self.raw.raft;
+        let ready_to_serve = raft.state == StateRole::Leader
+            && self.applied_term == raft.term
+            && raft.lead_transferee.is_none()
+            && !self.lease.valid(self.now_ms);
+        if ready_to_serve && self.now_ms >= self.lease_round_ms + 5 {
+            self.start_lease_round();
+        }
     }
 
     /// A witness that won an election (the only voter with every acknowledged entry, say)
@@ -229,6 +250,7 @@ impl<S: StateMachine, L: LogStore> Node<S, L> {
     /// What holds between Readys, then the status others read.
     fn after_ready(&mut self) {
         self.fail_pending_if_not_leader();
+        self.hurry_lease();
         self.publish_status();
         self.check();
     }
@@ -344,6 +366,11 @@ impl<S: StateMachine, L: LogStore> Node<S, L> {
 
     pub(crate) fn election_timeout_ms(&self) -> u64 {
         self.config.election_ticks as u64 * self.config.tick_ms
+    }
+
+    /// True if raft has something to persist or send: the driver handles it before it waits.
+    pub fn has_ready(&self) -> bool {
+        self.raw.has_ready()
     }
 
     /// The RawNode, for the simulator's checks.

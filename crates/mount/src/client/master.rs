@@ -77,7 +77,9 @@ impl MasterConfig {
             io_timeout: Duration::from_secs(60),
             attempt_timeout: Duration::from_secs(10),
             connect_timeout: mfsha_proto::net::CONNECT_TIMEOUT,
-            reconnect_interval: Duration::from_millis(200),
+            // A new leader is usually elected within 250-400 ms; poll often enough not to add
+            // much to that.
+            reconnect_interval: Duration::from_millis(50),
             ping_interval: Duration::from_millis(500),
             ping_timeout: Duration::from_secs(1),
         }
