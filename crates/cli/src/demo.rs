@@ -157,7 +157,13 @@ fn peers_yaml(p: &Ports, me: u64, indent: &str) -> String {
     let mut yaml = String::new();
     for (i, m) in p.masters.iter().enumerate() {
         let id = i as u64 + 1;
-        if id != me {
+        if id == me {
+            continue;
+        }
+        if me == WITNESS_ID {
+            // The witness talks Raft only: it needs no master's service addresses.
+            yaml += &format!("{indent}  - {{id: {id}, addr: \"127.0.0.1:{}\"}}\n", m.peer);
+        } else {
             yaml += &format!(
                 "{indent}  - {{id: {id}, addr: \"127.0.0.1:{}\", client: \"127.0.0.1:{}\", chunkserver: \"127.0.0.1:{}\", logger: \"127.0.0.1:{}\"}}\n",
                 m.peer, m.client, m.chunkserver, m.logger

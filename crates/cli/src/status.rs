@@ -163,16 +163,21 @@ impl Survey {
     }
 }
 
-/// Asks every master in `list` at once, then any leader a hint names that was not listed.
+/// Asks every master in `list` at once, then the masters they name that were not listed:
+/// the leader a hint names, and the members the leader knows a client address of.
 pub async fn survey(list: &[String]) -> Survey {
     let mut survey = Survey { answers: ask_all(list).await };
-    let asked: Vec<&str> = survey.answers.iter().map(|a| a.addr.as_str()).collect();
-    let unlisted = survey
-        .leader_hint()
-        .and_then(|hint| hint.client.clone())
-        .filter(|addr| !asked.contains(&addr.as_str()));
-    if let (None, Some(addr)) = (survey.leader(), unlisted) {
-        survey.answers.extend(ask_all(&[addr]).await);
+    let asked: Vec<String> = survey.answers.iter().map(|a| a.addr.clone()).collect();
+    let hinted = survey.leader_hint().and_then(|hint| hint.client.clone());
+    let members = survey.leader().map(|(_, s, _)| s.members.clone()).unwrap_or_default();
+    let mut more: Vec<String> = Vec::new();
+    for addr in hinted.into_iter().chain(members.into_iter().filter_map(|m| m.client)) {
+        if !asked.contains(&addr) && !more.contains(&addr) {
+            more.push(addr);
+        }
+    }
+    if !more.is_empty() {
+        survey.answers.extend(ask_all(&more).await);
     }
     survey
 }

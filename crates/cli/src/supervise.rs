@@ -230,6 +230,36 @@ pub fn tail(path: &Path, lines: usize) -> String {
     }
 }
 
+/// `text` indented, without the colour codes the daemons' logs carry.
 fn indent(text: &str) -> String {
-    text.lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n")
+    text.lines().map(|l| format!("    {}", strip_ansi(l))).collect::<Vec<_>>().join("\n")
+}
+
+/// `line` without ANSI escape sequences (`ESC [ ... letter`).
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c != '\x1b' {
+            out.push(c);
+            continue;
+        }
+        if chars.next() == Some('[') {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn colour_codes_are_stripped_from_log_lines() {
+        let line = "\x1b[2m2026\x1b[0m \x1b[32m INFO\x1b[0m started";
+        assert_eq!(super::strip_ansi(line), "2026  INFO started");
+    }
 }

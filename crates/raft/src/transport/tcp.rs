@@ -64,6 +64,8 @@ pub struct TcpTransport {
     queues: HashMap<u64, PeerQueue>,
     reports: Option<SnapshotReports>,
     shutdown: Shutdown,
+    /// The runtime `start` ran on: snapshots are sent from the Raft thread, which has none.
+    runtime: tokio::runtime::Handle,
 }
 
 impl TcpTransport {
@@ -78,7 +80,8 @@ impl TcpTransport {
             let snapshots = Arc::new(Semaphore::new(SNAPSHOTS_PER_PEER));
             queues.insert(*id, PeerQueue { messages, addr: addr.clone(), snapshots });
         }
-        TcpTransport { me, queues, reports: None, shutdown }
+        let runtime = tokio::runtime::Handle::current();
+        TcpTransport { me, queues, reports: None, shutdown, runtime }
     }
 
     fn send_snapshot(&self, msg: Message) {
@@ -92,7 +95,7 @@ impl TcpTransport {
         let link = Link { me: self.me.clone(), to, addr: queue.addr.clone() };
         let shutdown = self.shutdown.clone();
         let span = tracing::info_span!("snapshot_out", peer = to, addr = %link.addr);
-        tokio::spawn(
+        self.runtime.spawn(
             async move {
                 let result = tokio::select! {
                     result = stream_snapshot(&link, &msg) => result,
