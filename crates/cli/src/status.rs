@@ -211,7 +211,7 @@ async fn ask_all(list: &[String]) -> Vec<Answer> {
 async fn ask(addr: &str) -> anyhow::Result<(ClusterStatus, Option<LeaderHint>)> {
     let client = MasterClient::connect_within(addr, ASK_LIMIT)
         .await
-        .context("cannot connect (is it running?)")?;
+        .context("cannot reach the master (is it running?)")?;
     let ms = ASK_LIMIT.as_millis() as u64;
     let status = crate::leader::ask_status(&client);
     let who = Request { session: 0, seq: 0, uid: 0, gid: 0, op: ClientOp::WhoLeads };
