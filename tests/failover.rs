@@ -24,6 +24,9 @@ impl Group {
         let mut group = Group { dir, ports, masters: Vec::new() };
         for id in 1..=3 {
             let config = group.write_config(id);
+            if id == 1 {
+                crate::util::bootstrap(group.path(), &config);
+            }
             let args = ["master", "-c", config.to_str().unwrap()];
             let daemon = Daemon::spawn(group.path(), &format!("master{id}"), &args);
             group.masters.push(daemon);
@@ -51,7 +54,7 @@ impl Group {
     fn write_config(&self, id: usize) -> PathBuf {
         let p = self.ports[id - 1];
         let mut yaml = format!(
-            "node_id: {id}\ndata_dir: {data}\nlisten:\n  client: 127.0.0.1:{c}\n  chunkserver: 127.0.0.1:{cs}\n  logger: 127.0.0.1:{l}\n  peer: 127.0.0.1:{peer}\n  http: 127.0.0.1:{h}\nchunks:\n  replication_delay_init_ms: 1000\npeers:\n",
+            "node_id: {id}\ncluster_id: failover-test\ndata_dir: {data}\nlisten:\n  client: 127.0.0.1:{c}\n  chunkserver: 127.0.0.1:{cs}\n  logger: 127.0.0.1:{l}\n  peer: 127.0.0.1:{peer}\n  http: 127.0.0.1:{h}\nchunks:\n  replication_delay_init_ms: 1000\npeers:\n",
             data = self.path().join(format!("master{id}")).display(),
             c = p.client,
             cs = p.chunkserver,

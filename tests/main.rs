@@ -10,6 +10,7 @@ mod chunks;
 mod demo;
 mod demo_user;
 mod failover;
+mod ha;
 mod logger;
 mod master;
 mod mount;

@@ -3,9 +3,7 @@
 //! the leader, kill it and bring it back.
 
 use crate::util::{bootstrap, free_port, tail, wait_for_port, Daemon, MasterPorts};
-use mfsha_proto::client::{ClientOp, ClientReply, ClusterStatus, Request};
-use mfsha_proto::rpc::RpcClient;
-use mfsha_proto::types::Reply;
+use mfsha_proto::client::{ClientOp, ClientReply, ClusterStatus, MasterClient, Request};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -31,9 +29,8 @@ impl HaCluster {
     /// chunkservers registered.
     pub fn start(chunkservers: usize) -> HaCluster {
         let dir = tempfile::Builder::new().prefix("mfsha-ha-").tempdir().unwrap();
-        let masters = (1..=2)
-            .map(|id| MasterNode { id, ports: MasterPorts::pick(), daemon: None })
-            .collect();
+        let masters =
+            (1..=2).map(|id| MasterNode { id, ports: MasterPorts::pick(), daemon: None }).collect();
         let mut cluster = HaCluster {
             dir,
             masters,
@@ -92,6 +89,18 @@ impl HaCluster {
         yaml
     }
 
+    /// The masters as the witness lists them: id and peer address only.
+    fn witness_peers_yaml(&self) -> String {
+        let mut yaml = String::from("peers:\n");
+        for master in &self.masters {
+            yaml += &format!(
+                "    - {{id: {}, addr: \"127.0.0.1:{}\"}}\n",
+                master.id, master.ports.peer
+            );
+        }
+        yaml.trim_end().to_string()
+    }
+
     fn write_master_config(&self, index: usize) {
         let master = &self.masters[index];
         let p = master.ports;
@@ -127,14 +136,20 @@ impl HaCluster {
             data = self.path().join("logger").display(),
             masters = masters.join(", "),
             port = self.witness_peer_port,
-            peers = self.peers_yaml(WITNESS_ID).replace('\n', "\n  ").trim_end(),
+            peers = self.witness_peers_yaml(),
         );
         let config = self.path().join("logger.yaml");
         fs::write(&config, yaml + "\n").unwrap();
-        let daemon = Daemon::spawn(self.path(), "logger", &["logger", "-c", config.to_str().unwrap()]);
+        let daemon =
+            Daemon::spawn(self.path(), "logger", &["logger", "-c", config.to_str().unwrap()]);
         let log = daemon.log.clone();
         self.witness = Some(daemon);
-        wait_for_port(&format!("127.0.0.1:{}", self.witness_peer_port), "witness", &log, Duration::from_secs(30));
+        wait_for_port(
+            &format!("127.0.0.1:{}", self.witness_peer_port),
+            "witness",
+            &log,
+            Duration::from_secs(30),
+        );
     }
 
     fn add_chunkserver(&mut self) {
@@ -152,7 +167,8 @@ impl HaCluster {
         let name = format!("chunkserver{index}");
         let config = self.path().join(format!("{name}.yaml"));
         fs::write(&config, yaml).unwrap();
-        let daemon = Daemon::spawn(self.path(), &name, &["chunkserver", "-c", config.to_str().unwrap()]);
+        let daemon =
+            Daemon::spawn(self.path(), &name, &["chunkserver", "-c", config.to_str().unwrap()]);
         let log = daemon.log.clone();
         wait_for_port(&format!("127.0.0.1:{port}"), &name, &log, Duration::from_secs(30));
         self.chunkservers.push((port, Some(daemon)));
@@ -162,7 +178,7 @@ impl HaCluster {
     pub fn status(&self, index: usize) -> Option<ClusterStatus> {
         let addr = format!("127.0.0.1:{}", self.masters[index].ports.client);
         runtime().block_on(async move {
-            let connect = RpcClient::<Request, Reply<ClientReply>>::connect(&addr);
+            let connect = MasterClient::connect(&addr);
             let rpc = tokio::time::timeout(Duration::from_secs(1), connect).await.ok()?.ok()?;
             let req = Request { session: 0, seq: 0, uid: 0, gid: 0, op: ClientOp::Status };
             match rpc.call_timeout(req, 1000).await {
@@ -186,7 +202,11 @@ impl HaCluster {
             if let Some(index) = self.leader() {
                 return index;
             }
-            assert!(Instant::now() < deadline, "no master leads after {timeout:?}\n{}", self.logs());
+            assert!(
+                Instant::now() < deadline,
+                "no master leads after {timeout:?}\n{}",
+                self.logs()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -194,12 +214,38 @@ impl HaCluster {
     pub fn wait_chunkservers(&self, n: usize, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
-            let listed = self.leader().and_then(|i| self.status(i)).map_or(0, |s| s.chunkservers.len());
+            let listed =
+                self.leader().and_then(|i| self.status(i)).map_or(0, |s| s.chunkservers.len());
             if listed >= n {
                 return;
             }
-            assert!(Instant::now() < deadline, "{listed} of {n} chunkservers registered\n{}", self.logs());
+            assert!(
+                Instant::now() < deadline,
+                "{listed} of {n} chunkservers registered\n{}",
+                self.logs()
+            );
             std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits until master `index` answers and has applied what the leader had committed when
+    /// this was called.
+    pub fn wait_caught_up(&self, index: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let leader = self.wait_leader(timeout);
+        let target = self.status(leader).map_or(0, |s| s.commit_index);
+        loop {
+            if self.status(index).is_some_and(|s| s.applied_index >= target) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "master {} did not catch up
+{}",
+                index + 1,
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
@@ -211,7 +257,8 @@ impl HaCluster {
 
     /// The tails of every daemon's log, for failure messages.
     pub fn logs(&self) -> String {
-        let mut names: Vec<String> = self.masters.iter().map(|m| format!("master{}", m.id)).collect();
+        let mut names: Vec<String> =
+            self.masters.iter().map(|m| format!("master{}", m.id)).collect();
         names.push("logger".into());
         names.extend((0..self.chunkservers.len()).map(|i| format!("chunkserver{i}")));
         names.push("mount".into());

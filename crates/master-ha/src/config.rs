@@ -320,13 +320,27 @@ impl fmt::Display for MasterConfig {
 mod tests {
     use super::*;
 
+    /// Parses `text` with a `cluster_id` added at the end when it has none, so that each test
+    /// sees the error it is about (line numbers stay as written).
     fn parse_str(text: &str) -> Result<MasterConfig, ConfigError> {
-        parse(Path::new("/etc/mfsha/master.yaml"), text)
+        let path = Path::new("/etc/mfsha/master.yaml");
+        match text.contains("cluster_id") {
+            true => parse(path, text),
+            false => parse(path, &format!("{text}\ncluster_id: test\n")),
+        }
     }
 
     #[test]
-    fn empty_file_gives_documented_defaults() {
-        let config = parse_str("# nothing set\n").unwrap();
+    fn an_empty_file_is_an_error_naming_cluster_id() {
+        let err = parse(Path::new("/etc/mfsha/master.yaml"), "# nothing set\n").unwrap_err();
+        let err = err.to_string();
+        assert!(err.contains("cluster_id") && err.contains("is required"), "{err}");
+    }
+
+    #[test]
+    fn a_file_with_only_cluster_id_gives_documented_defaults() {
+        let config = parse_str("cluster_id: c1\n").unwrap();
+        assert_eq!(config.cluster_id, "c1");
         assert_eq!(config.node_id, 1);
         assert_eq!(config.data_dir, PathBuf::from("/var/lib/mfsha/master"));
         assert_eq!(config.listen.client.to_string(), "0.0.0.0:9421");
@@ -336,8 +350,9 @@ mod tests {
         assert_eq!(config.listen.http.to_string(), "0.0.0.0:9425");
         assert!(config.peers.is_empty());
         assert_eq!(config.raft, RaftTiming::default());
-        assert_eq!(config.raft.tick_ms, 100);
-        assert_eq!(config.raft.election_ticks, 10);
+        assert_eq!(config.raft.tick_ms, 50);
+        assert_eq!(config.raft.election_ticks, 5);
+        assert_eq!(config.raft.max_election_ticks, 8);
         assert_eq!(config.raft.heartbeat_ticks, 1);
         assert_eq!(config.raft.snapshot_every_entries, 100_000);
         assert_eq!(config.raft.log_tail_entries, 10_000);
@@ -352,11 +367,11 @@ mod tests {
     #[test]
     fn partial_sections_keep_other_defaults() {
         let config =
-            parse_str("node_id: 3\nraft:\n  tick_ms: 50\npeers:\n  - {id: 1, addr: \"m1:9423\"}\n")
+            parse_str("node_id: 3\ncluster_id: c\nraft:\n  tick_ms: 70\npeers:\n  - {id: 1, addr: \"m1:9423\"}\n")
                 .unwrap();
         assert_eq!(config.node_id, 3);
-        assert_eq!(config.raft.tick_ms, 50);
-        assert_eq!(config.raft.election_ticks, 10);
+        assert_eq!(config.raft.tick_ms, 70);
+        assert_eq!(config.raft.election_ticks, 5);
         let peer = PeerConfig {
             id: 1,
             addr: "m1:9423".into(),
@@ -372,7 +387,7 @@ mod tests {
     fn shipped_example_file_parses_to_the_defaults() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/master.yaml");
         let config = load(&path).unwrap();
-        assert_eq!(config, MasterConfig::default());
+        assert_eq!(config, MasterConfig { cluster_id: "mfsha".into(), ..MasterConfig::default() });
     }
 
     #[test]
@@ -422,7 +437,10 @@ mod tests {
     #[test]
     fn inconsistent_values_are_rejected() {
         let err = parse_str("raft:\n  heartbeat_ticks: 10\n").unwrap_err();
-        assert!(err.to_string().contains("raft.heartbeat_ticks"), "{err}");
+        let text = err.to_string();
+        assert!(text.contains("raft") && text.contains("heartbeat_ticks 10"), "{text}");
+        let err = parse_str("raft:\n  max_election_ticks: 5\n").unwrap_err();
+        assert!(err.to_string().contains("max_election_ticks 5 must be above"), "{err}");
         let err = parse_str("node_id: 0\n").unwrap_err();
         assert!(err.to_string().contains("node_id"), "{err}");
         let err = parse_str("node_id: 2\npeers:\n  - {id: 2, addr: \"m2:9423\"}\n").unwrap_err();

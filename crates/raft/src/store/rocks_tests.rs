@@ -3,7 +3,7 @@
 use super::*;
 use raft::Storage;
 
-const TEST_TABLES: &[&str] = &["inode", "dirent"];
+const TEST_TABLES: &[&str] = &["inode", "dirent", "xattr", "meta"];
 
 fn entry(index: u64, term: u64) -> Entry {
     let data = format!("entry {index} of term {term}").into_bytes().into();

@@ -64,12 +64,12 @@ pub struct TcpTransport {
     queues: HashMap<u64, PeerQueue>,
     reports: Option<SnapshotReports>,
     shutdown: Shutdown,
-    /// The runtime `start` ran on: snapshots are sent from the Raft thread, which has none.
+    /// Snapshot tasks are spawned from the node thread, which is outside the runtime.
     runtime: tokio::runtime::Handle,
 }
 
 impl TcpTransport {
-    /// Starts one sender task per peer on the current Tokio runtime.
+    /// Starts one sender task per peer on the current Tokio runtime (call it from inside one).
     pub fn start(me: PeerIdentity, peers: &[(u64, String)], shutdown: Shutdown) -> TcpTransport {
         let mut queues = HashMap::new();
         for (id, addr) in peers {
