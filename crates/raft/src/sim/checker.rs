@@ -57,6 +57,11 @@ impl Checker {
         let raft = &node.raw().raft;
         let id = node.node_id();
         if raft.state == StateRole::Leader {
+            if !self.leaders.contains_key(&raft.term)
+                && std::env::var_os("MFSHA_SIM_TRACE").is_some()
+            {
+                println!("        node {id} leads term {}", raft.term);
+            }
             let leader = *self.leaders.entry(raft.term).or_insert(id);
             if leader != id {
                 self.fail(&format!("term {} has two leaders: {leader} and {id}", raft.term));
@@ -114,7 +119,14 @@ impl Checker {
                 Some(at) => {
                     self.fail(&format!("proposal {id} acknowledged at {index}, applied at {at}"))
                 }
-                None => self.fail(&format!("acknowledged proposal {id} (index {index}) was lost")),
+                None => {
+                    let near: Vec<&(u64, u64)> =
+                        first.commands().iter().filter(|(i, _)| i.abs_diff(*index) <= 3).collect();
+                    self.fail(&format!(
+                        "acknowledged proposal {id} (index {index}) was lost; the final state \
+                         holds {near:?} around that index"
+                    ))
+                }
             }
         }
         assert_eq!(report.acknowledged as usize, self.acknowledged.len());

@@ -210,6 +210,7 @@ impl Simulation {
         let deadline = self.now_ms + self.options.converge_ms;
         while !self.converged() {
             if self.now_ms >= deadline {
+                self.trace_nodes();
                 self.checker.fail(&format!(
                     "no convergence {} ms after the faults stopped",
                     self.options.converge_ms
@@ -219,6 +220,18 @@ impl Simulation {
             self.step(false);
         }
         let ledgers = self.ledgers();
+        for (slot, ledger) in self.slots.iter().zip(&ledgers) {
+            let log = &slot.node.as_ref().expect("converged").raw().raft.raft_log;
+            let tail: Vec<_> = ledger.commands().iter().rev().take(3).collect();
+            self.trace(&format!(
+                "end node {}: applied {} committed {} last {}, ledger applied {} tail {tail:?}",
+                slot.id,
+                log.applied,
+                log.committed,
+                log.last_index(),
+                crate::StateMachine::applied_index(ledger)
+            ));
+        }
         self.checker.check_final(&ledgers, &self.report);
         self.report.applied = ledgers[0].commands().len() as u64;
         self.report.leaders = self.checker.leaders();
@@ -227,8 +240,16 @@ impl Simulation {
 
     fn step(&mut self, proposing: bool) {
         self.now_ms += self.options.step_ms;
-        for msg in self.network.due(self.now_ms) {
+        let (due, dropped) = self.network.due(self.now_ms);
+        for msg in due {
             self.deliver(msg);
+        }
+        for msg in dropped {
+            if msg.get_msg_type() == MessageType::MsgSnapshot {
+                if let Some(sender) = self.slots[(msg.from - 1) as usize].node.as_mut() {
+                    sender.report_snapshot(msg.to, false);
+                }
+            }
         }
         self.tick_nodes();
         if proposing && self.rng.gen_range(0..1000) < self.options.propose_per_mille {
@@ -308,6 +329,7 @@ impl Simulation {
         for mut waiting in std::mem::take(&mut self.waiting) {
             match waiting.reply.try_recv() {
                 Ok(Ok(index)) => {
+                    self.trace(&format!("ack proposal {} at index {index}", waiting.id));
                     self.report.acknowledged += 1;
                     self.checker.acknowledged(waiting.id, index);
                 }
@@ -336,6 +358,7 @@ impl Simulation {
             && self.network.start_partition(&mut self.rng, self.now_ms)
         {
             self.report.partitions += 1;
+            self.trace("partition");
         }
         self.network.end_partition_if_due(self.now_ms);
         for index in 0..self.slots.len() {
@@ -347,6 +370,27 @@ impl Simulation {
         self.restart_due(false);
     }
 
+    fn trace_nodes(&self) {
+        for slot in &self.slots {
+            let Some(node) = slot.node.as_ref() else { continue };
+            let raft = &node.raw().raft;
+            let log = &raft.raft_log;
+            let what =
+                format!(
+                "node {}: {:?} term {} leader {} last {} committed {} applied {} pending reads {}",
+                slot.id, raft.state, raft.term, raft.leader_id, log.last_index(), log.committed,
+                log.applied, raft.pending_read_count()
+            );
+            self.trace(&what);
+        }
+    }
+
+    fn trace(&self, what: &str) {
+        if std::env::var_os("MFSHA_SIM_TRACE").is_some() {
+            println!("{:>6} ms  {what}", self.now_ms);
+        }
+    }
+
     fn crash(&mut self, index: usize) {
         let down_ms = self.rng.gen_range(1..=self.options.down_ms_max);
         let slot = &mut self.slots[index];
@@ -355,6 +399,14 @@ impl Simulation {
         slot.outbox.take();
         slot.up_at_ms = self.now_ms + down_ms;
         self.report.crashes += 1;
+        let id = slot.id;
+        let store = slot.store.as_ref().expect("just stored");
+        let (last, applied) = (
+            raft::Storage::last_index(store).unwrap_or(0),
+            crate::store::LogStore::applied(store).0,
+        );
+        let live_last = raft::Storage::last_index(node.store()).unwrap_or(0);
+        self.trace(&format!("crash node {id} for {down_ms} ms: durable last {last} applied {applied}, live last {live_last}"));
     }
 
     fn restart_due(&mut self, all: bool) {
@@ -374,7 +426,17 @@ impl Simulation {
         let (mut node, _handle, _inbox) =
             new_node::<Ledger, MemStore>(config, store, transport).expect("sim node starts");
         node.start_clock(slot.local_ms(self.now_ms));
+        let log = &node.raw().raft.raft_log;
+        let what = format!(
+            "start node {}: last {} committed {} applied {} term {}",
+            slot.id,
+            log.last_index(),
+            log.committed,
+            log.applied,
+            node.raw().raft.term
+        );
         slot.node = Some(node);
+        self.trace(&what);
     }
 
     fn converged(&self) -> bool {
@@ -391,8 +453,19 @@ impl Simulation {
         if self.options.witness == Some(leader.node_id()) {
             return false; // a witness must have handed leadership over by now
         }
-        let commit = leader.raw().raft.raft_log.committed;
-        nodes.iter().all(|node| node.raw().raft.raft_log.applied == commit)
+        // The leader must have committed its whole log, including an entry of its own term (so
+        // every earlier entry, acknowledged ones of lost leaders included), and every node
+        // must have applied all of it.
+        let raft = &leader.raw().raft;
+        let commit = raft.raft_log.committed;
+        let own_term_committed = raft.raft_log.term(commit).is_ok_and(|term| term == raft.term);
+        if commit != raft.raft_log.last_index() || !own_term_committed {
+            return false;
+        }
+        nodes.iter().all(|node| {
+            let log = &node.raw().raft.raft_log;
+            log.applied == commit && log.last_index() == commit
+        })
     }
 
     fn ledgers(&self) -> Vec<Ledger> {

@@ -57,11 +57,13 @@ impl Network {
         self.queue.insert((now_ms + delay, self.sequence), msg);
     }
 
-    /// Messages whose time has come and whose ends are on the same side.
-    pub fn due(&mut self, now_ms: u64) -> Vec<Message> {
+    /// Messages whose time has come: those whose ends are on the same side, and those a
+    /// partition dropped (the sender of a dropped snapshot must hear that it failed, as the
+    /// TCP transport reports it).
+    pub fn due(&mut self, now_ms: u64) -> (Vec<Message>, Vec<Message>) {
         let later = self.queue.split_off(&(now_ms + 1, 0));
         let due = std::mem::replace(&mut self.queue, later);
-        due.into_values().filter(|msg| !self.separated(msg.from, msg.to)).collect()
+        due.into_values().partition(|msg| !self.separated(msg.from, msg.to))
     }
 
     fn separated(&self, a: u64, b: u64) -> bool {
