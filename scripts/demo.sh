@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Starts a whole local mfsha cluster on loopback and mounts it: one master, three chunkservers
-# and a FUSE mount under ./mfsha-demo (mount point ./mfsha-demo/mnt). Ctrl-C stops everything.
+# Starts the mfsha appliance on loopback and mounts it: two masters, the metalogger as the
+# voting witness, three chunkservers and a FUSE mount under ./mfsha-demo (mount point
+# ./mfsha-demo/mnt). A daemon that dies is restarted; Ctrl-C stops everything.
 # Installs what is missing first.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"

@@ -1,10 +1,15 @@
-//! `mfsha demo`, the README's first command: one process starts a master, a metalogger, three
-//! chunkservers and a FUSE mount, the mount works, and Ctrl-C (SIGINT) unmounts and stops everything.
+//! `mfsha demo`, the README's first command: one process starts the appliance — two masters,
+//! the metalogger as the voting witness, three chunkservers and a FUSE mount — and the mount
+//! works. SIGKILL of the leading master: the demo says so and starts it again, the other master
+//! leads within seconds, files written before and after read back right, and the killed master
+//! comes back as a follower; `mfsha member transfer-leader` then hands it the lead back. Ctrl-C
+//! (SIGINT) unmounts and stops everything.
 //!
 //! Needs /dev/fuse and root (or user FUSE mounts); without them the demo fails and so does
 //! this test, with the demo's own message. `demo_user.rs` runs the demo as a normal user.
 
 use crate::util::{mfsha, signal, tail, Daemon};
+use sha2::{Digest, Sha256};
 use std::fs;
 use std::path::Path;
 use std::sync::Mutex;
@@ -16,9 +21,11 @@ pub static STANDARD_PORTS: Mutex<()> = Mutex::new(());
 
 const START_LIMIT: Duration = Duration::from_secs(90);
 const STOP_LIMIT: Duration = Duration::from_secs(60);
+/// The daemons the banner lists: two masters, the metalogger, three chunkservers, the mount.
+pub const DAEMONS: usize = 7;
 
 #[test]
-fn demo_brings_up_a_mounted_cluster_and_ctrl_c_stops_it_cleanly() {
+fn demo_appliance_survives_a_killed_leader_and_transfer_leader_moves_the_lead() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("mfsha-demo");
     let _ports = STANDARD_PORTS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -26,25 +33,77 @@ fn demo_brings_up_a_mounted_cluster_and_ctrl_c_stops_it_cleanly() {
     let banner = wait_for_banner(&mut demo);
     let mnt = dir.join("mnt");
     assert!(is_mounted(&mnt), "the banner was printed but {} is not mounted", mnt.display());
-    let master = master_address(&banner);
+    let masters = master_address(&banner);
+    let mut pids = daemon_pids(&banner);
+    assert_eq!(pids.len(), DAEMONS, "masters, metalogger, chunkservers, mount:\n{banner}");
 
-    // The mount is a working filesystem backed by the cluster.
-    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
-    fs::write(mnt.join("hello.bin"), &data).unwrap();
+    // The mount is a working filesystem backed by the cluster; status lists three nodes.
+    let before: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    fs::write(mnt.join("before.bin"), &before).unwrap();
     fs::create_dir(mnt.join("sub")).unwrap();
-    assert_eq!(fs::read(mnt.join("hello.bin")).unwrap(), data);
-    let status = mfsha(&["status", "-H", &master, "--json"]);
-    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
-    let json: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(sha256(&fs::read(mnt.join("before.bin")).unwrap()), sha256(&before));
+    let json = status_json(&masters);
     assert_eq!(json["chunkservers"].as_array().map(|a| a.len()), Some(3), "{json}");
     assert_eq!(json["loggers"].as_array().map(|a| a.len()), Some(1), "a metalogger: {json}");
-    let info = mfsha(&["fileinfo", "-H", &master, "/hello.bin"]);
+    let nodes = json["nodes"].as_array().expect("a node table");
+    assert_eq!(nodes.len(), 3, "two masters and the witness: {json}");
+    assert_eq!(roles(&json, "leader").len(), 1, "one leader: {json}");
+    let witness: Vec<&serde_json::Value> =
+        nodes.iter().filter(|n| n["kind"] == "witness").collect();
+    assert_eq!(witness.len(), 1, "the witness from the leader's view: {json}");
+    assert_eq!(witness[0]["id"], 3, "{json}");
+    let info = mfsha(&["fileinfo", "-H", &masters, "/before.bin"]);
     let text = String::from_utf8_lossy(&info.stdout);
     assert!(info.status.success() && text.contains("copy 2"), "goal 2 by default:\n{text}");
 
+    // SIGKILL the leading master: the demo reports it and restarts it; the other one leads.
+    let old = roles(&json, "leader")[0];
+    let name = format!("master{old}");
+    let pid = banner_pid(&banner, &name);
+    signal(pid, libc::SIGKILL);
+    let killed = Instant::now();
+    let new = wait_json(&masters, "a new leader", |j| {
+        roles(j, "leader").first().copied().filter(|id| *id != old)
+    });
+    eprintln!("demo: node {old} killed, node {new} leads after {:?}", killed.elapsed());
+    assert!(killed.elapsed() < Duration::from_secs(10), "failover took {:?}", killed.elapsed());
+    let died = format!("the {name} (pid {pid}) died: signal: 9 (SIGKILL)");
+    let log = wait_log(&demo, &died);
+    let restarted = wait_log(&demo, &format!("demo: restarted the {name} (pid "));
+    let new_pid = restarted_pid(&restarted, &name);
+    assert!(log.contains("the end of its log"), "the death names the log:\n{log}");
+    pids.push(new_pid);
+
+    // The mount kept working: a file from before and one from after read back right.
+    let after: Vec<u8> =
+        (0..2_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
+    fs::write(mnt.join("after.bin"), &after).unwrap();
+    assert_eq!(sha256(&fs::read(mnt.join("before.bin")).unwrap()), sha256(&before));
+    assert_eq!(sha256(&fs::read(mnt.join("after.bin")).unwrap()), sha256(&after));
+    // The restarted master is back, as a follower of the new leader.
+    wait_json(&masters, "the restarted master as a follower", |j| {
+        roles(j, "follower").contains(&old).then_some(())
+    });
+
+    // member transfer-leader: the lead goes back to the restarted master, status confirms.
+    let out = mfsha(&["member", "transfer-leader", "-H", &masters, &old.to_string()]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.contains(&format!("node {old} leads now")),
+        "transfer-leader: {said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("the switch took"), "{said}");
+    let json = status_json(&masters);
+    assert_eq!(roles(&json, "leader"), vec![old], "status after the transfer: {json}");
+    let out = mfsha(&["member", "transfer-leader", "-H", &masters, "3"]);
+    assert!(!out.status.success(), "the witness is refused as leader");
+    let list = mfsha(&["member", "list", "-H", &masters]);
+    let text = String::from_utf8_lossy(&list.stdout);
+    assert!(text.contains("witness: node 3"), "member list:\n{text}");
+    assert_eq!(sha256(&fs::read(mnt.join("after.bin")).unwrap()), sha256(&after));
+
     // Ctrl-C: everything stops, the mount point is released, no daemon is left behind.
-    let pids = daemon_pids(&banner);
-    assert_eq!(pids.len(), 6, "master, metalogger, three chunkservers, mount:\n{banner}");
     signal(demo.pid().unwrap(), libc::SIGINT);
     let exit = demo.stop_after_signal(STOP_LIMIT);
     assert!(exit.success(), "demo exited with {exit}; log:\n{}", tail(&demo.log, 40));
@@ -52,6 +111,53 @@ fn demo_brings_up_a_mounted_cluster_and_ctrl_c_stops_it_cleanly() {
     for pid in pids {
         assert!(!Path::new(&format!("/proc/{pid}")).exists(), "daemon pid {pid} outlived the demo");
     }
+}
+
+/// `mfsha status -H MASTERS --json`.
+fn status_json(masters: &str) -> serde_json::Value {
+    let out = mfsha(&["status", "-H", masters, "--json"]);
+    assert!(out.status.success(), "status: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The ids of the nodes whose own answer is `role`.
+fn roles(json: &serde_json::Value, role: &str) -> Vec<u64> {
+    let nodes = json["nodes"].as_array().map(Vec::as_slice).unwrap_or_default();
+    nodes.iter().filter(|n| n["role"] == role).filter_map(|n| n["id"].as_u64()).collect()
+}
+
+/// Polls `mfsha status` until `found` gives something (20 s at most).
+fn wait_json<T>(masters: &str, what: &str, found: impl Fn(&serde_json::Value) -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = mfsha(&["status", "-H", masters, "--json"]);
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if let Some(value) = found(&json) {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "no {what} within 20 s; last status: {json}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Waits (20 s at most) until the demo's log holds `line`; returns the log.
+fn wait_log(demo: &Daemon, line: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let log = fs::read_to_string(&demo.log).unwrap_or_default();
+        if log.contains(line) {
+            return log;
+        }
+        assert!(Instant::now() < deadline, "the demo did not say {line:?}:\n{log}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The pid in "demo: restarted the NAME (pid N)".
+fn restarted_pid(log: &str, name: &str) -> u32 {
+    let marker = format!("demo: restarted the {name} (pid ");
+    let rest = log.rsplit(&marker).next().unwrap();
+    rest.split(')').next().unwrap().parse().unwrap()
 }
 
 /// Waits for the demo's "is running" banner; fails with its log if it exits or takes too long.
@@ -74,11 +180,12 @@ fn is_mounted(path: &Path) -> bool {
     mounts.lines().any(|line| line.split(' ').nth(4) == Some(wanted))
 }
 
-/// The master's client address from the banner line "master client port HOST:PORT, ...".
+/// Every master's client address (`-H` form) from the banner line "masters' client ports
+/// A,B, chunkservers on ...".
 pub fn master_address(banner: &str) -> String {
-    let line = banner.lines().find(|l| l.contains("master client port")).expect(banner);
-    let after = line.split("master client port ").nth(1).unwrap();
-    after.split(',').next().unwrap().trim().to_string()
+    let line = banner.lines().find(|l| l.contains("masters' client ports")).expect(banner);
+    let after = line.split("masters' client ports ").nth(1).unwrap();
+    after.split(", chunkservers").next().unwrap().trim().to_string()
 }
 
 /// The pids the banner lists ("  NAME  pid N  log PATH").
@@ -91,6 +198,16 @@ pub fn daemon_pids(banner: &str) -> Vec<u32> {
             words.next()?.parse().ok()
         })
         .collect()
+}
+
+/// The pid of daemon `name` in the banner.
+fn banner_pid(banner: &str, name: &str) -> u32 {
+    let line = banner.lines().find(|l| l.split_whitespace().next() == Some(name)).expect(banner);
+    daemon_pids(line)[0]
+}
+
+fn sha256(data: &[u8]) -> String {
+    Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `mfsha bench fuse` (small sizes): it starts its own cluster on free ports, runs fio, the

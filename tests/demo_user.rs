@@ -15,7 +15,7 @@
 //! unshare, nsenter, setpriv, mount and mknod, plus fusermount3 (package fuse3) for the mount;
 //! without them the tests fail naming what is missing.
 
-use crate::demo::{daemon_pids, master_address, wait_for_banner, STANDARD_PORTS};
+use crate::demo::{daemon_pids, master_address, wait_for_banner, DAEMONS, STANDARD_PORTS};
 use crate::util::{mfsha_bin, signal, tail, Daemon};
 use sha2::{Digest, Sha256};
 use std::fs;
@@ -66,7 +66,7 @@ fn demo_as_a_normal_user_works_where_fuse_permits() {
     let mut demo = user.spawn(&ns, "demo", &["demo", dir.to_str().unwrap()]);
     let banner = wait_for_banner(&mut demo);
     let pids = daemon_pids(&banner);
-    assert_eq!(pids.len(), 6, "master, metalogger, three chunkservers, mount:\n{banner}");
+    assert_eq!(pids.len(), DAEMONS, "masters, metalogger, chunkservers, mount:\n{banner}");
     for pid in &pids {
         assert_eq!(process_uid(*pid), user.uid, "daemon pid {pid} should run as nobody");
     }

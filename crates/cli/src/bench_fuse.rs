@@ -52,7 +52,12 @@ pub fn run(bench: &FuseBench) -> anyhow::Result<()> {
     let cluster = match &bench.mount {
         Some(_) => None,
         None => Some({
-            let options = ClusterOptions { standard_ports: false, mount: true, scrub: false };
+            let options = ClusterOptions {
+                standard_ports: false,
+                mount: true,
+                scrub: false,
+                masters: crate::demo::Masters::Single,
+            };
             crate::demo::LocalCluster::start(&rt, &bench.dir.join("cluster"), options)?
         }),
     };

@@ -39,7 +39,12 @@ pub fn run(master: Option<&str>, size_mib: u64, dir: &Path) -> anyhow::Result<()
         Some(_) => None,
         None => {
             let root = dir.join(format!("cluster-{}", std::process::id()));
-            let options = ClusterOptions { standard_ports: false, mount: false, scrub: false };
+            let options = ClusterOptions {
+                standard_ports: false,
+                mount: false,
+                scrub: false,
+                masters: crate::demo::Masters::Single,
+            };
             Some(LocalCluster::start(&rt, &root, options)?)
         }
     };

@@ -1,12 +1,20 @@
-//! `mfsha demo [DIR]`: a whole cluster on this machine in one command.
+//! `mfsha demo [DIR]`: the default appliance on this machine in one command.
 //!
-//! Starts a master, a metalogger, three chunkservers and a FUSE mount as child processes of this executable,
-//! with their configuration, data and logs under DIR (default `./mfsha-demo`) and the mount at
-//! DIR/mnt, all on loopback. It prints what runs and how to use it, and on Ctrl-C (or SIGTERM)
-//! unmounts and stops everything in order: mount, chunkservers, master.
+//! Starts two masters (Raft nodes 1 and 2), the metalogger as the group's voting witness
+//! (node 3), three chunkservers and a FUSE mount as child processes of this executable, every
+//! daemon given every master's address, with configuration, data and logs under DIR (default
+//! `./mfsha-demo`) and the mount at DIR/mnt, all on loopback. The group is bootstrapped once,
+//! on master 1, when DIR is new. The banner says how to kill the leader and watch the other
+//! master take over.
 //!
-//! Ports: the standard ones (9419–9425) when they are free, so `mfsha status` works without
-//! `-H`; otherwise free ports the kernel picks, printed in the banner.
+//! Once up, a daemon that dies is reported (name, pid, exit status, the end of its log) and
+//! started again after 2 s, as systemd's `Restart=on-failure` would: a killed master comes
+//! back as a follower. Ctrl-C (or SIGTERM) unmounts and stops everything in order: mount,
+//! chunkservers, metalogger, masters.
+//!
+//! Ports: the standard ones (9419–9425) for master 1 when they are free, so `mfsha status`
+//! works without `-H`; otherwise, and for master 2 and the witness, free ports the kernel
+//! picks, printed in the banner.
 //!
 //! As root it mounts with `allow_other`. A normal user can run it where FUSE permits: /dev/fuse
 //! readable and writable by the user (mode 0666, Debian's default) and a setuid-root
@@ -14,151 +22,220 @@
 //! missing. A normal user's mount is private to that user (no `allow_other`, which fusermount3
 //! refuses without `user_allow_other` in /etc/fuse.conf), and the filesystem's root directory is
 //! given to the user so the mount is writable.
+//!
+//! The benches' [`LocalCluster`] is the same code with [`Masters::Single`]: one master and a
+//! plain metalogger, so their figures stay comparable with docs/benchmarks.md and two shared
+//! cores are not spent on replication the bench does not measure.
 
+use crate::supervise::Daemon;
 use anyhow::{anyhow, bail, Context};
 use mfsha_mount::client::{Caller, Client, ClientConfig, MasterConfig};
 use mfsha_proto::types::{SetAttr, ROOT_INO};
 use std::fs;
 use std::net::TcpListener;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Chunkservers the demo starts (goal 2 needs at least two; three shows replication).
 const CHUNKSERVERS: usize = 3;
-/// How long each daemon may take to come up.
+/// How long each step of the start may take.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long each daemon may take to stop after SIGTERM before it is killed.
-const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// The witness's Raft node id in the appliance (the masters are 1 and 2).
+const WITNESS_ID: u64 = 3;
+/// The demo's cluster id: fixed, so a demo directory can be started again.
+const CLUSTER_ID: &str = "demo";
+/// How often the demo looks at its daemons.
+const SUPERVISE_EVERY: Duration = Duration::from_millis(200);
 
-/// One child daemon.
-struct Daemon {
-    name: String,
-    child: Child,
-    log: PathBuf,
+/// Which master group to start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Masters {
+    /// Two masters and the metalogger as voting witness: the default appliance.
+    Appliance,
+    /// One master and a plain metalogger (the benches).
+    Single,
 }
 
-impl Daemon {
-    fn start(exe: &Path, dir: &Path, name: &str, args: &[String]) -> anyhow::Result<Daemon> {
-        let log = dir.join(format!("{name}.log"));
-        let out = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .with_context(|| format!("cannot open the log file {}", log.display()))?;
-        let err = out.try_clone().with_context(|| format!("cannot share {}", log.display()))?;
-        let mut command = Command::new(exe);
-        command.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
-        // Own process group: Ctrl-C reaches only the demo, which stops the daemons in order.
-        command.process_group(0);
-        // SAFETY: prctl is async-signal-safe; it only asks the kernel to send SIGTERM to the
-        // child if the demo dies, so no daemon outlives a killed demo.
-        unsafe {
-            command.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = command.spawn().with_context(|| format!("cannot start the {name}"))?;
-        Ok(Daemon { name: name.to_string(), child, log })
-    }
-
-    /// Fails (with the end of its log) if the daemon has exited.
-    fn check_running(&mut self) -> anyhow::Result<()> {
-        match self.child.try_wait() {
-            Ok(None) => Ok(()),
-            Ok(Some(status)) => {
-                bail!(
-                    "the {} exited ({status}); its log {} ends with:\n{}",
-                    self.name,
-                    self.log.display(),
-                    tail(&self.log, 20)
-                )
-            }
-            Err(e) => bail!("cannot check on the {}: {e}", self.name),
-        }
-    }
-
-    /// SIGTERM, wait, and SIGKILL if it does not stop in time.
-    fn stop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(Some(_))) {
-            return;
-        }
-        // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
-        if unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) } != 0 {
-            eprintln!("demo: cannot signal the {}: {}", self.name, std::io::Error::last_os_error());
-        }
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        while Instant::now() < deadline {
-            match self.child.try_wait() {
-                Ok(Some(status)) if status.success() => return println!("  stopped {}", self.name),
-                Ok(Some(status)) => {
-                    return println!(
-                        "  stopped {} ({status}; see {})",
-                        self.name,
-                        self.log.display()
-                    )
-                }
-                Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-                Err(e) => return eprintln!("demo: cannot wait for the {}: {e}", self.name),
-            }
-        }
-        eprintln!("demo: the {} did not stop within {STOP_TIMEOUT:?}; killing it", self.name);
-        if let Err(e) = self.child.kill().and_then(|_| self.child.wait().map(|_| ())) {
-            eprintln!("demo: cannot kill the {}: {e}", self.name);
-        }
-    }
+/// What kind of local cluster to start.
+#[derive(Debug, Clone, Copy)]
+pub struct ClusterOptions {
+    /// Use 9419–9425 for master 1 where free, so tools work without `-H` (the demo).
+    pub standard_ports: bool,
+    /// Mount the filesystem at DIR/mnt.
+    pub mount: bool,
+    /// Let the chunkservers scrub in the background (benchmarks turn it off).
+    pub scrub: bool,
+    pub masters: Masters,
 }
 
-/// The ports of one demo cluster.
-struct Ports {
+/// The ports of one master.
+#[derive(Debug, Clone, Copy)]
+struct MasterPorts {
     client: u16,
     chunkserver: u16,
     logger: u16,
     peer: u16,
     http: u16,
+}
+
+/// The ports of one local cluster.
+struct Ports {
+    masters: Vec<MasterPorts>,
+    /// The witness's Raft peer port (the appliance only).
+    witness_peer: Option<u16>,
     chunkservers: Vec<u16>,
 }
 
-impl Ports {
-    /// The standard ports where free (`standard`), otherwise ports the kernel picks.
-    fn pick(standard: bool) -> anyhow::Result<Ports> {
-        let port = |preferred: u16| port(standard.then_some(preferred));
-        Ok(Ports {
+/// Hands out distinct ports: a preferred one when it is free, otherwise one the kernel picks
+/// (never one handed out before: the kernel may offer a just-released port again).
+struct PortPicker {
+    standard: bool,
+    given: Vec<u16>,
+}
+
+impl PortPicker {
+    fn port(&mut self, preferred: Option<u16>) -> anyhow::Result<u16> {
+        let free = |p: u16| TcpListener::bind(("127.0.0.1", p)).is_ok();
+        if let Some(p) = preferred.filter(|p| self.standard && !self.given.contains(p) && free(*p))
+        {
+            self.given.push(p);
+            return Ok(p);
+        }
+        loop {
+            let listener =
+                TcpListener::bind("127.0.0.1:0").context("no free TCP port on 127.0.0.1")?;
+            let p = listener.local_addr().context("the port of a free socket")?.port();
+            if !self.given.contains(&p) {
+                self.given.push(p);
+                return Ok(p);
+            }
+        }
+    }
+
+    fn master(&mut self, standard: bool) -> anyhow::Result<MasterPorts> {
+        let mut port = |p: u16| self.port(standard.then_some(p));
+        Ok(MasterPorts {
             client: port(9421)?,
             chunkserver: port(9420)?,
             logger: port(9419)?,
             peer: port(9423)?,
             http: port(9425)?,
-            chunkservers: vec![port(9422)?, port(9432)?, port(9442)?],
         })
     }
 }
 
-/// `preferred` if given and free on 127.0.0.1, otherwise any free port.
-fn port(preferred: Option<u16>) -> anyhow::Result<u16> {
-    if let Some(preferred) = preferred.filter(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok()) {
-        return Ok(preferred);
+impl Ports {
+    /// Master 1 and the chunkservers on the standard ports where free (`standard`); the rest
+    /// on ports the kernel picks.
+    fn pick(standard: bool, masters: Masters) -> anyhow::Result<Ports> {
+        let mut picker = PortPicker { standard, given: Vec::new() };
+        let mut list = vec![picker.master(true)?];
+        let mut witness_peer = None;
+        if masters == Masters::Appliance {
+            list.push(picker.master(false)?);
+            witness_peer = Some(picker.port(None)?);
+        }
+        let chunkservers =
+            [9422, 9432, 9442].iter().map(|p| picker.port(Some(*p))).collect::<Result<_, _>>()?;
+        Ok(Ports { masters: list, witness_peer, chunkservers })
     }
-    let listener = TcpListener::bind("127.0.0.1:0").context("no free TCP port on 127.0.0.1")?;
-    Ok(listener.local_addr()?.port())
+
+    fn addrs(&self, port: impl Fn(&MasterPorts) -> u16) -> Vec<String> {
+        self.masters.iter().map(|m| format!("127.0.0.1:{}", port(m))).collect()
+    }
 }
 
-/// The metalogger's config: it follows the master's logger port and keeps its copies in
-/// DIR/logger.
-fn write_logger_config(dir: &Path, p: &Ports) -> anyhow::Result<PathBuf> {
-    let data = dir.join("logger");
-    let path = dir.join("logger.yaml");
+/// `[ "a", "b" ]` for YAML.
+fn yaml_list(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().map(|i| format!("\"{i}\"")).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+/// The `peers:` entries for node `me`: every other master with its addresses, and the
+/// witness (which serves no client, so has only its peer address).
+fn peers_yaml(p: &Ports, me: u64, indent: &str) -> String {
+    let mut yaml = String::new();
+    for (i, m) in p.masters.iter().enumerate() {
+        let id = i as u64 + 1;
+        if id == me {
+            continue;
+        }
+        if me == WITNESS_ID {
+            // The witness talks Raft only: it needs no master's service addresses.
+            yaml += &format!("{indent}  - {{id: {id}, addr: \"127.0.0.1:{}\"}}\n", m.peer);
+        } else {
+            yaml += &format!(
+                "{indent}  - {{id: {id}, addr: \"127.0.0.1:{}\", client: \"127.0.0.1:{}\", chunkserver: \"127.0.0.1:{}\", logger: \"127.0.0.1:{}\"}}\n",
+                m.peer, m.client, m.chunkserver, m.logger
+            );
+        }
+    }
+    if let Some(port) = p.witness_peer.filter(|_| me != WITNESS_ID) {
+        yaml += &format!("{indent}  - {{id: {WITNESS_ID}, addr: \"127.0.0.1:{port}\"}}\n");
+    }
+    if yaml.is_empty() {
+        return format!("{indent}peers: []\n");
+    }
+    format!("{indent}peers:\n{yaml}")
+}
+
+fn write_master_config(dir: &Path, p: &Ports, index: usize) -> anyhow::Result<PathBuf> {
+    let (id, m) = (index as u64 + 1, p.masters[index]);
+    let path = dir.join(format!("master{id}.yaml"));
     let yaml = format!(
-        "# written by `mfsha demo`\ndata_dir: {}\nmasters:\n  - 127.0.0.1:{}\n",
-        data.display(),
-        p.logger
+        "# written by `mfsha demo`\nnode_id: {id}\ncluster_id: {CLUSTER_ID}\ndata_dir: {data}\nlisten:\n  client: 127.0.0.1:{c}\n  chunkserver: 127.0.0.1:{cs}\n  logger: 127.0.0.1:{l}\n  peer: 127.0.0.1:{peer}\n  http: 127.0.0.1:{h}\n{peers}chunks:\n  replication_delay_init_ms: 2000\n",
+        data = dir.join(format!("master{id}")).display(),
+        c = m.client,
+        cs = m.chunkserver,
+        l = m.logger,
+        peer = m.peer,
+        h = m.http,
+        peers = peers_yaml(p, id, ""),
     );
     write(&path, &yaml)?;
     Ok(path)
+}
+
+/// The metalogger's config: it follows the masters' logger ports and keeps its copies in
+/// DIR/logger; in the appliance it is also the witness (its Raft store in DIR/logger/witness).
+fn write_logger_config(dir: &Path, p: &Ports) -> anyhow::Result<PathBuf> {
+    let path = dir.join("logger.yaml");
+    let mut yaml = format!(
+        "# written by `mfsha demo`\nname: demo-metalogger\ndata_dir: {}\nmasters: {}\n",
+        dir.join("logger").display(),
+        yaml_list(&p.addrs(|m| m.logger))
+    );
+    if let Some(port) = p.witness_peer {
+        yaml += &format!(
+            "witness:\n  node_id: {WITNESS_ID}\n  cluster_id: {CLUSTER_ID}\n  listen: 127.0.0.1:{port}\n{}",
+            peers_yaml(p, WITNESS_ID, "  ")
+        );
+    }
+    write(&path, &yaml)?;
+    Ok(path)
+}
+
+fn write_chunkserver_configs(dir: &Path, p: &Ports, scrub: bool) -> anyhow::Result<Vec<PathBuf>> {
+    let masters = yaml_list(&p.addrs(|m| m.chunkserver));
+    let mut paths = Vec::new();
+    for (i, cs_port) in p.chunkservers.iter().enumerate() {
+        let n = i + 1;
+        let data = dir.join(format!("chunkserver{n}"));
+        fs::create_dir_all(&data).with_context(|| format!("cannot create {}", data.display()))?;
+        let path = dir.join(format!("chunkserver{n}.yaml"));
+        let yaml = format!(
+            "# written by `mfsha demo`\ndata_dirs:\n  - {data}\nmaster: {masters}\nlisten: 127.0.0.1:{cs_port}\n{scrub}",
+            data = data.display(),
+            scrub = if scrub { "" } else { "scrub_mib_per_sec: 0\n" },
+        );
+        write(&path, &yaml)?;
+        paths.push(path);
+    }
+    Ok(paths)
+}
+
+fn write(path: &Path, text: &str) -> anyhow::Result<()> {
+    fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Creates the mount point; fails if something is mounted there or FUSE is unusable.
@@ -174,18 +251,34 @@ fn check_mount_point(mnt: &Path) -> anyhow::Result<()> {
     mfsha_mount::check_fuse_available().with_context(|| format!("cannot mount {}", mnt.display()))
 }
 
+/// A directory made by an older `mfsha demo` (one master, data in DIR/master) holds a group
+/// of one and chunkservers that obeyed its terms; starting the appliance over it would
+/// bootstrap a second filesystem beside the first.
+fn check_layout(dir: &Path) -> anyhow::Result<()> {
+    if dir.join("master").exists() && !dir.join("master1").exists() {
+        bail!(
+            "{} was made by an older `mfsha demo` (a single master); remove it (rm -r {}) or \
+             give the demo another directory",
+            dir.display(),
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
 /// A new filesystem's root directory belongs to root; a normal user's cluster gives it to that
 /// user, so the user's mount (which only that user can use) is writable. A client is trusted
 /// with its callers' identity, as in MooseFS, so asking as root is how any client does this.
-async fn give_root_to_user(master: &str) -> anyhow::Result<()> {
+async fn give_root_to_user(masters: &[String]) -> anyhow::Result<()> {
     // SAFETY: geteuid/getegid have no preconditions.
     let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
     if uid == 0 {
         return Ok(());
     }
-    let client = Client::connect(ClientConfig::new(MasterConfig::new(vec![master.to_string()])))
+    let named = masters.join(",");
+    let client = Client::connect(ClientConfig::new(MasterConfig::new(masters.to_vec())))
         .await
-        .map_err(|e| anyhow!("cannot open a session with the master at {master}: {e}"))?;
+        .map_err(|e| anyhow!("cannot open a session with the masters at {named}: {e}"))?;
     let root = client.getattr(ROOT_INO).await.map_err(|e| anyhow!("getattr of /: {e}"))?;
     if (root.uid, root.gid) != (uid, gid) {
         let owner = SetAttr { uid: Some(uid), gid: Some(gid), ..SetAttr::default() };
@@ -194,50 +287,24 @@ async fn give_root_to_user(master: &str) -> anyhow::Result<()> {
             .await
             .map_err(|e| anyhow!("cannot give / to uid {uid} gid {gid}: {e}"))?;
     }
-    client.close().await.map_err(|e| anyhow!("closing the session with {master}: {e}"))
+    client.close().await.map_err(|e| anyhow!("closing the session with {named}: {e}"))
 }
 
-fn write_configs(dir: &Path, p: &Ports, scrub: bool) -> anyhow::Result<(PathBuf, Vec<PathBuf>)> {
-    let master = dir.join("master.yaml");
-    let yaml = format!(
-        "# written by `mfsha demo`\nnode_id: 1\ncluster_id: demo\ndata_dir: {data}\nlisten:\n  client: 127.0.0.1:{c}\n  chunkserver: 127.0.0.1:{cs}\n  logger: 127.0.0.1:{l}\n  peer: 127.0.0.1:{peer}\n  http: 127.0.0.1:{h}\nchunks:\n  replication_delay_init_ms: 2000\n",
-        data = dir.join("master").display(),
-        c = p.client,
-        cs = p.chunkserver,
-        l = p.logger,
-        peer = p.peer,
-        h = p.http,
-    );
-    write(&master, &yaml)?;
-    let mut chunkservers = Vec::new();
-    for (i, cs_port) in p.chunkservers.iter().enumerate() {
-        let n = i + 1;
-        let data = dir.join(format!("chunkserver{n}"));
-        fs::create_dir_all(&data).with_context(|| format!("cannot create {}", data.display()))?;
-        let path = dir.join(format!("chunkserver{n}.yaml"));
-        let yaml = format!(
-            "# written by `mfsha demo`\ndata_dirs:\n  - {data}\nmaster: 127.0.0.1:{m}\nlisten: 127.0.0.1:{cs_port}\n{scrub}",
-            data = data.display(),
-            m = p.chunkserver,
-            scrub = if scrub { "" } else { "scrub_mib_per_sec: 0\n" },
-        );
-        write(&path, &yaml)?;
-        chunkservers.push(path);
-    }
-    Ok((master, chunkservers))
-}
-
-fn write(path: &Path, text: &str) -> anyhow::Result<()> {
-    fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
-}
-
-/// Starts the demo cluster in `dir` and runs until Ctrl-C/SIGTERM or a daemon dies.
+/// Starts the demo appliance in `dir` and runs until Ctrl-C/SIGTERM, restarting daemons
+/// that die.
 pub fn run(dir: &Path) -> anyhow::Result<()> {
     let rt = runtime()?;
-    let options = ClusterOptions { standard_ports: true, mount: true, scrub: true };
+    let options = ClusterOptions {
+        standard_ports: true,
+        mount: true,
+        scrub: true,
+        masters: Masters::Appliance,
+    };
     let mut cluster = LocalCluster::start(&rt, dir, options)?;
-    banner(&cluster.plan, &cluster.ports, &cluster.daemons);
-    let result = rt.block_on(wait_for_stop(&mut cluster.daemons));
+    let leader =
+        rt.block_on(crate::status::survey(&cluster.plan.clients)).leader().map(|l| l.1.node_id);
+    banner(&cluster.plan, &cluster.ports, &cluster.daemons, leader);
+    let result = rt.block_on(supervise_until_stopped(&mut cluster.daemons));
     cluster.stop();
     result
 }
@@ -249,18 +316,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-/// What kind of local cluster to start.
-#[derive(Debug, Clone, Copy)]
-pub struct ClusterOptions {
-    /// Use 9419–9425 where free, so tools work without `-H` (the demo).
-    pub standard_ports: bool,
-    /// Mount the filesystem at DIR/mnt.
-    pub mount: bool,
-    /// Let the chunkservers scrub in the background (benchmarks turn it off).
-    pub scrub: bool,
-}
-
-/// A master, a metalogger, three chunkservers and (optionally) a mount running as children of
+/// Masters, a metalogger, three chunkservers and (optionally) a mount running as children of
 /// this process: the demo, `mfsha bench fuse` and `mfsha bench io`. Dropping it stops them.
 pub struct LocalCluster {
     plan: Plan,
@@ -283,13 +339,17 @@ impl LocalCluster {
         if options.mount {
             check_mount_point(&mnt)?;
         }
+        check_layout(&dir)?;
         let exe = std::env::current_exe().context("cannot find the mfsha executable")?;
-        let ports = Ports::pick(options.standard_ports)?;
-        let (master_yaml, cs_yamls) = write_configs(&dir, &ports, options.scrub)?;
+        let ports = Ports::pick(options.standard_ports, options.masters)?;
+        let master_yamls = (0..ports.masters.len())
+            .map(|i| write_master_config(&dir, &ports, i))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let cs_yamls = write_chunkserver_configs(&dir, &ports, options.scrub)?;
         let logger_yaml = write_logger_config(&dir, &ports)?;
-        let master_addr = format!("127.0.0.1:{}", ports.client);
+        let clients = ports.addrs(|m| m.client);
         let mount = options.mount.then_some(mnt);
-        let plan = Plan { exe, dir, master_yaml, logger_yaml, cs_yamls, master_addr, mount };
+        let plan = Plan { exe, dir, master_yamls, logger_yaml, cs_yamls, clients, mount };
         let mut cluster = LocalCluster { plan, ports, daemons: Vec::new() };
         if let Err(e) = start_all(rt, &cluster.plan, &mut cluster.daemons) {
             cluster.stop();
@@ -313,13 +373,13 @@ impl LocalCluster {
         (1..=CHUNKSERVERS).map(|n| self.plan.dir.join(format!("chunkserver{n}"))).collect()
     }
 
-    /// The master's client address.
-    pub fn master(&self) -> &str {
-        &self.plan.master_addr
+    /// The masters' client addresses as `-H` takes them (one address with one master).
+    pub fn master(&self) -> String {
+        self.plan.masters_arg()
     }
 
     /// Unmounts and stops everything: mount first (it stores buffered writes), then the
-    /// chunkservers, then the master.
+    /// chunkservers, the metalogger, the masters.
     pub fn stop(&mut self) {
         if self.daemons.is_empty() {
             return;
@@ -329,6 +389,18 @@ impl LocalCluster {
             daemon.stop();
         }
         self.daemons.clear();
+        // A mount that died and was not restarted leaves its dead FUSE connection behind.
+        if let Some(mnt) = self.plan.mount.as_deref() {
+            if mfsha_mount::helper::is_mounted_anything(mnt) {
+                if let Err(e) = mfsha_mount::unmount(mnt) {
+                    eprintln!(
+                        "demo: cannot unmount {}: {e}; `umount -l {}`",
+                        mnt.display(),
+                        mnt.display()
+                    );
+                }
+            }
+        }
     }
 }
 
@@ -342,12 +414,20 @@ impl Drop for LocalCluster {
 struct Plan {
     exe: PathBuf,
     dir: PathBuf,
-    master_yaml: PathBuf,
+    /// Master 1's first.
+    master_yamls: Vec<PathBuf>,
     logger_yaml: PathBuf,
     cs_yamls: Vec<PathBuf>,
-    master_addr: String,
+    /// Every master's client address, master 1's first.
+    clients: Vec<String>,
     /// The mount point, when the cluster is mounted.
     mount: Option<PathBuf>,
+}
+
+impl Plan {
+    fn masters_arg(&self) -> String {
+        self.clients.join(",")
+    }
 }
 
 fn start_all(
@@ -355,36 +435,48 @@ fn start_all(
     plan: &Plan,
     daemons: &mut Vec<Daemon>,
 ) -> anyhow::Result<()> {
-    let Plan { exe, dir, master_yaml, logger_yaml, cs_yamls, master_addr, mount } = plan;
-    let master_addr = master_addr.as_str();
+    let Plan { exe, dir, master_yamls, logger_yaml, cs_yamls, clients, mount } = plan;
+    let replicated = master_yamls.len() > 1;
     println!(
-        "starting a master, a metalogger, {CHUNKSERVERS} chunkservers{} in {}",
+        "starting {}, {CHUNKSERVERS} chunkservers{} in {}",
+        if replicated {
+            "two masters, the metalogger as the group's witness"
+        } else {
+            "a master, a metalogger"
+        },
         if mount.is_some() { " and a mount" } else { "" },
         dir.display()
     );
-    if !dir.join("master").exists() {
-        bootstrap(exe, master_yaml)?;
+    if !dir.join("master1").exists() {
+        bootstrap(exe, &master_yamls[0])?;
     }
-    daemons.push(Daemon::start(exe, dir, "master", &args(&["master", "-c"], master_yaml))?);
-    wait_until(daemons, "the master to answer", || {
-        rt.block_on(crate::status::fetch(master_addr)).is_ok()
-    })?;
+    for (i, yaml) in master_yamls.iter().enumerate() {
+        let name = format!("master{}", i + 1);
+        daemons.push(Daemon::start(exe, dir, &name, &args(&["master", "-c"], yaml))?);
+    }
     daemons.push(Daemon::start(exe, dir, "metalogger", &args(&["logger", "-c"], logger_yaml))?);
+    wait_until(daemons, "a master to lead", || {
+        rt.block_on(crate::status::survey(clients)).leader().is_some()
+    })?;
     for (i, yaml) in cs_yamls.iter().enumerate() {
         let name = format!("chunkserver{}", i + 1);
         daemons.push(Daemon::start(exe, dir, &name, &args(&["chunkserver", "-c"], yaml))?);
     }
     wait_until(daemons, "the chunkservers and the metalogger to register", || {
-        rt.block_on(crate::status::fetch(master_addr))
-            .is_ok_and(|(_, s)| s.chunkservers.len() >= CHUNKSERVERS && !s.loggers.is_empty())
+        let survey = rt.block_on(crate::status::survey(clients));
+        survey
+            .leader()
+            .is_some_and(|(_, s, _)| s.chunkservers.len() >= CHUNKSERVERS && !s.loggers.is_empty())
     })?;
     let Some(mnt) = mount else { return Ok(()) };
-    rt.block_on(give_root_to_user(master_addr))
+    rt.block_on(give_root_to_user(clients))
         .context("cannot make the filesystem's root directory this user's")?;
+    let masters = plan.masters_arg();
     let mount_args: Vec<String> =
-        ["mount", &mnt.to_string_lossy(), "-H", master_addr].map(String::from).to_vec();
-    daemons.push(Daemon::start(exe, dir, "mount", &mount_args)?);
-    wait_until(daemons, "the mount", || mfsha_mount::helper::is_mounted(mnt, master_addr))
+        ["mount", &mnt.to_string_lossy(), "-H", &masters].map(String::from).to_vec();
+    daemons.push(Daemon::start(exe, dir, "mount", &mount_args)?.with_mount_point(mnt));
+    let fsname = clients.join(mfsha_mount::FSNAME_MASTER_SEPARATOR);
+    wait_until(daemons, "the mount", || mfsha_mount::helper::is_mounted(mnt, &fsname))
 }
 
 fn args(head: &[&str], path: &Path) -> Vec<String> {
@@ -415,19 +507,24 @@ fn wait_until(
     }
 }
 
-fn banner(plan: &Plan, ports: &Ports, daemons: &[Daemon]) {
-    let (dir, master) = (&plan.dir, &plan.master_addr);
+fn banner(plan: &Plan, ports: &Ports, daemons: &[Daemon], leader: Option<u64>) {
+    let dir = &plan.dir;
     let mnt = plan.mount.as_deref().expect("the demo is mounted");
     println!("\nmfsha demo is running (configuration, data and logs in {}):", dir.display());
     for d in daemons {
-        println!("  {:<13} pid {:<7} log {}", d.name, d.child.id(), d.log.display());
+        let note = if d.name == "metalogger" && ports.witness_peer.is_some() {
+            format!("   (Raft witness, node {WITNESS_ID})")
+        } else {
+            String::new()
+        };
+        println!("  {:<13} pid {:<7} log {}{note}", d.name, d.pid(), d.log.display());
     }
-    println!("  master client port {master}, chunkservers on 127.0.0.1:{:?}", ports.chunkservers);
-    let h = if ports.client == mfsha_proto::ports::MASTER_CLIENT {
-        String::new()
-    } else {
-        format!(" -H {master}")
-    };
+    let masters = plan.masters_arg();
+    println!(
+        "  masters' client ports {masters}, chunkservers on 127.0.0.1:{:?}",
+        ports.chunkservers
+    );
+    let h = format!(" -H {masters}");
     println!(
         "\nThe filesystem is mounted at {} (goal 2: two copies of every chunk). Try:",
         mnt.display()
@@ -440,36 +537,38 @@ fn banner(plan: &Plan, ports: &Ports, daemons: &[Daemon]) {
         "  mfsha meta from-logger {}   # what the metalogger could restore",
         dir.join("logger").display()
     );
+    failover_hint(&masters, daemons, leader);
     println!("\nStop everything with Ctrl-C.");
 }
 
-/// Runs until Ctrl-C or SIGTERM, or until a daemon dies (an error).
-async fn wait_for_stop(daemons: &mut [Daemon]) -> anyhow::Result<()> {
+/// How to watch a failover: kill the leading master, see the other take over.
+fn failover_hint(masters: &str, daemons: &[Daemon], leader: Option<u64>) {
+    let Some(id) = leader else { return };
+    let name = format!("master{id}");
+    let Some(daemon) = daemons.iter().find(|d| d.name == name) else { return };
+    let other = if id == 1 { 2 } else { 1 };
+    println!("\nFailover: node {id} ({name}) leads. Kill it, and master{other} takes over while the mount keeps working:");
+    println!("  kill -9 {}", daemon.pid());
+    println!("  mfsha status -H {masters}      # the new leader, and the dead one unreachable");
+    println!(
+        "The demo starts a daemon that dies again after {:?}: {name} comes back as a follower.",
+        crate::supervise::RESTART_DELAY
+    );
+    println!("  mfsha member transfer-leader -H {masters} {id}   # then give it the lead back");
+}
+
+/// Runs until Ctrl-C or SIGTERM, restarting daemons that die.
+async fn supervise_until_stopped(daemons: &mut [Daemon]) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut tick = tokio::time::interval(SUPERVISE_EVERY);
     loop {
         tokio::select! {
             _ = int.recv() => return Ok(()),
             _ = term.recv() => return Ok(()),
-            _ = tick.tick() => {
-                for d in daemons.iter_mut() {
-                    d.check_running()?;
-                }
-            }
+            _ = tick.tick() => daemons.iter_mut().for_each(Daemon::supervise),
         }
-    }
-}
-
-/// The last `lines` lines of a log file.
-fn tail(path: &Path, lines: usize) -> String {
-    match fs::read_to_string(path) {
-        Ok(text) => {
-            let all: Vec<&str> = text.lines().collect();
-            all[all.len().saturating_sub(lines)..].join("\n")
-        }
-        Err(e) => format!("(cannot read {}: {e})", path.display()),
     }
 }
 

@@ -15,8 +15,10 @@ mod bench_io;
 mod bench_meta;
 mod demo;
 mod leader;
+mod member;
 mod meta_check;
 mod status;
+mod supervise;
 mod tools;
 mod trash;
 
@@ -68,13 +70,22 @@ enum Command {
         #[arg(short, long, default_value = "/etc/mfsha/logger.yaml")]
         config: PathBuf,
     },
-    /// Print the state of a running master: role, Raft indexes, counts, connected daemons.
+    /// Every node of the master group (role, term, indexes, lag, last contact, the leader
+    /// and the witness), then the leader's view: counts, chunk health, connected daemons.
     Status {
+        /// Every master, comma-separated (the leader a hint names is asked too).
         #[arg(short = 'H', long = "master", env = "MFSHA_MASTER", default_value = DEFAULT_MASTER)]
         master: String,
+        /// A path in a mounted mfsha filesystem: ask that mount's masters instead of -H.
+        path: Option<String>,
         /// Print JSON for scripts instead of text.
         #[arg(long)]
         json: bool,
+    },
+    /// The members of the master group: list them, hand leadership to another master.
+    Member {
+        #[command(subcommand)]
+        which: Member,
     },
     /// Every chunk of a file with its copies and their state (MooseFS `mfsfileinfo`).
     Fileinfo {
@@ -172,6 +183,25 @@ enum Trash {
         master: String,
         /// The file's inode number (see `mfsha trash list`).
         inode: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum Member {
+    /// One line per node: role, term, commit and applied index, lag, last contact.
+    List {
+        #[arg(short = 'H', long = "master", env = "MFSHA_MASTER", default_value = DEFAULT_MASTER)]
+        master: String,
+        /// Print JSON for scripts instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask the leader to hand leadership to master ID, and wait (up to 5 s) until it leads.
+    TransferLeader {
+        #[arg(short = 'H', long = "master", env = "MFSHA_MASTER", default_value = DEFAULT_MASTER)]
+        master: String,
+        /// The node id of the master to lead.
+        id: u64,
     },
 }
 
@@ -327,7 +357,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo { dir } => demo::run(&dir),
         Command::Logger { config } => run_logger(&config),
         Command::Meta { which: Meta::FromLogger { logger_dir } } => logger_report(&logger_dir),
-        Command::Status { master, json } => block_on(status::run(&master, json)),
+        Command::Status { master, path, json } => {
+            let masters = match path {
+                Some(path) => tools::target(&master, &path).master,
+                None => master,
+            };
+            block_on(status::run(&masters, json))
+        }
+        Command::Member { which: Member::List { master, json } } => {
+            block_on(member::list(&master, json))
+        }
+        Command::Member { which: Member::TransferLeader { master, id } } => {
+            block_on(member::transfer_leader(&master, id))
+        }
         Command::Meta { which: Meta::Check { data_dir } } => meta_check::run(&data_dir),
         Command::Bench { which: Bench::Meta { master, sessions, ops } } => {
             block_on(bench_meta::run(&master, sessions, ops))

@@ -1,54 +1,297 @@
-//! `mfsha status [-H host:port[,host:port...]] [--json]`: one master's view of the cluster —
-//! the given master's, or of several the leader's (a follower's if none leads).
+//! `mfsha status [-H host:port[,host:port...]] [PATH] [--json]`: every node of the master
+//! group on one line each, then the leader's view of the cluster (a follower's if none leads).
+//!
+//! Every listed master is asked at once, each within [`ASK_LIMIT`], so a dead or hung node is
+//! shown as unreachable instead of holding up the command. A leader named by a hint but not
+//! listed is asked too, so `mfsha status` with one address still finds the whole group. The
+//! witness serves no client: it appears from the leader's view of its members.
 
 use anyhow::Context;
-use mfsha_proto::client::{ClusterStatus, MasterClient};
+use mfsha_proto::client::{
+    ClientOp, ClientReply, ClusterStatus, MasterClient, MemberKind, Request,
+};
+use mfsha_proto::types::LeaderHint;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-/// How long to look for a leader among several masters before showing a follower's view.
-const FIND_LEADER: Duration = Duration::from_secs(3);
+/// How long one master may take to answer (connect included) before it counts as unreachable.
+pub const ASK_LIMIT: Duration = Duration::from_secs(1);
 
-/// Asks the master(s) at `masters` for the status and prints it (as JSON with `json`).
+/// Asks the master(s) at `masters` and prints every node and the cluster (JSON with `json`).
 pub async fn run(masters: &str, json: bool) -> anyhow::Result<()> {
-    let (master, status) = fetch(masters).await?;
+    let survey = survey(&crate::leader::master_list(masters)).await;
+    let Some((master, status)) = survey.detail() else {
+        anyhow::bail!("no master answered the status request: {}", survey.failures());
+    };
     if json {
-        println!("{}", serde_json::to_string_pretty(&status)?);
+        let report = JsonReport {
+            status: status.clone(),
+            answered_by: master.to_string(),
+            nodes: survey.nodes(),
+        };
+        println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{}", format_status(&master, &status));
+        print!("{}", format_nodes(&survey));
+        println!();
+        print!("{}", format_status(master, status));
     }
     Ok(())
 }
 
-/// Fetches `ClusterStatus` (no session needed) and says which master answered: the one
-/// given, or of several the leader, or the first that answers when none leads.
-pub async fn fetch(masters: &str) -> anyhow::Result<(String, ClusterStatus)> {
-    let list = crate::leader::master_list(masters);
-    if list.len() > 1 {
-        if let Ok((_, master, status)) = crate::leader::connect(&list, FIND_LEADER).await {
-            return Ok((master, status));
-        }
-    }
-    let mut failures = Vec::new();
-    for master in &list {
-        match ask(master).await {
-            Ok(status) => return Ok((master.clone(), status)),
-            Err(e) => failures.push(format!("{e:#}")),
-        }
-    }
-    anyhow::bail!("no master answered the status request: {}", failures.join("; "))
+/// `--json`: the detailed status (as before, so scripts keep working) plus the node table.
+#[derive(Serialize)]
+struct JsonReport {
+    #[serde(flatten)]
+    status: ClusterStatus,
+    /// The master whose status the top-level fields are.
+    answered_by: String,
+    nodes: Vec<NodeReport>,
 }
 
-async fn ask(master: &str) -> anyhow::Result<ClusterStatus> {
-    let client = MasterClient::connect_within(master, mfsha_proto::net::CONNECT_TIMEOUT)
-        .await
-        .with_context(|| format!("cannot reach the master at {master} (is it running?)"))?;
-    crate::leader::ask_status(&client)
-        .await
-        .with_context(|| format!("asking {master} for its status"))
+/// What one master said, or why it said nothing.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub addr: String,
+    pub said: Result<(ClusterStatus, Option<LeaderHint>), String>,
 }
 
-/// The human-readable report.
+/// Every answer of one round of questions.
+#[derive(Debug, Clone, Default)]
+pub struct Survey {
+    pub answers: Vec<Answer>,
+}
+
+/// One node of the group, as `mfsha status` and `mfsha member list` show it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeReport {
+    /// `None` for an address that did not answer and that no leader names.
+    pub id: Option<u64>,
+    /// "master", "witness", "learner" (from the leader's view), when known.
+    pub kind: Option<MemberKind>,
+    /// Its client address (asked, or from the leader's configuration).
+    pub client: Option<String>,
+    /// Its own answer: "leader", "follower", ...; `None` when it was not asked or did not answer.
+    pub role: Option<String>,
+    pub term: Option<u64>,
+    pub commit_index: Option<u64>,
+    pub applied_index: Option<u64>,
+    /// The leader it knows; `Some(0)` when it knows none.
+    pub leader_id: Option<u64>,
+    /// Entries the leader has that it does not (leader's view).
+    pub lag: Option<u64>,
+    /// ms since the leader last heard from it (leader's view).
+    pub last_contact_ms: Option<u64>,
+    /// Why it did not answer.
+    pub unreachable: Option<String>,
+}
+
+impl Survey {
+    /// The answer of the node that says it leads, if any.
+    pub fn leader(&self) -> Option<(&str, &ClusterStatus, Option<&LeaderHint>)> {
+        self.answered().find(|(_, s, _)| s.role == "leader")
+    }
+
+    fn answered(&self) -> impl Iterator<Item = (&str, &ClusterStatus, Option<&LeaderHint>)> {
+        self.answers.iter().filter_map(|a| match &a.said {
+            Ok((status, hint)) => Some((a.addr.as_str(), status, hint.as_ref())),
+            Err(_) => None,
+        })
+    }
+
+    /// The status to show in detail: the leader's, else the first that answered.
+    pub fn detail(&self) -> Option<(&str, &ClusterStatus)> {
+        let (addr, status, _) = self.leader().or_else(|| self.answered().next())?;
+        Some((addr, status))
+    }
+
+    /// The hint naming the leader's addresses: the leader's own, else any that names one.
+    pub fn leader_hint(&self) -> Option<&LeaderHint> {
+        let own = self.leader().and_then(|(_, _, hint)| hint);
+        own.or_else(|| self.answered().filter_map(|(_, _, h)| h).find(|h| h.leader_id != 0))
+    }
+
+    fn failures(&self) -> String {
+        let failed = self.answers.iter().filter_map(|a| a.said.as_ref().err());
+        failed.cloned().collect::<Vec<_>>().join("; ")
+    }
+
+    /// One line per node, by id; unreachable addresses nobody names come last.
+    pub fn nodes(&self) -> Vec<NodeReport> {
+        let mut by_id: BTreeMap<u64, NodeReport> = BTreeMap::new();
+        let leader = self.leader().map(|(_, s, _)| s);
+        let last_index = leader.and_then(|l| l.members.iter().find(|m| m.id == l.node_id));
+        for m in leader.map(|l| l.members.as_slice()).unwrap_or_default() {
+            let node = by_id.entry(m.id).or_default();
+            node.id = Some(m.id);
+            node.kind = Some(m.kind);
+            node.client = m.client.clone();
+            node.lag = last_index.map(|own| own.matched.saturating_sub(m.matched));
+            node.last_contact_ms =
+                m.last_contact_ms.filter(|_| Some(m.id) != leader.map(|l| l.node_id));
+        }
+        let mut unknown = Vec::new();
+        for answer in &self.answers {
+            match &answer.said {
+                Ok((s, _)) => {
+                    let node = by_id.entry(s.node_id).or_default();
+                    node.id = Some(s.node_id);
+                    node.client.get_or_insert_with(|| answer.addr.clone());
+                    node.role = Some(s.role.clone());
+                    node.term = Some(s.term);
+                    node.commit_index = Some(s.commit_index);
+                    node.applied_index = Some(s.applied_index);
+                    node.leader_id = Some(s.leader_id);
+                }
+                Err(why) => {
+                    let named =
+                        by_id.values_mut().find(|n| n.client.as_deref() == Some(&answer.addr));
+                    match named {
+                        Some(node) if node.role.is_none() => node.unreachable = Some(why.clone()),
+                        Some(_) => {}
+                        None => unknown.push(NodeReport {
+                            client: Some(answer.addr.clone()),
+                            unreachable: Some(why.clone()),
+                            ..NodeReport::default()
+                        }),
+                    }
+                }
+            }
+        }
+        by_id.into_values().chain(unknown).collect()
+    }
+}
+
+/// Asks every master in `list` at once, then the masters they name that were not listed:
+/// the leader a hint names, and the members the leader knows a client address of.
+pub async fn survey(list: &[String]) -> Survey {
+    let mut survey = Survey { answers: ask_all(list).await };
+    let asked: Vec<String> = survey.answers.iter().map(|a| a.addr.clone()).collect();
+    let hinted = survey.leader_hint().and_then(|hint| hint.client.clone());
+    let members = survey.leader().map(|(_, s, _)| s.members.clone()).unwrap_or_default();
+    let mut more: Vec<String> = Vec::new();
+    for addr in hinted.into_iter().chain(members.into_iter().filter_map(|m| m.client)) {
+        if !asked.contains(&addr) && !more.contains(&addr) {
+            more.push(addr);
+        }
+    }
+    if !more.is_empty() {
+        survey.answers.extend(ask_all(&more).await);
+    }
+    survey
+}
+
+/// Every master of `list` asked in its own task, answers in the order of `list`.
+async fn ask_all(list: &[String]) -> Vec<Answer> {
+    let mut asks = tokio::task::JoinSet::new();
+    for (i, addr) in list.iter().cloned().enumerate() {
+        asks.spawn(async move {
+            let said = match tokio::time::timeout(ASK_LIMIT, ask(&addr)).await {
+                Ok(Ok(found)) => Ok(found),
+                Ok(Err(e)) => Err(format!("{addr}: {e:#}")),
+                Err(_) => Err(format!("{addr}: no answer within {ASK_LIMIT:?}")),
+            };
+            (i, Answer { addr, said })
+        });
+    }
+    let mut answers: Vec<(usize, Answer)> = Vec::new();
+    while let Some(joined) = asks.join_next().await {
+        match joined {
+            Ok(answer) => answers.push(answer),
+            // Only a panic in `ask` gets here; the others' answers still count.
+            Err(e) => tracing::error!(error = %e, "a status question failed"),
+        }
+    }
+    answers.sort_by_key(|(i, _)| *i);
+    answers.into_iter().map(|(_, answer)| answer).collect()
+}
+
+/// One master's status and whom it names as leader (asked together on one connection).
+async fn ask(addr: &str) -> anyhow::Result<(ClusterStatus, Option<LeaderHint>)> {
+    let client = MasterClient::connect_within(addr, ASK_LIMIT)
+        .await
+        .context("cannot reach the master (is it running?)")?;
+    let ms = ASK_LIMIT.as_millis() as u64;
+    let status = crate::leader::ask_status(&client);
+    let who = Request { session: 0, seq: 0, uid: 0, gid: 0, op: ClientOp::WhoLeads };
+    let (status, hint) = tokio::join!(status, client.call_timeout(who, ms));
+    let hint = match hint {
+        Ok(Ok(ClientReply::Leader(hint))) => Some(hint),
+        _ => None,
+    };
+    Ok((status?, hint))
+}
+
+/// The node table, then who leads and where.
+pub fn format_nodes(survey: &Survey) -> String {
+    let mut out = String::new();
+    let dash = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+    let _ = writeln!(
+        out,
+        "{:<5} {:<8} {:<13} {:<6} {:<8} {:<8} {:<6} {:<7} {:<9} address",
+        "node", "kind", "role", "term", "commit", "applied", "lag", "leader", "contact"
+    );
+    let nodes = survey.nodes();
+    for n in &nodes {
+        let role = match (&n.role, &n.unreachable) {
+            (Some(role), _) => role.clone(),
+            (None, Some(_)) => "unreachable".into(),
+            (None, None) => "-".into(),
+        };
+        let leader = match n.leader_id {
+            Some(0) => "none".to_string(),
+            other => dash(other),
+        };
+        let contact = n.last_contact_ms.map_or("-".into(), |ms| format!("{ms} ms"));
+        let address = match (&n.client, n.kind) {
+            (Some(addr), _) => addr.clone(),
+            (None, Some(MemberKind::Witness)) => "(no client port)".into(),
+            (None, _) => "-".into(),
+        };
+        let kind = n.kind.map_or("-", MemberKind::as_str);
+        let _ = writeln!(
+            out,
+            "{:<5} {:<8} {:<13} {:<6} {:<8} {:<8} {:<6} {:<7} {:<9} {address}",
+            dash(n.id),
+            kind,
+            role,
+            dash(n.term),
+            dash(n.commit_index),
+            dash(n.applied_index),
+            dash(n.lag),
+            leader,
+            contact
+        );
+        if let Some(why) = &n.unreachable {
+            let _ = writeln!(out, "      unreachable: {why}");
+        }
+    }
+    let _ = writeln!(out, "{}", leader_line(survey));
+    if let Some(w) = nodes.iter().find(|n| n.kind == Some(MemberKind::Witness)) {
+        let _ = writeln!(out, "witness: node {}", dash(w.id));
+    }
+    out
+}
+
+fn leader_line(survey: &Survey) -> String {
+    let Some(hint) = survey.leader_hint() else {
+        return "leader: none known (an election may be running, or too few nodes are up)".into();
+    };
+    let show = |a: &Option<String>| a.clone().unwrap_or_else(|| "?".into());
+    let confirmed =
+        if survey.leader().is_some() { "" } else { " (not confirmed: it did not answer)" };
+    format!(
+        "leader: node {} in term {}{confirmed}: client {}, chunkserver {}, logger {}",
+        hint.leader_id,
+        hint.term,
+        show(&hint.client),
+        show(&hint.chunkserver),
+        show(&hint.logger)
+    )
+}
+
+/// The human-readable report of one master's status.
 pub fn format_status(master: &str, s: &ClusterStatus) -> String {
     let mut out = String::new();
     let leader = if s.leader_id == 0 { "none".to_string() } else { s.leader_id.to_string() };
@@ -114,7 +357,7 @@ fn labels(labels: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mfsha_proto::client::{ChunkserverStatus, ClientStatus};
+    use mfsha_proto::client::{ChunkserverStatus, ClientStatus, MemberStatus};
 
     #[test]
     fn human_report_names_every_figure() {
@@ -160,5 +403,61 @@ mod tests {
         ] {
             assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
         }
+    }
+
+    fn member(id: u64, kind: MemberKind, matched: u64, client: Option<&str>) -> MemberStatus {
+        let client = client.map(String::from);
+        MemberStatus { id, kind, matched, last_contact_ms: Some(40), client }
+    }
+
+    #[test]
+    fn the_node_table_joins_answers_the_leaders_view_and_the_unreachable() {
+        let leader = ClusterStatus {
+            node_id: 1,
+            role: "leader".into(),
+            leader_id: 1,
+            term: 4,
+            commit_index: 100,
+            applied_index: 100,
+            members: vec![
+                member(1, MemberKind::Master, 100, Some("a:1")),
+                member(2, MemberKind::Master, 90, Some("b:1")),
+                member(3, MemberKind::Witness, 100, None),
+            ],
+            ..Default::default()
+        };
+        let hint =
+            LeaderHint { term: 4, leader_id: 1, client: Some("a:1".into()), ..Default::default() };
+        let survey = Survey {
+            answers: vec![
+                Answer { addr: "a:1".into(), said: Ok((leader, Some(hint))) },
+                Answer { addr: "b:1".into(), said: Err("b:1: connection refused".into()) },
+                Answer { addr: "c:1".into(), said: Err("c:1: no answer".into()) },
+            ],
+        };
+        let nodes = survey.nodes();
+        assert_eq!(nodes.len(), 4, "{nodes:?}");
+        assert_eq!((nodes[0].role.as_deref(), nodes[0].lag), (Some("leader"), Some(0)));
+        assert_eq!(nodes[1].lag, Some(10));
+        assert!(nodes[1].unreachable.is_some(), "node 2 did not answer: {:?}", nodes[1]);
+        assert_eq!(nodes[2].kind, Some(MemberKind::Witness));
+        assert_eq!((nodes[3].id, nodes[3].client.as_deref()), (None, Some("c:1")));
+        let text = format_nodes(&survey);
+        for expected in
+            ["unreachable", "witness: node 3", "leader: node 1 in term 4", "(no client port)"]
+        {
+            assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn without_a_leader_the_table_says_so() {
+        let follower =
+            ClusterStatus { node_id: 2, role: "follower".into(), term: 5, ..Default::default() };
+        let survey =
+            Survey { answers: vec![Answer { addr: "b:1".into(), said: Ok((follower, None)) }] };
+        let text = format_nodes(&survey);
+        assert!(text.contains("leader: none known"), "{text}");
+        assert!(text.contains("none"), "{text}");
     }
 }

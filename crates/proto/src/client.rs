@@ -227,6 +227,13 @@ pub enum ClientOp {
     /// Who leads the master group: answered by any master, leader or follower, without a
     /// session, with `ClientReply::Leader`.
     WhoLeads,
+    /// Asks the leader to hand leadership to member `to` (`mfsha member transfer-leader`).
+    /// Root only, no session needed; answers `Unit` once the transfer has started, not when it
+    /// is done (the caller watches the members' status). `Invalid` when `to` is no master of
+    /// the group (the witness never stays leader).
+    TransferLeader {
+        to: u64,
+    },
 }
 
 impl ClientOp {
@@ -276,7 +283,8 @@ impl ClientOp {
             | GetLock { .. }
             | SetLock { .. }
             | ReleaseLocks { .. }
-            | WhoLeads => false,
+            | WhoLeads
+            | TransferLeader { .. } => false,
         }
     }
 }
@@ -560,6 +568,47 @@ pub struct ClusterStatus {
     pub chunks_undergoal: u64,
     pub chunks_overgoal: u64,
     pub chunks_missing: u64,
+    /// Every member of the group as the leader tracks its replication (itself included);
+    /// empty when the answering master does not lead.
+    #[serde(default)]
+    pub members: Vec<MemberStatus>,
+}
+
+/// One member of the Raft group as the leader sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberStatus {
+    pub id: u64,
+    pub kind: MemberKind,
+    /// The highest log index known to be on that member.
+    pub matched: u64,
+    /// How long ago the leader last heard from it, in ms (to within an election timeout);
+    /// `None` if not since it became leader.
+    pub last_contact_ms: Option<u64>,
+    /// Its client address, when the leader's configuration names one.
+    pub client: Option<String>,
+}
+
+/// What a member is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MemberKind {
+    /// A master: a voter with a client address in the leader's configuration.
+    Master,
+    /// A voter without a client address: the metalogger running as the group's witness
+    /// (masters' `peers` entries name their client port, the witness has none).
+    Witness,
+    /// A non-voting member.
+    Learner,
+}
+
+impl MemberKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemberKind::Master => "master",
+            MemberKind::Witness => "witness",
+            MemberKind::Learner => "learner",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -83,6 +83,56 @@ pub struct Leadership {
     pub leader_id: u64,
 }
 
+/// One member's replication as the leader tracks it (raft-rs's progress), for status pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerProgress {
+    pub id: u64,
+    /// The highest log index known to be on that member (the leader's own: its last index).
+    pub matched: u64,
+    /// A voter; false for a learner.
+    pub voter: bool,
+    /// How long ago this leader last heard from it, in ms; `None` if not since it became
+    /// leader. Good to one election timeout: raft-rs marks a member active when anything
+    /// arrives from it and clears the mark once per election timeout.
+    pub last_contact_ms: Option<u64>,
+}
+
+/// What the node thread samples of one member's progress after each Ready (leader only).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ProgressSample {
+    pub(crate) id: u64,
+    pub(crate) matched: u64,
+    pub(crate) voter: bool,
+    pub(crate) active: bool,
+}
+
+/// The progress samples of `raft` if it leads; empty (no allocation) otherwise.
+pub(crate) fn leader_progress<T: raft::Storage>(raft: &raft::Raft<T>) -> Vec<ProgressSample> {
+    if raft.state != StateRole::Leader {
+        return Vec::new();
+    }
+    let voters = raft.prs().conf().voters().ids();
+    let sample = |(id, pr): (&u64, &raft::Progress)| ProgressSample {
+        id: *id,
+        matched: pr.matched,
+        voter: voters.contains(*id),
+        active: pr.recent_active,
+    };
+    let mut samples: Vec<ProgressSample> = raft.prs().iter().map(sample).collect();
+    samples.sort_unstable_by_key(|s| s.id);
+    samples
+}
+
+/// A member as [`Shared`] remembers it between samples.
+#[derive(Debug, Clone, Copy)]
+struct Tracked {
+    id: u64,
+    matched: u64,
+    voter: bool,
+    /// Node-clock ms when it was last seen active during this leadership.
+    seen_ms: Option<u64>,
+}
+
 /// Counters of the node's work, for tests and metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct NodeStats {
@@ -152,6 +202,8 @@ pub(crate) struct Published {
     pub(crate) applied_index: u64,
     /// Node-clock ms until which this node serves; 0 when it does not.
     pub(crate) serving_until_ms: u64,
+    /// Every member's progress while this node leads ([`leader_progress`]).
+    pub(crate) progress: Vec<ProgressSample>,
 }
 
 /// State shared between the node thread and the handles.
@@ -159,6 +211,8 @@ pub(crate) struct Shared<S: StateMachine> {
     pub(crate) node_id: u64,
     pub(crate) applied: RwLock<Applied<S>>,
     status: Mutex<RaftStatus>,
+    /// The members' progress while leading, with the term it was sampled in.
+    progress: Mutex<(u64, Vec<Tracked>)>,
     /// The node's clock starts here; the lease is checked against it by every reader, so a
     /// stalled node thread cannot keep a node serving.
     pub(crate) epoch: Instant,
@@ -192,6 +246,7 @@ impl<S: StateMachine> Shared<S> {
             node_id,
             applied: RwLock::new(applied),
             status: Mutex::new(status),
+            progress: Mutex::new((0, Vec::new())),
             epoch: Instant::now(),
             serving_until_ms: AtomicU64::new(0),
             leadership: watch::channel(leadership).0,
@@ -225,12 +280,42 @@ impl<S: StateMachine> Shared<S> {
             }
             changed
         });
+        self.track_progress(published.term, &published.progress);
         let mut status = self.status.lock();
         status.role = published.role;
         status.leader_id = published.leader_id;
         status.term = published.term;
         status.commit_index = published.commit_index;
         status.applied_index = published.applied_index;
+    }
+
+    /// Keeps the latest samples, remembering when each member was last seen active in this
+    /// term's leadership (a new term, or not leading, forgets).
+    fn track_progress(&self, term: u64, samples: &[ProgressSample]) {
+        let now = self.now_ms();
+        let mut guard = self.progress.lock();
+        let (tracked_term, tracked) = &mut *guard;
+        if samples.is_empty() || *tracked_term != term {
+            tracked.clear();
+            *tracked_term = term;
+        }
+        for sample in samples {
+            let seen = sample.active.then_some(now);
+            match tracked.iter_mut().find(|t| t.id == sample.id) {
+                Some(t) => {
+                    t.matched = sample.matched;
+                    t.voter = sample.voter;
+                    t.seen_ms = seen.or(t.seen_ms);
+                }
+                None => tracked.push(Tracked {
+                    id: sample.id,
+                    matched: sample.matched,
+                    voter: sample.voter,
+                    seen_ms: seen,
+                }),
+            }
+        }
+        tracked.retain(|t| samples.iter().any(|s| s.id == t.id));
     }
 
     fn send(&self, item: Inbox<S::Output>) -> Result<(), Status> {
@@ -276,6 +361,20 @@ impl<S: StateMachine> Handle<S> {
 
     pub fn status(&self) -> RaftStatus {
         self.shared.status.lock().clone()
+    }
+
+    /// Every member's replication as this node tracks it while it leads (itself included),
+    /// by id; empty on a node that does not lead.
+    pub fn progress(&self) -> Vec<PeerProgress> {
+        let now = self.shared.now_ms();
+        let guard = self.shared.progress.lock();
+        let to_progress = |t: &Tracked| PeerProgress {
+            id: t.id,
+            matched: t.matched,
+            voter: t.voter,
+            last_contact_ms: t.seen_ms.map(|seen| now.saturating_sub(seen)),
+        };
+        guard.1.iter().map(to_progress).collect()
     }
 
     /// Role, term and leader, as a channel that changes when they do.

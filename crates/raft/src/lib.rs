@@ -61,7 +61,8 @@ pub mod transport;
 pub use boot::{bootstrap_store, check_identity, StartError};
 pub use config::{check_voters, Members, RaftConfig, RaftTiming};
 pub use handle::{
-    AppliedEvent, Handle, Leadership, NodeStats, RaftStatus, Role, MAX_PEER_MESSAGE_BYTES,
+    AppliedEvent, Handle, Leadership, NodeStats, PeerProgress, RaftStatus, Role,
+    MAX_PEER_MESSAGE_BYTES,
 };
 pub use lifecycle::Shutdown;
 pub use node::{Node, Reply};

@@ -334,6 +334,7 @@ impl<S: StateMachine, L: LogStore> Node<S, L> {
                 true => self.lease.until_ms(),
                 false => 0,
             },
+            progress: crate::handle::leader_progress(raft),
         });
     }
 

@@ -59,11 +59,32 @@ pub fn answer_now(
         return Some(Err(Status::NotLeader));
     }
     match &request.op {
+        ClientOp::TransferLeader { to } => Some(transfer_leader(service, request.uid, *to)),
         ClientOp::Hello { .. } | ClientOp::Goodbye => None,
         ClientOp::GetLock { .. } | ClientOp::SetLock { .. } | ClientOp::ReleaseLocks { .. } => None,
         op if op.is_mutation() => None,
         _ => Some(read(service, connection, request)),
     }
+}
+
+/// Starts handing leadership to master `to` (root only). Only a master may be named: the
+/// witness would hand it straight back, and an unknown id would make raft-rs wait for a node
+/// that does not exist.
+fn transfer_leader(service: &Service, uid: u32, to: u64) -> Reply<ClientReply> {
+    if uid != 0 {
+        return Err(Status::Perm);
+    }
+    let members = super::status::members(service);
+    let target = members.iter().find(|m| m.id == to).ok_or(Status::Invalid)?;
+    if target.kind != mfsha_proto::client::MemberKind::Master {
+        return Err(Status::Invalid);
+    }
+    if to == service.meta.raft_status().node_id {
+        return Ok(ClientReply::Unit); // already leads
+    }
+    tracing::info!(to, "leadership transfer asked for by a client");
+    service.meta.raft().transfer_leader(to)?;
+    Ok(ClientReply::Unit)
 }
 
 async fn hello(

@@ -1,7 +1,7 @@
 //! `ClusterStatus`: what `mfsha status` shows.
 
 use super::Service;
-use mfsha_proto::client::{ClientStatus, ClusterStatus};
+use mfsha_proto::client::{ClientStatus, ClusterStatus, MemberKind, MemberStatus};
 use mfsha_proto::types::SessionId;
 use std::collections::HashMap;
 
@@ -31,7 +31,31 @@ pub fn cluster_status(service: &Service) -> ClusterStatus {
         chunks_undergoal: health.undergoal,
         chunks_overgoal: health.overgoal,
         chunks_missing: health.missing,
+        members: members(service),
     }
+}
+
+/// The group's members as this master tracks them while it leads (empty otherwise). A voter
+/// with no client address in the address book is the witness: every master's `peers` entry
+/// names its client port, the witness logger serves no client.
+pub fn members(service: &Service) -> Vec<MemberStatus> {
+    let book = service.leadership.book();
+    let member = |p: mfsha_raft::PeerProgress| {
+        let client = book.get(p.id).and_then(|addrs| addrs.client.clone());
+        let kind = match (p.voter, client.is_some()) {
+            (false, _) => MemberKind::Learner,
+            (true, true) => MemberKind::Master,
+            (true, false) => MemberKind::Witness,
+        };
+        MemberStatus {
+            id: p.id,
+            kind,
+            matched: p.matched,
+            last_contact_ms: p.last_contact_ms,
+            client,
+        }
+    };
+    service.meta.raft().progress().into_iter().map(member).collect()
 }
 
 /// Connected clients with the number of files each session holds open.

@@ -830,6 +830,7 @@ pub fn op_name(op: &ClientOp) -> &'static str {
         SetLock { .. } => "setlk",
         ReleaseLocks { .. } => "release_locks",
         WhoLeads => "who_leads",
+        TransferLeader { .. } => "transfer_leader",
     }
 }
 

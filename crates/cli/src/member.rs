@@ -1,0 +1,111 @@
+//! `mfsha member list` (the node table of `mfsha status`) and `mfsha member transfer-leader
+//! ID`: ask the leader to hand leadership to master ID, then wait until ID says it leads.
+
+use crate::status::{self, Survey};
+use anyhow::{bail, Context};
+use mfsha_proto::client::{ClientOp, ClientReply, MemberKind, Request};
+use mfsha_proto::types::Status;
+use std::time::{Duration, Instant};
+
+/// How long the new leader may take to say it leads (raft-rs gives up a transfer after an
+/// election timeout, well below this).
+const SWITCH_LIMIT: Duration = Duration::from_secs(5);
+/// How long to look for the current leader.
+const FIND_LEADER: Duration = Duration::from_secs(5);
+const POLL: Duration = Duration::from_millis(50);
+
+/// Prints one line per node of the group (JSON with `json`).
+pub async fn list(masters: &str, json: bool) -> anyhow::Result<()> {
+    let survey = status::survey(&crate::leader::master_list(masters)).await;
+    if survey.answers.iter().all(|a| a.said.is_err()) {
+        bail!("no master at {masters} answered (is the group running? give every master with -H)");
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&survey.nodes())?);
+    } else {
+        print!("{}", status::format_nodes(&survey));
+    }
+    Ok(())
+}
+
+/// Hands leadership to master `to` and waits until it leads.
+pub async fn transfer_leader(masters: &str, to: u64) -> anyhow::Result<()> {
+    let list = crate::leader::master_list(masters);
+    let (client, addr, leader) = crate::leader::connect(&list, FIND_LEADER)
+        .await
+        .with_context(|| format!("cannot find the leader among {masters}"))?;
+    if leader.node_id == to {
+        println!("node {to} already leads (term {})", leader.term);
+        return Ok(());
+    }
+    check_target(&leader.members, to)?;
+    let started = Instant::now();
+    let request =
+        Request { session: 0, seq: 0, uid: 0, gid: 0, op: ClientOp::TransferLeader { to } };
+    let reply = client
+        .call_timeout(request, status::ASK_LIMIT.as_millis() as u64)
+        .await
+        .with_context(|| format!("asking the leader at {addr} to hand over"))?;
+    match reply {
+        Ok(ClientReply::Unit) => {}
+        Ok(other) => bail!("the leader at {addr} answered the transfer with {other:?}"),
+        Err(Status::Perm) => bail!("the leader refused: only root may transfer leadership"),
+        Err(Status::NotLeader) => {
+            bail!("{addr} stopped leading before the transfer started; run the command again")
+        }
+        Err(why) => bail!("the leader at {addr} refused to hand leadership to node {to}: {why}"),
+    }
+    let term = wait_for_leader(&list, to, leader.term).await?;
+    let took = started.elapsed();
+    println!("node {to} leads now (term {term}); the switch took {} ms", took.as_millis());
+    Ok(())
+}
+
+/// `to` must be a master of the group: the witness would hand leadership straight back.
+fn check_target(members: &[mfsha_proto::client::MemberStatus], to: u64) -> anyhow::Result<()> {
+    let ids: Vec<String> = members.iter().map(|m| m.id.to_string()).collect();
+    match members.iter().find(|m| m.id == to) {
+        None => bail!("node {to} is not a member of the group (members: {})", ids.join(", ")),
+        Some(m) if m.kind != MemberKind::Master => bail!(
+            "node {to} is the group's {}: it never stays leader; name a master",
+            m.kind.as_str()
+        ),
+        Some(_) => Ok(()),
+    }
+}
+
+/// Polls every master (and the ones the leader's view names) until node `to` says it leads
+/// in a term after `from_term`; returns that term.
+async fn wait_for_leader(list: &[String], to: u64, from_term: u64) -> anyhow::Result<u64> {
+    let deadline = Instant::now() + SWITCH_LIMIT;
+    let mut asked: Vec<String> = list.to_vec();
+    loop {
+        let survey = status::survey(&asked).await;
+        if let Some(term) = leads(&survey, to, from_term) {
+            return Ok(term);
+        }
+        for node in survey.nodes() {
+            if let Some(client) = node.client.filter(|c| !asked.contains(c)) {
+                asked.push(client);
+            }
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "node {to} did not take over within {SWITCH_LIMIT:?} (raft-rs gives a transfer up \
+                 when the target does not win at once: is node {to} up and caught up? see \
+                 `mfsha member list`):\n{}",
+                status::format_nodes(&survey)
+            );
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// The term in which node `to` says it leads, if it does in a term after `from_term`.
+fn leads(survey: &Survey, to: u64, from_term: u64) -> Option<u64> {
+    survey.answers.iter().find_map(|a| {
+        let (status, _) = a.said.as_ref().ok()?;
+        let new = status.node_id == to && status.role == "leader" && status.term > from_term;
+        new.then_some(status.term)
+    })
+}
