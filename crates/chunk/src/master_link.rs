@@ -32,8 +32,10 @@ use tokio::sync::{mpsc, watch, Semaphore};
 
 /// First reconnect delay.
 pub const BACKOFF_MIN: Duration = Duration::from_millis(50);
-/// Longest reconnect delay.
-pub const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// Longest reconnect delay. Short: during an election (250-400 ms) every master says "not the
+/// leader", and a chunkserver that backs off further registers with the new leader late, so
+/// the first writes after a failover find no chunkserver to write to.
+pub const BACKOFF_MAX: Duration = Duration::from_millis(200);
 const CONNECT_TIMEOUT: Duration = mfsha_proto::net::CONNECT_TIMEOUT;
 /// A write to the master that takes longer than this means the master is gone.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
