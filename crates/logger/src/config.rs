@@ -70,6 +70,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_appliance_example_is_a_witness_of_two_masters() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/appliance/logger.yaml");
+        let config = load(&path).unwrap();
+        let witness = config.witness.expect("the example has a witness section");
+        assert_eq!(witness.node_id, 3);
+        assert_eq!(witness.peers.iter().map(|peer| peer.id).collect::<Vec<_>>(), vec![1, 2]);
+    }
+
+    #[test]
+    fn a_witness_of_one_master_is_refused_as_a_two_voter_group() {
+        let text =
+            "witness:\n  node_id: 2\n  cluster_id: c\n  peers:\n    - {id: 1, addr: \"m1:9423\"}\n";
+        let err = parse(Path::new("l.yaml"), text).unwrap_err().to_string();
+        assert!(err.contains("exactly two voters"), "{err}");
+    }
+
+    #[test]
     fn defaults_and_overrides() {
         let c = parse(Path::new("l.yaml"), "masters: [\"m1:9419\", \"m2:9419\"]\n").unwrap();
         assert_eq!(c.masters, vec!["m1:9419", "m2:9419"]);

@@ -391,6 +391,19 @@ mod tests {
     }
 
     #[test]
+    fn appliance_example_files_parse_as_two_masters_and_a_witness() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/appliance");
+        for (file, node_id, other) in [("master1.yaml", 1, 2), ("master2.yaml", 2, 1)] {
+            let config = load(&dir.join(file)).unwrap();
+            assert_eq!(config.node_id, node_id, "{file}");
+            let ids: Vec<u64> = config.peers.iter().map(|peer| peer.id).collect();
+            assert_eq!(ids, vec![other, 3], "{file}");
+            assert!(config.peers[0].client.is_some(), "{file}: the other master's client port");
+            assert!(config.peers[1].client.is_none(), "{file}: the witness serves no client");
+        }
+    }
+
+    #[test]
     fn unknown_key_names_file_key_position_and_allowed_keys() {
         let err =
             parse_str("node_id: 2\nraft:\n  tick_ms: 100\n  elektion_ticks: 5\n").unwrap_err();

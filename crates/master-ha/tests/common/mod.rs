@@ -32,6 +32,10 @@ pub async fn start(dir: &std::path::Path) -> (daemon::Master, String) {
 
 /// Starts a master with `config` and waits until it leads (a group of one elects itself).
 pub async fn start_with(config: MasterConfig) -> (daemon::Master, String) {
+    if !config.data_dir.exists() {
+        // A new group is made explicitly, as `mfsha bootstrap` does; a restart reuses it.
+        daemon::bootstrap(&config).expect("bootstrap a new group");
+    }
     let master = daemon::start(config).await.expect("master starts");
     let addr = master.client_addr.to_string();
     let deadline = Instant::now() + Duration::from_secs(30);
