@@ -588,6 +588,9 @@ async fn a_follower_redirects_and_closes_chunkserver_connections_and_a_lost_lead
     let closed = tokio::time::timeout(Duration::from_secs(5), a.commands.recv()).await.unwrap();
     assert!(closed.is_none(), "a follower must close the connection, got {closed:?}");
     meta.leader.store(true, Ordering::Release);
+    // The step-down watcher polls leadership; a connection accepted within one poll of the
+    // change may still be swept (a real chunkserver just reconnects), so let it see the change.
+    tokio::time::sleep(crate::server::leadership::POLL * 5).await;
     let mut b = fake_cs(addr, 7202, vec![(1, 1, false)]).await;
     b.next().await;
     registry.pass();
