@@ -80,6 +80,19 @@ impl RaftConfig {
         promise_ms * (100 - 2 * self.max_clock_drift_percent) / 100
     }
 
+    /// The timing part of these settings.
+    pub fn timing(&self) -> RaftTiming {
+        RaftTiming {
+            tick_ms: self.tick_ms,
+            election_ticks: self.election_ticks,
+            max_election_ticks: self.max_election_ticks,
+            heartbeat_ticks: self.heartbeat_ticks,
+            max_clock_drift_percent: self.max_clock_drift_percent,
+            snapshot_every_entries: self.snapshot_every_entries,
+            log_tail_entries: self.log_tail_entries,
+        }
+    }
+
     /// The checks raft-rs does not make, with what to fix.
     pub fn check(&self) -> Result<(), String> {
         if self.node_id == 0 {
@@ -92,25 +105,7 @@ impl RaftConfig {
         if members.windows(2).any(|pair| pair[0] == pair[1]) {
             return Err(format!("node ids must be unique, got {members:?}"));
         }
-        if self.tick_ms == 0 || self.snapshot_every_entries == 0 {
-            return Err("tick_ms and snapshot_every_entries must be positive".into());
-        }
-        if self.heartbeat_ticks == 0 || self.election_ticks <= self.heartbeat_ticks + 1 {
-            return Err(format!(
-                "need 0 < heartbeat_ticks ({}) < election_ticks - 1 ({})",
-                self.heartbeat_ticks,
-                self.election_ticks.saturating_sub(1)
-            ));
-        }
-        if self.max_election_ticks <= self.election_ticks {
-            return Err(format!(
-                "max_election_ticks ({}) must be above election_ticks ({})",
-                self.max_election_ticks, self.election_ticks
-            ));
-        }
-        if self.max_clock_drift_percent >= 25 {
-            return Err("max_clock_drift_percent must be below 25".into());
-        }
+        self.timing().validate()?;
         check_voters(&self.voters())
     }
 }
