@@ -291,12 +291,6 @@ impl raft::Storage for MemStore {
     }
 
     fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        match &self.live.snapshot {
-            Some(snapshot) if snapshot.index >= request_index => Ok(snapshot.to_raft()),
-            _ => {
-                self.snapshot_wanted.set(true);
-                Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))
-            }
-        }
+        super::snapshot_for(self.live.snapshot.as_ref(), &self.snapshot_wanted, request_index)
     }
 }

@@ -75,6 +75,23 @@ impl StoredSnapshot {
     }
 }
 
+/// `raft::Storage::snapshot` for both stores: the stored snapshot if it is recent enough;
+/// otherwise `SnapshotTemporarilyUnavailable`, and `wanted` is set so that the node snapshots
+/// its applied state after this Ready.
+pub(crate) fn snapshot_for(
+    stored: Option<&StoredSnapshot>,
+    wanted: &std::cell::Cell<bool>,
+    request_index: u64,
+) -> raft::Result<Snapshot> {
+    match stored {
+        Some(snapshot) if snapshot.index >= request_index => Ok(snapshot.to_raft()),
+        _ => {
+            wanted.set(true);
+            Err(raft::Error::Store(raft::StorageError::SnapshotTemporarilyUnavailable))
+        }
+    }
+}
+
 /// What can go wrong in the store. Every variant names the path and, where there is one, the
 /// table and key; none of them is retryable inside the node.
 #[derive(Debug, thiserror::Error)]

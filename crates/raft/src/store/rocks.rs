@@ -822,14 +822,8 @@ impl raft::Storage for RaftStore {
     }
 
     fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        match &self.snapshot {
-            Some(snapshot) if snapshot.index >= request_index => Ok(snapshot.to_raft()),
-            _ => {
-                // The node sees the flag after this Ready and snapshots the applied state.
-                self.snapshot_wanted.set(true);
-                Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))
-            }
-        }
+        // The node sees the flag after this Ready and snapshots the applied state.
+        super::snapshot_for(self.snapshot.as_ref(), &self.snapshot_wanted, request_index)
     }
 }
 
