@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::mount::Mount;
+use crate::util::mfsha;
 
 const THREADS: usize = 3;
 
@@ -242,4 +243,64 @@ fn failover_benchmark() {
         "failover: {} leader SIGKILLs, time to the first mutation after the kill: p50 {:.0} ms, p90 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
         stalls.len(), ms(pick(0.5)), ms(pick(0.9)), ms(pick(0.99)), ms(pick(1.0))
     );
+}
+
+/// Every master lost (their data directories gone): `mfsha meta restore` rebuilds master 1's
+/// data directory from the witness's copy, refusing a non-empty target; the group started
+/// again from it (master 2 and the witness empty) serves every acknowledged file, and writes
+/// go on (the chunkservers, which obeyed the lost group's leaders, obey the new one).
+#[test]
+fn every_master_lost_the_witness_copy_restores_the_group() {
+    let mut cluster = HaCluster::start(2);
+    let masters = cluster.client_addrs();
+    let source = masters.replace(',', "+");
+    let mut mount = Mount::start_in(cluster.path(), "mount", &masters, &[], &source);
+    let dir = mount.path("kept");
+    fs::create_dir(&dir).unwrap();
+    let mut rng = StdRng::seed_from_u64(11);
+    let mut expected = Expected::default();
+    let mut write = |name: &str, expected: &mut Expected| {
+        let sum = write_file(&dir, name, &mut rng, 100 << 10).expect("write through the mount");
+        expected.files.insert(name.to_string(), sum);
+    };
+    write("before", &mut expected);
+    // With master 2 gone, every commit needs the witness: it holds all that follows.
+    let leader = cluster.wait_leader(Duration::from_secs(30));
+    let other = 1 - leader;
+    cluster.kill_master(other);
+    for i in 0..3 {
+        write(&format!("f{i}"), &mut expected);
+    }
+    mount.stop();
+    std::thread::sleep(Duration::from_secs(1)); // the witness applies the last commit index
+    cluster.kill_master(leader);
+    cluster.stop_witness();
+    for m in &cluster.masters {
+        fs::remove_dir_all(cluster.path().join(format!("master{}", m.id))).unwrap();
+    }
+    let logger_dir = cluster.path().join("logger");
+    let config = cluster.path().join("master1.yaml");
+    let args = ["meta", "restore", "--from", logger_dir.to_str().unwrap()];
+    let out = mfsha(&[&args[..], &["-c", config.to_str().unwrap()]].concat());
+    let (stdout, stderr) =
+        (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "restore failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("restored raft store") && stdout.contains("witness"), "{stdout}");
+    let again = mfsha(&[&args[..], &["-c", config.to_str().unwrap()]].concat());
+    assert!(!again.status.success(), "a second restore over the first must be refused");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"), "{again:?}");
+    // The runbook: every other member starts empty and gets the metadata from master 1.
+    fs::remove_dir_all(logger_dir.join("witness")).unwrap();
+    cluster.start_master(0);
+    cluster.start_master(1);
+    cluster.start_witness();
+    cluster.wait_leader(Duration::from_secs(30));
+    cluster.wait_chunkservers(2, Duration::from_secs(30));
+    let mut mount = Mount::start_in(cluster.path(), "mount-restored", &masters, &[], &source);
+    let dir = mount.path("kept");
+    check(&dir, &expected);
+    let sum = write_file(&dir, "after", &mut rng, 100 << 10).expect("write after the restore");
+    expected.files.insert("after".into(), sum);
+    check(&dir, &expected);
+    mount.stop();
 }

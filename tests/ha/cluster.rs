@@ -128,7 +128,19 @@ impl HaCluster {
         wait_for_port(&addr, &name, &log, Duration::from_secs(30));
     }
 
-    fn start_witness(&mut self) {
+    /// Stops the witness logger with SIGTERM, as systemd does.
+    pub fn stop_witness(&mut self) {
+        let mut witness = self.witness.take().expect("witness running");
+        let status = witness.stop(Duration::from_secs(10));
+        assert!(
+            status.success(),
+            "the witness exited with {status} on SIGTERM
+{}",
+            self.logs()
+        );
+    }
+
+    pub fn start_witness(&mut self) {
         let masters: Vec<String> =
             self.masters.iter().map(|m| format!("\"127.0.0.1:{}\"", m.ports.logger)).collect();
         let yaml = format!(

@@ -6,6 +6,7 @@
 //!   - path: /srv/mfs/disk2
 //!     marked_for_removal: true     # drained by the master ("*" in mfshdd.cfg)
 //! master: mfsmaster:9420           # or a list: [m1:9420, m2:9420]
+//! cluster_id: mfsha                # the masters' cluster_id; masters of another are refused
 //! listen: 0.0.0.0:9422
 //! labels: [A]
 //! scrub_mib_per_sec: 1.0           # background CRC check per disk; 0 turns it off
@@ -30,6 +31,10 @@ pub struct ChunkserverConfig {
     /// Master addresses (`HOST:PORT`, a VIP or several masters), tried in turn.
     #[serde(default = "default_master", deserialize_with = "one_or_many")]
     pub master: Vec<String>,
+    /// The masters' `cluster_id`. When set, a master of another cluster is refused (and
+    /// refuses this server). Default: unset, any cluster is accepted.
+    #[serde(default)]
+    pub cluster_id: Option<String>,
     /// Where clients and other chunkservers reach this server. Default `0.0.0.0:9422`.
     #[serde(default = "default_listen", deserialize_with = "mfsha_yamlconf::socket_addr")]
     pub listen: SocketAddr,
@@ -96,6 +101,7 @@ impl ChunkserverConfig {
                 .map(|path| DataDir { path, marked_for_removal: false })
                 .collect(),
             master: default_master(),
+            cluster_id: None,
             listen: default_listen(),
             advertise_host: None,
             labels: Vec::new(),
@@ -134,6 +140,13 @@ pub fn validate(config: &ChunkserverConfig) -> Result<(), (&'static str, String)
     }
     if config.master.is_empty() {
         return Err(("master", "name at least one master address HOST:PORT".into()));
+    }
+    if let Some(id) = &config.cluster_id {
+        let ok = (1..=64).contains(&id.len())
+            && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !ok {
+            return Err(("cluster_id", format!("{id:?} must be 1-64 of [A-Za-z0-9_-]")));
+        }
     }
     for label in &config.labels {
         if label.len() != 1 || !label.chars().all(|c| c.is_ascii_uppercase()) {

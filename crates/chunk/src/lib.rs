@@ -95,6 +95,7 @@ impl Chunkserver {
         let mut tasks = vec![tokio::spawn(server::serve_data(listener, service, watch_rx.clone()))];
         let link = master_link::LinkConfig {
             masters: config.master.clone(),
+            cluster: config.cluster_id.clone(),
             host: config.advertise_host.clone().or_else(|| {
                 (!config.listen.ip().is_unspecified()).then(|| config.listen.ip().to_string())
             }),

@@ -1,53 +1,66 @@
-//! The connection to the master: registration, heartbeats, reports, and the master's commands.
+//! The connections to the masters: registration, heartbeats, reports, and the leader's
+//! commands.
 //!
-//! The link is a bidirectional stream of frames, not request/response: this side sends
-//! `Register`, the chunk list in `Chunks` batches and `RegisterDone`, then a heartbeat every
-//! `heartbeat_ms` and any reports (`Damaged`, `Lost`) as they happen; the master sends
-//! commands whenever it likes, each answered by a `Done` carrying its `op` id.
+//! A chunkserver keeps one connection to *every* master of the group, so each master knows
+//! where every copy is and a newly elected leader serves reads and writes at once instead of
+//! waiting for the chunkservers to re-register. It starts from the configured addresses (a
+//! VIP, or a list); every master greets with `Hello` naming its node id and the chunkserver
+//! address of every master, and a link is started for each address not yet followed. Two
+//! addresses reaching the same master (the VIP and that master's own address) make one
+//! registration: the second link waits until the first ends ([`Links`]).
 //!
-//! When the connection drops (master restart, leader change, network) the link reconnects at
-//! once with a back-off starting at 50 ms and capped at 1 s — not MooseFS's fixed 5 s, which
-//! would dominate failover time — and re-registers from scratch. It tries the master it
-//! was last registered with first, then each configured address in turn; a follower answers
-//! `NotLeader` with the leader's chunkserver address, which is tried next without a pause.
-//! Connections are made with a 1 s connect timeout and with keepalive and `TCP_USER_TIMEOUT`
-//! at 1 s (`mfsha_proto::net`): with a heartbeat every second, a master whose host died is
-//! noticed within about two seconds.
+//! On each connection this side sends `Register`, the chunk list in `Chunks` batches and
+//! `RegisterDone`, then a heartbeat every `heartbeat_ms` (naming the chunks clients are
+//! writing) and every change to its copies as it happens (`Copy`, `Gone`, `Damaged`,
+//! `Lost`), to every master. Only the leader sends commands, each answered by a `Done`
+//! carrying its `op` id.
 //!
-//! Every frame from the master carries its term; the [`TermFence`] refuses frames of a term
+//! When a connection drops the link reconnects with a back-off from 50 ms to 200 ms and
+//! re-registers from scratch. Connections are made with a 1 s connect timeout and with
+//! keepalive and `TCP_USER_TIMEOUT` at 1 s (`mfsha_proto::net`); a master that sends nothing
+//! (it heartbeats every 300 ms) for [`MASTER_SILENCE`] is taken for hung.
+//!
+//! Every frame from the master carries its term; the [`TermFence`] refuses commands of a term
 //! older than one already obeyed and records a newer term on disk before obeying it.
 
 use crate::fence::{self, FenceError, TermFence};
 use crate::server::Peers;
 use crate::store::{blocking, Store};
-use mfsha_proto::cs::{CsToMaster, FromMaster, MasterToCs, CHUNKS_PER_FRAME};
+use mfsha_proto::cs::{
+    CsToMaster, FromMaster, MasterToCs, CHUNKS_PER_FRAME, WRITING_PER_HEARTBEAT,
+};
 use mfsha_proto::data::{DataReply, DataRequest, MAX_IO_BYTES};
 use mfsha_proto::frame::{read_frame, write_frame, FrameError};
-use mfsha_proto::types::{ChunkId, LeaderHint, ServerAddr, Status};
-use std::sync::Arc;
+use mfsha_proto::types::{ChunkId, ServerAddr, Status};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::tcp::OwnedWriteHalf;
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{broadcast, mpsc, watch, Notify, Semaphore};
 
 /// First reconnect delay.
 pub const BACKOFF_MIN: Duration = Duration::from_millis(50);
-/// Longest reconnect delay. Short: during an election (250-400 ms) every master says "not the
-/// leader", and a chunkserver that backs off further registers with the new leader late, so
-/// the first writes after a failover find no chunkserver to write to.
+/// Longest reconnect delay. Short: a master that restarts should have this server's copies
+/// again before it can be elected.
 pub const BACKOFF_MAX: Duration = Duration::from_millis(200);
+/// How often a link whose address reaches an already-followed master looks again (the VIP
+/// moves with the leader).
+const DUPLICATE_RECHECK: Duration = Duration::from_secs(2);
+/// How long a master of the wrong cluster is left alone before it is tried again.
+const WRONG_CLUSTER_RETRY: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = mfsha_proto::net::CONNECT_TIMEOUT;
 /// A write to the master that takes longer than this means the master is gone.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a failed registration waits for the redirect a follower sent before closing.
-const REDIRECT_GRACE: Duration = Duration::from_millis(200);
 /// Commands executed at once; more wait (the master paces replication anyway).
 const COMMANDS_MAX: usize = 32;
 
-/// What the link announces about this server.
+/// What the links announce about this server.
 #[derive(Debug, Clone)]
 pub struct LinkConfig {
     pub masters: Vec<String>,
+    /// The masters' cluster id, when configured: others are refused.
+    pub cluster: Option<String>,
     pub host: Option<String>,
     pub port: u16,
     pub labels: Vec<String>,
@@ -55,7 +68,7 @@ pub struct LinkConfig {
     pub heartbeat: Duration,
 }
 
-/// Why one session with the master ended.
+/// Why one session with a master ended.
 #[derive(Debug, thiserror::Error)]
 enum LinkError {
     #[error("cannot connect: {0}")]
@@ -66,23 +79,31 @@ enum LinkError {
     Closed,
     #[error("write to the master timed out")]
     WriteTimeout,
-    #[error("not the leader (leader: node {}, at {:?})", .0.leader_id, .0.chunkserver)]
-    NotLeader(LeaderHint),
     #[error("{0}")]
     Fenced(#[from] FenceError),
+    #[error(
+        "the master sent {0} where its Hello was expected (an mfsha master of another version?)"
+    )]
+    NoHello(String),
     #[error("the master sent {0} before the registration was complete")]
     Early(String),
     #[error("the master sent nothing for {0:?} (hung or gone)")]
     Silent(Duration),
+    #[error("master node {0} is already followed through another address")]
+    Duplicate(u64),
+    #[error("the master belongs to cluster {theirs:?}, this chunkserver to {ours:?}: check `master` and `cluster_id` in the chunkserver's config")]
+    WrongCluster { ours: String, theirs: String },
+    #[error("fell behind on copy reports; registering again")]
+    Lagged,
 }
 
 /// How long the master may stay silent once it has heartbeated.
 const MASTER_SILENCE: Duration = Duration::from_millis(mfsha_proto::cs::MASTER_SILENCE_MS);
 
 /// When the master was last heard from. Until its first frame the limit always holds (a
-/// hung master accepts connections in its kernel but never answers the registration); after
-/// that only once the master has sent a heartbeat: every mfsha master heartbeats from the
-/// start of the connection, a scripted master in a test need not.
+/// hung master accepts connections in its kernel but never answers); after that only once
+/// the master has sent a heartbeat: every mfsha master heartbeats from the start of the
+/// connection, a scripted master in a test need not.
 struct Silence {
     since: tokio::time::Instant,
     heard: bool,
@@ -110,7 +131,70 @@ impl Silence {
     }
 }
 
-/// Keeps a session with a master open until `shutdown`, reconnecting as needed.
+/// Which master each address reaches, so that each master gets one registration.
+#[derive(Default)]
+struct Links {
+    state: Mutex<LinksState>,
+    /// Signalled when a master stops being followed.
+    released: Notify,
+}
+
+#[derive(Default)]
+struct LinksState {
+    /// Master node id → the address it is followed through.
+    followed: HashMap<u64, String>,
+    /// Addresses with a link running.
+    running: HashSet<String>,
+}
+
+impl Links {
+    /// Follows `node` through `addr`, unless another address already does.
+    fn claim(self: &Arc<Self>, node: u64, addr: &str) -> Result<Claim, LinkError> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        match state.followed.get(&node) {
+            Some(other) if other != addr => Err(LinkError::Duplicate(node)),
+            _ => {
+                state.followed.insert(node, addr.to_string());
+                Ok(Claim { links: self.clone(), node })
+            }
+        }
+    }
+
+    /// Marks `addr` as having a link; false if it already had one.
+    fn start(&self, addr: &str) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.running.insert(addr.to_string())
+    }
+}
+
+/// A master followed by one link; released on drop.
+struct Claim {
+    links: Arc<Links>,
+    node: u64,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let mut state = self.links.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.followed.remove(&self.node);
+        drop(state);
+        self.links.released.notify_waiters();
+    }
+}
+
+/// What every link shares.
+#[derive(Clone)]
+struct Shared {
+    store: Arc<Store>,
+    peers: Arc<Peers>,
+    config: Arc<LinkConfig>,
+    fence: Arc<TermFence>,
+    commands: Arc<Semaphore>,
+    links: Arc<Links>,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// Keeps a session with every master open until `shutdown`, reconnecting as needed.
 pub async fn run_link(
     store: Arc<Store>,
     peers: Arc<Peers>,
@@ -118,158 +202,154 @@ pub async fn run_link(
     fence: Arc<TermFence>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let commands = Arc::new(Semaphore::new(COMMANDS_MAX));
+    let shared = Shared {
+        store,
+        peers,
+        config: Arc::new(config),
+        fence,
+        commands: Arc::new(Semaphore::new(COMMANDS_MAX)),
+        links: Arc::new(Links::default()),
+        shutdown: shutdown.clone(),
+    };
+    for addr in shared.config.masters.clone() {
+        spawn_follow(&shared, addr);
+    }
+    // The links stop on the same signal.
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// Starts a link to `addr` unless one runs already.
+fn spawn_follow(shared: &Shared, addr: String) {
+    if shared.links.start(&addr) {
+        tokio::spawn(follow(shared.clone(), addr));
+    }
+}
+
+/// One address's link: sessions one after another until shutdown.
+async fn follow(shared: Shared, addr: String) {
+    let mut shutdown = shared.shutdown.clone();
     let mut backoff = BACKOFF_MIN;
-    let mut targets = Targets::new(config.masters.clone());
     loop {
-        let addr = targets.next();
-        let session = Session {
-            store: &store,
-            peers: &peers,
-            config: &config,
-            commands: &commands,
-            fence: &fence,
-        };
+        let session = Session { shared: &shared, addr: &addr };
         let result = tokio::select! {
-            r = session.run(&addr, &mut backoff) => r,
-            _ = shutdown.changed() => return,
+            r = session.run(&mut backoff) => r,
+            _ = shutdown.wait_for(|stop| *stop) => return,
         };
-        match &result {
-            Ok(()) => tracing::info!(master = %addr, "master connection closed"),
-            Err(LinkError::NotLeader(hint)) => {
-                tracing::info!(master = %addr, leader = hint.leader_id, to = ?hint.chunkserver,
-                    "not the leader; following its hint");
+        let pause = match &result {
+            Ok(()) => {
+                tracing::info!(master = %addr, "master connection closed");
+                backoff
+            }
+            Err(LinkError::Duplicate(node)) => {
+                tracing::debug!(master = %addr, node, "already following that master");
+                let released = shared.links.released.notified();
+                tokio::select! {
+                    _ = released => {}
+                    _ = tokio::time::sleep(DUPLICATE_RECHECK) => {}
+                    _ = shutdown.wait_for(|stop| *stop) => return,
+                }
+                continue;
+            }
+            Err(e @ LinkError::WrongCluster { .. }) => {
+                tracing::error!(master = %addr, error = %e, "refusing this master");
+                WRONG_CLUSTER_RETRY
             }
             Err(e) => {
                 tracing::warn!(master = %addr, error = %e, retry_ms = backoff.as_millis() as u64,
-                "master connection lost; reconnecting")
+                    "master connection lost; reconnecting");
+                backoff
             }
-        }
-        if targets.ended(&addr, &result) {
-            continue; // a redirect to another master: go there at once
-        }
+        };
         tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
-            _ = shutdown.changed() => return,
+            _ = tokio::time::sleep(pause) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
         }
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
 }
 
-/// Which master address to try next: a leader hint first, then the master last registered
-/// with, then the configured addresses in turn.
-struct Targets {
-    masters: Vec<String>,
-    next: usize,
-    hinted: Option<String>,
-    last_leader: Option<String>,
-    /// Redirects followed since the last pause, so two confused masters pointing at each
-    /// other cannot make the link spin.
-    hops: u32,
-}
-
-impl Targets {
-    fn new(masters: Vec<String>) -> Targets {
-        Targets { masters, next: 0, hinted: None, last_leader: None, hops: 0 }
-    }
-
-    fn next(&mut self) -> String {
-        if let Some(addr) = self.hinted.take().or_else(|| self.last_leader.take()) {
-            return addr;
-        }
-        let addr = self.masters[self.next % self.masters.len()].clone();
-        self.next += 1;
-        addr
-    }
-
-    /// Notes how a session with `addr` ended; true when the next try should start at once.
-    fn ended(&mut self, addr: &str, result: &Result<(), LinkError>) -> bool {
-        match result {
-            Err(LinkError::NotLeader(hint)) => {
-                let to = hint.chunkserver.clone().filter(|to| to != addr);
-                if to.is_some() && self.hops < 3 {
-                    self.hops += 1;
-                    self.hinted = to;
-                    return true;
-                }
-            }
-            // Registered there: it led, and it is the best first guess next time (if it
-            // stepped down it redirects us to its successor).
-            Ok(()) | Err(LinkError::Closed | LinkError::Frame(_) | LinkError::WriteTimeout) => {
-                self.last_leader = Some(addr.to_string());
-            }
-            Err(_) => {}
-        }
-        self.hops = 0;
-        false
-    }
-}
-
 struct Session<'a> {
-    store: &'a Arc<Store>,
-    peers: &'a Arc<Peers>,
-    config: &'a LinkConfig,
-    commands: &'a Arc<Semaphore>,
-    fence: &'a Arc<TermFence>,
+    shared: &'a Shared,
+    addr: &'a str,
 }
 
 impl Session<'_> {
-    async fn run(&self, addr: &str, backoff: &mut Duration) -> Result<(), LinkError> {
-        let stream = mfsha_proto::net::connect(addr, CONNECT_TIMEOUT)
+    async fn run(&self, backoff: &mut Duration) -> Result<(), LinkError> {
+        let stream = mfsha_proto::net::connect(self.addr, CONNECT_TIMEOUT)
             .await
             .map_err(|e| LinkError::Connect(e.to_string()))?;
         let (read_half, mut out) = stream.into_split();
-        // Read from the start: a follower answers Register with NotLeader at once, and the
-        // chunk list need not go to it.
         let (frames_tx, mut frames) = mpsc::channel::<Result<FromMaster, FrameError>>(256);
         let reader = tokio::spawn(read_loop(BufReader::new(read_half), frames_tx));
-        let result = match self.register(&mut out, &mut frames).await {
-            Ok(()) => self.serve(&mut out, &mut frames, addr, backoff).await,
-            Err(e) => Err(e),
-        };
+        let result = self.greeted(&mut out, &mut frames, backoff).await;
         reader.abort();
         result
     }
 
-    /// Sends the registration, stopping early if the master redirects us meanwhile.
+    /// From the master's `Hello` to the end of the session.
+    async fn greeted(
+        &self,
+        out: &mut OwnedWriteHalf,
+        frames: &mut mpsc::Receiver<Result<FromMaster, FrameError>>,
+        backoff: &mut Duration,
+    ) -> Result<(), LinkError> {
+        let node = self.hello(frames).await?;
+        let _claim = self.shared.links.claim(node, self.addr)?;
+        // Subscribed before the chunk list is taken, so no change falls between the two.
+        let mut reports = self.shared.store.subscribe_reports();
+        self.register(out, frames).await?;
+        self.serve(out, frames, &mut reports, backoff).await
+    }
+
+    /// Reads the master's `Hello`: checks its cluster and starts links to the masters it
+    /// names. Returns its node id.
+    async fn hello(
+        &self,
+        frames: &mut mpsc::Receiver<Result<FromMaster, FrameError>>,
+    ) -> Result<u64, LinkError> {
+        let first = tokio::time::timeout(MASTER_SILENCE, frames.recv())
+            .await
+            .map_err(|_| LinkError::Silent(MASTER_SILENCE))?;
+        let (master_node, cluster, masters) = match first {
+            None => return Err(LinkError::Closed),
+            Some(Err(e)) => return Err(e.into()),
+            Some(Ok(FromMaster {
+                msg: MasterToCs::Hello { master_node, cluster, masters },
+                ..
+            })) => (master_node, cluster, masters),
+            Some(Ok(other)) => return Err(LinkError::NoHello(format!("{:?}", other.msg))),
+        };
+        if let Some(ours) = &self.shared.config.cluster {
+            if *ours != cluster {
+                return Err(LinkError::WrongCluster { ours: ours.clone(), theirs: cluster });
+            }
+        }
+        for (_, addr) in masters {
+            spawn_follow(self.shared, addr);
+        }
+        Ok(master_node)
+    }
+
     async fn register(
         &self,
         out: &mut OwnedWriteHalf,
         frames: &mut mpsc::Receiver<Result<FromMaster, FrameError>>,
     ) -> Result<(), LinkError> {
-        match self.send_registration(out, frames).await {
-            // A follower closes after its NotLeader: a failed send may just mean that.
-            Err(e @ (LinkError::Frame(_) | LinkError::WriteTimeout)) => {
-                let next = tokio::time::timeout(REDIRECT_GRACE, frames.recv()).await;
-                match next {
-                    Ok(Some(Ok(FromMaster { msg: MasterToCs::NotLeader { hint }, .. }))) => {
-                        Err(LinkError::NotLeader(hint))
-                    }
-                    _ => Err(e),
-                }
-            }
-            other => other,
-        }
-    }
-
-    async fn send_registration(
-        &self,
-        out: &mut OwnedWriteHalf,
-        frames: &mut mpsc::Receiver<Result<FromMaster, FrameError>>,
-    ) -> Result<(), LinkError> {
-        let store = self.store.clone();
+        let store = self.shared.store.clone();
         let (disks, chunks) = tokio::task::spawn_blocking(move || {
             store.check_disks();
             (store.disk_infos(), store.list())
         })
         .await
         .expect("registration scan task panicked");
+        let config = &self.shared.config;
         let register = CsToMaster::Register {
-            host: self.config.host.clone(),
-            port: self.config.port,
-            labels: self.config.labels.clone(),
+            host: config.host.clone(),
+            port: config.port,
+            labels: config.labels.clone(),
             disks,
-            server_id: self.config.server_id,
+            server_id: config.server_id,
+            cluster: config.cluster.clone(),
         };
         send(out, &register).await?;
         for batch in chunks.chunks(CHUNKS_PER_FRAME) {
@@ -278,9 +358,10 @@ impl Session<'_> {
         }
         early_frame(frames)?;
         send(out, &CsToMaster::RegisterDone).await?;
-        // Reports queued while disconnected still go out; damaged copies are re-announced.
-        self.store.requeue_damaged();
-        tracing::info!(chunks = chunks.len(), "registered with the master");
+        for report in self.shared.store.damaged_reports() {
+            send(out, &report).await?;
+        }
+        tracing::info!(master = %self.addr, chunks = chunks.len(), "registered with the master");
         Ok(())
     }
 
@@ -288,11 +369,11 @@ impl Session<'_> {
         &self,
         out: &mut OwnedWriteHalf,
         frames: &mut mpsc::Receiver<Result<FromMaster, FrameError>>,
-        addr: &str,
+        reports: &mut broadcast::Receiver<CsToMaster>,
         backoff: &mut Duration,
     ) -> Result<(), LinkError> {
         let (done_tx, mut done_rx) = mpsc::channel::<CsToMaster>(COMMANDS_MAX * 2);
-        let mut heartbeat = tokio::time::interval(self.config.heartbeat);
+        let mut heartbeat = tokio::time::interval(self.shared.config.heartbeat);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut silence = Silence::default();
         loop {
@@ -303,72 +384,69 @@ impl Session<'_> {
                     Some(Err(e)) => return Err(e.into()),
                     Some(Ok(frame)) => {
                         silence.heard(&frame.msg);
-                        self.obey(out, frame, &done_tx, addr, backoff).await?
+                        self.obey(out, frame, &done_tx, backoff).await?
                     }
                 },
                 () = silence.expired() => return Err(LinkError::Silent(MASTER_SILENCE)),
                 Some(done) = done_rx.recv() => send(out, &done).await?,
                 _ = heartbeat.tick() => self.heartbeat(out).await?,
-                _ = self.store.report_ready.notified() => self.send_reports(out).await?,
+                report = reports.recv() => match report {
+                    Ok(report) => send(out, &report).await?,
+                    Err(broadcast::error::RecvError::Lagged(_)) => return Err(LinkError::Lagged),
+                    Err(broadcast::error::RecvError::Closed) => return Err(LinkError::Closed),
+                },
             }
         }
     }
 
-    /// Acts on one frame from the master, once its term passed the fence.
+    /// Acts on one frame from the master; a command only once its term passed the fence.
     async fn obey(
         &self,
         out: &mut OwnedWriteHalf,
         frame: FromMaster,
         done: &mpsc::Sender<CsToMaster>,
-        addr: &str,
         backoff: &mut Duration,
     ) -> Result<(), LinkError> {
         let FromMaster { term, msg } = frame;
-        if let MasterToCs::NotLeader { hint } = msg {
-            return Err(LinkError::NotLeader(hint));
-        }
-        if let Err(e) = fence::admit(self.fence, term).await {
-            tracing::error!(master = %addr, error = %e, command = ?msg,
-                "refusing the master's command; leaving it for another master");
-            if let Some(op) = command_op(&msg) {
-                send(out, &CsToMaster::Done { op, status: Err(Status::NotLeader) }).await?;
+        let Some(op) = command_op(&msg) else {
+            match msg {
+                MasterToCs::Welcome { master_node } => {
+                    *backoff = BACKOFF_MIN;
+                    tracing::info!(master = %self.addr, master_node, term, "registration accepted");
+                }
+                MasterToCs::Hello { .. } => {
+                    return Err(LinkError::Early("a second Hello".into()));
+                }
+                _ => {}
             }
+            return Ok(());
+        };
+        if let Err(e) = fence::admit(&self.shared.fence, term).await {
+            tracing::error!(master = %self.addr, error = %e, command = ?msg,
+                "refusing the master's command; leaving it for another master");
+            send(out, &CsToMaster::Done { op, status: Err(Status::NotLeader) }).await?;
             return Err(e.into());
         }
-        match msg {
-            MasterToCs::Welcome { master_node } => {
-                *backoff = BACKOFF_MIN;
-                tracing::info!(master = %addr, master_node, term, "registration accepted");
-            }
-            MasterToCs::Heartbeat => {}
-            command => self.spawn_command(command, done.clone()),
-        }
+        self.spawn_command(msg, done.clone());
         Ok(())
     }
 
     async fn heartbeat(&self, out: &mut OwnedWriteHalf) -> Result<(), LinkError> {
-        let store = self.store.clone();
+        let store = self.shared.store.clone();
         let disks = tokio::task::spawn_blocking(move || {
             store.check_disks();
             store.disk_infos()
         })
         .await
         .expect("heartbeat disk check panicked");
-        send(out, &CsToMaster::Heartbeat { disks }).await?;
-        self.send_reports(out).await
-    }
-
-    async fn send_reports(&self, out: &mut OwnedWriteHalf) -> Result<(), LinkError> {
-        for report in self.store.take_reports() {
-            send(out, &report).await?;
-        }
-        Ok(())
+        let writing = self.shared.store.writing(WRITING_PER_HEARTBEAT);
+        send(out, &CsToMaster::Heartbeat { disks, writing }).await
     }
 
     fn spawn_command(&self, command: MasterToCs, done: mpsc::Sender<CsToMaster>) {
-        let store = self.store.clone();
-        let peers = self.peers.clone();
-        let slots = self.commands.clone();
+        let store = self.shared.store.clone();
+        let peers = self.shared.peers.clone();
+        let slots = self.shared.commands.clone();
         tokio::spawn(async move {
             let _permit = slots.acquire_owned().await.expect("semaphore never closed");
             let Some(op) = command_op(&command) else { return };
@@ -379,8 +457,8 @@ impl Session<'_> {
     }
 }
 
-/// Before `RegisterDone` a leader sends only heartbeats: another frame there is a follower's
-/// redirect (or the connection failing), and ends the registration.
+/// Before `RegisterDone` a master sends only heartbeats: anything else ends the
+/// registration.
 fn early_frame(
     frames: &mut mpsc::Receiver<Result<FromMaster, FrameError>>,
 ) -> Result<(), LinkError> {
@@ -391,9 +469,6 @@ fn early_frame(
     match next {
         Err(mpsc::error::TryRecvError::Empty) => Ok(()),
         Err(mpsc::error::TryRecvError::Disconnected) => Err(LinkError::Closed),
-        Ok(Ok(FromMaster { msg: MasterToCs::NotLeader { hint }, .. })) => {
-            Err(LinkError::NotLeader(hint))
-        }
         Ok(Ok(other)) => Err(LinkError::Early(format!("{:?}", other.msg))),
         Ok(Err(e)) if e.is_clean_close() => Err(LinkError::Closed),
         Ok(Err(e)) => Err(e.into()),
@@ -428,7 +503,7 @@ async fn read_loop(
 
 fn command_op(command: &MasterToCs) -> Option<u64> {
     match command {
-        MasterToCs::Welcome { .. } | MasterToCs::NotLeader { .. } | MasterToCs::Heartbeat => None,
+        MasterToCs::Hello { .. } | MasterToCs::Welcome { .. } | MasterToCs::Heartbeat => None,
         MasterToCs::Create { op, .. }
         | MasterToCs::SetVersion { op, .. }
         | MasterToCs::Delete { op, .. }
@@ -438,11 +513,34 @@ fn command_op(command: &MasterToCs) -> Option<u64> {
     }
 }
 
-/// Carries out one master command.
+/// Carries out one master command and tells every master what changed.
 pub async fn execute(store: &Arc<Store>, peers: &Peers, command: MasterToCs) -> Result<(), Status> {
     tracing::debug!(?command, "master command");
+    let change = change_of(&command);
+    let result = carry_out(store, peers, command).await;
+    if let (Ok(()), Some(change)) = (&result, change) {
+        store.push_report(change);
+    }
+    result
+}
+
+/// What `command` leaves on this server when it succeeds, as the report every master gets.
+fn change_of(command: &MasterToCs) -> Option<CsToMaster> {
+    let copy = |chunk_id, version| Some(CsToMaster::Copy { chunk_id, version });
+    match *command {
+        MasterToCs::Hello { .. } | MasterToCs::Welcome { .. } | MasterToCs::Heartbeat => None,
+        MasterToCs::Create { chunk_id, version, .. } => copy(chunk_id, version),
+        MasterToCs::SetVersion { chunk_id, new_version, .. } => copy(chunk_id, new_version),
+        MasterToCs::Truncate { chunk_id, new_version, .. } => copy(chunk_id, new_version),
+        MasterToCs::Duplicate { new_chunk, new_version, .. } => copy(new_chunk, new_version),
+        MasterToCs::Replicate { chunk_id, version, .. } => copy(chunk_id, version),
+        MasterToCs::Delete { chunk_id, .. } => Some(CsToMaster::Gone { chunk_id }),
+    }
+}
+
+async fn carry_out(store: &Arc<Store>, peers: &Peers, command: MasterToCs) -> Result<(), Status> {
     match command {
-        MasterToCs::Welcome { .. } | MasterToCs::NotLeader { .. } | MasterToCs::Heartbeat => Ok(()),
+        MasterToCs::Hello { .. } | MasterToCs::Welcome { .. } | MasterToCs::Heartbeat => Ok(()),
         MasterToCs::Create { chunk_id, version, .. } => {
             blocking(store, move |s| s.create_blocking(chunk_id, version)).await
         }

@@ -120,6 +120,8 @@ impl DataService {
             };
             self.forward(next.clone(), req)
         });
+        // Every master hears of it in the heartbeats: one elected mid-write leaves it alone.
+        self.store.note_write(chunk_id);
         let local =
             blocking(&self.store, move |s| s.write_blocking(chunk_id, version, offset, &data));
         join_forward(local, forward, DataReply::Written).await

@@ -16,7 +16,7 @@ use crate::format::{self, block_crc, zero_block_crc, CRC_TABLE_OFFSET, DATA_OFFS
 use mfsha_proto::cs::{CsToMaster, DiskInfo, CHUNKS_PER_FRAME};
 use mfsha_proto::data::MAX_IO_BYTES;
 use mfsha_proto::types::{ChunkId, Status, BLOCK_BYTES, CHUNK_BYTES};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -48,22 +48,23 @@ struct ChunkState {
     open: Option<(File, Instant)>,
 }
 
-/// What the master link should tell the master, queued by whoever noticed it.
-#[derive(Debug, Default)]
-struct Reports {
-    queue: VecDeque<CsToMaster>,
-}
+/// Reports a link may fall behind by before it re-registers (a full chunk list resyncs it).
+const REPORTS_BUFFERED: usize = 64 * 1024;
 
 /// Every chunk of this server.
 #[derive(Debug)]
 pub struct Store {
     pub disks: Vec<Disk>,
     chunks: RwLock<HashMap<ChunkId, Arc<Chunk>>>,
-    reports: Mutex<Reports>,
-    /// Wakes the master link when a report is queued.
-    pub report_ready: tokio::sync::Notify,
+    /// Changes to the copies, for every master link (each master keeps the whole map).
+    reports: tokio::sync::broadcast::Sender<CsToMaster>,
+    /// When a client last wrote to each chunk (pruned to [`WRITING_WINDOW`]).
+    writes: Mutex<HashMap<ChunkId, Instant>>,
     fsync_every_write: bool,
 }
+
+/// How long after its last write a chunk counts as being written.
+const WRITING_WINDOW: Duration = Duration::from_millis(mfsha_proto::cs::WRITING_WINDOW_MS);
 
 /// How an I/O failure is classified.
 enum Fail {
@@ -95,8 +96,8 @@ impl Store {
         let store = Store {
             disks,
             chunks: RwLock::new(HashMap::new()),
-            reports: Mutex::new(Reports::default()),
-            report_ready: tokio::sync::Notify::new(),
+            reports: tokio::sync::broadcast::channel(REPORTS_BUFFERED).0,
+            writes: Mutex::new(HashMap::new()),
             fsync_every_write,
         };
         for (index, disk) in store.disks.iter().enumerate() {
@@ -215,23 +216,41 @@ impl Store {
         }
     }
 
-    /// Takes the queued reports for the master.
-    pub fn take_reports(&self) -> Vec<CsToMaster> {
-        self.reports.lock().expect("reports poisoned").queue.drain(..).collect()
+    /// Every change to the copies from now on (`Copy`, `Gone`, `Damaged`, `Lost`). Subscribe
+    /// before listing the chunks for a registration, so nothing falls between the two.
+    pub fn subscribe_reports(&self) -> tokio::sync::broadcast::Receiver<CsToMaster> {
+        self.reports.subscribe()
     }
 
-    /// Queues `Damaged` again for every copy known damaged (after a reconnect).
-    pub fn requeue_damaged(&self) {
-        for c in self.all().into_iter().filter(|c| c.damaged.load(Ordering::Acquire)) {
-            let version = c.state.read().expect("chunk lock poisoned").version;
-            let report = CsToMaster::Damaged { chunk_id: c.id, version };
-            self.reports.lock().expect("reports poisoned").queue.push_back(report);
-        }
+    /// `Damaged` for every copy known damaged (sent after each registration).
+    pub fn damaged_reports(&self) -> Vec<CsToMaster> {
+        let damaged = self.all().into_iter().filter(|c| c.damaged.load(Ordering::Acquire));
+        damaged
+            .map(|c| {
+                let version = c.state.read().expect("chunk lock poisoned").version;
+                CsToMaster::Damaged { chunk_id: c.id, version }
+            })
+            .collect()
     }
 
-    fn push_report(&self, report: CsToMaster) {
-        self.reports.lock().expect("reports poisoned").queue.push_back(report);
-        self.report_ready.notify_one();
+    /// Tells every master link; with no link connected nobody needs it (a registration sends
+    /// the whole state).
+    pub fn push_report(&self, report: CsToMaster) {
+        let _no_link = self.reports.send(report);
+    }
+
+    /// Notes a client write to `chunk`, for [`Store::writing`].
+    pub fn note_write(&self, chunk: ChunkId) {
+        self.writes.lock().expect("writes poisoned").insert(chunk, Instant::now());
+    }
+
+    /// Chunks written within [`WRITING_WINDOW`], most recent first, at most `limit`.
+    pub fn writing(&self, limit: usize) -> Vec<ChunkId> {
+        let mut writes = self.writes.lock().expect("writes poisoned");
+        writes.retain(|_, at| at.elapsed() < WRITING_WINDOW);
+        let mut recent: Vec<(Instant, ChunkId)> = writes.iter().map(|(c, at)| (*at, *c)).collect();
+        recent.sort_unstable_by(|a, b| b.cmp(a));
+        recent.into_iter().take(limit).map(|(_, c)| c).collect()
     }
 
     /// A disk returned an I/O error: mark it damaged, drop its chunks from the index and report

@@ -14,6 +14,10 @@ const WAIT: Duration = Duration::from_secs(5);
 
 struct FakeMaster {
     listener: TcpListener,
+    /// The node id its `Hello` names.
+    node: u64,
+    /// The masters its `Hello` lists.
+    masters: std::sync::Mutex<Vec<(u64, String)>>,
 }
 
 struct Conn {
@@ -26,7 +30,13 @@ struct Conn {
 
 impl FakeMaster {
     async fn new() -> FakeMaster {
-        FakeMaster { listener: TcpListener::bind("127.0.0.1:0").await.unwrap() }
+        FakeMaster::node(1).await
+    }
+
+    /// A fake master that says it is node `node`.
+    async fn node(node: u64) -> FakeMaster {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        FakeMaster { listener, node, masters: Default::default() }
     }
 
     fn addr(&self) -> String {
@@ -39,7 +49,11 @@ impl FakeMaster {
             .expect("chunkserver did not connect to the master")
             .unwrap();
         let (r, w) = stream.into_split();
-        Conn { reader: BufReader::new(r), writer: w, next_op: 1, term: 1 }
+        let mut conn = Conn { reader: BufReader::new(r), writer: w, next_op: 1, term: 1 };
+        let masters = self.masters.lock().unwrap().clone();
+        let cluster = "test".to_string();
+        conn.send(&MasterToCs::Hello { master_node: self.node, cluster, masters }).await;
+        conn
     }
 }
 
@@ -52,11 +66,13 @@ impl Conn {
             .body
     }
 
-    /// The next message that is not a heartbeat.
+    /// The next message that is not a heartbeat or a copy report.
     async fn recv_event(&mut self) -> CsToMaster {
         loop {
             match self.recv().await {
-                CsToMaster::Heartbeat { .. } => continue,
+                CsToMaster::Heartbeat { .. }
+                | CsToMaster::Copy { .. }
+                | CsToMaster::Gone { .. } => continue,
                 other => return other,
             }
         }
@@ -159,7 +175,13 @@ async fn registers_heartbeats_and_reconnects_quickly() {
     assert_eq!(port, cs.addr().port());
     assert!(chunks.is_empty());
     assert_eq!(conn.command(|op| MasterToCs::Create { op, chunk_id: 7, version: 1 }).await, Ok(()));
-    assert!(matches!(conn.recv().await, CsToMaster::Heartbeat { .. }));
+    loop {
+        match conn.recv().await {
+            CsToMaster::Copy { chunk_id: 7, version: 1 } => continue,
+            CsToMaster::Heartbeat { .. } => break,
+            other => panic!("expected a heartbeat, got {other:?}"),
+        }
+    }
     // The master goes away: the chunkserver must be back within a few back-off steps.
     drop(conn);
     let started = std::time::Instant::now();
@@ -182,7 +204,9 @@ async fn expect_closed(conn: &mut Conn) {
         match next.await.expect("the chunkserver must close the connection") {
             Err(_) => return,
             Ok(frame) => match frame.body {
-                CsToMaster::Heartbeat { .. } => continue,
+                CsToMaster::Heartbeat { .. }
+                | CsToMaster::Copy { .. }
+                | CsToMaster::Gone { .. } => continue,
                 other => panic!("expected the connection to close, got {other:?}"),
             },
         }
@@ -205,13 +229,14 @@ async fn commands_of_an_older_term_are_refused_also_after_a_restart() {
     expect_closed(&mut conn).await;
     assert!(tmp.path().join("01").join(format::file_name(1, 1)).exists(), "not deleted");
     cs.shutdown().await;
-    // After a restart the fence still stands: a term-4 Welcome is refused. (A fresh fake
+    // After a restart the fence still stands: a term-4 command is refused. (A fresh fake
     // master, so no connection of the first run is accepted by mistake.)
     let master = FakeMaster::new().await;
     let cs = start_cs(&master.addr(), vec![tmp.path().to_path_buf()], 0.0).await;
     let mut stale = master.accept().await;
     stale.term = 4;
     assert_eq!(stale.registration().await.1, vec![(1, 1, false)]);
+    assert_eq!(stale.command(delete).await, Err(Status::NotLeader));
     expect_closed(&mut stale).await;
     // The current leader's term (and a newer one) is obeyed.
     let mut current = master.accept().await;
@@ -226,29 +251,76 @@ async fn commands_of_an_older_term_are_refused_also_after_a_restart() {
 }
 
 #[tokio::test]
-async fn a_follower_s_hint_is_followed_at_once() {
-    let follower = FakeMaster::new().await;
-    let leader = FakeMaster::new().await;
+async fn every_master_gets_one_registration_and_hears_of_every_copy_change() {
+    let leader = FakeMaster::node(1).await;
+    let follower = FakeMaster::node(2).await;
+    // Another address of the leader (as the VIP is): it must not get a second registration.
+    let alias = FakeMaster::node(1).await;
+    let book = vec![(1, leader.addr()), (2, follower.addr())];
+    *leader.masters.lock().unwrap() = book.clone();
+    *follower.masters.lock().unwrap() = book;
     let tmp = tempfile::tempdir().unwrap();
-    let cs = start_cs(&follower.addr(), vec![tmp.path().to_path_buf()], 0.0).await;
-    let mut conn = follower.accept().await;
-    match conn.recv().await {
-        CsToMaster::Register { .. } => {}
-        other => panic!("expected Register, got {other:?}"),
-    }
-    let hint = mfsha_proto::types::LeaderHint {
-        term: 2,
-        leader_id: 2,
-        chunkserver: Some(leader.addr()),
-        ..Default::default()
+    let mut config = ChunkserverConfig::with_dirs(vec![tmp.path().to_path_buf()]);
+    config.master = vec![leader.addr(), alias.addr()];
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.heartbeat_ms = 100;
+    let cs = Chunkserver::start(config).await.unwrap();
+    let mut lead = leader.accept().await;
+    lead.registration().await;
+    // The follower is named only in the leader's Hello: it is found from there.
+    let mut follow = follower.accept().await;
+    follow.registration().await;
+    let mut dup = alias.accept().await;
+    expect_closed(&mut dup).await;
+    // The leader's command is carried out, and the follower hears of the new copy.
+    assert_eq!(lead.command(|op| MasterToCs::Create { op, chunk_id: 3, version: 1 }).await, Ok(()));
+    assert_eq!(next_copy_report(&mut follow).await, CsToMaster::Copy { chunk_id: 3, version: 1 });
+    let delete = |op| MasterToCs::Delete { op, chunk_id: 3, version: 1 };
+    assert_eq!(lead.command(delete).await, Ok(()));
+    assert_eq!(next_copy_report(&mut follow).await, CsToMaster::Gone { chunk_id: 3 });
+    // A write a client makes is named in the heartbeats of every link.
+    let client = data_client(&cs).await;
+    let create = |op| MasterToCs::Create { op, chunk_id: 4, version: 1 };
+    assert_eq!(lead.command(create).await, Ok(()));
+    let write = DataRequest::Write {
+        chunk_id: 4,
+        version: 1,
+        offset: 0,
+        data: serde_bytes::ByteBuf::from(vec![1u8; 100]),
+        chain: vec![],
     };
-    conn.send(&MasterToCs::NotLeader { hint }).await;
-    let started = std::time::Instant::now();
-    let mut conn = leader.accept().await;
-    assert!(started.elapsed() < Duration::from_millis(500), "{:?}", started.elapsed());
-    conn.term = 2;
-    conn.registration().await;
-    assert_eq!(conn.command(|op| MasterToCs::Create { op, chunk_id: 3, version: 1 }).await, Ok(()));
+    client.call(write).await.unwrap().expect("the write is stored");
+    loop {
+        if let CsToMaster::Heartbeat { writing, .. } = follow.recv().await {
+            if writing == vec![4] {
+                break;
+            }
+        }
+    }
+    cs.shutdown().await;
+}
+
+/// The next `Copy` or `Gone` the chunkserver sends.
+async fn next_copy_report(conn: &mut Conn) -> CsToMaster {
+    loop {
+        match conn.recv().await {
+            report @ (CsToMaster::Copy { .. } | CsToMaster::Gone { .. }) => return report,
+            _ => continue,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_master_of_another_cluster_is_refused() {
+    let master = FakeMaster::new().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut config = ChunkserverConfig::with_dirs(vec![tmp.path().to_path_buf()]);
+    config.master = vec![master.addr()];
+    config.cluster_id = Some("other".into());
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    let cs = Chunkserver::start(config).await.unwrap();
+    let mut conn = master.accept().await;
+    expect_closed(&mut conn).await;
     cs.shutdown().await;
 }
 
@@ -452,7 +524,7 @@ async fn a_vanished_disk_is_reported_damaged_and_its_chunks_lost() {
     std::fs::write(&d1, b"x").unwrap();
     assert_eq!(conn.recv_event().await, CsToMaster::Lost(vec![0x99]));
     let damaged = loop {
-        if let CsToMaster::Heartbeat { disks } = conn.recv().await {
+        if let CsToMaster::Heartbeat { disks, .. } = conn.recv().await {
             break disks;
         }
     };

@@ -17,6 +17,7 @@ mod demo;
 mod leader;
 mod member;
 mod meta_check;
+mod meta_restore;
 mod status;
 mod supervise;
 mod tools;
@@ -217,6 +218,17 @@ enum Meta {
         /// The master's data_dir.
         data_dir: PathBuf,
     },
+    /// Every master lost: make a new group in this master's empty data_dir from a
+    /// metalogger's or the witness's copy (or a copy of a master's data_dir). See
+    /// docs/runbook-restore.md.
+    Restore {
+        /// A metalogger's data_dir (its witness/ store is used too), or a master data_dir copy.
+        #[arg(long)]
+        from: PathBuf,
+        /// The master's YAML configuration (its node_id, cluster_id, data_dir and peers).
+        #[arg(short, long, default_value = "/etc/mfsha/master.yaml")]
+        config: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -371,6 +383,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             block_on(member::transfer_leader(&master, id))
         }
         Command::Meta { which: Meta::Check { data_dir } } => meta_check::run(&data_dir),
+        Command::Meta { which: Meta::Restore { from, config } } => {
+            meta_restore::run(&from, &config)
+        }
         Command::Bench { which: Bench::Meta { master, sessions, ops } } => {
             block_on(bench_meta::run(&master, sessions, ops))
         }

@@ -48,8 +48,10 @@ pub struct ChunksSetup {
     /// The bound chunkserver port. Take it to serve chunkservers; if left, the master does
     /// not listen for chunkservers.
     pub listener: Option<TcpListener>,
-    /// Who leads: chunkserver connections are redirected and closed by it.
+    /// Who leads, and where every master is (sent to chunkservers in `Hello`).
     pub leadership: Leadership,
+    /// This master's `cluster_id`: a chunkserver configured for another is refused.
+    pub cluster_id: String,
     pub shutdown: Shutdown,
 }
 
@@ -107,6 +109,7 @@ pub async fn start_with(
         config: config.chunks.clone(),
         listener: Some(chunkserver_listener),
         leadership: leadership.clone(),
+        cluster_id: config.cluster_id.clone(),
         shutdown: shutdown.clone(),
     };
     let chunk_service = chunks(&mut setup);
@@ -173,6 +176,29 @@ pub fn bootstrap(config: &MasterConfig) -> Result<(), DaemonError> {
     let data_dir = config.data_dir.clone();
     mfsha_raft::driver::bootstrap::<State>(&raft_config(config))
         .map_err(|e| DaemonError::Node { data_dir, reason: e.to_string() })
+}
+
+/// Makes a new group in this master's data directory from `state`, the metadata of a lost
+/// group (`mfsha meta restore`), starting at `term`. The data directory must be empty or
+/// missing: a restore never overwrites anything.
+pub fn bootstrap_from(config: &MasterConfig, state: State, term: u64) -> Result<(), DaemonError> {
+    let data_dir = config.data_dir.clone();
+    let not_empty = |reason: String| DaemonError::Node { data_dir: data_dir.clone(), reason };
+    let empty = match std::fs::read_dir(&config.data_dir) {
+        Ok(mut entries) => entries.next().is_none(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+        Err(e) => return Err(not_empty(format!("cannot be read: {e}"))),
+    };
+    if !empty {
+        return Err(not_empty(
+            "is not empty; a restore writes only into an empty or missing data directory \
+             (move the old one aside first)"
+                .into(),
+        ));
+    }
+    let state = state.rebased(mfsha_raft::store::BOOTSTRAP_INDEX);
+    mfsha_raft::driver::bootstrap_with::<State>(&raft_config(config), state, term)
+        .map_err(|e| DaemonError::Node { data_dir: config.data_dir.clone(), reason: e.to_string() })
 }
 
 /// Opens the store and starts the Raft thread (blocking work, so off the async workers).

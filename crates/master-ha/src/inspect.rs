@@ -5,7 +5,7 @@
 //! state and checks its invariants.
 
 use mfsha_meta::{Counts, State, Table};
-use mfsha_raft::store::{unseal, DB_DIR_NAME};
+use mfsha_raft::store::{hard_state_term, unseal, StateKey, CF_RAFT_STATE, DB_DIR_NAME};
 use mfsha_raft::StateMachine;
 use rocksdb::{IteratorMode, Options, DB};
 use std::path::{Path, PathBuf};
@@ -39,6 +39,47 @@ pub struct Inspection {
 
 /// Loads the metadata of the stopped master in `data_dir` and checks its invariants.
 pub fn check_data_dir(data_dir: &Path) -> Result<Inspection, InspectError> {
+    let (state, records) = load_checked(data_dir)?;
+    Ok(Inspection { applied_index: state.applied_index(), counts: state.counts(), records })
+}
+
+/// The Raft term the stopped node in `data_dir` had reached (a restored group starts above
+/// it, so chunkservers that obeyed the lost group obey the new one).
+pub fn stored_term(data_dir: &Path) -> Result<u64, InspectError> {
+    let db_path = data_dir.join(DB_DIR_NAME);
+    let options = Options::default();
+    let open_error = |reason: String| InspectError::Open { path: db_path.clone(), reason };
+    let families = DB::list_cf(&options, &db_path).map_err(|e| open_error(e.to_string()))?;
+    let db = DB::open_cf_for_read_only(&options, &db_path, &families, false)
+        .map_err(|e| open_error(e.to_string()))?;
+    let cf = CF_RAFT_STATE;
+    let handle =
+        db.cf_handle(cf).ok_or_else(|| InspectError::MissingTable { path: db_path.clone(), cf })?;
+    let key = StateKey::HardState.as_bytes();
+    let read_error = |reason: String| InspectError::Read { path: db_path.clone(), cf, reason };
+    let value = db.get_cf(handle, key).map_err(|e| read_error(e.to_string()))?;
+    let Some(value) = value else { return Ok(0) };
+    hard_state_term(&value).map_err(|reason| InspectError::Corrupt {
+        path: db_path.clone(),
+        cf,
+        key: "hard_state".into(),
+        reason,
+    })
+}
+
+/// Whether `dir` holds a node's store (a master's or a witness's data directory).
+pub fn holds_store(dir: &Path) -> bool {
+    dir.join(DB_DIR_NAME).is_dir()
+}
+
+/// The metadata of the stopped node (master or witness) in `data_dir`, checked; for
+/// `mfsha meta restore`.
+pub fn load_state(data_dir: &Path) -> Result<State, InspectError> {
+    load_checked(data_dir).map(|(state, _)| state)
+}
+
+/// The state and how many records it was loaded from.
+fn load_checked(data_dir: &Path) -> Result<(State, usize), InspectError> {
     let db_path = data_dir.join(DB_DIR_NAME);
     if !db_path.is_dir() {
         return Err(InspectError::NotADataDir { path: data_dir.to_path_buf() });
@@ -51,7 +92,7 @@ pub fn check_data_dir(data_dir: &Path) -> Result<Inspection, InspectError> {
     state
         .check_invariants()
         .map_err(|violations| InspectError::Invariants { path: db_path.clone(), violations })?;
-    Ok(Inspection { applied_index: state.applied_index(), counts: state.counts(), records: count })
+    Ok((state, count))
 }
 
 /// One stored metadata record: its table, key and value.

@@ -187,6 +187,13 @@ impl State {
         }
     }
 
+    /// This state as the first state of a new group at `index` (disaster restore: the lost
+    /// group's log positions mean nothing to the new one).
+    pub fn rebased(mut self, index: u64) -> State {
+        self.applied_index = index;
+        self
+    }
+
     /// The log index of the last applied entry (0 for a new state).
     pub fn applied_index(&self) -> u64 {
         self.applied_index

@@ -1,9 +1,14 @@
 //! Chunkserver ↔ master messages.
 //!
-//! The chunkserver opens the connection to the master (the leader, found through the VIP or a
-//! list of hosts), sends [`CsToMaster::Register`], then every chunk it holds in one or more
-//! [`CsToMaster::Chunks`] batches, then [`CsToMaster::RegisterDone`]. After that it heartbeats
-//! and answers the master's commands; each command carries an `op` id that its answer repeats.
+//! A chunkserver keeps a connection to *every* master, not only the leader, so that a newly
+//! elected leader already knows where every copy is (MooseFS's shadow masters learn it only
+//! when the chunkservers reconnect, seconds after the failover). On each connection the
+//! master speaks first with [`MasterToCs::Hello`] (who it is, its cluster, where the other
+//! masters are); the chunkserver then sends [`CsToMaster::Register`], every chunk it holds in
+//! one or more [`CsToMaster::Chunks`] batches, and [`CsToMaster::RegisterDone`]. After that it
+//! heartbeats, reports every change to its copies to every master (`Copy`, `Gone`, `Damaged`,
+//! `Lost`), and answers the commands of the master that leads; each command carries an `op`
+//! id that its answer repeats. Only the leader sends commands.
 //!
 //! Every frame from the master is a [`FromMaster`]: the master's Raft term and the message. A
 //! chunkserver obeys no command with a term older than the highest it has obeyed (it keeps
@@ -21,6 +26,10 @@ pub const MASTER_HEARTBEAT_MS: u64 = 300;
 /// A master silent this long (five heartbeats) is taken for dead by its chunkservers and
 /// metaloggers.
 pub const MASTER_SILENCE_MS: u64 = 1500;
+/// A chunk written to within this long is reported in heartbeats as being written.
+pub const WRITING_WINDOW_MS: u64 = 5000;
+/// Most chunks named in one heartbeat's `writing` list (the most recently written first).
+pub const WRITING_PER_HEARTBEAT: usize = 10_000;
 
 /// A data directory of a chunkserver, as reported to the master.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,12 +59,28 @@ pub enum CsToMaster {
         /// A stable id kept in the chunkserver's data directory, so a restarted server is
         /// recognised as the same one.
         server_id: u64,
+        /// The cluster this chunkserver was configured for (`cluster_id`), if any: a master
+        /// of another cluster refuses it.
+        cluster: Option<String>,
     },
     /// Chunks held, as (id, version, on a disk marked for removal).
     Chunks(Vec<(ChunkId, u32, bool)>),
     RegisterDone,
     Heartbeat {
         disks: Vec<DiskInfo>,
+        /// Chunks a client wrote to here within the last [`WRITING_WINDOW_MS`]: a master that
+        /// becomes leader must not replicate or delete them while the write may go on.
+        writing: Vec<ChunkId>,
+    },
+    /// This server now holds `chunk_id` at `version` (created, renumbered, truncated,
+    /// duplicated or replicated here), whichever master ordered it.
+    Copy {
+        chunk_id: ChunkId,
+        version: u32,
+    },
+    /// This server deleted its copy of `chunk_id`.
+    Gone {
+        chunk_id: ChunkId,
     },
     /// A copy failed its checksum or could not be read; the master should replace it.
     Damaged {
@@ -83,10 +108,12 @@ pub struct FromMaster {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MasterToCs {
+    /// The master's first frame on every connection: its node id, its cluster, and the
+    /// chunkserver address of every master of the group (its own included), so a chunkserver
+    /// that was given one address (the VIP) connects to all of them.
+    Hello { master_node: u64, cluster: String, masters: Vec<(u64, String)> },
     /// Registration accepted.
     Welcome { master_node: u64 },
-    /// This master is not the leader and closes the connection; go to `hint.chunkserver`.
-    NotLeader { hint: LeaderHint },
     /// Sent every [`MASTER_HEARTBEAT_MS`] so the chunkserver notices a master that hangs
     /// (its kernel still acknowledges, so TCP alone would not tell).
     Heartbeat,

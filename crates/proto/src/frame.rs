@@ -12,7 +12,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 ///
 /// 2: master replies to clients are `client::Answer` (term + result), master frames to
 /// chunkservers are `cs::FromMaster` (term + message), `ClientOp::WhoLeads`, `LeaderHint`.
-pub const PROTOCOL_VERSION: u8 = 2;
+pub const PROTOCOL_VERSION: u8 = 3;
 
 /// Largest frame body (everything after the 4-byte length) we accept or send.
 ///

@@ -80,8 +80,12 @@ fn chunkserver_data_logger_peer_messages_round_trip() {
             labels: vec![],
             disks: vec![disk],
             server_id: 3,
+            cluster: Some("mfsha".into()),
         },
     );
+    round_trip(0, CsToMaster::Heartbeat { disks: vec![], writing: vec![1, u64::MAX] });
+    round_trip(0, CsToMaster::Copy { chunk_id: 5, version: 6 });
+    round_trip(0, CsToMaster::Gone { chunk_id: 5 });
     round_trip(0, CsToMaster::Chunks(vec![(1, 2, false), (u64::MAX, u32::MAX, true)]));
     round_trip(
         0,
@@ -128,7 +132,9 @@ fn leader_hints_terms_and_redirects_round_trip() {
     round_trip(2, Answer { term: u64::MAX, reply: Err(Status::NotLeader) });
     round_trip(3, Answer { term: 0, reply: Ok(ClientReply::Leader(LeaderHint::default())) });
     round_trip(0, FromMaster { term: 7, msg: MasterToCs::Welcome { master_node: 2 } });
-    round_trip(0, FromMaster { term: 8, msg: MasterToCs::NotLeader { hint: sample_hint() } });
+    let masters = vec![(1, "m1:9420".to_string()), (2, "m2:9420".to_string())];
+    let hello = MasterToCs::Hello { master_node: 2, cluster: "mfsha".into(), masters };
+    round_trip(0, FromMaster { term: 8, msg: hello });
     let delete = MasterToCs::Delete { op: 9, chunk_id: 1, version: 0 };
     round_trip(0, FromMaster { term: 1 << 40, msg: delete });
     round_trip(0, MasterToLogger::NotLeader { leader_hint: Some("m2:9419".into()) });

@@ -12,7 +12,7 @@ use crate::handle::{Applied, Handle, Inbox, Shared};
 use crate::node::Node;
 use crate::slog_tracing::raft_logger;
 use crate::state_machine::StateMachine;
-use crate::store::{Identity, LogStore, StoreError, BOOTSTRAP_INDEX};
+use crate::store::{Identity, LogStore, StoreError, BOOTSTRAP_INDEX, BOOTSTRAP_TERM};
 use crate::transport::{SnapshotReports, Transport};
 
 /// Why a node could not start. Each says which directory and what to do.
@@ -76,6 +76,19 @@ pub fn bootstrap_store<S: StateMachine, L: LogStore>(
     store: &mut L,
     config: &RaftConfig,
 ) -> Result<(), StartError> {
+    bootstrap_store_with(store, config, S::bootstrap(BOOTSTRAP_INDEX), BOOTSTRAP_TERM)
+}
+
+/// Makes a new group in an empty store whose first state is `state` at `term` (a restored
+/// copy of a lost group's metadata, re-based to [`BOOTSTRAP_INDEX`], and a term above the lost
+/// group's): the disaster-restore path.
+pub fn bootstrap_store_with<S: StateMachine, L: LogStore>(
+    store: &mut L,
+    config: &RaftConfig,
+    state: S,
+    term: u64,
+) -> Result<(), StartError> {
+    assert_eq!(state.applied_index(), BOOTSTRAP_INDEX, "a new group starts at the bootstrap index");
     config.check().map_err(StartError::Config)?;
     check_identity(store, config)?;
     if store.is_initialized() {
@@ -85,7 +98,6 @@ pub fn bootstrap_store<S: StateMachine, L: LogStore>(
             cluster_id: config.cluster_id.clone(),
         });
     }
-    let state = S::bootstrap(BOOTSTRAP_INDEX);
     let conf_state = ConfState {
         voters: config.voters(),
         learners: config.learners.clone(),
@@ -93,7 +105,7 @@ pub fn bootstrap_store<S: StateMachine, L: LogStore>(
     };
     tracing::info!(node = config.node_id, cluster = %config.cluster_id, voters = ?conf_state.voters,
         learners = ?conf_state.learners, "bootstrapping a new group");
-    let written = store.bootstrap(conf_state, state.records(), state.to_snapshot());
+    let written = store.bootstrap(conf_state, state.records(), state.to_snapshot(), term);
     written.map_err(|cause| store_error(config, cause))
 }
 

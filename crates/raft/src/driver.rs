@@ -41,6 +41,17 @@ pub fn bootstrap<S: StateMachine>(config: &RaftConfig) -> Result<(), StartError>
     crate::boot::bootstrap_store::<S, RaftStore>(&mut store, config)
 }
 
+/// Makes a new group in `config`'s empty data directory starting from `state` (see
+/// [`crate::boot::bootstrap_store_with`]).
+pub fn bootstrap_with<S: StateMachine>(
+    config: &RaftConfig,
+    state: S,
+    term: u64,
+) -> Result<(), StartError> {
+    let mut store = open(config, S::TABLES)?;
+    crate::boot::bootstrap_store_with::<S, RaftStore>(&mut store, config, state, term)
+}
+
 fn open(config: &RaftConfig, tables: &'static [&'static str]) -> Result<RaftStore, StartError> {
     RaftStore::open(&config.data_dir, tables)
         .map_err(|cause| StartError::Store { data_dir: config.data_dir.clone(), cause })

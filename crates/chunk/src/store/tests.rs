@@ -78,6 +78,7 @@ fn partial_overwrites_keep_neighbouring_bytes() {
 fn a_flipped_byte_is_never_returned_and_is_reported() {
     let tmp = tempfile::tempdir().unwrap();
     let store = store_at(tmp.path());
+    let mut reports = store.subscribe_reports();
     store.create_blocking(9, 3).unwrap();
     store.write_blocking(9, 3, 0, &pattern(4 * 65536, 3)).unwrap();
     store.sync_blocking(9, 3).unwrap();
@@ -86,8 +87,8 @@ fn a_flipped_byte_is_never_returned_and_is_reported() {
     assert_eq!(store.read_blocking(9, 3, 2 * 65536 + 100, 1), Err(Status::Checksum));
     // Undamaged blocks still read.
     assert_eq!(store.read_blocking(9, 3, 0, 65536).unwrap(), pattern(65536, 3));
-    assert_eq!(store.take_reports(), vec![CsToMaster::Damaged { chunk_id: 9, version: 3 }]);
-    assert!(store.take_reports().is_empty(), "reported once");
+    assert_eq!(drain(&mut reports), vec![CsToMaster::Damaged { chunk_id: 9, version: 3 }]);
+    assert!(drain(&mut reports).is_empty(), "reported once");
     // A partial write into the damaged block must not bless it with a fresh CRC.
     assert_eq!(store.write_blocking(9, 3, 2 * 65536 + 5, b"x"), Err(Status::Checksum));
     assert_eq!(store.verify_blocking(9, 3, 2 * 65536, 65536), Err(Status::Checksum));
@@ -269,6 +270,7 @@ fn disk_replaced_by_a_file_is_marked_damaged_and_its_chunks_lost() {
     store.sync_blocking(50, 1).unwrap();
     drop(store);
     let store = Store::open(vec![good_disk, open_disk(&bad)], false);
+    let mut reports = store.subscribe_reports();
     assert_eq!(store.list(), vec![(50, 1, false)]);
     // The disk goes away: the directory is replaced by a file (root ignores permissions).
     fs::rename(&bad, tmp.path().join("old")).unwrap();
@@ -276,7 +278,7 @@ fn disk_replaced_by_a_file_is_marked_damaged_and_its_chunks_lost() {
     assert_eq!(store.read_blocking(50, 1, 0, 1), Err(Status::Io));
     assert!(store.disks[1].is_damaged());
     assert!(!store.disks[0].is_damaged());
-    assert_eq!(store.take_reports(), vec![CsToMaster::Lost(vec![50])]);
+    assert_eq!(drain(&mut reports), vec![CsToMaster::Lost(vec![50])]);
     assert!(store.list().is_empty());
     let infos = store.disk_infos();
     assert!(infos[1].damaged && !infos[0].damaged);
@@ -291,10 +293,11 @@ fn injected_fault_and_health_check_mark_the_disk_damaged() {
     let store = store_at(tmp.path());
     store.create_blocking(60, 1).unwrap();
     store.create_blocking(61, 1).unwrap();
+    let mut reports = store.subscribe_reports();
     store.disks[0].inject_fault();
     store.check_disks();
     assert!(store.disks[0].is_damaged());
-    let mut lost = match store.take_reports().as_slice() {
+    let mut lost = match drain(&mut reports).as_slice() {
         [CsToMaster::Lost(ids)] => ids.clone(),
         other => panic!("expected one Lost report, got {other:?}"),
     };
@@ -347,4 +350,9 @@ fn idle_write_descriptors_are_synced_and_closed() {
     store.close_idle_blocking(Duration::ZERO);
     assert!(chunk.state.read().unwrap().open.is_none());
     assert_eq!(store.read_blocking(90, 1, 0, 3).unwrap(), b"abc");
+}
+
+/// The reports sent so far.
+fn drain(reports: &mut tokio::sync::broadcast::Receiver<CsToMaster>) -> Vec<CsToMaster> {
+    std::iter::from_fn(|| reports.try_recv().ok()).collect()
 }

@@ -1,14 +1,18 @@
 //! The chunkserver port (9420): one task per connected chunkserver.
 //!
-//! A connection must start with `Register`; a master that is not the leader answers
-//! `NotLeader` with a hint naming the leader's chunkserver port and closes it right there, so
-//! the chunkserver goes to the leader (or the next master address, or the VIP's new owner).
-//! Every frame to a chunkserver carries the term in which this master accepted it as leader
-//! (`FromMaster`), and the connection is closed as soon as this master no longer leads in
-//! that term, so a chunkserver never gets a command from a deposed leader's connection.
-//! After that the connection carries, in both directions and in any order, the chunk list,
-//! heartbeats, reports and `Done` answers from the chunkserver, and commands from the master.
-//! A bad frame or a protocol violation closes only that connection, logged with the peer.
+//! Every master, leader or not, takes chunkserver registrations and keeps their copies in its
+//! registry, so a newly elected leader knows where every copy is at once; only the leader
+//! sends commands. The master speaks first with `Hello` (its node id, its cluster, every
+//! master's chunkserver address), then the connection must carry `Register`; a chunkserver
+//! configured for another cluster is refused there. After that the connection carries, in
+//! both directions and in any order, the chunk list, heartbeats, copy reports and `Done`
+//! answers from the chunkserver, and commands from the master.
+//!
+//! Every frame to a chunkserver carries this master's current term (`FromMaster`). A command
+//! is sent only while this master leads, stamped with the term it leads in; queued when it
+//! led and found at send time that it no longer does, it is dropped (its waiter times out),
+//! so a deposed leader's connection carries no command. A bad frame or a protocol violation
+//! closes only that connection, logged with the peer.
 
 use super::registry::ServerKey;
 use super::ChunkRegistry;
@@ -26,18 +30,37 @@ use tokio::sync::mpsc;
 
 /// A chunkserver silent for this long (it heartbeats every second) is considered gone.
 const SILENCE_LIMIT: Duration = Duration::from_secs(10);
+/// How long the `Hello` may take to send.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(2);
 /// Commands queued for one chunkserver before sends fail with `Busy`.
 const COMMAND_QUEUE: usize = 4096;
-/// How long a follower reads what a redirected chunkserver still sends before closing.
-const REDIRECT_DRAIN: Duration = Duration::from_secs(2);
 /// Copies one chunkserver may report; more is a broken or hostile peer.
 const MAX_COPIES_PER_SERVER: u64 = 100_000_000;
+/// Most chunks a heartbeat may name as being written.
+const MAX_WRITING_PER_HEARTBEAT: usize = mfsha_proto::cs::WRITING_PER_HEARTBEAT;
+
+/// What this master tells every chunkserver first.
+#[derive(Clone)]
+pub struct Greeting {
+    pub leadership: Leadership,
+    pub cluster: String,
+}
+
+impl Greeting {
+    fn hello(&self, node_id: u64) -> FromMaster {
+        let book = self.leadership.book();
+        let masters = book.chunkserver_addrs();
+        let msg =
+            MasterToCs::Hello { master_node: node_id, cluster: self.cluster.clone(), masters };
+        FromMaster { term: self.leadership.now().term, msg }
+    }
+}
 
 /// Accepts chunkserver connections until shutdown.
 pub async fn serve(
     listener: TcpListener,
     registry: Arc<ChunkRegistry>,
-    leadership: Leadership,
+    greeting: Greeting,
     shutdown: Shutdown,
 ) {
     loop {
@@ -49,10 +72,10 @@ pub async fn serve(
             Ok((stream, peer)) => {
                 let registry = registry.clone();
                 let shutdown = shutdown.clone();
-                let leadership = leadership.clone();
+                let greeting = greeting.clone();
                 tokio::spawn(async move {
                     tokio::select! {
-                        _ = connection(stream, peer, registry, leadership) => {}
+                        _ = connection(stream, peer, registry, greeting) => {}
                         _ = shutdown.triggered() => {}
                     }
                 });
@@ -74,45 +97,44 @@ enum ConnError {
     Protocol(String),
     #[error("no message for {0:?}")]
     Silent(Duration),
-    #[error("this master is not the leader")]
-    NotLeader,
 }
 
 async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
     registry: Arc<ChunkRegistry>,
-    leadership: Leadership,
+    greeting: Greeting,
 ) {
     stream.set_nodelay(true).ok();
-    let (read_half, write_half) = stream.into_split();
+    let (read_half, mut write_half) = stream.into_split();
+    let hello = greeting.hello(registry.meta.node_id());
+    if let Err(e) = send_hello(&mut write_half, &hello).await {
+        return tracing::debug!(%peer, error = %e, "could not greet the chunkserver");
+    }
     let mut reader = BufReader::new(read_half);
     let first = tokio::time::timeout(SILENCE_LIMIT, read_frame::<_, CsToMaster>(&mut reader)).await;
     let register = match first {
         Ok(Ok(frame)) => frame.body,
         Ok(Err(e)) => {
-            return tracing::warn!(%peer, error = %e, "chunkserver connection closed before registering")
+            return tracing::debug!(%peer, error = %e, "chunkserver connection closed before registering")
         }
         Err(_) => return tracing::warn!(%peer, "chunkserver sent nothing; closing"),
     };
-    let CsToMaster::Register { host, port, labels, disks, server_id } = register else {
+    let CsToMaster::Register { host, port, labels, disks, server_id, cluster } = register else {
         return tracing::warn!(%peer, "chunkserver's first message was not Register; closing");
     };
-    let term = match leadership.leading_term() {
-        Some(term) if registry.meta.is_leader() => term,
-        _ => return redirect(write_half, reader, peer, &leadership).await,
-    };
+    if let Some(theirs) = cluster.filter(|theirs| *theirs != greeting.cluster) {
+        return tracing::error!(%peer, cluster = %theirs, ours = %greeting.cluster,
+            "refusing a chunkserver of another cluster (check its master and cluster_id)");
+    }
     let addr = ServerAddr { host: host.unwrap_or_else(|| peer.ip().to_string()), port };
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
     let key = registry.inner.lock().add_server(server_id, addr.clone(), labels, disks, tx);
-    tracing::info!(%peer, server = %addr, server_id = format_args!("{server_id:016x}"), term, "chunkserver registering");
-    let writer = tokio::spawn(write_loop(write_half, rx, addr.clone(), term));
+    tracing::info!(%peer, server = %addr, server_id = format_args!("{server_id:016x}"), "chunkserver registering");
+    let writer = tokio::spawn(write_loop(write_half, rx, addr.clone(), greeting.leadership));
     let (frames_tx, frames) = mpsc::channel(64);
     let read_task = tokio::spawn(read_loop(reader, frames_tx));
-    let result = tokio::select! {
-        result = session(&registry, key, &addr, frames) => result,
-        () = leadership.ended(term) => Err(ConnError::NotLeader),
-    };
+    let result = session(&registry, key, &addr, frames).await;
     read_task.abort();
     writer.abort();
     registry.inner.lock().remove_server(key);
@@ -122,31 +144,14 @@ async fn connection(
     }
 }
 
-/// A follower's answer to `Register`: who leads, then close. What the chunkserver sent
-/// meanwhile is read and dropped until it closes (at most [`REDIRECT_DRAIN`]): closing with
-/// unread data would reset the connection, and the reset can destroy the redirect before
-/// the chunkserver reads it.
-async fn redirect(
-    mut out: OwnedWriteHalf,
-    mut reader: BufReader<OwnedReadHalf>,
-    peer: SocketAddr,
-    leadership: &Leadership,
-) {
-    let hint = leadership.hint();
-    tracing::debug!(%peer, leader = hint.leader_id, to = ?hint.chunkserver,
-        "not the leader; redirecting the chunkserver");
-    let frame = FromMaster { term: hint.term, msg: MasterToCs::NotLeader { hint } };
-    let sent = match write_frame(&mut out, 0, &frame).await {
-        Ok(()) => out.shutdown().await.map_err(FrameError::from),
-        Err(e) => Err(e),
+async fn send_hello(out: &mut OwnedWriteHalf, hello: &FromMaster) -> Result<(), FrameError> {
+    let sent = async {
+        write_frame(out, 0, hello).await?;
+        out.flush().await.map_err(FrameError::from)
     };
-    if let Err(e) = sent {
-        return tracing::debug!(%peer, error = %e, "could not redirect the chunkserver");
-    }
-    let mut sink = tokio::io::sink();
-    let drain = tokio::io::copy(&mut reader, &mut sink);
-    if tokio::time::timeout(REDIRECT_DRAIN, drain).await.is_err() {
-        tracing::debug!(%peer, "redirected chunkserver kept sending; closing");
+    match tokio::time::timeout(HELLO_TIMEOUT, sent).await {
+        Ok(result) => result,
+        Err(_) => Err(FrameError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))),
     }
 }
 
@@ -168,7 +173,7 @@ async fn write_loop(
     out: OwnedWriteHalf,
     mut rx: mpsc::Receiver<MasterToCs>,
     addr: ServerAddr,
-    term: u64,
+    leadership: Leadership,
 ) {
     let mut out = BufWriter::new(out);
     let mut beat = tokio::time::interval(Duration::from_millis(MASTER_HEARTBEAT_MS));
@@ -181,23 +186,34 @@ async fn write_loop(
             },
             _ = beat.tick() => MasterToCs::Heartbeat,
         };
-        if let Err(e) = write_batch(&mut out, msg, &mut rx, term).await {
+        if let Err(e) = write_batch(&mut out, msg, &mut rx, &leadership).await {
             tracing::warn!(server = %addr, error = %e, "cannot send to chunkserver");
             return;
         }
     }
 }
 
-/// Writes `first` and whatever else is queued, each stamped with `term`, then flushes once.
+/// Writes `first` and whatever else is queued, then flushes once. Commands go out only while
+/// this master leads, stamped with that term; others carry the current term.
 async fn write_batch(
     out: &mut BufWriter<OwnedWriteHalf>,
     first: MasterToCs,
     rx: &mut mpsc::Receiver<MasterToCs>,
-    term: u64,
+    leadership: &Leadership,
 ) -> Result<(), FrameError> {
-    write_frame(out, 0, &FromMaster { term, msg: first }).await?;
-    while let Ok(msg) = rx.try_recv() {
-        write_frame(out, 0, &FromMaster { term, msg }).await?;
+    let lead = leadership.now();
+    let mut next = Some(first);
+    while let Some(msg) = next {
+        let is_command = !matches!(
+            msg,
+            MasterToCs::Hello { .. } | MasterToCs::Welcome { .. } | MasterToCs::Heartbeat
+        );
+        if is_command && !lead.leading {
+            tracing::warn!(command = ?msg, "no longer leader: dropping a queued chunkserver command");
+        } else {
+            write_frame(out, 0, &FromMaster { term: lead.term, msg }).await?;
+        }
+        next = rx.try_recv().ok();
     }
     out.flush().await?;
     Ok(())
@@ -215,9 +231,6 @@ async fn session(
         let frame = tokio::select! {
             f = frames.recv() => f,
             _ = check.tick() => {
-                if !registry.meta.is_leader() {
-                    return Err(ConnError::NotLeader);
-                }
                 if last_heard.elapsed() > SILENCE_LIMIT {
                     return Err(ConnError::Silent(SILENCE_LIMIT));
                 }
@@ -265,11 +278,23 @@ fn handle(
             }
             tracing::info!(server = %addr, copies, "chunkserver registered");
         }
-        CsToMaster::Heartbeat { disks } => {
+        CsToMaster::Heartbeat { disks, writing } => {
+            if writing.len() > MAX_WRITING_PER_HEARTBEAT {
+                return Err(ConnError::Protocol(format!(
+                    "{} chunks named as being written (at most {MAX_WRITING_PER_HEARTBEAT})",
+                    writing.len()
+                )));
+            }
             if let Some(server) = inner.servers.get_mut(&key) {
                 server.disks = disks;
             }
+            inner.note_writing(&writing);
         }
+        CsToMaster::Copy { chunk_id, version } => {
+            let marked = inner.copy_marked(key, chunk_id);
+            inner.upsert_copy(key, chunk_id, version, marked);
+        }
+        CsToMaster::Gone { chunk_id } => inner.remove_copy(key, chunk_id),
         CsToMaster::Damaged { chunk_id, version } => {
             tracing::warn!(server = %addr, chunk = format_args!("{chunk_id:016X}"), version, "chunkserver reports a damaged copy");
             inner.mark_damaged(key, chunk_id, version);

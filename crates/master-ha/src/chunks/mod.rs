@@ -1,9 +1,12 @@
 //! The chunk-copy registry and the replication engine.
 //!
 //! Which chunkserver holds which copy of which chunk at which version is *not* replicated
-//! metadata (as in MooseFS): chunkservers report their copies when they register with the
-//! leader, and the leader keeps them here, in memory. A follower keeps no registry; it closes
-//! chunkserver connections so they go on to the leader.
+//! metadata (as in MooseFS): chunkservers report their copies to every master when they
+//! register, and every change after that, and each master keeps them here, in memory. So a
+//! follower elected leader already knows where every copy is; only the leader sends
+//! commands and runs the engine. Chunkservers also name the chunks clients are writing in
+//! their heartbeats, so a new leader does not replicate or delete a chunk a client is
+//! writing under a grant of the old leader.
 //!
 //! * [`registry`] — connected servers, copies, commands in flight (plain data + queries).
 //! * [`listener`] — the chunkserver port: registration, heartbeats, reports, `Done` answers.
@@ -13,9 +16,9 @@
 //!   (create / version bump / duplicate / truncate on the chosen chunkservers) and the
 //!   [`ChunkService`] the client service calls.
 //!
-//! After this master becomes leader it waits `replication_delay_init_ms` before deleting or
-//! replicating anything, so that chunkservers have re-registered: a copy not yet reported is
-//! not a missing copy.
+//! After this master becomes leader it still waits `replication_delay_init_ms` before deleting
+//! or replicating anything (reads and writes are served at once), so that a chunkserver that
+//! was cut off from it has re-registered: a copy not yet reported is not a missing copy.
 
 pub mod listener;
 pub mod plan;
@@ -143,25 +146,21 @@ impl ChunkRegistry {
         }
     }
 
-    /// `Some(ready)` while leader; on losing leadership every connection is dropped so the
-    /// chunkservers go to the new leader.
+    /// `Some(ready)` while leader. On losing leadership the commands in flight are failed;
+    /// the chunkservers stay connected (every master keeps their copies, see the module).
     fn leadership(&self) -> Option<bool> {
         let mut since = self.leader_since.lock();
         if !self.meta.is_leader() {
             if since.take().is_some() {
-                tracing::warn!("no longer leader: dropping chunkserver connections");
-                let mut inner = self.inner.lock();
-                let keys: Vec<ServerKey> = inner.servers.keys().copied().collect();
-                for key in keys {
-                    inner.remove_server(key);
-                }
+                tracing::warn!("no longer leader: failing chunkserver commands in flight");
+                self.inner.lock().fail_pending();
             }
             return None;
         }
         let started = *since.get_or_insert_with(|| {
             tracing::info!(
                 delay_ms = self.config.replication_delay_init_ms,
-                "leader: waiting for chunkservers to register before replicating"
+                "leader: waiting for chunkservers to register before replicating (the chunk map is warm)"
             );
             Instant::now()
         });
@@ -350,7 +349,10 @@ pub fn factory() -> ChunksFactory {
             let serve = listener::serve(
                 listener,
                 registry.clone(),
-                setup.leadership.clone(),
+                listener::Greeting {
+                    leadership: setup.leadership.clone(),
+                    cluster: setup.cluster_id.clone(),
+                },
                 setup.shutdown.clone(),
             );
             tokio::spawn(serve);

@@ -191,7 +191,10 @@ impl Inner {
             .writing
             .get(&chunk)
             .is_some_and(|since| now.duration_since(*since) < limits.write_lock);
-        writing || self.proposing.contains(&chunk) || self.replicating.contains_key(&chunk)
+        writing
+            || self.reported_written(chunk, now)
+            || self.proposing.contains(&chunk)
+            || self.replicating.contains_key(&chunk)
     }
 
     fn want_for_chunk(
@@ -230,7 +233,10 @@ impl Inner {
     fn want_unused(&self, wanted: &mut Wanted, table: &[(ChunkId, ChunkInfo)], taken: Instant) {
         let known: HashSet<ChunkId> = table.iter().map(|(id, _)| *id).collect();
         for (chunk, copies) in &self.copies {
-            if known.contains(chunk) || self.writing.contains_key(chunk) {
+            if known.contains(chunk)
+                || self.writing.contains_key(chunk)
+                || self.reported_written(*chunk, taken)
+            {
                 continue;
             }
             for copy in copies.iter().filter(|c| c.changed <= taken) {

@@ -9,6 +9,10 @@ use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
+/// How long a chunk named as being written in a heartbeat stays untouchable (chunkservers
+/// heartbeat every second and name chunks written in the last five).
+pub const REPORTED_WRITING_HOLD: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Identifies one chunkserver *connection* (a reconnecting server gets a new key).
 pub type ServerKey = u64;
 
@@ -104,6 +108,9 @@ pub struct Inner {
     pub next_key: ServerKey,
     /// Chunks being written by a client (since `prepare_write`, until `write_end`).
     pub writing: HashMap<ChunkId, Instant>,
+    /// Chunks chunkservers said clients wrote to recently (heartbeats), whichever master
+    /// handed out the write: when last named. A new leader leaves them alone.
+    pub reported_writing: HashMap<ChunkId, Instant>,
     /// Replications in flight per chunk.
     pub replicating: HashMap<ChunkId, usize>,
     /// Chunks with a `SetChunkVersion` proposal in flight.
@@ -183,6 +190,37 @@ impl Inner {
                     s.copies += 1;
                 }
             }
+        }
+    }
+
+    /// Whether `server`'s copy of `chunk` is on a disk marked for removal (false if unknown).
+    pub fn copy_marked(&self, server: ServerKey, chunk: ChunkId) -> bool {
+        let copies = self.copies.get(&chunk).into_iter().flatten();
+        copies.filter(|c| c.server == server).any(|c| c.marked)
+    }
+
+    /// Notes chunks a heartbeat named as being written; forgets those not named for
+    /// [`REPORTED_WRITING_HOLD`].
+    pub fn note_writing(&mut self, chunks: &[ChunkId]) {
+        let now = Instant::now();
+        self.reported_writing.retain(|_, at| now.duration_since(*at) < REPORTED_WRITING_HOLD);
+        for chunk in chunks {
+            self.reported_writing.insert(*chunk, now);
+        }
+    }
+
+    /// Whether a chunkserver named `chunk` as being written within [`REPORTED_WRITING_HOLD`].
+    pub fn reported_written(&self, chunk: ChunkId, now: Instant) -> bool {
+        let at = self.reported_writing.get(&chunk);
+        at.is_some_and(|at| now.saturating_duration_since(*at) < REPORTED_WRITING_HOLD)
+    }
+
+    /// Fails every command in flight (this master stopped leading: their answers may still
+    /// come and update the copies, but nobody waits for them).
+    pub fn fail_pending(&mut self) {
+        let ops: Vec<u64> = self.pending.keys().copied().collect();
+        for op in ops {
+            self.finish(op, Err(Status::NotLeader));
         }
     }
 

@@ -379,6 +379,8 @@ const TERM: u64 = 3;
 /// A scripted chunkserver: registers with `chunks`, then answers every command `Ok`.
 struct FakeCs {
     commands: mpsc::Receiver<MasterToCs>,
+    /// Frames to send besides the answers (reports, heartbeats).
+    reports: mpsc::Sender<CsToMaster>,
 }
 
 async fn fake_cs(
@@ -388,26 +390,50 @@ async fn fake_cs(
 ) -> FakeCs {
     let stream = tokio::net::TcpStream::connect(master).await.unwrap();
     let (r, mut w) = stream.into_split();
+    let mut r = BufReader::new(r);
+    let hello = read_frame::<_, FromMaster>(&mut r).await.unwrap().body;
+    assert!(matches!(hello.msg, MasterToCs::Hello { master_node: 1, .. }), "{hello:?}");
     let register = CsToMaster::Register {
         host: Some("127.0.0.1".into()),
         port,
         labels: vec![],
         disks: vec![disk(10, false)],
         server_id: port as u64,
+        cluster: Some("test".into()),
     };
     for msg in [register, CsToMaster::Chunks(chunks), CsToMaster::RegisterDone] {
         write_frame(&mut w, 0, &msg).await.unwrap();
     }
     w.flush().await.unwrap();
     let (tx, commands) = mpsc::channel(100);
+    let (reports, mut to_send) = mpsc::channel::<CsToMaster>(100);
     tokio::spawn(async move {
-        let mut r = BufReader::new(r);
-        while let Ok(frame) = read_frame::<_, FromMaster>(&mut r).await {
-            assert_eq!(frame.body.term, TERM, "every frame carries the leader's term");
-            let msg = frame.body.msg;
+        let (frames_tx, mut frames) = mpsc::channel(100);
+        tokio::spawn(async move {
+            while let Ok(frame) = read_frame::<_, FromMaster>(&mut r).await {
+                if frames_tx.send(frame.body).await.is_err() {
+                    return;
+                }
+            }
+        });
+        loop {
+            let frame = tokio::select! {
+                frame = frames.recv() => match frame {
+                    Some(frame) => frame,
+                    None => return,
+                },
+                Some(report) = to_send.recv() => {
+                    if write_frame(&mut w, 0, &report).await.is_err() || w.flush().await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            assert_eq!(frame.term, TERM, "every frame carries the master's term");
+            let msg = frame.msg;
             let op = match &msg {
                 MasterToCs::Heartbeat => continue,
-                MasterToCs::Welcome { .. } | MasterToCs::NotLeader { .. } => None,
+                MasterToCs::Hello { .. } | MasterToCs::Welcome { .. } => None,
                 MasterToCs::Create { op, .. }
                 | MasterToCs::SetVersion { op, .. }
                 | MasterToCs::Delete { op, .. }
@@ -426,10 +452,21 @@ async fn fake_cs(
             }
         }
     });
-    FakeCs { commands }
+    FakeCs { commands, reports }
 }
 
 impl FakeCs {
+    async fn report(&self, report: CsToMaster) {
+        self.reports.send(report).await.expect("fake chunkserver gone");
+    }
+
+    /// Fails if a command arrives within `wait`.
+    async fn no_command(&mut self, wait: Duration) {
+        if let Ok(got) = tokio::time::timeout(wait, self.commands.recv()).await {
+            panic!("expected no command, got {got:?}");
+        }
+    }
+
     async fn next(&mut self) -> MasterToCs {
         tokio::time::timeout(Duration::from_secs(5), self.commands.recv())
             .await
@@ -459,7 +496,8 @@ async fn setup(
         };
         crate::server::Leadership::from_fn(Arc::new(source), Default::default(), shutdown.clone())
     };
-    tokio::spawn(listener::serve(listener, registry.clone(), leadership, shutdown));
+    let greeting = listener::Greeting { leadership, cluster: "test".into() };
+    tokio::spawn(listener::serve(listener, registry.clone(), greeting, shutdown));
     (registry, meta, addr)
 }
 
@@ -576,28 +614,42 @@ async fn a_chunk_without_copies_is_made_afresh_only_if_it_holds_no_data() {
 }
 
 #[tokio::test]
-async fn a_follower_redirects_and_closes_chunkserver_connections_and_a_lost_leadership_drops_them()
-{
-    let (registry, meta, addr) = setup(vec![(1, info(1, 1))]).await;
+async fn a_follower_keeps_the_chunk_map_warm_and_commands_nothing_until_it_leads() {
+    // Chunk 1 wants two copies and has one: a leader replicates it at its first pass.
+    let (registry, meta, addr) = setup(vec![(1, info(1, 2)), (2, info(1, 1))]).await;
     meta.leader.store(false, Ordering::Release);
     let mut a = fake_cs(addr, 7201, vec![(1, 1, false)]).await;
-    match a.next().await {
-        MasterToCs::NotLeader { hint } => assert_eq!((hint.term, hint.leader_id), (TERM, 2)),
-        other => panic!("a follower must redirect first, got {other:?}"),
-    }
-    let closed = tokio::time::timeout(Duration::from_secs(5), a.commands.recv()).await.unwrap();
-    assert!(closed.is_none(), "a follower must close the connection, got {closed:?}");
-    meta.leader.store(true, Ordering::Release);
-    // The step-down watcher polls leadership; a connection accepted within one poll of the
-    // change may still be swept (a real chunkserver just reconnects), so let it see the change.
-    tokio::time::sleep(crate::server::leadership::POLL * 5).await;
-    let mut b = fake_cs(addr, 7202, vec![(1, 1, false)]).await;
-    b.next().await;
+    let mut b = fake_cs(addr, 7202, vec![]).await;
+    assert!(matches!(a.next().await, MasterToCs::Welcome { .. }));
+    assert!(matches!(b.next().await, MasterToCs::Welcome { .. }));
+    wait_until("both registered", || registry.chunkservers().len() == 2).await;
     registry.pass();
-    wait_until("registered", || registry.chunkservers().len() == 1).await;
+    a.no_command(Duration::from_millis(300)).await;
+    b.no_command(Duration::from_millis(10)).await;
+    // Copies made or deleted on another leader's command are reported here too.
+    b.report(CsToMaster::Copy { chunk_id: 2, version: 1 }).await;
+    wait_until("reported copy recorded", || registry.locations(2, 1).len() == 1).await;
+    b.report(CsToMaster::Gone { chunk_id: 2 }).await;
+    wait_until("reported deletion recorded", || registry.locations(2, 1).is_empty()).await;
+    // A client is writing chunk 1 under the old leader: the new leader leaves it alone ...
+    a.report(CsToMaster::Heartbeat { disks: vec![disk(10, false)], writing: vec![1] }).await;
+    wait_until("write noted", || registry.inner.lock().reported_written(1, Instant::now())).await;
+    meta.leader.store(true, Ordering::Release);
+    assert_eq!(registry.locations(1, 1).len(), 1, "known the moment it leads");
+    registry.pass();
+    b.no_command(Duration::from_millis(300)).await;
+    // ... until the chunkservers stop naming it.
+    tokio::time::sleep(super::registry::REPORTED_WRITING_HOLD).await;
+    registry.pass();
+    match b.next().await {
+        MasterToCs::Replicate { chunk_id: 1, version: 1, source, .. } => {
+            assert_eq!(source.port, 7201)
+        }
+        other => panic!("expected a replication to b, got {other:?}"),
+    }
+    // Stepping down keeps the connections: it stays warm for the next election.
     meta.leader.store(false, Ordering::Release);
     registry.pass();
-    assert!(registry.chunkservers().is_empty());
-    let closed = tokio::time::timeout(Duration::from_secs(5), b.commands.recv()).await.unwrap();
-    assert!(closed.is_none());
+    assert_eq!(registry.chunkservers().len(), 2);
+    a.no_command(Duration::from_millis(300)).await;
 }

@@ -83,6 +83,12 @@ impl AddressBook {
         self.masters.get(&node_id)
     }
 
+    /// `(node id, chunkserver address)` of every master whose address is known.
+    pub fn chunkserver_addrs(&self) -> Vec<(u64, String)> {
+        let known = self.masters.iter().filter_map(|(id, a)| Some((*id, a.chunkserver.clone()?)));
+        known.collect()
+    }
+
     /// `id@client-address` of every master, for `mfsha status`.
     pub fn describe(&self) -> Vec<String> {
         let show = |a: &Option<String>| a.clone().unwrap_or_else(|| "?".into());

@@ -15,7 +15,6 @@ use raft::{GetEntriesContext, RaftState, StorageError};
 
 use super::{
     ApplyBatch, Identity, LogStore, StoreError, StoredSnapshot, TableRecord, BOOTSTRAP_INDEX,
-    BOOTSTRAP_TERM,
 };
 
 /// One image of the store.
@@ -135,11 +134,12 @@ impl LogStore for MemStore {
         conf_state: ConfState,
         records: Vec<TableRecord>,
         snapshot_data: Vec<u8>,
+        term: u64,
     ) -> Result<(), StoreError> {
         assert!(!self.is_initialized(), "bootstrap of an initialized store");
         let snapshot = StoredSnapshot {
             index: BOOTSTRAP_INDEX,
-            term: BOOTSTRAP_TERM,
+            term,
             conf_state,
             data: Arc::new(snapshot_data),
         };

@@ -16,8 +16,8 @@ mod rocks;
 
 pub use mem::MemStore;
 pub use rocks::{
-    log_key, seal, unseal, RaftStore, StateKey, CF_RAFT_LOG, CF_RAFT_STATE, DB_DIR_NAME,
-    SNAPSHOT_DIR_NAME,
+    hard_state_term, log_key, seal, unseal, RaftStore, StateKey, CF_RAFT_LOG, CF_RAFT_STATE,
+    DB_DIR_NAME, SNAPSHOT_DIR_NAME,
 };
 
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
@@ -131,13 +131,16 @@ pub trait LogStore: raft::Storage + Send + 'static {
     fn identity(&self) -> Option<&Identity>;
     /// Records the identity (synced). Only on a store without one.
     fn set_identity(&mut self, identity: Identity) -> Result<(), StoreError>;
-    /// The first state of a new group: a snapshot at [`BOOTSTRAP_INDEX`] whose voters are
-    /// `conf_state`, the state machine's records at that index, and the matching Raft state.
+    /// The first state of a new group: a snapshot at [`BOOTSTRAP_INDEX`] and `term` (normally
+    /// [`BOOTSTRAP_TERM`]; higher for a group restored from a lost one, so that chunkservers
+    /// that obeyed the lost group's leaders obey the new one) whose voters are `conf_state`,
+    /// the state machine's records at that index, and the matching Raft state.
     fn bootstrap(
         &mut self,
         conf_state: ConfState,
         records: Vec<TableRecord>,
         snapshot_data: Vec<u8>,
+        term: u64,
     ) -> Result<(), StoreError>;
     /// Installs a leader's snapshot: tables replaced by `records`, log emptied, Raft state
     /// moved to the snapshot; synced.

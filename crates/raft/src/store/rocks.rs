@@ -38,7 +38,6 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     ApplyBatch, Identity, LogStore, StoreError, StoredSnapshot, TableRecord, BOOTSTRAP_INDEX,
-    BOOTSTRAP_TERM,
 };
 
 /// Column family of the Raft log.
@@ -228,12 +227,13 @@ impl RaftStore {
         conf_state: ConfState,
         records: Vec<TableRecord>,
         snapshot_data: Vec<u8>,
+        term: u64,
     ) -> Result<(), StoreError> {
         assert!(!self.is_initialized(), "bootstrap of an initialized store {:?}", self.db_path);
         assert!(self.last.0 == 0, "bootstrap of a store that has log entries");
         let snapshot = StoredSnapshot {
             index: BOOTSTRAP_INDEX,
-            term: BOOTSTRAP_TERM,
+            term,
             conf_state,
             data: Arc::new(snapshot_data),
         };
@@ -741,8 +741,9 @@ impl LogStore for RaftStore {
         conf_state: ConfState,
         records: Vec<TableRecord>,
         snapshot_data: Vec<u8>,
+        term: u64,
     ) -> Result<(), StoreError> {
-        RaftStore::bootstrap(self, conf_state, records, snapshot_data)
+        RaftStore::bootstrap(self, conf_state, records, snapshot_data, term)
     }
     fn install_snapshot(
         &mut self,
@@ -873,6 +874,15 @@ fn encode_proto<M: protobuf::Message>(message: &M) -> Vec<u8> {
 
 fn seal_proto<M: protobuf::Message>(message: &M) -> Vec<u8> {
     seal(&encode_proto(message))
+}
+
+/// The term in a stored `StateKey::HardState` value (for offline tools that open the store
+/// read-only, such as `mfsha meta restore`).
+pub fn hard_state_term(value: &[u8]) -> Result<u64, String> {
+    let payload = unseal(value)?;
+    let hard_state =
+        HardState::parse_from_bytes(payload).map_err(|e| format!("undecodable hard state: {e}"))?;
+    Ok(hard_state.term)
 }
 
 /// `crc32c(payload) LE ‖ payload`.

@@ -1,6 +1,7 @@
 //! Unit tests of [`RaftStore`] against a real RocksDB in a temporary directory.
 
 use super::*;
+use crate::store::BOOTSTRAP_TERM;
 use raft::Storage;
 
 const TEST_TABLES: &[&str] = &["inode", "dirent", "xattr", "meta"];
@@ -30,7 +31,9 @@ fn hard_state(term: u64, vote: u64, commit: u64) -> HardState {
 fn bootstrapped(dir: &Path, last: u64) -> RaftStore {
     let mut store = RaftStore::open(dir, TEST_TABLES).expect("open");
     let records = vec![("inode", b"root".to_vec(), b"root inode".to_vec())];
-    store.bootstrap(voters(&[1]), records, b"bootstrap blob".to_vec()).expect("bootstrap");
+    store
+        .bootstrap(voters(&[1]), records, b"bootstrap blob".to_vec(), BOOTSTRAP_TERM)
+        .expect("bootstrap");
     if last >= 2 {
         store.append(&entries(2..=last, 1), Some(&hard_state(1, 1, 1)), true).expect("append");
     }
