@@ -245,6 +245,149 @@ fn failover_benchmark() {
     );
 }
 
+/// A client writing and fsyncing small files without pause through the mount; returns the
+/// completion times and the thread.
+fn steady_writer(
+    mount: &Mount,
+    stop: &Arc<AtomicBool>,
+) -> (Arc<std::sync::Mutex<Vec<Instant>>>, std::thread::JoinHandle<()>) {
+    let completions = Arc::new(std::sync::Mutex::new(Vec::<Instant>::new()));
+    let (dir, stop, done) = (mount.path("bench"), stop.clone(), completions.clone());
+    let writer = std::thread::spawn(move || {
+        fs::create_dir_all(&dir).unwrap();
+        let mut rng = StdRng::seed_from_u64(1);
+        for n in 0.. {
+            if stop.load(Ordering::Acquire) {
+                break;
+            }
+            write_file(&dir, &format!("f{}", n % 1000), &mut rng, 4096).expect("write");
+            done.lock().unwrap().push(Instant::now());
+        }
+    });
+    (completions, writer)
+}
+
+/// The planned-switchover benchmark (not in the test command; figures in
+/// docs/benchmarks.md):
+///
+/// ```sh
+/// MFSHA_BENCH_TRANSFERS=30 cargo test --release --workspace --test system -- --ignored --nocapture transfer_leader_benchmark
+/// ```
+///
+/// A client writes and fsyncs small files without pause; `mfsha member transfer-leader`
+/// hands leadership to the other master again and again. For each transfer it prints the
+/// client's stall: the longest gap between two completed writes from the transfer's start
+/// until a second after the new leader leads.
+#[test]
+#[ignore = "benchmark: run explicitly (see the doc comment)"]
+fn transfer_leader_benchmark() {
+    let transfers: usize =
+        std::env::var("MFSHA_BENCH_TRANSFERS").map_or(30, |v| v.parse().unwrap());
+    let cluster = HaCluster::start(3);
+    let masters = cluster.client_addrs();
+    let mut mount =
+        Mount::start_in(cluster.path(), "mount", &masters, &[], &masters.replace(',', "+"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (completions, writer) = steady_writer(&mount, &stop);
+    let mut stalls = Vec::new();
+    for _ in 0..transfers {
+        std::thread::sleep(Duration::from_millis(500));
+        let leader = cluster.wait_leader(Duration::from_secs(30));
+        let to = cluster.masters[1 - leader].id;
+        let started = Instant::now();
+        let out = mfsha(&["member", "transfer-leader", "-H", &masters, &to.to_string()]);
+        assert!(out.status.success(), "transfer-leader: {}", String::from_utf8_lossy(&out.stderr));
+        std::thread::sleep(Duration::from_secs(1));
+        let done = completions.lock().unwrap();
+        let mut last = started;
+        let mut stall = Duration::ZERO;
+        for t in done.iter().filter(|t| **t > started) {
+            stall = stall.max(*t - last);
+            last = *t;
+        }
+        // A client still stuck now counts up to now.
+        stalls.push(stall.max(Instant::now() - last));
+    }
+    stop.store(true, Ordering::Release);
+    writer.join().expect("writer");
+    mount.stop();
+    print_percentiles("transfer-leader", "longest client stall", &mut stalls);
+}
+
+/// The spurious-election benchmark (not in the test command; figures in docs/benchmarks.md):
+///
+/// ```sh
+/// MFSHA_BENCH_MINUTES=10 cargo test --release --workspace --test system -- --ignored --nocapture spurious_elections_benchmark
+/// ```
+///
+/// The appliance under a steady client load with both cores kept busy by spinning threads;
+/// nothing is killed. Every 100 ms both masters are asked who leads; it prints how many
+/// times the leader or the term changed (the target is 0).
+#[test]
+#[ignore = "benchmark: run explicitly (see the doc comment)"]
+fn spurious_elections_benchmark() {
+    let minutes: u64 = std::env::var("MFSHA_BENCH_MINUTES").map_or(10, |v| v.parse().unwrap());
+    let cluster = HaCluster::start(3);
+    let masters = cluster.client_addrs();
+    let mut mount =
+        Mount::start_in(cluster.path(), "mount", &masters, &[], &masters.replace(',', "+"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (completions, writer) = steady_writer(&mount, &stop);
+    let spinners: Vec<_> = (0..2)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut x = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                }
+            })
+        })
+        .collect();
+    let first = cluster.wait_leader(Duration::from_secs(30));
+    let start_term = cluster.status(first).expect("leader answers").term;
+    let mut seen = (cluster.masters[first].id, start_term);
+    let mut changes = Vec::new();
+    let end = Instant::now() + Duration::from_secs(minutes * 60);
+    while Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(100));
+        for index in 0..cluster.masters.len() {
+            let Some(status) = cluster.status(index) else { continue };
+            let now = (status.leader_id, status.term);
+            if status.leader_id != 0 && status.term > seen.1 {
+                changes
+                    .push(format!("term {} → {} (leader {} → {})", seen.1, now.1, seen.0, now.0));
+                seen = now;
+            }
+        }
+    }
+    stop.store(true, Ordering::Release);
+    writer.join().expect("writer");
+    spinners.into_iter().for_each(|s| s.join().expect("spinner"));
+    mount.stop();
+    let writes = completions.lock().unwrap().len();
+    println!(
+        "spurious elections: {} leader/term changes in {minutes} min with both cores busy ({writes} fsynced writes meanwhile){}",
+        changes.len(),
+        if changes.is_empty() { String::new() } else { format!(": {}", changes.join(", ")) }
+    );
+}
+
+/// Prints p50/p90/p99/max of `figures`.
+fn print_percentiles(what: &str, measured: &str, figures: &mut [Duration]) {
+    figures.sort();
+    let pick = |q: f64| figures[((figures.len() as f64 - 1.0) * q).round() as usize];
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "{what}: {} runs, {measured}: p50 {:.0} ms, p90 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        figures.len(),
+        ms(pick(0.5)),
+        ms(pick(0.9)),
+        ms(pick(0.99)),
+        ms(pick(1.0))
+    );
+}
+
 /// Every master lost (their data directories gone): `mfsha meta restore` rebuilds master 1's
 /// data directory from the witness's copy, refusing a non-empty target; the group started
 /// again from it (master 2 and the witness empty) serves every acknowledged file, and writes
