@@ -578,6 +578,10 @@ pub struct ClusterStatus {
     /// empty when the answering master does not lead.
     #[serde(default)]
     pub members: Vec<MemberStatus>,
+    /// Sessions in the replicated state, connected or not (a session outlives its connection
+    /// for the session sustain time).
+    #[serde(default)]
+    pub sessions: u64,
 }
 
 /// One member of the Raft group as the leader sees it.
