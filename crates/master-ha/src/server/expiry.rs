@@ -21,6 +21,7 @@ use super::leadership::Epoch;
 use super::{Service, Shutdown};
 use mfsha_meta::{Entry, Op};
 use mfsha_proto::types::{SessionId, Status};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -44,8 +45,10 @@ pub async fn run(service: Arc<Service>, sustain: Duration, shutdown: Shutdown) {
 }
 
 /// Ends every session idle for `sustain` as this leader saw it; returns how many ended.
-/// Does nothing unless this master leads.
+/// Proposes nothing unless this master leads.
 pub async fn expire_round(service: &Service, sustain: Duration) -> usize {
+    let live: HashSet<SessionId> = service.meta.read(|s| s.sessions().map(|(id, ..)| id).collect());
+    service.sessions.keep_only(|id| live.contains(&id));
     let Some(epoch) = service.leadership.epoch() else { return 0 };
     let mut expired = 0;
     for session in idle_sessions(service, epoch, sustain, Instant::now()) {

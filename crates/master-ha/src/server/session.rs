@@ -111,6 +111,13 @@ impl Sessions {
         self.detached.lock().get(&session).copied()
     }
 
+    /// Forgets what this master noted about sessions that `live` says no longer exist (they
+    /// ended while another master led), so the notes stay as few as the sessions.
+    pub fn keep_only(&self, live: impl Fn(SessionId) -> bool) {
+        self.detached.lock().retain(|id, _| live(*id));
+        self.opened_in.lock().retain(|id, _| live(*id));
+    }
+
     /// Notes that this master opened `session` while leading in `term`.
     pub fn opened(&self, session: SessionId, term: u64) {
         self.opened_in.lock().insert(session, term);
@@ -205,5 +212,10 @@ mod tests {
         assert!(sessions.opened_in(7, 4) && !sessions.opened_in(7, 5));
         sessions.forget(7);
         assert!(!sessions.opened_in(7, 4));
+        sessions.opened(8, 4);
+        sessions.disconnect(&back);
+        sessions.keep_only(|id| id == 8);
+        assert_eq!(sessions.detached_since(7), None, "7 ended elsewhere: forgotten");
+        assert!(sessions.opened_in(8, 4));
     }
 }
