@@ -88,7 +88,7 @@ fn a_sigstopped_leader_resumed_after_a_new_election_serves_nothing_and_commands_
 
     // The leader hangs; requests sent to it wait in its socket.
     let pid = cluster.masters[old].daemon.as_ref().unwrap().pid().unwrap();
-    signal(pid, libc::SIGSTOP);
+    stop(pid);
     let read = Request { session, seq: 0, uid: 0, gid: 0, op: ClientOp::GetAttr { ino: ROOT_INO } };
     let mkdir = ClientOp::Mkdir { parent: ROOT_INO, name: "stale".into(), mode: 0o755, umask: 0 };
     let write = Request { session, seq: 4, uid: 0, gid: 0, op: mkdir };
@@ -99,8 +99,7 @@ fn a_sigstopped_leader_resumed_after_a_new_election_serves_nothing_and_commands_
             rt.spawn(async move { stale.call(request).await })
         })
         .collect();
-    let next = cluster.wait_leader(Duration::from_secs(30));
-    assert_ne!(next, old);
+    let next = wait_leader_other_than(&cluster, old);
     let new_term = cluster.status(next).expect("the new leader answers").term;
     assert!(new_term > old_term, "new term {new_term}, old {old_term}");
     floor.admit(new_term).unwrap(); // the client has heard of the new leader
@@ -148,7 +147,7 @@ fn a_sigstopped_leader_resumed_after_a_new_election_serves_nothing_and_commands_
     rt.spawn(stale_master_answers(fake_client, old_term, asked.clone()));
     let fake_cs = rt.block_on(tokio::net::TcpListener::bind(("127.0.0.1", cs_port))).unwrap();
     let next_pid = cluster.masters[next].daemon.as_ref().unwrap().pid().unwrap();
-    signal(next_pid, libc::SIGSTOP); // both leave the silent leader and try the other address
+    stop(next_pid); // both leave the silent leader and try the other address
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     let dir = mount.path("after-stop");
     std::thread::spawn(move || done_tx.send(std::fs::create_dir(&dir)));
@@ -182,7 +181,30 @@ fn a_sigstopped_leader_resumed_after_a_new_election_serves_nothing_and_commands_
     mount.stop();
 }
 
-fn wait_until(limit: Duration, what: &str, ok: impl Fn() -> bool) {
+/// SIGSTOPs `pid` and waits until the kernel says it is stopped, so that nothing it answers
+/// afterwards predates the stop.
+fn stop(pid: u32) {
+    signal(pid, libc::SIGSTOP);
+    wait_until(Duration::from_secs(5), "the process stops", || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // "pid (comm) S ...": the state follows the last ')'.
+        stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('T'))
+    });
+}
+
+/// The index of a master other than `old` that leads, within 30 s.
+fn wait_leader_other_than(cluster: &HaCluster, old: usize) -> usize {
+    let others: Vec<usize> = (0..cluster.masters.len()).filter(|i| *i != old).collect();
+    let mut found = None;
+    wait_until(Duration::from_secs(30), "another master leads", || {
+        found =
+            others.iter().copied().find(|i| cluster.status(*i).is_some_and(|s| s.role == "leader"));
+        found.is_some()
+    });
+    found.expect("checked above")
+}
+
+fn wait_until(limit: Duration, what: &str, mut ok: impl FnMut() -> bool) {
     let start = Instant::now();
     while !ok() {
         assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
