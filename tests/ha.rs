@@ -6,6 +6,8 @@
 //! `MFSHA_HA_KILLS` sets the number of leader kills (default 10); the soak runs many more.
 
 mod cluster;
+mod retry;
+mod stale;
 
 use cluster::HaCluster;
 use rand::rngs::StdRng;

@@ -24,12 +24,15 @@ impl Session {
         let client = Client::connect(addr).await.expect("connect to the master");
         let mut session = Session { client, id: 0, seq: 0 };
         let deadline = Instant::now() + Duration::from_secs(20);
+        // One token for every attempt: an attempt that committed unseen is not a second session.
+        let token = rand::random::<u64>() | 1;
         loop {
             let hello = ClientOp::Hello {
                 session: None,
                 client_info: "mfsha test".into(),
                 subdir: "/".into(),
                 password: None,
+                token,
             };
             match session.read(hello).await.expect("hello reaches the master") {
                 Ok(ClientReply::Session { session: id, root }) => {

@@ -33,6 +33,7 @@ impl BenchSession {
             client_info: info.to_string(),
             subdir: "/".into(),
             password: None,
+            token: 0, // one attempt: nothing to retry
         };
         match session.send(hello).await? {
             Ok(ClientReply::Session { session: id, .. }) => session.session = id,

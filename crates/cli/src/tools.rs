@@ -37,6 +37,8 @@ impl Session {
     pub(crate) async fn open(masters: &str) -> anyhow::Result<Session> {
         let list = crate::leader::master_list(masters);
         let deadline = std::time::Instant::now() + FIND_LEADER;
+        // One token for every attempt: one that committed unseen does not leave a second session.
+        let token = rand::random::<u64>() | 1;
         loop {
             let (client, master, _) =
                 crate::leader::connect(&list, FIND_LEADER).await.with_context(|| {
@@ -48,6 +50,7 @@ impl Session {
                 client_info: format!("mfsha tools (pid {})", std::process::id()),
                 subdir: "/".into(),
                 password: None,
+                token,
             };
             let request = Request { session: 0, seq: 0, uid: 0, gid: 0, op: hello };
             let reply = s.client.call_timeout(request, TIMEOUT_MS).await;

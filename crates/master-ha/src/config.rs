@@ -36,7 +36,7 @@ pub struct MasterConfig {
     pub peers: Vec<PeerConfig>,
     /// Raft timing and log retention.
     pub raft: RaftTiming,
-    /// Client connection limits.
+    /// Client connection limits and how long a session outlives its connection.
     pub client: ClientLimits,
     /// Chunk copy management (replication, deletion).
     pub chunks: ChunksConfig,
@@ -156,11 +156,23 @@ pub struct ClientLimits {
     pub max_in_flight_per_connection: usize,
     /// Client connections accepted at once; more are refused with a log line. Default 4096.
     pub max_connections: usize,
+    /// Seconds a session lives on with no connection (MooseFS's `SESSION_SUSTAIN_TIME`):
+    /// then the leader ends it, releasing its open files (freeing the unlinked ones nobody
+    /// else holds) and its locks. A new leader counts from the start of its leadership.
+    /// Default 86400 (one day).
+    pub session_sustain_secs: u64,
 }
+
+/// The longest session sustain time accepted: a year.
+pub const SESSION_SUSTAIN_MAX_SECS: u64 = 365 * 86_400;
 
 impl Default for ClientLimits {
     fn default() -> Self {
-        ClientLimits { max_in_flight_per_connection: 64, max_connections: 4096 }
+        ClientLimits {
+            max_in_flight_per_connection: 64,
+            max_connections: 4096,
+            session_sustain_secs: 86_400,
+        }
     }
 }
 
@@ -249,6 +261,13 @@ fn validate(config: &MasterConfig) -> Result<(), (&'static str, String)> {
     }
     if client.max_connections == 0 {
         return Err(("client.max_connections", "must be at least 1".into()));
+    }
+    let sustain = client.session_sustain_secs;
+    if sustain == 0 || sustain > SESSION_SUSTAIN_MAX_SECS {
+        return Err((
+            "client.session_sustain_secs",
+            format!("{sustain} is outside 1..={SESSION_SUSTAIN_MAX_SECS} (one year)"),
+        ));
     }
     validate_trash(&config.trash)
 }

@@ -125,6 +125,9 @@ pub async fn start_with(
     let listener = ClientListener::new(client_listener, service.clone(), config.client.clone());
     let in_flight = listener.in_flight();
     let client_task = tokio::spawn(listener.run(shutdown.clone()).in_current_span());
+    let sustain = Duration::from_secs(config.client.session_sustain_secs);
+    let expiry = crate::server::expiry::run(service.clone(), sustain, shutdown.clone());
+    tokio::spawn(expiry.in_current_span());
     let loggers = logger::serve_loggers(logger_listener, service.clone(), shutdown.clone());
     tokio::spawn(loggers.in_current_span());
     tracing::info!(%client_addr, "master serving clients");

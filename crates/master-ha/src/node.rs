@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use mfsha_meta::{Entry, Outcome, State};
-use mfsha_proto::types::{ChunkId, Ino, Status};
+use mfsha_proto::types::{ChunkId, Ino, Status, Timestamp};
 use mfsha_raft::{AppliedEvent, Handle, Leadership, NodeStats, RaftStatus};
 use tokio::sync::{broadcast, watch};
 
@@ -41,6 +41,15 @@ impl MetaHandle {
             Status::Invalid
         })?;
         self.raft.propose(data).await?
+    }
+
+    /// The time to put in a proposal ([`Entry::now`]) and to decide by (trash expiry): this
+    /// master's clock, but never before the cluster time it has applied. A new leader whose
+    /// clock is behind the old one's thus neither stamps older times nor sees the trash as
+    /// younger than it is; apply clamps again (entries proposed before this master applied
+    /// its predecessor's last ones), so time never goes backwards across leaders.
+    pub fn cluster_now(&self) -> Timestamp {
+        Timestamp::now().max(self.read(|state| state.cluster_time()))
     }
 
     /// Runs `f` on the applied state under a read lock.

@@ -2,7 +2,8 @@
 //!
 //! A deleted file stays in the trash until `deleted_at + trash_seconds`. Whether that moment
 //! has come depends on a clock, and `State::apply` must never read one (every replica has to
-//! reach the same state from the same log). So the *leader* decides with its own clock and
+//! reach the same state from the same log). So the *leader* decides with its clock, never
+//! before the cluster time ([`MetaHandle::cluster_now`]; `deleted_at` is cluster time too), and
 //! proposes one `Op::Purge { ino }` per expired file; apply removes exactly the file the entry
 //! names and checks nothing time-dependent. A file undeleted (or purged by an operator) between
 //! the decision and the commit answers `NotFound`, which is harmless.
@@ -52,7 +53,7 @@ pub async fn run(meta: MetaHandle, config: TrashConfig, shutdown: Shutdown) {
             continue;
         }
         tokio::select! {
-            round = purge_round(&meta, config.purge_batch, Timestamp::now()) => log_round(round),
+            round = purge_round(&meta, config.purge_batch, meta.cluster_now()) => log_round(round),
             _ = shutdown.triggered() => return,
         }
     }

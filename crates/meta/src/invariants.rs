@@ -215,10 +215,16 @@ impl State {
         }
     }
 
-    /// Acquisitions name live inodes, counts are positive, the holder index matches.
+    /// Acquisitions name live inodes, counts are positive, the holder index matches; no two
+    /// sessions share an open token.
     fn check_sessions(&self, p: &mut Problems) {
         let mut holders: IdMap<Ino, Vec<SessionId>> = IdMap::default();
+        let mut tokens: BTreeMap<u64, SessionId> = BTreeMap::new();
         for (id, session) in &self.sessions {
+            let token = session.rec.token;
+            if let Some(other) = tokens.insert(token, *id).filter(|_| token != 0) {
+                p.add(format!("sessions {other} and {id} were opened with the same token"));
+            }
             if !self.is_dir(session.rec.root) {
                 p.add(format!("session {id}: root {} is not a directory", session.rec.root));
             }

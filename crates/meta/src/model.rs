@@ -122,11 +122,13 @@ pub struct ChunkInfo {
     pub goal: u8,
 }
 
-/// A client session: who it is and the directory it mounted.
+/// A client session: who it is, the directory it mounted, and the token it was opened with.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct SessionRec {
     pub info: String,
     pub root: Ino,
+    /// The client's random open token (0: none), so a retried open finds this session.
+    pub token: u64,
 }
 
 /// A stored reply: the seq it answered and the answer.

@@ -3,6 +3,13 @@
 //! Everything `apply` needs travels in the entry — the proposer's clock (`now`) and any new
 //! inode or chunk id — so applying the same entries to the same state always gives the same
 //! state on every replica.
+//!
+//! Cluster time: apply never uses `now` as it comes. It uses `max(now, cluster time)`, where
+//! the cluster time is the latest time any applied entry carried (replicated state, see
+//! [`State::cluster_time`](crate::State::cluster_time)). So the times apply stamps (mtimes,
+//! ctimes, deletion times) never go backwards, even when a new leader's clock is behind the
+//! old one's; every replica computes the same time because the cluster time is part of the
+//! state.
 
 use mfsha_proto::types::*;
 use serde::{Deserialize, Serialize};
@@ -10,7 +17,9 @@ use serde::{Deserialize, Serialize};
 /// One changelog entry: a metadata operation plus the context it was proposed in.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entry {
-    /// The proposer's wall clock when it proposed this entry.
+    /// The proposer's wall clock when it proposed this entry (a leader proposes at least the
+    /// cluster time it has applied). Apply uses `max(now, cluster time)`: see the module
+    /// documentation.
     pub now: Timestamp,
     /// The client request this entry answers, for exactly-once retries.
     pub client: Option<ClientTag>,
@@ -30,10 +39,15 @@ pub struct ClientTag {
 pub enum Op {
     /// Does nothing (a new leader's first entry; also used by tests).
     Noop,
+    /// Opens `session`, unless a live session was already opened with the same non-zero
+    /// `token`: then nothing changes and the outcome names that session. The client picks the
+    /// token at random and sends it again when it retries, so a Hello whose reply was lost
+    /// (the leader died after committing) does not open a second session.
     OpenSession {
         session: SessionId,
         info: String,
         root: Ino,
+        token: u64,
     },
     CloseSession {
         session: SessionId,
@@ -162,6 +176,12 @@ pub enum Op {
         chunk_id: ChunkId,
         version: u32,
     },
+    /// The leader found `session` without a connection for longer than the session sustain
+    /// time: it ends as with `CloseSession` (its open files are released, and the unlinked
+    /// ones nobody else holds are freed). Apply checks no clock: the leader decided.
+    ExpireSession {
+        session: SessionId,
+    },
 }
 
 /// What applying an entry produced, returned to the proposer.
@@ -196,5 +216,11 @@ pub enum Outcome {
         inodes: u64,
         not_changed: u64,
         not_permitted: u64,
+    },
+    /// From `OpenSession`: the session the client has, the one just opened or the one an
+    /// earlier entry with the same token opened.
+    Session {
+        session: SessionId,
+        root: Ino,
     },
 }

@@ -18,8 +18,9 @@ use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
 
 const MAGIC: &[u8; 8] = b"MFSHMETA";
-/// Snapshot format version this build writes and reads.
-pub const SNAPSHOT_FORMAT: u32 = 1;
+/// Snapshot format version this build writes and reads. 2: sessions keep their open token,
+/// and `meta/cluster_time` exists.
+pub const SNAPSHOT_FORMAT: u32 = 2;
 const HEADER_BYTES: usize = 8 + 4 + 8 + 8;
 const CRC_BYTES: usize = 4;
 
@@ -91,7 +92,7 @@ impl State {
         let mut metas = MetaKey::ALL;
         metas.sort_unstable_by_key(|m| m.name());
         for meta in metas {
-            visit(Table::Meta, meta.name().as_bytes(), &encode(&self.meta_value(meta)));
+            visit(Table::Meta, meta.name().as_bytes(), &self.meta_record(meta));
         }
     }
 
@@ -249,7 +250,8 @@ struct Loader {
     dirents: Vec<(Ino, String, Ino)>,
     acquired: Vec<(SessionId, Ino, u32)>,
     replies: Vec<(SessionId, u64, StoredReply)>,
-    meta: BTreeMap<MetaKey, u64>,
+    /// Encoded values, decoded by `finish` (not every meta value is a u64).
+    meta: BTreeMap<MetaKey, Vec<u8>>,
 }
 
 impl Default for Loader {
@@ -311,19 +313,21 @@ impl Loader {
                 true
             }
             Key::Trash(ino) => state.trash.insert(ino, decode(value)?).is_none(),
-            Key::Meta(meta) => self.meta.insert(meta, decode(value)?).is_none(),
+            Key::Meta(meta) => self.meta.insert(meta, value.to_vec()).is_none(),
         })
     }
 
     fn finish(mut self) -> Result<State, LoadError> {
         for meta in MetaKey::ALL {
-            let value = self.meta.get(&meta).copied();
+            let value = self.meta.get(&meta);
             let value =
                 value.ok_or(LoadError::Missing { what: format!("meta/{}", meta.name()) })?;
+            let error = |reason| record_error(&Key::Meta(meta), reason);
             match meta {
-                MetaKey::AppliedIndex => self.state.applied_index = value,
-                MetaKey::NextIno => self.state.next_ino = value,
-                MetaKey::NextChunkId => self.state.next_chunk_id = value,
+                MetaKey::AppliedIndex => self.state.applied_index = decode(value).map_err(error)?,
+                MetaKey::NextIno => self.state.next_ino = decode(value).map_err(error)?,
+                MetaKey::NextChunkId => self.state.next_chunk_id = decode(value).map_err(error)?,
+                MetaKey::ClusterTime => self.state.cluster_time = decode(value).map_err(error)?,
             }
         }
         let state = &mut self.state;

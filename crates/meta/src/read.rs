@@ -260,6 +260,22 @@ impl State {
             .flat_map(|s| s.acquired.iter().map(|(i, n)| (*i, *n)))
     }
 
+    /// The live session opened with `token` and its root (`None` for token 0: no token).
+    /// A linear search: sessions are few (one per mount) and opened rarely.
+    pub fn session_by_token(&self, token: u64) -> Option<(SessionId, Ino)> {
+        if token == 0 {
+            return None;
+        }
+        let mut found = self.sessions.iter().filter(|(_, s)| s.rec.token == token);
+        found.next().map(|(id, s)| (*id, s.rec.root))
+    }
+
+    /// The cluster time: the latest time carried by an applied entry. Never goes backwards;
+    /// a leader proposes at least this time (see [`crate::Entry::now`]).
+    pub fn cluster_time(&self) -> Timestamp {
+        self.cluster_time
+    }
+
     /// The directory a session mounted, if the session exists.
     pub fn session_root(&self, session: SessionId) -> Option<Ino> {
         self.sessions.get(&session).map(|s| s.rec.root)

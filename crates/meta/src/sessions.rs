@@ -1,4 +1,7 @@
 //! Sessions and what they hold open, and the trash (purge, undelete).
+//!
+//! A session ends with `CloseSession` (the client said goodbye) or `ExpireSession` (the leader
+//! saw no connection for the session sustain time); both release everything it holds open.
 
 use crate::model::*;
 use crate::op::Outcome;
@@ -8,12 +11,18 @@ use mfsha_proto::types::*;
 use std::collections::BTreeMap;
 
 impl State {
+    /// Opens `session`, or answers the live session an earlier entry opened with `token`
+    /// (a retried open: the client never learnt that the first one committed).
     pub(crate) fn open_session(
         &mut self,
         session: SessionId,
         info: &str,
         root: Ino,
+        token: u64,
     ) -> Result<Outcome, Status> {
+        if let Some((opened, root)) = self.session_by_token(token) {
+            return Ok(Outcome::Session { session: opened, root });
+        }
         if session == 0 || info.len() > SESSION_INFO_MAX {
             return Err(Status::Invalid);
         }
@@ -21,11 +30,11 @@ impl State {
             return Err(Status::Exists);
         }
         self.entries(root)?;
-        let rec = SessionRec { info: info.to_string(), root };
+        let rec = SessionRec { info: info.to_string(), root, token };
         let new = Session { rec, acquired: BTreeMap::new(), replies: BTreeMap::new() };
         self.sessions.insert(session, new);
         self.mark(Key::Session(session));
-        Ok(Outcome::Unit)
+        Ok(Outcome::Session { session, root })
     }
 
     /// Ends a session; everything it held is released (sustained files may be freed).

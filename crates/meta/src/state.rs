@@ -28,6 +28,8 @@ pub struct State {
     pub(crate) applied_index: u64,
     pub(crate) next_ino: Ino,
     pub(crate) next_chunk_id: ChunkId,
+    /// The latest time an applied entry carried: apply stamps `max(entry.now, cluster_time)`.
+    pub(crate) cluster_time: Timestamp,
     /// Records touched since the last `take_changes`.
     pub(crate) dirty: HashSet<Key>,
 }
@@ -58,6 +60,7 @@ impl State {
         state.dirs.insert(ROOT_INO, BTreeMap::new());
         state.next_ino = ROOT_INO + 1;
         state.next_chunk_id = 1;
+        state.cluster_time = now;
         state.mark(Key::Inode(ROOT_INO));
         for meta in MetaKey::ALL {
             state.mark(Key::Meta(meta));
@@ -78,6 +81,7 @@ impl State {
             applied_index: 0,
             next_ino: 0,
             next_chunk_id: 0,
+            cluster_time: Timestamp::default(),
             dirty: HashSet::new(),
         }
     }
@@ -86,6 +90,9 @@ impl State {
     ///
     /// Deterministic: the result depends only on the state and the entry. An error is a normal
     /// result (the operation had no effect) and still advances the applied index.
+    ///
+    /// Time: the entry is applied at `max(entry.now, cluster_time())`, which becomes the new
+    /// cluster time, so a proposer whose clock is behind cannot move time backwards.
     ///
     /// Exactly-once: with `entry.client = Some(tag)`, a session's stored reply for `seq` (the
     /// last [`REPLY_WINDOW`](crate::REPLY_WINDOW) seqs keep theirs) answers a retry without
@@ -104,14 +111,29 @@ impl State {
         );
         self.applied_index = index;
         self.mark(Key::Meta(MetaKey::AppliedIndex));
+        let now = self.advance_clock(entry.now);
         match entry.client {
-            None => self.apply_op(entry.now, &entry.op),
-            Some(tag) => self.apply_tagged(tag, entry),
+            None => self.apply_op(now, &entry.op),
+            Some(tag) => self.apply_tagged(now, tag, entry),
         }
     }
 
+    /// The time to apply an entry proposed at `proposed`: never before the cluster time.
+    fn advance_clock(&mut self, proposed: Timestamp) -> Timestamp {
+        if proposed > self.cluster_time {
+            self.cluster_time = proposed;
+            self.mark(Key::Meta(MetaKey::ClusterTime));
+        }
+        self.cluster_time
+    }
+
     /// Exactly-once: a stored reply answers a retry of its `seq`.
-    fn apply_tagged(&mut self, tag: ClientTag, entry: &Entry) -> Result<Outcome, Status> {
+    fn apply_tagged(
+        &mut self,
+        now: Timestamp,
+        tag: ClientTag,
+        entry: &Entry,
+    ) -> Result<Outcome, Status> {
         let opens_it =
             matches!(&entry.op, Op::OpenSession { session, .. } if *session == tag.session);
         match self.sessions.get(&tag.session) {
@@ -123,7 +145,7 @@ impl State {
                 }
             }
         }
-        let reply = self.apply_op(entry.now, &entry.op);
+        let reply = self.apply_op(now, &entry.op);
         self.store_reply(tag, &reply);
         reply
     }
@@ -141,8 +163,12 @@ impl State {
     fn apply_op(&mut self, now: Timestamp, op: &Op) -> Result<Outcome, Status> {
         match op {
             Op::Noop => Ok(Outcome::Unit),
-            Op::OpenSession { session, info, root } => self.open_session(*session, info, *root),
-            Op::CloseSession { session } => self.close_session(*session),
+            Op::OpenSession { session, info, root, token } => {
+                self.open_session(*session, info, *root, *token)
+            }
+            Op::CloseSession { session } | Op::ExpireSession { session } => {
+                self.close_session(*session)
+            }
             Op::Create { .. } | Op::Mkdir { .. } | Op::Symlink { .. } => self.new_node(now, op),
             Op::CreateOpen { session, parent, name, ino, mode, umask, uid, gid } => {
                 // The session is checked first so that a failure leaves nothing half done.
@@ -222,15 +248,17 @@ impl State {
             Key::Acquired(id, ino) => self.sessions.get(id)?.acquired.get(ino).map(encode),
             Key::Reply(id, slot) => self.sessions.get(id)?.replies.get(slot).map(encode),
             Key::Trash(ino) => self.trash.get(ino).map(encode),
-            Key::Meta(meta) => Some(encode(&self.meta_value(*meta))),
+            Key::Meta(meta) => Some(self.meta_record(*meta)),
         }
     }
 
-    pub(crate) fn meta_value(&self, meta: MetaKey) -> u64 {
+    /// The encoded value of a `meta` record.
+    pub(crate) fn meta_record(&self, meta: MetaKey) -> Vec<u8> {
         match meta {
-            MetaKey::AppliedIndex => self.applied_index,
-            MetaKey::NextIno => self.next_ino,
-            MetaKey::NextChunkId => self.next_chunk_id,
+            MetaKey::AppliedIndex => encode(&self.applied_index),
+            MetaKey::NextIno => encode(&self.next_ino),
+            MetaKey::NextChunkId => encode(&self.next_chunk_id),
+            MetaKey::ClusterTime => encode(&self.cluster_time),
         }
     }
 

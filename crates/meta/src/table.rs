@@ -12,7 +12,7 @@
 //! | `session` | session (u64 BE) ++ ino (u64 BE) | open count of that inode by that session |
 //! | `session` | session (u64 BE) ++ `r` ++ slot (u64 BE) | (seq, reply) of the last mutation in that slot (seq mod 64; exactly-once) |
 //! | `trash` | ino (u64 BE) | original place and deletion time |
-//! | `meta` | short ASCII name | u64 |
+//! | `meta` | short ASCII name | u64 (`cluster_time`: a timestamp) |
 //!
 //! Big-endian numbers make RocksDB's byte order equal numeric order.
 
@@ -86,16 +86,20 @@ pub(crate) enum MetaKey {
     AppliedIndex,
     NextIno,
     NextChunkId,
+    /// The latest time an applied entry carried (see `State::cluster_time`).
+    ClusterTime,
 }
 
 impl MetaKey {
-    pub const ALL: [MetaKey; 3] = [MetaKey::AppliedIndex, MetaKey::NextIno, MetaKey::NextChunkId];
+    pub const ALL: [MetaKey; 4] =
+        [MetaKey::AppliedIndex, MetaKey::NextIno, MetaKey::NextChunkId, MetaKey::ClusterTime];
 
     pub fn name(self) -> &'static str {
         match self {
             MetaKey::AppliedIndex => "applied_index",
             MetaKey::NextIno => "next_ino",
             MetaKey::NextChunkId => "next_chunk_id",
+            MetaKey::ClusterTime => "cluster_time",
         }
     }
 }

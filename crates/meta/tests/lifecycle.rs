@@ -7,7 +7,7 @@ use mfsha_meta::{Entry, Op, Outcome, State};
 use mfsha_proto::types::*;
 
 fn open(session: SessionId) -> Op {
-    Op::OpenSession { session, info: format!("mount {session}"), root: ROOT_INO }
+    Op::OpenSession { session, info: format!("mount {session}"), root: ROOT_INO, token: 0 }
 }
 
 #[test]
@@ -130,7 +130,8 @@ fn a_mounted_directory_cannot_be_removed() {
     let mut fs = Fs::new();
     let sub = fs.dir(ROOT_INO, "sub");
     fs.dir(ROOT_INO, "other");
-    fs.run(Op::OpenSession { session: 4, info: "subdir mount".into(), root: sub }).unwrap();
+    let op = Op::OpenSession { session: 4, info: "subdir mount".into(), root: sub, token: 0 };
+    fs.run(op).unwrap();
     assert_eq!(fs.run(rmdir(ROOT_INO, "sub")), Err(Status::Busy));
     assert_eq!(fs.run(rename(ROOT_INO, "other", ROOT_INO, "sub", 0)), Err(Status::Busy));
     // Moving it is fine: the session follows the inode.
@@ -147,9 +148,9 @@ fn session_errors() {
     fs.run(open(1)).unwrap();
     assert_eq!(fs.run(open(1)), Err(Status::Exists));
     assert_eq!(fs.run(open(0)), Err(Status::Invalid));
-    let bad_root = Op::OpenSession { session: 2, info: String::new(), root: f };
+    let bad_root = Op::OpenSession { session: 2, info: String::new(), root: f, token: 0 };
     assert_eq!(fs.run(bad_root), Err(Status::NotDir));
-    let long = Op::OpenSession { session: 2, info: "i".repeat(5000), root: ROOT_INO };
+    let long = Op::OpenSession { session: 2, info: "i".repeat(5000), root: ROOT_INO, token: 0 };
     assert_eq!(fs.run(long), Err(Status::Invalid));
     assert_eq!(fs.run(Op::CloseSession { session: 9 }), Err(Status::BadSession));
     assert_eq!(fs.run(Op::Acquire { session: 9, ino: f }), Err(Status::BadSession));
@@ -210,8 +211,9 @@ fn exactly_once_replies() {
     // Unknown session: refused.
     assert_eq!(fs.run_tagged(6, 1, Op::Noop), Err(Status::BadSession));
     // A retried OpenSession answers with its stored reply.
-    assert_eq!(fs.run_tagged(8, 1, open(8)), Ok(Outcome::Unit));
-    assert_eq!(fs.run_tagged(8, 1, open(8)), Ok(Outcome::Unit));
+    let opened = Ok(Outcome::Session { session: 8, root: ROOT_INO });
+    assert_eq!(fs.run_tagged(8, 1, open(8)), opened);
+    assert_eq!(fs.run_tagged(8, 1, open(8)), opened);
     assert_eq!(fs.run(open(8)), Err(Status::Exists));
     // A replica applying the same log agrees.
     let mut replica = Fs::new();
@@ -320,4 +322,66 @@ fn create_open_creates_a_file_held_by_the_session_in_one_entry() {
     assert_eq!(fs.run(create_open(3, "g")), Err(Status::Exists));
     assert_eq!(fs.state.acquired(3).count(), 0);
     assert!(fs.state.check_invariants().is_ok());
+}
+
+fn open_with_token(session: SessionId, token: u64) -> Op {
+    Op::OpenSession { session, info: format!("mount {session}"), root: ROOT_INO, token }
+}
+
+#[test]
+fn a_retried_open_with_the_same_token_answers_the_first_session() {
+    let mut fs = Fs::new();
+    let first = fs.run(open_with_token(10, 77)).unwrap();
+    assert_eq!(first, Outcome::Session { session: 10, root: ROOT_INO });
+    // The retry reaches a new leader, which picked a fresh id for it: still session 10.
+    assert_eq!(fs.run(open_with_token(11, 77)), Ok(first.clone()));
+    assert_eq!(fs.run(open_with_token(10, 77)), Ok(first.clone()), "the same entry again");
+    let ids: Vec<SessionId> = fs.state.sessions().map(|(id, ..)| id).collect();
+    assert_eq!(ids, vec![10], "one session, not two");
+    assert_eq!(fs.state.session_by_token(77), Some((10, ROOT_INO)));
+    // Token 0 means none: every such open is a session of its own.
+    fs.run(open_with_token(12, 0)).unwrap();
+    fs.run(open_with_token(13, 0)).unwrap();
+    assert_eq!(fs.state.session_by_token(0), None);
+    // Once the session has ended, the token opens a new one.
+    fs.run(Op::CloseSession { session: 10 }).unwrap();
+    let reopened = fs.run(open_with_token(14, 77)).unwrap();
+    assert_eq!(reopened, Outcome::Session { session: 14, root: ROOT_INO });
+    assert_eq!(fs.state.sessions().count(), 3);
+    let mut replica = Fs::new();
+    for entry in fs.log.clone() {
+        replica.apply_entry(entry).ok();
+    }
+    assert_eq!(replica.state.digest(), fs.state.digest());
+}
+
+#[test]
+fn an_expired_session_releases_its_files_and_frees_the_unlinked_ones() {
+    let mut fs = Fs::new();
+    fs.set_trash(ROOT_INO, 0);
+    fs.run(open(1)).unwrap();
+    fs.run(open(2)).unwrap();
+    let gone = fs.file(ROOT_INO, "gone");
+    let chunk = fs.write(gone, 0, 10);
+    let kept = fs.file(ROOT_INO, "kept");
+    let shared = fs.file(ROOT_INO, "shared");
+    for (session, ino) in [(1, gone), (1, kept), (1, shared), (2, shared)] {
+        fs.run(Op::Acquire { session, ino }).unwrap();
+    }
+    fs.run(unlink(ROOT_INO, "gone")).unwrap();
+    fs.run(unlink(ROOT_INO, "shared")).unwrap();
+    assert_eq!(fs.state.counts().sustained_inodes, 2);
+    fs.run(Op::ExpireSession { session: 1 }).unwrap();
+    assert_eq!(fs.state.getattr(gone), Err(Status::NotFound), "open but unlinked: freed");
+    assert_eq!(fs.state.chunk(chunk), None, "with its chunks");
+    assert!(fs.state.getattr(kept).is_ok(), "a linked file stays");
+    assert_eq!(fs.state.sustained().collect::<Vec<_>>(), vec![shared], "still held by 2");
+    assert_eq!(fs.state.session_root(1), None);
+    assert_eq!(fs.state.acquired(1).count(), 0);
+    // What the expired session asks afterwards is refused; expiring it again changes nothing.
+    assert_eq!(fs.run_tagged(1, 1, Op::Noop), Err(Status::BadSession));
+    assert_eq!(fs.run(Op::ExpireSession { session: 1 }), Err(Status::BadSession));
+    fs.run(Op::ExpireSession { session: 2 }).unwrap();
+    assert_eq!(fs.state.counts().sustained_inodes, 0);
+    assert_eq!(fs.state.sessions().count(), 0);
 }

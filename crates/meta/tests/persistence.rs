@@ -20,7 +20,7 @@ fn sample() -> Fs {
         flags: 0,
     };
     fs.run(set).unwrap();
-    fs.run(Op::OpenSession { session: 3, info: "m".into(), root: ROOT_INO }).unwrap();
+    fs.run(Op::OpenSession { session: 3, info: "m".into(), root: ROOT_INO, token: 42 }).unwrap();
     fs.run_tagged(3, 1, Op::Acquire { session: 3, ino: f }).unwrap();
     let g = fs.file(a, "g");
     fs.write(g, 1, 5);

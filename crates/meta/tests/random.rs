@@ -278,9 +278,12 @@ impl Gen {
         match self.rng.gen_range(0..10) {
             0 => {
                 let root = if self.rng.gen_bool(0.3) { self.dir(v) } else { ROOT_INO };
-                Op::OpenSession { session, info: format!("s{session}"), root }
+                // Few tokens, so that opens with a token of a live session happen.
+                let token = if self.rng.gen_bool(0.5) { 0 } else { self.rng.gen_range(1..=3) };
+                Op::OpenSession { session, info: format!("s{session}"), root, token }
             }
-            1 => Op::CloseSession { session },
+            1 if self.rng.gen_bool(0.5) => Op::CloseSession { session },
+            1 => Op::ExpireSession { session },
             2..=4 => Op::Acquire { session, ino: self.pick(&v.files).unwrap_or(ROOT_INO) },
             5 => Op::CreateOpen {
                 session,
@@ -386,10 +389,11 @@ fn check_coverage(seed: u64, tally: &Tally, retries: &Retries, state: &State) {
     assert!(retries.answered > 0 && retries.refused > 0, "seed {seed}: no retries exercised");
 }
 
-const ALL_OPS: [&str; 24] = [
+const ALL_OPS: [&str; 25] = [
     "Noop",
     "OpenSession",
     "CloseSession",
+    "ExpireSession",
     "Create",
     "CreateOpen",
     "Mkdir",
@@ -418,6 +422,7 @@ fn op_name(op: &Op) -> &'static str {
         Op::Noop => "Noop",
         Op::OpenSession { .. } => "OpenSession",
         Op::CloseSession { .. } => "CloseSession",
+        Op::ExpireSession { .. } => "ExpireSession",
         Op::Create { .. } => "Create",
         Op::CreateOpen { .. } => "CreateOpen",
         Op::Mkdir { .. } => "Mkdir",
@@ -478,6 +483,8 @@ struct Before {
     records: Option<Vec<Record>>,
     /// The file size, for a SetAttr that sets one.
     size: Option<u64>,
+    /// The entry opens a session whose id is not in use (it may still find its token's).
+    opens_new_id: bool,
 }
 
 impl Before {
@@ -489,7 +496,9 @@ impl Before {
             }
             _ => None,
         };
-        Before { records: retry.then(|| logical_records(state)), size }
+        let opens_new_id = matches!(entry.op,
+            Op::OpenSession { session, .. } if state.session_root(session).is_none());
+        Before { records: retry.then(|| logical_records(state)), size, opens_new_id }
     }
 }
 
@@ -501,10 +510,17 @@ fn check_step(
     retries: &mut Retries,
     (seed, step): (u64, usize),
 ) {
-    if let (Op::OpenSession { session, .. }, Ok(_)) = (&entry.op, reply) {
-        // A new session with a reused id starts its sequence afresh.
-        retries.sent.remove(session);
-        retries.next_seq.remove(session);
+    if let (Op::OpenSession { session, token, .. }, Ok(outcome)) = (&entry.op, reply) {
+        let Outcome::Session { session: opened, .. } = outcome else {
+            panic!("seed {seed} step {step}: OpenSession answered {outcome:?}");
+        };
+        let by_token = (*token != 0).then(|| after.session_by_token(*token)).flatten();
+        assert_eq!(by_token.map(|(id, _)| id).unwrap_or(*session), *opened, "seed {seed}");
+        if before.opens_new_id && opened == session {
+            // A new session with a reused id starts its sequence afresh.
+            retries.sent.remove(session);
+            retries.next_seq.remove(session);
+        }
     }
     if let (Op::SetAttr { ino, set: SetAttr { size: Some(size), .. }, .. }, Ok(_)) =
         (&entry.op, reply)

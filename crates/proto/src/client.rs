@@ -36,6 +36,12 @@ pub enum ClientOp {
         /// Subdirectory of the filesystem to use as this session's root ("/" for all).
         subdir: String,
         password: Option<String>,
+        /// For a new session: a random number the client picks once per session it opens
+        /// and sends again with every retry of that Hello. The master answers a retry whose
+        /// first attempt committed (its reply was lost, e.g. the leader died) with the
+        /// session that attempt opened, instead of opening a second one. 0: no such
+        /// protection (one-shot tools). Ignored when resuming.
+        token: u64,
     },
     Lookup {
         parent: Ino,
@@ -572,6 +578,10 @@ pub struct ClusterStatus {
     /// empty when the answering master does not lead.
     #[serde(default)]
     pub members: Vec<MemberStatus>,
+    /// Sessions in the replicated state, connected or not (a session outlives its connection
+    /// for the session sustain time).
+    #[serde(default)]
+    pub sessions: u64,
 }
 
 /// One member of the Raft group as the leader sees it.

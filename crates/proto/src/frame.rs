@@ -12,6 +12,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 ///
 /// 2: master replies to clients are `client::Answer` (term + result), master frames to
 /// chunkservers are `cs::FromMaster` (term + message), `ClientOp::WhoLeads`, `LeaderHint`.
+/// 3: `ClientOp::Hello` carries the session open `token` (exactly-once session opens);
+/// chunkservers register with every master (`MasterToCs::Hello`, `Copy`/`Gone` reports).
 pub const PROTOCOL_VERSION: u8 = 3;
 
 /// Largest frame body (everything after the 4-byte length) we accept or send.

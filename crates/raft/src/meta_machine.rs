@@ -27,7 +27,9 @@ impl StateMachine for State {
     }
 
     fn empty() -> State {
-        let mut state = State::new(Timestamp::now());
+        // A fixed time: nothing on this node's clock may enter a replica's state. (The state
+        // is replaced by the first snapshot; its cluster time starts at 0 until then.)
+        let mut state = State::new(Timestamp::new(0, 0));
         state.take_changes();
         state
     }

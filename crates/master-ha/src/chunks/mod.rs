@@ -35,7 +35,7 @@ use crate::server::{BoxFuture, ChunkService, CopyHealth};
 use mfsha_meta::{ChunkInfo, Entry, Op, Outcome};
 use mfsha_proto::client::{ChunkserverStatus, CopyInfo};
 use mfsha_proto::cs::MasterToCs;
-use mfsha_proto::types::{ChunkId, ServerAddr, Status, Timestamp};
+use mfsha_proto::types::{ChunkId, ServerAddr, Status};
 use parking_lot::Mutex;
 use plan::{Action, Limits, Moment, Plan};
 use registry::{Inner, PendingKind, ServerKey};
@@ -76,7 +76,7 @@ impl ChunkMeta for MetaHandle {
         let meta = self.clone();
         Box::pin(async move {
             let op = Op::SetChunkVersion { chunk_id: id, version };
-            meta.propose(Entry { now: Timestamp::now(), client: None, op }).await.map(|_| ())
+            meta.propose(Entry { now: meta.cluster_now(), client: None, op }).await.map(|_| ())
         })
     }
 }

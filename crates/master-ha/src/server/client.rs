@@ -2,7 +2,8 @@
 //!
 //! Reads are served from the applied state of this master, and only by the leader (a
 //! follower's state may lag, and a client that just wrote must read its write). Mutations are
-//! turned into an [`Entry`] carrying the proposer's clock, any new ids, and the request's
+//! turned into an [`Entry`] carrying the cluster time (this leader's clock, never before the
+//! applied cluster time: [`MetaHandle::cluster_now`](crate::node::MetaHandle::cluster_now)), any new ids, and the request's
 //! `(session, seq)`; the reply is sent only after the entry is committed, applied and durable.
 //! A retried mutation whose `(session, seq)` the state machine already answered gets that same
 //! answer again without a second proposal.
@@ -29,8 +30,11 @@ pub async fn handle_waiting(
     request: Request,
 ) -> Reply<ClientReply> {
     match &request.op {
-        ClientOp::Hello { session, client_info, subdir, .. } => {
-            hello(service, connection, *session, client_info, subdir).await
+        ClientOp::Hello { session: Some(session), client_info, .. } => {
+            resume(service, connection, *session, client_info)
+        }
+        ClientOp::Hello { session: None, client_info, subdir, token, .. } => {
+            open_session(service, connection, client_info, subdir, *token).await
         }
         ClientOp::Goodbye => goodbye(service, connection, &request).await,
         ClientOp::GetLock { .. } | ClientOp::SetLock { .. } | ClientOp::ReleaseLocks { .. } => {
@@ -87,19 +91,37 @@ fn transfer_leader(service: &Service, uid: u32, to: u64) -> Reply<ClientReply> {
     Ok(ClientReply::Unit)
 }
 
-async fn hello(
+/// How many fresh ids a session open tries: an id can clash only with one another leader
+/// handed out just before a failover (ids are seeded from the clock).
+const OPEN_ATTEMPTS: usize = 3;
+
+/// Attaches this connection to an existing session (a reconnect).
+fn resume(
     service: &Service,
     connection: &Connection,
-    resume: Option<SessionId>,
+    session: SessionId,
     client_info: &str,
-    subdir: &str,
 ) -> Reply<ClientReply> {
     let info: String = client_info.chars().take(CLIENT_INFO_MAX).collect();
-    if let Some(session) = resume {
-        let root = service.meta.read(|s| s.session_root(session)).ok_or(Status::BadSession)?;
+    let root = service.meta.read(|s| s.session_root(session)).ok_or(Status::BadSession)?;
+    service.sessions.attach(connection, session, root, &info);
+    tracing::debug!(session, peer = %connection.peer, "session resumed");
+    Ok(ClientReply::Session { session, root })
+}
+
+/// Opens a session, exactly once per `token`: a retry whose first attempt committed (the
+/// reply was lost, perhaps with the leader that sent it) gets the session it opened.
+async fn open_session(
+    service: &Service,
+    connection: &Connection,
+    client_info: &str,
+    subdir: &str,
+    token: u64,
+) -> Reply<ClientReply> {
+    let info: String = client_info.chars().take(CLIENT_INFO_MAX).collect();
+    if let Some((session, root)) = service.meta.read(|s| s.session_by_token(token)) {
         service.sessions.attach(connection, session, root, &info);
-        service.locks.session_resumed(service.meta.raft_status().term);
-        tracing::debug!(session, peer = %connection.peer, "session resumed");
+        tracing::info!(session, peer = %connection.peer, "session open retried: same session");
         return Ok(ClientReply::Session { session, root });
     }
     let root = service.meta.read(|s| {
@@ -109,11 +131,24 @@ async fn hello(
             _ => Err(Status::NotDir),
         }
     })?;
-    let applied_max = service.meta.read(|s| s.sessions().map(|(id, ..)| id).max().unwrap_or(0));
-    let session = service.sessions.allocate_id(applied_max);
-    let op = Op::OpenSession { session, info: info.clone(), root };
-    let entry = Entry { now: Timestamp::now(), client: None, op };
-    service.meta.propose(entry).await?;
+    let term = service.leadership.epoch().ok_or(Status::NotLeader)?.term;
+    let mut attempt = 1;
+    let (session, root) = loop {
+        let applied_max = service.meta.read(|s| s.sessions().map(|(id, ..)| id).max().unwrap_or(0));
+        let session = service.sessions.allocate_id(applied_max);
+        let op = Op::OpenSession { session, info: info.clone(), root, token };
+        let entry = Entry { now: service.meta.cluster_now(), client: None, op };
+        match service.meta.propose(entry).await {
+            Ok(Outcome::Session { session, root }) => break (session, root),
+            Ok(other) => {
+                tracing::error!(?other, "OpenSession applied with an outcome that is no session");
+                return Err(Status::Io);
+            }
+            Err(Status::Exists) if attempt < OPEN_ATTEMPTS => attempt += 1,
+            Err(status) => return Err(status),
+        }
+    };
+    service.sessions.opened(session, term);
     service.sessions.attach(connection, session, root, &info);
     tracing::info!(session, peer = %connection.peer, info = %info, root, "session opened");
     Ok(ClientReply::Session { session, root })
@@ -129,11 +164,11 @@ async fn goodbye(
         return Err(Status::BadSession);
     }
     let client = (request.seq != 0).then_some(ClientTag { session, seq: request.seq });
-    let entry = Entry { now: Timestamp::now(), client, op: Op::CloseSession { session } };
+    let entry = Entry { now: service.meta.cluster_now(), client, op: Op::CloseSession { session } };
     service.meta.propose(entry).await?;
+    service.sessions.disconnect(connection);
     service.sessions.forget(session);
     service.locks.release_session(session);
-    service.sessions.disconnect(connection);
     *connection.session.lock() = None;
     tracing::info!(session, peer = %connection.peer, "session closed");
     Ok(ClientReply::Unit)
@@ -161,8 +196,8 @@ async fn mutate(service: &Service, request: &Request) -> Reply<ClientReply> {
         Some(outcome) => outcome,
         None => {
             let op = build_op(service, request)?;
-            let entry =
-                Entry { now: Timestamp::now(), client: Some(ClientTag { session, seq }), op };
+            let client = Some(ClientTag { session, seq });
+            let entry = Entry { now: service.meta.cluster_now(), client, op };
             service.meta.propose(entry).await
         }
     }?;
@@ -305,6 +340,8 @@ async fn finish(service: &Service, op: &ClientOp, outcome: Outcome) -> Reply<Cli
         Outcome::Changed { inodes, not_changed, not_permitted } => {
             Ok(ClientReply::Changed { inodes, not_changed, not_permitted })
         }
+        // Only OpenSession has this outcome, and it is no client mutation.
+        Outcome::Session { session, root } => Ok(ClientReply::Session { session, root }),
         Outcome::Unit => match op {
             // Open answers the attributes, so the client can check access and size.
             ClientOp::Open { ino, .. } => {

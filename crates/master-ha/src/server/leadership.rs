@@ -12,16 +12,22 @@
 //! master led at term T waits on [`Leadership::ended`] and is closed as soon as this master
 //! no longer leads at T, so its peer reconnects to the new leader at once instead of
 //! learning it request by request.
+//!
+//! [`Leadership::epoch`] says since when this master leads in its current term (as first seen
+//! here, by the poller or a request, whichever looks first): the lock table's reclaim grace
+//! and session expiry count from there, since what happened before belongs to another leader.
 
 use super::Shutdown;
 use crate::config::{Advertise, MasterConfig};
 use crate::node::MetaHandle;
 use mfsha_proto::types::LeaderHint;
+use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 /// How often the Raft node's leadership is looked at.
 pub const POLL: Duration = Duration::from_millis(20);
@@ -119,12 +125,37 @@ pub struct Lead {
 
 type Source = Arc<dyn Fn() -> Lead + Send + Sync>;
 
+/// One leadership of this master: the term, and when this master was first seen leading in
+/// it (within one [`POLL`] of the election).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Epoch {
+    pub term: u64,
+    pub since: Instant,
+}
+
+/// The current epoch, if this master leads now; remembers it the first time it is seen.
+fn note_epoch(epochs: &Mutex<Option<Epoch>>, lead: Lead) -> Option<Epoch> {
+    if !lead.leading {
+        return None;
+    }
+    let mut known = epochs.lock();
+    match *known {
+        Some(epoch) if epoch.term == lead.term => Some(epoch),
+        _ => {
+            let epoch = Epoch { term: lead.term, since: Instant::now() };
+            *known = Some(epoch);
+            Some(epoch)
+        }
+    }
+}
+
 /// This master's leadership as connections need it. Cheap to clone.
 #[derive(Clone)]
 pub struct Leadership {
     source: Source,
     changes: watch::Receiver<Lead>,
     book: Arc<AddressBook>,
+    epoch: Arc<Mutex<Option<Epoch>>>,
 }
 
 impl Leadership {
@@ -140,8 +171,9 @@ impl Leadership {
     /// Watches whatever `source` reports (tests give a fake).
     pub fn from_fn(source: Source, book: AddressBook, shutdown: Shutdown) -> Leadership {
         let (tx, changes) = watch::channel(source());
-        tokio::spawn(poll(source.clone(), tx, shutdown));
-        Leadership { source, changes, book: Arc::new(book) }
+        let epoch = Arc::new(Mutex::new(None));
+        tokio::spawn(poll(source.clone(), tx, epoch.clone(), shutdown));
+        Leadership { source, changes, book: Arc::new(book), epoch }
     }
 
     /// The node's leadership right now (not the last poll).
@@ -153,6 +185,11 @@ impl Leadership {
     pub fn leading_term(&self) -> Option<u64> {
         let lead = self.now();
         lead.leading.then_some(lead.term)
+    }
+
+    /// Since when this master leads in the term it leads in now (`None`: it does not lead).
+    pub fn epoch(&self) -> Option<Epoch> {
+        note_epoch(&self.epoch, self.now())
     }
 
     /// Who leads as this master sees it now, with the leader's addresses from the book.
@@ -196,7 +233,12 @@ impl Leadership {
     }
 }
 
-async fn poll(source: Source, tx: watch::Sender<Lead>, shutdown: Shutdown) {
+async fn poll(
+    source: Source,
+    tx: watch::Sender<Lead>,
+    epoch: Arc<Mutex<Option<Epoch>>>,
+    shutdown: Shutdown,
+) {
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut was = *tx.borrow();
@@ -206,6 +248,7 @@ async fn poll(source: Source, tx: watch::Sender<Lead>, shutdown: Shutdown) {
             () = shutdown.triggered() => return,
         }
         let lead = source();
+        note_epoch(&epoch, lead);
         if lead == was {
             continue;
         }
@@ -225,7 +268,6 @@ async fn poll(source: Source, tx: watch::Sender<Lead>, shutdown: Shutdown) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use parking_lot::Mutex;
 
     fn addrs(n: u16) -> MasterAddrs {
         MasterAddrs {
@@ -251,8 +293,13 @@ mod tests {
         assert_eq!(hint.logger, None);
         *state.lock() = Lead { term: 4, leader_id: 0, leading: false };
         assert_eq!(lead.hint().client, None, "no leader, no address");
+        assert_eq!(lead.epoch(), None, "not leading: no epoch");
         *state.lock() = Lead { term: 5, leader_id: 1, leading: true };
         assert_eq!(lead.leading_term(), Some(5));
+        let epoch = lead.epoch().expect("leading in term 5");
+        assert_eq!(epoch.term, 5);
+        tokio::time::sleep(POLL * 2).await;
+        assert_eq!(lead.epoch(), Some(epoch), "the epoch starts when leadership was first seen");
         let step_down = tokio::spawn({
             let lead = lead.clone();
             async move { lead.next_step_down().await }

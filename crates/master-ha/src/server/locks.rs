@@ -11,16 +11,23 @@
 //!   owner's close and on the release of a flock'd open file), or its process dies (same);
 //! * the session ends (`Goodbye`), or no connection has carried the session for
 //!   [`DETACHED_EXPIRY`] (a mount that crashed or lost its network);
+//! * the session ends (`Goodbye`, or it expired: see [`super::expiry`]);
 //! * the leader changes or the master restarts: the table starts empty. Mounts re-take
-//!   ("reclaim") the locks they hold when they reconnect. For [`GRACE`] after the first
-//!   session resumes with this leader, only reclaims are served and other lock requests wait,
-//!   so a lock cannot be taken by someone else before its holder had a chance to reclaim it.
-//!   A holder that reconnects later than that may find its lock taken: the mount then logs
-//!   the lock as lost.
+//!   ("reclaim") the locks they hold when they reconnect. For [`GRACE`] after this master
+//!   started leading, only reclaims are served and other lock requests wait, so a lock
+//!   cannot be taken by someone else before its holder had a chance to reclaim it. The
+//!   grace counts from the start of leadership, not from the first lock request or resume:
+//!   a client opening a new session (or a quick holder) must not take, before the grace, a
+//!   lock a slower holder still has to reclaim; and a leader that has led for a while owes
+//!   no grace to a latecomer. No grace is needed when every session was opened by this
+//!   leader in this term (a fresh cluster): none can hold a lock from before. A holder that
+//!   reconnects after the grace may find its lock taken: the mount then logs the lock as
+//!   lost.
 //!
 //! Requests never wait for a conflicting lock here: a conflict answers `WouldBlock`, and the
 //! mount polls for F_SETLKW (so a signal to the waiting process can stop the wait).
 
+use super::leadership::Epoch;
 use super::Service;
 use mfsha_proto::client::{ClientOp, ClientReply, FileLock, LockKind, OwnerLocks, Request};
 use mfsha_proto::types::{Ino, Reply, SessionId, Status};
@@ -29,7 +36,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// How long after the first session resumes with a new leader only reclaims are served.
+/// How long after a master starts leading only reclaims are served.
 pub const GRACE: Duration = Duration::from_secs(5);
 /// How long a session may have no connection before its locks are dropped.
 pub const DETACHED_EXPIRY: Duration = Duration::from_secs(30);
@@ -51,7 +58,7 @@ struct Holder {
 struct Inner {
     /// The Raft term the table belongs to; a new term starts with an empty table.
     term: u64,
-    /// End of the reclaim-only period of this term, once a session resumed.
+    /// End of the reclaim-only period of this term (`None`: no grace was owed).
     grace_until: Option<Instant>,
     files: HashMap<Ino, Vec<Holder>>,
     /// Ranges held in `files`, bounded by `MAX_RANGES`.
@@ -82,35 +89,32 @@ impl LockTable {
         LockTable { inner: Mutex::new(Inner::default()), max_ranges }
     }
 
-    /// Notes the current term: a new one empties the table (its locks belong to an old
-    /// leader and are reclaimed by their holders).
-    fn observe_term(inner: &mut Inner, term: u64) {
-        if inner.term != term {
+    /// Notes the leadership the table serves: a new term empties the table (its locks belong
+    /// to an old leader and are reclaimed by their holders) and, when some session may hold
+    /// such locks (`inherited`), starts the grace at the start of that leadership.
+    fn observe(inner: &mut Inner, epoch: Epoch, inherited: bool) {
+        if inner.term != epoch.term {
             if !inner.files.is_empty() {
                 tracing::info!(
                     old_term = inner.term,
-                    term,
+                    term = epoch.term,
                     files = inner.files.len(),
                     "new term: forgetting locks; holders reclaim them when they reconnect"
                 );
             }
-            *inner = Inner { term, ..Inner::default() };
+            let grace_until = inherited.then_some(epoch.since + GRACE);
+            *inner = Inner { term: epoch.term, grace_until, ..Inner::default() };
         }
     }
 
-    /// A session resumed with this leader in `term`: the first one starts the grace period.
-    pub fn session_resumed(&self, term: u64) {
+    /// When a non-reclaim request may be served in `epoch` (`None`: now). `inherited`: some
+    /// session was not opened by this leader in this term, so it may hold locks taken from
+    /// an earlier leader (only looked at on the first request of a term).
+    fn wait_until(&self, epoch: Epoch, inherited: impl FnOnce() -> bool) -> Option<Instant> {
         let mut inner = self.inner.lock();
-        Self::observe_term(&mut inner, term);
-        if inner.grace_until.is_none() {
-            inner.grace_until = Some(Instant::now() + GRACE);
+        if inner.term != epoch.term {
+            Self::observe(&mut inner, epoch, inherited());
         }
-    }
-
-    /// When a non-reclaim request may be served (`None`: now).
-    fn wait_until(&self, term: u64) -> Option<Instant> {
-        let mut inner = self.inner.lock();
-        Self::observe_term(&mut inner, term);
         inner.grace_until.filter(|t| *t > Instant::now())
     }
 
@@ -265,11 +269,12 @@ pub async fn handle(service: &Service, request: &Request) -> Reply<ClientReply> 
     if session == 0 || service.meta.read(|s| s.session_root(session)).is_none() {
         return Err(Status::BadSession);
     }
+    let epoch = service.leadership.epoch().ok_or(Status::NotLeader)?;
     let locks = &service.locks;
-    let term = service.meta.raft_status().term;
     locks.expire(|s| service.sessions.is_connected(s));
     let reclaim = matches!(request.op, ClientOp::SetLock { reclaim: true, .. });
-    if let (false, Some(until)) = (reclaim, locks.wait_until(term)) {
+    let inherited = || inherited_sessions(service, epoch.term);
+    if let (false, Some(until)) = (reclaim, locks.wait_until(epoch, inherited)) {
         tokio::time::sleep_until(until).await;
     }
     match &request.op {
@@ -296,6 +301,13 @@ pub async fn handle(service: &Service, request: &Request) -> Reply<ClientReply> 
             Err(Status::NotSupported)
         }
     }
+}
+
+/// True if some session was not opened by this master in `term`: it may have taken locks
+/// from an earlier leader that it has yet to reclaim.
+fn inherited_sessions(service: &Service, term: u64) -> bool {
+    let ids: Vec<SessionId> = service.meta.read(|s| s.sessions().map(|(id, ..)| id).collect());
+    ids.into_iter().any(|id| !service.sessions.opened_in(id, term))
 }
 
 /// A lock request must name a non-empty range.
@@ -351,18 +363,28 @@ mod tests {
         t.set(2, 3, lock(1, LockKind::Exclusive, 0, 9)).unwrap();
     }
 
+    fn epoch(term: u64, since: Instant) -> Epoch {
+        Epoch { term, since }
+    }
+
     #[test]
-    fn a_new_term_starts_empty_and_a_resume_opens_the_grace_period() {
+    fn a_new_term_starts_empty_and_the_grace_runs_from_the_start_of_leadership() {
         let t = LockTable::new();
-        assert_eq!(t.wait_until(1), None);
+        let now = Instant::now();
+        assert_eq!(t.wait_until(epoch(1, now), || false), None, "no inherited session");
         t.set(1, 1, lock(7, LockKind::Exclusive, 0, 9)).unwrap();
-        assert_eq!(t.wait_until(1), None, "same term, no resume: no grace");
-        t.session_resumed(2);
+        assert_eq!(t.wait_until(epoch(1, now), || true), None, "same term: looked at once");
+        // Leading since 3 s when the first lock request comes: 2 s of grace are left.
+        let started = now - Duration::from_secs(3);
+        let until = t.wait_until(epoch(2, started), || true).expect("grace in term 2");
         assert_eq!(t.counts(), (0, 0), "the new term forgot the old locks");
-        let until = t.wait_until(2).expect("grace after the first resume");
-        assert!(until > Instant::now() + GRACE - Duration::from_secs(1));
-        t.session_resumed(2);
-        assert_eq!(t.wait_until(2), Some(until), "later resumes do not extend it");
+        assert_eq!(until, started + GRACE, "counted from the start of leadership");
+        assert_eq!(t.wait_until(epoch(2, started), || true), Some(until), "not extended");
+        // A leader that has led longer than the grace owes none to its first request.
+        let long_ago = now - GRACE - Duration::from_secs(1);
+        assert_eq!(t.wait_until(epoch(3, long_ago), || true), None);
+        // Every session opened in this term: nobody has locks to reclaim, no grace.
+        assert_eq!(t.wait_until(epoch(4, now), || false), None);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //!   applied state, mutations become a [`mfsha_meta::Entry`] proposed through Raft and are
 //!   answered only once committed, applied and durable.
 //! * [`session`] opens and resumes client sessions and remembers which are connected.
+//! * [`expiry`] ends sessions no connection carried for the session sustain time.
 //! * [`locks`] keeps file locks (POSIX byte ranges, flock) in the leader's memory.
 //! * [`status`] assembles `ClusterStatus` for `mfsha status`.
 //! * [`leadership`] knows who leads and where each master is (leader hints), and tells
@@ -18,6 +19,7 @@
 //! depend on how the registry is built.
 
 pub mod client;
+pub mod expiry;
 pub mod leadership;
 pub mod listener;
 pub mod locks;

@@ -2,13 +2,18 @@
 //!
 //! A session is replicated metadata (`Op::OpenSession`), so it survives a master restart or a
 //! leader change and a client can resume it. Which *connection* carries a session is local to
-//! this master and only used for `mfsha status`.
+//! this master: `mfsha status` shows it, and session expiry (see [`super::expiry`]) keeps
+//! every connected session and counts a detached one's idle time from when its last
+//! connection closed here. That is leader memory, not replicated: a new leader has seen no
+//! connection yet and counts from the start of its leadership, so it never expires a session
+//! for activity it did not see.
 
 use mfsha_proto::client::ClientStatus;
 use mfsha_proto::types::{Ino, SessionId};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::time::Instant;
 
 /// One client connection, as seen by its request handlers.
 #[derive(Debug)]
@@ -26,6 +31,11 @@ pub struct Sessions {
     connected: Mutex<HashMap<u64, ClientStatus>>,
     /// Root inode per session, so requests need not search the replicated session table.
     roots: parking_lot::RwLock<HashMap<SessionId, Ino>>,
+    /// When the last connection carrying each session closed (sessions attached here only).
+    detached: Mutex<HashMap<SessionId, Instant>>,
+    /// The term in which this master opened each session it opened (for the lock grace:
+    /// such a session cannot hold locks from an earlier leader).
+    opened_in: Mutex<HashMap<SessionId, u64>>,
 }
 
 impl Default for Sessions {
@@ -41,6 +51,8 @@ impl Sessions {
             next_connection: AtomicU64::new(1),
             connected: Mutex::new(HashMap::new()),
             roots: parking_lot::RwLock::new(HashMap::new()),
+            detached: Mutex::new(HashMap::new()),
+            opened_in: Mutex::new(HashMap::new()),
         }
     }
 
@@ -71,6 +83,7 @@ impl Sessions {
     pub fn attach(&self, connection: &Connection, session: SessionId, root: Ino, info: &str) {
         *connection.session.lock() = Some((session, root));
         self.roots.write().insert(session, root);
+        self.detached.lock().remove(&session);
         self.connected.lock().insert(
             connection.id,
             ClientStatus {
@@ -82,9 +95,37 @@ impl Sessions {
         );
     }
 
-    /// Forgets a closed connection (its session stays open in the replicated state).
+    /// Forgets a closed connection (its session stays open in the replicated state). A
+    /// session no other connection carries is detached from now on.
     pub fn disconnect(&self, connection: &Connection) {
-        self.connected.lock().remove(&connection.id);
+        let mut connected = self.connected.lock();
+        let Some(gone) = connected.remove(&connection.id) else { return };
+        if !connected.values().any(|c| c.session == gone.session) {
+            self.detached.lock().insert(gone.session, Instant::now());
+        }
+    }
+
+    /// When the last connection carrying `session` closed, if one did here and none carries
+    /// it now.
+    pub fn detached_since(&self, session: SessionId) -> Option<Instant> {
+        self.detached.lock().get(&session).copied()
+    }
+
+    /// Forgets what this master noted about sessions that `live` says no longer exist (they
+    /// ended while another master led), so the notes stay as few as the sessions.
+    pub fn keep_only(&self, live: impl Fn(SessionId) -> bool) {
+        self.detached.lock().retain(|id, _| live(*id));
+        self.opened_in.lock().retain(|id, _| live(*id));
+    }
+
+    /// Notes that this master opened `session` while leading in `term`.
+    pub fn opened(&self, session: SessionId, term: u64) {
+        self.opened_in.lock().insert(session, term);
+    }
+
+    /// True if this master opened `session` while leading in `term`.
+    pub fn opened_in(&self, session: SessionId, term: u64) -> bool {
+        self.opened_in.lock().get(&session) == Some(&term)
     }
 
     /// True while some connection carries `session`.
@@ -92,9 +133,11 @@ impl Sessions {
         self.connected.lock().values().any(|c| c.session == session)
     }
 
-    /// Forgets a session closed with `Goodbye`.
+    /// Forgets a session that ended (`Goodbye`, or expired).
     pub fn forget(&self, session: SessionId) {
         self.roots.write().remove(&session);
+        self.detached.lock().remove(&session);
+        self.opened_in.lock().remove(&session);
     }
 
     /// The cached root of `session`, if this master has seen it since it started.
@@ -145,5 +188,34 @@ mod tests {
         assert_eq!(sessions.connected().len(), 1);
         sessions.forget(3);
         assert_eq!(sessions.cached_root(3), None);
+    }
+
+    #[tokio::test]
+    async fn a_session_is_detached_once_its_last_connection_closes() {
+        let sessions = Sessions::new();
+        let one = sessions.connect("10.0.0.1:5000".into());
+        let two = sessions.connect("10.0.0.1:5001".into());
+        sessions.attach(&one, 7, 1, "h:/mnt");
+        sessions.attach(&two, 7, 1, "h:/mnt");
+        assert_eq!(sessions.detached_since(7), None);
+        sessions.disconnect(&one);
+        assert_eq!(sessions.detached_since(7), None, "still carried by the other connection");
+        let before = Instant::now();
+        sessions.disconnect(&two);
+        let since = sessions.detached_since(7).expect("no connection carries 7");
+        assert!(since >= before);
+        assert!(!sessions.is_connected(7));
+        let back = sessions.connect("10.0.0.1:5002".into());
+        sessions.attach(&back, 7, 1, "h:/mnt");
+        assert_eq!(sessions.detached_since(7), None, "attached again");
+        sessions.opened(7, 4);
+        assert!(sessions.opened_in(7, 4) && !sessions.opened_in(7, 5));
+        sessions.forget(7);
+        assert!(!sessions.opened_in(7, 4));
+        sessions.opened(8, 4);
+        sessions.disconnect(&back);
+        sessions.keep_only(|id| id == 8);
+        assert_eq!(sessions.detached_since(7), None, "7 ended elsewhere: forgotten");
+        assert!(sessions.opened_in(8, 4));
     }
 }

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 /// chunkservers, clients and metaloggers.
 pub fn cluster_status(service: &Service) -> ClusterStatus {
     let raft = service.meta.raft_status();
-    let counts = service.meta.read(|s| s.counts());
+    let (counts, sessions) = service.meta.read(|s| (s.counts(), s.sessions().count() as u64));
     let health = service.chunks.copy_health(counts.chunks);
     ClusterStatus {
         node_id: raft.node_id,
@@ -32,6 +32,7 @@ pub fn cluster_status(service: &Service) -> ClusterStatus {
         chunks_overgoal: health.overgoal,
         chunks_missing: health.missing,
         members: members(service),
+        sessions,
     }
 }
 

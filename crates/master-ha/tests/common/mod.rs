@@ -56,6 +56,7 @@ pub async fn hello(client: &Client, resume: Option<u64>) -> Reply<ClientReply> {
         client_info: "test".into(),
         subdir: "/".into(),
         password: None,
+        token: 0,
     };
     client.call(request(0, 0, op)).await.unwrap()
 }

@@ -135,10 +135,11 @@ pub fn names(state: &State, dir: Ino) -> Vec<String> {
     entries.into_iter().map(|e| e.name).collect()
 }
 
-/// Every record except the applied index: what an entry that "changes nothing" must leave
-/// exactly as it was.
+/// Every record except the applied index and the cluster time (every entry moves them):
+/// what an entry that "changes nothing" must leave exactly as it was.
 pub fn logical_records(state: &State) -> Vec<Record> {
     let mut records = state.all_records();
-    records.retain(|(table, key, _)| !(*table == Table::Meta && key == b"applied_index"));
+    let moves = |key: &[u8]| key == b"applied_index" || key == b"cluster_time";
+    records.retain(|(table, key, _)| !(*table == Table::Meta && moves(key)));
     records
 }

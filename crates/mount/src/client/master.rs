@@ -200,6 +200,9 @@ pub struct MasterLink {
     terms: TermFloor,
     /// Client address of the last leader connected to or named by a hint: tried first.
     leader: SyncMutex<Option<String>>,
+    /// The token of the session open under way (0: none): the same for every attempt until
+    /// one answers, so an attempt that committed unseen does not leave a second session.
+    open_token: SyncMutex<u64>,
 }
 
 /// What one attempt on one connection produced.
@@ -230,6 +233,7 @@ impl MasterLink {
             locks: SyncMutex::new(HashMap::new()),
             terms: TermFloor::default(),
             leader: SyncMutex::new(None),
+            open_token: SyncMutex::new(0),
         });
         link.first_session().await?;
         tokio::spawn(ping_loop(Arc::downgrade(&link)));
@@ -603,6 +607,7 @@ impl MasterLink {
             }
         }
         let (session, root) = self.hello(&rpc, None).await?;
+        *self.open_token.lock() = 0; // opened: the next new session gets a token of its own
         let old_root = self.root.swap(root, Ordering::AcqRel);
         if old_root != 0 && old_root != root {
             tracing::error!(old_root, root, "the session root changed after reconnecting");
@@ -649,17 +654,31 @@ impl MasterLink {
         rpc: &Rpc,
         session: Option<SessionId>,
     ) -> Result<(SessionId, Ino), OpenError> {
+        let token = match session {
+            Some(_) => 0,
+            None => self.open_token(),
+        };
         let op = ClientOp::Hello {
             session,
             client_info: self.cfg.info.clone(),
             subdir: self.cfg.subdir.clone(),
             password: self.cfg.password.clone(),
+            token,
         };
         let req = Request { session: 0, seq: 0, uid: 0, gid: 0, op };
         match self.one_call(rpc, req).await? {
             ClientReply::Session { session, root } => Ok((session, root)),
             other => Err(OpenError::Retry(format!("unexpected answer to Hello: {other:?}"))),
         }
+    }
+
+    /// The token of the session open under way, picked at random by the first attempt.
+    fn open_token(&self) -> u64 {
+        let mut token = self.open_token.lock();
+        while *token == 0 {
+            *token = rand::random();
+        }
+        *token
     }
 
     /// Re-registers the files this mount holds open with a brand-new session.
