@@ -110,6 +110,17 @@ pub async fn admit(fence: &Arc<TermFence>, term: u64) -> Result<(), FenceError> 
     }
 }
 
+/// Raises the fence to `term` if it is newer, for a frame that is not a command (any
+/// master's heartbeat or greeting): once any master is at term T, a leader of an older term
+/// is deposed or about to be (pre-vote lets a term rise only with a majority's support), so
+/// its commands are refused from then on. An older term is simply not recorded.
+pub async fn note(fence: &Arc<TermFence>, term: u64) -> Result<(), FenceError> {
+    match admit(fence, term).await {
+        Err(FenceError::Stale { .. }) => Ok(()),
+        other => other,
+    }
+}
+
 fn body(term: u64) -> String {
     format!("term {term}")
 }

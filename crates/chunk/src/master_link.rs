@@ -20,8 +20,10 @@
 //! keepalive and `TCP_USER_TIMEOUT` at 1 s (`mfsha_proto::net`); a master that sends nothing
 //! (it heartbeats every 300 ms) for [`MASTER_SILENCE`] is taken for hung.
 //!
-//! Every frame from the master carries its term; the [`TermFence`] refuses commands of a term
-//! older than one already obeyed and records a newer term on disk before obeying it.
+//! Every frame from a master carries its term; the [`TermFence`] refuses commands of a term
+//! older than the highest seen, and records a newer term on disk (before obeying a command
+//! that brought it). Terms of heartbeats and greetings count too: once any master is at a
+//! newer term, the old term's leader is deposed, and its commands are refused.
 
 use crate::fence::{self, FenceError, TermFence};
 use crate::server::Peers;
@@ -310,13 +312,13 @@ impl Session<'_> {
         let first = tokio::time::timeout(MASTER_SILENCE, frames.recv())
             .await
             .map_err(|_| LinkError::Silent(MASTER_SILENCE))?;
-        let (master_node, cluster, masters) = match first {
+        let (term, master_node, cluster, masters) = match first {
             None => return Err(LinkError::Closed),
             Some(Err(e)) => return Err(e.into()),
             Some(Ok(FromMaster {
+                term,
                 msg: MasterToCs::Hello { master_node, cluster, masters },
-                ..
-            })) => (master_node, cluster, masters),
+            })) => (term, master_node, cluster, masters),
             Some(Ok(other)) => return Err(LinkError::NoHello(format!("{:?}", other.msg))),
         };
         if let Some(ours) = &self.shared.config.cluster {
@@ -324,6 +326,7 @@ impl Session<'_> {
                 return Err(LinkError::WrongCluster { ours: ours.clone(), theirs: cluster });
             }
         }
+        fence::note(&self.shared.fence, term).await?;
         for (_, addr) in masters {
             spawn_follow(self.shared, addr);
         }
@@ -409,6 +412,7 @@ impl Session<'_> {
     ) -> Result<(), LinkError> {
         let FromMaster { term, msg } = frame;
         let Some(op) = command_op(&msg) else {
+            fence::note(&self.shared.fence, term).await?;
             match msg {
                 MasterToCs::Welcome { master_node } => {
                     *backoff = BACKOFF_MIN;
