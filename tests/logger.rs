@@ -109,3 +109,36 @@ fn restoring_from_an_empty_directory_says_what_is_missing() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no usable snapshot") && err.contains("metadata_ml.mfsha"), "{err}");
 }
+
+/// A metalogger configured for another cluster is refused by the master (and gets nothing);
+/// with the master's cluster_id it is served.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_logger_of_another_cluster_is_refused() {
+    let mut cluster = Cluster::new();
+    cluster.start_master();
+    let mut session = Session::open(&cluster.master_addr()).await;
+    mkdirs(&mut session, "d", 3).await;
+    let logger_dir = cluster.path().join("logger");
+    let config = cluster.path().join("logger.yaml");
+    let yaml = |cluster_id: &str| {
+        format!(
+            "name: test-logger\ndata_dir: {}\nmasters: [\"127.0.0.1:{}\"]\ncluster_id: {cluster_id}\n",
+            logger_dir.display(),
+            cluster.ports.logger
+        )
+    };
+    std::fs::write(&config, yaml("other")).unwrap();
+    let mut logger =
+        Daemon::spawn(cluster.path(), "logger", &["logger", "-c", config.to_str().unwrap()]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cluster.master_log().contains("belongs to cluster \"other\"") {
+        assert!(Instant::now() < deadline, "master log:\n{}", cluster.master_log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(restorable(&logger_dir), None, "a refused logger got metadata");
+    logger.stop(Duration::from_secs(10));
+    std::fs::write(&config, yaml("test")).unwrap();
+    let logger =
+        Daemon::spawn(cluster.path(), "logger", &["logger", "-c", config.to_str().unwrap()]);
+    wait_restorable(&cluster, &logger_dir, 4, &logger);
+}

@@ -15,8 +15,19 @@ pub struct LoggerConfig {
     pub masters: Vec<String>,
     /// Seconds between fresh snapshot downloads (MooseFS: META_DOWNLOAD_FREQ). Default 3600.
     pub snapshot_every_s: u64,
+    /// The masters' `cluster_id`: a master of another cluster refuses this logger. Default:
+    /// the witness's `cluster_id`, or unset (any cluster).
+    pub cluster_id: Option<String>,
     /// Run as the Raft group's witness too (see `witness.rs`). Default: not a witness.
     pub witness: Option<crate::witness::WitnessConfig>,
+}
+
+impl LoggerConfig {
+    /// The cluster this logger says it belongs to.
+    pub fn cluster(&self) -> Option<String> {
+        let witness = self.witness.as_ref().map(|w| w.cluster_id.clone());
+        self.cluster_id.clone().or(witness)
+    }
 }
 
 impl Default for LoggerConfig {
@@ -26,6 +37,7 @@ impl Default for LoggerConfig {
             data_dir: PathBuf::from("/var/lib/mfsha/logger"),
             masters: vec![format!("mfsmaster:{}", mfsha_proto::ports::MASTER_LOGGER)],
             snapshot_every_s: 3600,
+            cluster_id: None,
             witness: None,
         }
     }

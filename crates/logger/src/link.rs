@@ -116,7 +116,11 @@ async fn follow(config: &LoggerConfig, master: &str) -> Result<(), LoggerError> 
     let (mut reader, mut writer) = stream.into_split();
     let dir = config.data_dir.clone();
     let mut follower = Follower::new(&dir, last_index_on_disk(&dir))?;
-    let hello = LoggerToMaster::Hello { name: config.name.clone(), applied: follower.last };
+    let hello = LoggerToMaster::Hello {
+        name: config.name.clone(),
+        applied: follower.last,
+        cluster: config.cluster(),
+    };
     write_frame(&mut writer, 0, &hello).await.map_err(|e| link_err(e.to_string()))?;
     tracing::info!(%master, applied = follower.last, "connected to master");
     let (tx, mut rx) = mpsc::channel::<Result<MasterToLogger, FrameError>>(16);

@@ -121,7 +121,7 @@ pub async fn start_with(
             "no chunk registry in this master; not listening for chunkservers (data I/O answers NoChunkservers)");
     }
     let peers = config.peers.iter().map(|p| format!("{}@{}", p.id, p.addr)).collect();
-    let service = Arc::new(Service::new(meta, chunk_service, peers, leadership));
+    let service = Arc::new(Service::new(meta, chunk_service, peers, leadership, config.cluster_id.clone()));
     let listener = ClientListener::new(client_listener, service.clone(), config.client.clone());
     let in_flight = listener.in_flight();
     let client_task = tokio::spawn(listener.run(shutdown.clone()).in_current_span());

@@ -14,6 +14,9 @@ pub enum LoggerToMaster {
     Hello {
         name: String,
         applied: u64,
+        /// The cluster this logger belongs to (its `cluster_id`, or its witness's), if set: a
+        /// master of another cluster refuses it.
+        cluster: Option<String>,
     },
     /// Asks for a fresh snapshot.
     WantSnapshot,

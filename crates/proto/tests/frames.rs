@@ -108,7 +108,9 @@ fn chunkserver_data_logger_peer_messages_round_trip() {
         },
     );
     round_trip(8, Ok::<_, Status>(DataReply::Data(data)));
-    round_trip(0, LoggerToMaster::Hello { name: "l1".into(), applied: 10 });
+    round_trip(0, LoggerToMaster::Hello { name: "l1".into(), applied: 10, cluster: None });
+    let cluster = Some("mfsha".into());
+    round_trip(0, LoggerToMaster::Hello { name: "l1".into(), applied: 10, cluster });
     round_trip(0, MasterToLogger::Entries(vec![(1, 1, serde_bytes::ByteBuf::from(vec![1]))]));
     round_trip(0, PeerMessage::Raft(serde_bytes::ByteBuf::from(vec![1, 2, 3])));
 }

@@ -66,6 +66,8 @@ enum LoggerLinkError {
     NotHello(String),
     #[error("entry {first} would follow {sent}: gap in the applied stream")]
     Gap { first: u64, sent: u64 },
+    #[error("the metalogger belongs to cluster {theirs:?}, this master to {ours:?}: check the metalogger's masters and cluster_id")]
+    WrongCluster { theirs: String, ours: String },
     #[error("no snapshot available: {0}")]
     NoSnapshot(mfsha_proto::types::Status),
 }
@@ -81,7 +83,11 @@ async fn serve_logger(
         .await
         .map_err(|_| LoggerLinkError::NoHello(HELLO_TIMEOUT))??;
     let name = match hello.body {
-        LoggerToMaster::Hello { name, applied } => {
+        LoggerToMaster::Hello { name, applied, cluster } => {
+            if let Some(theirs) = cluster.filter(|theirs| *theirs != service.cluster_id) {
+                let ours = service.cluster_id.clone();
+                return Err(LoggerLinkError::WrongCluster { theirs, ours });
+            }
             tracing::info!(%name, applied, "metalogger connected");
             name
         }

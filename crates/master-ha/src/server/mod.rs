@@ -146,6 +146,8 @@ pub struct Service {
     pub loggers: parking_lot::Mutex<Vec<String>>,
     /// Who leads and where the masters are; connections close when this master steps down.
     pub leadership: Leadership,
+    /// This master's `cluster_id`: metaloggers of another cluster are refused.
+    pub cluster_id: String,
 }
 
 impl Service {
@@ -154,6 +156,7 @@ impl Service {
         chunks: Arc<dyn ChunkService>,
         peers: Vec<String>,
         leadership: Leadership,
+        cluster_id: String,
     ) -> Self {
         Service {
             meta,
@@ -163,6 +166,7 @@ impl Service {
             peers,
             loggers: parking_lot::Mutex::new(Vec::new()),
             leadership,
+            cluster_id,
         }
     }
 }
