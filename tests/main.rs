@@ -14,6 +14,8 @@ mod ha;
 mod logger;
 mod master;
 mod mount;
+mod netns;
 mod session;
 mod trash;
 mod util;
+mod vip;
