@@ -42,6 +42,9 @@ pub struct MasterConfig {
     pub chunks: ChunksConfig,
     /// Emptying the trash: how often and how much the leader purges.
     pub trash: TrashConfig,
+    /// The cluster's virtual IP, held by the leader (see `mfsha_vip::VipConfig`); none when
+    /// absent (the default): daemons then list every master's address.
+    pub vip: Option<mfsha_vip::VipConfig>,
 }
 
 impl Default for MasterConfig {
@@ -57,6 +60,7 @@ impl Default for MasterConfig {
             client: ClientLimits::default(),
             chunks: ChunksConfig::default(),
             trash: TrashConfig::default(),
+            vip: None,
         }
     }
 }
@@ -250,7 +254,11 @@ fn validate(config: &MasterConfig) -> Result<(), (&'static str, String)> {
     if client.max_connections == 0 {
         return Err(("client.max_connections", "must be at least 1".into()));
     }
-    validate_trash(&config.trash)
+    validate_trash(&config.trash)?;
+    match &config.vip {
+        Some(vip) => vip.validate().map_err(|reason| ("vip", reason)),
+        None => Ok(()),
+    }
 }
 
 /// A cluster id travels in every handshake and names the cluster in logs: printable, short.
@@ -312,7 +320,11 @@ impl fmt::Display for MasterConfig {
             self.listen.client,
             self.listen.chunkserver,
             self.peers.len()
-        )
+        )?;
+        match &self.vip {
+            Some(vip) => write!(f, " vip {} on {}", vip.address, vip.interface),
+            None => Ok(()),
+        }
     }
 }
 

@@ -33,6 +33,7 @@ pub async fn handle_waiting(
             hello(service, connection, *session, client_info, subdir).await
         }
         ClientOp::Goodbye => goodbye(service, connection, &request).await,
+        ClientOp::TransferLeader { to } => transfer_leader(service, request.uid, *to).await,
         ClientOp::GetLock { .. } | ClientOp::SetLock { .. } | ClientOp::ReleaseLocks { .. } => {
             super::locks::handle(service, &request).await
         }
@@ -59,7 +60,8 @@ pub fn answer_now(
         return Some(Err(Status::NotLeader));
     }
     match &request.op {
-        ClientOp::TransferLeader { to } => Some(transfer_leader(service, request.uid, *to)),
+        // Waits for the VIP to be released first.
+        ClientOp::TransferLeader { .. } => None,
         ClientOp::Hello { .. } | ClientOp::Goodbye => None,
         ClientOp::GetLock { .. } | ClientOp::SetLock { .. } | ClientOp::ReleaseLocks { .. } => None,
         op if op.is_mutation() => None,
@@ -70,7 +72,13 @@ pub fn answer_now(
 /// Starts handing leadership to master `to` (root only). Only a master may be named: the
 /// witness would hand it straight back, and an unknown id would make raft-rs wait for a node
 /// that does not exist.
-fn transfer_leader(service: &Service, uid: u32, to: u64) -> Reply<ClientReply> {
+///
+/// With a VIP, this master releases it (and waits until it is off the interface) before it
+/// asks raft for the transfer, so the new leader may claim it the moment it leads.
+async fn transfer_leader(service: &Service, uid: u32, to: u64) -> Reply<ClientReply> {
+    if !service.meta.is_leader() {
+        return Err(Status::NotLeader);
+    }
     if uid != 0 {
         return Err(Status::Perm);
     }
@@ -83,6 +91,12 @@ fn transfer_leader(service: &Service, uid: u32, to: u64) -> Reply<ClientReply> {
         return Ok(ClientReply::Unit); // already leads
     }
     tracing::info!(to, "leadership transfer asked for by a client");
+    if let Some(fence) = &service.vip {
+        if let Err(e) = fence.hand_over().await {
+            tracing::error!(error = %e, to, "cannot release the VIP for the transfer; not transferring");
+            return Err(Status::Unavailable);
+        }
+    }
     service.meta.raft().transfer_leader(to)?;
     Ok(ClientReply::Unit)
 }

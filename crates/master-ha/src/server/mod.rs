@@ -144,6 +144,8 @@ pub struct Service {
     pub loggers: parking_lot::Mutex<Vec<String>>,
     /// Who leads and where the masters are; connections close when this master steps down.
     pub leadership: Leadership,
+    /// The VIP fence, when the configuration has a `vip:` section.
+    pub vip: Option<Arc<crate::fence::VipFence>>,
 }
 
 impl Service {
@@ -161,6 +163,7 @@ impl Service {
             peers,
             loggers: parking_lot::Mutex::new(Vec::new()),
             leadership,
+            vip: None,
         }
     }
 }
