@@ -196,3 +196,22 @@ fn start_errors_name_the_missing_interface_subnet_and_capabilities() {
         assert!(error.contains(name) && error.contains("AmbientCapabilities"), "{error}");
     }
 }
+
+#[test]
+fn the_kernel_removes_the_vip_of_a_holder_that_stopped_renewing_it() {
+    let pair = Pair::new();
+    let vip = pair.start(config("10.77.0.100/24")).expect("vip starts");
+    vip.hold();
+    wait_until(Duration::from_secs(1), || pair.holder.has_address(DEV, "10.77.0.100/24"))
+        .expect("claimed");
+    let Pair { runtime, holder, peer: _peer } = pair;
+    drop(runtime); // the holder's tasks vanish without releasing, as in a SIGKILL
+    let died = Instant::now();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(holder.has_address(DEV, "10.77.0.100/24"), "nothing removed it yet");
+    let gone = wait_until(Duration::from_secs(5), || !holder.has_address(DEV, "10.77.0.100/24"));
+    assert!(gone.is_some(), "the kernel expires the VIP");
+    let after = died.elapsed();
+    assert!(after < Duration::from_millis(3500), "expired {after:?} after the holder stopped");
+    drop(vip);
+}

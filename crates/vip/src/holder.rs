@@ -19,6 +19,10 @@ use tokio::task::JoinHandle;
 const TICK: Duration = Duration::from_millis(20);
 /// How often the interface is looked at without being asked to.
 const VERIFY: Duration = Duration::from_millis(250);
+/// The address's lifetime in the kernel, renewed every [`VERIFY`] while held: a holder that
+/// dies (SIGKILL) or freezes (SIGSTOP) cannot release, but the kernel removes the VIP this
+/// long after the last renewal, so a dead master's host stops answering ARP for it.
+const LIFETIME_S: u32 = 2;
 /// How long [`Vip::release_confirmed`] waits for the address to go.
 const RELEASE_LIMIT: Duration = Duration::from_secs(2);
 
@@ -199,8 +203,12 @@ impl Reconciler {
                 _ = tick.tick() => verified.elapsed() >= VERIFY,
             };
             if look {
-                self.converge().await;
-                verified = Instant::now();
+                // Only the periodic look renews: a renewal is itself an address event.
+                let renew = verified.elapsed() >= VERIFY;
+                self.converge(renew).await;
+                if renew {
+                    verified = Instant::now();
+                }
             }
             self.announce_if_due();
         }
@@ -208,7 +216,7 @@ impl Reconciler {
     }
 
     /// Adds or removes the address so the interface matches what is wanted.
-    async fn converge(&mut self) {
+    async fn converge(&mut self, renew: bool) {
         let want = *self.desired.borrow_and_update();
         let present = match self.netlink.addresses(self.link.index).await {
             Ok(addresses) => addresses.iter().any(|a| a.ip == self.config.address.ip),
@@ -221,6 +229,9 @@ impl Reconciler {
                     self.set_held(true);
                     self.start_burst();
                 }
+                if renew {
+                    self.renew().await;
+                }
             }
             (Desired::Release, true) => self.remove().await,
             (Desired::Release, false) => {
@@ -231,8 +242,15 @@ impl Reconciler {
         }
     }
 
+    /// Extends the address's lifetime.
+    async fn renew(&mut self) {
+        if let Err(e) = self.netlink.add(self.link.index, self.config.address, LIFETIME_S).await {
+            self.failed("renewing the VIP's lifetime", e.to_string());
+        }
+    }
+
     async fn claim(&mut self) {
-        if let Err(e) = self.netlink.add(self.link.index, self.config.address).await {
+        if let Err(e) = self.netlink.add(self.link.index, self.config.address, LIFETIME_S).await {
             return self.failed("adding the VIP", e.to_string());
         }
         if self.status.borrow().held {

@@ -12,7 +12,10 @@ what to fix; then a reconciler task does what [`Vip::hold`] / [`Vip::release`] l
   (default every 60 s);
 - **watch**: netlink address events on the interface (and a look every 250 ms) put back and
   re-announce a VIP removed from under the holder, within a second;
-- **release**: remove the address, at once. Dropping the [`Vip`] releases too.
+- **release**: remove the address, at once. Dropping the [`Vip`] releases too;
+- **dead-man switch**: the address is added with a 2 s lifetime, renewed every 250 ms while
+  held, so the kernel itself removes the VIP of a holder that was killed or frozen (a
+  process cannot release what it no longer runs to release).
 
 ```no_run
 # async fn example() -> Result<(), mfsha_vip::VipError> {

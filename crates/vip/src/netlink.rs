@@ -6,7 +6,7 @@
 
 use crate::config::VipAddr;
 use futures_util::{StreamExt, TryStreamExt};
-use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
+use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage, CacheInfo};
 use netlink_packet_route::link::LinkAttribute;
 use netlink_packet_route::RouteNetlinkMessage;
 use rtnetlink::packet_core::NetlinkPayload;
@@ -99,9 +99,19 @@ impl Netlink {
         Ok(messages.iter().filter_map(address_of).collect())
     }
 
-    /// Puts `vip` on interface `index`; already there is success.
-    pub(crate) async fn add(&self, index: u32, vip: VipAddr) -> Result<(), Failure> {
-        let mut request = self.handle.address().add(index, vip.ip, vip.prefix_len);
+    /// Puts `vip` on interface `index`, valid for `lifetime_s` seconds from now (the kernel
+    /// removes it then unless it is put again); already there is success, and renews it.
+    pub(crate) async fn add(
+        &self,
+        index: u32,
+        vip: VipAddr,
+        lifetime_s: u32,
+    ) -> Result<(), Failure> {
+        let mut request = self.handle.address().add(index, vip.ip, vip.prefix_len).replace();
+        let mut lifetime = CacheInfo::default();
+        lifetime.ifa_preferred = lifetime_s;
+        lifetime.ifa_valid = lifetime_s;
+        request.message_mut().attributes.push(AddressAttribute::CacheInfo(lifetime));
         if vip.ip.is_ipv6() {
             // Duplicate address detection would keep it tentative (unusable) for a second or
             // more; fencing, not DAD, is what keeps the VIP on one node.
