@@ -215,3 +215,22 @@ fn the_kernel_removes_the_vip_of_a_holder_that_stopped_renewing_it() {
     assert!(after < Duration::from_millis(3500), "expired {after:?} after the holder stopped");
     drop(vip);
 }
+
+#[test]
+fn a_hold_with_a_deadline_releases_by_itself_when_it_passes() {
+    let pair = Pair::new();
+    let vip = pair.start(config("10.77.0.100/24")).expect("vip starts");
+    let ordered = Instant::now();
+    vip.hold_until(ordered + Duration::from_millis(400));
+    wait_until(Duration::from_millis(300), || pair.holder.has_address(DEV, "10.77.0.100/24"))
+        .expect("claimed");
+    let gone =
+        wait_until(Duration::from_secs(2), || !pair.holder.has_address(DEV, "10.77.0.100/24"));
+    assert!(gone.is_some(), "released when the deadline passed");
+    let at = ordered.elapsed();
+    assert!(
+        at >= Duration::from_millis(400) && at < Duration::from_millis(600),
+        "released at {at:?}"
+    );
+    assert_eq!(vip.desired(), mfsha_vip::Desired::Release);
+}

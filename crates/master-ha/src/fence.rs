@@ -4,7 +4,8 @@
 //! Every [`CHECK`] the fence looks at the Raft node from its own task: `is_leader()` is
 //! checked against the clock (the lease), not against what the Raft thread last said, so a
 //! stalled Raft thread or a lost quorum releases the VIP within one check of the lease
-//! running out. The rules ([`decide`]):
+//! running out; and each hold is only until the lease's end ([`Vip::hold_until`]), so the VIP
+//! task releases by itself at that moment even if this task stalls. The rules ([`decide`]):
 //!
 //! - not leading, or the lease lapsed, or handing leadership over: **release**, at once;
 //! - leading in term T after an ordinary election: **hold** from `elected_at(T) + lease`.
@@ -138,9 +139,12 @@ impl VipFence {
             if lead.role != Role::Leader {
                 *self.handing_over.lock() = None; // handed over (or never led): done
             }
-            match decide(now, &seen, &mut claim, &rules) {
-                Desired::Hold => self.vip.hold(),
-                Desired::Release => self.vip.release(),
+            // Held only until the lease's end: should this task stall (or the process be
+            // frozen), the VIP task releases at that moment by itself.
+            let lease = meta.raft().lease_remaining();
+            match (decide(now, &seen, &mut claim, &rules), lease) {
+                (Desired::Hold, Some(remaining)) => self.vip.hold_until(now + remaining),
+                _ => self.vip.release(),
             }
         }
         if let Err(e) = self.vip.release_confirmed().await {

@@ -403,6 +403,14 @@ impl<S: StateMachine> Handle<S> {
         (handover_term == term && term != 0).then_some(from)
     }
 
+    /// How long this node still serves (as [`Handle::is_leader`]) if no further lease round is
+    /// confirmed; `None` when it does not serve now.
+    pub fn lease_remaining(&self) -> Option<std::time::Duration> {
+        let until = self.shared.serving_until_ms.load(Ordering::Acquire);
+        let now = self.shared.now_ms();
+        (now < until).then(|| std::time::Duration::from_millis(until - now))
+    }
+
     /// Every entry applied from now on.
     pub fn subscribe_applied(&self) -> broadcast::Receiver<AppliedEvent> {
         self.shared.applied_events.subscribe()

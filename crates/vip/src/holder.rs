@@ -33,6 +33,26 @@ pub enum Desired {
     Release,
 }
 
+/// What the reconciler is told: hold until a deadline (`None`: until told otherwise), or
+/// release. A deadline makes holding a lease: a holder whose master stalls or was frozen
+/// (SIGSTOP) finds the deadline passed when it runs again and releases before anything else,
+/// instead of renewing or announcing a VIP it no longer has the right to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Order {
+    Hold { until: Option<Instant> },
+    Release,
+}
+
+impl Order {
+    fn at(self, now: Instant) -> Desired {
+        match self {
+            Order::Hold { until: None } => Desired::Hold,
+            Order::Hold { until: Some(until) } if now < until => Desired::Hold,
+            _ => Desired::Release,
+        }
+    }
+}
+
 /// What `mfsha status` shows of the VIP on this node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VipStatus {
@@ -55,7 +75,7 @@ pub struct VipStatus {
 /// The VIP of one node. Dropping it releases the VIP (the task removes the address).
 pub struct Vip {
     config: VipConfig,
-    desired: watch::Sender<Desired>,
+    desired: watch::Sender<Order>,
     status: watch::Receiver<VipStatus>,
     task: JoinHandle<()>,
 }
@@ -89,7 +109,7 @@ impl Vip {
         })?;
         let changes = netlink::watch(link.index)
             .map_err(|e| socket_error("opening the netlink address watch", e))?;
-        let (desired, desired_rx) = watch::channel(Desired::Release);
+        let (desired, desired_rx) = watch::channel(Order::Release);
         let (status_tx, status) = watch::channel(VipStatus {
             address: config.address,
             interface: config.interface.clone(),
@@ -116,20 +136,37 @@ impl Vip {
         Ok(Vip { config, desired, status, task })
     }
 
-    /// Wants the VIP held: added if missing, announced, re-added if removed.
+    /// Wants the VIP held until told otherwise: added if missing, announced, re-added if
+    /// removed.
     pub fn hold(&self) {
-        self.desired.send_if_modified(|d| std::mem::replace(d, Desired::Hold) != Desired::Hold);
+        self.order(Order::Hold { until: None });
+    }
+
+    /// Wants the VIP held until `until`, then released unless extended by another call (the
+    /// master passes its lease's end).
+    pub fn hold_until(&self, until: Instant) {
+        self.order(Order::Hold { until: Some(until) });
     }
 
     /// Wants the VIP released: removed at once.
     pub fn release(&self) {
-        self.desired
-            .send_if_modified(|d| std::mem::replace(d, Desired::Release) != Desired::Release);
+        self.order(Order::Release);
+    }
+
+    /// Wakes the reconciler only when hold turns into release or back; extending a
+    /// deadline is read at its next tick.
+    fn order(&self, order: Order) {
+        let now = Instant::now();
+        self.desired.send_if_modified(|current| {
+            let changed = current.at(now) != order.at(now);
+            *current = order;
+            changed
+        });
     }
 
     /// What is wanted now.
     pub fn desired(&self) -> Desired {
-        *self.desired.borrow()
+        self.desired.borrow().at(Instant::now())
     }
 
     /// Releases and waits until the address is off the interface.
@@ -180,7 +217,7 @@ struct Reconciler {
     netlink: Netlink,
     link: Link,
     sender: Sender,
-    desired: watch::Receiver<Desired>,
+    desired: watch::Receiver<Order>,
     changes: mpsc::Receiver<()>,
     status: watch::Sender<VipStatus>,
     /// Announcements of the current burst still to send.
@@ -200,7 +237,9 @@ impl Reconciler {
                     Err(_) => break, // the Vip was dropped
                 },
                 Some(()) = self.changes.recv() => true,
-                _ = tick.tick() => verified.elapsed() >= VERIFY,
+                // A deadline that passed while held is acted on at once.
+                _ = tick.tick() => verified.elapsed() >= VERIFY
+                    || (self.status.borrow().held && self.wanted() == Desired::Release),
             };
             if look {
                 // Only the periodic look renews: a renewal is itself an address event.
@@ -217,7 +256,8 @@ impl Reconciler {
 
     /// Adds or removes the address so the interface matches what is wanted.
     async fn converge(&mut self, renew: bool) {
-        let want = *self.desired.borrow_and_update();
+        self.desired.borrow_and_update();
+        let want = self.wanted();
         let present = match self.netlink.addresses(self.link.index).await {
             Ok(addresses) => addresses.iter().any(|a| a.ip == self.config.address.ip),
             Err(e) => return self.failed("listing the interface's addresses", e.to_string()),
@@ -247,6 +287,10 @@ impl Reconciler {
         if let Err(e) = self.netlink.add(self.link.index, self.config.address, LIFETIME_S).await {
             self.failed("renewing the VIP's lifetime", e.to_string());
         }
+    }
+
+    fn wanted(&self) -> Desired {
+        self.desired.borrow().at(Instant::now())
     }
 
     async fn claim(&mut self) {
@@ -289,7 +333,7 @@ impl Reconciler {
 
     /// Sends the burst's next announcement or the refresh when due, while held.
     fn announce_if_due(&mut self) {
-        let holding = *self.desired.borrow() == Desired::Hold && self.status.borrow().held;
+        let holding = self.wanted() == Desired::Hold && self.status.borrow().held;
         if !holding || Instant::now() < self.next_announcement {
             return;
         }
