@@ -11,6 +11,7 @@ mod demo;
 mod demo_user;
 mod failover;
 mod ha;
+mod lab;
 mod logger;
 mod master;
 mod mount;
