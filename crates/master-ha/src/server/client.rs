@@ -33,7 +33,6 @@ pub async fn handle_waiting(
             hello(service, connection, *session, client_info, subdir).await
         }
         ClientOp::Goodbye => goodbye(service, connection, &request).await,
-        ClientOp::TransferLeader { to } => transfer_leader(service, request.uid, *to).await,
         ClientOp::GetLock { .. } | ClientOp::SetLock { .. } | ClientOp::ReleaseLocks { .. } => {
             super::locks::handle(service, &request).await
         }
@@ -60,8 +59,7 @@ pub fn answer_now(
         return Some(Err(Status::NotLeader));
     }
     match &request.op {
-        // Waits for the VIP to be released first.
-        ClientOp::TransferLeader { .. } => None,
+        ClientOp::TransferLeader { to } => Some(transfer_leader(service, request.uid, *to)),
         ClientOp::Hello { .. } | ClientOp::Goodbye => None,
         ClientOp::GetLock { .. } | ClientOp::SetLock { .. } | ClientOp::ReleaseLocks { .. } => None,
         op if op.is_mutation() => None,
@@ -73,12 +71,11 @@ pub fn answer_now(
 /// witness would hand it straight back, and an unknown id would make raft-rs wait for a node
 /// that does not exist.
 ///
-/// With a VIP, this master releases it (and waits until it is off the interface) before it
-/// asks raft for the transfer, so the new leader may claim it the moment it leads.
-async fn transfer_leader(service: &Service, uid: u32, to: u64) -> Reply<ClientReply> {
-    if !service.meta.is_leader() {
-        return Err(Status::NotLeader);
-    }
+/// With a VIP, this master first releases it and waits until it is off the interface, then
+/// asks raft for the transfer, so the new leader may claim it the moment it leads. That runs
+/// in a task of its own: the reply ("started") goes out before this master steps down and
+/// closes the connection; the tool then waits for the new leader.
+fn transfer_leader(service: &Service, uid: u32, to: u64) -> Reply<ClientReply> {
     if uid != 0 {
         return Err(Status::Perm);
     }
@@ -91,13 +88,20 @@ async fn transfer_leader(service: &Service, uid: u32, to: u64) -> Reply<ClientRe
         return Ok(ClientReply::Unit); // already leads
     }
     tracing::info!(to, "leadership transfer asked for by a client");
-    if let Some(fence) = &service.vip {
+    let Some(fence) = service.vip.clone() else {
+        service.meta.raft().transfer_leader(to)?;
+        return Ok(ClientReply::Unit);
+    };
+    let raft = service.meta.raft().clone();
+    tokio::spawn(async move {
         if let Err(e) = fence.hand_over().await {
             tracing::error!(error = %e, to, "cannot release the VIP for the transfer; not transferring");
-            return Err(Status::Unavailable);
+            return;
         }
-    }
-    service.meta.raft().transfer_leader(to)?;
+        if let Err(e) = raft.transfer_leader(to) {
+            tracing::error!(error = ?e, to, "the raft node did not take the transfer");
+        }
+    });
     Ok(ClientReply::Unit)
 }
 
