@@ -298,8 +298,10 @@ fn leader_line(survey: &Survey) -> String {
 /// Who holds the VIP, since when and when it was last announced, from every master that
 /// answered; `None` when no master has a `vip:` section.
 pub fn vip_line(survey: &Survey, now_ms: u64) -> Option<String> {
-    let vips: Vec<(u64, &VipState)> =
-        survey.answered().filter_map(|(_, s, _)| s.vip.as_ref().map(|v| (s.node_id, v))).collect();
+    let vips: Vec<(u64, &VipState)> = survey
+        .answered()
+        .filter_map(|(_, s, _)| s.vip.as_deref().map(|v| (s.node_id, v)))
+        .collect();
     let (_, first) = vips.first()?;
     let holders: Vec<String> = vips
         .iter()
@@ -419,7 +421,7 @@ mod tests {
         let answer = |id, held| Answer {
             addr: format!("m{id}:9421"),
             said: Ok((
-                ClusterStatus { node_id: id, vip: Some(vip(held)), ..Default::default() },
+                ClusterStatus { node_id: id, vip: Some(Box::new(vip(held))), ..Default::default() },
                 None,
             )),
         };

@@ -574,7 +574,7 @@ pub struct ClusterStatus {
     pub members: Vec<MemberStatus>,
     /// This master's view of the cluster's virtual IP; `None` without a `vip:` section.
     #[serde(default)]
-    pub vip: Option<VipState>,
+    pub vip: Option<Box<VipState>>,
 }
 
 /// The virtual IP on the answering master.

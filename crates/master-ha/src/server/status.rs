@@ -32,7 +32,7 @@ pub fn cluster_status(service: &Service) -> ClusterStatus {
         chunks_overgoal: health.overgoal,
         chunks_missing: health.missing,
         members: members(service),
-        vip: service.vip.as_ref().map(|fence| vip_state(fence.status())),
+        vip: service.vip.as_ref().map(|fence| Box::new(vip_state(fence.status()))),
     }
 }
 
