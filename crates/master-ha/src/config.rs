@@ -403,6 +403,35 @@ mod tests {
     }
 
     #[test]
+    fn vip_appliance_example_files_hold_the_same_vip_with_the_default_timing() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/appliance-vip");
+        for (file, node_id) in [("master1.yaml", 1), ("master2.yaml", 2)] {
+            let config = load(&dir.join(file)).unwrap();
+            assert_eq!(config.node_id, node_id, "{file}");
+            let vip = config.vip.expect("a vip section");
+            let expected = mfsha_vip::VipConfig::new("192.168.10.100/24".parse().unwrap(), "eth0");
+            assert_eq!(vip, expected, "{file}");
+            let advertised = config.advertise.client.unwrap();
+            assert_eq!(advertised, format!("master{node_id}:9421"), "{file}");
+        }
+    }
+
+    #[test]
+    fn a_vip_section_with_a_bad_address_or_unknown_key_is_named() {
+        let err =
+            parse_str("vip:\n  address: 10.0.0.1\n  interface: eth0\n").unwrap_err().to_string();
+        assert!(err.contains("vip") && err.contains("prefix"), "{err}");
+        let err = parse_str("vip:\n  address: 10.0.0.1/24\n  interface: eth0\n  burst: 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("burst"), "{err}");
+        let err = parse_str("vip:\n  address: 10.0.0.1/24\n  interface: eth0\n  refresh_ms: 5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("vip.refresh_ms"), "{err}");
+    }
+
+    #[test]
     fn appliance_example_files_parse_as_two_masters_and_a_witness() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/appliance");
         for (file, node_id, other) in [("master1.yaml", 1, 2), ("master2.yaml", 2, 1)] {
