@@ -47,6 +47,17 @@ impl Load {
         Load { stop, ops, thread: Some(thread) }
     }
 
+    /// The longest operation that was running at `event` or started after it, so far (an
+    /// operation still running counts for how long it has run).
+    fn stall_since(&self, event: Instant) -> Duration {
+        let ops = self.ops.lock().unwrap();
+        let done =
+            ops.iter().filter(|(start, took)| *start + *took >= event).map(|(_, took)| *took).max();
+        let last_end = ops.last().map(|(start, took)| *start + *took).unwrap_or(event);
+        let running = Instant::now().saturating_duration_since(last_end.max(event));
+        done.unwrap_or_default().max(running)
+    }
+
     /// Stops; the longest operation that ran at or after `event`, and how many ran in all.
     fn finish(mut self, event: Instant) -> (Duration, u64) {
         self.stop.store(true, Ordering::Release);
@@ -339,4 +350,73 @@ fn a_torn_down_lab_leaves_no_namespace_process_or_hosts_file() {
             "hosts file of {name} left behind"
         );
     }
+}
+
+/// How a benchmark round takes the leader out.
+#[derive(Clone, Copy, Debug)]
+enum Outage {
+    Kill,
+    HostDeath,
+}
+
+/// The failover benchmark through the VIP (issue 10): `MFSHA_LAB_KILLS` (default 50) leader
+/// outages of each kind under a steady load of small synchronous writes; prints the client's
+/// stall and the time until the client's neighbour entry for the VIP names the new leader's
+/// MAC (p50/p99/max), and checks that no acknowledged write was lost. Minutes long:
+/// `cargo test --workspace --test system -- --ignored lab::failover_benchmark --nocapture`.
+#[test]
+#[ignore]
+fn failover_benchmark_through_the_vip() {
+    let kills: usize =
+        std::env::var("MFSHA_LAB_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
+    for outage in [Outage::Kill, Outage::HostDeath] {
+        let mut lab = Lab::start();
+        let load = Load::start(&lab, "load");
+        let (mut stalls, mut macs) = (Vec::new(), Vec::new());
+        for round in 0..kills {
+            let leader = lab.wait_leader(Duration::from_secs(10));
+            let other = 1 - leader;
+            let new_mac = lab.masters[other].mac();
+            std::thread::sleep(Duration::from_millis(300));
+            let at = Instant::now();
+            match outage {
+                Outage::Kill => lab.kill_master(leader),
+                Outage::HostDeath => lab.cut(&lab.masters[leader], true),
+            }
+            let mac = wait_until(Duration::from_secs(10), || {
+                lab.client_vip_mac().as_deref() == Some(new_mac.as_str())
+            });
+            let mac = mac.unwrap_or_else(|| {
+                panic!("round {round}: the client never saw the new MAC\n{}", lab.logs())
+            });
+            std::thread::sleep(Duration::from_millis(1500));
+            stalls.push(load.stall_since(at));
+            macs.push(mac);
+            match outage {
+                Outage::Kill => lab.start_master(leader),
+                Outage::HostDeath => lab.cut(&lab.masters[leader], false),
+            }
+            let rejoined = wait_until(Duration::from_secs(10), || {
+                lab.status(leader).is_some_and(|s| s.role == "follower")
+            });
+            assert!(
+                rejoined.is_some(),
+                "round {round}: master{} did not rejoin\n{}",
+                leader + 1,
+                lab.logs()
+            );
+        }
+        let (_, ops) = load.finish(Instant::now());
+        check_load(&lab, "load", ops); // every acknowledged write is there with its content
+        eprintln!("failover benchmark, {outage:?} x{kills}, {ops} acknowledged writes, 0 lost:");
+        eprintln!("  client stall      {}", percentiles(&mut stalls));
+        eprintln!("  VIP on new MAC    {}", percentiles(&mut macs));
+    }
+}
+
+fn percentiles(samples: &mut [Duration]) -> String {
+    samples.sort();
+    let at =
+        |q: f64| samples[((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1];
+    format!("p50 {:?}  p99 {:?}  max {:?}", at(0.5), at(0.99), samples[samples.len() - 1])
 }
