@@ -168,6 +168,9 @@ fn start_errors_name_the_missing_interface_subnet_and_capabilities() {
     let missing = VipConfig::new("10.77.0.100/24".parse().unwrap(), "nosuch0");
     let error = pair.start(missing).err().expect("a missing interface fails").to_string();
     assert!(error.contains("no interface \"nosuch0\""), "{error}");
+    let on_lo = VipConfig::new("10.77.0.100/24".parse().unwrap(), "lo");
+    let error = pair.start(on_lo).err().expect("an interface without a MAC fails").to_string();
+    assert!(error.contains("lo has no Ethernet address"), "{error}");
     let error =
         pair.start(config("10.78.0.100/24")).err().expect("outside the subnet fails").to_string();
     assert!(

@@ -19,6 +19,10 @@ pub enum VipError {
     #[error("vip {vip} is outside every subnet of {interface} (its addresses: {addresses}); \
              the announcements would reach nobody: put the VIP in the interface's subnet or name the right vip.interface")]
     OutsideSubnet { vip: VipAddr, interface: String, addresses: String },
+    #[error("vip {vip} on {interface}: {reason}")]
+    Config { vip: VipAddr, interface: String, reason: String },
+    #[error("vip {vip}: interface {interface} has no Ethernet address, so the VIP cannot be announced (gratuitous ARP needs one); name an Ethernet interface in vip.interface")]
+    NotEthernet { vip: VipAddr, interface: String },
     #[error("vip {vip} on {interface}: {what} failed: {cause}")]
     Netlink { vip: VipAddr, interface: String, what: &'static str, cause: String },
     #[error("vip {vip} on {interface}: {what} failed: {cause}")]

@@ -85,11 +85,10 @@ impl Vip {
     /// the interface (a node that starts holds nothing), and starts the reconciler, released.
     /// Sockets open in the calling thread's network namespace, on the current runtime.
     pub async fn start(config: VipConfig) -> Result<Vip, VipError> {
-        config.validate().map_err(|cause| VipError::Netlink {
+        config.validate().map_err(|reason| VipError::Config {
             vip: config.address,
             interface: config.interface.clone(),
-            what: "checking the vip configuration",
-            cause,
+            reason,
         })?;
         let socket_error = |what, cause| VipError::Socket {
             vip: config.address,

@@ -22,6 +22,12 @@ pub(crate) async fn check(config: &VipConfig, netlink: &Netlink) -> Result<Link,
             return Err(netlink_error(config, "looking the interface up", cause))
         }
     };
+    if link.mac == [0; 6] {
+        return Err(VipError::NotEthernet {
+            vip: config.address,
+            interface: config.interface.clone(),
+        });
+    }
     let addresses = netlink
         .addresses(link.index)
         .await
