@@ -420,3 +420,29 @@ fn percentiles(samples: &mut [Duration]) -> String {
         |q: f64| samples[((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1];
     format!("p50 {:?}  p99 {:?}  max {:?}", at(0.5), at(0.99), samples[samples.len() - 1])
 }
+
+#[test]
+fn a_master_whose_vip_cannot_be_held_stops_at_start_with_an_error_saying_why() {
+    let lab = Lab::build();
+    let host = &lab.masters[0];
+    for (vip, interface, expected) in [
+        ("10.88.0.100/24", "nosuch0", "there is no interface \"nosuch0\""),
+        ("10.99.0.100/24", "eth0", "outside every subnet of eth0"),
+    ] {
+        let data = lab.path().join("master-refused");
+        let config = lab.path().join("refused.yaml");
+        let yaml = format!(
+            "node_id: 1\ncluster_id: lab\ndata_dir: {}\nvip:\n  address: {vip}\n  interface: {interface}\n",
+            data.display()
+        );
+        fs::write(&config, yaml).unwrap();
+        let out = host.ns.exec(
+            crate::util::mfsha_bin().to_str().unwrap(),
+            &["master", "-c", config.to_str().unwrap()],
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "the master must not start with vip {vip} on {interface}");
+        assert!(stderr.contains(expected), "the error names the problem: {stderr}");
+        assert!(!data.exists(), "stopped before touching its data directory");
+    }
+}
