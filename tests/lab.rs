@@ -446,3 +446,20 @@ fn a_master_whose_vip_cannot_be_held_stops_at_start_with_an_error_saying_why() {
         assert!(!data.exists(), "stopped before touching its data directory");
     }
 }
+
+#[test]
+fn a_leader_stopped_cleanly_removes_its_vip_at_once_and_the_other_master_claims_it() {
+    let mut lab = Lab::start();
+    let leader = lab.wait_leader(Duration::from_secs(10));
+    let other = 1 - leader;
+    crate::util::signal(lab.master_pid(leader), libc::SIGTERM);
+    // Far sooner than the 2 s kernel lifetime could: the stop itself released it.
+    let removed = wait_until(Duration::from_millis(500), || !lab.masters[leader].holds_vip());
+    assert!(removed.is_some(), "SIGTERM: the VIP is still on the stopping leader\n{}", lab.logs());
+    let mut daemon = lab.master_daemons[leader].take().unwrap();
+    let status = daemon.stop_after_signal(Duration::from_secs(20));
+    assert!(status.success(), "a clean stop exits 0: {status}");
+    let claimed = wait_until(Duration::from_secs(5), || lab.holders() == vec![other]);
+    assert!(claimed.is_some(), "the other master claims the VIP\n{}", lab.logs());
+    fs::write(lab.file("after"), b"ok").unwrap();
+}
