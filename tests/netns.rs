@@ -63,6 +63,18 @@ pub fn sweep_leftovers() {
             eprintln!("deleted leftover namespace {name} of dead process {pid}: {}", out.status);
         }
     }
+    // Hosts files the lab wrote for namespaces of dead runs.
+    let Ok(dirs) = std::fs::read_dir("/etc/netns") else { return };
+    for dir in dirs.flatten() {
+        let name = dir.file_name().to_string_lossy().into_owned();
+        let dead = owner_pid(&name)
+            .is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists());
+        if dead {
+            if let Err(e) = std::fs::remove_dir_all(dir.path()) {
+                eprintln!("cannot remove leftover {}: {e}", dir.path().display());
+            }
+        }
+    }
 }
 
 /// The pid encoded in a name made by [`unique_name`].

@@ -120,15 +120,21 @@ impl VipFence {
     pub async fn run(self: Arc<Self>, meta: MetaHandle, rules: Rules, shutdown: Shutdown) {
         let mut tick = tokio::time::interval(CHECK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let leadership = meta.leadership();
-        let mut claim = None;
+        let mut leadership = meta.leadership();
+        let mut watching = true;
+        let mut claim: Option<Claim> = None;
         loop {
+            // A new role is seen when Raft publishes it (not up to a check later), and a
+            // claim is made at its moment: both only make the wait exact, never shorter.
+            let claim_at = claim.map(|c| c.at).filter(|at| *at > Instant::now());
             tokio::select! {
                 _ = tick.tick() => {}
+                changed = leadership.changed(), if watching => watching = changed.is_ok(),
+                () = sleep_until(claim_at) => {}
                 () = shutdown.triggered() => break,
             }
             let now = Instant::now();
-            let lead = *leadership.borrow();
+            let lead = *leadership.borrow_and_update();
             let seen = Observed {
                 serving: meta.is_leader(),
                 role: lead.role,
@@ -150,6 +156,14 @@ impl VipFence {
         if let Err(e) = self.vip.release_confirmed().await {
             tracing::error!(error = %e, "cannot release the VIP while stopping; remove it by hand");
         }
+    }
+}
+
+/// Sleeps until `at`, forever when there is nothing to wait for.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }
 
