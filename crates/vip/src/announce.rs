@@ -23,13 +23,13 @@ const MIN_FRAME: usize = 60;
 
 /// ARP operation codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ArpOp {
+pub(crate) enum ArpOp {
     Request = 1,
     Reply = 2,
 }
 
 /// A gratuitous ARP frame announcing that `ip` is at `mac`.
-pub fn gratuitous_arp(op: ArpOp, mac: [u8; 6], ip: Ipv4Addr) -> Vec<u8> {
+pub(crate) fn gratuitous_arp(op: ArpOp, mac: [u8; 6], ip: Ipv4Addr) -> Vec<u8> {
     let target_mac = match op {
         ArpOp::Request => [0u8; 6],
         ArpOp::Reply => mac,
@@ -52,7 +52,7 @@ pub fn gratuitous_arp(op: ArpOp, mac: [u8; 6], ip: Ipv4Addr) -> Vec<u8> {
 
 /// An unsolicited neighbour advertisement (RFC 4861 7.2.6) to all nodes: `ip` is at `mac`,
 /// with the override flag so neighbours replace what they had.
-pub fn unsolicited_na(mac: [u8; 6], ip: Ipv6Addr) -> Vec<u8> {
+pub(crate) fn unsolicited_na(mac: [u8; 6], ip: Ipv6Addr) -> Vec<u8> {
     let mut icmp = Vec::with_capacity(32);
     icmp.extend_from_slice(&[136, 0, 0, 0]); // type NA, code, checksum (filled below)
     icmp.extend_from_slice(&[0x20, 0, 0, 0]); // flags: Override

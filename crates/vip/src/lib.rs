@@ -43,7 +43,6 @@ mod holder;
 mod netlink;
 mod preflight;
 
-pub use announce::{gratuitous_arp, unsolicited_na, ArpOp};
 pub use config::{VipAddr, VipAddrError, VipConfig};
 pub use error::VipError;
 pub use holder::{Desired, Vip, VipStatus};
