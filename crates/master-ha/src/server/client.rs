@@ -18,6 +18,8 @@ use mfsha_proto::types::*;
 /// Most directory entries returned by one `ReadDir`: with names of at most 255 bytes each
 /// reply stays far below the frame limit.
 pub const READDIR_MAX_ENTRIES: u32 = 4096;
+/// How long a transfer with a VIP waits before releasing it, so the "started" answer is sent.
+const REPLY_HEADSTART: std::time::Duration = std::time::Duration::from_millis(20);
 /// Longest `client_info` kept for a session (the rest is cut).
 pub const CLIENT_INFO_MAX: usize = 1024;
 
@@ -94,6 +96,9 @@ fn transfer_leader(service: &Service, uid: u32, to: u64) -> Reply<ClientReply> {
     };
     let raft = service.meta.raft().clone();
     tokio::spawn(async move {
+        // Let the answer leave first: once the VIP is gone it cannot (the tool connected
+        // through it). The tool checks the outcome either way.
+        tokio::time::sleep(REPLY_HEADSTART).await;
         if let Err(e) = fence.hand_over().await {
             tracing::error!(error = %e, to, "cannot release the VIP for the transfer; not transferring");
             return;
