@@ -52,7 +52,12 @@ pub struct Lab {
     daemons: Vec<Daemon>,
     pub mount: Option<Daemon>,
     pub mount_dir: PathBuf,
+    /// One lab at a time: the drills time failovers in hundreds of milliseconds, which two
+    /// labs' dozen daemons on a 2-core machine would blur. Dropped last.
+    _one_at_a_time: std::sync::MutexGuard<'static, ()>,
 }
+
+static ONE_LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl Lab {
     /// Builds the segment, starts the cluster in it, and mounts it in the client namespace.
@@ -65,6 +70,8 @@ impl Lab {
 
     /// The namespaces, bridge, veths, addresses and hosts files; no process yet.
     pub fn build() -> Lab {
+        // A drill that failed poisoned the lock; the lab it held is gone all the same.
+        let one_at_a_time = ONE_LAB.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let dir = tempfile::Builder::new().prefix("mfsha-lab-").tempdir().unwrap();
         let switch = Netns::new("sw");
         switch.ip(&["link", "add", "br0", "type", "bridge"]);
@@ -91,6 +98,7 @@ impl Lab {
             daemons: Vec::new(),
             mount: None,
             mount_dir,
+            _one_at_a_time: one_at_a_time,
         }
     }
 
