@@ -8,7 +8,7 @@
 
 use anyhow::Context;
 use mfsha_proto::client::{
-    ClientOp, ClientReply, ClusterStatus, MasterClient, MemberKind, Request,
+    ClientOp, ClientReply, ClusterStatus, MasterClient, MemberKind, Request, VipState,
 };
 use mfsha_proto::types::LeaderHint;
 use serde::{Deserialize, Serialize};
@@ -268,6 +268,9 @@ pub fn format_nodes(survey: &Survey) -> String {
         }
     }
     let _ = writeln!(out, "{}", leader_line(survey));
+    if let Some(line) = vip_line(survey, now_unix_ms()) {
+        let _ = writeln!(out, "{line}");
+    }
     if let Some(w) = nodes.iter().find(|n| n.kind == Some(MemberKind::Witness)) {
         let _ = writeln!(out, "witness: node {}", dash(w.id));
     }
@@ -292,6 +295,50 @@ fn leader_line(survey: &Survey) -> String {
 }
 
 /// The human-readable report of one master's status.
+/// Who holds the VIP, since when and when it was last announced, from every master that
+/// answered; `None` when no master has a `vip:` section.
+pub fn vip_line(survey: &Survey, now_ms: u64) -> Option<String> {
+    let vips: Vec<(u64, &VipState)> = survey
+        .answered()
+        .filter_map(|(_, s, _)| s.vip.as_deref().map(|v| (s.node_id, v)))
+        .collect();
+    let (_, first) = vips.first()?;
+    let holders: Vec<String> = vips
+        .iter()
+        .filter(|(_, v)| v.held)
+        .map(|(id, v)| {
+            let announced = v
+                .last_announcement_unix_ms
+                .map_or("never announced".into(), |t| format!("last announced {}", ago(now_ms, t)));
+            format!("node {id} since {}, {announced}", ago(now_ms, v.since_unix_ms))
+        })
+        .collect();
+    let held = match holders.len() {
+        0 => "held by no master".to_string(),
+        1 => format!("held by {}", holders[0]),
+        _ => format!("HELD BY MORE THAN ONE MASTER: {}", holders.join("; ")),
+    };
+    let errors =
+        vips.iter().filter_map(|(id, v)| v.last_error.as_ref().map(|e| format!("node {id}: {e}")));
+    let errors: Vec<String> = errors.collect();
+    let errors =
+        if errors.is_empty() { String::new() } else { format!(" (errors: {})", errors.join("; ")) };
+    Some(format!("vip {} on {}: {held}{errors}", first.address, first.interface))
+}
+
+/// `unix_ms` as UTC time of day with how long ago it was.
+fn ago(now_ms: u64, unix_ms: u64) -> String {
+    let seconds = unix_ms / 1000;
+    let (h, m, s) = ((seconds / 3600) % 24, (seconds / 60) % 60, seconds % 60);
+    let ago = now_ms.saturating_sub(unix_ms) as f64 / 1000.0;
+    format!("{h:02}:{m:02}:{s:02}.{:03} UTC ({ago:.1} s ago)", unix_ms % 1000)
+}
+
+fn now_unix_ms() -> u64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    now.map_or(0, |d| d.as_millis() as u64)
+}
+
 pub fn format_status(master: &str, s: &ClusterStatus) -> String {
     let mut out = String::new();
     let leader = if s.leader_id == 0 { "none".to_string() } else { s.leader_id.to_string() };
@@ -358,6 +405,35 @@ fn labels(labels: &[String]) -> String {
 mod tests {
     use super::*;
     use mfsha_proto::client::{ChunkserverStatus, ClientStatus, MemberStatus};
+
+    #[test]
+    fn the_vip_line_names_the_holder_since_when_and_the_last_announcement() {
+        let vip = |held| VipState {
+            address: "10.0.0.100/24".into(),
+            interface: "eth0".into(),
+            held,
+            since_unix_ms: 3_600_000 + 1500,
+            last_announcement_unix_ms: held.then_some(3_600_000 + 2500),
+            announcements: 5,
+            readded: 0,
+            last_error: None,
+        };
+        let answer = |id, held| Answer {
+            addr: format!("m{id}:9421"),
+            said: Ok((
+                ClusterStatus { node_id: id, vip: Some(Box::new(vip(held))), ..Default::default() },
+                None,
+            )),
+        };
+        let survey = Survey { answers: vec![answer(1, false), answer(2, true)] };
+        let line = vip_line(&survey, 3_600_000 + 4500).unwrap();
+        assert_eq!(line, "vip 10.0.0.100/24 on eth0: held by node 2 since 01:00:01.500 UTC (3.0 s ago), last announced 01:00:02.500 UTC (2.0 s ago)");
+        let nobody = Survey { answers: vec![answer(1, false)] };
+        assert!(vip_line(&nobody, 0).unwrap().contains("held by no master"));
+        let two = Survey { answers: vec![answer(1, true), answer(2, true)] };
+        assert!(vip_line(&two, 0).unwrap().contains("MORE THAN ONE"));
+        assert_eq!(vip_line(&Survey::default(), 0), None, "no vip configured");
+    }
 
     #[test]
     fn human_report_names_every_figure() {

@@ -91,6 +91,15 @@ mod tests {
     }
 
     #[test]
+    fn the_vip_appliance_witness_reaches_the_leader_through_the_vip() {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/appliance-vip/logger.yaml");
+        let config = load(&path).unwrap();
+        assert_eq!(config.witness.expect("a witness section").node_id, 3);
+        assert_eq!(format!("{:?}", config.masters).matches("mfsmaster:9419").count(), 1);
+    }
+
+    #[test]
     fn a_witness_of_one_master_is_refused_as_a_two_voter_group() {
         let text =
             "witness:\n  node_id: 2\n  cluster_id: c\n  peers:\n    - {id: 1, addr: \"m1:9423\"}\n";

@@ -42,6 +42,9 @@ pub struct MasterConfig {
     pub chunks: ChunksConfig,
     /// Emptying the trash: how often and how much the leader purges.
     pub trash: TrashConfig,
+    /// The cluster's virtual IP, held by the leader (see `mfsha_vip::VipConfig`); none when
+    /// absent (the default): daemons then list every master's address.
+    pub vip: Option<mfsha_vip::VipConfig>,
 }
 
 impl Default for MasterConfig {
@@ -57,6 +60,7 @@ impl Default for MasterConfig {
             client: ClientLimits::default(),
             chunks: ChunksConfig::default(),
             trash: TrashConfig::default(),
+            vip: None,
         }
     }
 }
@@ -269,7 +273,11 @@ fn validate(config: &MasterConfig) -> Result<(), (&'static str, String)> {
             format!("{sustain} is outside 1..={SESSION_SUSTAIN_MAX_SECS} (one year)"),
         ));
     }
-    validate_trash(&config.trash)
+    validate_trash(&config.trash)?;
+    match &config.vip {
+        Some(vip) => vip.validate().map_err(|reason| ("vip", reason)),
+        None => Ok(()),
+    }
 }
 
 /// A cluster id travels in every handshake and names the cluster in logs: printable, short.
@@ -331,7 +339,11 @@ impl fmt::Display for MasterConfig {
             self.listen.client,
             self.listen.chunkserver,
             self.peers.len()
-        )
+        )?;
+        match &self.vip {
+            Some(vip) => write!(f, " vip {} on {}", vip.address, vip.interface),
+            None => Ok(()),
+        }
     }
 }
 
@@ -407,6 +419,35 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/master.yaml");
         let config = load(&path).unwrap();
         assert_eq!(config, MasterConfig { cluster_id: "mfsha".into(), ..MasterConfig::default() });
+    }
+
+    #[test]
+    fn vip_appliance_example_files_hold_the_same_vip_with_the_default_timing() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/appliance-vip");
+        for (file, node_id) in [("master1.yaml", 1), ("master2.yaml", 2)] {
+            let config = load(&dir.join(file)).unwrap();
+            assert_eq!(config.node_id, node_id, "{file}");
+            let vip = config.vip.expect("a vip section");
+            let expected = mfsha_vip::VipConfig::new("192.168.10.100/24".parse().unwrap(), "eth0");
+            assert_eq!(vip, expected, "{file}");
+            let advertised = config.advertise.client.unwrap();
+            assert_eq!(advertised, format!("master{node_id}:9421"), "{file}");
+        }
+    }
+
+    #[test]
+    fn a_vip_section_with_a_bad_address_or_unknown_key_is_named() {
+        let err =
+            parse_str("vip:\n  address: 10.0.0.1\n  interface: eth0\n").unwrap_err().to_string();
+        assert!(err.contains("vip") && err.contains("prefix"), "{err}");
+        let err = parse_str("vip:\n  address: 10.0.0.1/24\n  interface: eth0\n  burst: 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("burst"), "{err}");
+        let err = parse_str("vip:\n  address: 10.0.0.1/24\n  interface: eth0\n  refresh_ms: 5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("vip.refresh_ms"), "{err}");
     }
 
     #[test]

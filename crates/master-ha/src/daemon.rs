@@ -8,6 +8,7 @@
 //! acknowledged is lost), join it.
 
 use crate::config::{self, MasterConfig};
+use crate::fence::{Rules, VipFence};
 use crate::node::MetaHandle;
 use crate::server::leadership::{AddressBook, Bound};
 use crate::server::{logger, ChunkService, ClientListener, Leadership, Service, Shutdown};
@@ -39,6 +40,8 @@ pub enum DaemonError {
     Signal { signal: &'static str, cause: std::io::Error },
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
+    #[error(transparent)]
+    Vip(#[from] mfsha_vip::VipError),
 }
 
 /// What a chunk registry gets to start with (see [`start_with`]).
@@ -67,6 +70,8 @@ pub struct Master {
     client_task: tokio::task::JoinHandle<()>,
     in_flight: Arc<crate::server::listener::InFlight>,
     raft_thread: std::thread::JoinHandle<()>,
+    /// The VIP fence, which releases the VIP when shutdown is triggered.
+    fence_task: Option<tokio::task::JoinHandle<()>>,
     node_id: u64,
 }
 
@@ -94,8 +99,19 @@ pub async fn start_with(
         true => None,
         false => Some(bind("peer", config.listen.peer).await?),
     };
+    // Before the store is touched: a VIP that cannot be held stops the master at once, and a
+    // VIP left on the interface (this master is not leader yet) is removed.
+    let vip = match &config.vip {
+        Some(vip) => Some(mfsha_vip::Vip::start(vip.clone()).await?),
+        None => None,
+    };
     let shutdown = Shutdown::new();
     let (meta, raft_thread) = start_node(&config, &shutdown).await?;
+    let fence = vip.map(VipFence::new);
+    let fence_task = fence.as_ref().map(|fence| {
+        let run = fence.clone().run(meta.clone(), fence_rules(&config), shutdown.clone());
+        tokio::spawn(run.in_current_span())
+    });
     if let Some(listener) = peer_listener {
         let policy = peer_policy(&config);
         let serve = tcp::serve_peers(listener, meta.raft().clone(), policy, shutdown.clone());
@@ -121,7 +137,10 @@ pub async fn start_with(
             "no chunk registry in this master; not listening for chunkservers (data I/O answers NoChunkservers)");
     }
     let peers = config.peers.iter().map(|p| format!("{}@{}", p.id, p.addr)).collect();
-    let service = Arc::new(Service::new(meta, chunk_service, peers, leadership, config.cluster_id.clone()));
+    let mut service =
+        Service::new(meta, chunk_service, peers, leadership, config.cluster_id.clone());
+    service.vip = fence;
+    let service = Arc::new(service);
     let listener = ClientListener::new(client_listener, service.clone(), config.client.clone());
     let in_flight = listener.in_flight();
     let client_task = tokio::spawn(listener.run(shutdown.clone()).in_current_span());
@@ -138,8 +157,18 @@ pub async fn start_with(
         client_task,
         in_flight,
         raft_thread,
+        fence_task,
         node_id: config.node_id,
     })
+}
+
+/// What the VIP fence needs from the configuration: the lease, and which members are masters
+/// (a voter with a client address; the witness has none).
+fn fence_rules(config: &MasterConfig) -> Rules {
+    let lease = Duration::from_millis(raft_config(config).lease_ms());
+    let peers = config.peers.iter().filter(|p| !p.learner && p.client.is_some()).map(|p| p.id);
+    let masters = std::iter::once(config.node_id).chain(peers).collect();
+    Rules { lease, masters }
 }
 
 fn local_addr(
@@ -237,6 +266,11 @@ impl Master {
     pub async fn stop(self) -> Result<(), DaemonError> {
         tracing::info!("shutting down: no new client requests");
         self.shutdown.trigger();
+        if let Some(fence) = self.fence_task {
+            if let Err(e) = fence.await {
+                tracing::error!(error = %e, "VIP fence task failed");
+            }
+        }
         if let Err(e) = self.client_task.await {
             tracing::error!(error = %e, "client listener task failed");
         }

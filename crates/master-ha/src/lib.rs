@@ -8,6 +8,8 @@ It owns:
   crate: Ready loop, RocksDB store, peer transport): it proposes [`mfsha_meta::Entry`]s
   (answered only once committed, applied and durable) and reads the applied
   [`mfsha_meta::State`].
+* [`fence`] — VIP fencing: the leader holds the cluster's virtual IP (the `mfsha-vip` crate)
+  only while its lease is valid, and claims it only once no earlier leader can hold it.
 * [`trash`] — the leader's periodic purge of files whose trash time has passed.
 * the configuration, the listeners for clients, chunkservers and metaloggers, the
   in-memory chunk-copy registry and the replication engine (see their modules).
@@ -21,6 +23,7 @@ durability rules (what is fsynced, in which batch, before which reply) live in `
 pub mod chunks;
 pub mod config;
 pub mod daemon;
+pub mod fence;
 pub mod inspect;
 pub mod node;
 pub mod server;

@@ -582,6 +582,27 @@ pub struct ClusterStatus {
     /// for the session sustain time).
     #[serde(default)]
     pub sessions: u64,
+    /// This master's view of the cluster's virtual IP; `None` without a `vip:` section.
+    #[serde(default)]
+    pub vip: Option<Box<VipState>>,
+}
+
+/// The virtual IP on the answering master.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VipState {
+    /// `address/prefix`.
+    pub address: String,
+    pub interface: String,
+    /// This master has it on its interface.
+    pub held: bool,
+    /// When `held` last changed, in ms since the Unix epoch.
+    pub since_unix_ms: u64,
+    /// When it was last announced (gratuitous ARP / NA), in ms since the Unix epoch.
+    pub last_announcement_unix_ms: Option<u64>,
+    pub announcements: u64,
+    /// Times it vanished from under this holder and was put back.
+    pub readded: u64,
+    pub last_error: Option<String>,
 }
 
 /// One member of the Raft group as the leader sees it.

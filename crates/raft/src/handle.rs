@@ -225,6 +225,8 @@ pub(crate) struct Shared<S: StateMachine> {
     pub(crate) applied_events: broadcast::Sender<AppliedEvent>,
     pub(crate) snapshot: Mutex<Option<AppliedEvent>>,
     pub(crate) stats: Counters,
+    /// (term, from): the last campaign started because `from` handed leadership over.
+    handover: Mutex<(u64, u64)>,
 }
 
 impl<S: StateMachine> Shared<S> {
@@ -257,11 +259,16 @@ impl<S: StateMachine> Shared<S> {
             applied_events: broadcast::channel(APPLIED_CHANNEL_CAPACITY).0,
             snapshot: Mutex::new(None),
             stats: Counters::default(),
+            handover: Mutex::new((0, 0)),
         }
     }
 
     pub(crate) fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
+    }
+
+    pub(crate) fn record_handover(&self, term: u64, from: u64) {
+        *self.handover.lock() = (term, from);
     }
 
     pub(crate) fn publish(&self, published: Published) {
@@ -387,6 +394,21 @@ impl<S: StateMachine> Handle<S> {
     /// turns false by itself when the node thread stalls or the quorum goes quiet.
     pub fn is_leader(&self) -> bool {
         self.shared.now_ms() < self.shared.serving_until_ms.load(Ordering::Acquire)
+    }
+
+    /// The member that handed leadership to this node for `term` (its campaign in `term`
+    /// began with that member's `MsgTimeoutNow`), if it did; `None` for an ordinary election.
+    pub fn handed_over_by(&self, term: u64) -> Option<u64> {
+        let (handover_term, from) = *self.shared.handover.lock();
+        (handover_term == term && term != 0).then_some(from)
+    }
+
+    /// How long this node still serves (as [`Handle::is_leader`]) if no further lease round is
+    /// confirmed; `None` when it does not serve now.
+    pub fn lease_remaining(&self) -> Option<std::time::Duration> {
+        let until = self.shared.serving_until_ms.load(Ordering::Acquire);
+        let now = self.shared.now_ms();
+        (now < until).then(|| std::time::Duration::from_millis(until - now))
     }
 
     /// Every entry applied from now on.

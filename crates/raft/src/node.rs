@@ -166,8 +166,15 @@ impl<S: StateMachine, L: LogStore> Node<S, L> {
             );
             return;
         }
+        let handed_over = msg.get_msg_type() == raft::eraftpb::MessageType::MsgTimeoutNow;
+        let term_before = self.raw.raft.term;
         if let Err(error) = self.raw.step(msg) {
             tracing::debug!(node = self.config.node_id, from, %error, "raft message ignored");
+        }
+        // A leader handing over sent this: the campaign it starts (a new term) is a handover,
+        // which the VIP fencing lets claim at once (the old leader released first).
+        if handed_over && self.raw.raft.term > term_before {
+            self.shared.record_handover(self.raw.raft.term, from);
         }
     }
 

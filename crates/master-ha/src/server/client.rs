@@ -19,6 +19,8 @@ use mfsha_proto::types::*;
 /// Most directory entries returned by one `ReadDir`: with names of at most 255 bytes each
 /// reply stays far below the frame limit.
 pub const READDIR_MAX_ENTRIES: u32 = 4096;
+/// How long a transfer with a VIP waits before releasing it, so the "started" answer is sent.
+const REPLY_HEADSTART: std::time::Duration = std::time::Duration::from_millis(20);
 /// Longest `client_info` kept for a session (the rest is cut).
 pub const CLIENT_INFO_MAX: usize = 1024;
 
@@ -74,6 +76,11 @@ pub fn answer_now(
 /// Starts handing leadership to master `to` (root only). Only a master may be named: the
 /// witness would hand it straight back, and an unknown id would make raft-rs wait for a node
 /// that does not exist.
+///
+/// With a VIP, this master first releases it and waits until it is off the interface, then
+/// asks raft for the transfer, so the new leader may claim it the moment it leads. That runs
+/// in a task of its own: the reply ("started") goes out before this master steps down and
+/// closes the connection; the tool then waits for the new leader.
 fn transfer_leader(service: &Service, uid: u32, to: u64) -> Reply<ClientReply> {
     if uid != 0 {
         return Err(Status::Perm);
@@ -87,7 +94,23 @@ fn transfer_leader(service: &Service, uid: u32, to: u64) -> Reply<ClientReply> {
         return Ok(ClientReply::Unit); // already leads
     }
     tracing::info!(to, "leadership transfer asked for by a client");
-    service.meta.raft().transfer_leader(to)?;
+    let Some(fence) = service.vip.clone() else {
+        service.meta.raft().transfer_leader(to)?;
+        return Ok(ClientReply::Unit);
+    };
+    let raft = service.meta.raft().clone();
+    tokio::spawn(async move {
+        // Let the answer leave first: once the VIP is gone it cannot (the tool connected
+        // through it). The tool checks the outcome either way.
+        tokio::time::sleep(REPLY_HEADSTART).await;
+        if let Err(e) = fence.hand_over().await {
+            tracing::error!(error = %e, to, "cannot release the VIP for the transfer; not transferring");
+            return;
+        }
+        if let Err(e) = raft.transfer_leader(to) {
+            tracing::error!(error = ?e, to, "the raft node did not take the transfer");
+        }
+    });
     Ok(ClientReply::Unit)
 }
 

@@ -148,6 +148,8 @@ pub struct Service {
     pub leadership: Leadership,
     /// This master's `cluster_id`: metaloggers of another cluster are refused.
     pub cluster_id: String,
+    /// The VIP fence, when the configuration has a `vip:` section.
+    pub vip: Option<Arc<crate::fence::VipFence>>,
 }
 
 impl Service {
@@ -167,6 +169,7 @@ impl Service {
             loggers: parking_lot::Mutex::new(Vec::new()),
             leadership,
             cluster_id,
+            vip: None,
         }
     }
 }

@@ -33,6 +33,23 @@ pub fn cluster_status(service: &Service) -> ClusterStatus {
         chunks_missing: health.missing,
         members: members(service),
         sessions,
+        vip: service.vip.as_ref().map(|fence| Box::new(vip_state(fence.status()))),
+    }
+}
+
+fn vip_state(status: mfsha_vip::VipStatus) -> mfsha_proto::client::VipState {
+    let unix_ms = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    };
+    mfsha_proto::client::VipState {
+        address: status.address.to_string(),
+        interface: status.interface,
+        held: status.held,
+        since_unix_ms: unix_ms(status.since),
+        last_announcement_unix_ms: status.last_announcement.map(unix_ms),
+        announcements: status.announcements,
+        readded: status.readded,
+        last_error: status.last_error,
     }
 }
 
