@@ -189,21 +189,7 @@ fn failover_benchmark() {
     let mut mount =
         Mount::start_in(cluster.path(), "mount", &masters, &[], &masters.replace(',', "+"));
     let stop = Arc::new(AtomicBool::new(false));
-    let completions = Arc::new(std::sync::Mutex::new(Vec::<Instant>::new()));
-    let writer = {
-        let (dir, stop, completions) = (mount.path("bench"), stop.clone(), completions.clone());
-        std::thread::spawn(move || {
-            fs::create_dir_all(&dir).unwrap();
-            let mut rng = StdRng::seed_from_u64(1);
-            for n in 0.. {
-                if stop.load(Ordering::Acquire) {
-                    break;
-                }
-                write_file(&dir, &format!("f{}", n % 1000), &mut rng, 4096).expect("write");
-                completions.lock().unwrap().push(Instant::now());
-            }
-        })
-    };
+    let (completions, writer) = steady_writer(&mount, &stop);
     let mut stalls = Vec::new();
     let mut rng = StdRng::seed_from_u64(3);
     for _ in 0..kills {
@@ -238,13 +224,7 @@ fn failover_benchmark() {
     stop.store(true, Ordering::Release);
     writer.join().expect("writer");
     mount.stop();
-    stalls.sort();
-    let pick = |q: f64| stalls[((stalls.len() as f64 - 1.0) * q).round() as usize];
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    println!(
-        "failover: {} leader SIGKILLs, time to the first mutation after the kill: p50 {:.0} ms, p90 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
-        stalls.len(), ms(pick(0.5)), ms(pick(0.9)), ms(pick(0.99)), ms(pick(1.0))
-    );
+    print_percentiles("failover", "time to the first mutation after the SIGKILL", &mut stalls);
 }
 
 /// A client writing and fsyncing small files without pause through the mount; returns the
