@@ -185,11 +185,7 @@ fn leader_sigkills_under_a_mixed_workload_lose_no_acknowledged_operation() {
 fn failover_benchmark() {
     let kills: usize = std::env::var("MFSHA_BENCH_KILLS").map_or(50, |v| v.parse().unwrap());
     let mut cluster = HaCluster::start(3);
-    let masters = cluster.client_addrs();
-    let mut mount =
-        Mount::start_in(cluster.path(), "mount", &masters, &[], &masters.replace(',', "+"));
-    let stop = Arc::new(AtomicBool::new(false));
-    let (completions, writer) = steady_writer(&mount, &stop);
+    let (mut mount, stop, completions, writer) = bench_load(&cluster);
     let mut stalls = Vec::new();
     let mut rng = StdRng::seed_from_u64(3);
     for _ in 0..kills {
@@ -225,6 +221,18 @@ fn failover_benchmark() {
     writer.join().expect("writer");
     mount.stop();
     print_percentiles("failover", "time to the first mutation after the SIGKILL", &mut stalls);
+}
+
+/// What every benchmark here runs against: a mount of `cluster` and a steady writer on it.
+#[allow(clippy::type_complexity)]
+fn bench_load(
+    cluster: &HaCluster,
+) -> (Mount, Arc<AtomicBool>, Arc<std::sync::Mutex<Vec<Instant>>>, std::thread::JoinHandle<()>) {
+    let masters = cluster.client_addrs();
+    let mount = Mount::start_in(cluster.path(), "mount", &masters, &[], &masters.replace(',', "+"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (completions, writer) = steady_writer(&mount, &stop);
+    (mount, stop, completions, writer)
 }
 
 /// A client writing and fsyncing small files without pause through the mount; returns the
@@ -267,10 +275,7 @@ fn transfer_leader_benchmark() {
         std::env::var("MFSHA_BENCH_TRANSFERS").map_or(30, |v| v.parse().unwrap());
     let cluster = HaCluster::start(3);
     let masters = cluster.client_addrs();
-    let mut mount =
-        Mount::start_in(cluster.path(), "mount", &masters, &[], &masters.replace(',', "+"));
-    let stop = Arc::new(AtomicBool::new(false));
-    let (completions, writer) = steady_writer(&mount, &stop);
+    let (mut mount, stop, completions, writer) = bench_load(&cluster);
     let mut stalls = Vec::new();
     for _ in 0..transfers {
         std::thread::sleep(Duration::from_millis(500));
@@ -310,11 +315,7 @@ fn transfer_leader_benchmark() {
 fn spurious_elections_benchmark() {
     let minutes: u64 = std::env::var("MFSHA_BENCH_MINUTES").map_or(10, |v| v.parse().unwrap());
     let cluster = HaCluster::start(3);
-    let masters = cluster.client_addrs();
-    let mut mount =
-        Mount::start_in(cluster.path(), "mount", &masters, &[], &masters.replace(',', "+"));
-    let stop = Arc::new(AtomicBool::new(false));
-    let (completions, writer) = steady_writer(&mount, &stop);
+    let (mut mount, stop, completions, writer) = bench_load(&cluster);
     let spinners: Vec<_> = (0..2)
         .map(|_| {
             let stop = stop.clone();

@@ -365,7 +365,7 @@ enum Outage {
 /// MAC (p50/p99/max), and checks that no acknowledged write was lost. Minutes long:
 /// `cargo test --workspace --test system -- --ignored lab::failover_benchmark --nocapture`.
 #[test]
-#[ignore]
+#[ignore = "benchmark: run explicitly (see the doc comment)"]
 fn failover_benchmark_through_the_vip() {
     let kills: usize =
         std::env::var("MFSHA_LAB_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
