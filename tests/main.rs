@@ -4,7 +4,7 @@
 //!
 //! `chunks.rs` (issue #3) runs its scenarios at a few MiB (one or two chunks) with the master's
 //! replication delays shortened; `tests/slow/` runs the kill-during-read scenario at 256 MiB.
-//! `failover.rs` runs a group of three masters.
+//! `failover.rs` runs a group of three masters; `membership.rs` adds and removes members.
 
 mod chunks;
 mod demo;
@@ -14,6 +14,7 @@ mod ha;
 mod lab;
 mod logger;
 mod master;
+mod membership;
 mod mount;
 mod netns;
 mod session;

@@ -83,7 +83,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// The members of the master group: list them, hand leadership to another master.
+    /// The members of the master group: list them, add or remove one, hand leadership over.
     Member {
         #[command(subcommand)]
         which: Member,
@@ -202,6 +202,41 @@ enum Member {
         #[arg(short = 'H', long = "master", env = "MFSHA_MASTER", default_value = DEFAULT_MASTER)]
         master: String,
         /// The node id of the master to lead.
+        id: u64,
+    },
+    /// Add node ID to the group, then wait until it has caught up. Start it first, with an
+    /// empty data directory, this group's cluster_id, and the current members as its peers:
+    /// it gets the leader's snapshot, then the log. Without --client it joins as a witness.
+    Add {
+        #[arg(short = 'H', long = "master", env = "MFSHA_MASTER", default_value = DEFAULT_MASTER)]
+        master: String,
+        /// The new member's node id.
+        id: u64,
+        /// Its peer (Raft) port as the other members reach it, HOST:PORT.
+        #[arg(long)]
+        peer: String,
+        /// Its client port (a master), HOST:PORT.
+        #[arg(long)]
+        client: Option<String>,
+        /// Its chunkserver port (a master), HOST:PORT.
+        #[arg(long)]
+        chunkserver: Option<String>,
+        /// Its metalogger port (a master), HOST:PORT.
+        #[arg(long)]
+        logger: Option<String>,
+        /// Join as a non-voting learner (the metalogger beside three masters).
+        #[arg(long)]
+        learner: bool,
+        /// Seconds to wait for it to catch up.
+        #[arg(long, default_value_t = 120)]
+        wait: u64,
+    },
+    /// Remove node ID from the group (not the leader: transfer leadership first). The removed
+    /// node stops once it has applied its removal.
+    Remove {
+        #[arg(short = 'H', long = "master", env = "MFSHA_MASTER", default_value = DEFAULT_MASTER)]
+        master: String,
+        /// The node id of the member to remove.
         id: u64,
     },
 }
@@ -381,6 +416,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Member { which: Member::TransferLeader { master, id } } => {
             block_on(member::transfer_leader(&master, id))
+        }
+        Command::Member {
+            which: Member::Add { master, id, peer, client, chunkserver, logger, learner, wait },
+        } => {
+            let wait = std::time::Duration::from_secs(wait);
+            let new = member::NewMember { id, learner, peer, client, chunkserver, logger, wait };
+            block_on(member::add(&master, new))
+        }
+        Command::Member { which: Member::Remove { master, id } } => {
+            block_on(member::remove(&master, id))
         }
         Command::Meta { which: Meta::Check { data_dir } } => meta_check::run(&data_dir),
         Command::Meta { which: Meta::Restore { from, config } } => {

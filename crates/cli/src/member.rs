@@ -1,9 +1,10 @@
-//! `mfsha member list` (the node table of `mfsha status`) and `mfsha member transfer-leader
-//! ID`: ask the leader to hand leadership to master ID, then wait until ID says it leads.
+//! `mfsha member list` (the node table of `mfsha status`), `mfsha member transfer-leader ID`
+//! (ask the leader to hand leadership to master ID, then wait until ID says it leads), and
+//! `mfsha member add|remove` (one membership change, then wait until a new member is current).
 
 use crate::status::{self, Survey};
 use anyhow::{bail, Context};
-use mfsha_proto::client::{ClientOp, ClientReply, MemberKind, Request};
+use mfsha_proto::client::{ClientOp, ClientReply, MemberChangeRequest, MemberKind, Request};
 use mfsha_proto::types::Status;
 use std::time::{Duration, Instant};
 
@@ -115,3 +116,124 @@ fn leads(survey: &Survey, to: u64, from_term: u64) -> Option<u64> {
         new.then_some(status.term)
     })
 }
+
+/// A member to add, as `mfsha member add` names it.
+pub struct NewMember {
+    pub id: u64,
+    pub learner: bool,
+    pub peer: String,
+    pub client: Option<String>,
+    pub chunkserver: Option<String>,
+    pub logger: Option<String>,
+    /// How long to wait for the new member to catch up with the leader.
+    pub wait: Duration,
+}
+
+/// Adds a member (it must be running with an empty data directory and this group's
+/// `cluster_id`), then waits until it holds the leader's log.
+pub async fn add(masters: &str, new: NewMember) -> anyhow::Result<()> {
+    let what = match (new.learner, new.client.is_some()) {
+        (true, _) => "learner (non-voting)",
+        (false, true) => "master (voter)",
+        (false, false) => "witness (voter without clients)",
+    };
+    let request = MemberChangeRequest::Add {
+        id: new.id,
+        voter: !new.learner,
+        peer: new.peer.clone(),
+        client: new.client,
+        chunkserver: new.chunkserver,
+        logger: new.logger,
+    };
+    let list = crate::leader::master_list(masters);
+    let target = change(&list, new.id, request).await?;
+    println!(
+        "node {} added as a {what}, reached at {}; waiting for it to catch up",
+        new.id, new.peer
+    );
+    let started = Instant::now();
+    let deadline = started + new.wait;
+    loop {
+        let survey = status::survey(&list).await;
+        let leader = survey.leader().map(|(_, s, _)| s.clone());
+        let matched = leader.as_ref().and_then(|l| l.members.iter().find(|m| m.id == new.id));
+        if let (Some(leader), Some(member)) = (&leader, matched) {
+            if member.matched >= target {
+                let took = started.elapsed().as_millis();
+                println!(
+                    "node {} is current: it holds the log up to index {} (leader at {}; took {took} ms)",
+                    new.id, member.matched, leader.commit_index
+                );
+                return Ok(());
+            }
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "node {} is a member but did not catch up within {:?} (is it running, with an \
+                 empty data directory and this cluster_id, and can the leader reach {}?):\n{}",
+                new.id,
+                new.wait,
+                new.peer,
+                status::format_nodes(&survey)
+            );
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Removes member `id` from the group; it stops once it has applied its removal.
+pub async fn remove(masters: &str, id: u64) -> anyhow::Result<()> {
+    let list = crate::leader::master_list(masters);
+    change(&list, id, MemberChangeRequest::Remove { id }).await?;
+    println!(
+        "node {id} removed from the group; it stops by itself (move its data directory aside \
+         before it joins again)"
+    );
+    Ok(())
+}
+
+/// Sends one change to the leader; returns the leader's commit index once it is applied.
+async fn change(list: &[String], id: u64, request: MemberChangeRequest) -> anyhow::Result<u64> {
+    let masters = list.join(",");
+    let (client, addr, leader) = crate::leader::connect(list, FIND_LEADER)
+        .await
+        .with_context(|| format!("cannot find the leader among {masters}"))?;
+    let removing = matches!(request, MemberChangeRequest::Remove { .. });
+    if removing && leader.node_id == id {
+        bail!(
+            "node {id} leads: hand leadership to another master first (`mfsha member \
+             transfer-leader`), then remove it"
+        );
+    }
+    let op = ClientOp::ChangeMember { change: request };
+    let request = Request { session: 0, seq: 0, uid: 0, gid: 0, op };
+    let reply = client.call_timeout(request, CHANGE_LIMIT.as_millis() as u64).await;
+    let reply = reply.with_context(|| format!("no answer from the leader at {addr}"))?;
+    let ids: Vec<String> = leader.members.iter().map(|m| m.id.to_string()).collect();
+    let ids = ids.join(", ");
+    match reply {
+        Ok(ClientReply::Unit) => {}
+        Ok(other) => bail!("the leader at {addr} answered the change with {other:?}"),
+        Err(Status::Perm) => bail!("the leader refused: only root may change the membership"),
+        Err(Status::Busy) => bail!(
+            "the leader at {addr} is still applying the previous membership change; run the \
+             command again in a moment"
+        ),
+        Err(Status::Exists) => bail!("node {id} is already a member (members: {ids})"),
+        Err(Status::NotFound) => bail!("node {id} is not a member (members: {ids})"),
+        Err(Status::Invalid) => bail!(
+            "the leader at {addr} refused the change: a group must not be left with exactly two \
+             voters (add a voter first, or remove two), and the leader cannot remove itself \
+             (members: {ids})"
+        ),
+        Err(Status::NotLeader) => {
+            bail!("{addr} stopped leading before the change was made; run the command again")
+        }
+        Err(why) => bail!("the leader at {addr} did not make the change: {why}"),
+    }
+    let after = crate::leader::connect(list, FIND_LEADER).await;
+    Ok(after.map_or(leader.commit_index, |(_, _, status)| status.commit_index))
+}
+
+/// How long the leader may take to commit and apply a membership change.
+const CHANGE_LIMIT: Duration = Duration::from_secs(10);

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::thread::JoinHandle;
 
 use mfsha_meta::State;
-use mfsha_raft::transport::tcp::{self, PeerIdentity, PeerPolicy, TcpTransport};
+use mfsha_raft::transport::tcp::{self, PeerIdentity, TcpTransport};
 use mfsha_raft::{Handle, Members, RaftConfig, RaftTiming, Shutdown};
 use serde::Deserialize;
 use tokio::net::TcpListener;
@@ -98,12 +98,10 @@ pub async fn start(config: &WitnessConfig, data_dir: PathBuf) -> Result<Witness,
     let raft = config.raft_config(data_dir);
     let me = PeerIdentity { node_id: raft.node_id, cluster_id: raft.cluster_id.clone() };
     let shutdown = Shutdown::new();
-    let transport = Box::new(TcpTransport::start(me.clone(), &raft.peers, shutdown.clone()));
-    let policy = PeerPolicy {
-        me,
-        members: raft.members(),
-        max_snapshot_bytes: mfsha_raft::MAX_PEER_MESSAGE_BYTES as u64,
-    };
+    let transport = TcpTransport::start(me, &raft.peers, shutdown.clone());
+    // Follows the replicated address book: members added later may call too.
+    let policy = transport.policy(mfsha_raft::MAX_PEER_MESSAGE_BYTES as u64);
+    let transport = Box::new(transport);
     let (handle, thread) =
         tokio::task::spawn_blocking(move || mfsha_raft::driver::start::<State>(raft, transport))
             .await

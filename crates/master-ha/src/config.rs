@@ -112,6 +112,10 @@ pub struct Advertise {
     pub chunkserver: Option<String>,
     #[serde(deserialize_with = "mfsha_yamlconf::opt_host_port")]
     pub logger: Option<String>,
+    /// The peer (Raft) port as the other members reach it; recorded in the replicated address
+    /// book when this master bootstraps a group.
+    #[serde(deserialize_with = "mfsha_yamlconf::opt_host_port")]
+    pub peer: Option<String>,
 }
 
 impl Advertise {

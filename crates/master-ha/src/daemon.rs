@@ -7,14 +7,16 @@
 //! running finish (bounded), stop the Raft thread (which finishes its current Ready: nothing
 //! acknowledged is lost), join it.
 
+use crate::config::Advertise;
 use crate::config::{self, MasterConfig};
 use crate::fence::{Rules, VipFence};
 use crate::node::MetaHandle;
 use crate::server::leadership::{AddressBook, Bound};
 use crate::server::{logger, ChunkService, ClientListener, Leadership, Service, Shutdown};
-use mfsha_meta::State;
+use mfsha_meta::{Member, State};
 use mfsha_raft::transport::tcp::{self, PeerIdentity, PeerPolicy, TcpTransport};
 use mfsha_raft::{RaftConfig, Transport};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -106,14 +108,13 @@ pub async fn start_with(
         None => None,
     };
     let shutdown = Shutdown::new();
-    let (meta, raft_thread) = start_node(&config, &shutdown).await?;
+    let (meta, raft_thread, policy) = start_node(&config, &shutdown).await?;
     let fence = vip.map(VipFence::new);
     let fence_task = fence.as_ref().map(|fence| {
         let run = fence.clone().run(meta.clone(), fence_rules(&config), shutdown.clone());
         tokio::spawn(run.in_current_span())
     });
-    if let Some(listener) = peer_listener {
-        let policy = peer_policy(&config);
+    if let (Some(listener), Some(policy)) = (peer_listener, policy) {
         let serve = tcp::serve_peers(listener, meta.raft().clone(), policy, shutdown.clone());
         tokio::spawn(serve.in_current_span());
     }
@@ -193,21 +194,37 @@ pub fn raft_config(config: &MasterConfig) -> RaftConfig {
     RaftConfig::new(config.node_id, &config.cluster_id, data_dir, members, &config.raft, false)
 }
 
-fn peer_policy(config: &MasterConfig) -> PeerPolicy {
-    let raft = raft_config(config);
-    PeerPolicy {
-        me: PeerIdentity { node_id: raft.node_id, cluster_id: raft.cluster_id.clone() },
-        members: raft.members(),
-        max_snapshot_bytes: mfsha_raft::MAX_PEER_MESSAGE_BYTES as u64,
-    }
-}
-
 /// Makes a new metadata group in this master's empty data directory (`mfsha master bootstrap`):
 /// the only way a group is born. Every configured member starts as a voter (or a learner).
 pub fn bootstrap(config: &MasterConfig) -> Result<(), DaemonError> {
     let data_dir = config.data_dir.clone();
-    mfsha_raft::driver::bootstrap::<State>(&raft_config(config))
+    let index = mfsha_raft::store::BOOTSTRAP_INDEX;
+    let state = <State as mfsha_raft::StateMachine>::bootstrap(index).with_members(members(config));
+    let term = mfsha_raft::store::BOOTSTRAP_TERM;
+    mfsha_raft::driver::bootstrap_with::<State>(&raft_config(config), state, term)
         .map_err(|e| DaemonError::Node { data_dir, reason: e.to_string() })
+}
+
+/// The first replicated address book: this master and every configured peer. A port that
+/// listens on every interface is recorded with this host's name (`advertise` overrides).
+fn members(config: &MasterConfig) -> BTreeMap<u64, Member> {
+    let (own, listen) = (&config.advertise, &config.listen);
+    let host = crate::server::leadership::host_name();
+    let at = |configured: &Option<String>, addr| Advertise::resolve(configured, addr, &host);
+    let me = Member {
+        peer: at(&own.peer, listen.peer),
+        client: Some(at(&own.client, listen.client)),
+        chunkserver: Some(at(&own.chunkserver, listen.chunkserver)),
+        logger: Some(at(&own.logger, listen.logger)),
+    };
+    let peer = |p: &config::PeerConfig| Member {
+        peer: p.addr.clone(),
+        client: p.client.clone(),
+        chunkserver: p.chunkserver.clone(),
+        logger: p.logger.clone(),
+    };
+    let peers = config.peers.iter().map(|p| (p.id, peer(p)));
+    std::iter::once((config.node_id, me)).chain(peers).collect()
 }
 
 /// Makes a new group in this master's data directory from `state`, the metadata of a lost
@@ -234,18 +251,21 @@ pub fn bootstrap_from(config: &MasterConfig, state: State, term: u64) -> Result<
 }
 
 /// Opens the store and starts the Raft thread (blocking work, so off the async workers).
+/// The node, its thread, and who may call its peer port (`None` for a group of one).
 async fn start_node(
     config: &MasterConfig,
     shutdown: &Shutdown,
-) -> Result<(MetaHandle, std::thread::JoinHandle<()>), DaemonError> {
+) -> Result<(MetaHandle, std::thread::JoinHandle<()>, Option<PeerPolicy>), DaemonError> {
     let raft = raft_config(config);
     let data_dir = config.data_dir.clone();
     let node_error = |reason: String| DaemonError::Node { data_dir: data_dir.clone(), reason };
-    let transport: Box<dyn Transport> = match raft.peers.is_empty() {
-        true => Box::new(mfsha_raft::NoPeers),
+    let (transport, policy): (Box<dyn Transport>, _) = match raft.peers.is_empty() {
+        true => (Box::new(mfsha_raft::NoPeers), None),
         false => {
             let me = PeerIdentity { node_id: raft.node_id, cluster_id: raft.cluster_id.clone() };
-            Box::new(TcpTransport::start(me, &raft.peers, shutdown.clone()))
+            let transport = TcpTransport::start(me, &raft.peers, shutdown.clone());
+            let policy = transport.policy(mfsha_raft::MAX_PEER_MESSAGE_BYTES as u64);
+            (Box::new(transport), Some(policy))
         }
     };
     let (handle, thread) =
@@ -253,10 +273,19 @@ async fn start_node(
             .await
             .map_err(|e| node_error(format!("start-up task failed: {e}")))?
             .map_err(|e| node_error(e.to_string()))?;
-    Ok((MetaHandle::new(handle), thread))
+    Ok((MetaHandle::new(handle), thread, policy))
 }
 
 impl Master {
+    /// Resolves once this master has applied its own removal from the group (its Raft node
+    /// has stopped); never otherwise.
+    pub async fn removed(&self) {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        while !self.service.meta.raft().removed() {
+            tick.tick().await;
+        }
+    }
+
     /// This master's Raft node id.
     pub fn node_id(&self) -> u64 {
         self.node_id
@@ -305,6 +334,9 @@ pub async fn run(config: MasterConfig) -> Result<(), DaemonError> {
         tokio::select! {
             _ = terminate.recv() => tracing::info!("SIGTERM received"),
             _ = interrupt.recv() => tracing::info!("SIGINT received"),
+            () = master.removed() => tracing::warn!("this master was removed from the group \
+                (`mfsha member remove`); stopping for good: move its data directory aside \
+                before it joins again"),
         }
         notify_systemd(sd_notify::NotifyState::Stopping);
         master.stop().await

@@ -48,8 +48,8 @@ mod state;
 mod table;
 
 pub use model::{
-    ChunkInfo, Counts, LINK_MAX, MAX_FILE_SIZE, RENAME_EXCHANGE, RENAME_NOREPLACE, REPLY_WINDOW,
-    SESSION_INFO_MAX, S_ISGID, XATTR_CREATE, XATTR_REPLACE,
+    ChunkInfo, Counts, Member, LINK_MAX, MAX_FILE_SIZE, RENAME_EXCHANGE, RENAME_NOREPLACE,
+    REPLY_WINDOW, SESSION_INFO_MAX, S_ISGID, XATTR_CREATE, XATTR_REPLACE,
 };
 pub use op::{ClientTag, Entry, Op, Outcome};
 pub use persist::{LoadError, SNAPSHOT_FORMAT};

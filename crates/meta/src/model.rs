@@ -113,6 +113,18 @@ pub(crate) struct ChunkRec {
     pub owners: Vec<Ino>,
 }
 
+/// Where one member of the master group is reached: its peer (Raft) port, and for a master the
+/// ports clients, chunkservers and metaloggers use (`HOST:PORT` each). The group's address book
+/// is replicated state, changed in the same entry as the membership, so every member (and a
+/// node re-seeded by a snapshot) knows where the others are without its configuration saying.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub peer: String,
+    pub client: Option<String>,
+    pub chunkserver: Option<String>,
+    pub logger: Option<String>,
+}
+
 /// What the chunk table says about one chunk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChunkInfo {

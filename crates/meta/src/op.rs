@@ -182,6 +182,17 @@ pub enum Op {
     ExpireSession {
         session: SessionId,
     },
+    /// Records where member `id` is reached (a new member, or new addresses). Proposed as the
+    /// context of the Raft membership change that adds the member, so the address book and
+    /// the membership change at the same index.
+    SetMember {
+        id: u64,
+        member: crate::model::Member,
+    },
+    /// Forgets member `id` (the context of the change that removes it).
+    RemoveMember {
+        id: u64,
+    },
 }
 
 /// What applying an entry produced, returned to the proposer.

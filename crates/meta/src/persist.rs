@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 const MAGIC: &[u8; 8] = b"MFSHMETA";
 /// Snapshot format version this build writes and reads. 2: sessions keep their open token,
 /// and `meta/cluster_time` exists.
-pub const SNAPSHOT_FORMAT: u32 = 2;
+pub const SNAPSHOT_FORMAT: u32 = 3;
 const HEADER_BYTES: usize = 8 + 4 + 8 + 8;
 const CRC_BYTES: usize = 4;
 
@@ -328,6 +328,7 @@ impl Loader {
                 MetaKey::NextIno => self.state.next_ino = decode(value).map_err(error)?,
                 MetaKey::NextChunkId => self.state.next_chunk_id = decode(value).map_err(error)?,
                 MetaKey::ClusterTime => self.state.cluster_time = decode(value).map_err(error)?,
+                MetaKey::Members => self.state.members = decode(value).map_err(error)?,
             }
         }
         let state = &mut self.state;

@@ -30,6 +30,8 @@ pub struct State {
     pub(crate) next_chunk_id: ChunkId,
     /// The latest time an applied entry carried: apply stamps `max(entry.now, cluster_time)`.
     pub(crate) cluster_time: Timestamp,
+    /// The master group's address book: node id → where it is reached.
+    pub(crate) members: BTreeMap<u64, Member>,
     /// Records touched since the last `take_changes`.
     pub(crate) dirty: HashSet<Key>,
 }
@@ -82,6 +84,7 @@ impl State {
             next_ino: 0,
             next_chunk_id: 0,
             cluster_time: Timestamp::default(),
+            members: BTreeMap::new(),
             dirty: HashSet::new(),
         }
     }
@@ -210,7 +213,30 @@ impl State {
             Op::SetChunkVersion { chunk_id, version } => {
                 self.set_chunk_version(*chunk_id, *version)
             }
+            Op::SetMember { id, member } => {
+                self.members.insert(*id, member.clone());
+                self.mark(Key::Meta(MetaKey::Members));
+                Ok(Outcome::Unit)
+            }
+            Op::RemoveMember { id } => {
+                self.members.remove(id).ok_or(Status::NotFound)?;
+                self.mark(Key::Meta(MetaKey::Members));
+                Ok(Outcome::Unit)
+            }
         }
+    }
+
+    /// The master group's address book: node id → where it is reached.
+    pub fn members(&self) -> &BTreeMap<u64, Member> {
+        &self.members
+    }
+
+    /// This state with `members` as its address book: the first state of a new group, whose
+    /// members come from the bootstrapping master's configuration.
+    pub fn with_members(mut self, members: BTreeMap<u64, Member>) -> State {
+        self.members = members;
+        self.mark(Key::Meta(MetaKey::Members));
+        self
     }
 
     /// This state as the first state of a new group at `index` (disaster restore: the lost
@@ -259,6 +285,7 @@ impl State {
             MetaKey::NextIno => encode(&self.next_ino),
             MetaKey::NextChunkId => encode(&self.next_chunk_id),
             MetaKey::ClusterTime => encode(&self.cluster_time),
+            MetaKey::Members => encode(&self.members),
         }
     }
 

@@ -88,11 +88,18 @@ pub(crate) enum MetaKey {
     NextChunkId,
     /// The latest time an applied entry carried (see `State::cluster_time`).
     ClusterTime,
+    /// The address book of the master group (see [`crate::model::Member`]).
+    Members,
 }
 
 impl MetaKey {
-    pub const ALL: [MetaKey; 4] =
-        [MetaKey::AppliedIndex, MetaKey::NextIno, MetaKey::NextChunkId, MetaKey::ClusterTime];
+    pub const ALL: [MetaKey; 5] = [
+        MetaKey::AppliedIndex,
+        MetaKey::NextIno,
+        MetaKey::NextChunkId,
+        MetaKey::ClusterTime,
+        MetaKey::Members,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -100,6 +107,7 @@ impl MetaKey {
             MetaKey::NextIno => "next_ino",
             MetaKey::NextChunkId => "next_chunk_id",
             MetaKey::ClusterTime => "cluster_time",
+            MetaKey::Members => "members",
         }
     }
 }

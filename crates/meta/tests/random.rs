@@ -202,8 +202,25 @@ impl Gen {
                 chunk_id: self.pick(&v.chunks).unwrap_or(1),
                 version: self.rng.gen_range(1..5),
             },
+            95 => self.member_op(),
             _ => Op::Noop,
         }
+    }
+
+    /// Few ids, so that removals of present members happen.
+    fn member_op(&mut self) -> Op {
+        let id = self.rng.gen_range(1..=3);
+        if self.rng.gen_bool(0.5) {
+            return Op::RemoveMember { id };
+        }
+        let port = self.rng.gen_range(1..100);
+        let member = mfsha_meta::Member {
+            peer: format!("m{id}:{port}"),
+            client: Some(format!("m{id}:9421")),
+            chunkserver: None,
+            logger: None,
+        };
+        Op::SetMember { id, member }
     }
 
     fn create(&mut self, state: &State, v: &View) -> Op {
@@ -389,7 +406,7 @@ fn check_coverage(seed: u64, tally: &Tally, retries: &Retries, state: &State) {
     assert!(retries.answered > 0 && retries.refused > 0, "seed {seed}: no retries exercised");
 }
 
-const ALL_OPS: [&str; 25] = [
+const ALL_OPS: [&str; 27] = [
     "Noop",
     "OpenSession",
     "CloseSession",
@@ -415,6 +432,8 @@ const ALL_OPS: [&str; 25] = [
     "Purge",
     "Undelete",
     "SetChunkVersion",
+    "SetMember",
+    "RemoveMember",
 ];
 
 fn op_name(op: &Op) -> &'static str {
@@ -444,6 +463,8 @@ fn op_name(op: &Op) -> &'static str {
         Op::Purge { .. } => "Purge",
         Op::Undelete { .. } => "Undelete",
         Op::SetChunkVersion { .. } => "SetChunkVersion",
+        Op::SetMember { .. } => "SetMember",
+        Op::RemoveMember { .. } => "RemoveMember",
     }
 }
 

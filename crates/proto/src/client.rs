@@ -240,6 +240,32 @@ pub enum ClientOp {
     TransferLeader {
         to: u64,
     },
+    /// Changes the master group by one member (`mfsha member add|remove`). Root only, no
+    /// session needed; answered by the leader once the change is applied there. `Busy` while
+    /// the previous change is still being applied; `Invalid` for a change that would leave
+    /// exactly two voters or remove the leader itself (transfer leadership first); `Exists` /
+    /// `NotFound` for adding a member twice or removing one that is not there.
+    ChangeMember {
+        change: MemberChangeRequest,
+    },
+}
+
+/// One membership change, as `mfsha member add|remove` asks for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MemberChangeRequest {
+    /// Adds node `id` (or promotes a learner to voter), reached at `peer` by the others; the
+    /// client, chunkserver and logger addresses go into the replicated address book (none for
+    /// a witness).
+    Add {
+        id: u64,
+        voter: bool,
+        peer: String,
+        client: Option<String>,
+        chunkserver: Option<String>,
+        logger: Option<String>,
+    },
+    /// Removes node `id`; it stops once it has applied its removal.
+    Remove { id: u64 },
 }
 
 impl ClientOp {
@@ -290,7 +316,8 @@ impl ClientOp {
             | SetLock { .. }
             | ReleaseLocks { .. }
             | WhoLeads
-            | TransferLeader { .. } => false,
+            | TransferLeader { .. }
+            | ChangeMember { .. } => false,
         }
     }
 }

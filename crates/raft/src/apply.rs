@@ -6,8 +6,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use protobuf::Message as _;
-use raft::eraftpb::{ConfChange, ConfChangeV2, ConfState, Entry, EntryType};
+use raft::eraftpb::{ConfChange, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType};
 
+use crate::membership::conf_change_command;
 use crate::node::{own_proposal, Node};
 use crate::state_machine::StateMachine;
 use crate::store::{ApplyBatch, LogStore};
@@ -49,14 +50,18 @@ impl<S: StateMachine, L: LogStore> Node<S, L> {
             applied.state.take_changes()
         };
         self.applied_term = last_term;
+        let conf_state = decoded.iter().rev().find_map(|item| item.conf_state.clone());
         let batch = ApplyBatch {
             changes,
             applied_index: last_index,
             applied_term: last_term,
-            conf_state: decoded.iter().rev().find_map(|item| item.conf_state.clone()),
+            conf_state: conf_state.clone(),
         };
         let written = self.raw.mut_store().write_apply(batch);
         written.unwrap_or_else(|error| crate::fatal(&error.to_string()));
+        if conf_state.is_some() {
+            self.after_membership(conf_state.as_ref());
+        }
         let stats = &self.shared.stats;
         stats.entries_applied.fetch_add(decoded.len() as u64, Ordering::Relaxed);
         self.publish_applied(decoded);
@@ -65,8 +70,8 @@ impl<S: StateMachine, L: LogStore> Node<S, L> {
         }
     }
 
-    /// Raft's own empty entries and conf changes apply as the state machine's empty command,
-    /// so that every index passes through `apply`.
+    /// Raft's own empty entries apply as the state machine's empty command, so that every
+    /// index passes through `apply`; a conf change applies the command its context carries.
     fn decode(&mut self, entry: Entry) -> Decoded {
         let (index, term) = (entry.index, entry.term);
         let proposal = own_proposal(&entry.context, self.config.node_id);
@@ -75,13 +80,14 @@ impl<S: StateMachine, L: LogStore> Node<S, L> {
             let command = Arc::new(Vec::from(entry.data));
             return Decoded { index, term, command, proposal, conf_state: None };
         }
-        let conf_state = match kind {
-            EntryType::EntryNormal => None,
-            EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
-                Some(self.apply_conf_change(&entry))
+        let (conf_state, command) = match kind {
+            EntryType::EntryNormal => (None, None),
+            EntryType::EntryConfChange => {
+                (Some(self.apply_conf_change(&entry)), conf_change_command(&entry))
             }
+            EntryType::EntryConfChangeV2 => (Some(self.apply_conf_change(&entry)), None),
         };
-        let command = Arc::new(S::empty_command());
+        let command = Arc::new(command.unwrap_or_else(S::empty_command));
         Decoded { index, term, command, proposal, conf_state }
     }
 
@@ -90,6 +96,9 @@ impl<S: StateMachine, L: LogStore> Node<S, L> {
         let result = if entry.get_entry_type() == EntryType::EntryConfChange {
             let change =
                 ConfChange::parse_from_bytes(&entry.data).unwrap_or_else(|e| conf_fatal(index, e));
+            if let Some(conf_state) = self.own_removal(&change) {
+                return conf_state;
+            }
             self.raw.apply_conf_change(&change)
         } else {
             let change = ConfChangeV2::parse_from_bytes(&entry.data)
@@ -100,6 +109,22 @@ impl<S: StateMachine, L: LogStore> Node<S, L> {
         tracing::info!(node = self.config.node_id, index, voters = ?conf_state.voters,
             learners = ?conf_state.learners, "membership changed");
         conf_state
+    }
+
+    /// The membership without this node, if `change` removes it. raft-rs is not told: a
+    /// leader that removes itself loses its own progress and panics at the next advance (the
+    /// leader may have changed between proposal and commit), and the node stops after this
+    /// Ready anyway; only the stored membership must say it is gone.
+    fn own_removal(&self, change: &ConfChange) -> Option<ConfState> {
+        let me = self.config.node_id;
+        if change.get_change_type() != ConfChangeType::RemoveNode || change.node_id != me {
+            return None;
+        }
+        let mut conf_state = self.raw.raft.prs().conf().to_conf_state();
+        conf_state.voters.retain(|id| *id != me);
+        conf_state.learners.retain(|id| *id != me);
+        tracing::info!(node = me, voters = ?conf_state.voters, "this node's removal applied");
+        Some(conf_state)
     }
 
     fn publish_applied(&self, decoded: Vec<Decoded>) {

@@ -49,6 +49,12 @@ pub enum StartError {
          or restore this data directory from a replica"
     )]
     Raft { node_id: u64, data_dir: PathBuf, cause: raft::Error },
+    #[error(
+        "node {node_id} was removed from the group (the membership in {data_dir} no longer \
+         names it); to make it a member again, move that directory aside and run `mfsha member \
+         add` on the leader"
+    )]
+    Removed { node_id: u64, data_dir: PathBuf },
     #[error("cannot start the raft thread: {0}; the system is out of threads or memory")]
     Thread(std::io::Error),
 }
@@ -119,6 +125,9 @@ pub(crate) fn new_node<S: StateMachine, L: LogStore>(
 ) -> Result<(Node<S, L>, Handle<S>, mpsc::Receiver<Inbox<S::Output>>), StartError> {
     config.check().map_err(StartError::Config)?;
     check_identity(&mut store, &config)?;
+    if store.is_initialized() && crate::membership::removes(store.conf_state(), config.node_id) {
+        return Err(StartError::Removed { node_id: config.node_id, data_dir: config.data_dir });
+    }
     let applied = load_state::<S, L>(&store, &config)?;
     let snapshot = store.latest_snapshot().map(|s| (s.index, s.term, s.data.clone()));
     let raw = new_raw_node(&config, store)?;
@@ -129,7 +138,9 @@ pub(crate) fn new_node<S: StateMachine, L: LogStore>(
     let reports = handle.clone();
     transport
         .attach(SnapshotReports::new(move |to, delivered| reports.report_snapshot(to, delivered)));
-    Ok((Node::new(raw, shared, transport, config), handle, receiver))
+    let mut node = Node::new(raw, shared, transport, config);
+    node.after_membership(None); // the transport learns the stored address book
+    Ok((node, handle, receiver))
 }
 
 fn store_error(config: &RaftConfig, cause: StoreError) -> StartError {

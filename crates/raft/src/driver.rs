@@ -106,8 +106,14 @@ fn run<S: StateMachine, L: LogStore>(
     }
     node.stop();
     while let Ok(item) = inbox.try_recv() {
-        if let Inbox::Propose { reply, .. } = item {
-            answer(reply, Err(Status::Unavailable));
+        match item {
+            Inbox::Propose { reply, .. } | Inbox::ChangeMembers { reply, .. } => {
+                answer(reply, Err(Status::Unavailable))
+            }
+            Inbox::Peer { .. }
+            | Inbox::SnapshotReport { .. }
+            | Inbox::TransferLeader { .. }
+            | Inbox::Wake => {}
         }
     }
     tracing::info!(node = node.node_id(), "raft node stopped");
@@ -119,6 +125,9 @@ fn take<S: StateMachine, L: LogStore>(node: &mut Node<S, L>, item: Inbox<S::Outp
         Inbox::Peer { msg, _permit } => node.step(msg),
         Inbox::SnapshotReport { to, delivered } => node.report_snapshot(to, delivered),
         Inbox::TransferLeader { to } => node.transfer_leader(to),
+        Inbox::ChangeMembers { change, command, reply, _permit } => {
+            node.change_members(change, command, reply)
+        }
         Inbox::Wake => {}
     }
 }

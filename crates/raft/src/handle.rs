@@ -12,6 +12,7 @@ use raft::eraftpb::Message;
 use raft::StateRole;
 use tokio::sync::{broadcast, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 
+use crate::membership::MemberChange;
 use crate::node::Reply;
 use crate::state_machine::StateMachine;
 use crate::Status;
@@ -179,6 +180,12 @@ pub(crate) enum Inbox<O> {
     TransferLeader {
         to: u64,
     },
+    ChangeMembers {
+        change: MemberChange,
+        command: Vec<u8>,
+        reply: Reply<O>,
+        _permit: OwnedSemaphorePermit,
+    },
     /// Wakes the loop so it sees the shutdown flag.
     Wake,
 }
@@ -219,6 +226,8 @@ pub(crate) struct Shared<S: StateMachine> {
     serving_until_ms: AtomicU64,
     leadership: watch::Sender<Leadership>,
     pub(crate) shutting_down: AtomicBool,
+    /// Set when this node applied its own removal from the group: it stops for good.
+    removed: AtomicBool,
     inbox: mpsc::Sender<Inbox<S::Output>>,
     proposal_slots: Arc<Semaphore>,
     message_slots: Arc<Semaphore>,
@@ -253,6 +262,7 @@ impl<S: StateMachine> Shared<S> {
             serving_until_ms: AtomicU64::new(0),
             leadership: watch::channel(leadership).0,
             shutting_down: AtomicBool::new(false),
+            removed: AtomicBool::new(false),
             inbox,
             proposal_slots: Arc::new(Semaphore::new(PROPOSAL_SLOTS)),
             message_slots: Arc::new(Semaphore::new(MESSAGE_SLOTS)),
@@ -267,12 +277,30 @@ impl<S: StateMachine> Shared<S> {
         self.epoch.elapsed().as_millis() as u64
     }
 
+    pub(crate) fn removed_flag(&self) -> bool {
+        self.removed.load(Ordering::Acquire)
+    }
+
+    /// This node is no longer a member: the loop stops after the current Ready.
+    pub(crate) fn mark_removed(&self) {
+        self.removed.store(true, Ordering::Release);
+        self.serving_until_ms.store(0, Ordering::Release);
+        self.shutting_down.store(true, Ordering::Release);
+        self.proposal_slots.close();
+        self.message_slots.close();
+    }
+
     pub(crate) fn record_handover(&self, term: u64, from: u64) {
         *self.handover.lock() = (term, from);
     }
 
     pub(crate) fn publish(&self, published: Published) {
-        self.serving_until_ms.store(published.serving_until_ms, Ordering::Release);
+        // A removed node never serves again, whatever its last Ready computed.
+        let serving_until_ms = match self.removed_flag() {
+            true => 0,
+            false => published.serving_until_ms,
+        };
+        self.serving_until_ms.store(serving_until_ms, Ordering::Release);
         let leadership = Leadership {
             role: published.role,
             term: published.term,
@@ -358,6 +386,30 @@ impl<S: StateMachine> Handle<S> {
         self.shared.send(Inbox::Propose { data, reply, _permit: permit })?;
         // A dropped sender means the node stopped before answering.
         result.await.unwrap_or(Err(Status::Unavailable))
+    }
+
+    /// Proposes one membership change (see [`MemberChange`]) carrying `command` for the state
+    /// machine (applied at the change's index). Resolves once applied. `Busy` while the
+    /// previous change is not applied, `NotLeader` on a follower, `Invalid` for a change
+    /// raft-rs refuses.
+    pub async fn change_members(
+        &self,
+        change: MemberChange,
+        command: Vec<u8>,
+    ) -> Result<S::Output, Status> {
+        if !self.is_leader() {
+            return Err(Status::NotLeader);
+        }
+        let slots = self.shared.proposal_slots.clone();
+        let permit = slots.acquire_owned().await.map_err(|_| Status::Unavailable)?;
+        let (reply, result) = oneshot::channel();
+        self.shared.send(Inbox::ChangeMembers { change, command, reply, _permit: permit })?;
+        result.await.unwrap_or(Err(Status::Unavailable))
+    }
+
+    /// True once this node applied its own removal from the group; its loop has stopped.
+    pub fn removed(&self) -> bool {
+        self.shared.removed.load(Ordering::Acquire)
     }
 
     /// Runs `f` on the applied state under a read lock. Never waits for an fsync: the node

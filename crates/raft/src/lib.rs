@@ -7,6 +7,7 @@ as etcd's raftexample is.
 | [`node`](Node) | the Ready loop, and what feeds it: tick, step, propose |
 | `apply.rs` | committed entries through the [`StateMachine`], one batch with the applied index |
 | `snapshot.rs` | install the leader's snapshot; take our own and compact the log |
+| `membership.rs` | one member added or removed at a time, with the address book's command |
 | `lease.rs` | the leader's lease: how long it may serve without asking the quorum |
 | `boot.rs` | identity check, explicit bootstrap, loading state, the raft-rs settings |
 | [`driver`] | the node thread on the real clock |
@@ -49,6 +50,7 @@ pub mod driver;
 mod handle;
 mod lease;
 mod lifecycle;
+mod membership;
 mod meta_machine;
 mod node;
 pub mod sim;
@@ -65,6 +67,7 @@ pub use handle::{
     MAX_PEER_MESSAGE_BYTES,
 };
 pub use lifecycle::Shutdown;
+pub use membership::MemberChange;
 pub use node::{Node, Reply};
 pub use state_machine::StateMachine;
 pub use store::{LogStore, MemStore, RaftStore};

@@ -80,6 +80,10 @@ impl StateMachine for State {
     fn from_snapshot(data: &[u8]) -> Result<State, String> {
         State::from_snapshot(data).map_err(|error| error.to_string())
     }
+
+    fn peer_addresses(&self) -> Vec<(u64, String)> {
+        self.members().iter().map(|(id, member)| (*id, member.peer.clone())).collect()
+    }
 }
 
 #[cfg(test)]

@@ -212,9 +212,26 @@ impl<S: StateMachine, L: LogStore> Node<S, L> {
             self.deferred.push_back(proposal);
             return;
         }
+        let id = self.take_proposal_id();
+        self.add_pending(id, proposal.reply);
+    }
+
+    /// The id the next proposal's entry context carries.
+    pub(crate) fn take_proposal_id(&mut self) -> u64 {
+        let id = self.next_proposal_id;
         self.next_proposal_id += 1;
+        id
+    }
+
+    /// Waits for the entry proposed with `id` in this term to be applied.
+    pub(crate) fn add_pending(&mut self, id: u64, reply: Reply<S::Output>) {
         self.shared.stats.proposals.fetch_add(1, Ordering::Relaxed);
-        self.pending.insert(id, Pending { term: self.raw.raft.term, reply: proposal.reply });
+        self.pending.insert(id, Pending { term: self.raw.raft.term, reply });
+    }
+
+    /// Tells the transport the peer addresses the replicated address book holds.
+    pub(crate) fn transport_learn_peers(&mut self, peers: &[(u64, String)]) {
+        self.transport.learn_peers(peers);
     }
 
     fn retry_deferred(&mut self) {

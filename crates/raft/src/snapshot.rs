@@ -26,6 +26,7 @@ impl<S: StateMachine, L: LogStore> Node<S, L> {
         let stored = self.raw.store().latest_snapshot().expect("snapshot just installed");
         *self.shared.snapshot.lock() = Some((index, term, stored.data.clone()));
         self.shared.stats.snapshots_installed.fetch_add(1, Ordering::Relaxed);
+        self.after_membership(Some(metadata.get_conf_state()));
         tracing::info!(node = self.config.node_id, index, term, "installed the leader's snapshot");
     }
 

@@ -49,4 +49,10 @@ pub trait StateMachine: Send + Sync + Sized + 'static {
 
     /// The state from a blob made by `to_snapshot`.
     fn from_snapshot(data: &[u8]) -> Result<Self, String>;
+
+    /// The peer (Raft) address of every member, if the state keeps an address book (changed
+    /// by the commands membership changes carry); the transport follows it. Empty by default.
+    fn peer_addresses(&self) -> Vec<(u64, String)> {
+        Vec::new()
+    }
 }

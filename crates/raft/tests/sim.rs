@@ -7,6 +7,8 @@
 //! MFSHA_SIM_SEEDS=100000 cargo test --release -p mfsha-raft --test sim -- --nocapture
 //! MFSHA_SIM_SEED=1234 cargo test -p mfsha-raft --test sim -- --nocapture replay_one_seed
 //! ```
+//!
+//! A seed of the membership test replays with `MFSHA_SIM_NODES=5 MFSHA_SIM_MEMBERSHIP=3`.
 
 use mfsha_raft::sim::{run_seeds, Options, Report, Simulation};
 
@@ -20,13 +22,14 @@ fn env_u64(name: &str, default: u64) -> u64 {
 fn print(what: &str, seeds: u64, report: &Report) {
     println!(
         "{what}: {seeds} seeds, {} acknowledged, {} applied, {} leaders, {} crashes, {} \
-         partitions, {} messages",
+         partitions, {} messages, {} membership changes",
         report.acknowledged,
         report.applied,
         report.leaders,
         report.crashes,
         report.partitions,
-        report.messages
+        report.messages,
+        report.member_changes
     );
 }
 
@@ -69,7 +72,9 @@ fn replay_one_seed() {
     };
     let seed: u64 = seed.parse().expect("MFSHA_SIM_SEED is a number");
     let nodes = env_u64("MFSHA_SIM_NODES", 3) as usize;
-    let report = Simulation::new(seed, Options { nodes, ..Options::default() }).run();
+    let membership_per_mille = env_u64("MFSHA_SIM_MEMBERSHIP", 0) as u32;
+    let options = Options { nodes, membership_per_mille, ..Options::default() };
+    let report = Simulation::new(seed, options).run();
     print("replay", 1, &report);
 }
 
@@ -81,4 +86,15 @@ fn groups_with_a_witness_keep_every_property_and_the_witness_hands_over() {
     let report = run_seeds(first, seeds, &options);
     print("2 + witness", seeds, &report);
     assert!(report.acknowledged > seeds, "too few acknowledged proposals: {report:?}");
+}
+
+#[test]
+fn groups_changing_membership_keep_every_property() {
+    let seeds = env_u64("MFSHA_SIM_SEEDS", 1000) / 5;
+    let first = env_u64("MFSHA_SIM_FIRST_SEED", 1) + 3_000_000;
+    let options = Options { nodes: 5, membership_per_mille: 3, ..Options::default() };
+    let report = run_seeds(first, seeds, &options);
+    print("5 nodes, membership changes", seeds, &report);
+    assert!(report.acknowledged > seeds, "too few acknowledged proposals: {report:?}");
+    assert!(report.member_changes > seeds, "too few membership changes: {report:?}");
 }

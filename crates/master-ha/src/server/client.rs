@@ -39,6 +39,9 @@ pub async fn handle_waiting(
             open_session(service, connection, client_info, subdir, *token).await
         }
         ClientOp::Goodbye => goodbye(service, connection, &request).await,
+        ClientOp::ChangeMember { change } => {
+            super::membership::change(service, request.uid, change).await
+        }
         ClientOp::GetLock { .. } | ClientOp::SetLock { .. } | ClientOp::ReleaseLocks { .. } => {
             super::locks::handle(service, &request).await
         }
@@ -66,7 +69,7 @@ pub fn answer_now(
     }
     match &request.op {
         ClientOp::TransferLeader { to } => Some(transfer_leader(service, request.uid, *to)),
-        ClientOp::Hello { .. } | ClientOp::Goodbye => None,
+        ClientOp::Hello { .. } | ClientOp::Goodbye | ClientOp::ChangeMember { .. } => None,
         ClientOp::GetLock { .. } | ClientOp::SetLock { .. } | ClientOp::ReleaseLocks { .. } => None,
         op if op.is_mutation() => None,
         _ => Some(read(service, connection, request)),

@@ -2,10 +2,11 @@
 //! signal that makes this master close its client, chunkserver and logger connections.
 //!
 //! The address book maps each master's node id to where clients, chunkservers and metaloggers
-//! reach it. It is built from the configuration (this master's `advertise`, each peer's
-//! `client`/`chunkserver`/`logger`), so it is the same on every master only as long as the
-//! configuration files agree; it is not replicated through Raft (membership changes would
-//! have to carry it).
+//! reach it. It starts from the configuration (this master's `advertise`, each peer's
+//! `client`/`chunkserver`/`logger`) and learns, from the replicated address book in the
+//! metadata (changed by `mfsha member add|remove` in the same entry as the membership), the
+//! members this master's configuration does not name. For the members it names, the
+//! configuration wins: an operator's file is what this host can reach.
 //!
 //! [`Leadership`] polls the Raft node every [`POLL`] (the node offers no change
 //! notification) and publishes `(term, leader, leading)`; a connection accepted while this
@@ -20,9 +21,10 @@
 use super::Shutdown;
 use crate::config::{Advertise, MasterConfig};
 use crate::node::MetaHandle;
+use mfsha_meta::Member;
 use mfsha_proto::types::LeaderHint;
-use parking_lot::Mutex;
-use std::collections::BTreeMap;
+use parking_lot::{Mutex, RwLock};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,6 +46,18 @@ pub struct MasterAddrs {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AddressBook {
     masters: BTreeMap<u64, MasterAddrs>,
+    /// The ids the configuration named; the others were learned from the replicated book.
+    configured: BTreeSet<u64>,
+}
+
+impl From<&Member> for MasterAddrs {
+    fn from(member: &Member) -> MasterAddrs {
+        MasterAddrs {
+            client: member.client.clone(),
+            chunkserver: member.chunkserver.clone(),
+            logger: member.logger.clone(),
+        }
+    }
 }
 
 /// The addresses this master's listeners were bound to (ports resolved).
@@ -77,12 +91,28 @@ impl AddressBook {
             };
             masters.insert(peer.id, addrs);
         }
-        AddressBook { masters }
+        let configured = masters.keys().copied().collect();
+        AddressBook { masters, configured }
     }
 
     /// A book with the given entries (tests).
     pub fn of(entries: impl IntoIterator<Item = (u64, MasterAddrs)>) -> AddressBook {
-        AddressBook { masters: entries.into_iter().collect() }
+        let masters: BTreeMap<u64, MasterAddrs> = entries.into_iter().collect();
+        let configured = masters.keys().copied().collect();
+        AddressBook { masters, configured }
+    }
+
+    /// Takes in the replicated address book: members the configuration does not name are
+    /// added (or updated), learned members the book no longer has are forgotten. True if
+    /// anything changed.
+    pub fn learn(&mut self, members: &BTreeMap<u64, Member>) -> bool {
+        let before = self.masters.clone();
+        let configured = &self.configured;
+        self.masters.retain(|id, _| configured.contains(id) || members.contains_key(id));
+        for (id, member) in members.iter().filter(|(id, _)| !configured.contains(id)) {
+            self.masters.insert(*id, member.into());
+        }
+        self.masters != before
     }
 
     pub fn get(&self, node_id: u64) -> Option<&MasterAddrs> {
@@ -103,7 +133,7 @@ impl AddressBook {
 }
 
 /// This host's name, for advertised addresses of ports that listen on every interface.
-fn host_name() -> String {
+pub(crate) fn host_name() -> String {
     match std::fs::read_to_string("/proc/sys/kernel/hostname") {
         Ok(name) if !name.trim().is_empty() => name.trim().to_string(),
         other => {
@@ -154,18 +184,21 @@ fn note_epoch(epochs: &Mutex<Option<Epoch>>, lead: Lead) -> Option<Epoch> {
 pub struct Leadership {
     source: Source,
     changes: watch::Receiver<Lead>,
-    book: Arc<AddressBook>,
+    book: Arc<RwLock<AddressBook>>,
     epoch: Arc<Mutex<Option<Epoch>>>,
 }
 
 impl Leadership {
     /// Watches `meta` until `shutdown`.
     pub fn watch(meta: MetaHandle, book: AddressBook, shutdown: Shutdown) -> Leadership {
+        let watched = meta.clone();
         let source = move || {
-            let status = meta.raft_status();
-            Lead { term: status.term, leader_id: status.leader_id, leading: meta.is_leader() }
+            let status = watched.raft_status();
+            Lead { term: status.term, leader_id: status.leader_id, leading: watched.is_leader() }
         };
-        Self::from_fn(Arc::new(source), book, shutdown)
+        let leadership = Self::from_fn(Arc::new(source), book, shutdown.clone());
+        tokio::spawn(follow_book(meta, leadership.book.clone(), shutdown));
+        leadership
     }
 
     /// Watches whatever `source` reports (tests give a fake).
@@ -173,7 +206,7 @@ impl Leadership {
         let (tx, changes) = watch::channel(source());
         let epoch = Arc::new(Mutex::new(None));
         tokio::spawn(poll(source.clone(), tx, epoch.clone(), shutdown));
-        Leadership { source, changes, book: Arc::new(book), epoch }
+        Leadership { source, changes, book: Arc::new(RwLock::new(book)), epoch }
     }
 
     /// The node's leadership right now (not the last poll).
@@ -197,9 +230,9 @@ impl Leadership {
         let lead = self.now();
         let addrs = match lead.leader_id {
             0 => None,
-            id => self.book.get(id),
+            id => self.book.read().get(id).cloned(),
         };
-        let addrs = addrs.cloned().unwrap_or_default();
+        let addrs = addrs.unwrap_or_default();
         LeaderHint {
             term: lead.term,
             leader_id: lead.leader_id,
@@ -209,8 +242,9 @@ impl Leadership {
         }
     }
 
-    pub fn book(&self) -> &AddressBook {
-        &self.book
+    /// The address book as it is now.
+    pub fn book(&self) -> AddressBook {
+        self.book.read().clone()
     }
 
     /// Resolves once this master no longer leads in `term` (at once if it does not now).
@@ -229,6 +263,25 @@ impl Leadership {
             Ok(term) => self.ended(term).await,
             // The poller stopped (shutdown): the connection ends through its own shutdown.
             Err(_) => std::future::pending().await,
+        }
+    }
+}
+
+/// How often the replicated address book is looked at (it changes only with membership).
+const BOOK_POLL: Duration = Duration::from_millis(500);
+
+/// Keeps `book` in step with the replicated address book in the metadata.
+async fn follow_book(meta: MetaHandle, book: Arc<RwLock<AddressBook>>, shutdown: Shutdown) {
+    let mut tick = tokio::time::interval(BOOK_POLL);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = shutdown.triggered() => return,
+        }
+        let members = meta.read(|state| state.members().clone());
+        let mut book = book.write();
+        if book.learn(&members) {
+            tracing::info!(masters = ?book.describe(), "address book changed (replicated book)");
         }
     }
 }

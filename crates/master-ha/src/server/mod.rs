@@ -12,6 +12,7 @@
 //! * [`leadership`] knows who leads and where each master is (leader hints), and tells
 //!   connections when this master stops leading so they are closed.
 //! * [`trash`] pages through the trash for `mfsha trash list`.
+//! * [`membership`] adds and removes members of the master group (`mfsha member add|remove`).
 //! * [`logger`] streams a snapshot and then the applied changelog to metaloggers.
 //!
 //! Chunk copies are not replicated metadata: which chunkserver holds which copy lives in the
@@ -24,6 +25,7 @@ pub mod leadership;
 pub mod listener;
 pub mod locks;
 pub mod logger;
+pub mod membership;
 pub mod session;
 pub mod status;
 pub mod trash;

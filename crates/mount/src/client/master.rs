@@ -850,6 +850,7 @@ pub fn op_name(op: &ClientOp) -> &'static str {
         ReleaseLocks { .. } => "release_locks",
         WhoLeads => "who_leads",
         TransferLeader { .. } => "transfer_leader",
+        ChangeMember { .. } => "change_member",
     }
 }
 

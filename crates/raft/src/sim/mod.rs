@@ -30,6 +30,7 @@ use tokio::sync::oneshot;
 
 use crate::boot::{bootstrap_store, new_node};
 use crate::config::RaftConfig;
+use crate::membership::MemberChange;
 use crate::node::Node;
 use crate::store::MemStore;
 use crate::transport::Transport;
@@ -63,6 +64,9 @@ pub struct Options {
     pub snapshot_every_entries: u64,
     /// The node (if any) that runs as a witness: votes, never stays leader.
     pub witness: Option<u64>,
+    /// Chance per step that the leader is asked for a membership change: remove a voter (never
+    /// below three) or add a removed node back with a wiped store.
+    pub membership_per_mille: u32,
 }
 
 impl Default for Options {
@@ -84,6 +88,7 @@ impl Default for Options {
             propose_per_mille: 150,
             snapshot_every_entries: 25,
             witness: None,
+            membership_per_mille: 0,
         }
     }
 }
@@ -97,6 +102,8 @@ pub struct Report {
     pub crashes: u64,
     pub partitions: u64,
     pub messages: u64,
+    /// Membership changes the leader took (proposed; each applies or is lost with its term).
+    pub member_changes: u64,
 }
 
 /// The sim's transport: messages wait in an outbox the simulator empties after each step.
@@ -125,6 +132,8 @@ struct Slot {
     rate_per_mille: u64,
     next_tick_ms: u64,
     up_at_ms: u64,
+    /// Stopped after applying its own removal; it comes back only when added again.
+    removed: bool,
 }
 
 impl Slot {
@@ -177,6 +186,7 @@ impl Simulation {
                 rate_per_mille,
                 next_tick_ms,
                 up_at_ms: 0,
+                removed: false,
             });
         }
         let network = Network::new(&options);
@@ -220,8 +230,9 @@ impl Simulation {
             self.step(false);
         }
         let ledgers = self.ledgers();
-        for (slot, ledger) in self.slots.iter().zip(&ledgers) {
-            let log = &slot.node.as_ref().expect("converged").raw().raft.raft_log;
+        let up = self.slots.iter().filter(|slot| slot.node.is_some());
+        for (slot, ledger) in up.zip(&ledgers) {
+            let log = &slot.node.as_ref().expect("up").raw().raft.raft_log;
             let tail: Vec<_> = ledger.commands().iter().rev().take(3).collect();
             self.trace(&format!(
                 "end node {}: applied {} committed {} last {}, ledger applied {} tail {tail:?}",
@@ -255,11 +266,15 @@ impl Simulation {
         if proposing && self.rng.gen_range(0..1000) < self.options.propose_per_mille {
             self.propose();
         }
+        if proposing && self.rng.gen_range(0..1000) < self.options.membership_per_mille {
+            self.change_membership();
+        }
         for slot in &mut self.slots {
             if let Some(node) = slot.node.as_mut() {
                 node.on_ready();
             }
         }
+        self.stop_removed();
         self.collect_messages();
         self.collect_replies();
         self.check_step();
@@ -322,6 +337,68 @@ impl Simulation {
         let (reply, receiver) = oneshot::channel();
         node.propose(id.to_le_bytes().to_vec(), reply);
         self.waiting.push(Waiting { id, reply: receiver });
+    }
+
+    /// Asks the leader (if any) to remove a voter other than itself while more than three
+    /// remain, or to add back a node it does not count as a member, with a wiped store (a new
+    /// machine under the old id, as an operator re-adds one).
+    fn change_membership(&mut self) {
+        let Some(leader) = self.slots.iter().position(|slot| {
+            slot.node.as_ref().is_some_and(|n| n.raw().raft.state == raft::StateRole::Leader)
+        }) else {
+            return;
+        };
+        let voters = self.members_of(leader);
+        let outside: Vec<usize> =
+            (0..self.slots.len()).filter(|i| !voters.contains(&self.slots[*i].id)).collect();
+        let change = if !outside.is_empty() && self.rng.gen_bool(0.5) {
+            let index = outside[self.rng.gen_range(0..outside.len())];
+            self.wipe(index);
+            MemberChange::AddVoter(self.slots[index].id)
+        } else if voters.len() > 3 {
+            let others: Vec<u64> =
+                voters.iter().copied().filter(|id| *id != self.slots[leader].id).collect();
+            MemberChange::Remove(others[self.rng.gen_range(0..others.len())])
+        } else {
+            return;
+        };
+        self.trace(&format!("membership change {change:?} asked of node {}", leader + 1));
+        self.report.member_changes += 1;
+        let (reply, _ignored) = oneshot::channel();
+        let node = self.slots[leader].node.as_mut().expect("the leader is up");
+        node.change_members(change, Vec::new(), reply);
+    }
+
+    /// The voters and learners node `index` (up) counts as members.
+    fn members_of(&self, index: usize) -> Vec<u64> {
+        let node = self.slots[index].node.as_ref().expect("an up node");
+        let conf = node.raw().raft.prs().conf().to_conf_state();
+        conf.voters.iter().chain(&conf.learners).copied().collect()
+    }
+
+    /// A fresh machine under the old id: no store, and none of the old one's messages still
+    /// in flight (its connections died with it).
+    fn wipe(&mut self, index: usize) {
+        let id = self.slots[index].id;
+        self.network.forget(id);
+        let slot = &mut self.slots[index];
+        slot.node = None;
+        slot.outbox.take();
+        slot.store = Some(MemStore::new());
+        slot.removed = false;
+        self.start(index);
+        self.trace(&format!("node {id} wiped and started empty"));
+    }
+
+    /// A node that applied its own removal stops, and stays down until added again.
+    fn stop_removed(&mut self) {
+        for slot in &mut self.slots {
+            if slot.node.as_ref().is_some_and(|node| node.shared.removed_flag()) {
+                slot.node = None;
+                slot.removed = true;
+                slot.outbox.take();
+            }
+        }
     }
 
     fn collect_replies(&mut self) {
@@ -412,7 +489,7 @@ impl Simulation {
     fn restart_due(&mut self, all: bool) {
         for index in 0..self.slots.len() {
             let slot = &self.slots[index];
-            if slot.node.is_none() && (all || slot.up_at_ms <= self.now_ms) {
+            if slot.node.is_none() && !slot.removed && (all || slot.up_at_ms <= self.now_ms) {
                 self.start(index);
             }
         }
@@ -439,17 +516,26 @@ impl Simulation {
         self.trace(&what);
     }
 
+    /// The leader has committed and every member (as the leader counts them) has applied
+    /// its whole log. A node outside the membership is not waited for: one removed while it
+    /// could not hear of it never will.
     fn converged(&self) -> bool {
-        let nodes: Vec<&Node<Ledger, MemStore>> =
-            self.slots.iter().filter_map(|slot| slot.node.as_ref()).collect();
-        if nodes.len() != self.slots.len() || !self.waiting.is_empty() {
+        if !self.waiting.is_empty() {
             return false;
         }
-        let Some(leader) =
-            nodes.iter().find(|node| node.raw().raft.state == raft::StateRole::Leader)
-        else {
+        let Some(leader) = self.slots.iter().position(|slot| {
+            slot.node.as_ref().is_some_and(|n| n.raw().raft.state == raft::StateRole::Leader)
+        }) else {
             return false;
         };
+        let members = self.members_of(leader);
+        let member_slots = self.slots.iter().filter(|slot| members.contains(&slot.id));
+        let nodes: Vec<&Node<Ledger, MemStore>> =
+            member_slots.clone().filter_map(|slot| slot.node.as_ref()).collect();
+        if nodes.len() != member_slots.count() {
+            return false;
+        }
+        let leader = self.slots[leader].node.as_ref().expect("the leader is up");
         if self.options.witness == Some(leader.node_id()) {
             return false; // a witness must have handed leadership over by now
         }
@@ -468,8 +554,14 @@ impl Simulation {
         })
     }
 
+    /// The members' ledgers (after convergence: the leader's membership).
     fn ledgers(&self) -> Vec<Ledger> {
-        let nodes = self.slots.iter().filter_map(|slot| slot.node.as_ref());
+        let leader = self.slots.iter().position(|slot| {
+            slot.node.as_ref().is_some_and(|n| n.raw().raft.state == raft::StateRole::Leader)
+        });
+        let members = leader.map(|index| self.members_of(index)).unwrap_or_default();
+        let slots = self.slots.iter().filter(|slot| members.contains(&slot.id));
+        let nodes = slots.filter_map(|slot| slot.node.as_ref());
         nodes.map(|node| node.shared.applied.read().state.clone()).collect()
     }
 
@@ -514,6 +606,7 @@ pub fn run_seeds(first: u64, seeds: u64, options: &Options) -> Report {
         total.crashes += report.crashes;
         total.partitions += report.partitions;
         total.messages += report.messages;
+        total.member_changes += report.member_changes;
     }
     total
 }

@@ -95,6 +95,11 @@ impl Network {
         }
     }
 
+    /// Drops every message from or to `id` still in flight (its old incarnation is gone).
+    pub fn forget(&mut self, id: u64) {
+        self.queue.retain(|_, msg| msg.from != id && msg.to != id);
+    }
+
     /// No more faults: partitions end, nothing is lost or duplicated.
     pub fn heal(&mut self) {
         self.partition = None;

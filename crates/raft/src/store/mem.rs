@@ -290,7 +290,7 @@ impl raft::Storage for MemStore {
         Ok(self.live.last().0)
     }
 
-    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        super::snapshot_for(self.live.snapshot.as_ref(), &self.snapshot_wanted, request_index)
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        super::snapshot_for(self.live.snapshot.as_ref(), &self.snapshot_wanted, request_index, to)
     }
 }

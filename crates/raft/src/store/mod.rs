@@ -75,16 +75,25 @@ impl StoredSnapshot {
     }
 }
 
-/// `raft::Storage::snapshot` for both stores: the stored snapshot if it is recent enough;
-/// otherwise `SnapshotTemporarilyUnavailable`, and `wanted` is set so that the node snapshots
-/// its applied state after this Ready.
+/// `raft::Storage::snapshot` for both stores: the stored snapshot if it is recent enough and
+/// its membership names `to` (a member added after it would refuse it: raft-rs restores only
+/// a snapshot whose conf state holds the node); otherwise `SnapshotTemporarilyUnavailable`,
+/// and `wanted` is set so that the node snapshots its applied state after this Ready.
 pub(crate) fn snapshot_for(
     stored: Option<&StoredSnapshot>,
     wanted: &std::cell::Cell<bool>,
     request_index: u64,
+    to: u64,
 ) -> raft::Result<Snapshot> {
+    let names = |conf: &ConfState| {
+        [&conf.voters, &conf.learners, &conf.voters_outgoing, &conf.learners_next]
+            .iter()
+            .any(|ids| ids.contains(&to))
+    };
     match stored {
-        Some(snapshot) if snapshot.index >= request_index => Ok(snapshot.to_raft()),
+        Some(snapshot) if snapshot.index >= request_index && names(&snapshot.conf_state) => {
+            Ok(snapshot.to_raft())
+        }
         _ => {
             wanted.set(true);
             Err(raft::Error::Store(raft::StorageError::SnapshotTemporarilyUnavailable))

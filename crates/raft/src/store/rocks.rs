@@ -822,9 +822,9 @@ impl raft::Storage for RaftStore {
         Ok(self.last.0)
     }
 
-    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
         // The node sees the flag after this Ready and snapshots the applied state.
-        super::snapshot_for(self.snapshot.as_ref(), &self.snapshot_wanted, request_index)
+        super::snapshot_for(self.snapshot.as_ref(), &self.snapshot_wanted, request_index, to)
     }
 }
 

@@ -20,6 +20,11 @@ pub trait Transport: Send + 'static {
     /// (delivered and stepped by the receiver, or failed). A transport that never loses a
     /// snapshot may ignore it; one that reports must report every snapshot exactly once.
     fn attach(&mut self, _reports: SnapshotReports) {}
+
+    /// The members' peer addresses as the replicated address book holds them (this node
+    /// excluded), after every membership change and snapshot. Addresses the transport was
+    /// started with stay as they are; the book adds the members that joined since.
+    fn learn_peers(&mut self, _peers: &[(u64, String)]) {}
 }
 
 /// Where a transport reports snapshot outcomes: `(to, delivered)`.

@@ -12,13 +12,14 @@
 //! frame names the caller, the intended receiver and the cluster; a mismatch closes the
 //! connection with a warning naming the address.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use mfsha_proto::frame::{self, FrameReader};
 use mfsha_proto::peer::{PeerMessage, SNAPSHOT_PART_BYTES};
+use parking_lot::RwLock;
 use protobuf::Message as _;
 use raft::eraftpb::{Message, MessageType};
 use serde_bytes::ByteBuf;
@@ -58,10 +59,36 @@ struct PeerQueue {
     snapshots: Arc<Semaphore>,
 }
 
+/// The ids that may call this node: the configured peers and the members the replicated
+/// address book added since. Shared by the transport (which learns them) and the listener.
+#[derive(Debug, Clone, Default)]
+pub struct PeerSet(Arc<RwLock<BTreeSet<u64>>>);
+
+impl PeerSet {
+    pub fn new(ids: impl IntoIterator<Item = u64>) -> PeerSet {
+        PeerSet(Arc::new(RwLock::new(ids.into_iter().collect())))
+    }
+
+    pub fn contains(&self, id: u64) -> bool {
+        self.0.read().contains(&id)
+    }
+
+    fn insert(&self, id: u64) {
+        self.0.write().insert(id);
+    }
+
+    fn remove(&self, id: u64) {
+        self.0.write().remove(&id);
+    }
+}
+
 /// Sends Raft messages to the other members.
 pub struct TcpTransport {
     me: PeerIdentity,
     queues: HashMap<u64, PeerQueue>,
+    /// Peers given at start (their addresses stay); the rest were learned from the book.
+    configured: BTreeSet<u64>,
+    members: PeerSet,
     reports: Option<SnapshotReports>,
     shutdown: Shutdown,
     /// Snapshot tasks are spawned from the node thread, which is outside the runtime.
@@ -71,17 +98,32 @@ pub struct TcpTransport {
 impl TcpTransport {
     /// Starts one sender task per peer on the current Tokio runtime (call it from inside one).
     pub fn start(me: PeerIdentity, peers: &[(u64, String)], shutdown: Shutdown) -> TcpTransport {
-        let mut queues = HashMap::new();
-        for (id, addr) in peers {
-            let (messages, rx) = mpsc::channel(QUEUE_PER_PEER);
-            let span = tracing::info_span!("peer_out", peer = id, %addr);
-            let link = Link { me: me.clone(), to: *id, addr: addr.clone() };
-            tokio::spawn(send_loop(link, rx, shutdown.clone()).instrument(span));
-            let snapshots = Arc::new(Semaphore::new(SNAPSHOTS_PER_PEER));
-            queues.insert(*id, PeerQueue { messages, addr: addr.clone(), snapshots });
-        }
+        let configured: BTreeSet<u64> = peers.iter().map(|(id, _)| *id).collect();
+        let members = PeerSet::new(configured.iter().copied());
         let runtime = tokio::runtime::Handle::current();
-        TcpTransport { me, queues, reports: None, shutdown, runtime }
+        let queues = HashMap::new();
+        let mut transport =
+            TcpTransport { me, queues, configured, members, reports: None, shutdown, runtime };
+        for (id, addr) in peers {
+            transport.add_peer(*id, addr);
+        }
+        transport
+    }
+
+    /// Who may call this node, for [`serve_peers`]: follows what the transport learns.
+    pub fn policy(&self, max_snapshot_bytes: u64) -> PeerPolicy {
+        PeerPolicy { me: self.me.clone(), members: self.members.clone(), max_snapshot_bytes }
+    }
+
+    /// One sender task per peer; dropping its queue ends the task.
+    fn add_peer(&mut self, id: u64, addr: &str) {
+        let (messages, rx) = mpsc::channel(QUEUE_PER_PEER);
+        let span = tracing::info_span!("peer_out", peer = id, %addr);
+        let link = Link { me: self.me.clone(), to: id, addr: addr.to_string() };
+        self.runtime.spawn(send_loop(link, rx, self.shutdown.clone()).instrument(span));
+        let snapshots = Arc::new(Semaphore::new(SNAPSHOTS_PER_PEER));
+        self.queues.insert(id, PeerQueue { messages, addr: addr.to_string(), snapshots });
+        self.members.insert(id);
     }
 
     fn send_snapshot(&self, msg: Message) {
@@ -136,6 +178,26 @@ impl Transport for TcpTransport {
 
     fn attach(&mut self, reports: SnapshotReports) {
         self.reports = Some(reports);
+    }
+
+    fn learn_peers(&mut self, peers: &[(u64, String)]) {
+        for (id, addr) in peers {
+            let known = self.queues.get(id).map(|queue| queue.addr.as_str());
+            if self.configured.contains(id) || known == Some(addr.as_str()) {
+                continue;
+            }
+            tracing::info!(peer = id, %addr, "peer address from the replicated address book");
+            self.add_peer(*id, addr);
+        }
+        let learned: Vec<u64> = self.queues.keys().copied().collect();
+        for id in learned {
+            let in_book = peers.iter().any(|(peer, _)| *peer == id);
+            if !in_book && !self.configured.contains(&id) {
+                tracing::info!(peer = id, "peer left the address book; no longer sending to it");
+                self.queues.remove(&id);
+                self.members.remove(id);
+            }
+        }
     }
 }
 
@@ -289,7 +351,7 @@ async fn stream_snapshot(link: &Link, msg: &Message) -> Result<(), String> {
 #[derive(Debug, Clone)]
 pub struct PeerPolicy {
     pub me: PeerIdentity,
-    pub members: Vec<u64>,
+    pub members: PeerSet,
     /// The largest snapshot accepted (bounds the receiver's memory).
     pub max_snapshot_bytes: u64,
 }
@@ -393,7 +455,7 @@ fn check_hello(policy: &PeerPolicy, from: u64, to: u64, cluster: &str) -> Result
             policy.me.node_id
         ));
     }
-    if !policy.members.contains(&from) || from == policy.me.node_id {
+    if !policy.members.contains(from) || from == policy.me.node_id {
         return Err(format!("caller says it is node {from}, which is not a member"));
     }
     Ok(from)

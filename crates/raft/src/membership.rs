@@ -1,0 +1,150 @@
+//! Changing who is in the group, one member at a time: the proposal, what applying it means
+//! for the node, and where the transport learns the members' addresses.
+//!
+//! A change is a raft-rs `ConfChange` whose context is a state-machine command (for the
+//! metadata, the address book update), so the membership and what the state machine records
+//! about it change at the same index. Single changes only: raft-rs refuses a second one while
+//! the first is not applied, and so do we, at once, instead of letting raft-rs turn it into an
+//! empty entry that nobody answers.
+
+use protobuf::Message as _;
+use raft::eraftpb::{ConfChange, ConfChangeType, ConfState, Entry};
+use raft::StateRole;
+
+use crate::node::{answer, proposal_context, Node, Reply};
+use crate::state_machine::StateMachine;
+use crate::store::LogStore;
+use crate::Status;
+
+/// One membership change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberChange {
+    /// A voting member (a new node gets the leader's snapshot, then the log).
+    AddVoter(u64),
+    /// A non-voting member: it replicates and applies but never votes or leads.
+    AddLearner(u64),
+    Remove(u64),
+}
+
+impl MemberChange {
+    pub fn node_id(self) -> u64 {
+        match self {
+            MemberChange::AddVoter(id)
+            | MemberChange::AddLearner(id)
+            | MemberChange::Remove(id) => id,
+        }
+    }
+
+    fn conf_change(self, command: Vec<u8>) -> ConfChange {
+        let change_type = match self {
+            MemberChange::AddVoter(_) => ConfChangeType::AddNode,
+            MemberChange::AddLearner(_) => ConfChangeType::AddLearnerNode,
+            MemberChange::Remove(_) => ConfChangeType::RemoveNode,
+        };
+        let mut change = ConfChange::default();
+        change.set_change_type(change_type);
+        change.node_id = self.node_id();
+        change.context = command.into();
+        change
+    }
+}
+
+/// The state-machine command carried by a committed `ConfChange` entry (its context), or
+/// `None` when it carries none (then the entry applies as the empty command).
+pub(crate) fn conf_change_command(entry: &Entry) -> Option<Vec<u8>> {
+    let change = ConfChange::parse_from_bytes(&entry.data).ok()?;
+    (!change.context.is_empty()).then(|| change.context.to_vec())
+}
+
+/// True if `conf_state` (not empty: a member that has not received its first snapshot has an
+/// empty one) no longer names `node_id`.
+pub(crate) fn removes(conf_state: &ConfState, node_id: u64) -> bool {
+    let named = |ids: &[u64]| ids.contains(&node_id);
+    let any = !conf_state.voters.is_empty() || !conf_state.learners.is_empty();
+    any && !named(&conf_state.voters)
+        && !named(&conf_state.learners)
+        && !named(&conf_state.voters_outgoing)
+        && !named(&conf_state.learners_next)
+}
+
+impl<S: StateMachine, L: LogStore> Node<S, L> {
+    /// Proposes `change` with `command` for the state machine; `reply` hears back once it is
+    /// applied. `Busy` while another change is not yet applied; `NotLeader` on a follower;
+    /// `Invalid` for what raft-rs refuses (removing the last voter, say).
+    pub fn change_members(
+        &mut self,
+        change: MemberChange,
+        command: Vec<u8>,
+        reply: Reply<S::Output>,
+    ) {
+        if self.raw.raft.state != StateRole::Leader {
+            return answer(reply, Err(Status::NotLeader));
+        }
+        if self.raw.raft.has_pending_conf() {
+            tracing::info!(
+                node = self.config.node_id,
+                ?change,
+                "membership change refused: the previous one is not applied yet"
+            );
+            return answer(reply, Err(Status::Busy));
+        }
+        let id = self.take_proposal_id();
+        let context = proposal_context(self.config.node_id, id);
+        let last_index = self.raw.raft.raft_log.last_index();
+        let proposed = self.raw.propose_conf_change(context, change.conf_change(command));
+        if let Err(error) = proposed {
+            tracing::warn!(node = self.config.node_id, ?change, %error, "membership change refused");
+            return answer(reply, Err(Status::Invalid));
+        }
+        if self.raw.raft.raft_log.last_index() == last_index {
+            return answer(reply, Err(Status::Busy)); // dropped (a leadership transfer runs)
+        }
+        tracing::info!(node = self.config.node_id, ?change, "membership change proposed");
+        self.add_pending(id, reply);
+    }
+
+    /// After a membership change or a snapshot: the transport learns the addresses the state
+    /// machine's address book holds, and a node that is no longer a member stops.
+    pub(crate) fn after_membership(&mut self, conf_state: Option<&ConfState>) {
+        let peers = self.shared.applied.read().state.peer_addresses();
+        let me = self.config.node_id;
+        let others: Vec<(u64, String)> = peers.into_iter().filter(|(id, _)| *id != me).collect();
+        self.transport_learn_peers(&others);
+        if conf_state.is_some_and(|conf| removes(conf, me)) {
+            tracing::warn!(
+                node = me,
+                "this node was removed from the group; stopping (wipe \
+                its data directory before it joins again)"
+            );
+            self.shared.mark_removed();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn removal_is_seen_only_in_a_real_conf_state() {
+        let conf = |voters: Vec<u64>, learners: Vec<u64>| ConfState {
+            voters,
+            learners,
+            ..ConfState::default()
+        };
+        assert!(!removes(&ConfState::default(), 1), "an empty conf state is a new member");
+        assert!(!removes(&conf(vec![1, 2, 3], vec![]), 1));
+        assert!(!removes(&conf(vec![2, 3, 4], vec![1]), 1));
+        assert!(removes(&conf(vec![2, 3, 4], vec![]), 1));
+    }
+
+    #[test]
+    fn the_command_rides_in_the_conf_change_context() {
+        let change = MemberChange::AddVoter(4).conf_change(b"book".to_vec());
+        let entry = Entry { data: change.write_to_bytes().unwrap().into(), ..Entry::default() };
+        assert_eq!(conf_change_command(&entry), Some(b"book".to_vec()));
+        let bare = MemberChange::Remove(4).conf_change(Vec::new());
+        let entry = Entry { data: bare.write_to_bytes().unwrap().into(), ..Entry::default() };
+        assert_eq!(conf_change_command(&entry), None);
+    }
+}
