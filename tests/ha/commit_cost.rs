@@ -1,0 +1,85 @@
+//! The commit cost of replication: `mfsha bench meta` against the three-voter appliance (two
+//! masters + the witness, every voter fsyncing on this one machine) and against a one-node
+//! master, in the same run, alternating, so that both see the same machine.
+//!
+//! ```sh
+//! cargo test --release --workspace -- --ignored --nocapture ha::commit_cost::commit_cost_benchmark
+//! ```
+//! `MFSHA_BENCH_OPS` (default 100,000 per phase with 32 sessions; a tenth of that with one)
+//! and `MFSHA_BENCH_ROUNDS` (default 3) size it. The test command runs a short round that
+//! checks every figure is there (no timing is asserted in a test).
+
+use super::cluster::HaCluster;
+use super::retry::addr;
+use crate::util::{mfsha, Cluster};
+use std::time::Duration;
+
+/// One `mfsha bench meta` run: creates per second and the create p50, in µs.
+#[derive(Debug, Clone, Copy)]
+struct Figures {
+    creates_per_second: f64,
+    create_p50_us: f64,
+}
+
+/// Runs `mfsha bench meta` against `master` and reads the create line of its table.
+fn bench_meta(master: &str, sessions: usize, ops: usize) -> Figures {
+    let (sessions, ops) = (sessions.to_string(), ops.to_string());
+    let out = mfsha(&["bench", "meta", "-H", master, "--sessions", &sessions, "--ops", &ops]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "bench meta: {}{text}", String::from_utf8_lossy(&out.stderr));
+    print!("{text}");
+    let line = text.lines().find(|l| l.starts_with("create ")).expect("a create line");
+    let fields: Vec<f64> = line.split_whitespace().skip(1).map(|f| f.parse().unwrap()).collect();
+    let [_ops, per_second, p50, _p99] = fields[..] else { panic!("create line: {line}") };
+    Figures { creates_per_second: per_second, create_p50_us: p50 }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// `rounds` rounds, each: 32 sessions then 1 session, on the one node then on the group.
+fn commit_cost(ops: usize, rounds: usize) {
+    let mut one = Cluster::new();
+    one.start_master();
+    let group = HaCluster::start(0);
+    let leader = addr(&group, group.wait_leader(Duration::from_secs(30)));
+    let (mut wide, mut narrow) = ((Vec::new(), Vec::new()), (Vec::new(), Vec::new()));
+    for round in 1..=rounds {
+        println!("--- round {round}: one node, then the three-voter group ---");
+        wide.0.push(bench_meta(&one.master_addr(), 32, ops));
+        wide.1.push(bench_meta(&leader, 32, ops));
+        narrow.0.push(bench_meta(&one.master_addr(), 1, ops / 10));
+        narrow.1.push(bench_meta(&leader, 1, ops / 10));
+    }
+    let rate = |runs: &Vec<Figures>| median(runs.iter().map(|f| f.creates_per_second).collect());
+    let p50 = |runs: &Vec<Figures>| median(runs.iter().map(|f| f.create_p50_us).collect());
+    println!(
+        "commit cost: 32 sessions, median of {rounds}: one node {:.0} creates/s, three voters \
+         {:.0} creates/s; 1 session create p50: one node {:.0} µs, three voters {:.0} µs \
+         (+{:.0} µs)",
+        rate(&wide.0),
+        rate(&wide.1),
+        p50(&narrow.0),
+        p50(&narrow.1),
+        p50(&narrow.1) - p50(&narrow.0)
+    );
+    for figures in wide.0.iter().chain(&wide.1).chain(&narrow.0).chain(&narrow.1) {
+        assert!(figures.creates_per_second > 0.0 && figures.create_p50_us > 0.0, "{figures:?}");
+    }
+}
+
+#[test]
+#[ignore = "benchmark: run explicitly (see the module doc comment)"]
+fn commit_cost_benchmark() {
+    let ops = std::env::var("MFSHA_BENCH_OPS").map_or(100_000, |v| v.parse().unwrap());
+    let rounds = std::env::var("MFSHA_BENCH_ROUNDS").map_or(3, |v| v.parse().unwrap());
+    commit_cost(ops, rounds);
+}
+
+/// The benchmark's short run: every figure is measured and printed.
+#[test]
+fn commit_cost_benchmark_short_run() {
+    commit_cost(640, 1);
+}
