@@ -7,12 +7,12 @@
 //! running finish (bounded), stop the Raft thread (which finishes its current Ready: nothing
 //! acknowledged is lost), join it.
 
-use crate::config::Advertise;
-use crate::config::{self, MasterConfig};
+use crate::chunks::{ChunksFactory, ChunksSetup};
+use crate::config::{self, Advertise, MasterConfig};
 use crate::fence::{Rules, VipFence};
 use crate::node::MetaHandle;
 use crate::server::leadership::{AddressBook, Bound};
-use crate::server::{logger, ChunkService, ClientListener, Leadership, Service, Shutdown};
+use crate::server::{logger, ClientListener, Leadership, Service, Shutdown};
 use mfsha_meta::{Member, State};
 use mfsha_raft::transport::tcp::{self, PeerIdentity, PeerPolicy, TcpTransport};
 use mfsha_raft::{RaftConfig, Transport};
@@ -45,23 +45,6 @@ pub enum DaemonError {
     #[error(transparent)]
     Vip(#[from] mfsha_vip::VipError),
 }
-
-/// What a chunk registry gets to start with (see [`start_with`]).
-pub struct ChunksSetup {
-    pub meta: MetaHandle,
-    pub config: config::ChunksConfig,
-    /// The bound chunkserver port. Take it to serve chunkservers; if left, the master does
-    /// not listen for chunkservers.
-    pub listener: Option<TcpListener>,
-    /// Who leads, and where every master is (sent to chunkservers in `Hello`).
-    pub leadership: Leadership,
-    /// This master's `cluster_id`: a chunkserver configured for another is refused.
-    pub cluster_id: String,
-    pub shutdown: Shutdown,
-}
-
-/// Builds the chunk service once the Raft node runs.
-pub type ChunksFactory = Box<dyn FnOnce(&mut ChunksSetup) -> Arc<dyn ChunkService> + Send>;
 
 /// A running master (in this process).
 pub struct Master {

@@ -29,9 +29,9 @@ mod write;
 mod tests;
 
 use crate::config::ChunksConfig;
-use crate::daemon::{ChunksFactory, ChunksSetup};
 use crate::node::MetaHandle;
 use crate::server::{BoxFuture, ChunkService, CopyHealth};
+use crate::server::{Leadership, Shutdown};
 use mfsha_meta::{ChunkInfo, Entry, Op, Outcome};
 use mfsha_proto::client::{ChunkserverStatus, CopyInfo};
 use mfsha_proto::cs::MasterToCs;
@@ -42,6 +42,7 @@ use registry::{Inner, PendingKind, ServerKey};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
 
 /// What the registry needs from the metadata. Implemented by [`MetaHandle`]; tests use a fake.
 pub trait ChunkMeta: Send + Sync + 'static {
@@ -338,6 +339,23 @@ impl ChunkService for ChunkRegistry {
         self.last.lock().0
     }
 }
+
+/// What a chunk registry gets to start with (see [`crate::daemon::start_with`]).
+pub struct ChunksSetup {
+    pub meta: MetaHandle,
+    pub config: ChunksConfig,
+    /// The bound chunkserver port. Take it to serve chunkservers; if left, the master does
+    /// not listen for chunkservers.
+    pub listener: Option<TcpListener>,
+    /// Who leads, and where every master is (sent to chunkservers in `Hello`).
+    pub leadership: Leadership,
+    /// This master's `cluster_id`: a chunkserver configured for another is refused.
+    pub cluster_id: String,
+    pub shutdown: Shutdown,
+}
+
+/// Builds the chunk service once the Raft node runs.
+pub type ChunksFactory = Box<dyn FnOnce(&mut ChunksSetup) -> Arc<dyn ChunkService> + Send>;
 
 /// Builds the registry for [`crate::daemon::start_with`]: serves the chunkserver port and
 /// runs the engine until shutdown.
