@@ -146,13 +146,12 @@ pub async fn start_with(
     })
 }
 
-/// What the VIP fence needs from the configuration: the lease, and which members are masters
-/// (a voter with a client address; the witness has none).
+/// What the VIP fence needs from the configuration: which members are masters (a voter
+/// with a client address; the witness has none).
 fn fence_rules(config: &MasterConfig) -> Rules {
-    let lease = Duration::from_millis(raft_config(config).lease_ms());
     let peers = config.peers.iter().filter(|p| !p.learner && p.client.is_some()).map(|p| p.id);
     let masters = std::iter::once(config.node_id).chain(peers).collect();
-    Rules { lease, masters }
+    Rules { masters }
 }
 
 fn local_addr(

@@ -8,11 +8,12 @@
 //! task releases by itself at that moment even if this task stalls. The rules ([`decide`]):
 //!
 //! - not leading, or the lease lapsed, or handing leadership over: **release**, at once;
-//! - leading in term T after an ordinary election: **hold** from `elected_at(T) + lease`.
-//!   The previous leader's lease began before the last heartbeat round a quorum acknowledged,
-//!   which was before this node's election, so it has run out by then even on a clock that
-//!   runs `max_clock_drift_percent` apart (the drift is already taken off the lease); its own
-//!   fence released within one check of that. (`docs/architecture.md`, "The VIP".)
+//! - leading in term T after an ordinary election: **hold** from `elected_at(T) +`
+//!   [`CLAIM_MARGIN`]. The previous leader's lease ended before this node could be elected (a
+//!   quorum member heard that leader's last acknowledged round and refused votes for an
+//!   election timeout, which the lease is shorter than, drift included), and its VIP task
+//!   releases at the lease's end by itself, its fence at the next check; the margin covers
+//!   that check and the netlink call. (`docs/architecture.md`, "The VIP".)
 //! - leading in term T because another master handed over (`transfer-leader`): **hold** at
 //!   once: the old leader released and confirmed the address gone before it asked for the
 //!   transfer ([`VipFence::hand_over`]). A handover from the witness does not count: the
@@ -30,6 +31,9 @@ use std::time::{Duration, Instant};
 
 /// How often the fence looks at the lease.
 pub const CHECK: Duration = Duration::from_millis(20);
+/// How long a newly elected leader waits before it claims: the previous leader's lease has
+/// ended by the election, and this covers its last fence check (20 ms) and release.
+pub const CLAIM_MARGIN: Duration = Duration::from_millis(60);
 /// How long a handover may take before this master, if it still leads, holds again.
 const HANDOVER_LIMIT: Duration = Duration::from_secs(2);
 
@@ -57,8 +61,6 @@ pub struct Claim {
 /// The fence's fixed inputs.
 #[derive(Debug, Clone)]
 pub struct Rules {
-    /// The leader lease (`RaftConfig::lease_ms`).
-    pub lease: Duration,
     /// The masters of the group (a handover from one of them released the VIP first).
     pub masters: BTreeSet<u64>,
 }
@@ -68,7 +70,7 @@ pub struct Rules {
 pub fn decide(now: Instant, seen: &Observed, claim: &mut Option<Claim>, rules: &Rules) -> Desired {
     if seen.role == Role::Leader && claim.is_none_or(|c| c.term != seen.term) {
         let handover = seen.handed_over_by.is_some_and(|from| rules.masters.contains(&from));
-        let at = if handover { now } else { now + rules.lease };
+        let at = if handover { now } else { now + CLAIM_MARGIN };
         *claim = Some(Claim { term: seen.term, at });
     }
     if !seen.serving || seen.role != Role::Leader || seen.handing_over {
@@ -172,7 +174,7 @@ mod tests {
     use super::*;
 
     fn rules() -> Rules {
-        Rules { lease: Duration::from_millis(180), masters: [1, 2].into() }
+        Rules { masters: [1, 2].into() }
     }
 
     fn leading(term: u64) -> Observed {
@@ -186,15 +188,15 @@ mod tests {
     }
 
     #[test]
-    fn an_elected_leader_holds_only_a_lease_after_it_was_elected() {
+    fn an_elected_leader_holds_only_the_claim_margin_after_it_was_elected() {
         let start = Instant::now();
         let mut claim = None;
         let not_yet = Observed { serving: false, ..leading(4) };
         assert_eq!(decide(start, &not_yet, &mut claim, &rules()), Desired::Release);
         let at = |ms| start + Duration::from_millis(ms);
-        assert_eq!(decide(at(50), &leading(4), &mut claim, &rules()), Desired::Release);
-        assert_eq!(decide(at(179), &leading(4), &mut claim, &rules()), Desired::Release);
-        assert_eq!(decide(at(180), &leading(4), &mut claim, &rules()), Desired::Hold);
+        assert_eq!(decide(at(20), &leading(4), &mut claim, &rules()), Desired::Release);
+        assert_eq!(decide(at(59), &leading(4), &mut claim, &rules()), Desired::Release);
+        assert_eq!(decide(at(60), &leading(4), &mut claim, &rules()), Desired::Hold);
         let lapsed = Observed { serving: false, ..leading(4) };
         assert_eq!(
             decide(at(200), &lapsed, &mut claim, &rules()),
@@ -204,7 +206,7 @@ mod tests {
         assert_eq!(decide(at(220), &leading(4), &mut claim, &rules()), Desired::Hold, "lease back");
         // A new term starts the wait again.
         assert_eq!(decide(at(300), &leading(6), &mut claim, &rules()), Desired::Release);
-        assert_eq!(decide(at(480), &leading(6), &mut claim, &rules()), Desired::Hold);
+        assert_eq!(decide(at(360), &leading(6), &mut claim, &rules()), Desired::Hold);
     }
 
     #[test]
