@@ -889,7 +889,7 @@ enum OpenError {
 #[error(
     "not using master {master}: it belongs to cluster {theirs:?}, this mount to cluster {:?} \
      (from {}); remove {master} from the mount's master list, or fix the cluster_id option",
-    ours.id, ours.from
+    .ours.id, .ours.from
 )]
 struct Foreign {
     master: String,
