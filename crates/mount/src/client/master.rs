@@ -100,8 +100,9 @@ impl MasterConfig {
 pub enum ConnectError {
     #[error("no master configured")]
     NoMasters,
-    #[error("no master among {masters} took the session within {secs} s ({last})")]
-    Unreachable { masters: String, secs: u64, last: String },
+    /// `said`: what each master of the last round said.
+    #[error("no master among {masters} took the session within {secs} s ({said})")]
+    Unreachable { masters: String, secs: u64, said: String },
     #[error("master {master} refused the session: {status}")]
     Refused { master: String, status: Status },
 }
@@ -276,7 +277,7 @@ impl MasterLink {
             // one round in 50 (about every 10 s).
             let log = rounds.is_multiple_of(50);
             rounds += 1;
-            let last = match self.round(log).await {
+            let said = match self.round(log).await {
                 Ok(conn) => {
                     *self.current.lock().await = Some(conn);
                     return Ok(());
@@ -290,7 +291,7 @@ impl MasterLink {
                 return Err(ConnectError::Unreachable {
                     masters: self.cfg.masters.join(","),
                     secs: self.cfg.io_timeout.as_secs(),
-                    last,
+                    said,
                 });
             }
             tokio::time::sleep(self.cfg.reconnect_interval).await;
