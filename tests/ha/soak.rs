@@ -13,8 +13,9 @@
 //! an error, and at the end every acknowledged operation is there exactly once with its
 //! content.
 //!
-//! `MFSHA_SOAK_ROUNDS` sets the rounds: 8 in the test command (each fault twice, about two
-//! minutes in the debug build); the soak is 100, run by `scripts/soak.sh`:
+//! `MFSHA_SOAK_ROUNDS` sets the rounds: 8 in the test command (each fault twice, about 25 s
+//! in the debug build); the soak is 100, run by `scripts/soak.sh` (figures in
+//! docs/benchmarks.md):
 //!
 //! ```sh
 //! MFSHA_SOAK_ROUNDS=100 cargo test --release --workspace --locked --test system -- --nocapture ha::soak
