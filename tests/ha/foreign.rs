@@ -3,11 +3,12 @@
 //! first master it opened a session with; the other lists the foreign masters first and is
 //! given `cluster_id`. With their own cluster's masters all down, both refuse the other
 //! cluster's masters (the log names both ids and the address) instead of moving there, and
-//! they go on with their own cluster once it is back.
+//! they go on with their own cluster once it is back. A tool given masters of both stays with
+//! the cluster of the first that answers.
 
 use super::cluster::HaCluster;
 use crate::mount::Mount;
-use crate::util::tail;
+use crate::util::{mfsha, tail};
 use std::time::{Duration, Instant};
 
 /// Every client address of `clusters`, in order, as `-H` takes them.
@@ -49,6 +50,28 @@ fn wait_refused(mount: &Mount, master: &str, theirs: &str, ours: &str, from: &[S
     }
 }
 
+/// A tool given alpha's follower first, then beta's masters, stays with alpha (the first to
+/// answer): with no alpha leader it fails naming beta's masters as foreign, and beta's
+/// leadership is not transferred.
+fn tool_refuses_beta(alpha: &HaCluster, follower: usize, beta: &HaCluster) {
+    let list =
+        format!("127.0.0.1:{},{}", alpha.masters[follower].ports.client, beta.client_addrs());
+    let beta_leader = beta.wait_leader(Duration::from_secs(30));
+    let before = beta.status(beta_leader).expect("beta's leader answers");
+    let other = beta.masters[1 - beta_leader].id.to_string();
+    let out = mfsha(&["member", "transfer-leader", "-H", &list, &other]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the tool must not use beta's leader:\n{stderr}");
+    let expected = format!(
+        "{beta_master} belongs to cluster \"beta\", not to cluster \"alpha\"",
+        beta_master = format!("127.0.0.1:{}", beta.masters[beta_leader].ports.client)
+    );
+    assert!(stderr.contains(&expected), "the tool should say {expected:?}:\n{stderr}");
+    std::thread::sleep(Duration::from_secs(1));
+    let after = beta.status(beta_leader).expect("beta's leader answers");
+    assert_eq!((after.role.as_str(), after.term), ("leader", before.term), "beta was left alone");
+}
+
 #[test]
 fn mounts_never_use_a_master_of_another_cluster_named_in_their_list() {
     let mut alpha = HaCluster::start_named("alpha", 1);
@@ -63,15 +86,17 @@ fn mounts_never_use_a_master_of_another_cluster_named_in_their_list() {
         std::fs::write(m.path("before"), b"alpha").expect("write through the mount");
     }
     assert_eq!((sessions(&alpha), sessions(&beta)), (2, 0), "both mounts use alpha only");
-    // Alpha gone: the only masters left that answer are beta's.
-    alpha.kill_master(0);
-    alpha.kill_master(1);
+    // Alpha without a leader (its leader and witness down): only beta's masters lead.
+    let alpha_leader = alpha.wait_leader(Duration::from_secs(30));
+    alpha.kill_master(alpha_leader);
+    alpha.stop_witness();
     let alpha_masters: Vec<String> =
         alpha.masters.iter().map(|m| format!("master 127.0.0.1:{}", m.ports.client)).collect();
     wait_refused(&learnt, &beta_master, "beta", "alpha", &alpha_masters);
     assert_eq!(sessions(&beta), 0, "no mount opened a session on beta while alpha was down");
-    alpha.start_master(0);
-    alpha.start_master(1);
+    tool_refuses_beta(&alpha, 1 - alpha_leader, &beta);
+    alpha.start_master(alpha_leader);
+    alpha.start_witness();
     for m in [&learnt, &told] {
         std::fs::write(m.path("after"), b"alpha again").expect("write once alpha is back");
         assert_eq!(std::fs::read(m.path("before")).unwrap(), b"alpha");
