@@ -62,10 +62,9 @@ fn tool_refuses_beta(alpha: &HaCluster, follower: usize, beta: &HaCluster) {
     let out = mfsha(&["member", "transfer-leader", "-H", &list, &other]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "the tool must not use beta's leader:\n{stderr}");
-    let expected = format!(
-        "{beta_master} belongs to cluster \"beta\", not to cluster \"alpha\"",
-        beta_master = format!("127.0.0.1:{}", beta.masters[beta_leader].ports.client)
-    );
+    let beta_leader_addr = format!("127.0.0.1:{}", beta.masters[beta_leader].ports.client);
+    let expected =
+        format!("{beta_leader_addr} belongs to cluster \"beta\", not to cluster \"alpha\"");
     assert!(stderr.contains(&expected), "the tool should say {expected:?}:\n{stderr}");
     std::thread::sleep(Duration::from_secs(1));
     let after = beta.status(beta_leader).expect("beta's leader answers");
