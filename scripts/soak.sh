@@ -9,20 +9,26 @@
 #    groups with a witness, with crashes, partitions and clock drift (crates/raft/tests/sim.rs).
 #
 # Usage: scripts/soak.sh [appliance|sim]   (both when no argument is given)
+# MFSHA_SOAK_BUILD=debug uses the debug build (no release build of RocksDB needed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 what="${1:-all}"
+case "${MFSHA_SOAK_BUILD:-release}" in
+  release) build=(--release) ;;
+  debug) build=() ;;
+  *) echo "soak.sh: MFSHA_SOAK_BUILD must be release or debug, not '$MFSHA_SOAK_BUILD'" >&2; exit 2 ;;
+esac
 case "$what" in
   appliance|sim|all) ;;
   *) echo "soak.sh: unknown soak '$what' (appliance, sim, or nothing for both)" >&2; exit 2 ;;
 esac
 if [ "$what" != sim ]; then
   MFSHA_SOAK_ROUNDS="${MFSHA_SOAK_ROUNDS:-100}" \
-    cargo test --release --workspace --locked --test system -- --nocapture --exact \
+    cargo test "${build[@]}" --workspace --locked --test system -- --nocapture --exact \
     ha::soak::soak_rotating_leader_kills_stops_and_follower_and_witness_restarts_lose_nothing
 fi
 if [ "$what" != appliance ]; then
   MFSHA_SIM_SEEDS="${MFSHA_SIM_SEEDS:-100000}" \
-    cargo test --release --workspace --locked --test sim -- --nocapture
+    cargo test "${build[@]}" --workspace --locked --test sim -- --nocapture
 fi
