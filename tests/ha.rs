@@ -3,172 +3,54 @@
 //! several threads, and the leader SIGKILLed again and again. The client must see no error,
 //! and every acknowledged operation must be there exactly once at the end.
 //!
-//! `MFSHA_HA_KILLS` sets the number of leader kills (default 10); the soak runs many more.
+//! `MFSHA_HA_KILLS` sets the number of leader kills (default 10). The soak drill (`soak.rs`,
+//! `scripts/soak.sh`) runs the same workload through a rotation of every kind of fault.
 
 mod cluster;
 mod commit_cost;
+mod foreign;
 mod retry;
+mod soak;
 mod stale;
+mod workload;
 
 use cluster::HaCluster;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use workload::{check, write_file, Expected, Workload};
 
 use crate::mount::Mount;
 use crate::util::mfsha;
 
-const THREADS: usize = 3;
-
-/// What one client thread expects its directory to hold: name → sha256 of the content, built
-/// only from operations the filesystem acknowledged.
-#[derive(Default)]
-struct Expected {
-    files: BTreeMap<String, [u8; 32]>,
-    operations: u64,
-}
-
-fn digest(bytes: &[u8]) -> [u8; 32] {
-    Sha256::digest(bytes).into()
-}
-
-/// Writes `name` in `dir` with `len` seeded bytes and fsyncs it: acknowledged once `sync_all`
-/// returns.
-fn write_file(dir: &Path, name: &str, rng: &mut StdRng, len: usize) -> std::io::Result<[u8; 32]> {
-    let mut data = vec![0u8; len];
-    rng.fill(&mut data[..]);
-    let mut file = fs::File::create(dir.join(name))?;
-    file.write_all(&data)?;
-    file.sync_all()?;
-    Ok(digest(&data))
-}
-
-/// One operation on the thread's own directory, recorded only if it succeeded. Any error is
-/// what the test forbids: the failover must be invisible to the client.
-fn one_operation(dir: &Path, rng: &mut StdRng, next: &mut u64, expected: &mut Expected) {
-    let names: Vec<String> = expected.files.keys().cloned().collect();
-    let choice = if names.is_empty() { 0 } else { rng.gen_range(0..10) };
-    let result = match choice {
-        0..=4 => {
-            let name = format!("f{next}");
-            *next += 1;
-            let len = rng.gen_range(1..64 << 10);
-            write_file(dir, &name, rng, len).map(|sum| {
-                expected.files.insert(name, sum);
-            })
-        }
-        5..=6 => {
-            let from = &names[rng.gen_range(0..names.len())];
-            let to = format!("r{next}");
-            *next += 1;
-            fs::rename(dir.join(from), dir.join(&to)).map(|()| {
-                let sum = expected.files.remove(from).expect("renamed file was expected");
-                expected.files.insert(to, sum);
-            })
-        }
-        7..=8 => {
-            let name = &names[rng.gen_range(0..names.len())];
-            fs::remove_file(dir.join(name)).map(|()| {
-                expected.files.remove(name);
-            })
-        }
-        _ => {
-            let name = names[rng.gen_range(0..names.len())].clone();
-            let len = rng.gen_range(1..8 << 10);
-            write_file(dir, &name, rng, len).map(|sum| {
-                expected.files.insert(name, sum);
-            })
-        }
-    };
-    if let Err(error) = result {
-        panic!("the client saw an error during failover: {error} (in {})", dir.display());
-    }
-    expected.operations += 1;
-}
-
-fn run_client(dir: PathBuf, seed: u64, stop: Arc<AtomicBool>, done: Arc<AtomicU64>) -> Expected {
-    fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut expected = Expected::default();
-    let mut next = 0;
-    while !stop.load(Ordering::Acquire) {
-        one_operation(&dir, &mut rng, &mut next, &mut expected);
-        done.fetch_add(1, Ordering::Relaxed);
-    }
-    expected
-}
-
-/// The directory holds exactly the expected files with the expected contents.
-fn check(dir: &Path, expected: &Expected) {
-    let mut found = BTreeMap::new();
-    for entry in fs::read_dir(dir).unwrap() {
-        let entry = entry.unwrap();
-        let name = entry.file_name().into_string().unwrap();
-        let data = fs::read(entry.path()).unwrap_or_else(|e| panic!("read {name}: {e}"));
-        found.insert(name, digest(&data));
-    }
-    let missing: Vec<&String> = expected.files.keys().filter(|k| !found.contains_key(*k)).collect();
-    let extra: Vec<&String> = found.keys().filter(|k| !expected.files.contains_key(*k)).collect();
-    assert!(missing.is_empty(), "{}: acknowledged files missing: {missing:?}", dir.display());
-    assert!(extra.is_empty(), "{}: files that should not exist: {extra:?}", dir.display());
-    for (name, sum) in &expected.files {
-        assert_eq!(&found[name], sum, "{}: {name} has the wrong content", dir.display());
-    }
-}
-
-/// Waits until at least `more` operations completed after `since`, or fails naming the stall.
-fn wait_progress(done: &AtomicU64, since: u64, more: u64, cluster: &HaCluster, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while done.load(Ordering::Relaxed) < since + more {
-        assert!(
-            Instant::now() < deadline,
-            "the client made no progress {what}\n{}",
-            cluster.logs()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// A mount of every master of `cluster` at `<cluster dir>/<name>`.
+fn mount_all(cluster: &HaCluster, name: &str) -> Mount {
+    let masters = cluster.client_addrs();
+    Mount::start_in(cluster.path(), name, &masters, &[], &masters.replace(',', "+"))
 }
 
 #[test]
 fn leader_sigkills_under_a_mixed_workload_lose_no_acknowledged_operation() {
     let kills: usize = std::env::var("MFSHA_HA_KILLS").map_or(10, |v| v.parse().unwrap());
     let mut cluster = HaCluster::start(3);
-    let masters = cluster.client_addrs();
-    let source = masters.replace(',', "+");
-    let mut mount = Mount::start_in(cluster.path(), "mount", &masters, &[], &source);
-    let stop = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicU64::new(0));
-    let clients: Vec<_> = (0..THREADS)
-        .map(|t| {
-            let (dir, stop, done) = (mount.path(&format!("t{t}")), stop.clone(), done.clone());
-            std::thread::spawn(move || run_client(dir, 1000 + t as u64, stop, done))
-        })
-        .collect();
+    let mut mount = mount_all(&cluster, "mount");
+    let workload = Workload::start(&mount);
     let mut rng = StdRng::seed_from_u64(7);
-    wait_progress(&done, 0, 20, &cluster, "before the first kill");
+    workload.wait_progress(0, 20, &cluster, "before the first kill");
     for round in 0..kills {
         std::thread::sleep(Duration::from_millis(rng.gen_range(200..1500)));
         let leader = cluster.wait_leader(Duration::from_secs(30));
         cluster.kill_master(leader);
-        let before = done.load(Ordering::Relaxed);
-        wait_progress(&done, before, 5, &cluster, &format!("after kill {}", round + 1));
+        let before = workload.done();
+        workload.wait_progress(before, 5, &cluster, &format!("after kill {}", round + 1));
         cluster.start_master(leader);
         cluster.wait_caught_up(leader, Duration::from_secs(30));
     }
-    stop.store(true, Ordering::Release);
-    let expected: Vec<Expected> = clients.into_iter().map(|c| c.join().expect("client")).collect();
-    for (t, expected) in expected.iter().enumerate() {
-        check(&mount.path(&format!("t{t}")), expected);
-    }
-    let operations: u64 = expected.iter().map(|e| e.operations).sum();
-    println!("{kills} leader kills, {operations} acknowledged operations, all present");
+    let summary = workload.finish();
+    println!("{kills} leader kills: {summary}");
     mount.stop();
 }
 
@@ -229,8 +111,7 @@ fn failover_benchmark() {
 fn bench_load(
     cluster: &HaCluster,
 ) -> (Mount, Arc<AtomicBool>, Arc<std::sync::Mutex<Vec<Instant>>>, std::thread::JoinHandle<()>) {
-    let masters = cluster.client_addrs();
-    let mount = Mount::start_in(cluster.path(), "mount", &masters, &[], &masters.replace(',', "+"));
+    let mount = mount_all(cluster, "mount");
     let stop = Arc::new(AtomicBool::new(false));
     let (completions, writer) = steady_writer(&mount, &stop);
     (mount, stop, completions, writer)
@@ -379,9 +260,7 @@ fn print_percentiles(what: &str, measured: &str, figures: &mut [Duration]) {
 #[test]
 fn every_master_lost_the_witness_copy_restores_the_group() {
     let mut cluster = HaCluster::start(2);
-    let masters = cluster.client_addrs();
-    let source = masters.replace(',', "+");
-    let mut mount = Mount::start_in(cluster.path(), "mount", &masters, &[], &source);
+    let mut mount = mount_all(&cluster, "mount");
     let dir = mount.path("kept");
     fs::create_dir(&dir).unwrap();
     let mut rng = StdRng::seed_from_u64(11);
@@ -423,7 +302,7 @@ fn every_master_lost_the_witness_copy_restores_the_group() {
     cluster.start_witness();
     cluster.wait_leader(Duration::from_secs(30));
     cluster.wait_chunkservers(2, Duration::from_secs(30));
-    let mut mount = Mount::start_in(cluster.path(), "mount-restored", &masters, &[], &source);
+    let mut mount = mount_all(&cluster, "mount-restored");
     let dir = mount.path("kept");
     check(&dir, &expected);
     let sum = write_file(&dir, "after", &mut rng, 100 << 10).expect("write after the restore");

@@ -2,13 +2,16 @@
 //! and 2), the metalogger as the voting witness (node 3), chunkservers — with helpers to find
 //! the leader, kill it and bring it back.
 
-use crate::util::{bootstrap, free_port, tail, wait_for_port, Daemon, MasterPorts};
+use crate::util::{bootstrap, free_port, signal, tail, wait_for_port, Daemon, MasterPorts};
 use mfsha_proto::client::{ClientOp, ClientReply, ClusterStatus, MasterClient, Request};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub const WITNESS_ID: u64 = 3;
+
+/// The `cluster_id` of a cluster made by [`HaCluster::start`].
+pub const CLUSTER_ID: &str = "ha-test";
 
 pub struct MasterNode {
     pub id: u64,
@@ -18,6 +21,8 @@ pub struct MasterNode {
 
 pub struct HaCluster {
     pub dir: tempfile::TempDir,
+    /// The `cluster_id` every member is configured with.
+    pub cluster_id: String,
     pub masters: Vec<MasterNode>,
     pub witness_peer_port: u16,
     pub witness: Option<Daemon>,
@@ -28,11 +33,17 @@ impl HaCluster {
     /// Two masters and the witness, bootstrapped on master 1 and started; `chunkservers`
     /// chunkservers registered.
     pub fn start(chunkservers: usize) -> HaCluster {
+        HaCluster::start_named(CLUSTER_ID, chunkservers)
+    }
+
+    /// [`HaCluster::start`] with every member configured for `cluster_id`.
+    pub fn start_named(cluster_id: &str, chunkservers: usize) -> HaCluster {
         let dir = tempfile::Builder::new().prefix("mfsha-ha-").tempdir().unwrap();
         let masters =
             (1..=2).map(|id| MasterNode { id, ports: MasterPorts::pick(), daemon: None }).collect();
         let mut cluster = HaCluster {
             dir,
+            cluster_id: cluster_id.to_string(),
             masters,
             witness_peer_port: free_port(),
             witness: None,
@@ -105,8 +116,9 @@ impl HaCluster {
         let master = &self.masters[index];
         let p = master.ports;
         let yaml = format!(
-            "node_id: {id}\ncluster_id: ha-test\ndata_dir: {data}\nlisten:\n  client: 127.0.0.1:{c}\n  chunkserver: 127.0.0.1:{cs}\n  logger: 127.0.0.1:{l}\n  peer: 127.0.0.1:{peer}\n  http: 127.0.0.1:{h}\n{peers}chunks:\n  replication_delay_init_ms: 2000\n",
+            "node_id: {id}\ncluster_id: {cluster}\ndata_dir: {data}\nlisten:\n  client: 127.0.0.1:{c}\n  chunkserver: 127.0.0.1:{cs}\n  logger: 127.0.0.1:{l}\n  peer: 127.0.0.1:{peer}\n  http: 127.0.0.1:{h}\n{peers}chunks:\n  replication_delay_init_ms: 2000\n",
             id = master.id,
+            cluster = self.cluster_id,
             data = self.path().join(format!("master{}", master.id)).display(),
             c = p.client,
             cs = p.chunkserver,
@@ -144,9 +156,10 @@ impl HaCluster {
         let masters: Vec<String> =
             self.masters.iter().map(|m| format!("\"127.0.0.1:{}\"", m.ports.logger)).collect();
         let yaml = format!(
-            "name: witness\ndata_dir: {data}\nmasters: [{masters}]\nwitness:\n  node_id: {WITNESS_ID}\n  cluster_id: ha-test\n  listen: 127.0.0.1:{port}\n  {peers}",
+            "name: witness\ndata_dir: {data}\nmasters: [{masters}]\nwitness:\n  node_id: {WITNESS_ID}\n  cluster_id: {cluster}\n  listen: 127.0.0.1:{port}\n  {peers}",
             data = self.path().join("logger").display(),
             masters = masters.join(", "),
+            cluster = self.cluster_id,
             port = self.witness_peer_port,
             peers = self.witness_peers_yaml(),
         );
@@ -172,9 +185,10 @@ impl HaCluster {
         let masters: Vec<String> =
             self.masters.iter().map(|m| format!("\"127.0.0.1:{}\"", m.ports.chunkserver)).collect();
         let yaml = format!(
-            "data_dirs:\n  - path: {}\nmaster: [{}]\nlisten: 127.0.0.1:{port}\nheartbeat_ms: 200\nscrub_mib_per_sec: 0\n",
+            "data_dirs:\n  - path: {}\nmaster: [{}]\ncluster_id: {}\nlisten: 127.0.0.1:{port}\nheartbeat_ms: 200\nscrub_mib_per_sec: 0\n",
             disk.display(),
-            masters.join(", ")
+            masters.join(", "),
+            self.cluster_id
         );
         let name = format!("chunkserver{index}");
         let config = self.path().join(format!("{name}.yaml"));
@@ -265,6 +279,95 @@ impl HaCluster {
     pub fn kill_master(&mut self, index: usize) {
         self.masters[index].daemon.as_mut().expect("master running").kill();
         self.masters[index].daemon = None;
+    }
+
+    /// SIGTERM master `index` and wait for its clean exit, as systemd stops it.
+    pub fn stop_master(&mut self, index: usize) {
+        let mut daemon = self.masters[index].daemon.take().expect("master running");
+        let status = daemon.stop(Duration::from_secs(10));
+        assert!(
+            status.success(),
+            "master {} exited with {status} on SIGTERM\n{}",
+            self.masters[index].id,
+            self.logs()
+        );
+    }
+
+    /// Sends `sig` (SIGSTOP, SIGCONT) to master `index`, which stays "running" for the test.
+    pub fn signal_master(&self, index: usize, sig: i32) {
+        let daemon = self.masters[index].daemon.as_ref().expect("master running");
+        signal(daemon.pid().expect("master process"), sig);
+    }
+
+    /// SIGKILL the witness logger.
+    pub fn kill_witness(&mut self) {
+        self.witness.take().expect("witness running").kill();
+    }
+
+    /// Waits until a master other than `index` leads; returns its index.
+    pub fn wait_leader_except(&self, index: usize, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let others = (0..self.masters.len()).filter(|&other| other != index);
+            let leading = others.into_iter().find(|&other| {
+                self.masters[other].daemon.is_some()
+                    && self.status(other).is_some_and(|s| s.role == "leader")
+            });
+            if let Some(leader) = leading {
+                return leader;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no master but master {} leads after {timeout:?}\n{}",
+                self.masters[index].id,
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until master `index` says it follows master `leader` (a deposed leader that
+    /// runs again must step down, not fight).
+    pub fn wait_follows(&self, index: usize, leader: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let leader_id = self.masters[leader].id;
+        loop {
+            let status = self.status(index);
+            if status.as_ref().is_some_and(|s| s.role == "follower" && s.leader_id == leader_id) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "master {} does not follow master {leader_id} after {timeout:?} (its status: {:?})\n{}",
+                self.masters[index].id,
+                status.map(|s| (s.role, s.leader_id, s.term)),
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until the leader knows the witness holds what it had committed when this was
+    /// called.
+    pub fn wait_witness_caught_up(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let leader = self.wait_leader(timeout);
+        let target = self.status(leader).map_or(0, |s| s.commit_index);
+        loop {
+            let matched = self
+                .leader()
+                .and_then(|l| self.status(l))
+                .and_then(|s| s.members.iter().find(|m| m.id == WITNESS_ID).map(|m| m.matched));
+            if matched.is_some_and(|m| m >= target) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the witness did not catch up to index {target} (the leader has it at {matched:?})\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// The tails of every daemon's log, for failure messages.

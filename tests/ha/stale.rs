@@ -8,7 +8,7 @@
 //! leader. Chunkservers: after obeying the new leader, a chunkserver keeps that term on disk
 //! and refuses a master speaking the old term, so the deposed leader cannot delete a copy.
 
-use super::cluster::HaCluster;
+use super::cluster::{HaCluster, CLUSTER_ID};
 use super::retry::{addr, ask, hello};
 use crate::mount::Mount;
 use crate::util::signal;
@@ -240,7 +240,14 @@ async fn stale_master_answers(listener: tokio::net::TcpListener, term: u64, aske
                     Ok(ClientReply::Session { session: session.unwrap_or(1), root: ROOT_INO })
                 }
                 ClientOp::WhoLeads => {
-                    Ok(ClientReply::Leader(LeaderHint { term, leader_id: 1, ..Default::default() }))
+                    // Of the mount's own cluster: only its term gives it away.
+                    let cluster_id = CLUSTER_ID.into();
+                    Ok(ClientReply::Leader(LeaderHint {
+                        term,
+                        leader_id: 1,
+                        cluster_id,
+                        ..Default::default()
+                    }))
                 }
                 ClientOp::Lookup { .. } | ClientOp::GetAttr { .. } | ClientOp::Mkdir { .. } => {
                     Ok(ClientReply::Attr(fake.clone()))
@@ -263,7 +270,7 @@ async fn stale_master_commands(
     let (stream, _) = accepted.expect("the chunkserver tries the old leader's address").unwrap();
     let (read, mut write) = stream.into_split();
     let mut read = BufReader::new(read);
-    let hello = MasterToCs::Hello { master_node: 1, cluster: "ha-test".into(), masters: vec![] };
+    let hello = MasterToCs::Hello { master_node: 1, cluster: CLUSTER_ID.into(), masters: vec![] };
     write_frame(&mut write, 0, &FromMaster { term, msg: hello }).await.expect("hello");
     write.flush().await.expect("hello");
     loop {

@@ -5,6 +5,10 @@
 //! that says it leads wins. A follower that knows the leader is also asked `WhoLeads`, and
 //! the leader's client address it names is tried next, so a list holding only followers (or
 //! one name of a virtual IP) still gets to the leader.
+//!
+//! Every status names the master's `cluster_id`: the first master that answers sets the
+//! cluster, and a master of another one (a stale address in the list) is passed over, never
+//! taken for the leader.
 
 use anyhow::bail;
 use mfsha_proto::client::{ClientOp, ClientReply, ClusterStatus, MasterClient, Request};
@@ -50,6 +54,8 @@ async fn round(masters: &[String]) -> Result<(MasterClient, String, ClusterStatu
     let mut queue: VecDeque<String> = masters.iter().cloned().collect();
     let mut tried: Vec<String> = Vec::new();
     let mut said = Vec::new();
+    // The cluster of the first master that answered, and its address.
+    let mut cluster: Option<(String, String)> = None;
     while let Some(addr) = queue.pop_front() {
         if tried.contains(&addr) {
             continue;
@@ -62,7 +68,14 @@ async fn round(masters: &[String]) -> Result<(MasterClient, String, ClusterStatu
                 continue;
             }
         };
-        match ask_status(&client).await {
+        let status = ask_status(&client).await;
+        if let Ok(status) = &status {
+            if let Err(foreign) = same_cluster(&mut cluster, &addr, &status.cluster_id) {
+                said.push(foreign);
+                continue;
+            }
+        }
+        match status {
             Ok(status) if status.role == "leader" => return Ok((client, addr, status)),
             Ok(status) => said.push(format!("{addr} is node {} ({})", status.node_id, status.role)),
             Err(e) => {
@@ -75,6 +88,23 @@ async fn round(masters: &[String]) -> Result<(MasterClient, String, ClusterStatu
         }
     }
     Err(said)
+}
+
+/// Whether the master at `addr`, of cluster `theirs`, belongs to `cluster` (which the first
+/// master to answer sets); `Err` says why not, for the operator.
+fn same_cluster(
+    cluster: &mut Option<(String, String)>,
+    addr: &str,
+    theirs: &str,
+) -> Result<(), String> {
+    let (ours, first) = cluster.get_or_insert_with(|| (theirs.to_string(), addr.to_string()));
+    if ours == theirs {
+        return Ok(());
+    }
+    Err(format!(
+        "{addr} belongs to cluster {theirs:?}, not to cluster {ours:?} of {first} (the first \
+         master that answered): not using it; remove it from the master list"
+    ))
 }
 
 /// The status of the master behind `client`.
@@ -99,6 +129,17 @@ async fn who_leads(client: &MasterClient) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_first_master_to_answer_sets_the_cluster() {
+        let mut cluster = None;
+        assert_eq!(same_cluster(&mut cluster, "a:1", "c1"), Ok(()));
+        assert_eq!(same_cluster(&mut cluster, "b:1", "c1"), Ok(()));
+        let refused = same_cluster(&mut cluster, "x:1", "c2").unwrap_err();
+        for part in ["x:1", "\"c2\"", "\"c1\"", "a:1"] {
+            assert!(refused.contains(part), "{refused:?} should name {part}");
+        }
+    }
 
     #[test]
     fn lists_from_flags_and_from_mount_sources_name_the_same_masters() {

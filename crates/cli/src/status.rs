@@ -348,6 +348,7 @@ pub fn format_status(master: &str, s: &ClusterStatus) -> String {
         "master {master}: node {} is {}, leader {leader}, term {}",
         s.node_id, s.role, s.term
     );
+    let _ = writeln!(out, "cluster: {}", s.cluster_id);
     let _ =
         writeln!(out, "raft: commit index {}, applied index {}", s.commit_index, s.applied_index);
     let _ = writeln!(
@@ -459,11 +460,13 @@ mod tests {
                 open_files: 1,
             }],
             loggers: vec!["10.0.0.7:4100".into()],
+            cluster_id: "prod".into(),
             ..Default::default()
         };
         let text = format_status("m:9421", &status);
         for expected in [
             "node 2 is leader",
+            "cluster: prod",
             "term 7",
             "commit index 1234",
             "applied index 1233",

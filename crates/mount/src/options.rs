@@ -53,9 +53,14 @@ pub struct MountOptions {
     /// MiB of read-ahead for sequential readers.
     #[arg(long, default_value_t = 8)]
     pub read_ahead_mb: u32,
+    /// The masters' `cluster_id`: a master of another cluster is never used. Without it, the
+    /// mount stays with the cluster of the first master it opened a session with.
+    #[arg(long)]
+    pub cluster_id: Option<String>,
     /// mount(8)-style options, comma-separated: ro, rw, allow_other, mfsmaster=, mfsport=,
     /// mfssubfolder=, mfspassword=, mfspassfile=, mfsattrcacheto=, mfsentrycacheto=,
-    /// mfsiotimeout= (fstab keywords such as _netdev, defaults, noauto are accepted and ignored).
+    /// mfsiotimeout=, cluster_id= (fstab keywords such as _netdev, defaults, noauto are
+    /// accepted and ignored).
     #[arg(short = 'o', value_delimiter = ',')]
     pub options: Vec<String>,
 }
@@ -78,6 +83,7 @@ impl MountOptions {
             io_timeout: 60,
             write_buffer_mb: 64,
             read_ahead_mb: 8,
+            cluster_id: None,
             options: Vec::new(),
         }
     }
@@ -160,6 +166,7 @@ impl MountOptions {
         master.password = password;
         master.info = format!("{}:{}", hostname(), o.mountpoint.display());
         master.io_timeout = Duration::from_secs(o.io_timeout.max(1));
+        master.cluster_id = o.cluster_id.map(checked_cluster_id).transpose()?;
         let mut client = ClientConfig::new(master);
         client.max_dirty_bytes = o.write_buffer_mb.max(1) << 20;
         client.flush_bytes = (client.max_dirty_bytes / 4).max(1 << 20);
@@ -197,6 +204,7 @@ impl MountOptions {
             "mfsiotimeout" | "mfstimeout" => {
                 self.io_timeout = need()?.parse().map_err(|e| bad(opt, e))?
             }
+            "cluster_id" => self.cluster_id = Some(need()?),
             k if IGNORED.contains(&k) || k.starts_with("x-") => {}
             _ => return Err(OptionError::Unknown(opt.to_string())),
         }
@@ -218,6 +226,16 @@ impl MountOptions {
         }
         Ok(None)
     }
+}
+
+/// A `cluster_id` as the masters' configuration allows it: 1-64 of `[A-Za-z0-9_-]`.
+fn checked_cluster_id(id: String) -> Result<String, OptionError> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    if id.is_empty() || id.len() > 64 || !id.chars().all(allowed) {
+        let why = "must be the masters' cluster_id: 1-64 of [A-Za-z0-9_-]";
+        return Err(bad(&format!("cluster_id={id}"), why));
+    }
+    Ok(id)
 }
 
 fn bad(option: &str, why: impl ToString) -> OptionError {
@@ -333,6 +351,20 @@ mod tests {
         assert!(matches!(o.resolve(), Err(OptionError::Unknown(s)) if s == "bogus"));
         o.options = vec!["mfsport=notaport".into()];
         assert!(matches!(o.resolve(), Err(OptionError::Bad { .. })));
+        o.options = vec!["cluster_id=no spaces".into()];
+        assert!(
+            matches!(o.resolve(), Err(OptionError::Bad { option, .. }) if option.contains("cluster_id"))
+        );
+    }
+
+    #[test]
+    fn the_cluster_id_comes_from_the_flag_or_the_option() {
+        let mut o = MountOptions::new("/mnt/x".into(), "m1");
+        assert_eq!(o.resolve().unwrap().client.master.cluster_id, None);
+        o.cluster_id = Some("flag".into());
+        assert_eq!(o.resolve().unwrap().client.master.cluster_id.as_deref(), Some("flag"));
+        o.options = vec!["cluster_id=prod-1".into()];
+        assert_eq!(o.resolve().unwrap().client.master.cluster_id.as_deref(), Some("prod-1"));
     }
 
     #[test]

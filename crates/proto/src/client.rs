@@ -612,6 +612,9 @@ pub struct ClusterStatus {
     /// This master's view of the cluster's virtual IP; `None` without a `vip:` section.
     #[serde(default)]
     pub vip: Option<Box<VipState>>,
+    /// This master's `cluster_id`: tools given several masters stay with one cluster.
+    #[serde(default)]
+    pub cluster_id: String,
 }
 
 /// The virtual IP on the answering master.

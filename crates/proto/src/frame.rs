@@ -14,7 +14,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 /// chunkservers are `cs::FromMaster` (term + message), `ClientOp::WhoLeads`, `LeaderHint`.
 /// 3: `ClientOp::Hello` carries the session open `token` (exactly-once session opens);
 /// chunkservers register with every master (`MasterToCs::Hello`, `Copy`/`Gone` reports).
-pub const PROTOCOL_VERSION: u8 = 3;
+/// 4: `LeaderHint` and `ClusterStatus` carry the master's `cluster_id` (clients check it).
+pub const PROTOCOL_VERSION: u8 = 4;
 
 /// Largest frame body (everything after the 4-byte length) we accept or send.
 ///

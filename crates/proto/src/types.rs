@@ -293,4 +293,8 @@ pub struct LeaderHint {
     pub chunkserver: Option<String>,
     /// `HOST:PORT` of the leader's metalogger port.
     pub logger: Option<String>,
+    /// The answering master's `cluster_id`. It is the first answer on a client's connection,
+    /// so a client that has already met another cluster can refuse this master before it
+    /// opens a session there or believes its term.
+    pub cluster_id: String,
 }

@@ -122,6 +122,7 @@ fn sample_hint() -> LeaderHint {
         client: Some("m2:9421".into()),
         chunkserver: Some("[::1]:9420".into()),
         logger: None,
+        cluster_id: "mfsha".into(),
     }
 }
 

@@ -61,7 +61,11 @@ pub fn answer_now(
         ClientOp::Status => {
             return Some(Ok(ClientReply::Status(super::status::cluster_status(service))))
         }
-        ClientOp::WhoLeads => return Some(Ok(ClientReply::Leader(service.leadership.hint()))),
+        ClientOp::WhoLeads => {
+            let hint =
+                LeaderHint { cluster_id: service.cluster_id.clone(), ..service.leadership.hint() };
+            return Some(Ok(ClientReply::Leader(hint)));
+        }
         _ => {}
     }
     if !service.meta.is_leader() {

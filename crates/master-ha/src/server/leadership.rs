@@ -239,6 +239,8 @@ impl Leadership {
             client: addrs.client,
             chunkserver: addrs.chunkserver,
             logger: addrs.logger,
+            // Said where a hint leaves for a client (`WhoLeads`), by the service that knows it.
+            cluster_id: String::new(),
         }
     }
 

@@ -148,7 +148,8 @@ pub struct Service {
     pub loggers: parking_lot::Mutex<Vec<String>>,
     /// Who leads and where the masters are; connections close when this master steps down.
     pub leadership: Leadership,
-    /// This master's `cluster_id`: metaloggers of another cluster are refused.
+    /// This master's `cluster_id`: metaloggers of another cluster are refused, and clients
+    /// are told it (in `WhoLeads` and status answers) so they can refuse this master.
     pub cluster_id: String,
     /// The VIP fence, when the configuration has a `vip:` section.
     pub vip: Option<Arc<crate::fence::VipFence>>,

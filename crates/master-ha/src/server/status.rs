@@ -34,6 +34,7 @@ pub fn cluster_status(service: &Service) -> ClusterStatus {
         members: members(service),
         sessions,
         vip: service.vip.as_ref().map(|fence| Box::new(vip_state(fence.status()))),
+        cluster_id: service.cluster_id.clone(),
     }
 }
 

@@ -22,6 +22,12 @@
 //! `TCP_USER_TIMEOUT` at 1 s; an idle connection is pinged every `ping_interval` (500 ms)
 //! with a `ping_timeout` of 1 s. So a dead or silent leader is noticed in about a second.
 //!
+//! One cluster: a master's first answer on a connection (`WhoLeads`) names its `cluster_id`.
+//! The link uses only masters of one cluster — the configured `cluster_id`, else that of the
+//! first master it opened a session with — and refuses any other (a stale address in the
+//! list now pointing at another cluster's master) before opening a session there or
+//! believing its term; it goes on trying the other addresses.
+//!
 //! Fencing: every answer carries the master's Raft term. The link remembers the highest term
 //! it has seen ([`TermFloor`]) and treats an answer with a lower term as coming from a
 //! deposed master: the connection is dropped and the request retried elsewhere.
@@ -64,6 +70,8 @@ pub struct MasterConfig {
     pub ping_interval: Duration,
     /// A ping not answered within this long means the master is gone.
     pub ping_timeout: Duration,
+    /// The masters' `cluster_id`, if configured; else the first session's master sets it.
+    pub cluster_id: Option<String>,
 }
 
 impl MasterConfig {
@@ -82,6 +90,7 @@ impl MasterConfig {
             reconnect_interval: Duration::from_millis(50),
             ping_interval: Duration::from_millis(500),
             ping_timeout: Duration::from_secs(1),
+            cluster_id: None,
         }
     }
 }
@@ -91,8 +100,9 @@ impl MasterConfig {
 pub enum ConnectError {
     #[error("no master configured")]
     NoMasters,
-    #[error("no master among {masters} answered within {secs} s (last error: {last})")]
-    Unreachable { masters: String, secs: u64, last: String },
+    /// `said`: what each master of the last round said.
+    #[error("no master among {masters} took the session within {secs} s ({said})")]
+    Unreachable { masters: String, secs: u64, said: String },
     #[error("master {master} refused the session: {status}")]
     Refused { master: String, status: Status },
 }
@@ -131,6 +141,12 @@ impl TermFloor {
 
     pub fn highest(&self) -> u64 {
         self.0.load(Ordering::Acquire)
+    }
+
+    /// Forgets every term seen: only for a link that has no session yet, whose terms came
+    /// from a master it then did not use (perhaps of another cluster).
+    fn forget(&self) {
+        self.0.store(0, Ordering::Release);
     }
 }
 
@@ -203,6 +219,17 @@ pub struct MasterLink {
     /// The token of the session open under way (0: none): the same for every attempt until
     /// one answers, so an attempt that committed unseen does not leave a second session.
     open_token: SyncMutex<u64>,
+    /// The cluster this link uses and where that came from (see the module documentation);
+    /// `None` until the first session opens, unless configured.
+    cluster: SyncMutex<Option<Cluster>>,
+}
+
+/// The cluster a link uses.
+#[derive(Debug, Clone)]
+struct Cluster {
+    id: String,
+    /// "the cluster_id option" or "master HOST:PORT", for error messages.
+    from: String,
 }
 
 /// What one attempt on one connection produced.
@@ -221,6 +248,7 @@ impl MasterLink {
         if cfg.masters.is_empty() {
             return Err(ConnectError::NoMasters);
         }
+        let cluster = SyncMutex::new(configured_cluster(&cfg));
         let link = Arc::new(MasterLink {
             cfg,
             current: Mutex::new(None),
@@ -234,6 +262,7 @@ impl MasterLink {
             terms: TermFloor::default(),
             leader: SyncMutex::new(None),
             open_token: SyncMutex::new(0),
+            cluster,
         });
         link.first_session().await?;
         tokio::spawn(ping_loop(Arc::downgrade(&link)));
@@ -242,8 +271,13 @@ impl MasterLink {
 
     async fn first_session(&self) -> Result<(), ConnectError> {
         let deadline = Instant::now() + self.cfg.io_timeout;
+        let mut rounds = 0u64;
         loop {
-            let last = match self.round(false).await {
+            // The first round says what is wrong (a master down, of another cluster), then
+            // one round in 50 (about every 10 s).
+            let log = rounds.is_multiple_of(50);
+            rounds += 1;
+            let said = match self.round(log).await {
                 Ok(conn) => {
                     *self.current.lock().await = Some(conn);
                     return Ok(());
@@ -257,11 +291,17 @@ impl MasterLink {
                 return Err(ConnectError::Unreachable {
                     masters: self.cfg.masters.join(","),
                     secs: self.cfg.io_timeout.as_secs(),
-                    last,
+                    said,
                 });
             }
             tokio::time::sleep(self.cfg.reconnect_interval).await;
         }
+    }
+
+    /// The `cluster_id` of the masters this link uses (`None` before the first session,
+    /// unless configured).
+    pub fn cluster_id(&self) -> Option<String> {
+        self.cluster.lock().as_ref().map(|c| c.id.clone())
     }
 
     /// The session id (changes only if the master lost the session).
@@ -533,7 +573,7 @@ impl MasterLink {
     async fn round(&self, log: bool) -> Result<Arc<Conn>, RoundError> {
         let mut queue = self.candidates();
         let mut tried: Vec<String> = Vec::new();
-        let mut last = String::from("no master configured");
+        let mut said: Vec<String> = Vec::new();
         while let Some(addr) = queue.pop_front() {
             if tried.contains(&addr) {
                 continue;
@@ -550,20 +590,26 @@ impl MasterLink {
                         *self.leader.lock() = Some(to.clone());
                         queue.push_front(to);
                     }
-                    last = format!("{addr} is not the leader");
+                    said.push(format!("{addr} is not the leader"));
                 }
                 Err(OpenError::Refused(status)) => {
                     return Err(RoundError::Refused { master: addr, status })
+                }
+                Err(why @ OpenError::ForeignCluster(_)) => {
+                    if log {
+                        tracing::warn!(master = %addr, "{why}");
+                    }
+                    said.push(why.to_string());
                 }
                 Err(why @ (OpenError::Retry(_) | OpenError::NotLeader)) => {
                     if log {
                         tracing::warn!(master = %addr, error = %why, "cannot reach the master; retrying");
                     }
-                    last = format!("{addr}: {why}");
+                    said.push(format!("{addr}: {why}"));
                 }
             }
         }
-        Err(RoundError::Failed(last))
+        Err(RoundError::Failed(said.join("; ")))
     }
 
     /// Connects to `addr` and resumes our session there, or opens one if we have none (or the
@@ -572,21 +618,63 @@ impl MasterLink {
         let rpc = Rpc::connect_within(addr, self.cfg.connect_timeout)
             .await
             .map_err(|e| OpenError::Retry(e.to_string()))?;
+        let first = self.cluster.lock().is_none();
+        let opened = self.open_checked(&rpc, addr).await;
+        match (&opened, first) {
+            (Ok(_), true) => tracing::info!(master = %addr, cluster_id = ?self.cluster_id(),
+                "first session opened: only masters of this cluster will be used"),
+            (Err(_), true) => {
+                // No session yet: forget this master's cluster and term, so that a master of
+                // another cluster listed first cannot keep the mount from its own.
+                *self.cluster.lock() = None;
+                self.terms.forget();
+            }
+            _ => {}
+        }
+        opened
+    }
+
+    async fn open_checked(&self, rpc: &Rpc, addr: &str) -> Result<Arc<Conn>, OpenError> {
         // A hung master's kernel still accepts connections: ask something any master answers
         // at once, within the ping timeout, before waiting on a Hello.
-        let leader = self.who_leads(&rpc).await?;
-        match self.open_on(&rpc, addr).await {
+        let leader = self.who_leads(rpc, addr).await?;
+        match self.open_on(rpc, addr).await {
             Err(OpenError::NotLeader) => Err(OpenError::Redirect(leader)),
             other => other,
         }
     }
 
-    /// The leader's client address as the master behind `rpc` knows it (`None`: unknown).
-    async fn who_leads(&self, rpc: &Rpc) -> Result<Option<String>, OpenError> {
+    /// The leader's client address as the master behind `rpc` knows it (`None`: unknown),
+    /// once its cluster is found to be ours: a master of another cluster is refused before
+    /// its term counts.
+    async fn who_leads(&self, rpc: &Rpc, addr: &str) -> Result<Option<String>, OpenError> {
         let req = Request { session: 0, seq: 0, uid: 0, gid: 0, op: ClientOp::WhoLeads };
-        match self.one_call_within(rpc, req, self.cfg.ping_timeout).await? {
+        let answer = self.answer_within(rpc, req, self.cfg.ping_timeout).await?;
+        if let Ok(ClientReply::Leader(hint)) = &answer.reply {
+            self.same_cluster(addr, &hint.cluster_id)?;
+        }
+        match self.believe(answer)? {
             ClientReply::Leader(hint) => Ok(hint.client),
             other => Err(OpenError::Retry(format!("unexpected answer to WhoLeads: {other:?}"))),
+        }
+    }
+
+    /// Whether the master at `addr`, of cluster `theirs`, may be used: it may if the link
+    /// has no cluster yet (it then uses this one) or the same one.
+    fn same_cluster(&self, addr: &str, theirs: &str) -> Result<(), OpenError> {
+        let mut cluster = self.cluster.lock();
+        match cluster.as_ref() {
+            Some(ours) if ours.id != theirs => Err(OpenError::ForeignCluster(Box::new(Foreign {
+                master: addr.to_string(),
+                theirs: theirs.to_string(),
+                ours: ours.clone(),
+            }))),
+            Some(_) => Ok(()),
+            None => {
+                let from = format!("master {addr}");
+                *cluster = Some(Cluster { id: theirs.to_string(), from });
+                Ok(())
+            }
         }
     }
 
@@ -708,13 +796,27 @@ impl MasterLink {
         req: Request,
         limit: Duration,
     ) -> Result<ClientReply, OpenError> {
-        let answer = match tokio::time::timeout(limit, rpc.call(req)).await {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(e)) => return Err(OpenError::Retry(e.to_string())),
-            Err(_) => {
-                return Err(OpenError::Retry(format!("no answer within {} ms", limit.as_millis())))
-            }
-        };
+        let answer = self.answer_within(rpc, req, limit).await?;
+        self.believe(answer)
+    }
+
+    /// The answer to `req`, not judged yet.
+    async fn answer_within(
+        &self,
+        rpc: &Rpc,
+        req: Request,
+        limit: Duration,
+    ) -> Result<Answer, OpenError> {
+        match tokio::time::timeout(limit, rpc.call(req)).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(e)) => Err(OpenError::Retry(e.to_string())),
+            Err(_) => Err(OpenError::Retry(format!("no answer within {} ms", limit.as_millis()))),
+        }
+    }
+
+    /// The reply in `answer` if its term is not older than one already seen (which it
+    /// raises the floor to), and it is no refusal.
+    fn believe(&self, answer: Answer) -> Result<ClientReply, OpenError> {
         if let Err(highest) = self.terms.admit(answer.term) {
             let term = answer.term;
             return Err(OpenError::Retry(format!(
@@ -779,6 +881,27 @@ enum OpenError {
     /// Not the leader; the leader's client address, if it knows one.
     #[error("not the leader (leader at {0:?})")]
     Redirect(Option<String>),
+    #[error("{0}")]
+    ForeignCluster(Box<Foreign>),
+}
+
+/// A master of another cluster than the link's.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "not using master {master}: it belongs to cluster {theirs:?}, this mount to cluster {:?} \
+     (from {}); remove {master} from the mount's master list, or fix the cluster_id option",
+    .ours.id, .ours.from
+)]
+struct Foreign {
+    master: String,
+    theirs: String,
+    ours: Cluster,
+}
+
+/// The cluster `cfg` names, if it does.
+fn configured_cluster(cfg: &MasterConfig) -> Option<Cluster> {
+    let id = cfg.cluster_id.clone()?;
+    Some(Cluster { id, from: "the cluster_id option".into() })
 }
 
 /// Why no master took the session in one round.
@@ -857,6 +980,7 @@ pub fn op_name(op: &ClientOp) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mfsha_proto::types::LeaderHint;
 
     fn answer(term: u64) -> Answer {
         Answer { term, reply: Ok(ClientReply::Unit) }
@@ -882,11 +1006,17 @@ mod tests {
 
     /// A fake master answering every request with `term` and `reply`.
     async fn fake_master(term: u64, reply: Reply<ClientReply>) -> String {
+        fake_master_of("", term, reply).await
+    }
+
+    /// A fake master of cluster `cluster_id` answering every request with `term` and `reply`.
+    async fn fake_master_of(cluster_id: &str, term: u64, reply: Reply<ClientReply>) -> String {
+        let hint = LeaderHint { cluster_id: cluster_id.to_string(), ..Default::default() };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         tokio::spawn(async move {
             while let Ok((stream, peer)) = listener.accept().await {
-                let reply = reply.clone();
+                let (reply, hint) = (reply.clone(), hint.clone());
                 tokio::spawn(mfsha_proto::rpc::serve(
                     stream,
                     peer.to_string(),
@@ -896,7 +1026,7 @@ mod tests {
                             ClientOp::Hello { .. } => {
                                 Ok(ClientReply::Session { session: 9, root: 1 })
                             }
-                            ClientOp::WhoLeads => Ok(ClientReply::Leader(Default::default())),
+                            ClientOp::WhoLeads => Ok(ClientReply::Leader(hint.clone())),
                             _ => reply.clone(),
                         };
                         async move { Answer { term, reply } }
@@ -918,5 +1048,39 @@ mod tests {
         link.terms.admit(7).unwrap();
         assert_eq!(link.call(0, 0, ClientOp::StatFs).await, Err(Status::Io));
         assert_eq!(link.terms.highest(), 7);
+    }
+
+    #[tokio::test]
+    async fn a_link_never_uses_a_master_of_another_cluster() {
+        let other = fake_master_of("other", 90, Ok(ClientReply::Unit)).await;
+        let ours = fake_master_of("ours", 3, Ok(ClientReply::Unit)).await;
+        let mut cfg = MasterConfig::new(vec![other.clone(), ours.clone()]);
+        cfg.cluster_id = Some("ours".into());
+        cfg.io_timeout = Duration::from_millis(600);
+        let link = MasterLink::connect(cfg.clone()).await.unwrap();
+        assert_eq!(link.cluster_id().as_deref(), Some("ours"));
+        assert_eq!(*link.leader.lock(), Some(ours), "the session is on our cluster's master");
+        assert_eq!(link.terms.highest(), 3, "the other cluster's term 90 was not believed");
+        cfg.masters = vec![other.clone()];
+        let refused = MasterLink::connect(cfg).await.err().expect("only a foreign master");
+        let said = refused.to_string();
+        for part in [other.as_str(), "\"other\"", "\"ours\"", "cluster_id option"] {
+            assert!(said.contains(part), "{said:?} should name {part}");
+        }
+    }
+
+    #[tokio::test]
+    async fn without_a_cluster_id_the_first_session_picks_the_cluster() {
+        let first = fake_master_of("first", 5, Ok(ClientReply::Unit)).await;
+        let link = MasterLink::connect(MasterConfig::new(vec![first.clone()])).await.unwrap();
+        assert_eq!(link.cluster_id().as_deref(), Some("first"));
+        let other = fake_master_of("other", 6, Ok(ClientReply::Unit)).await;
+        match link.open(&other).await {
+            Err(OpenError::ForeignCluster(foreign)) => {
+                assert_eq!(foreign.ours.from, format!("master {first}"));
+            }
+            got => panic!("a master of another cluster must be refused, got {:?}", got.err()),
+        }
+        assert_eq!(link.terms.highest(), 5, "its term was not believed");
     }
 }
