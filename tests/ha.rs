@@ -6,6 +6,7 @@
 //! `MFSHA_HA_KILLS` sets the number of leader kills (default 10); the soak runs many more.
 
 mod cluster;
+mod reseed;
 mod retry;
 mod stale;
 

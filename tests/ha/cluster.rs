@@ -18,6 +18,8 @@ pub struct MasterNode {
 
 pub struct HaCluster {
     pub dir: tempfile::TempDir,
+    /// YAML appended to every master's configuration.
+    pub master_extra_yaml: String,
     pub masters: Vec<MasterNode>,
     pub witness_peer_port: u16,
     pub witness: Option<Daemon>,
@@ -28,11 +30,21 @@ impl HaCluster {
     /// Two masters and the witness, bootstrapped on master 1 and started; `chunkservers`
     /// chunkservers registered.
     pub fn start(chunkservers: usize) -> HaCluster {
+        let cluster = HaCluster::configured("");
+        bootstrap(cluster.path(), &cluster.master_config_path(0));
+        cluster.started(chunkservers)
+    }
+
+    /// The configuration files written (with `master_extra_yaml` in every master's), nothing
+    /// bootstrapped or started: the caller makes the group on master 1, then calls
+    /// [`HaCluster::started`].
+    pub fn configured(master_extra_yaml: &str) -> HaCluster {
         let dir = tempfile::Builder::new().prefix("mfsha-ha-").tempdir().unwrap();
         let masters =
             (1..=2).map(|id| MasterNode { id, ports: MasterPorts::pick(), daemon: None }).collect();
-        let mut cluster = HaCluster {
+        let cluster = HaCluster {
             dir,
+            master_extra_yaml: master_extra_yaml.to_string(),
             masters,
             witness_peer_port: free_port(),
             witness: None,
@@ -41,7 +53,13 @@ impl HaCluster {
         for index in 0..cluster.masters.len() {
             cluster.write_master_config(index);
         }
-        bootstrap(cluster.path(), &cluster.master_config_path(0));
+        cluster
+    }
+
+    /// Starts the masters, the witness and `chunkservers` chunkservers of a bootstrapped
+    /// group, and waits for a leader.
+    pub fn started(self, chunkservers: usize) -> HaCluster {
+        let mut cluster = self;
         for index in 0..cluster.masters.len() {
             cluster.start_master(index);
         }
@@ -58,7 +76,7 @@ impl HaCluster {
         self.dir.path()
     }
 
-    fn master_config_path(&self, index: usize) -> PathBuf {
+    pub fn master_config_path(&self, index: usize) -> PathBuf {
         self.path().join(format!("master{}.yaml", self.masters[index].id))
     }
 
@@ -115,7 +133,7 @@ impl HaCluster {
             h = p.http,
             peers = self.peers_yaml(master.id),
         );
-        fs::write(self.master_config_path(index), yaml).unwrap();
+        fs::write(self.master_config_path(index), yaml + &self.master_extra_yaml).unwrap();
     }
 
     pub fn start_master(&mut self, index: usize) {

@@ -119,6 +119,7 @@ fn take<S: StateMachine, L: LogStore>(node: &mut Node<S, L>, item: Inbox<S::Outp
         Inbox::Peer { msg, _permit } => node.step(msg),
         Inbox::SnapshotReport { to, delivered } => node.report_snapshot(to, delivered),
         Inbox::TransferLeader { to } => node.transfer_leader(to),
+        Inbox::Snapshot { index, reply } => node.want_snapshot(index, reply),
         Inbox::Wake => {}
     }
 }

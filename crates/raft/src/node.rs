@@ -62,6 +62,10 @@ pub struct Node<S: StateMachine, L: LogStore> {
     votes_from_ms: u64,
     /// When the last lease round started.
     lease_round_ms: u64,
+    /// A snapshot being built off this thread, at this applied index (see `snapshot.rs`).
+    pub(crate) snapshot_job: Option<(u64, crate::store::SnapshotJob)>,
+    /// [`crate::Handle::snapshot`] callers waiting for a snapshot at an index or later.
+    pub(crate) snapshot_waiters: Vec<(u64, oneshot::Sender<crate::SnapshotBlob>)>,
 }
 
 impl<S: StateMachine, L: LogStore> Node<S, L> {
@@ -88,6 +92,8 @@ impl<S: StateMachine, L: LogStore> Node<S, L> {
             now_ms: 0,
             votes_from_ms: 0,
             lease_round_ms: 0,
+            snapshot_job: None,
+            snapshot_waiters: Vec::new(),
         }
     }
 
@@ -256,6 +262,10 @@ impl<S: StateMachine, L: LogStore> Node<S, L> {
 
     /// What holds between Readys, then the status others read.
     fn after_ready(&mut self) {
+        let waiting = self.snapshot_job.is_none() && !self.snapshot_waiters.is_empty();
+        if waiting || self.snapshot_job.as_ref().is_some_and(|(_, job)| job.is_finished()) {
+            self.maybe_snapshot(); // a build ended, or one is wanted, with no Ready since
+        }
         self.fail_pending_if_not_leader();
         self.hurry_lease();
         self.publish_status();
@@ -362,6 +372,7 @@ impl<S: StateMachine, L: LogStore> Node<S, L> {
 
     /// Stops: every waiting proposer hears `Unavailable`.
     pub(crate) fn stop(&mut self) {
+        self.finish_snapshot_job();
         self.lease.end();
         for (_, pending) in self.pending.drain() {
             answer(pending.reply, Err(Status::Unavailable));
