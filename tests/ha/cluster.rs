@@ -39,7 +39,13 @@ impl HaCluster {
     /// bootstrapped or started: the caller makes the group on master 1, then calls
     /// [`HaCluster::started`].
     pub fn configured(master_extra_yaml: &str) -> HaCluster {
-        let dir = tempfile::Builder::new().prefix("mfsha-ha-").tempdir().unwrap();
+        // MFSHA_KEEP_TEST_DIR=1 keeps the directory (and every daemon's whole log) afterwards.
+        let keep = std::env::var_os("MFSHA_KEEP_TEST_DIR").is_some();
+        let dir =
+            tempfile::Builder::new().prefix("mfsha-ha-").disable_cleanup(keep).tempdir().unwrap();
+        if keep {
+            println!("test directory kept: {}", dir.path().display());
+        }
         let masters =
             (1..=2).map(|id| MasterNode { id, ports: MasterPorts::pick(), daemon: None }).collect();
         let cluster = HaCluster {

@@ -14,8 +14,9 @@
 //! What the bound rules out is the old paths' extra whole copies (the encoded message on the
 //! sender, a parsed copy and a stored copy on the receiver), each one more blob.
 
-use super::cluster::HaCluster;
+use super::cluster::{HaCluster, WITNESS_ID};
 use crate::util::mfsha;
+use mfsha_proto::client::ClusterStatus;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -47,72 +48,115 @@ fn write_once(cluster: &HaCluster, n: u64) {
     let path = format!("/synth/d0000/f{:04}", n % 1000);
     let goal = (1 + n % 3).to_string();
     let out = mfsha(&["setgoal", "-H", &cluster.client_addrs(), &goal, &path]);
-    assert!(out.status.success(), "setgoal {path}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "setgoal {path}: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        cluster.logs()
+    );
+}
+
+/// Waits until master `leader` leads and every running member (the witness, the masters
+/// started) has all it committed, then returns its status.
+fn wait_settled(cluster: &HaCluster, leader: usize, timeout: Duration) -> ClusterStatus {
+    let deadline = Instant::now() + timeout;
+    let running = |id: u64| id == WITNESS_ID || cluster.masters[(id - 1) as usize].daemon.is_some();
+    loop {
+        if let Some(status) = cluster.status(leader).filter(|s| s.role == "leader") {
+            let target = status.commit_index;
+            let mut up = status.members.iter().filter(|m| running(m.id));
+            if status.members.len() == 3 && up.all(|m| m.matched >= target) {
+                return status;
+            }
+        }
+        assert!(Instant::now() < deadline, "the group did not settle\n{}", cluster.logs());
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Starts master `index` (empty data directory) and waits until it has applied everything
+/// and holds the whole namespace, asserting all along that `before`'s leadership holds and
+/// writing through the leader meanwhile. Returns how long it took and the writes made.
+fn join_by_snapshot(cluster: &mut HaCluster, index: usize, before: &ClusterStatus) -> Duration {
+    let started = Instant::now();
+    cluster.start_master(index);
+    let leader = (before.node_id - 1) as usize;
+    let deadline = started + Duration::from_secs(150);
+    let (mut writes, mut unanswered) = (0, 0);
+    loop {
+        // No answer within a second is not an election (both cores may be busy installing
+        // and building snapshots in a debug build); a changed term or leader would be.
+        let Some(now) = cluster.status(leader) else {
+            unanswered += 1;
+            assert!(unanswered < 30, "the leader stopped answering\n{}", cluster.logs());
+            continue;
+        };
+        unanswered = 0;
+        assert_eq!(
+            (now.role.as_str(), now.term, now.leader_id),
+            ("leader", before.term, before.leader_id),
+            "leadership changed while master {} joined\n{}",
+            index + 1,
+            cluster.logs()
+        );
+        if let Some(follower) = cluster.status(index) {
+            assert_eq!(follower.term, before.term, "the joining follower moved the term");
+            if follower.applied_index >= now.commit_index && follower.files == before.files {
+                println!(
+                    "master {} joined: {} files at index {} in {:?} ({writes} writes meanwhile)",
+                    index + 1,
+                    follower.files,
+                    follower.applied_index,
+                    started.elapsed()
+                );
+                return started.elapsed();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "master {} did not catch up\n{}",
+            index + 1,
+            cluster.logs()
+        );
+        write_once(cluster, writes); // the leader applies (and snapshots) meanwhile
+        writes += 1;
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 #[test]
 fn wiped_follower_reseeds_from_a_big_namespace_without_an_election() {
     let files = files();
-    // Snapshots every few entries, so that the leader (and later the re-seeded follower)
-    // build snapshots of the whole namespace while the test watches.
-    let cluster = HaCluster::configured("raft:\n  snapshot_every_entries: 30\n");
+    // Snapshots every few entries, so that the leader (and the joining follower, once it has
+    // caught up) build snapshots of the whole namespace while the test watches.
+    let mut cluster = HaCluster::configured("raft:\n  snapshot_every_entries: 100\n");
     let started = Instant::now();
     let config = cluster.master_config_path(0);
     let files_arg = files.to_string();
     let out = mfsha(&["meta", "synth", "--files", &files_arg, "-c", config.to_str().unwrap()]);
     assert!(out.status.success(), "meta synth: {}", String::from_utf8_lossy(&out.stderr));
     println!("seeded {files} files: {:?}", started.elapsed());
-    let mut cluster = cluster.started(0);
-    cluster.wait_caught_up(1, Duration::from_secs(120));
-    println!("cluster up, master 2 seeded by snapshot: {:?}", started.elapsed());
-    let leader = cluster.wait_leader(Duration::from_secs(10));
-    assert_eq!(leader, 0, "master 1 made the group and leads");
-    for n in 0..40 {
-        write_once(&cluster, n); // past one snapshot interval: the leader builds one
-    }
-    let before = cluster.status(leader).expect("leader status");
+    // Master 1 and the witness first: while the witness installs its first snapshot master 1
+    // has no quorum (that is expected: two of three members, one busy). Master 2 then joins
+    // a working pair, as a replaced or wiped follower does.
+    cluster.start_master(0);
+    cluster.start_witness();
+    let before = wait_settled(&cluster, 0, Duration::from_secs(150));
+    assert_eq!(before.files, files, "the leader holds the synthesized namespace");
+    println!("master 1 and the witness up: {:?}", started.elapsed());
+    join_by_snapshot(&mut cluster, 1, &before);
+    let before = wait_settled(&cluster, 0, Duration::from_secs(30));
 
-    let rejoin = Instant::now();
     let status = cluster.masters[1].daemon.as_mut().unwrap().stop(Duration::from_secs(30));
     assert!(status.success(), "master 2 exited with {status}");
-    let data_dir = cluster.path().join("master2");
-    std::fs::remove_dir_all(&data_dir).unwrap();
-    cluster.start_master(1);
-    let follower_pid = cluster.masters[1].daemon.as_ref().unwrap().pid().unwrap();
-    let leader_pid = cluster.masters[0].daemon.as_ref().unwrap().pid().unwrap();
-
-    let deadline = rejoin + Duration::from_secs(150);
-    let mut n = 100;
-    let caught_up = loop {
-        let now = cluster.status(leader).expect("the leader answers during the re-seed");
-        assert_eq!(
-            (now.role.as_str(), now.term, now.leader_id),
-            ("leader", before.term, before.leader_id),
-            "leadership changed during the re-seed\n{}",
-            cluster.logs()
-        );
-        if let Some(follower) = cluster.status(1) {
-            assert_eq!(follower.term, before.term, "the re-seeded follower moved the term");
-            if follower.applied_index >= now.commit_index && follower.files == before.files {
-                break follower;
-            }
-        }
-        assert!(Instant::now() < deadline, "master 2 did not catch up\n{}", cluster.logs());
-        write_once(&cluster, n); // the leader keeps applying (and snapshotting) meanwhile
-        n += 1;
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    println!(
-        "re-seeded: {files} files at index {} in {:?} ({} writes meanwhile)",
-        caught_up.applied_index,
-        rejoin.elapsed(),
-        n - 100
-    );
-    assert_eq!(caught_up.files, files, "every file reached the re-seeded follower");
+    std::fs::remove_dir_all(cluster.path().join("master2")).unwrap();
+    let took = join_by_snapshot(&mut cluster, 1, &before);
+    println!("wiped master 2 re-seeded in {took:?}");
 
     let blob = snapshot_bytes(&cluster.path().join("master1"));
     let bound = FIXED_BYTES + 2 * blob;
-    for (name, pid) in [("leader", leader_pid), ("re-seeded follower", follower_pid)] {
+    for (name, index) in [("leader", 0), ("re-seeded follower", 1)] {
+        let pid = cluster.masters[index].daemon.as_ref().unwrap().pid().unwrap();
         let peak = peak_rss(pid);
         println!("{name}: peak RSS {} MiB (bound {} MiB)", peak >> 20, bound >> 20);
         assert!(peak < bound, "{name} peaked at {} MiB, over {} MiB", peak >> 20, bound >> 20);

@@ -306,7 +306,7 @@ impl Loader {
     fn insert(&mut self, key: Key, value: &[u8]) -> Result<bool, String> {
         let state = &mut self.state;
         Ok(match key {
-            Key::Inode(ino) => state.inodes.insert(ino, Box::new(decode(value)?)).is_none(),
+            Key::Inode(ino) => state.insert_inode(ino, Box::new(decode(value)?)).is_none(),
             Key::Dirent(parent, name) => {
                 self.dirents.push((parent, name, decode(value)?));
                 true

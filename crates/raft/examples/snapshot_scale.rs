@@ -41,6 +41,9 @@ fn main() {
     let state = time(&format!("synthesize {files} files"), || {
         State::synthetic(files, Timestamp::new(1_700_000_000, 0)).rebased(1)
     });
+    // What `mfsha status` reads under the state lock on every call.
+    let counts = time("counts()", || state.counts());
+    println!("  {} files, {} directories", counts.files, counts.directories);
     let blob = time("to_snapshot", || state.to_snapshot());
     println!("  blob {} MiB", blob.len() >> 20);
     drop(time("from_snapshot", || State::from_snapshot(&blob).expect("the blob loads")));
