@@ -162,8 +162,10 @@ impl<S: StateMachine, L: LogStore> Node<S, L> {
     }
 
     /// A message from a peer.
-    pub fn step(&mut self, msg: Message) {
+    pub fn step(&mut self, mut msg: Message) {
         let from = msg.from;
+        self.forget_lost_progress(&msg);
+        self.clamp_heartbeat_commit(&mut msg);
         if self.now_ms < self.votes_from_ms && is_vote_request(&msg) {
             tracing::debug!(
                 node = self.config.node_id,
@@ -181,6 +183,42 @@ impl<S: StateMachine, L: LogStore> Node<S, L> {
         // which the VIP fencing lets claim at once (the old leader released first).
         if handed_over && self.raw.raft.term > term_before {
             self.shared.record_handover(self.raw.raft.term, from);
+        }
+    }
+
+    /// On a leader: a member whose log is shorter than what it once acknowledged has lost its
+    /// data (its data directory was wiped or replaced, and it started empty). raft-rs would
+    /// go on taking its rejections for stale ones and never send it the snapshot it needs;
+    /// probing it from its real log end does, and stops counting entries it no longer holds.
+    fn forget_lost_progress(&mut self, msg: &Message) {
+        let rejected = msg.get_msg_type() == MessageType::MsgAppendResponse && msg.reject;
+        if !rejected || self.raw.raft.state != StateRole::Leader {
+            return;
+        }
+        let Some(progress) = self.raw.raft.mut_prs().get_mut(msg.from) else { return };
+        if msg.reject_hint >= progress.matched {
+            return;
+        }
+        tracing::warn!(
+            node = self.config.node_id,
+            peer = msg.from,
+            matched = progress.matched,
+            last = msg.reject_hint,
+            "a member lost log entries it had acknowledged (wiped data \
+            directory?); it gets a snapshot"
+        );
+        progress.matched = msg.reject_hint;
+        progress.become_probe();
+    }
+
+    /// On a member that lost its data: the leader's heartbeats still carry the commit index
+    /// it had reached, beyond this log's end, which raft-rs treats as a broken invariant
+    /// (panics). Until [`Node::forget_lost_progress`] runs on the leader, commit no further
+    /// than this log goes.
+    fn clamp_heartbeat_commit(&self, msg: &mut Message) {
+        let last = self.raw.raft.raft_log.last_index();
+        if msg.get_msg_type() == MessageType::MsgHeartbeat && msg.commit > last {
+            msg.commit = last;
         }
     }
 

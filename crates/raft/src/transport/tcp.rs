@@ -310,11 +310,11 @@ impl SnapshotWire {
         let mut head = rest.write_to_bytes().map_err(encode_error)?;
         let data_field = 1 + varint_len(data.len()) + data.len();
         let metadata_field = 1 + varint_len(metadata.len()) + metadata.len();
-        head.push(9 << 3 | 2); // Message.snapshot, length-delimited
+        head.push((9 << 3) | 2); // Message.snapshot, length-delimited
         put_varint(&mut head, data_field + metadata_field);
-        head.push(1 << 3 | 2); // Snapshot.data
+        head.push((1 << 3) | 2); // Snapshot.data
         put_varint(&mut head, data.len());
-        let mut tail = vec![2 << 3 | 2]; // Snapshot.metadata
+        let mut tail = vec![(2 << 3) | 2]; // Snapshot.metadata
         put_varint(&mut tail, metadata.len());
         tail.extend_from_slice(&metadata);
         Ok(SnapshotWire { head, data, tail })
