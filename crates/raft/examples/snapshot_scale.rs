@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use mfsha_meta::State;
 use mfsha_proto::types::Timestamp;
-use mfsha_raft::store::RaftStore;
+use mfsha_raft::store::{RaftStore, RecordVisit};
 use mfsha_raft::StateMachine;
 use raft::eraftpb::ConfState;
 
@@ -80,9 +80,7 @@ fn main() {
     let mut follower = RaftStore::open(&dir.path().join("follower"), tables).expect("open a store");
     time("install on a follower (from_snapshot, records, one synced batch)", || {
         let state = State::from_snapshot(&message.data).expect("the blob loads");
-        let records = |visit: &mut dyn FnMut(&'static str, &[u8], &[u8])| {
-            StateMachine::visit_records(&state, visit)
-        };
+        let records = |visit: &mut RecordVisit<'_>| StateMachine::visit_records(&state, visit);
         follower.install_snapshot(&message, &records).expect("install");
     });
     println!("end: {}", mem());

@@ -5,7 +5,7 @@ use mfsha_meta::{Entry, Op, Outcome, SnapshotWriter, State, Table};
 use mfsha_proto::types::{Status, Timestamp};
 
 use crate::state_machine::{SnapshotEncoder, StateMachine};
-use crate::store::{TableChange, TableRecord};
+use crate::store::{RecordVisit, TableChange, TableRecord};
 
 /// Column family names, in `Table::ALL` order; checked against meta at compile-test time.
 const META_TABLES: [&str; 7] = ["inode", "dirent", "chunk", "xattr", "session", "trash", "meta"];
@@ -64,7 +64,7 @@ impl StateMachine for State {
         records.into_iter().map(|(table, key, value)| (table.name(), key, value)).collect()
     }
 
-    fn visit_records(&self, visit: &mut dyn FnMut(&'static str, &[u8], &[u8])) {
+    fn visit_records(&self, visit: &mut RecordVisit<'_>) {
         State::visit_records(self, &mut |table, key, value| visit(table.name(), key, value));
     }
 

@@ -75,7 +75,7 @@ impl Serializer for FieldWriter {
         let mut field = Limited { text: &mut self.text, left: FIELD_LIMIT };
         if field.write_fmt(*value).is_err() {
             // Limited refused more: the value is cut, not lost.
-            self.text.push_str("…");
+            self.text.push('…');
         }
         Ok(())
     }

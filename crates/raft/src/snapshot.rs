@@ -8,7 +8,7 @@ use tokio::sync::oneshot;
 use crate::handle::{Applied, SnapshotBlob};
 use crate::node::Node;
 use crate::state_machine::StateMachine;
-use crate::store::{LogStore, SnapshotJob};
+use crate::store::{LogStore, RecordVisit, SnapshotJob};
 
 impl<S: StateMachine, L: LogStore> Node<S, L> {
     /// Step 3 on a follower: the leader's snapshot replaces the state and the tables.
@@ -19,8 +19,7 @@ impl<S: StateMachine, L: LogStore> Node<S, L> {
             crate::fatal(&format!("the leader's snapshot at index {index} does not load: {error}"))
         });
         assert_eq!(state.applied_index(), index, "snapshot data and metadata disagree");
-        let records =
-            |visit: &mut dyn FnMut(&'static str, &[u8], &[u8])| state.visit_records(visit);
+        let records = |visit: &mut RecordVisit<'_>| state.visit_records(visit);
         let result = self.raw.mut_store().install_snapshot(snapshot, &records);
         result.unwrap_or_else(|error| crate::fatal(&error.to_string()));
         let mut state = state;

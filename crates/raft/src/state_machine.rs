@@ -4,7 +4,7 @@
 //! state machine reports into its store in the same batch as the applied index, and snapshots
 //! and restores it as a blob. It never looks inside a command.
 
-use crate::store::{TableChange, TableRecord};
+use crate::store::{RecordVisit, TableChange, TableRecord};
 
 /// A deterministic state machine replicated by the node.
 ///
@@ -43,7 +43,7 @@ pub trait StateMachine: Send + Sync + Sized + 'static {
 
     /// Hands every record of [`StateMachine::records`] to `visit`, without a list of them all
     /// (installing a snapshot of millions of records).
-    fn visit_records(&self, visit: &mut dyn FnMut(&'static str, &[u8], &[u8])) {
+    fn visit_records(&self, visit: &mut RecordVisit<'_>) {
         crate::store::visit_list(&self.records(), visit);
     }
 

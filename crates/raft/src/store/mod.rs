@@ -36,10 +36,13 @@ pub type TableRecord = (&'static str, Vec<u8>, Vec<u8>);
 /// Hands every record of a state to the function it is given, one at a time (see
 /// [`crate::StateMachine::visit_records`]): installing a snapshot of millions of records
 /// writes them into the batch without a list of them all beside it.
-pub type RecordSource<'a> = &'a dyn Fn(&mut dyn FnMut(&'static str, &[u8], &[u8]));
+pub type RecordSource<'a> = &'a dyn Fn(&mut RecordVisit<'_>);
+
+/// Takes one record: (table, key, value).
+pub type RecordVisit<'a> = dyn FnMut(&'static str, &[u8], &[u8]) + 'a;
 
 /// Every record of `records` as a [`RecordSource`] would give them.
-pub fn visit_list(records: &[TableRecord], visit: &mut dyn FnMut(&'static str, &[u8], &[u8])) {
+pub fn visit_list(records: &[TableRecord], visit: &mut RecordVisit<'_>) {
     for (table, key, value) in records {
         visit(table, key, value);
     }
