@@ -9,6 +9,7 @@
 mod cluster;
 mod commit_cost;
 mod foreign;
+mod reseed;
 mod retry;
 mod soak;
 mod stale;

@@ -23,6 +23,8 @@ pub struct HaCluster {
     pub dir: tempfile::TempDir,
     /// The `cluster_id` every member is configured with.
     pub cluster_id: String,
+    /// YAML appended to every master's configuration.
+    pub master_extra_yaml: String,
     pub masters: Vec<MasterNode>,
     pub witness_peer_port: u16,
     pub witness: Option<Daemon>,
@@ -38,12 +40,28 @@ impl HaCluster {
 
     /// [`HaCluster::start`] with every member configured for `cluster_id`.
     pub fn start_named(cluster_id: &str, chunkservers: usize) -> HaCluster {
-        let dir = tempfile::Builder::new().prefix("mfsha-ha-").tempdir().unwrap();
+        let cluster = HaCluster::configured(cluster_id, "");
+        bootstrap(cluster.path(), &cluster.master_config_path(0));
+        cluster.started(chunkservers)
+    }
+
+    /// The configuration files written for `cluster_id` (with `master_extra_yaml` in every
+    /// master's), nothing bootstrapped or started: the caller makes the group on master 1, then
+    /// calls [`HaCluster::started`].
+    pub fn configured(cluster_id: &str, master_extra_yaml: &str) -> HaCluster {
+        // MFSHA_KEEP_TEST_DIR=1 keeps the directory (and every daemon's whole log) afterwards.
+        let keep = std::env::var_os("MFSHA_KEEP_TEST_DIR").is_some();
+        let dir =
+            tempfile::Builder::new().prefix("mfsha-ha-").disable_cleanup(keep).tempdir().unwrap();
+        if keep {
+            println!("test directory kept: {}", dir.path().display());
+        }
         let masters =
             (1..=2).map(|id| MasterNode { id, ports: MasterPorts::pick(), daemon: None }).collect();
-        let mut cluster = HaCluster {
+        let cluster = HaCluster {
             dir,
             cluster_id: cluster_id.to_string(),
+            master_extra_yaml: master_extra_yaml.to_string(),
             masters,
             witness_peer_port: free_port(),
             witness: None,
@@ -52,7 +70,13 @@ impl HaCluster {
         for index in 0..cluster.masters.len() {
             cluster.write_master_config(index);
         }
-        bootstrap(cluster.path(), &cluster.master_config_path(0));
+        cluster
+    }
+
+    /// Starts the masters, the witness and `chunkservers` chunkservers of a bootstrapped
+    /// group, and waits for a leader.
+    pub fn started(self, chunkservers: usize) -> HaCluster {
+        let mut cluster = self;
         for index in 0..cluster.masters.len() {
             cluster.start_master(index);
         }
@@ -69,7 +93,7 @@ impl HaCluster {
         self.dir.path()
     }
 
-    fn master_config_path(&self, index: usize) -> PathBuf {
+    pub fn master_config_path(&self, index: usize) -> PathBuf {
         self.path().join(format!("master{}.yaml", self.masters[index].id))
     }
 
@@ -127,7 +151,7 @@ impl HaCluster {
             h = p.http,
             peers = self.peers_yaml(master.id),
         );
-        fs::write(self.master_config_path(index), yaml).unwrap();
+        fs::write(self.master_config_path(index), yaml + &self.master_extra_yaml).unwrap();
     }
 
     pub fn start_master(&mut self, index: usize) {

@@ -18,6 +18,7 @@ mod leader;
 mod member;
 mod meta_check;
 mod meta_restore;
+mod meta_synth;
 mod status;
 mod supervise;
 mod tools;
@@ -264,6 +265,16 @@ enum Meta {
         #[arg(short, long, default_value = "/etc/mfsha/master.yaml")]
         config: PathBuf,
     },
+    /// Development aid: make a new group in this master's empty data_dir whose namespace
+    /// already holds FILES empty files (tests and benchmarks at scale).
+    #[command(hide = true)]
+    Synth {
+        #[arg(long)]
+        files: u64,
+        /// The master's YAML configuration.
+        #[arg(short, long, default_value = "/etc/mfsha/master.yaml")]
+        config: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -431,6 +442,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Meta { which: Meta::Restore { from, config } } => {
             meta_restore::run(&from, &config)
         }
+        Command::Meta { which: Meta::Synth { files, config } } => meta_synth::run(files, &config),
         Command::Bench { which: Bench::Meta { master, sessions, ops } } => {
             block_on(bench_meta::run(&master, sessions, ops))
         }

@@ -92,9 +92,10 @@ impl MetaHandle {
         self.raft.subscribe_applied()
     }
 
-    /// A snapshot of the applied state and its (index, term).
-    pub fn snapshot(&self) -> Result<AppliedEvent, Status> {
-        self.raft.snapshot()
+    /// A snapshot of the applied state and its (index, term), built off the Raft thread if
+    /// the latest one is older than what is applied now.
+    pub async fn snapshot(&self) -> Result<mfsha_raft::SnapshotBlob, Status> {
+        self.raft.snapshot().await
     }
 
     pub fn stats(&self) -> NodeStats {

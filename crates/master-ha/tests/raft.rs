@@ -212,7 +212,7 @@ async fn applied_feed_and_snapshot_serve_a_logger() {
     let dir = tempfile::tempdir().unwrap();
     let (handle, thread) = start_single(config(dir.path()));
     let mut feed = handle.subscribe_applied();
-    let (base_index, base_term, blob) = handle.snapshot().expect("snapshot");
+    let (base_index, base_term, blob) = handle.snapshot().await.expect("snapshot");
     assert_eq!(base_index, handle.read(State::applied_index));
     let mut replica = State::from_snapshot(&blob).expect("snapshot loads");
     assert_eq!(replica.digest(), handle.read(State::digest));
@@ -229,7 +229,7 @@ async fn applied_feed_and_snapshot_serve_a_logger() {
         let _outcome = replica.apply(index, &entry);
     }
     assert_eq!(replica.digest(), handle.read(State::digest));
-    let (index, _, _) = handle.snapshot().unwrap();
+    let (index, _, _) = handle.snapshot().await.unwrap();
     assert_eq!(index, handle.read(State::applied_index), "a fresh snapshot when stale");
     stop(handle, thread);
 }

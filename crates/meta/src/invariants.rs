@@ -248,6 +248,17 @@ impl State {
     }
 
     fn check_ids(&self, p: &mut Problems) {
+        let mut kinds = crate::state::KindCounts::default();
+        for node in self.inodes.values() {
+            match node.kind {
+                FileKind::Directory => kinds.directories += 1,
+                FileKind::File => kinds.files += 1,
+                _ => {}
+            }
+        }
+        if kinds != self.kinds {
+            p.add(format!("kept inode counts {:?}, counted {kinds:?}", self.kinds));
+        }
         if let Some(max) = self.inodes.keys().max().filter(|m| **m >= self.next_ino) {
             p.add(format!("inode {max} is not below next_ino {}", self.next_ino));
         }

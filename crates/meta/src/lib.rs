@@ -45,6 +45,7 @@ mod read;
 mod rename;
 mod sessions;
 mod state;
+mod synth;
 mod table;
 
 pub use model::{
@@ -52,6 +53,7 @@ pub use model::{
     REPLY_WINDOW, SESSION_INFO_MAX, S_ISGID, XATTR_CREATE, XATTR_REPLACE,
 };
 pub use op::{ClientTag, Entry, Op, Outcome};
-pub use persist::{LoadError, SNAPSHOT_FORMAT};
+pub use persist::{LoadError, RecordVisitor, SnapshotWriter, SNAPSHOT_FORMAT};
 pub use state::State;
+pub use synth::SYNTHETIC_FILES_PER_DIR;
 pub use table::{Change, Record, Table};

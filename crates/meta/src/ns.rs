@@ -160,7 +160,7 @@ impl State {
             self.dirs.insert(node.ino, BTreeMap::new());
             self.inode_mut(node.parent).nlink += 1;
         }
-        self.inodes.insert(node.ino, Box::new(inode));
+        self.insert_inode(node.ino, Box::new(inode));
         self.mark(Key::Inode(node.ino));
         self.note_ino_used(node.ino);
         self.add_entry(node.parent, node.name, node.ino);
@@ -268,8 +268,7 @@ impl State {
     /// record and acquisitions.
     pub(crate) fn free_inode(&mut self, ino: Ino) {
         assert!(ino != ROOT_INO, "attempt to free the root directory");
-        let node =
-            self.inodes.remove(&ino).unwrap_or_else(|| panic!("free of missing inode {ino}"));
+        let node = self.remove_inode(ino).unwrap_or_else(|| panic!("free of missing inode {ino}"));
         self.mark(Key::Inode(ino));
         if node.is_dir() {
             let entries = self.dirs.remove(&ino);

@@ -56,7 +56,7 @@ impl State {
 
     /// Calls `visit` with every record in (table, key) order. Walks the maps in key order
     /// instead of sorting a list of records, so it stays fast on millions of inodes.
-    pub(crate) fn visit_records(&self, visit: &mut RecordVisitor) {
+    pub fn visit_records(&self, visit: &mut RecordVisitor) {
         for ino in sorted(self.inodes.keys()) {
             visit(Table::Inode, &ino.to_be_bytes(), &encode(&self.inodes[&ino]));
         }
@@ -108,22 +108,9 @@ impl State {
 
     /// The whole state as one self-describing, versioned, CRC32C-checked blob.
     pub fn to_snapshot(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(HEADER_BYTES + self.inodes.len() * 128);
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&SNAPSHOT_FORMAT.to_le_bytes());
-        out.extend_from_slice(&self.applied_index.to_le_bytes());
-        out.extend_from_slice(&0u64.to_le_bytes()); // record count, patched below
-        let mut count = 0u64;
-        self.visit_records(&mut |table, key, value| {
-            out.push(table.tag());
-            put_bytes(&mut out, key);
-            put_bytes(&mut out, value);
-            count += 1;
-        });
-        out[20..28].copy_from_slice(&count.to_le_bytes());
-        let crc = crc32c::crc32c(&out);
-        out.extend_from_slice(&crc.to_le_bytes());
-        out
+        let mut writer = SnapshotWriter::new(self.applied_index, self.inodes.len() * 128);
+        self.visit_records(&mut |table, key, value| writer.add(table, key, value));
+        writer.finish()
     }
 
     /// The inverse of [`State::to_snapshot`]; never panics on damaged input.
@@ -166,8 +153,45 @@ impl State {
     }
 }
 
+/// Builds a snapshot blob (the format of [`State::to_snapshot`]) from records handed in one by
+/// one: the Raft node builds its snapshots from the stored tables with it, off its own thread,
+/// instead of walking the live state. The records may come in any order (the loader sorts out
+/// dependencies), but every record of the state must come exactly once.
+pub struct SnapshotWriter {
+    out: Vec<u8>,
+    count: u64,
+}
+
+impl SnapshotWriter {
+    /// A blob of the state at `applied_index`; `capacity` bytes are reserved up front (a good
+    /// guess saves the copies of a growing buffer, which briefly doubles its memory).
+    pub fn new(applied_index: u64, capacity: usize) -> SnapshotWriter {
+        let mut out = Vec::with_capacity(HEADER_BYTES + capacity + CRC_BYTES);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&SNAPSHOT_FORMAT.to_le_bytes());
+        out.extend_from_slice(&applied_index.to_le_bytes());
+        out.extend_from_slice(&0u64.to_le_bytes()); // record count, patched by finish
+        SnapshotWriter { out, count: 0 }
+    }
+
+    pub fn add(&mut self, table: Table, key: &[u8], value: &[u8]) {
+        self.out.push(table.tag());
+        put_bytes(&mut self.out, key);
+        put_bytes(&mut self.out, value);
+        self.count += 1;
+    }
+
+    /// The finished blob: record count patched in, checksum appended.
+    pub fn finish(mut self) -> Vec<u8> {
+        self.out[20..28].copy_from_slice(&self.count.to_le_bytes());
+        let crc = crc32c::crc32c(&self.out);
+        self.out.extend_from_slice(&crc.to_le_bytes());
+        self.out
+    }
+}
+
 /// Receives (table, key, value) of each record.
-pub(crate) type RecordVisitor<'a> = dyn FnMut(Table, &[u8], &[u8]) + 'a;
+pub type RecordVisitor<'a> = dyn FnMut(Table, &[u8], &[u8]) + 'a;
 
 fn sorted<'a>(ids: impl Iterator<Item = &'a u64>) -> Vec<u64> {
     let mut ids: Vec<u64> = ids.copied().collect();
@@ -282,7 +306,7 @@ impl Loader {
     fn insert(&mut self, key: Key, value: &[u8]) -> Result<bool, String> {
         let state = &mut self.state;
         Ok(match key {
-            Key::Inode(ino) => state.inodes.insert(ino, Box::new(decode(value)?)).is_none(),
+            Key::Inode(ino) => state.insert_inode(ino, Box::new(decode(value)?)).is_none(),
             Key::Dirent(parent, name) => {
                 self.dirents.push((parent, name, decode(value)?));
                 true

@@ -131,21 +131,14 @@ impl State {
     }
 
     pub fn counts(&self) -> Counts {
-        let mut counts = Counts {
+        Counts {
             inodes: self.inodes.len() as u64,
+            directories: self.kinds.directories,
+            files: self.kinds.files,
             chunks: self.chunks.len() as u64,
             trash_inodes: self.trash.len() as u64,
             sustained_inodes: self.sustained.len() as u64,
-            ..Counts::default()
-        };
-        for node in self.inodes.values() {
-            match node.kind {
-                FileKind::Directory => counts.directories += 1,
-                FileKind::File => counts.files += 1,
-                _ => {}
-            }
         }
-        counts
     }
 
     /// `mfsdirinfo`: totals over `ino` and everything below it (an inode hard-linked twice

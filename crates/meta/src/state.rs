@@ -34,6 +34,27 @@ pub struct State {
     pub(crate) members: BTreeMap<u64, Member>,
     /// Records touched since the last `take_changes`.
     pub(crate) dirty: HashSet<Key>,
+    /// Derived: how many inodes are directories and regular files, kept as inodes come and
+    /// go so that [`State::counts`] (every `mfsha status`) does not walk millions of inodes
+    /// under the lock the apply thread waits for.
+    pub(crate) kinds: KindCounts,
+}
+
+/// See [`State::kinds`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct KindCounts {
+    pub(crate) directories: u64,
+    pub(crate) files: u64,
+}
+
+impl KindCounts {
+    fn slot(&mut self, inode: &Inode) -> Option<&mut u64> {
+        match inode.kind {
+            FileKind::Directory => Some(&mut self.directories),
+            FileKind::File => Some(&mut self.files),
+            _ => None,
+        }
+    }
 }
 
 impl State {
@@ -58,7 +79,7 @@ impl State {
             chunks: Vec::new(),
         };
         let mut state = State::empty();
-        state.inodes.insert(ROOT_INO, Box::new(root));
+        state.insert_inode(ROOT_INO, Box::new(root));
         state.dirs.insert(ROOT_INO, BTreeMap::new());
         state.next_ino = ROOT_INO + 1;
         state.next_chunk_id = 1;
@@ -86,7 +107,29 @@ impl State {
             cluster_time: Timestamp::default(),
             members: BTreeMap::new(),
             dirty: HashSet::new(),
+            kinds: KindCounts::default(),
         }
+    }
+
+    /// Every insertion into `inodes` goes through here, to keep `kinds`.
+    pub(crate) fn insert_inode(&mut self, ino: Ino, inode: Box<Inode>) -> Option<Box<Inode>> {
+        if let Some(count) = self.kinds.slot(&inode) {
+            *count += 1;
+        }
+        let replaced = self.inodes.insert(ino, inode);
+        if let Some(count) = replaced.as_ref().and_then(|old| self.kinds.slot(old)) {
+            *count -= 1;
+        }
+        replaced
+    }
+
+    /// Every removal from `inodes` goes through here, to keep `kinds`.
+    pub(crate) fn remove_inode(&mut self, ino: Ino) -> Option<Box<Inode>> {
+        let removed = self.inodes.remove(&ino);
+        if let Some(count) = removed.as_ref().and_then(|old| self.kinds.slot(old)) {
+            *count -= 1;
+        }
+        removed
     }
 
     /// Applies the committed entry at log position `index`.

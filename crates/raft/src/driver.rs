@@ -110,7 +110,9 @@ fn run<S: StateMachine, L: LogStore>(
             Inbox::Propose { reply, .. } | Inbox::ChangeMembers { reply, .. } => {
                 answer(reply, Err(Status::Unavailable))
             }
-            Inbox::Peer { .. }
+            // A dropped snapshot reply tells the waiter the node stopped.
+            Inbox::Snapshot { .. }
+            | Inbox::Peer { .. }
             | Inbox::SnapshotReport { .. }
             | Inbox::TransferLeader { .. }
             | Inbox::Wake => {}
@@ -128,6 +130,7 @@ fn take<S: StateMachine, L: LogStore>(node: &mut Node<S, L>, item: Inbox<S::Outp
         Inbox::ChangeMembers { change, command, reply, _permit } => {
             node.change_members(change, command, reply)
         }
+        Inbox::Snapshot { index, reply } => node.want_snapshot(index, reply),
         Inbox::Wake => {}
     }
 }

@@ -154,6 +154,9 @@ pub struct NodeStats {
 /// An applied entry as subscribers see it: (index, term, the command `apply` saw; Raft's own
 /// entries appear as [`StateMachine::empty_command`]).
 pub type AppliedEvent = (u64, u64, Arc<Vec<u8>>);
+/// A snapshot as [`Handle::snapshot`] gives it: (index, term, blob). The blob is the stored
+/// one, shared.
+pub type SnapshotBlob = (u64, u64, bytes::Bytes);
 
 /// The applied state and the term of its last entry.
 pub(crate) struct Applied<S> {
@@ -185,6 +188,11 @@ pub(crate) enum Inbox<O> {
         command: Vec<u8>,
         reply: Reply<O>,
         _permit: OwnedSemaphorePermit,
+    },
+    /// [`Handle::snapshot`]: a snapshot at `index` or later is wanted.
+    Snapshot {
+        index: u64,
+        reply: oneshot::Sender<SnapshotBlob>,
     },
     /// Wakes the loop so it sees the shutdown flag.
     Wake,
@@ -232,7 +240,7 @@ pub(crate) struct Shared<S: StateMachine> {
     proposal_slots: Arc<Semaphore>,
     message_slots: Arc<Semaphore>,
     pub(crate) applied_events: broadcast::Sender<AppliedEvent>,
-    pub(crate) snapshot: Mutex<Option<AppliedEvent>>,
+    pub(crate) snapshot: Mutex<Option<SnapshotBlob>>,
     pub(crate) stats: Counters,
     /// (term, from): the last campaign started because `from` handed leadership over.
     handover: Mutex<(u64, u64)>,
@@ -468,22 +476,22 @@ impl<S: StateMachine> Handle<S> {
         self.shared.applied_events.subscribe()
     }
 
-    /// A snapshot of the applied state as (index, term, blob): the latest stored one if it is
-    /// current, otherwise one taken now under the read lock. A subscriber that subscribed
-    /// before calling this misses nothing.
-    pub fn snapshot(&self) -> Result<AppliedEvent, Status> {
-        let applied = self.shared.applied.read();
-        let index = applied.state.applied_index();
+    /// A snapshot of the applied state as (index, term, blob), at or after the index applied
+    /// when this was called: the latest stored one if it is current, otherwise one the node
+    /// builds for it off its Raft thread (seconds for a big namespace, during which the node
+    /// goes on applying). A subscriber that subscribed before calling this misses nothing.
+    pub async fn snapshot(&self) -> Result<SnapshotBlob, Status> {
+        let index = self.shared.applied.read().state.applied_index();
         if index == 0 {
             return Err(Status::Unavailable); // a member that has not received its first snapshot
         }
-        let mut cached = self.shared.snapshot.lock();
-        if let Some(snapshot) = cached.as_ref().filter(|snapshot| snapshot.0 == index) {
+        if let Some(snapshot) = self.shared.snapshot.lock().as_ref().filter(|s| s.0 >= index) {
             return Ok(snapshot.clone());
         }
-        let snapshot = (index, applied.term, Arc::new(applied.state.to_snapshot()));
-        *cached = Some(snapshot.clone());
-        Ok(snapshot)
+        let (reply, answer) = oneshot::channel();
+        self.shared.send(Inbox::Snapshot { index, reply })?;
+        // Err: the node stopped before the snapshot was built.
+        answer.await.map_err(|_| Status::Unavailable)
     }
 
     /// Counters of the node's work so far.
@@ -514,6 +522,17 @@ impl<S: StateMachine> Handle<S> {
             return Err(Status::Invalid);
         }
         let msg = Message::parse_from_bytes(bytes).map_err(|_| Status::Invalid)?;
+        self.step(msg)
+    }
+
+    /// A whole `MsgSnapshot` as received: parsed without copying its blob (the message's
+    /// `data` shares `bytes`), which may be hundreds of MiB.
+    pub fn step_snapshot_bytes(&self, bytes: Vec<u8>) -> Result<(), Status> {
+        if bytes.len() > MAX_PEER_MESSAGE_BYTES {
+            return Err(Status::Invalid);
+        }
+        let bytes = bytes::Bytes::from(bytes);
+        let msg = Message::parse_from_carllerche_bytes(&bytes).map_err(|_| Status::Invalid)?;
         self.step(msg)
     }
 

@@ -6,7 +6,7 @@ as etcd's raftexample is.
 |---|---|
 | [`node`](Node) | the Ready loop, and what feeds it: tick, step, propose |
 | `apply.rs` | committed entries through the [`StateMachine`], one batch with the applied index |
-| `snapshot.rs` | install the leader's snapshot; take our own and compact the log |
+| `snapshot.rs` | install the leader's snapshot; take our own (built off this thread) and compact the log |
 | `membership.rs` | one member added or removed at a time, with the address book's command |
 | `lease.rs` | the leader's lease: how long it may serve without asking the quorum |
 | `boot.rs` | identity check, explicit bootstrap, loading state, the raft-rs settings |
@@ -31,7 +31,11 @@ client, chunkserver or logger services: the master and the witness logger both e
 5. append entries and hard state in one write, synced when `must_sync()`;
 6. only then send `persisted_messages()` (votes and acks must not leave before the fsync);
 7. advance, then send and apply what the light ready holds, and `advance_apply`;
-8. snapshot and compact from applied state.
+8. record a snapshot whose build has ended and compact the log behind it; start a build when
+   enough has been applied. The store builds the blob from a consistent view of its tables on
+   a thread of its own and syncs its file ([`LogStore::start_snapshot`]); this thread only
+   records it ([`LogStore::finish_snapshot`]), so a namespace of millions of files never
+   stalls heartbeats or the state lock.
 
 A storage error leaves raft-rs inoperable, so it ends the process ([`fatal`]): a restart
 recovers from the synced log.
@@ -63,13 +67,13 @@ pub mod transport;
 pub use boot::{bootstrap_store, check_identity, StartError};
 pub use config::{check_voters, Members, RaftConfig, RaftTiming};
 pub use handle::{
-    AppliedEvent, Handle, Leadership, NodeStats, PeerProgress, RaftStatus, Role,
+    AppliedEvent, Handle, Leadership, NodeStats, PeerProgress, RaftStatus, Role, SnapshotBlob,
     MAX_PEER_MESSAGE_BYTES,
 };
 pub use lifecycle::Shutdown;
 pub use membership::MemberChange;
 pub use node::{Node, Reply};
-pub use state_machine::StateMachine;
+pub use state_machine::{SnapshotEncoder, StateMachine};
 pub use store::{LogStore, MemStore, RaftStore};
 pub use transport::{NoPeers, SnapshotReports, Transport};
 

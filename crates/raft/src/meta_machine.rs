@@ -1,11 +1,11 @@
 //! The metadata state machine ([`mfsha_meta::State`]) behind [`StateMachine`]: the only file
 //! of this crate that names the `meta` crate. Commands are postcard-encoded `meta::Entry`s.
 
-use mfsha_meta::{Entry, Op, Outcome, State, Table};
+use mfsha_meta::{Entry, Op, Outcome, SnapshotWriter, State, Table};
 use mfsha_proto::types::{Status, Timestamp};
 
-use crate::state_machine::StateMachine;
-use crate::store::{TableChange, TableRecord};
+use crate::state_machine::{SnapshotEncoder, StateMachine};
+use crate::store::{RecordVisit, TableChange, TableRecord};
 
 /// Column family names, in `Table::ALL` order; checked against meta at compile-test time.
 const META_TABLES: [&str; 7] = ["inode", "dirent", "chunk", "xattr", "session", "trash", "meta"];
@@ -64,6 +64,10 @@ impl StateMachine for State {
         records.into_iter().map(|(table, key, value)| (table.name(), key, value)).collect()
     }
 
+    fn visit_records(&self, visit: &mut RecordVisit<'_>) {
+        State::visit_records(self, &mut |table, key, value| visit(table.name(), key, value));
+    }
+
     fn load(records: Vec<TableRecord>) -> Result<State, String> {
         let mut typed = Vec::with_capacity(records.len());
         for (name, key, value) in records {
@@ -83,6 +87,25 @@ impl StateMachine for State {
 
     fn peer_addresses(&self) -> Vec<(u64, String)> {
         self.members().iter().map(|(id, member)| (*id, member.peer.clone())).collect()
+    }
+
+    fn snapshot_encoder(applied_index: u64, capacity: usize) -> Box<dyn SnapshotEncoder> {
+        Box::new(MetaEncoder(SnapshotWriter::new(applied_index, capacity)))
+    }
+}
+
+/// The meta snapshot format fed from the stored tables.
+struct MetaEncoder(SnapshotWriter);
+
+impl SnapshotEncoder for MetaEncoder {
+    fn add(&mut self, table: &'static str, key: &[u8], value: &[u8]) -> Result<(), String> {
+        let table = Table::from_name(table).ok_or_else(|| format!("unknown table {table}"))?;
+        self.0.add(table, key, value);
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>) -> Vec<u8> {
+        self.0.finish()
     }
 }
 

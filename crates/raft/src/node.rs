@@ -62,6 +62,10 @@ pub struct Node<S: StateMachine, L: LogStore> {
     votes_from_ms: u64,
     /// When the last lease round started.
     lease_round_ms: u64,
+    /// A snapshot being built off this thread, at this applied index (see `snapshot.rs`).
+    pub(crate) snapshot_job: Option<(u64, crate::store::SnapshotJob)>,
+    /// [`crate::Handle::snapshot`] callers waiting for a snapshot at an index or later.
+    pub(crate) snapshot_waiters: Vec<(u64, oneshot::Sender<crate::SnapshotBlob>)>,
 }
 
 impl<S: StateMachine, L: LogStore> Node<S, L> {
@@ -88,6 +92,8 @@ impl<S: StateMachine, L: LogStore> Node<S, L> {
             now_ms: 0,
             votes_from_ms: 0,
             lease_round_ms: 0,
+            snapshot_job: None,
+            snapshot_waiters: Vec::new(),
         }
     }
 
@@ -156,8 +162,10 @@ impl<S: StateMachine, L: LogStore> Node<S, L> {
     }
 
     /// A message from a peer.
-    pub fn step(&mut self, msg: Message) {
+    pub fn step(&mut self, mut msg: Message) {
         let from = msg.from;
+        self.forget_lost_progress(&msg);
+        self.clamp_heartbeat_commit(&mut msg);
         if self.now_ms < self.votes_from_ms && is_vote_request(&msg) {
             tracing::debug!(
                 node = self.config.node_id,
@@ -175,6 +183,42 @@ impl<S: StateMachine, L: LogStore> Node<S, L> {
         // which the VIP fencing lets claim at once (the old leader released first).
         if handed_over && self.raw.raft.term > term_before {
             self.shared.record_handover(self.raw.raft.term, from);
+        }
+    }
+
+    /// On a leader: a member whose log is shorter than what it once acknowledged has lost its
+    /// data (its data directory was wiped or replaced, and it started empty). raft-rs would
+    /// go on taking its rejections for stale ones and never send it the snapshot it needs;
+    /// probing it from its real log end does, and stops counting entries it no longer holds.
+    fn forget_lost_progress(&mut self, msg: &Message) {
+        let rejected = msg.get_msg_type() == MessageType::MsgAppendResponse && msg.reject;
+        if !rejected || self.raw.raft.state != StateRole::Leader {
+            return;
+        }
+        let Some(progress) = self.raw.raft.mut_prs().get_mut(msg.from) else { return };
+        if msg.reject_hint >= progress.matched {
+            return;
+        }
+        tracing::warn!(
+            node = self.config.node_id,
+            peer = msg.from,
+            matched = progress.matched,
+            last = msg.reject_hint,
+            "a member lost log entries it had acknowledged (wiped data \
+            directory?); it gets a snapshot"
+        );
+        progress.matched = msg.reject_hint;
+        progress.become_probe();
+    }
+
+    /// On a member that lost its data: the leader's heartbeats still carry the commit index
+    /// it had reached, beyond this log's end, which raft-rs treats as a broken invariant
+    /// (panics). Until [`Node::forget_lost_progress`] runs on the leader, commit no further
+    /// than this log goes.
+    fn clamp_heartbeat_commit(&self, msg: &mut Message) {
+        let last = self.raw.raft.raft_log.last_index();
+        if msg.get_msg_type() == MessageType::MsgHeartbeat && msg.commit > last {
+            msg.commit = last;
         }
     }
 
@@ -273,6 +317,10 @@ impl<S: StateMachine, L: LogStore> Node<S, L> {
 
     /// What holds between Readys, then the status others read.
     fn after_ready(&mut self) {
+        let waiting = self.snapshot_job.is_none() && !self.snapshot_waiters.is_empty();
+        if waiting || self.snapshot_job.as_ref().is_some_and(|(_, job)| job.is_finished()) {
+            self.maybe_snapshot(); // a build ended, or one is wanted, with no Ready since
+        }
         self.fail_pending_if_not_leader();
         self.hurry_lease();
         self.publish_status();
@@ -379,6 +427,7 @@ impl<S: StateMachine, L: LogStore> Node<S, L> {
 
     /// Stops: every waiting proposer hears `Unavailable`.
     pub(crate) fn stop(&mut self) {
+        self.finish_snapshot_job();
         self.lease.end();
         for (_, pending) in self.pending.drain() {
             answer(pending.reply, Err(Status::Unavailable));

@@ -20,6 +20,12 @@ impl Drain for TracingDrain {
     type Err = slog::Never;
 
     fn log(&self, record: &Record<'_>, values: &OwnedKVList) -> Result<(), slog::Never> {
+        // Before any field is rendered: raft-rs logs every message it sends at debug level,
+        // a `MsgSnapshot` with its whole blob, and rendering that (hundreds of MiB as a
+        // Debug byte list) stalled the Raft thread for seconds with debug logs off.
+        if !level_enabled(record.level()) {
+            return Ok(());
+        }
         let mut fields = FieldWriter::default();
         // Serializing into a String cannot fail; a failure would only shorten the line.
         if record.kv().serialize(record, &mut fields).is_err()
@@ -44,6 +50,20 @@ impl Drain for TracingDrain {
 }
 
 /// Renders slog key-value pairs as ` key=value` text.
+fn level_enabled(level: Level) -> bool {
+    match level {
+        Level::Critical | Level::Error => tracing::enabled!(target: "raft", tracing::Level::ERROR),
+        Level::Warning => tracing::enabled!(target: "raft", tracing::Level::WARN),
+        Level::Info => tracing::enabled!(target: "raft", tracing::Level::INFO),
+        Level::Debug => tracing::enabled!(target: "raft", tracing::Level::DEBUG),
+        Level::Trace => tracing::enabled!(target: "raft", tracing::Level::TRACE),
+    }
+}
+
+/// The longest rendering of one field: a message with a snapshot or a batch of entries is
+/// cut there (with debug logs on) instead of being rendered whole.
+const FIELD_LIMIT: usize = 4096;
+
 #[derive(Default)]
 struct FieldWriter {
     text: String,
@@ -51,7 +71,36 @@ struct FieldWriter {
 
 impl Serializer for FieldWriter {
     fn emit_arguments(&mut self, key: Key, value: &fmt::Arguments<'_>) -> slog::Result {
-        write!(self.text, " {key}={value}").map_err(|_| slog::Error::Other)
+        write!(self.text, " {key}=").map_err(|_| slog::Error::Other)?;
+        let mut field = Limited { text: &mut self.text, left: FIELD_LIMIT };
+        if field.write_fmt(*value).is_err() {
+            // Limited refused more: the value is cut, not lost.
+            self.text.push('…');
+        }
+        Ok(())
+    }
+}
+
+/// Appends to `text` until `left` bytes are used, then fails, which stops the formatting.
+struct Limited<'a> {
+    text: &'a mut String,
+    left: usize,
+}
+
+impl fmt::Write for Limited<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        if s.len() > self.left {
+            let mut end = self.left;
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            self.text.push_str(&s[..end]);
+            self.left = 0;
+            return Err(fmt::Error);
+        }
+        self.text.push_str(s);
+        self.left -= s.len();
+        Ok(())
     }
 }
 
@@ -64,7 +113,17 @@ mod tests {
 
     /// A tracing subscriber that records (level, target, message) of each event.
     #[derive(Clone, Default)]
-    struct Capture(Arc<Mutex<Vec<(tracing::Level, String, String)>>>);
+    struct Capture(Arc<Mutex<Vec<(tracing::Level, String, String)>>>, bool);
+
+    /// Counts how often it is rendered.
+    struct Rendered(Arc<std::sync::atomic::AtomicUsize>);
+
+    impl fmt::Debug for Rendered {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            f.write_str(&"x".repeat(100_000))
+        }
+    }
 
     struct MessageVisitor(String);
     impl Visit for MessageVisitor {
@@ -76,8 +135,9 @@ mod tests {
     }
 
     impl tracing::Subscriber for Capture {
-        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-            true
+        fn enabled(&self, meta: &tracing::Metadata<'_>) -> bool {
+            // Capture(…, info_only): what a master runs with by default.
+            !self.1 || *meta.level() <= tracing::Level::INFO
         }
         fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
             tracing::span::Id::from_u64(1)
@@ -110,5 +170,22 @@ mod tests {
         assert!(events[0].2.contains("term=3"), "{}", events[0].2);
         assert!(events[0].2.contains("raft_id=7"), "{}", events[0].2);
         assert_eq!(events[1].0, tracing::Level::DEBUG);
+    }
+
+    #[test]
+    fn fields_of_disabled_levels_are_not_rendered_and_long_ones_are_cut() {
+        let capture = Capture(Arc::default(), true);
+        let rendered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        with_default(capture.clone(), || {
+            let logger = raft_logger(7);
+            slog::debug!(logger, "sending"; "msg" => ?Rendered(rendered.clone()));
+            slog::info!(logger, "received"; "msg" => ?Rendered(rendered.clone()));
+        });
+        assert_eq!(rendered.load(std::sync::atomic::Ordering::Relaxed), 1, "only the info one");
+        let events = capture.0.lock().unwrap();
+        assert_eq!(events.len(), 1, "{events:?}");
+        let text = &events[0].2;
+        assert!(text.len() < FIELD_LIMIT + 200, "cut: {} bytes", text.len());
+        assert!(text.contains("msg=xxx") && text.contains('…'), "{}", &text[..100]);
     }
 }

@@ -4,7 +4,7 @@
 //! state machine reports into its store in the same batch as the applied index, and snapshots
 //! and restores it as a blob. It never looks inside a command.
 
-use crate::store::{TableChange, TableRecord};
+use crate::store::{RecordVisit, TableChange, TableRecord};
 
 /// A deterministic state machine replicated by the node.
 ///
@@ -41,6 +41,12 @@ pub trait StateMachine: Send + Sync + Sized + 'static {
     /// Every record of the state (bootstrap and snapshot install write them all).
     fn records(&self) -> Vec<TableRecord>;
 
+    /// Hands every record of [`StateMachine::records`] to `visit`, without a list of them all
+    /// (installing a snapshot of millions of records).
+    fn visit_records(&self, visit: &mut RecordVisit<'_>) {
+        crate::store::visit_list(&self.records(), visit);
+    }
+
     /// Rebuilds the state from its stored records.
     fn load(records: Vec<TableRecord>) -> Result<Self, String>;
 
@@ -55,4 +61,20 @@ pub trait StateMachine: Send + Sync + Sized + 'static {
     fn peer_addresses(&self) -> Vec<(u64, String)> {
         Vec::new()
     }
+
+    /// An encoder that makes the blob `to_snapshot` would make at `applied_index` from the
+    /// stored records, fed to it table by table (tables in any order, keys in order within a
+    /// table). The node builds its snapshots this way on a thread of its own, from a
+    /// consistent view of the store, so that the Raft thread never walks the whole state.
+    /// `capacity` is a guess of the blob's size.
+    fn snapshot_encoder(applied_index: u64, capacity: usize) -> Box<dyn SnapshotEncoder>;
+}
+
+/// Builds a snapshot blob from stored records (see [`StateMachine::snapshot_encoder`]).
+pub trait SnapshotEncoder: Send {
+    /// One stored record of `table`. `Err` names what is wrong with it (a corrupt store).
+    fn add(&mut self, table: &'static str, key: &[u8], value: &[u8]) -> Result<(), String>;
+
+    /// The finished blob.
+    fn finish(self: Box<Self>) -> Vec<u8>;
 }

@@ -165,7 +165,7 @@ async fn send_snapshot(
     writer: &mut OwnedWriteHalf,
     service: &Service,
 ) -> Result<u64, LoggerLinkError> {
-    let (index, term, blob) = service.meta.snapshot().map_err(LoggerLinkError::NoSnapshot)?;
+    let (index, term, blob) = service.meta.snapshot().await.map_err(LoggerLinkError::NoSnapshot)?;
     let crc = crc32c::crc32c(&blob);
     let mut offset = 0usize;
     loop {

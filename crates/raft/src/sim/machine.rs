@@ -3,7 +3,7 @@
 //! the same commands at the same indexes have the same digest, and "applied exactly once" is a
 //! question the state can answer.
 
-use crate::state_machine::StateMachine;
+use crate::state_machine::{SnapshotEncoder, StateMachine};
 use crate::store::{TableChange, TableRecord};
 
 const TABLE_LOG: &str = "log";
@@ -134,6 +134,10 @@ impl StateMachine for Ledger {
         self.encode()
     }
 
+    fn snapshot_encoder(applied_index: u64, _capacity: usize) -> Box<dyn SnapshotEncoder> {
+        Box::new(LedgerEncoder { applied_index, meta: None, commands: Vec::new() })
+    }
+
     fn from_snapshot(data: &[u8]) -> Result<Ledger, String> {
         let mut ledger =
             Ledger { applied: u64_at(data, 0)?, digest: u64_at(data, 8)?, ..Ledger::default() };
@@ -143,5 +147,35 @@ impl StateMachine for Ledger {
             at += 16;
         }
         Ok(ledger)
+    }
+}
+
+/// The ledger's snapshot from its stored records: the commands (log table, in index order),
+/// then the meta record that goes first in the blob.
+struct LedgerEncoder {
+    applied_index: u64,
+    meta: Option<Vec<u8>>,
+    commands: Vec<u8>,
+}
+
+impl SnapshotEncoder for LedgerEncoder {
+    fn add(&mut self, table: &'static str, key: &[u8], value: &[u8]) -> Result<(), String> {
+        match table {
+            TABLE_META if value.len() == 16 => self.meta = Some(value.to_vec()),
+            TABLE_LOG if key.len() == 8 && value.len() == 8 => {
+                let index = u64::from_be_bytes(key.try_into().expect("8 bytes"));
+                self.commands.extend_from_slice(&index.to_le_bytes());
+                self.commands.extend_from_slice(value);
+            }
+            other => return Err(format!("bad ledger record in table {other}")),
+        }
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>) -> Vec<u8> {
+        let mut out = self.meta.expect("a stored ledger has its meta record");
+        assert_eq!(u64_at(&out, 0), Ok(self.applied_index), "ledger meta at the snapshot index");
+        out.extend_from_slice(&self.commands);
+        out
     }
 }

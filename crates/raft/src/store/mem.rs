@@ -8,14 +8,15 @@
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, StorageError};
 
 use super::{
-    ApplyBatch, Identity, LogStore, StoreError, StoredSnapshot, TableRecord, BOOTSTRAP_INDEX,
+    visit_list, ApplyBatch, BuiltSnapshot, Identity, LogStore, RecordSource, SnapshotJob,
+    StoreError, StoredSnapshot, TableRecord, BOOTSTRAP_INDEX,
 };
+use crate::state_machine::SnapshotEncoder;
 
 /// One image of the store.
 #[derive(Debug, Clone, Default)]
@@ -85,10 +86,11 @@ impl MemStore {
         }
     }
 
-    fn replace_with_snapshot(&mut self, snapshot: StoredSnapshot, records: Vec<TableRecord>) {
+    fn replace_with_snapshot(&mut self, snapshot: StoredSnapshot, records: RecordSource<'_>) {
         let image = &mut self.live;
         let (index, term) = (snapshot.index, snapshot.term);
-        image.tables = records.into_iter().map(|(t, k, v)| ((t, k), v)).collect();
+        image.tables.clear();
+        records(&mut |t, k, v| drop(image.tables.insert((t, k.to_vec()), v.to_vec())));
         image.log.clear();
         image.hard_state.term = image.hard_state.term.max(term);
         image.hard_state.commit = image.hard_state.commit.max(index);
@@ -137,20 +139,16 @@ impl LogStore for MemStore {
         term: u64,
     ) -> Result<(), StoreError> {
         assert!(!self.is_initialized(), "bootstrap of an initialized store");
-        let snapshot = StoredSnapshot {
-            index: BOOTSTRAP_INDEX,
-            term,
-            conf_state,
-            data: Arc::new(snapshot_data),
-        };
-        self.replace_with_snapshot(snapshot, records);
+        let snapshot =
+            StoredSnapshot { index: BOOTSTRAP_INDEX, term, conf_state, data: snapshot_data.into() };
+        self.replace_with_snapshot(snapshot, &|visit| visit_list(&records, visit));
         Ok(())
     }
 
     fn install_snapshot(
         &mut self,
         snapshot: &Snapshot,
-        records: Vec<TableRecord>,
+        records: RecordSource<'_>,
     ) -> Result<(), StoreError> {
         let metadata = snapshot.get_metadata();
         assert!(metadata.index > self.live.applied.0, "snapshot not newer than applied");
@@ -158,7 +156,7 @@ impl LogStore for MemStore {
             index: metadata.index,
             term: metadata.term,
             conf_state: metadata.get_conf_state().clone(),
-            data: Arc::new(snapshot.data.to_vec()),
+            data: snapshot.data.clone(),
         };
         self.replace_with_snapshot(snapshot, records);
         Ok(())
@@ -206,20 +204,34 @@ impl LogStore for MemStore {
         Ok(())
     }
 
-    fn save_snapshot_and_compact(
-        &mut self,
-        data: Vec<u8>,
-        keep_entries: u64,
-    ) -> Result<(), StoreError> {
-        let image = &mut self.live;
+    /// Built at once from the live tables: the simulator's clock is virtual, and a build on
+    /// another thread would finish at a different virtual time on every run.
+    fn start_snapshot(
+        &self,
+        mut encoder: Box<dyn SnapshotEncoder>,
+    ) -> Result<SnapshotJob, StoreError> {
+        let image = &self.live;
+        for ((table, key), value) in &image.tables {
+            let added = encoder.add(table, key, value);
+            added.unwrap_or_else(|reason| panic!("in-memory table {table}: {reason}"));
+        }
         let (index, term) = image.applied;
-        let snapshot = StoredSnapshot {
-            index,
-            term,
-            conf_state: image.conf_state.clone(),
-            data: Arc::new(data),
-        };
-        let last_removed = index.saturating_sub(keep_entries);
+        let data = encoder.finish().into();
+        let snapshot = StoredSnapshot { index, term, conf_state: image.conf_state.clone(), data };
+        Ok(SnapshotJob::Done(Ok(BuiltSnapshot { snapshot, file: String::new() })))
+    }
+
+    fn finish_snapshot(
+        &mut self,
+        built: BuiltSnapshot,
+        keep_entries: u64,
+    ) -> Result<bool, StoreError> {
+        let image = &mut self.live;
+        let snapshot = built.snapshot;
+        if image.snapshot.as_ref().is_some_and(|latest| latest.index >= snapshot.index) {
+            return Ok(false);
+        }
+        let last_removed = snapshot.index.saturating_sub(keep_entries);
         if last_removed > image.truncated.0 {
             let removed_term = image.entry(last_removed).expect("compacted entry in the log").term;
             let drop = (last_removed - image.truncated.0) as usize;
@@ -228,7 +240,7 @@ impl LogStore for MemStore {
         }
         image.snapshot = Some(snapshot);
         self.finish_write(true);
-        Ok(())
+        Ok(true)
     }
 
     fn load_table_records(&self) -> Result<Vec<TableRecord>, StoreError> {

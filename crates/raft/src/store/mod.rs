@@ -22,7 +22,9 @@ pub use rocks::{
 
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crate::state_machine::SnapshotEncoder;
 
 /// The index and term of the bootstrap snapshot of a new group: raft-rs starts a group from a
 /// snapshot at index 1 so that a follower with an empty log catches up by snapshot.
@@ -31,6 +33,21 @@ pub const BOOTSTRAP_TERM: u64 = 1;
 
 /// A record of a state machine table: (table, key, value).
 pub type TableRecord = (&'static str, Vec<u8>, Vec<u8>);
+/// Hands every record of a state to the function it is given, one at a time (see
+/// [`crate::StateMachine::visit_records`]): installing a snapshot of millions of records
+/// writes them into the batch without a list of them all beside it.
+pub type RecordSource<'a> = &'a dyn Fn(&mut RecordVisit<'_>);
+
+/// Takes one record: (table, key, value).
+pub type RecordVisit<'a> = dyn FnMut(&'static str, &[u8], &[u8]) + 'a;
+
+/// Every record of `records` as a [`RecordSource`] would give them.
+pub fn visit_list(records: &[TableRecord], visit: &mut RecordVisit<'_>) {
+    for (table, key, value) in records {
+        visit(table, key, value);
+    }
+}
+
 /// A change to a state machine table: (table, key, new value or `None` to delete).
 pub type TableChange = (&'static str, Vec<u8>, Option<Vec<u8>>);
 
@@ -59,19 +76,62 @@ pub struct StoredSnapshot {
     pub index: u64,
     pub term: u64,
     pub conf_state: ConfState,
-    pub data: Arc<Vec<u8>>,
+    /// Shared, never copied: it may be hundreds of MiB, and the Raft message, the cache for
+    /// metaloggers and the store all hold it at once.
+    pub data: bytes::Bytes,
 }
 
 impl StoredSnapshot {
-    /// The Raft message form of this snapshot.
+    /// The Raft message form of this snapshot. The blob is shared, not copied: raft-rs asks
+    /// for it every time it sends a snapshot, and it may be hundreds of MiB.
     pub fn to_raft(&self) -> Snapshot {
         let mut metadata =
             SnapshotMetadata { index: self.index, term: self.term, ..SnapshotMetadata::default() };
         metadata.set_conf_state(self.conf_state.clone());
         let mut snapshot = Snapshot::default();
         snapshot.set_metadata(metadata);
-        snapshot.data = self.data.as_ref().clone().into();
+        snapshot.data = self.data.clone();
         snapshot
+    }
+}
+
+/// A snapshot whose file is written and synced but that the store does not point at yet
+/// ([`LogStore::finish_snapshot`] does that).
+#[derive(Debug)]
+pub struct BuiltSnapshot {
+    pub snapshot: StoredSnapshot,
+    /// The file's name in the snapshot directory (empty for the in-memory store).
+    pub file: String,
+}
+
+/// A snapshot being built by [`LogStore::start_snapshot`].
+#[derive(Debug)]
+pub enum SnapshotJob {
+    /// Built at once (the in-memory store: the simulator stays deterministic).
+    Done(Result<BuiltSnapshot, StoreError>),
+    /// Being built on a thread of its own.
+    Running(JoinHandle<Result<BuiltSnapshot, StoreError>>),
+}
+
+impl SnapshotJob {
+    /// True once the outcome can be taken without waiting.
+    pub fn is_finished(&self) -> bool {
+        match self {
+            SnapshotJob::Done(_) => true,
+            SnapshotJob::Running(thread) => thread.is_finished(),
+        }
+    }
+
+    /// The outcome, waiting for the build if it still runs. A panic in the builder (a broken
+    /// invariant) is passed on.
+    pub fn wait(self) -> Result<BuiltSnapshot, StoreError> {
+        match self {
+            SnapshotJob::Done(result) => result,
+            SnapshotJob::Running(thread) => match thread.join() {
+                Ok(result) => result,
+                Err(panic) => std::panic::resume_unwind(panic),
+            },
+        }
     }
 }
 
@@ -156,7 +216,7 @@ pub trait LogStore: raft::Storage + Send + 'static {
     fn install_snapshot(
         &mut self,
         snapshot: &Snapshot,
-        records: Vec<TableRecord>,
+        records: RecordSource<'_>,
     ) -> Result<(), StoreError>;
     /// Appends `entries` (dropping any conflicting tail) and writes `hard_state`, in one batch,
     /// synced if `sync`.
@@ -169,13 +229,21 @@ pub trait LogStore: raft::Storage + Send + 'static {
     /// What applying committed entries changed, the applied index, the commit index raised to
     /// it, and a new ConfState, in one unsynced batch.
     fn write_apply(&mut self, apply: ApplyBatch) -> Result<(), StoreError>;
-    /// Stores `data` as the snapshot at the applied index and compacts the log up to
-    /// `applied - keep_entries` (never past the snapshot); synced.
-    fn save_snapshot_and_compact(
+    /// Starts building the snapshot at the applied index: `encoder` is fed every table record
+    /// (table by table, keys in order) from a consistent view of the store taken before this
+    /// returns, and the blob is written to a file of its own and synced. The RocksDB store
+    /// builds on a thread of its own, so the caller may write on at once; nothing changes in
+    /// the store until [`LogStore::finish_snapshot`].
+    fn start_snapshot(&self, encoder: Box<dyn SnapshotEncoder>) -> Result<SnapshotJob, StoreError>;
+    /// Records a built snapshot as the latest and compacts the log up to
+    /// `snapshot.index - keep_entries` (never past the snapshot); synced. Returns false, and
+    /// deletes its file, if the snapshot is not newer than the latest one (a leader's snapshot
+    /// was installed meanwhile).
+    fn finish_snapshot(
         &mut self,
-        data: Vec<u8>,
+        built: BuiltSnapshot,
         keep_entries: u64,
-    ) -> Result<(), StoreError>;
+    ) -> Result<bool, StoreError>;
     /// All records of every table, verified.
     fn load_table_records(&self) -> Result<Vec<TableRecord>, StoreError>;
 }

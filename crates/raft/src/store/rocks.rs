@@ -37,8 +37,10 @@ use rocksdb::{
 use serde::{Deserialize, Serialize};
 
 use super::{
-    ApplyBatch, Identity, LogStore, StoreError, StoredSnapshot, TableRecord, BOOTSTRAP_INDEX,
+    visit_list, ApplyBatch, BuiltSnapshot, Identity, LogStore, RecordSource, SnapshotJob,
+    StoreError, StoredSnapshot, TableRecord, BOOTSTRAP_INDEX,
 };
+use crate::state_machine::SnapshotEncoder;
 
 /// Column family of the Raft log.
 pub const CF_RAFT_LOG: &str = "raft_log";
@@ -97,7 +99,8 @@ struct SnapshotRecord {
 /// The RocksDB-backed Raft storage and metadata store. Owned by the node thread; `raft::Storage`
 /// reads come from RawNode on the same thread.
 pub struct RaftStore {
-    db: DB,
+    /// Shared with a snapshot builder thread, which reads from a RocksDB snapshot of it.
+    db: Arc<DB>,
     db_path: PathBuf,
     snapshot_dir: PathBuf,
     hard_state: HardState,
@@ -126,7 +129,7 @@ impl RaftStore {
             what: "creating the snapshot directory",
             cause,
         })?;
-        let db = open_db(&db_path, tables)?;
+        let db = Arc::new(open_db(&db_path, tables)?);
         let mut store = RaftStore {
             db,
             db_path,
@@ -231,13 +234,9 @@ impl RaftStore {
     ) -> Result<(), StoreError> {
         assert!(!self.is_initialized(), "bootstrap of an initialized store {:?}", self.db_path);
         assert!(self.last.0 == 0, "bootstrap of a store that has log entries");
-        let snapshot = StoredSnapshot {
-            index: BOOTSTRAP_INDEX,
-            term,
-            conf_state,
-            data: Arc::new(snapshot_data),
-        };
-        self.replace_with_snapshot(snapshot, records, false)
+        let snapshot =
+            StoredSnapshot { index: BOOTSTRAP_INDEX, term, conf_state, data: snapshot_data.into() };
+        self.replace_with_snapshot(snapshot, &|visit| visit_list(&records, visit), false)
     }
 
     /// Installs a snapshot received from the leader: the metadata tables are replaced by
@@ -246,7 +245,7 @@ impl RaftStore {
     pub fn install_snapshot(
         &mut self,
         snapshot: &Snapshot,
-        records: Vec<TableRecord>,
+        records: RecordSource<'_>,
     ) -> Result<(), StoreError> {
         let metadata = snapshot.get_metadata();
         assert!(
@@ -259,7 +258,7 @@ impl RaftStore {
             index: metadata.index,
             term: metadata.term,
             conf_state: metadata.get_conf_state().clone(),
-            data: Arc::new(snapshot.data.to_vec()),
+            data: snapshot.data.clone(), // shares the received message's buffer
         };
         self.replace_with_snapshot(snapshot, records, true)
     }
@@ -268,7 +267,7 @@ impl RaftStore {
     fn replace_with_snapshot(
         &mut self,
         snapshot: StoredSnapshot,
-        records: Vec<TableRecord>,
+        records: RecordSource<'_>,
         clear_tables: bool,
     ) -> Result<(), StoreError> {
         let file = write_snapshot_file(&self.snapshot_dir, &snapshot)?;
@@ -278,9 +277,7 @@ impl RaftStore {
                 self.clear_cf(&mut batch, cf)?;
             }
         }
-        for (cf, key, value) in &records {
-            batch.put_cf(self.cf(cf), key, seal(value));
-        }
+        records(&mut |cf, key, value| batch.put_cf(self.cf(cf), key, seal(value)));
         self.clear_cf(&mut batch, CF_RAFT_LOG)?;
         let (index, term) = (snapshot.index, snapshot.term);
         let mut hard_state = self.hard_state.clone();
@@ -386,24 +383,71 @@ impl RaftStore {
     }
 
     /// Stores `data` as the snapshot at the applied index, then removes log entries before
-    /// `applied - keep_entries` (never past the snapshot). The batch is synced, which also
-    /// makes every earlier unsynced apply batch durable before the entries they came from go.
+    /// `applied - keep_entries` (never past the snapshot), in one synced batch. What the node
+    /// does in two steps ([`LogStore::start_snapshot`], [`LogStore::finish_snapshot`]), at once.
     pub fn save_snapshot_and_compact(
         &mut self,
         data: Vec<u8>,
         keep_entries: u64,
     ) -> Result<(), StoreError> {
-        let (index, term) = self.applied;
-        if let Some(previous) = &self.snapshot {
-            assert!(index >= previous.index, "snapshot index went backwards");
-        }
-        let snapshot = StoredSnapshot {
-            index,
-            term,
-            conf_state: self.conf_state.clone(),
-            data: Arc::new(data),
-        };
+        let snapshot = self.snapshot_here(data.into());
         let file = write_snapshot_file(&self.snapshot_dir, &snapshot)?;
+        let newer = self.finish_snapshot(BuiltSnapshot { snapshot, file }, keep_entries)?;
+        assert!(newer, "snapshot index went backwards");
+        Ok(())
+    }
+
+    /// A snapshot of `data` at the applied index and the current ConfState.
+    fn snapshot_here(&self, data: bytes::Bytes) -> StoredSnapshot {
+        let (index, term) = self.applied;
+        StoredSnapshot { index, term, conf_state: self.conf_state.clone(), data }
+    }
+
+    /// See [`LogStore::start_snapshot`]. The builder thread takes a RocksDB snapshot of the
+    /// tables before this returns: every apply batch (tables and applied index together) is
+    /// written by then, so the view is exactly the state at the applied index, whatever the
+    /// node writes afterwards.
+    pub fn start_snapshot(
+        &self,
+        encoder: Box<dyn SnapshotEncoder>,
+    ) -> Result<SnapshotJob, StoreError> {
+        let placeholder = self.snapshot_here(bytes::Bytes::new());
+        let builder = SnapshotBuilder {
+            db: self.db.clone(),
+            db_path: self.db_path.clone(),
+            snapshot_dir: self.snapshot_dir.clone(),
+            tables: self.tables,
+        };
+        let (taken, view_taken) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name(format!("snapshot-{}", placeholder.index))
+            .spawn(move || builder.run(placeholder, encoder, taken));
+        let io = |cause| StoreError::Io {
+            path: self.snapshot_dir.clone(),
+            what: "starting a snapshot builder thread",
+            cause,
+        };
+        let thread = spawned.map_err(io)?;
+        // Err: the builder ended before taking its view; its result says why.
+        let _ = view_taken.recv();
+        Ok(SnapshotJob::Running(thread))
+    }
+
+    /// See [`LogStore::finish_snapshot`]. The snapshot's file is already durable, so the
+    /// synced batch that points at it may also compact the log behind it; that sync also makes
+    /// every earlier unsynced apply batch durable before the entries they came from go.
+    pub fn finish_snapshot(
+        &mut self,
+        built: BuiltSnapshot,
+        keep_entries: u64,
+    ) -> Result<bool, StoreError> {
+        let BuiltSnapshot { snapshot, file } = built;
+        let index = snapshot.index;
+        if self.snapshot.as_ref().is_some_and(|latest| latest.index >= index) {
+            self.remove_snapshot_file(&file);
+            return Ok(false);
+        }
+        assert!(index <= self.applied.0, "snapshot at {index} ahead of the applied state");
         let mut batch = WriteBatch::default();
         self.put_snapshot_record(&mut batch, &snapshot, &file);
         // Entries (truncated, last_removed] go; the tail after them stays for slow followers.
@@ -421,7 +465,16 @@ impl RaftStore {
         self.write(batch, true, "saving a snapshot and compacting the log")?;
         self.truncated = truncated;
         self.snapshot = Some(snapshot);
-        self.remove_old_snapshot_files(&file)
+        self.remove_old_snapshot_files(&file)?;
+        Ok(true)
+    }
+
+    /// Deletes a snapshot file that nothing points at; failing that only wastes space.
+    fn remove_snapshot_file(&self, file: &str) {
+        let path = self.snapshot_dir.join(file);
+        if let Err(error) = fs::remove_file(&path) {
+            tracing::warn!(path = %path.display(), %error, "cannot remove an unused snapshot");
+        }
     }
 
     /// All records of every metadata table, verified.
@@ -533,7 +586,7 @@ impl RaftStore {
             index: record.index,
             term: record.term,
             conf_state,
-            data: Arc::new(data),
+            data: data.into(),
         }))
     }
 
@@ -748,7 +801,7 @@ impl LogStore for RaftStore {
     fn install_snapshot(
         &mut self,
         snapshot: &Snapshot,
-        records: Vec<TableRecord>,
+        records: RecordSource<'_>,
     ) -> Result<(), StoreError> {
         RaftStore::install_snapshot(self, snapshot, records)
     }
@@ -763,12 +816,15 @@ impl LogStore for RaftStore {
     fn write_apply(&mut self, apply: ApplyBatch) -> Result<(), StoreError> {
         RaftStore::write_apply(self, apply)
     }
-    fn save_snapshot_and_compact(
+    fn start_snapshot(&self, encoder: Box<dyn SnapshotEncoder>) -> Result<SnapshotJob, StoreError> {
+        RaftStore::start_snapshot(self, encoder)
+    }
+    fn finish_snapshot(
         &mut self,
-        data: Vec<u8>,
+        built: BuiltSnapshot,
         keep_entries: u64,
-    ) -> Result<(), StoreError> {
-        RaftStore::save_snapshot_and_compact(self, data, keep_entries)
+    ) -> Result<bool, StoreError> {
+        RaftStore::finish_snapshot(self, built, keep_entries)
     }
     fn load_table_records(&self) -> Result<Vec<TableRecord>, StoreError> {
         RaftStore::load_table_records(self)
@@ -850,6 +906,69 @@ fn open_db(path: &Path, tables: &'static [&'static str]) -> Result<DB, StoreErro
     })
 }
 
+/// What a snapshot builder thread needs of the store.
+struct SnapshotBuilder {
+    db: Arc<DB>,
+    db_path: PathBuf,
+    snapshot_dir: PathBuf,
+    tables: &'static [&'static str],
+}
+
+impl SnapshotBuilder {
+    /// Takes the view, says so on `taken`, then encodes the tables and writes the file.
+    fn run(
+        self,
+        mut snapshot: StoredSnapshot,
+        mut encoder: Box<dyn SnapshotEncoder>,
+        taken: std::sync::mpsc::Sender<()>,
+    ) -> Result<BuiltSnapshot, StoreError> {
+        let started = std::time::Instant::now();
+        let view = self.db.snapshot();
+        // Err: start_snapshot stopped waiting, which it never does; nothing to tell.
+        let _ = taken.send(());
+        for &cf in self.tables {
+            self.encode_table(&view, cf, encoder.as_mut())?;
+        }
+        drop(view);
+        let encoded_ms = started.elapsed().as_millis();
+        snapshot.data = encoder.finish().into();
+        let file = write_snapshot_file(&self.snapshot_dir, &snapshot)?;
+        tracing::info!(
+            index = snapshot.index,
+            bytes = snapshot.data.len(),
+            encoded_ms,
+            total_ms = started.elapsed().as_millis(),
+            "snapshot built off the raft thread"
+        );
+        Ok(BuiltSnapshot { snapshot, file })
+    }
+
+    fn encode_table(
+        &self,
+        view: &rocksdb::SnapshotWithThreadMode<'_, DB>,
+        cf: &'static str,
+        encoder: &mut dyn SnapshotEncoder,
+    ) -> Result<(), StoreError> {
+        let handle = self.db.cf_handle(cf).expect("column family opened with the store");
+        let corrupt = |key: &[u8], reason: String| StoreError::Corrupt {
+            path: self.db_path.clone(),
+            cf,
+            key: describe_key(cf, key),
+            reason,
+        };
+        for item in view.iterator_cf(handle, IteratorMode::Start) {
+            let (key, value) = item.map_err(|cause| StoreError::Rocks {
+                path: self.db_path.clone(),
+                what: "reading a table for a snapshot",
+                cause,
+            })?;
+            let payload = unseal(&value).map_err(|reason| corrupt(&key, reason))?;
+            encoder.add(cf, &key, payload).map_err(|reason| corrupt(&key, reason))?;
+        }
+        Ok(())
+    }
+}
+
 /// The raft_log key of `index`: big-endian so that RocksDB's byte order is index order.
 pub fn log_key(index: u64) -> [u8; 8] {
     index.to_be_bytes()
@@ -918,6 +1037,11 @@ fn describe_key(cf: &str, key: &[u8]) -> String {
     }
 }
 
+/// A snapshot file is synced every this many bytes. On ext4 (data=ordered) the Raft thread's
+/// WAL fsync commits the journal, which first writes out the dirty data of other files: with
+/// a whole blob of hundreds of MiB dirty, that fsync took seconds and heartbeats stopped.
+const SYNC_STEP_BYTES: usize = 8 << 20;
+
 fn snapshot_file_name(index: u64, term: u64) -> String {
     format!("snap-{index:020}-{term:020}.mfss")
 }
@@ -928,7 +1052,7 @@ fn write_snapshot_file(dir: &Path, snapshot: &StoredSnapshot) -> Result<String, 
     let path = dir.join(&name);
     let temp = dir.join(format!("{name}.tmp"));
     let io = |path: &Path, what, cause| StoreError::Io { path: path.to_path_buf(), what, cause };
-    let data = snapshot.data.as_slice();
+    let data = &snapshot.data[..];
     let mut header = Vec::with_capacity(SNAPSHOT_HEADER_BYTES);
     header.extend_from_slice(SNAPSHOT_MAGIC);
     header.extend_from_slice(&snapshot.index.to_le_bytes());
@@ -937,7 +1061,10 @@ fn write_snapshot_file(dir: &Path, snapshot: &StoredSnapshot) -> Result<String, 
     header.extend_from_slice(&crc32c::crc32c(data).to_le_bytes());
     let mut file = fs::File::create(&temp).map_err(|e| io(&temp, "creating a snapshot file", e))?;
     file.write_all(&header).map_err(|e| io(&temp, "writing a snapshot file", e))?;
-    file.write_all(data).map_err(|e| io(&temp, "writing a snapshot file", e))?;
+    for step in data.chunks(SYNC_STEP_BYTES) {
+        file.write_all(step).map_err(|e| io(&temp, "writing a snapshot file", e))?;
+        file.sync_data().map_err(|e| io(&temp, "fsyncing a snapshot file", e))?;
+    }
     file.sync_all().map_err(|e| io(&temp, "fsyncing a snapshot file", e))?;
     drop(file);
     fs::rename(&temp, &path).map_err(|e| io(&path, "renaming a snapshot file into place", e))?;
@@ -969,7 +1096,10 @@ fn read_snapshot_file(path: &Path, index: u64, term: u64) -> Result<Vec<u8>, Sto
     if crc32c::crc32c(data) != crc {
         return Err(bad("checksum mismatch".into()));
     }
-    Ok(data.to_vec())
+    // In place: a second buffer of a blob of hundreds of MiB is what start-up can do without.
+    let mut bytes = bytes;
+    bytes.drain(..SNAPSHOT_HEADER_BYTES);
+    Ok(bytes)
 }
 
 #[cfg(test)]

@@ -308,7 +308,7 @@ fn install_snapshot_replaces_tables_and_log_atomically() {
         ("inode", b"new".to_vec(), b"new inode".to_vec()),
         ("meta", b"applied_index".to_vec(), 200u64.to_be_bytes().to_vec()),
     ];
-    store.install_snapshot(&snapshot, records.clone()).unwrap();
+    store.install_snapshot(&snapshot, &|visit| super::visit_list(&records, visit)).unwrap();
     let check = |store: &RaftStore| {
         assert_eq!(store.load_table_records().unwrap(), records, "only the snapshot's records");
         assert_eq!(store.first_index().unwrap(), 201);

@@ -322,16 +322,19 @@ fn encode_message(msg: &Message, buf: &mut Vec<u8>) {
 
 /// Streams one `MsgSnapshot` on a connection of its own and waits for the answer.
 async fn stream_snapshot(link: &Link, msg: &Message) -> Result<(), String> {
-    let bytes = msg.write_to_bytes().map_err(|e| format!("snapshot does not encode: {e}"))?;
+    let wire = SnapshotWire::new(msg)?;
     let mut stream = link.connect().await?;
-    let total = bytes.len() as u64;
+    let total = wire.len() as u64;
     let mut buf = Vec::with_capacity(SNAPSHOT_PART_BYTES + 64);
-    for (number, part) in bytes.chunks(SNAPSHOT_PART_BYTES).enumerate() {
+    let mut offset = 0usize;
+    while offset < wire.len() {
         buf.clear();
-        let offset = (number * SNAPSHOT_PART_BYTES) as u64;
-        let body = PeerMessage::SnapshotPart { total, offset, bytes: ByteBuf::from(part) };
+        let part = wire.part(offset, SNAPSHOT_PART_BYTES);
+        let body =
+            PeerMessage::SnapshotPart { total, offset: offset as u64, bytes: ByteBuf::from(part) };
         frame::encode(0, &body, &mut buf).map_err(|e| e.to_string())?;
         write_all(&mut stream, &buf).await?;
+        offset += SNAPSHOT_PART_BYTES.min(wire.len() - offset);
     }
     let mut reader = BufReader::new(stream);
     let mut answer = Vec::new();
@@ -345,6 +348,75 @@ async fn stream_snapshot(link: &Link, msg: &Message) -> Result<(), String> {
         PeerMessage::SnapshotDone { delivered: false, reason } => Err(reason),
         other => Err(format!("unexpected answer {other:?}")),
     }
+}
+
+/// A `MsgSnapshot` as protobuf bytes in three pieces, so that the blob (hundreds of MiB for
+/// a big namespace) is streamed from the stored snapshot instead of copied into one encoded
+/// message: the message without its snapshot, then the snapshot as field 9 written by hand,
+/// `data` (field 1) before `metadata` (field 2). Protobuf lets fields come in any order, so
+/// the receiver parses the concatenation as the whole message.
+struct SnapshotWire {
+    head: Vec<u8>,
+    data: bytes::Bytes,
+    tail: Vec<u8>,
+}
+
+impl SnapshotWire {
+    fn new(msg: &Message) -> Result<SnapshotWire, String> {
+        let snapshot = msg.get_snapshot();
+        let data = snapshot.data.clone(); // shares the stored blob
+        let encode_error = |e: protobuf::ProtobufError| format!("snapshot does not encode: {e}");
+        let metadata = snapshot.get_metadata().write_to_bytes().map_err(encode_error)?;
+        let mut rest = msg.clone();
+        rest.clear_snapshot();
+        let mut head = rest.write_to_bytes().map_err(encode_error)?;
+        let data_field = 1 + varint_len(data.len()) + data.len();
+        let metadata_field = 1 + varint_len(metadata.len()) + metadata.len();
+        head.push((9 << 3) | 2); // Message.snapshot, length-delimited
+        put_varint(&mut head, data_field + metadata_field);
+        head.push((1 << 3) | 2); // Snapshot.data
+        put_varint(&mut head, data.len());
+        let mut tail = vec![(2 << 3) | 2]; // Snapshot.metadata
+        put_varint(&mut tail, metadata.len());
+        tail.extend_from_slice(&metadata);
+        Ok(SnapshotWire { head, data, tail })
+    }
+
+    fn len(&self) -> usize {
+        self.head.len() + self.data.len() + self.tail.len()
+    }
+
+    /// Bytes `offset..offset + max` (fewer at the end), copied out of the pieces.
+    fn part(&self, offset: usize, max: usize) -> Vec<u8> {
+        let end = (offset + max).min(self.len());
+        let mut part = Vec::with_capacity(end - offset);
+        let mut start = 0;
+        for piece in [&self.head[..], &self.data[..], &self.tail[..]] {
+            let (from, to) = (offset.max(start), end.min(start + piece.len()));
+            if from < to {
+                part.extend_from_slice(&piece[from - start..to - start]);
+            }
+            start += piece.len();
+        }
+        part
+    }
+}
+
+fn varint_len(mut value: usize) -> usize {
+    let mut len = 1;
+    while value >= 0x80 {
+        value >>= 7;
+        len += 1;
+    }
+    len
+}
+
+fn put_varint(out: &mut Vec<u8>, mut value: usize) {
+    while value >= 0x80 {
+        out.push((value as u8 & 0x7f) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
 }
 
 /// Who may call: the members' ids and this node's identity.
@@ -419,7 +491,7 @@ async fn receive<S: StateMachine>(
                 let whole = add_part(&mut snapshot, policy, total, offset, &bytes)?;
                 if whole {
                     let data = snapshot.take().expect("a whole snapshot");
-                    return answer_snapshot(reader, node, from, &data).await;
+                    return answer_snapshot(reader, node, from, data).await;
                 }
             }
             PeerMessage::Hello { .. } => return Err(format!("node {from} sent a second Hello")),
@@ -497,17 +569,57 @@ async fn answer_snapshot<S: StateMachine>(
     reader: BufReader<TcpStream>,
     node: &Handle<S>,
     from: u64,
-    data: &[u8],
+    data: Vec<u8>,
 ) -> Result<(), String> {
-    let result = node.step_bytes(data);
+    let len = data.len();
+    let result = node.step_snapshot_bytes(data);
     let (delivered, reason) = match result {
         Ok(()) => (true, String::new()),
         Err(status) => (false, format!("the receiving node refused it: {status:?}")),
     };
-    tracing::info!(peer = from, bytes = data.len(), delivered, "snapshot received");
+    tracing::info!(peer = from, bytes = len, delivered, "snapshot received");
     let mut buf = Vec::new();
     let done = PeerMessage::SnapshotDone { delivered, reason };
     frame::encode(0, &done, &mut buf).map_err(|e| e.to_string())?;
     let mut stream = reader.into_inner();
     write_all(&mut stream, &buf).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft::eraftpb::{ConfState, Snapshot, SnapshotMetadata};
+
+    fn snapshot_message(data: Vec<u8>) -> Message {
+        let mut metadata = SnapshotMetadata { index: 1234, term: 7, ..Default::default() };
+        metadata.set_conf_state(ConfState { voters: vec![1, 2, 3], ..Default::default() });
+        let mut snapshot = Snapshot::default();
+        snapshot.set_metadata(metadata);
+        snapshot.data = data.into();
+        let mut msg = Message::default();
+        msg.set_msg_type(MessageType::MsgSnapshot);
+        (msg.to, msg.from, msg.term, msg.commit) = (2, 1, 7, 1234);
+        msg.set_snapshot(snapshot);
+        msg
+    }
+
+    #[test]
+    fn snapshot_wire_parses_as_the_message() {
+        // Sizes around the varint boundaries of the data length, and an empty blob.
+        for len in [0, 1, 127, 128, 16_383, 16_384, 300_000] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+            let msg = snapshot_message(data);
+            let wire = SnapshotWire::new(&msg).unwrap();
+            let mut bytes = Vec::new();
+            let mut offset = 0;
+            while offset < wire.len() {
+                let part = wire.part(offset, 1000);
+                offset += part.len();
+                bytes.extend_from_slice(&part);
+            }
+            assert_eq!(bytes.len(), wire.len(), "parts cover the message at {len}");
+            let parsed = Message::parse_from_bytes(&bytes).unwrap();
+            assert_eq!(parsed, msg, "data length {len}");
+        }
+    }
 }
