@@ -84,7 +84,12 @@ fn bootstrap_starts_the_log_after_a_snapshot_at_index_one() {
     assert_eq!(store.term(0).unwrap_err(), raft::Error::Store(StorageError::Compacted));
     assert_eq!(store.term(2).unwrap_err(), raft::Error::Store(StorageError::Unavailable));
     assert_eq!(store.applied(), (1, 1));
-    let snapshot = store.snapshot(0, 2).unwrap();
+    assert_eq!(
+        store.snapshot(0, 2).unwrap_err(),
+        raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable),
+        "a snapshot goes only to a member its membership names"
+    );
+    let snapshot = store.snapshot(0, 1).unwrap();
     assert_eq!(snapshot.get_metadata().index, 1);
     assert_eq!(snapshot.get_metadata().term, 1);
     assert_eq!(snapshot.get_metadata().get_conf_state().voters, vec![1]);
@@ -218,7 +223,7 @@ fn restart_reloads_everything() {
         store.applied(),
         store.truncated(),
         store.entries(18, 26, None, context()).unwrap(),
-        store.snapshot(0, 2).unwrap(),
+        store.snapshot(0, 1).unwrap(),
         store.load_table_records().unwrap(),
     );
     drop(store);
@@ -230,7 +235,7 @@ fn restart_reloads_everything() {
         store.applied(),
         store.truncated(),
         store.entries(18, 26, None, context()).unwrap(),
-        store.snapshot(0, 2).unwrap(),
+        store.snapshot(0, 1).unwrap(),
         store.load_table_records().unwrap(),
     );
     assert_eq!(format!("{before:?}"), format!("{after:?}"));
@@ -255,11 +260,11 @@ fn snapshot_and_compaction_keep_a_tail_and_serve_the_snapshot() {
     );
     assert_eq!(store.entries(91, 101, None, context()).unwrap(), entries(91..=100, 1));
     assert_eq!(store.get_raw(CF_RAFT_LOG, &log_key(90)), None);
-    let snapshot = store.snapshot(100, 2).unwrap();
+    let snapshot = store.snapshot(100, 1).unwrap();
     assert_eq!(snapshot.get_metadata().index, 100);
     assert_eq!(snapshot.data.as_ref(), b"state at 100");
     // A request newer than what we have is refused for now and remembered.
-    assert!(store.snapshot(101, 2).is_err());
+    assert!(store.snapshot(101, 1).is_err());
     assert!(store.take_snapshot_wanted());
     let files: Vec<_> = fs::read_dir(dir.path().join(SNAPSHOT_DIR_NAME))
         .unwrap()
