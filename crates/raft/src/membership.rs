@@ -69,7 +69,8 @@ pub(crate) fn removes(conf_state: &ConfState, node_id: u64) -> bool {
 
 impl<S: StateMachine, L: LogStore> Node<S, L> {
     /// Proposes `change` with `command` for the state machine; `reply` hears back once it is
-    /// applied. `Busy` while another change is not yet applied; `NotLeader` on a follower;
+    /// applied. `Busy` while another change is not yet applied (or, for an addition, not yet
+    /// in every member's log: [`Node::members_hold_last_change`]); `NotLeader` on a follower;
     /// `Invalid` for what raft-rs refuses (removing the last voter, say).
     pub fn change_members(
         &mut self,
@@ -80,7 +81,8 @@ impl<S: StateMachine, L: LogStore> Node<S, L> {
         if self.raw.raft.state != StateRole::Leader {
             return answer(reply, Err(Status::NotLeader));
         }
-        if self.raw.raft.has_pending_conf() {
+        let adds = !matches!(change, MemberChange::Remove(_));
+        if self.raw.raft.has_pending_conf() || (adds && !self.members_hold_last_change()) {
             tracing::info!(
                 node = self.config.node_id,
                 ?change,
@@ -101,6 +103,17 @@ impl<S: StateMachine, L: LogStore> Node<S, L> {
         }
         tracing::info!(node = self.config.node_id, ?change, "membership change proposed");
         self.add_pending(id, reply);
+    }
+
+    /// True if every member's log holds the last membership change. Only then may a node be
+    /// added, which may be a removed one again with a wiped store: a member still on the older
+    /// membership (it has not got the removal) counts the removed node as a voter, and that
+    /// node's fresh, empty vote could elect it without the entries the group committed since.
+    /// (The simulator found this.) Once every member holds the removal, a candidate lacking
+    /// newer entries cannot gather a majority even with that vote.
+    pub(crate) fn members_hold_last_change(&self) -> bool {
+        let raft = &self.raw.raft;
+        raft.prs().iter().all(|(_, progress)| progress.matched >= raft.pending_conf_index)
     }
 
     /// After a membership change or a snapshot: the transport learns the addresses the state

@@ -351,7 +351,9 @@ impl Simulation {
         let voters = self.members_of(leader);
         let outside: Vec<usize> =
             (0..self.slots.len()).filter(|i| !voters.contains(&self.slots[*i].id)).collect();
-        let change = if !outside.is_empty() && self.rng.gen_bool(0.5) {
+        let may_add =
+            self.slots[leader].node.as_ref().is_some_and(|n| n.members_hold_last_change());
+        let change = if !outside.is_empty() && may_add && self.rng.gen_bool(0.5) {
             let index = outside[self.rng.gen_range(0..outside.len())];
             self.wipe(index);
             MemberChange::AddVoter(self.slots[index].id)
