@@ -207,8 +207,17 @@ async fn change(list: &[String], id: u64, request: MemberChangeRequest) -> anyho
     }
     let op = ClientOp::ChangeMember { change: request };
     let request = Request { session: 0, seq: 0, uid: 0, gid: 0, op };
-    let reply = client.call_timeout(request, CHANGE_LIMIT.as_millis() as u64).await;
-    let reply = reply.with_context(|| format!("no answer from the leader at {addr}"))?;
+    // `Busy` is transient (the previous change is not in every member's log yet): ask again
+    // for a while before saying so.
+    let busy_until = Instant::now() + BUSY_PATIENCE;
+    let reply = loop {
+        let reply = client.call_timeout(request.clone(), CHANGE_LIMIT.as_millis() as u64).await;
+        let reply = reply.with_context(|| format!("no answer from the leader at {addr}"))?;
+        if reply != Err(Status::Busy) || Instant::now() >= busy_until {
+            break reply;
+        }
+        tokio::time::sleep(POLL).await;
+    };
     let ids: Vec<String> = leader.members.iter().map(|m| m.id.to_string()).collect();
     let ids = ids.join(", ");
     match reply {
@@ -235,5 +244,7 @@ async fn change(list: &[String], id: u64, request: MemberChangeRequest) -> anyho
     Ok(after.map_or(leader.commit_index, |(_, _, status)| status.commit_index))
 }
 
+/// How long to keep asking while the leader answers `Busy`.
+const BUSY_PATIENCE: Duration = Duration::from_secs(5);
 /// How long the leader may take to commit and apply a membership change.
 const CHANGE_LIMIT: Duration = Duration::from_secs(10);
