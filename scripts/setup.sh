@@ -12,6 +12,10 @@ have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok
 for pkg in build-essential pkg-config libclang-dev clang fuse3 fio attr iproute2 procps; do
   have_pkg "$pkg" || need_apt+=("$pkg")
 done
+# chromium: the status page is tested in a real headless browser (tests/page.rs).
+for pkg in chromium; do
+  have_pkg "$pkg" || need_apt+=("$pkg")
+done
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo_cmd=""
   [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"

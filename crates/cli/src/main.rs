@@ -23,6 +23,7 @@ mod status;
 mod supervise;
 mod tools;
 mod trash;
+mod views;
 
 /// Default master address for tools run on or near the master. Override with `-H` or
 /// `MFSHA_MASTER` (the VIP, once the cluster has one).
@@ -83,6 +84,18 @@ enum Command {
         /// Print JSON for scripts instead of text.
         #[arg(long)]
         json: bool,
+        /// Only the chunkservers: chunks, space, damaged and marked disks (mfscli -SCS).
+        #[arg(long)]
+        servers: bool,
+        /// Only the disks of every chunkserver and their state (mfscli -SHD).
+        #[arg(long)]
+        disks: bool,
+        /// Only chunk health and the matrix of valid copies against goal.
+        #[arg(long)]
+        chunks: bool,
+        /// Only the client sessions: address, mount, open files (mfscli -SMS).
+        #[arg(long)]
+        sessions: bool,
     },
     /// The members of the master group: list them, add or remove one, hand leadership over.
     Member {
@@ -415,12 +428,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo { dir } => demo::run(&dir),
         Command::Logger { config } => run_logger(&config),
         Command::Meta { which: Meta::FromLogger { logger_dir } } => logger_report(&logger_dir),
-        Command::Status { master, path, json } => {
+        Command::Status { master, path, json, servers, disks, chunks, sessions } => {
             let masters = match path {
                 Some(path) => tools::target(&master, &path).master,
                 None => master,
             };
-            block_on(status::run(&masters, json))
+            let which = views::Which { servers, disks, chunks, sessions };
+            block_on(status::run(&masters, json, which))
         }
         Command::Member { which: Member::List { master, json } } => {
             block_on(member::list(&master, json))

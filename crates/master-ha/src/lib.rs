@@ -10,6 +10,7 @@ It owns:
   [`mfsha_meta::State`].
 * [`fence`] — VIP fencing: the leader holds the cluster's virtual IP (the `mfsha-vip` crate)
   only while its lease is valid, and claims it only once no earlier leader can hold it.
+* [`page`] — the status page on the HTTP port, rendered from the cluster status.
 * [`trash`] — the leader's periodic purge of files whose trash time has passed.
 * the configuration, the listeners for clients, chunkservers and metaloggers, the
   in-memory chunk-copy registry and the replication engine (see their modules).
@@ -26,5 +27,6 @@ pub mod daemon;
 pub mod fence;
 pub mod inspect;
 pub mod node;
+pub mod page;
 pub mod server;
 pub mod trash;

@@ -615,6 +615,25 @@ pub struct ClusterStatus {
     /// This master's `cluster_id`: tools given several masters stay with one cluster.
     #[serde(default)]
     pub cluster_id: String,
+    /// Chunks with exactly their goal of valid copies.
+    #[serde(default)]
+    pub chunks_stable: u64,
+    /// Chunks by goal (row) and valid copies (column), as MooseFS's chunk matrix.
+    #[serde(default)]
+    pub chunk_matrix: ChunkMatrix,
+}
+
+/// Rows and columns of a [`ChunkMatrix`]: 0 to 9, then one for 10 and more.
+pub const CHUNK_MATRIX_SIDE: usize = 11;
+
+/// Chunk counts: `matrix[goal][valid copies]`, each index capped at `CHUNK_MATRIX_SIDE - 1`
+/// (a last row and column for 10 and more).
+pub type ChunkMatrix = [[u64; CHUNK_MATRIX_SIDE]; CHUNK_MATRIX_SIDE];
+
+/// The cell of `matrix` that a chunk with `goal` and `valid` copies counts in.
+pub fn matrix_cell(goal: usize, valid: usize) -> (usize, usize) {
+    let last = CHUNK_MATRIX_SIDE - 1;
+    (goal.min(last), valid.min(last))
 }
 
 /// The virtual IP on the answering master.

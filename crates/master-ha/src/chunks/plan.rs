@@ -349,6 +349,8 @@ fn recover(chunk: ChunkId, version: u32, copies: &[ChunkCopy]) -> Option<Action>
 
 fn count_health(health: &mut CopyHealth, c: &Counted, goal: usize) {
     let valid = c.valid.len();
+    let (row, column) = mfsha_proto::client::matrix_cell(goal, valid);
+    health.matrix[row][column] += 1;
     if c.readable.is_empty() {
         health.missing += 1;
         return;
@@ -360,6 +362,8 @@ fn count_health(health: &mut CopyHealth, c: &Counted, goal: usize) {
         }
     } else if valid > goal {
         health.overgoal += 1;
+    } else {
+        health.stable += 1;
     }
 }
 

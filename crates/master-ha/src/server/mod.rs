@@ -91,6 +91,10 @@ pub struct CopyHealth {
     pub overgoal: u64,
     /// No valid copy at all.
     pub missing: u64,
+    /// Exactly the goal of valid copies.
+    pub stable: u64,
+    /// Every chunk by goal and valid copies (see [`mfsha_proto::client::ChunkMatrix`]).
+    pub matrix: mfsha_proto::client::ChunkMatrix,
 }
 
 /// The chunk service of a master with no chunkserver registry attached: it knows no copies,

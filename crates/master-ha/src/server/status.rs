@@ -35,6 +35,8 @@ pub fn cluster_status(service: &Service) -> ClusterStatus {
         sessions,
         vip: service.vip.as_ref().map(|fence| Box::new(vip_state(fence.status()))),
         cluster_id: service.cluster_id.clone(),
+        chunks_stable: health.stable,
+        chunk_matrix: health.matrix,
     }
 }
 
