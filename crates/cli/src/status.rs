@@ -372,6 +372,9 @@ pub fn format_status(master: &str, s: &ClusterStatus) -> String {
         s.chunks_stable,
         s.chunks_overgoal
     );
+    for work in &s.long_work {
+        let _ = writeln!(out, "under way: {}", mfsha_proto::views::long_work_line(work));
+    }
     let _ = writeln!(out, "chunkservers: {}", s.chunkservers.len());
     for cs in &s.chunkservers {
         let _ = writeln!(

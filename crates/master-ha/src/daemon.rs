@@ -92,6 +92,7 @@ pub async fn start_with(
     };
     let shutdown = Shutdown::new();
     let (meta, raft_thread, policy) = start_node(&config, &shutdown).await?;
+    let transfers = policy.as_ref().map(|p| p.transfers.clone()).unwrap_or_default();
     let fence = vip.map(VipFence::new);
     let fence_task = fence.as_ref().map(|fence| {
         let run = fence.clone().run(meta.clone(), fence_rules(&config), shutdown.clone());
@@ -124,6 +125,7 @@ pub async fn start_with(
     let mut service =
         Service::new(meta, chunk_service, peers, leadership, config.cluster_id.clone());
     service.vip = fence;
+    service.transfers = transfers;
     let service = Arc::new(service);
     let listener = ClientListener::new(client_listener, service.clone(), config.client.clone());
     let in_flight = listener.in_flight();

@@ -32,6 +32,7 @@ pub fn render(status: &ClusterStatus, extras: &PageExtras) -> String {
     head(&mut out, status);
     banner(&mut out, status, extras);
     nodes(&mut out, status, extras.now_unix_ms);
+    long_work(&mut out, status);
     metadata(&mut out, status);
     servers(&mut out, status);
     disks(&mut out, status);
@@ -153,6 +154,17 @@ fn nodes(out: &mut String, s: &ClusterStatus, now_ms: u64) {
 
 fn kind(k: MemberKind) -> &'static str {
     k.as_str()
+}
+
+fn long_work(out: &mut String, s: &ClusterStatus) {
+    if s.long_work.is_empty() {
+        return;
+    }
+    out.push_str("<h2>Under way</h2>\n<ul id=\"long-work\">\n");
+    for work in &s.long_work {
+        let _ = writeln!(out, "<li>{}</li>", esc(&views::long_work_line(work)));
+    }
+    out.push_str("</ul>\n");
 }
 
 fn metadata(out: &mut String, s: &ClusterStatus) {

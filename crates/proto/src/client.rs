@@ -621,6 +621,23 @@ pub struct ClusterStatus {
     /// Chunks by goal (row) and valid copies (column), as MooseFS's chunk matrix.
     #[serde(default)]
     pub chunk_matrix: ChunkMatrix,
+    /// Long work under way on this master: snapshot streams, re-replication, disk drains.
+    #[serde(default)]
+    pub long_work: Vec<LongWork>,
+}
+
+/// Long work under way, with its progress.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LongWork {
+    /// "snapshot to node 3", "re-replication", "drain of disks marked for removal".
+    pub what: String,
+    pub done: u64,
+    pub total: u64,
+    /// What `done` and `total` count: "bytes" or "chunks".
+    pub unit: String,
+    pub elapsed_ms: u64,
+    /// At the rate so far; `None` before anything was done.
+    pub eta_ms: Option<u64>,
 }
 
 /// Rows and columns of a [`ChunkMatrix`]: 0 to 9, then one for 10 and more.

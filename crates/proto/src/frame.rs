@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 /// 3: `ClientOp::Hello` carries the session open `token` (exactly-once session opens);
 /// chunkservers register with every master (`MasterToCs::Hello`, `Copy`/`Gone` reports).
 /// 4: `LeaderHint` and `ClusterStatus` carry the master's `cluster_id` (clients check it).
-/// 5: `ClusterStatus` carries the chunk matrix and the stable count (the status page).
+/// 5: `ClusterStatus` carries the chunk matrix, the stable count and the long work under way.
 pub const PROTOCOL_VERSION: u8 = 5;
 
 /// Largest frame body (everything after the 4-byte length) we accept or send.

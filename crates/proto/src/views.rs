@@ -137,6 +137,26 @@ pub fn percent(part: u64, whole: u64) -> String {
     }
 }
 
+/// One line of long work: "re-replication: 30 of 50 chunks (60%), 12 s so far, about 8 s
+/// left".
+pub fn long_work_line(w: &crate::client::LongWork) -> String {
+    let amount = |n: u64| match w.unit.as_str() {
+        "bytes" => bytes(n),
+        unit => format!("{n} {unit}"),
+    };
+    let left = w.eta_ms.map_or("time left unknown yet".into(), |ms| {
+        format!("about {:.0} s left", ms as f64 / 1000.0)
+    });
+    format!(
+        "{}: {} of {} ({}%), {:.0} s so far, {left}",
+        w.what,
+        amount(w.done),
+        amount(w.total),
+        w.done * 100 / w.total.max(1),
+        w.elapsed_ms as f64 / 1000.0
+    )
+}
+
 /// How a cell of the chunk matrix reads: the colour classes of mfscgiserv.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CellClass {
@@ -187,6 +207,22 @@ mod tests {
         assert_eq!(CellClass::of(3, 3), CellClass::Stable);
         assert_eq!(CellClass::of(2, 3), CellClass::Overgoal);
         assert_eq!(CellClass::of(0, 2), CellClass::Deleted);
+    }
+
+    #[test]
+    fn long_work_reads_as_a_sentence_with_amounts_in_their_unit() {
+        let w = crate::client::LongWork {
+            what: "snapshot to node 3".into(),
+            done: 256 << 20,
+            total: 1 << 30,
+            unit: "bytes".into(),
+            elapsed_ms: 4000,
+            eta_ms: Some(12_000),
+        };
+        assert_eq!(
+            long_work_line(&w),
+            "snapshot to node 3: 256.0 MiB of 1.0 GiB (25%), 4 s so far, about 12 s left"
+        );
     }
 
     #[test]

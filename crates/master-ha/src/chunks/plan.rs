@@ -142,8 +142,9 @@ impl Inner {
             let c = classify(copies, info.version);
             let goal = info.goal.max(1) as usize;
             count_health(&mut plan.health, &c, goal);
-            if c.valid.len() < goal {
+            if c.valid.len() < goal && c.readable.iter().any(|x| x.marked) {
                 unsafe_servers.extend(c.readable.iter().filter(|x| x.marked).map(|x| x.server));
+                plan.health.draining += 1;
             }
             if self.busy(chunk, at.now, limits) || copies.iter().any(|x| x.changed > at.table_taken)
             {

@@ -78,6 +78,10 @@ pub trait ChunkService: Send + Sync {
 
     /// Chunks counted by copy health, given how many chunks the metadata has.
     fn copy_health(&self, chunks_total: u64) -> CopyHealth;
+    /// Re-replication and drains under way, with their progress.
+    fn long_work(&self) -> Vec<mfsha_proto::client::LongWork> {
+        Vec::new()
+    }
 }
 
 /// Chunks counted by how their valid copies compare with their goal.
@@ -93,6 +97,9 @@ pub struct CopyHealth {
     pub missing: u64,
     /// Exactly the goal of valid copies.
     pub stable: u64,
+    /// Short of their goal while a copy sits on a disk marked for removal (counted in
+    /// `undergoal` too): what a drain still has to copy.
+    pub draining: u64,
     /// Every chunk by goal and valid copies (see [`mfsha_proto::client::ChunkMatrix`]).
     pub matrix: mfsha_proto::client::ChunkMatrix,
 }
@@ -157,6 +164,8 @@ pub struct Service {
     pub cluster_id: String,
     /// The VIP fence, when the configuration has a `vip:` section.
     pub vip: Option<Arc<crate::fence::VipFence>>,
+    /// Snapshot streams on the peer port (none in a group of one).
+    pub transfers: mfsha_raft::transport::transfers::Transfers,
 }
 
 impl Service {
@@ -177,6 +186,7 @@ impl Service {
             leadership,
             cluster_id,
             vip: None,
+            transfers: Default::default(),
         }
     }
 }
