@@ -98,11 +98,14 @@ pub enum ClientOp {
         new_parent: Ino,
         new_name: String,
     },
-    /// Entries from position `offset` on ("." and ".." are not included), at most `max`.
+    /// At most `max` entries ("." and ".." are not included), in name order: those after
+    /// the name `after` when given (a page costs O(log n) at any depth of a big directory,
+    /// and entries added or removed meanwhile do not shift it), else from position `offset`.
     ReadDir {
         ino: Ino,
         offset: u64,
         max: u32,
+        after: Option<String>,
     },
     /// Registers an open file with this session (keeps unlinked-but-open files readable).
     Open {
