@@ -84,7 +84,7 @@ Comment: The binary also contains the Rust crates that Cargo.lock names, each un
  own license (most MIT or Apache-2.0), and RocksDB (Apache-2.0 or GPL-2).
 
 Files: *
-Copyright: the mfsha authors
+Copyright: 2026 the mfsha authors
 License: Apache-2.0
  Licensed under the Apache License, Version 2.0 (the "License"); you may not use this
  file except in compliance with the License.

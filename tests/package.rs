@@ -62,18 +62,27 @@ impl Drop for Installed {
     fn drop(&mut self) {
         let purged = run("dpkg", &["--purge", "mfsha"]);
         if !purged.status.success() {
-            eprintln!("cleanup: dpkg --purge mfsha failed: {}", String::from_utf8_lossy(&purged.stderr));
+            eprintln!(
+                "cleanup: dpkg --purge mfsha failed: {}",
+                String::from_utf8_lossy(&purged.stderr)
+            );
         }
         if self.made_user && user_exists("mfsha") {
             let removed = run("deluser", &["--system", "--quiet", "mfsha"]);
             if !removed.status.success() {
-                eprintln!("cleanup: deluser mfsha failed: {}", String::from_utf8_lossy(&removed.stderr));
+                eprintln!(
+                    "cleanup: deluser mfsha failed: {}",
+                    String::from_utf8_lossy(&removed.stderr)
+                );
             }
         }
         if self.made_user && run("getent", &["group", "mfsha"]).status.success() {
             let removed = run("delgroup", &["--system", "--quiet", "mfsha"]);
             if !removed.status.success() {
-                eprintln!("cleanup: delgroup mfsha failed: {}", String::from_utf8_lossy(&removed.stderr));
+                eprintln!(
+                    "cleanup: delgroup mfsha failed: {}",
+                    String::from_utf8_lossy(&removed.stderr)
+                );
             }
         }
     }
@@ -107,7 +116,8 @@ fn lintian_errors(deb: &Path) -> Vec<String> {
     let out = run("lintian", &["--no-cfg", deb.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     eprintln!("lintian {}:\n{text}{}", deb.display(), String::from_utf8_lossy(&out.stderr));
-    let errors: Vec<String> = text.lines().filter(|l| l.starts_with("E:")).map(String::from).collect();
+    let errors: Vec<String> =
+        text.lines().filter(|l| l.starts_with("E:")).map(String::from).collect();
     assert!(
         out.status.success() || !errors.is_empty(),
         "lintian failed without naming an error ({}): {}",
@@ -132,7 +142,10 @@ fn check_files() {
     for unit in ["mfsha-master.service", "mfsha-chunkserver.service", "mfsha-logger.service"] {
         same_content(&format!("/lib/systemd/system/{unit}"), &repo.join("systemd").join(unit));
     }
-    same_content("/usr/share/doc/mfsha/examples/mnt-mfsha.mount", &repo.join("systemd/mnt-mfsha.mount"));
+    same_content(
+        "/usr/share/doc/mfsha/examples/mnt-mfsha.mount",
+        &repo.join("systemd/mnt-mfsha.mount"),
+    );
     let conffiles = run_ok("dpkg-query", &["-W", "-f=${Conffiles}", "mfsha"]);
     for conf in ["master", "chunkserver", "logger"] {
         let path = format!("/etc/mfsha/{conf}.yaml");
@@ -153,7 +166,10 @@ fn check_user() {
     let fields: Vec<&str> = entry.trim().split(':').collect();
     let uid: u32 = fields[2].parse().unwrap();
     assert!(uid < 1000, "mfsha is not a system user: {entry}");
-    assert!(fields[6].ends_with("nologin") || fields[6].ends_with("false"), "mfsha can log in: {entry}");
+    assert!(
+        fields[6].ends_with("nologin") || fields[6].ends_with("false"),
+        "mfsha can log in: {entry}"
+    );
     for dir in ["/var/lib/mfsha/master", "/var/lib/mfsha/chunks", "/var/lib/mfsha/logger"] {
         let meta = fs::metadata(dir).unwrap_or_else(|e| panic!("{dir} after install: {e}"));
         assert!(meta.is_dir() && meta.uid() == uid, "{dir} is not a directory owned by mfsha");
@@ -192,12 +208,11 @@ fn deb_builds_passes_lintian_installs_and_purges() {
     ] {
         require(program, package);
     }
+    assert!(is_root(), "the package test installs a .deb: run it as root (scripts/test.sh does)");
     assert!(
-        is_root(),
-        "the package test installs a .deb: run it as root (scripts/test.sh does)"
-    );
-    assert!(
-        !installed("mfsha") && !Path::new("/etc/mfsha").exists() && !Path::new("/var/lib/mfsha").exists(),
+        !installed("mfsha")
+            && !Path::new("/etc/mfsha").exists()
+            && !Path::new("/var/lib/mfsha").exists(),
         "mfsha is installed here already (or /etc/mfsha or /var/lib/mfsha exists): this test \
          installs and purges the package, so remove them first (dpkg --purge mfsha)"
     );
@@ -214,13 +229,22 @@ fn deb_builds_passes_lintian_installs_and_purges() {
 
     run_ok("dpkg", &["--purge", "mfsha"]);
     assert!(!installed("mfsha"), "mfsha still installed after purge");
-    for gone in ["/usr/bin/mfsha", "/sbin/mount.mfsha", "/lib/systemd/system/mfsha-master.service", "/etc/mfsha", "/var/lib/mfsha"] {
+    for gone in [
+        "/usr/bin/mfsha",
+        "/sbin/mount.mfsha",
+        "/lib/systemd/system/mfsha-master.service",
+        "/etc/mfsha",
+        "/var/lib/mfsha",
+    ] {
         assert!(fs::symlink_metadata(gone).is_err(), "{gone} is still there after purge");
     }
     let made_user = guard.made_user;
     drop(guard);
     let group = run("getent", &["group", "mfsha"]).status.success();
-    assert!(!made_user || (!user_exists("mfsha") && !group), "the mfsha user or group this test made is still there");
+    assert!(
+        !made_user || (!user_exists("mfsha") && !group),
+        "the mfsha user or group this test made is still there"
+    );
 }
 
 fn is_root() -> bool {

@@ -51,7 +51,10 @@ fn unit_files() -> Vec<PathBuf> {
 fn verify_root(dir: &Path, units: &[PathBuf]) -> PathBuf {
     let host_units = Path::new("/usr/lib/systemd/system");
     if !host_units.join("sysinit.target").exists() {
-        panic!("{} has no sysinit.target: install Debian's systemd package (scripts/setup.sh does)", host_units.display());
+        panic!(
+            "{} has no sysinit.target: install Debian's systemd package (scripts/setup.sh does)",
+            host_units.display()
+        );
     }
     let root = dir.join("root");
     fs::create_dir_all(root.join("usr/lib/systemd")).unwrap();
@@ -85,7 +88,8 @@ fn verify(root: &Path, name: &str) -> (bool, String) {
         .env("SYSTEMD_LOG_COLOR", "0")
         .output()
         .expect("run systemd-analyze");
-    let said = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    let said =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
     (out.status.success(), said.trim().to_string())
 }
 
@@ -136,7 +140,14 @@ impl Notify {
         let mut buf = [0u8; 4096];
         match self.socket.recv(&mut buf) {
             Ok(n) => Some((Instant::now(), String::from_utf8_lossy(&buf[..n]).trim().to_string())),
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => None,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                None
+            }
             Err(e) => panic!("reading the notify socket failed: {e}"),
         }
     }
@@ -180,9 +191,11 @@ fn spawn_notified(dir: &Path, name: &str, notify: &Notify, args: &[&str]) -> Dae
 /// The whole systemd conversation with one daemon whose `ports` must accept connections by
 /// the time it says READY=1.
 fn check_notifications(daemon: &mut Daemon, notify: &Notify, ports: &[u16]) {
-    let log = daemon.log.clone();
-    let said = |what: &str| format!("{what}; {} log:\n{}", daemon.name, tail(&log, 30));
-    let (_, first) = notify.next(Duration::from_secs(60)).unwrap_or_else(|| panic!("{}", said("no READY=1 within 60 s")));
+    let (name, log) = (daemon.name.clone(), daemon.log.clone());
+    let said = |what: &str| format!("{what}; {name} log:\n{}", tail(&log, 30));
+    let (_, first) = notify
+        .next(Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("{}", said("no READY=1 within 60 s")));
     // Checked at once: a daemon that said READY before binding would refuse here.
     for port in ports {
         if let Err(e) = TcpStream::connect(("127.0.0.1", *port)) {
@@ -193,16 +206,29 @@ fn check_notifications(daemon: &mut Daemon, notify: &Notify, ports: &[u16]) {
 
     let pings = notify.during(OBSERVE);
     let period = WATCHDOG / 2;
-    assert!(pings.iter().all(|(_, m)| m == "WATCHDOG=1"), "{}", said(&format!("unexpected notifications {pings:?}")));
+    assert!(
+        pings.iter().all(|(_, m)| m == "WATCHDOG=1"),
+        "{}",
+        said(&format!("unexpected notifications {pings:?}"))
+    );
     let expected = (OBSERVE.as_millis() / period.as_millis()) as usize;
     assert!(
         (expected - 2..=expected + 1).contains(&pings.len()),
         "{}",
-        said(&format!("{} WATCHDOG=1 in {OBSERVE:?}, expected about {expected} (one per {period:?})", pings.len()))
+        said(&format!(
+            "{} WATCHDOG=1 in {OBSERVE:?}, expected about {expected} (one per {period:?})",
+            pings.len()
+        ))
     );
     let gaps: Vec<Duration> = pings.windows(2).map(|w| w[1].0 - w[0].0).collect();
     let longest = gaps.iter().max().copied().unwrap_or_default();
-    assert!(longest < WATCHDOG, "{}", said(&format!("a {longest:?} gap between pings: systemd would have killed it; gaps {gaps:?}")));
+    assert!(
+        longest < WATCHDOG,
+        "{}",
+        said(&format!(
+            "a {longest:?} gap between pings: systemd would have killed it; gaps {gaps:?}"
+        ))
+    );
     let mut sorted = gaps.clone();
     sorted.sort();
     let median = sorted[sorted.len() / 2];

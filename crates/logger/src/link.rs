@@ -80,9 +80,9 @@ fn witness_alive(
     let Some(witness) = witness else { return Ok(()) };
     let now = witness.handle.stats().ticks;
     match ticks.replace(now) {
-        Some(before) if now <= before => {
-            Err(format!("the witness's Raft thread has not ticked since the last round (ticks {now})"))
-        }
+        Some(before) if now <= before => Err(format!(
+            "the witness's Raft thread has not ticked since the last round (ticks {now})"
+        )),
         _ => Ok(()),
     }
 }

@@ -275,7 +275,9 @@ impl Master {
         let now = self.service.meta.stats().ticks;
         let before = ticks.replace(now);
         if before.is_some_and(|before| now <= before) {
-            return Err(format!("the Raft thread has not ticked since the last round (ticks {now})"));
+            return Err(format!(
+                "the Raft thread has not ticked since the last round (ticks {now})"
+            ));
         }
         if self.client_task.is_finished() {
             return Err("the client listener task has ended".into());

@@ -45,10 +45,11 @@ async fn systemd_watchdog_pings_only_while_the_probe_says_alive() {
     // sent before the next round asks the probe, so counting asks orders everything.
     let rounds = Arc::new(AtomicU32::new(0));
     let counted = rounds.clone();
-    let task = tokio::spawn(super::watchdog(move || match counted.fetch_add(1, Ordering::SeqCst) {
-        3..=7 => Err("the test's probe says stuck".into()),
-        _ => Ok(()),
-    }));
+    let task =
+        tokio::spawn(super::watchdog(move || match counted.fetch_add(1, Ordering::SeqCst) {
+            3..=7 => Err("the test's probe says stuck".into()),
+            _ => Ok(()),
+        }));
     wait_rounds(&rounds, 4).await;
     assert_eq!(drain(&socket), ["WATCHDOG=1"; 3], "one ping per round while alive");
     wait_rounds(&rounds, 8).await;
