@@ -346,3 +346,57 @@ fn logger_with_witness_notifies_ready_after_binding_and_feeds_the_watchdog() {
     let mut logger = spawn_notified(dir.path(), "logger", &notify, &args);
     check_notifications(&mut logger, &notify, &[peer]);
 }
+
+/// The fstab line docs/install.md gives, through systemd's own fstab generator: a network
+/// mount (`_netdev`) of type mfsha, which systemd orders after the network and before
+/// remote-fs.target, and whose unit verifies clean.
+#[test]
+fn fstab_line_in_the_docs_makes_a_network_mount() {
+    let generator = Path::new("/usr/lib/systemd/system-generators/systemd-fstab-generator");
+    if !generator.exists() {
+        panic!(
+            "{} is missing: install Debian's systemd package (scripts/setup.sh does)",
+            generator.display()
+        );
+    }
+    let doc = fs::read_to_string(repo_root().join("docs/install.md")).unwrap();
+    let line = doc
+        .lines()
+        .find(|l| l.starts_with("mfsmaster:/") && l.contains(" mfsha "))
+        .expect("docs/install.md has an fstab line for mfsha");
+    assert!(line.contains("_netdev"), "the fstab line lacks _netdev: {line}");
+    let dir = tempfile::Builder::new().prefix("mfsha-fstab-").tempdir().unwrap();
+    let fstab = dir.path().join("fstab");
+    fs::write(&fstab, format!("{line}\n")).unwrap();
+    let out_dirs: Vec<PathBuf> =
+        ["normal", "early", "late"].iter().map(|d| dir.path().join(d)).collect();
+    for d in &out_dirs {
+        fs::create_dir(d).unwrap();
+    }
+    let generated = Command::new(generator)
+        .args(&out_dirs)
+        .env("SYSTEMD_FSTAB", &fstab)
+        .output()
+        .expect("run systemd-fstab-generator");
+    assert!(
+        generated.status.success(),
+        "systemd-fstab-generator failed: {}",
+        String::from_utf8_lossy(&generated.stderr)
+    );
+    let unit = out_dirs[0].join("mnt-mfsha.mount");
+    let text = fs::read_to_string(&unit).unwrap_or_else(|e| panic!("no {}: {e}", unit.display()));
+    assert!(text.contains("Type=mfsha") && text.contains("What=mfsmaster:/"), "generated:\n{text}");
+    let remote = out_dirs[0].join("remote-fs.target.requires/mnt-mfsha.mount");
+    assert!(
+        fs::symlink_metadata(&remote).is_ok(),
+        "not a network mount (no {}):\n{text}",
+        remote.display()
+    );
+
+    let root = verify_root(dir.path(), &[unit]);
+    let (ok, said) = verify(&root, "mnt-mfsha.mount");
+    assert!(
+        ok && said.is_empty(),
+        "systemd-analyze verify of the generated unit: ok={ok}:\n{said}"
+    );
+}
