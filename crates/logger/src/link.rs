@@ -78,6 +78,11 @@ fn witness_alive(
     ticks: &mut Option<u64>,
 ) -> Result<(), String> {
     let Some(witness) = witness else { return Ok(()) };
+    // A witness removed from the group has stopped its thread for good: nothing to watch
+    // (restarting the logger would not bring it back).
+    if witness.handle.removed() {
+        return Ok(());
+    }
     let now = witness.handle.stats().ticks;
     match ticks.replace(now) {
         Some(before) if now <= before => Err(format!(
