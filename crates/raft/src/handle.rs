@@ -149,6 +149,9 @@ pub struct NodeStats {
     pub snapshots: u64,
     /// Snapshots received from a leader and installed.
     pub snapshots_installed: u64,
+    /// Raft clock ticks: advances every `tick_ms` while the node's loop runs, busy or idle,
+    /// so a watcher (the systemd watchdog) can tell a live loop from a stalled one.
+    pub ticks: u64,
 }
 
 /// An applied entry as subscribers see it: (index, term, the command `apply` saw; Raft's own
@@ -206,6 +209,7 @@ pub(crate) struct Counters {
     pub(crate) proposals: AtomicU64,
     pub(crate) snapshots: AtomicU64,
     pub(crate) snapshots_installed: AtomicU64,
+    pub(crate) ticks: AtomicU64,
 }
 
 /// What the node publishes after every Ready.
@@ -504,6 +508,7 @@ impl<S: StateMachine> Handle<S> {
             proposals: stats.proposals.load(Ordering::Relaxed),
             snapshots: stats.snapshots.load(Ordering::Relaxed),
             snapshots_installed: stats.snapshots_installed.load(Ordering::Relaxed),
+            ticks: stats.ticks.load(Ordering::Relaxed),
         }
     }
 
