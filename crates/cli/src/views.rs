@@ -94,11 +94,9 @@ fn disks(status: &ClusterStatus) -> String {
         "chunkserver", "path", "chunks", "used", "total", "used%"
     );
     for d in views::disks(status) {
-        let state = match (d.damaged, d.marked_for_removal, d.safe_to_remove) {
-            (true, _, _) => "DAMAGED",
-            (false, true, true) => "marked for removal, safe to remove",
-            (false, true, false) => "marked for removal, still needed",
-            (false, false, _) => "ok",
+        let state = match d.damaged {
+            true => "DAMAGED".to_string(),
+            false => d.state().to_string(),
         };
         let _ = writeln!(
             out,

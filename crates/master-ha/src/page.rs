@@ -225,11 +225,9 @@ fn disks(out: &mut String, s: &ClusterStatus) {
         &["chunkserver", "path", "chunks", "used", "total", "used %", "state"],
     );
     for d in views::disks(s) {
-        let state = match (d.damaged, d.marked_for_removal, d.safe_to_remove) {
-            (true, _, _) => "<span class=\"bad\">damaged</span>",
-            (false, true, true) => "marked for removal, safe to remove",
-            (false, true, false) => "marked for removal, still needed",
-            (false, false, _) => "ok",
+        let state = match d.damaged {
+            true => format!("<span class=\"bad\">{}</span>", d.state()),
+            false => d.state().to_string(),
         };
         let cells = [
             esc(&d.server),
@@ -238,7 +236,7 @@ fn disks(out: &mut String, s: &ClusterStatus) {
             bytes(d.used_bytes),
             bytes(d.total_bytes),
             percent(d.used_bytes, d.total_bytes),
-            state.to_string(),
+            state,
         ];
         raw_row(out, &cells);
     }

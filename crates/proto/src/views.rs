@@ -34,6 +34,18 @@ pub struct DiskRow {
     pub safe_to_remove: bool,
 }
 
+impl DiskRow {
+    /// The disk's state in words, worst first.
+    pub fn state(&self) -> &'static str {
+        match (self.damaged, self.marked_for_removal, self.safe_to_remove) {
+            (true, _, _) => "damaged",
+            (false, true, true) => "marked for removal, safe to remove",
+            (false, true, false) => "marked for removal, still needed",
+            (false, false, _) => "ok",
+        }
+    }
+}
+
 /// Chunks by how their valid copies compare with their goal (`--chunks`, `/api/chunks`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkHealth {
