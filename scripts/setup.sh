@@ -9,7 +9,8 @@ have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok
 # fuse3: fusermount3 and /etc/fuse.conf for the FUSE mount. fio: the FUSE benchmark.
 # attr: getfattr/setfattr used by the xattr tests. pkg-config, build-essential: C/C++ builds.
 # iproute2: `ip netns`/veth/bridge for the VIP tests and the lab; procps: `ps` in the tests.
-for pkg in build-essential pkg-config libclang-dev clang fuse3 fio attr iproute2 procps; do
+# prometheus: promtool and the server the metrics test scrapes the cluster with.
+for pkg in build-essential pkg-config libclang-dev clang fuse3 fio attr iproute2 procps prometheus; do
   have_pkg "$pkg" || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -84,6 +84,9 @@ struct Ports {
     /// The witness's Raft peer port (the appliance only).
     witness_peer: Option<u16>,
     chunkservers: Vec<u16>,
+    /// `/metrics` of each chunkserver (9427, 9437, 9447 where free) and of the logger (9428).
+    chunkserver_http: Vec<u16>,
+    logger_http: u16,
 }
 
 /// Hands out distinct ports: a preferred one when it is free, otherwise one the kernel picks
@@ -137,7 +140,10 @@ impl Ports {
         }
         let chunkservers =
             [9422, 9432, 9442].iter().map(|p| picker.port(Some(*p))).collect::<Result<_, _>>()?;
-        Ok(Ports { masters: list, witness_peer, chunkservers })
+        let chunkserver_http =
+            [9427, 9437, 9447].iter().map(|p| picker.port(Some(*p))).collect::<Result<_, _>>()?;
+        let logger_http = picker.port(Some(9428))?;
+        Ok(Ports { masters: list, witness_peer, chunkservers, chunkserver_http, logger_http })
     }
 
     fn addrs(&self, port: impl Fn(&MasterPorts) -> u16) -> Vec<String> {
@@ -201,9 +207,10 @@ fn write_master_config(dir: &Path, p: &Ports, index: usize) -> anyhow::Result<Pa
 fn write_logger_config(dir: &Path, p: &Ports) -> anyhow::Result<PathBuf> {
     let path = dir.join("logger.yaml");
     let mut yaml = format!(
-        "# written by `mfsha demo`\nname: demo-metalogger\ndata_dir: {}\nmasters: {}\n",
+        "# written by `mfsha demo`\nname: demo-metalogger\ndata_dir: {}\nmasters: {}\nhttp: 127.0.0.1:{}\n",
         dir.join("logger").display(),
-        yaml_list(&p.addrs(|m| m.logger))
+        yaml_list(&p.addrs(|m| m.logger)),
+        p.logger_http
     );
     if let Some(port) = p.witness_peer {
         yaml += &format!(
@@ -218,13 +225,13 @@ fn write_logger_config(dir: &Path, p: &Ports) -> anyhow::Result<PathBuf> {
 fn write_chunkserver_configs(dir: &Path, p: &Ports, scrub: bool) -> anyhow::Result<Vec<PathBuf>> {
     let masters = yaml_list(&p.addrs(|m| m.chunkserver));
     let mut paths = Vec::new();
-    for (i, cs_port) in p.chunkservers.iter().enumerate() {
+    for (i, (cs_port, http)) in p.chunkservers.iter().zip(&p.chunkserver_http).enumerate() {
         let n = i + 1;
         let data = dir.join(format!("chunkserver{n}"));
         fs::create_dir_all(&data).with_context(|| format!("cannot create {}", data.display()))?;
         let path = dir.join(format!("chunkserver{n}.yaml"));
         let yaml = format!(
-            "# written by `mfsha demo`\ndata_dirs:\n  - {data}\nmaster: {masters}\nlisten: 127.0.0.1:{cs_port}\n{scrub}",
+            "# written by `mfsha demo`\ndata_dirs:\n  - {data}\nmaster: {masters}\nlisten: 127.0.0.1:{cs_port}\nhttp: 127.0.0.1:{http}\n{scrub}",
             data = data.display(),
             scrub = if scrub { "" } else { "scrub_mib_per_sec: 0\n" },
         );
@@ -524,6 +531,12 @@ fn banner(plan: &Plan, ports: &Ports, daemons: &[Daemon], leader: Option<u64>) {
         "  masters' client ports {masters}, chunkservers on 127.0.0.1:{:?}",
         ports.chunkservers
     );
+    let metrics: Vec<String> = (ports.masters.iter().map(|m| m.http))
+        .chain(ports.chunkserver_http.iter().copied())
+        .chain([ports.logger_http])
+        .map(|port| format!("http://127.0.0.1:{port}/metrics"))
+        .collect();
+    println!("  Prometheus metrics: {}", metrics.join(" "));
     let h = format!(" -H {masters}");
     println!(
         "\nThe filesystem is mounted at {} (goal 2: two copies of every chunk). Try:",

@@ -1,6 +1,7 @@
 //! The logger's YAML configuration.
 
 use serde::Deserialize;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 /// `logger.yaml`. Every field has a default; unknown keys are refused.
@@ -20,6 +21,9 @@ pub struct LoggerConfig {
     pub cluster_id: Option<String>,
     /// Run as the Raft group's witness too (see `witness.rs`). Default: not a witness.
     pub witness: Option<crate::witness::WitnessConfig>,
+    /// Where Prometheus scrapes `/metrics`. Default `0.0.0.0:9428`.
+    #[serde(deserialize_with = "mfsha_yamlconf::socket_addr")]
+    pub http: SocketAddr,
 }
 
 impl LoggerConfig {
@@ -39,6 +43,7 @@ impl Default for LoggerConfig {
             snapshot_every_s: 3600,
             cluster_id: None,
             witness: None,
+            http: SocketAddr::from(([0, 0, 0, 0], mfsha_proto::ports::LOGGER_HTTP)),
         }
     }
 }
@@ -112,6 +117,9 @@ mod tests {
         let c = parse(Path::new("l.yaml"), "masters: [\"m1:9419\", \"m2:9419\"]\n").unwrap();
         assert_eq!(c.masters, vec!["m1:9419", "m2:9419"]);
         assert_eq!(c.snapshot_every_s, 3600);
+        assert_eq!(c.http.to_string(), "0.0.0.0:9428");
+        let c = parse(Path::new("l.yaml"), "http: 127.0.0.1:9500\n").unwrap();
+        assert_eq!(c.http.to_string(), "127.0.0.1:9500");
         assert_eq!(
             parse(Path::new("l.yaml"), "").unwrap().data_dir,
             PathBuf::from("/var/lib/mfsha/logger")

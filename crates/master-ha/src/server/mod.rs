@@ -78,6 +78,22 @@ pub trait ChunkService: Send + Sync {
 
     /// Chunks counted by copy health, given how many chunks the metadata has.
     fn copy_health(&self, chunks_total: u64) -> CopyHealth;
+
+    /// Commands sent to chunkservers and not yet answered, and how many were started.
+    fn command_counts(&self) -> CommandCounts {
+        CommandCounts::default()
+    }
+}
+
+/// The replication engine's work: commands in flight by kind, and totals since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommandCounts {
+    pub replicating: u64,
+    pub deleting: u64,
+    /// Creations, version changes and duplications (the write path's commands).
+    pub other: u64,
+    pub replications_started: u64,
+    pub deletions_started: u64,
 }
 
 /// Chunks counted by how their valid copies compare with their goal.
@@ -153,6 +169,8 @@ pub struct Service {
     pub cluster_id: String,
     /// The VIP fence, when the configuration has a `vip:` section.
     pub vip: Option<Arc<crate::fence::VipFence>>,
+    /// Client request counts and latencies by type (`/metrics`).
+    pub client_metrics: crate::metrics::ClientMetrics,
 }
 
 impl Service {
@@ -173,6 +191,7 @@ impl Service {
             leadership,
             cluster_id,
             vip: None,
+            client_metrics: crate::metrics::ClientMetrics::default(),
         }
     }
 }
