@@ -366,7 +366,7 @@ impl MasterLink {
             self.retry(deadline, |session| Request { session, seq: 0, uid, gid, op: op.clone() })
                 .await
         };
-        self.metrics.record(name, started, &reply);
+        self.metrics.record(name, started.into_std(), &reply);
         reply
     }
 
