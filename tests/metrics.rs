@@ -35,7 +35,10 @@ fn http_get(addr: &str, path: &str) -> String {
     let mut answer = String::new();
     stream.read_to_string(&mut answer).unwrap_or_else(|e| panic!("GET {addr}{path}: {e}"));
     let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
-    assert!(head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"), "GET {addr}{path}: {head}");
+    assert!(
+        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+        "GET {addr}{path}: {head}"
+    );
     body.to_string()
 }
 
@@ -68,7 +71,8 @@ fn parse(text: &str) -> Vec<Sample> {
 /// The samples named `name` whose labels include every pair of `labels`.
 fn find<'a>(samples: &'a [Sample], name: &str, labels: &[(&str, &str)]) -> Vec<&'a Sample> {
     let matches = |s: &&Sample| {
-        s.name == name && labels.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        s.name == name
+            && labels.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
     };
     samples.iter().filter(matches).collect()
 }
@@ -99,12 +103,12 @@ fn promtool_check(what: &str, text: &str) {
         .unwrap_or_else(|e| panic!("cannot run {PROMTOOL}: {e}"));
     child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let said =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool check metrics on {what}: {said}\n{text}"
     );
-    assert!(out.status.success() && said.trim().is_empty(), "promtool check metrics on {what}: {said}\n{text}");
 }
 
 /// A Prometheus server, killed when dropped (also when the test fails).
@@ -203,7 +207,8 @@ fn endpoints(cluster: &HaCluster, mount_port: u16) -> Vec<(String, String)> {
     all
 }
 
-/// Scrapes every endpoint until the cluster's figures settle: every chunk stable at its goal.
+/// Scrapes every endpoint until the cluster's figures settle: every chunk stable at its goal,
+/// the witness following the leader's changelog.
 fn scrape_settled(cluster: &HaCluster, mount_port: u16) -> BTreeMap<String, Vec<Sample>> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -211,20 +216,26 @@ fn scrape_settled(cluster: &HaCluster, mount_port: u16) -> BTreeMap<String, Vec<
             .into_iter()
             .map(|(name, addr)| {
                 let text = http_get(&addr, "/metrics");
+                // Kept with the logs (MFSHA_KEEP_TEST_DIR=1 keeps the directory).
+                std::fs::write(cluster.path().join(format!("metrics-{name}.txt")), &text).unwrap();
                 promtool_check(&name, &text);
                 (name, parse(&text))
             })
             .collect();
         let leader = cluster.leader().map(|i| format!("master{}", i + 1));
-        let stable = leader.as_ref().map_or(0.0, |l| {
-            value(&scraped[l], "mfsha_master_chunks", &[("state", "stable")])
-        });
-        if stable == FILES as f64 {
+        let figure = |name, labels: &[(&str, &str)]| {
+            leader.as_ref().map_or(0.0, |l| value(&scraped[l], name, labels))
+        };
+        let stable = figure("mfsha_master_chunks", &[("state", "stable")]);
+        let loggers = figure("mfsha_master_loggers_connected", &[]);
+        let following = value(&scraped["witness"], "mfsha_logger_connected", &[]);
+        if stable == FILES as f64 && loggers == 1.0 && following == 1.0 {
             return scraped;
         }
         assert!(
             Instant::now() < deadline,
-            "the leader never counted {FILES} stable chunks (last {stable});\n{}",
+            "the leader never counted {FILES} stable chunks and the witness following it \
+             (last: {stable} stable, {loggers} loggers; witness following: {following});\n{}",
             cluster.logs()
         );
         std::thread::sleep(Duration::from_millis(500));
@@ -262,7 +273,8 @@ fn check_master(leader: &[Sample]) {
         states.iter().map(|s| value(leader, "mfsha_master_chunks", &[("state", s)])).collect();
     assert_eq!(counts, vec![0.0, 0.0, 0.0, FILES as f64, 0.0], "{states:?}");
     assert_eq!(value(leader, "mfsha_master_chunkservers", &[]), 3.0);
-    let copies: f64 = find(leader, "mfsha_master_chunkserver_chunks", &[]).iter().map(|s| s.value).sum();
+    let copies: f64 =
+        find(leader, "mfsha_master_chunkserver_chunks", &[]).iter().map(|s| s.value).sum();
     let goal = mfsha_proto::types::DEFAULT_GOAL as f64;
     assert_eq!(copies, FILES as f64 * goal, "copies on the chunkservers at goal {goal}");
     assert_eq!(value(leader, "mfsha_master_inodes", &[("kind", "file")]), FILES as f64);
@@ -287,7 +299,13 @@ fn check_chunkservers(scraped: &BTreeMap<String, Vec<Sample>>) -> f64 {
         copies += chunks;
     }
     let written: f64 = (0..3)
-        .map(|i| value(&scraped[&format!("chunkserver{i}")], "mfsha_chunkserver_disk_written_bytes_total", &[]))
+        .map(|i| {
+            value(
+                &scraped[&format!("chunkserver{i}")],
+                "mfsha_chunkserver_disk_written_bytes_total",
+                &[],
+            )
+        })
         .sum();
     assert!(written >= (FILES * FILE_BYTES) as f64, "bytes written on the disks: {written}");
     copies
@@ -303,8 +321,13 @@ fn every_daemon_serves_metrics_that_promtool_accepts_and_prometheus_scrapes() {
     let masters = cluster.client_addrs();
     let mount_port = free_port();
     let option = format!("metrics=127.0.0.1:{mount_port}");
-    let mut mount =
-        Mount::start_in(cluster.path(), "mount", &masters, &["-o", &option], &masters.replace(',', "+"));
+    let mut mount = Mount::start_in(
+        cluster.path(),
+        "mount",
+        &masters,
+        &["-o", &option],
+        &masters.replace(',', "+"),
+    );
     for i in 0..FILES {
         let data = vec![i as u8 + 1; FILE_BYTES];
         std::fs::write(mount.path(&format!("file{i}")), &data).unwrap();
@@ -326,7 +349,8 @@ fn every_daemon_serves_metrics_that_promtool_accepts_and_prometheus_scrapes() {
 
     let dir = cluster.path().join("prometheus");
     std::fs::create_dir_all(&dir).unwrap();
-    let targets: Vec<String> = endpoints(&cluster, mount_port).into_iter().map(|(_, a)| a).collect();
+    let targets: Vec<String> =
+        endpoints(&cluster, mount_port).into_iter().map(|(_, a)| a).collect();
     let prometheus = Prometheus::start(&dir, &targets);
     let up = prometheus.wait("up == 1", |r| r.len() == targets.len());
     assert_eq!(up.len(), targets.len());

@@ -64,8 +64,7 @@ pub enum ChunkserverError {
 }
 
 /// The operator's HTTP port.
-const HTTP: mfsha_ops::Endpoint =
-    mfsha_ops::Endpoint { what: "chunkserver metrics", key: "http" };
+const HTTP: mfsha_ops::Endpoint = mfsha_ops::Endpoint { what: "chunkserver metrics", key: "http" };
 
 /// Write descriptors idle this long are fsynced and closed.
 const IDLE_CLOSE: Duration = Duration::from_secs(30);

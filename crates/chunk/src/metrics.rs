@@ -78,7 +78,10 @@ pub fn exporter(store: Arc<Store>, data: &DataMetrics) -> Arc<Exporter> {
         "1 when the disk is marked for removal (being drained).",
     );
     let per_disk = |name, help| counter_vec(name, help, &["disk"]);
-    let read = per_disk("mfsha_chunkserver_disk_read_bytes_total", "Chunk bytes read from the disk and verified.");
+    let read = per_disk(
+        "mfsha_chunkserver_disk_read_bytes_total",
+        "Chunk bytes read from the disk and verified.",
+    );
     let written = per_disk(
         "mfsha_chunkserver_disk_written_bytes_total",
         "Chunk bytes written to the disk (client writes and replications).",

@@ -9,11 +9,11 @@
 use crate::config::LoggerConfig;
 use crate::files::{self, ChangelogWriter, FileError, StoredSnapshot};
 use crate::metrics::LinkStats;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use mfsha_proto::frame::{read_frame, write_frame, FrameError};
 use mfsha_proto::logger::{LoggerToMaster, MasterToLogger};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;

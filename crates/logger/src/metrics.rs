@@ -31,8 +31,7 @@ pub fn exporter(link: Arc<LinkStats>, witness: Option<&Handle<State>>) -> Arc<Ex
     let connected = gauge("mfsha_logger_connected", "1 while following the leading master.");
     let entries = counter("mfsha_logger_entries_received_total", "Changelog entries stored.");
     let snapshots = counter("mfsha_logger_snapshots_stored_total", "Metadata snapshots stored.");
-    let connects =
-        counter("mfsha_logger_master_connects_total", "Connections made to a master.");
+    let connects = counter("mfsha_logger_master_connects_total", "Connections made to a master.");
     exporter.register(&index);
     exporter.register(&connected);
     for c in [&entries, &snapshots, &connects] {

@@ -214,8 +214,11 @@ impl EngineGauges {
 
     fn refresh(&self, service: &Service) {
         let counts = service.chunks.command_counts();
-        let kinds =
-            [("replicate", counts.replicating), ("delete", counts.deleting), ("other", counts.other)];
+        let kinds = [
+            ("replicate", counts.replicating),
+            ("delete", counts.deleting),
+            ("other", counts.other),
+        ];
         for (kind, n) in kinds {
             self.in_flight.with_label_values(&[kind]).set(n as i64);
         }

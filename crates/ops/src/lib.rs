@@ -82,8 +82,7 @@ pub struct Bound {
 
 /// Binds `addr` for `endpoint`; the error names the address and the setting to change.
 pub async fn bind(endpoint: Endpoint, addr: SocketAddr) -> Result<Bound, OpsError> {
-    let bind_error =
-        |cause| OpsError::Bind { what: endpoint.what, key: endpoint.key, addr, cause };
+    let bind_error = |cause| OpsError::Bind { what: endpoint.what, key: endpoint.key, addr, cause };
     let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
     let addr = listener.local_addr().map_err(bind_error)?;
     tracing::info!(%addr, what = endpoint.what, "HTTP endpoint listening");
@@ -232,14 +231,10 @@ async fn render(exporter: Arc<Exporter>) -> Response {
     // Refreshing reads daemon state under its locks: off the async workers.
     let rendered = tokio::task::spawn_blocking(move || exporter.render()).await;
     match rendered {
-        Ok(Ok(text)) => {
-            ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response()
-        }
+        Ok(Ok(text)) => ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response(),
         Ok(Err(why)) => (StatusCode::INTERNAL_SERVER_ERROR, why).into_response(),
-        Err(e) => {
-            (StatusCode::INTERNAL_SERVER_ERROR, format!("the scrape task failed: {e}"))
-                .into_response()
-        }
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("the scrape task failed: {e}"))
+            .into_response(),
     }
 }
 
