@@ -229,7 +229,10 @@ fn scrape_settled(cluster: &HaCluster, mount_port: u16) -> BTreeMap<String, Vec<
         let stable = figure("mfsha_master_chunks", &[("state", "stable")]);
         let loggers = figure("mfsha_master_loggers_connected", &[]);
         let following = value(&scraped["witness"], "mfsha_logger_connected", &[]);
-        if stable == FILES as f64 && loggers == 1.0 && following == 1.0 {
+        let acked = leader
+            .as_ref()
+            .is_some_and(|l| find(&scraped[l], "mfsha_master_logger_acked_index", &[]).len() == 1);
+        if stable == FILES as f64 && loggers == 1.0 && following == 1.0 && acked {
             return scraped;
         }
         assert!(
@@ -281,6 +284,10 @@ fn check_master(leader: &[Sample]) {
     assert!(value(leader, "mfsha_master_sessions", &[]) >= 1.0);
     let creates = value(leader, "mfsha_master_client_request_seconds_count", &[("op", "create")]);
     assert!(creates >= FILES as f64, "creates answered: {creates}");
+    let acked = find(leader, "mfsha_master_logger_acked_index", &[]);
+    assert_eq!(acked.len(), 1, "the witness logger acknowledges what it stores: {acked:?}");
+    assert!(acked[0].labels["logger"].starts_with("witness ("), "{acked:?}");
+    assert!(acked[0].value >= 1.0, "{acked:?}");
     for kind in ["replicate", "delete", "other"] {
         value(leader, "mfsha_master_chunk_commands_in_flight", &[("kind", kind)]);
     }

@@ -62,6 +62,8 @@ struct StatusGauges {
     clients: IntGauge,
     open_files: IntGauge,
     loggers: IntGauge,
+    logger_acked: IntGaugeVec,
+    logger_lag: IntGaugeVec,
     chunks: IntGaugeVec,
     chunkservers: IntGauge,
     cs_chunks: IntGaugeVec,
@@ -89,6 +91,18 @@ impl StatusGauges {
                 "Files held open by the sessions connected to this master.",
             ),
             loggers: gauge("mfsha_master_loggers_connected", "Metaloggers following this master."),
+            logger_acked: gauge_vec(
+                "mfsha_master_logger_acked_index",
+                "The last metadata index each metalogger following this master acknowledged \
+                 as stored.",
+                &["logger"],
+            ),
+            logger_lag: gauge_vec(
+                "mfsha_master_logger_lag_entries",
+                "Entries this master applied that each following metalogger has not \
+                 acknowledged yet.",
+                &["logger"],
+            ),
             chunks: gauge_vec(
                 "mfsha_master_chunks",
                 "Chunks by copy health, as the leader's last replication pass counted them: \
@@ -121,6 +135,8 @@ impl StatusGauges {
         }
         exporter.register(&self.cs_total);
         exporter.register(&self.cs_disks);
+        exporter.register(&self.logger_acked);
+        exporter.register(&self.logger_lag);
         for g in [&self.sessions, &self.clients, &self.open_files, &self.loggers] {
             exporter.register(g);
         }
@@ -142,6 +158,7 @@ impl StatusGauges {
         self.clients.set(status.clients.len() as i64);
         self.open_files.set(status.clients.iter().map(|c| c.open_files).sum::<u64>() as i64);
         self.loggers.set(status.loggers.len() as i64);
+        self.refresh_loggers(service, status.applied_index);
         let undergoal_only = status.chunks_undergoal.saturating_sub(status.chunks_endangered);
         let unstable = status.chunks_missing + status.chunks_undergoal + status.chunks_overgoal;
         let states = [
@@ -155,6 +172,16 @@ impl StatusGauges {
             self.chunks.with_label_values(&[state]).set(count as i64);
         }
         self.refresh_chunkservers(&status.chunkservers);
+    }
+
+    fn refresh_loggers(&self, service: &Service, applied: u64) {
+        self.logger_acked.reset();
+        self.logger_lag.reset();
+        for (logger, acked) in service.logger_acks.lock().iter() {
+            self.logger_acked.with_label_values(&[logger]).set(*acked as i64);
+            let lag = applied.saturating_sub(*acked);
+            self.logger_lag.with_label_values(&[logger]).set(lag as i64);
+        }
     }
 
     fn refresh_chunkservers(&self, servers: &[mfsha_proto::client::ChunkserverStatus]) {

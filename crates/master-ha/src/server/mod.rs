@@ -162,6 +162,9 @@ pub struct Service {
     pub peers: Vec<String>,
     /// Connected metaloggers, for `ClusterStatus::loggers` (filled by the logger listener).
     pub loggers: parking_lot::Mutex<Vec<String>>,
+    /// The last index each connected metalogger acknowledged as stored, by its `loggers`
+    /// entry (metrics: the loggers' lag).
+    pub logger_acks: parking_lot::Mutex<std::collections::BTreeMap<String, u64>>,
     /// Who leads and where the masters are; connections close when this master steps down.
     pub leadership: Leadership,
     /// This master's `cluster_id`: metaloggers of another cluster are refused, and clients
@@ -188,6 +191,7 @@ impl Service {
             locks: LockTable::new(),
             peers,
             loggers: parking_lot::Mutex::new(Vec::new()),
+            logger_acks: parking_lot::Mutex::new(std::collections::BTreeMap::new()),
             leadership,
             cluster_id,
             vip: None,
