@@ -324,7 +324,7 @@ const FILE_BYTES: usize = 300 * 1024;
 fn every_daemon_serves_metrics_that_promtool_accepts_and_prometheus_scrapes() {
     need(PROMTOOL);
     need(PROMETHEUS);
-    let cluster = HaCluster::start(3);
+    let mut cluster = HaCluster::start(3);
     let masters = cluster.client_addrs();
     let mount_port = free_port();
     let option = format!("metrics=127.0.0.1:{mount_port}");
@@ -372,5 +372,27 @@ fn every_daemon_serves_metrics_that_promtool_accepts_and_prometheus_scrapes() {
     let leaders = prometheus.wait("sum(mfsha_raft_role{role=\"leader\"})", |r| !r.is_empty());
     assert_eq!(leaders[0].1, 1.0);
     drop(prometheus);
+    after_a_leader_kill(&mut cluster, &mount, mount_port, term);
     mount.stop();
+}
+
+/// SIGKILL of the leader: the new leader's term is higher and it counts the changes of
+/// leader it saw; the mount counts its reconnect and the write it waited for.
+fn after_a_leader_kill(cluster: &mut HaCluster, mount: &Mount, mount_port: u16, old_term: f64) {
+    let old = cluster.wait_leader(Duration::from_secs(10));
+    cluster.kill_master(old);
+    let new = cluster.wait_leader_except(old, Duration::from_secs(30));
+    std::fs::write(mount.path("after-the-kill"), b"written through the new leader").unwrap();
+    let leader =
+        parse(&http_get(&format!("127.0.0.1:{}", cluster.masters[new].ports.http), "/metrics"));
+    assert!(value(&leader, "mfsha_raft_term", &[]) > old_term);
+    assert_eq!(value(&leader, "mfsha_raft_role", &[("role", "leader")]), 1.0);
+    // It followed the old leader, then led: two changes at least.
+    assert!(value(&leader, "mfsha_raft_leader_changes_total", &[]) >= 2.0);
+    let text = http_get(&format!("127.0.0.1:{mount_port}"), "/metrics");
+    promtool_check("mount after the kill", &text);
+    let samples = parse(&text);
+    assert!(value(&samples, "mfsha_mount_master_reconnects_total", &[]) >= 1.0, "{text}");
+    let creates = value(&samples, "mfsha_mount_master_request_seconds_count", &[("op", "create")]);
+    assert_eq!(creates, FILES as f64 + 1.0);
 }

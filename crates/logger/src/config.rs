@@ -105,6 +105,16 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_parses_to_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/logger.yaml");
+        let config = load(&path).unwrap();
+        let defaults = LoggerConfig::default();
+        assert_eq!(config.http, defaults.http);
+        assert_eq!((config.data_dir, config.masters), (defaults.data_dir, defaults.masters));
+        assert_eq!(config.snapshot_every_s, defaults.snapshot_every_s);
+    }
+
+    #[test]
     fn a_witness_of_one_master_is_refused_as_a_two_voter_group() {
         let text =
             "witness:\n  node_id: 2\n  cluster_id: c\n  peers:\n    - {id: 1, addr: \"m1:9423\"}\n";
