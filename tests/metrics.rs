@@ -14,21 +14,21 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const PROMTOOL: &str = "/usr/bin/promtool";
+pub(crate) const PROMTOOL: &str = "/usr/bin/promtool";
 const PROMETHEUS: &str = "/usr/bin/prometheus";
 /// Files written through the mount, one chunk each: the chunk counts must match.
 const FILES: usize = 3;
 
 /// One sample of the text format: metric name, labels, value.
 #[derive(Debug, Clone)]
-struct Sample {
-    name: String,
-    labels: BTreeMap<String, String>,
-    value: f64,
+pub(crate) struct Sample {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
 }
 
 /// A plain HTTP/1.0 GET on loopback; the body of a 200 answer, or a panic saying what failed.
-fn http_get(addr: &str, path: &str) -> String {
+pub(crate) fn http_get(addr: &str, path: &str) -> String {
     let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("GET {addr}{path}: {e}"));
     stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
@@ -43,7 +43,7 @@ fn http_get(addr: &str, path: &str) -> String {
 }
 
 /// Parses the text exposition format (what mfsha writes: no escapes in label values).
-fn parse(text: &str) -> Vec<Sample> {
+pub(crate) fn parse(text: &str) -> Vec<Sample> {
     let mut samples = Vec::new();
     for line in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
         let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("bad line {line:?}"));
@@ -69,7 +69,11 @@ fn parse(text: &str) -> Vec<Sample> {
 }
 
 /// The samples named `name` whose labels include every pair of `labels`.
-fn find<'a>(samples: &'a [Sample], name: &str, labels: &[(&str, &str)]) -> Vec<&'a Sample> {
+pub(crate) fn find<'a>(
+    samples: &'a [Sample],
+    name: &str,
+    labels: &[(&str, &str)],
+) -> Vec<&'a Sample> {
     let matches = |s: &&Sample| {
         s.name == name
             && labels.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
@@ -78,13 +82,13 @@ fn find<'a>(samples: &'a [Sample], name: &str, labels: &[(&str, &str)]) -> Vec<&
 }
 
 /// The one sample `name{labels}`, or a panic showing what there was.
-fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
+pub(crate) fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
     let found = find(samples, name, labels);
     assert_eq!(found.len(), 1, "{name}{labels:?}: expected one sample, found {found:?}");
     found[0].value
 }
 
-fn need(path: &str) {
+pub(crate) fn need(path: &str) {
     assert!(
         Path::new(path).is_file(),
         "{path} is missing: install Debian's `prometheus` package (apt-get install prometheus; \
@@ -93,7 +97,7 @@ fn need(path: &str) {
 }
 
 /// `promtool check metrics` on `text`; panics with its complaints.
-fn promtool_check(what: &str, text: &str) {
+pub(crate) fn promtool_check(what: &str, text: &str) {
     let mut child = Command::new(PROMTOOL)
         .args(["check", "metrics"])
         .stdin(Stdio::piped())

@@ -87,6 +87,8 @@ struct Ports {
     /// `/metrics` of each chunkserver (9427, 9437, 9447 where free) and of the logger (9428).
     chunkserver_http: Vec<u16>,
     logger_http: u16,
+    /// The mount's `/metrics` (9429).
+    mount_http: u16,
 }
 
 /// Hands out distinct ports: a preferred one when it is free, otherwise one the kernel picks
@@ -143,7 +145,15 @@ impl Ports {
         let chunkserver_http =
             [9427, 9437, 9447].iter().map(|p| picker.port(Some(*p))).collect::<Result<_, _>>()?;
         let logger_http = picker.port(Some(9428))?;
-        Ok(Ports { masters: list, witness_peer, chunkservers, chunkserver_http, logger_http })
+        let mount_http = picker.port(Some(9429))?;
+        Ok(Ports {
+            masters: list,
+            witness_peer,
+            chunkservers,
+            chunkserver_http,
+            logger_http,
+            mount_http,
+        })
     }
 
     fn addrs(&self, port: impl Fn(&MasterPorts) -> u16) -> Vec<String> {
@@ -356,7 +366,9 @@ impl LocalCluster {
         let logger_yaml = write_logger_config(&dir, &ports)?;
         let clients = ports.addrs(|m| m.client);
         let mount = options.mount.then_some(mnt);
-        let plan = Plan { exe, dir, master_yamls, logger_yaml, cs_yamls, clients, mount };
+        let mount_http = ports.mount_http;
+        let plan =
+            Plan { exe, dir, master_yamls, logger_yaml, cs_yamls, clients, mount, mount_http };
         let mut cluster = LocalCluster { plan, ports, daemons: Vec::new() };
         if let Err(e) = start_all(rt, &cluster.plan, &mut cluster.daemons) {
             cluster.stop();
@@ -429,6 +441,8 @@ struct Plan {
     clients: Vec<String>,
     /// The mount point, when the cluster is mounted.
     mount: Option<PathBuf>,
+    /// The mount's `/metrics` port.
+    mount_http: u16,
 }
 
 impl Plan {
@@ -442,7 +456,7 @@ fn start_all(
     plan: &Plan,
     daemons: &mut Vec<Daemon>,
 ) -> anyhow::Result<()> {
-    let Plan { exe, dir, master_yamls, logger_yaml, cs_yamls, clients, mount } = plan;
+    let Plan { exe, dir, master_yamls, logger_yaml, cs_yamls, clients, mount, .. } = plan;
     let replicated = master_yamls.len() > 1;
     println!(
         "starting {}, {CHUNKSERVERS} chunkservers{} in {}",
@@ -479,8 +493,10 @@ fn start_all(
     rt.block_on(give_root_to_user(clients))
         .context("cannot make the filesystem's root directory this user's")?;
     let masters = plan.masters_arg();
-    let mount_args: Vec<String> =
-        ["mount", &mnt.to_string_lossy(), "-H", &masters].map(String::from).to_vec();
+    let metrics = format!("metrics=127.0.0.1:{}", plan.mount_http);
+    let mount_args: Vec<String> = ["mount", &mnt.to_string_lossy(), "-H", &masters, "-o", &metrics]
+        .map(String::from)
+        .to_vec();
     daemons.push(Daemon::start(exe, dir, "mount", &mount_args)?.with_mount_point(mnt));
     let fsname = clients.join(mfsha_mount::FSNAME_MASTER_SEPARATOR);
     wait_until(daemons, "the mount", || mfsha_mount::helper::is_mounted(mnt, &fsname))
@@ -533,7 +549,7 @@ fn banner(plan: &Plan, ports: &Ports, daemons: &[Daemon], leader: Option<u64>) {
     );
     let metrics: Vec<String> = (ports.masters.iter().map(|m| m.http))
         .chain(ports.chunkserver_http.iter().copied())
-        .chain([ports.logger_http])
+        .chain([ports.logger_http, ports.mount_http])
         .map(|port| format!("http://127.0.0.1:{port}/metrics"))
         .collect();
     println!("  Prometheus metrics: {}", metrics.join(" "));
