@@ -345,8 +345,13 @@ fn every_daemon_serves_metrics_that_promtool_accepts_and_prometheus_scrapes() {
     }
     let scraped = scrape_settled(&cluster, mount_port);
     let term = check_raft(&scraped);
-    let leader = format!("master{}", cluster.leader().expect("a leader") + 1);
+    let leader_index = cluster.leader().expect("a leader");
+    let leader = format!("master{}", leader_index + 1);
     check_master(&scraped[&leader]);
+    let follower = format!("master{}", 2 - leader_index);
+    let counted = find(&scraped[&follower], "mfsha_master_chunks", &[]);
+    assert!(counted.is_empty(), "only the leader counts chunk health: {counted:?}");
+    assert_eq!(value(&scraped[&follower], "mfsha_master_chunkservers", &[]), 3.0);
     let copies = check_chunkservers(&scraped);
     assert_eq!(copies, FILES as f64 * mfsha_proto::types::DEFAULT_GOAL as f64);
     let witness = &scraped["witness"];

@@ -105,8 +105,8 @@ impl StatusGauges {
             ),
             chunks: gauge_vec(
                 "mfsha_master_chunks",
-                "Chunks by copy health, as the leader's last replication pass counted them: \
-                 missing (no valid copy), endangered (one valid copy, goal above one), \
+                "Leader only: chunks by copy health, as its last replication pass counted \
+                 them: missing (no valid copy), endangered (one valid copy, goal above one), \
                  undergoal (fewer valid copies than the goal, more than one), stable (the \
                  goal), overgoal (more). The states add up to every chunk.",
                 &["state"],
@@ -159,6 +159,17 @@ impl StatusGauges {
         self.open_files.set(status.clients.iter().map(|c| c.open_files).sum::<u64>() as i64);
         self.loggers.set(status.loggers.len() as i64);
         self.refresh_loggers(service, status.applied_index);
+        self.refresh_health(service, &status);
+        self.refresh_chunkservers(&status.chunkservers);
+    }
+
+    /// Only the leader runs replication passes, so only its counts are current: on any other
+    /// master the series are absent (a sum over masters counts each chunk once).
+    fn refresh_health(&self, service: &Service, status: &mfsha_proto::client::ClusterStatus) {
+        self.chunks.reset();
+        if !service.meta.is_leader() {
+            return;
+        }
         let undergoal_only = status.chunks_undergoal.saturating_sub(status.chunks_endangered);
         let unstable = status.chunks_missing + status.chunks_undergoal + status.chunks_overgoal;
         let states = [
@@ -171,7 +182,6 @@ impl StatusGauges {
         for (state, count) in states {
             self.chunks.with_label_values(&[state]).set(count as i64);
         }
-        self.refresh_chunkservers(&status.chunkservers);
     }
 
     fn refresh_loggers(&self, service: &Service, applied: u64) {

@@ -68,6 +68,27 @@ async fn an_oversized_request_head_is_refused_and_the_server_goes_on() {
 }
 
 #[tokio::test]
+async fn a_client_that_never_finishes_its_head_is_dropped_at_the_head_timeout() {
+    let (exporter, _) = exporter_with_one_refreshed_gauge();
+    let running = serve(TEST, "127.0.0.1:0".parse().unwrap(), metrics_routes(exporter), async {
+        std::future::pending().await
+    })
+    .await
+    .unwrap();
+    let mut slow = tokio::net::TcpStream::connect(running.addr).await.unwrap();
+    slow.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let started = tokio::time::Instant::now();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(HEAD_TIMEOUT * 3, slow.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "still open after three head timeouts");
+    let waited = started.elapsed();
+    assert!(waited >= HEAD_TIMEOUT - Duration::from_millis(500), "closed early: {waited:?}");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.is_empty() || text.starts_with("HTTP/1.1 408"), "{text}");
+    running.task.abort();
+}
+
+#[tokio::test]
 async fn connections_past_the_cap_are_closed_at_once() {
     let (exporter, _) = exporter_with_one_refreshed_gauge();
     let running = serve(TEST, "127.0.0.1:0".parse().unwrap(), metrics_routes(exporter), async {
