@@ -374,6 +374,19 @@ mod tests {
     }
 
     #[test]
+    fn metrics_are_off_unless_an_address_is_given_by_flag_or_option() {
+        let mut o = MountOptions::new("/mnt/x".into(), "m1");
+        assert_eq!(o.resolve().unwrap().metrics, None);
+        o.metrics = Some("127.0.0.1:9500".into());
+        assert_eq!(o.resolve().unwrap().metrics, Some("127.0.0.1:9500".parse().unwrap()));
+        o.options = vec!["metrics=127.0.0.1:9429".into()];
+        assert_eq!(o.resolve().unwrap().metrics, Some("127.0.0.1:9429".parse().unwrap()));
+        o.options = vec!["metrics=localhost".into()];
+        let err = o.resolve().err().expect("not IP:PORT").to_string();
+        assert!(err.contains("metrics=localhost") && err.contains("IP:PORT"), "{err}");
+    }
+
+    #[test]
     fn the_cluster_id_comes_from_the_flag_or_the_option() {
         let mut o = MountOptions::new("/mnt/x".into(), "m1");
         assert_eq!(o.resolve().unwrap().client.master.cluster_id, None);
