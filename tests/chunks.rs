@@ -203,6 +203,14 @@ async fn a_disk_marked_for_removal_is_drained_and_reported_safe() {
     }
     assert!(!on_zero.is_empty(), "the marked disk's copies stay until it is pulled");
     assert!(on_zero.iter().all(|c| c.state == "MARKED FOR REMOVAL"), "{on_zero:?}");
+    // The drain was reported as long work from start to end, and is no longer under way.
+    let log = cluster.master_log();
+    for line in
+        ["drain of disks marked for removal started", "drain of disks marked for removal finished"]
+    {
+        assert!(log.contains(line), "the master log lacks {line:?}:\n{log}");
+    }
+    assert!(status(&client).await.long_work.is_empty(), "nothing is under way any more");
     // Pulling the disk now loses nothing.
     cluster.kill_chunkserver(0);
     for f in &files {
@@ -255,6 +263,10 @@ async fn a_damaged_disk_is_marked_and_its_chunks_re_replicated() {
     .await;
     for (i, sum) in sums.iter().enumerate() {
         assert_eq!(&sha256(&client.read_file(&format!("/dmg/f{i}")).await.unwrap()), sum);
+    }
+    let log = cluster.master_log();
+    for line in ["re-replication started", "re-replication finished"] {
+        assert!(log.contains(line), "the master log lacks {line:?}:\n{log}");
     }
     close(&client).await;
 }
@@ -602,5 +614,60 @@ async fn a_restarted_master_waits_for_chunkservers_before_replicating() {
     for (f, earlier) in files.iter().zip(&before) {
         assert_eq!(&file_info(&client, f).await, earlier, "{f}");
     }
+    close(&client).await;
+}
+
+/// `mfsha status --servers --disks --chunks --sessions`, text and JSON, on real daemons: the
+/// rows name the running chunkservers and their disks, the matrix counts the files' chunks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn status_views_list_servers_disks_chunks_and_sessions() {
+    let cluster = cluster(3).await;
+    let client = connect(&cluster).await;
+    for i in 0..3 {
+        write(&client, &format!("/views/f{i}"), &random_data(10_000)).await;
+    }
+    let master = cluster.master_addr();
+    let views = ["--servers", "--disks", "--chunks", "--sessions"];
+    let run = |json: bool| {
+        let mut args = vec!["status", "-H", &master];
+        args.extend_from_slice(&views);
+        if json {
+            args.push("--json");
+        }
+        let out = mfsha(&args);
+        assert!(out.status.success(), "mfsha {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    wait_for(&cluster, "three chunks with both copies in the matrix", LIMIT, || async {
+        let json: serde_json::Value = serde_json::from_str(&run(true)).unwrap();
+        json["chunks"]["matrix"][2][2] == 3
+    })
+    .await;
+    let json: serde_json::Value = serde_json::from_str(&run(true)).unwrap();
+    let servers = json["servers"].as_array().unwrap();
+    assert_eq!(servers.len(), 3, "{json}");
+    for cs in &cluster.chunkservers {
+        let port = format!(":{}", cs.port);
+        assert!(servers.iter().any(|s| s["addr"].as_str().unwrap().ends_with(&port)), "{json}");
+    }
+    let disks = json["disks"].as_array().unwrap();
+    assert_eq!(disks.len(), cluster.chunkservers.iter().map(|c| c.dirs.len()).sum::<usize>());
+    assert!(disks.iter().all(|d| d["total_bytes"].as_u64().unwrap() > 0 && d["damaged"] == false));
+    assert_eq!(
+        (json["chunks"]["total"].as_u64(), json["chunks"]["stable"].as_u64()),
+        (Some(3), Some(3))
+    );
+    assert_eq!(json["sessions"].as_array().unwrap().len(), 1, "the test's client session: {json}");
+    let text = run(false);
+    for part in [
+        "chunkserver",
+        "used%",
+        "valid copies (columns) against goal (rows)",
+        "3 stable",
+        "open files",
+    ] {
+        assert!(text.contains(part), "{part:?} missing:\n{text}");
+    }
+    assert!(text.contains(&cluster.chunkservers[0].dirs[0].display().to_string()), "{text}");
     close(&client).await;
 }

@@ -72,7 +72,8 @@ impl Session {
     pub async fn list(&self, dir: Ino) -> BTreeMap<String, (FileKind, u32, Ino)> {
         let mut out = BTreeMap::new();
         loop {
-            let op = ClientOp::ReadDir { ino: dir, offset: out.len() as u64, max: 1000 };
+            let op =
+                ClientOp::ReadDir { ino: dir, offset: out.len() as u64, max: 1000, after: None };
             match self.read(op).await.expect("readdir reaches the master") {
                 Ok(ClientReply::Entries { entries, more }) => {
                     for e in entries {

@@ -116,8 +116,8 @@ impl HaCluster {
             if master.id != except {
                 let p = master.ports;
                 yaml += &format!(
-                    "  - {{id: {}, addr: \"127.0.0.1:{}\", client: \"127.0.0.1:{}\", chunkserver: \"127.0.0.1:{}\", logger: \"127.0.0.1:{}\"}}\n",
-                    master.id, p.peer, p.client, p.chunkserver, p.logger
+                    "  - {{id: {}, addr: \"127.0.0.1:{}\", client: \"127.0.0.1:{}\", chunkserver: \"127.0.0.1:{}\", logger: \"127.0.0.1:{}\", http: \"127.0.0.1:{}\"}}\n",
+                    master.id, p.peer, p.client, p.chunkserver, p.logger, p.http
                 );
             }
         }

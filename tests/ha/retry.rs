@@ -71,7 +71,7 @@ fn a_create_and_a_hello_retried_across_a_leader_kill_return_the_originals() {
         seq: 0,
         uid: 0,
         gid: 0,
-        op: ClientOp::ReadDir { ino: ROOT_INO, offset: 0, max: 100 },
+        op: ClientOp::ReadDir { ino: ROOT_INO, offset: 0, max: 100, after: None },
     };
     let listed = rt.block_on(ask(&addr(&cluster, next), list));
     let Ok(ClientReply::Entries { entries, .. }) = listed else { panic!("readdir: {listed:?}") };

@@ -65,6 +65,9 @@ pub enum ChunkserverError {
 
 /// The operator's HTTP port.
 const HTTP: mfsha_ops::Endpoint = mfsha_ops::Endpoint { what: "chunkserver metrics", key: "http" };
+/// The tasks a chunkserver is useless without, in the order `start` spawns them first (the
+/// scrubbers and housekeeping after them may end by design: scrub is off at rate 0).
+const ESSENTIAL_TASKS: [&str; 2] = ["the data port listener", "the master link"];
 
 /// Write descriptors idle this long are fsynced and closed.
 const IDLE_CLOSE: Duration = Duration::from_secs(30);
@@ -155,6 +158,17 @@ impl Chunkserver {
         self.http_addr
     }
 
+    /// The systemd watchdog's probe: the data port and the master link still run (a panic
+    /// ends a task, not the process). Asked from the runtime, so an answer at all also means
+    /// the runtime schedules tasks.
+    pub fn alive(&self) -> Result<(), String> {
+        let ended = ESSENTIAL_TASKS.iter().zip(&self.tasks).find(|(_, task)| task.is_finished());
+        match ended {
+            Some((name, _)) => Err(format!("{name} task has ended")),
+            None => Ok(()),
+        }
+    }
+
     /// The chunk store (tests inspect it).
     pub fn store(&self) -> &Arc<store::Store> {
         &self.store
@@ -242,10 +256,14 @@ pub async fn run(config: ChunkserverConfig) -> Result<(), ChunkserverError> {
     let mut term = signal(SignalKind::terminate()).map_err(ChunkserverError::Signal)?;
     let mut int = signal(SignalKind::interrupt()).map_err(ChunkserverError::Signal)?;
     let server = Chunkserver::start(config).await?;
+    // Disks scanned and the data port bound: what systemd's Type=notify waits for.
+    mfsha_sd::ready();
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
         _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        never = mfsha_sd::watchdog(|| server.alive()) => match never {},
     }
+    mfsha_sd::stopping();
     server.shutdown().await;
     Ok(())
 }

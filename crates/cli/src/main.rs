@@ -23,13 +23,26 @@ mod status;
 mod supervise;
 mod tools;
 mod trash;
+mod views;
 
 /// Default master address for tools run on or near the master. Override with `-H` or
 /// `MFSHA_MASTER` (the VIP, once the cluster has one).
 const DEFAULT_MASTER: &str = "127.0.0.1:9421";
 
 #[derive(Parser)]
-#[command(name = "mfsha", version, about = "mfsha: a highly available MooseFS-style filesystem")]
+#[command(
+    name = "mfsha",
+    version,
+    about = "mfsha: a highly available MooseFS-style filesystem",
+    long_about = "mfsha: a highly available MooseFS-style filesystem.\n\n\
+        One binary for every daemon (master, chunkserver, logger, mount) and every tool. \
+        Started as mount.mfsha it is the mount(8) helper for `mount -t mfsha` and fstab.",
+    after_help = "Files: /etc/mfsha/{master,chunkserver,logger}.yaml (commented, every default \
+        shown); data in /var/lib/mfsha.\n\
+        Daemons under systemd: mfsha-master, mfsha-chunkserver, mfsha-logger.\n\
+        Tools ask the master given with -H or MFSHA_MASTER, or the one a mounted path names.\n\
+        More: `mfsha COMMAND --help`, man mfsha, /usr/share/doc/mfsha/install.md."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -83,6 +96,18 @@ enum Command {
         /// Print JSON for scripts instead of text.
         #[arg(long)]
         json: bool,
+        /// Only the chunkservers: chunks, space, damaged and marked disks (mfscli -SCS).
+        #[arg(long)]
+        servers: bool,
+        /// Only the disks of every chunkserver and their state (mfscli -SHD).
+        #[arg(long)]
+        disks: bool,
+        /// Only chunk health and the matrix of valid copies against goal.
+        #[arg(long)]
+        chunks: bool,
+        /// Only the client sessions: address, mount, open files (mfscli -SMS).
+        #[arg(long)]
+        sessions: bool,
     },
     /// The members of the master group: list them, add or remove one, hand leadership over.
     Member {
@@ -91,6 +116,7 @@ enum Command {
     },
     /// Every chunk of a file with its copies and their state (MooseFS `mfsfileinfo`).
     Fileinfo {
+        /// The master to ask, HOST:PORT (the VIP, or every master comma-separated).
         #[arg(short = 'H', long = "master", env = "MFSHA_MASTER", default_value = DEFAULT_MASTER)]
         master: String,
         /// A path on a mounted mfsha filesystem, or from the filesystem root on the master.
@@ -98,25 +124,32 @@ enum Command {
     },
     /// A file's chunks counted by number of valid copies (MooseFS `mfscheckfile`).
     Checkfile {
+        /// The master to ask, HOST:PORT (the VIP, or every master comma-separated).
         #[arg(short = 'H', long = "master", env = "MFSHA_MASTER", default_value = DEFAULT_MASTER)]
         master: String,
+        /// A path on a mounted mfsha filesystem, or from the filesystem root with -H.
         path: String,
     },
     /// Recursive totals of a directory: inodes, files, chunks, length, size, realsize
     /// (MooseFS `mfsdirinfo`).
     Dirinfo {
+        /// The master to ask, HOST:PORT (the VIP, or every master comma-separated).
         #[arg(short = 'H', long = "master", env = "MFSHA_MASTER", default_value = DEFAULT_MASTER)]
         master: String,
+        /// A path on a mounted mfsha filesystem, or from the filesystem root with -H.
         path: String,
     },
     /// The goal (number of copies) of a file or directory (MooseFS `mfsgetgoal`).
     Getgoal {
+        /// The master to ask, HOST:PORT (the VIP, or every master comma-separated).
         #[arg(short = 'H', long = "master", env = "MFSHA_MASTER", default_value = DEFAULT_MASTER)]
         master: String,
+        /// A path on a mounted mfsha filesystem, or from the filesystem root with -H.
         path: String,
     },
     /// Set the goal of a file or directory; `-r` for everything below it (MooseFS `mfssetgoal`).
     Setgoal {
+        /// The master to ask, HOST:PORT (the VIP, or every master comma-separated).
         #[arg(short = 'H', long = "master", env = "MFSHA_MASTER", default_value = DEFAULT_MASTER)]
         master: String,
         /// Also every file and directory below PATH.
@@ -124,17 +157,21 @@ enum Command {
         recursive: bool,
         /// Copies to keep, 1 to 9.
         goal: u8,
+        /// A path on a mounted mfsha filesystem, or from the filesystem root with -H.
         path: String,
     },
     /// The trash time of a file or directory in seconds (MooseFS `mfsgettrashtime`).
     Gettrashtime {
+        /// The master to ask, HOST:PORT (the VIP, or every master comma-separated).
         #[arg(short = 'H', long = "master", env = "MFSHA_MASTER", default_value = DEFAULT_MASTER)]
         master: String,
+        /// A path on a mounted mfsha filesystem, or from the filesystem root with -H.
         path: String,
     },
     /// How long deleted files stay in the trash; `-r` for everything below a directory
     /// (MooseFS `mfssettrashtime`). 0 frees deleted files at once.
     Settrashtime {
+        /// The master to ask, HOST:PORT (the VIP, or every master comma-separated).
         #[arg(short = 'H', long = "master", env = "MFSHA_MASTER", default_value = DEFAULT_MASTER)]
         master: String,
         /// Also every file and directory below PATH.
@@ -142,6 +179,7 @@ enum Command {
         recursive: bool,
         /// Seconds a deleted file is kept before it is purged.
         seconds: u32,
+        /// A path on a mounted mfsha filesystem, or from the filesystem root with -H.
         path: String,
     },
     /// Deleted files kept for their trash time: list, undelete, purge (what MooseFS shows
@@ -166,6 +204,7 @@ enum Command {
 enum Trash {
     /// Every file in the trash: inode, when deleted, when it will be purged, original path.
     List {
+        /// The master to ask, HOST:PORT (the VIP, or every master comma-separated).
         #[arg(short = 'H', long = "master", env = "MFSHA_MASTER", default_value = DEFAULT_MASTER)]
         master: String,
         /// Print JSON for scripts instead of text.
@@ -174,6 +213,7 @@ enum Trash {
     },
     /// Put a deleted file back under its original name (in / if its directory is gone).
     Undelete {
+        /// The master to ask, HOST:PORT (the VIP, or every master comma-separated).
         #[arg(short = 'H', long = "master", env = "MFSHA_MASTER", default_value = DEFAULT_MASTER)]
         master: String,
         /// The file's inode number, or its original path if only one deleted file had it.
@@ -181,6 +221,7 @@ enum Trash {
     },
     /// Free a deleted file now, without waiting for its trash time.
     Purge {
+        /// The master to ask, HOST:PORT (the VIP, or every master comma-separated).
         #[arg(short = 'H', long = "master", env = "MFSHA_MASTER", default_value = DEFAULT_MASTER)]
         master: String,
         /// The file's inode number (see `mfsha trash list`).
@@ -192,6 +233,7 @@ enum Trash {
 enum Member {
     /// One line per node: role, term, commit and applied index, lag, last contact.
     List {
+        /// The master to ask, HOST:PORT (the VIP, or every master comma-separated).
         #[arg(short = 'H', long = "master", env = "MFSHA_MASTER", default_value = DEFAULT_MASTER)]
         master: String,
         /// Print JSON for scripts instead of text.
@@ -200,6 +242,7 @@ enum Member {
     },
     /// Ask the leader to hand leadership to master ID, and wait (up to 5 s) until it leads.
     TransferLeader {
+        /// The master to ask, HOST:PORT (the VIP, or every master comma-separated).
         #[arg(short = 'H', long = "master", env = "MFSHA_MASTER", default_value = DEFAULT_MASTER)]
         master: String,
         /// The node id of the master to lead.
@@ -209,6 +252,7 @@ enum Member {
     /// empty data directory, this group's cluster_id, and the current members as its peers:
     /// it gets the leader's snapshot, then the log. Without --client it joins as a witness.
     Add {
+        /// The master to ask, HOST:PORT (the VIP, or every master comma-separated).
         #[arg(short = 'H', long = "master", env = "MFSHA_MASTER", default_value = DEFAULT_MASTER)]
         master: String,
         /// The new member's node id.
@@ -235,6 +279,7 @@ enum Member {
     /// Remove node ID from the group (not the leader: transfer leadership first). The removed
     /// node stops once it has applied its removal.
     Remove {
+        /// The master to ask, HOST:PORT (the VIP, or every master comma-separated).
         #[arg(short = 'H', long = "master", env = "MFSHA_MASTER", default_value = DEFAULT_MASTER)]
         master: String,
         /// The node id of the member to remove.
@@ -281,6 +326,7 @@ enum Meta {
 enum Bench {
     /// Metadata operations per second over the client protocol (create, mkdir, lookup, getattr, unlink).
     Meta {
+        /// The master to ask, HOST:PORT (the VIP, or every master comma-separated).
         #[arg(short = 'H', long = "master", env = "MFSHA_MASTER", default_value = DEFAULT_MASTER)]
         master: String,
         /// Concurrent client sessions.
@@ -415,12 +461,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo { dir } => demo::run(&dir),
         Command::Logger { config } => run_logger(&config),
         Command::Meta { which: Meta::FromLogger { logger_dir } } => logger_report(&logger_dir),
-        Command::Status { master, path, json } => {
+        Command::Status { master, path, json, servers, disks, chunks, sessions } => {
             let masters = match path {
                 Some(path) => tools::target(&master, &path).master,
                 None => master,
             };
-            block_on(status::run(&masters, json))
+            let which = views::Which { servers, disks, chunks, sessions };
+            block_on(status::run(&masters, json, which))
         }
         Command::Member { which: Member::List { master, json } } => {
             block_on(member::list(&master, json))

@@ -20,11 +20,18 @@ use std::time::Duration;
 pub const ASK_LIMIT: Duration = Duration::from_secs(1);
 
 /// Asks the master(s) at `masters` and prints every node and the cluster (JSON with `json`).
-pub async fn run(masters: &str, json: bool) -> anyhow::Result<()> {
+pub async fn run(masters: &str, json: bool, which: crate::views::Which) -> anyhow::Result<()> {
     let survey = survey(&crate::leader::master_list(masters)).await;
     let Some((master, status)) = survey.detail() else {
         anyhow::bail!("no master answered the status request: {}", survey.failures());
     };
+    if which.any() {
+        match json {
+            true => println!("{}", crate::views::json(status, which)?),
+            false => print!("{}", crate::views::text(status, which)),
+        }
+        return Ok(());
+    }
     if json {
         let report = JsonReport {
             status: status.clone(),
@@ -358,9 +365,16 @@ pub fn format_status(master: &str, s: &ClusterStatus) -> String {
     );
     let _ = writeln!(
         out,
-        "chunk health: {} missing, {} endangered, {} undergoal, {} overgoal",
-        s.chunks_missing, s.chunks_endangered, s.chunks_undergoal, s.chunks_overgoal
+        "chunk health: {} missing, {} endangered, {} undergoal, {} stable, {} overgoal",
+        s.chunks_missing,
+        s.chunks_endangered,
+        s.chunks_undergoal,
+        s.chunks_stable,
+        s.chunks_overgoal
     );
+    for work in &s.long_work {
+        let _ = writeln!(out, "under way: {}", mfsha_proto::views::long_work_line(work));
+    }
     let _ = writeln!(out, "chunkservers: {}", s.chunkservers.len());
     for cs in &s.chunkservers {
         let _ = writeln!(

@@ -62,12 +62,18 @@ pub async fn run(config: LoggerConfig) -> Result<(), LoggerError> {
     let stats = Arc::new(LinkStats::default());
     let exporter = crate::metrics::exporter(stats.clone(), witness.as_ref().map(|w| &w.handle));
     let served = http.serve(mfsha_ops::metrics_routes(exporter), std::future::pending());
+    // The data directory exists and the witness (if any) has bound its peer port and opened
+    // its store: what systemd's Type=notify waits for.
+    mfsha_sd::ready();
+    let mut ticks = None;
     let result = tokio::select! {
         result = follow_masters(&config, &stats) => result,
         _ = term.recv() => { tracing::info!("SIGTERM received; stopping"); Ok(()) }
         _ = int.recv() => { tracing::info!("SIGINT received; stopping"); Ok(()) }
+        never = mfsha_sd::watchdog(|| witness_alive(witness.as_ref(), &mut ticks)) => match never {},
     };
     served.task.abort();
+    mfsha_sd::stopping();
     if let Some(witness) = witness {
         witness.stop().await;
     }
@@ -76,6 +82,28 @@ pub async fn run(config: LoggerConfig) -> Result<(), LoggerError> {
 
 /// The operator's HTTP port.
 const HTTP: mfsha_ops::Endpoint = mfsha_ops::Endpoint { what: "logger metrics", key: "http" };
+
+/// The systemd watchdog's probe: the witness's Raft thread ticked since the last round
+/// (`ticks` keeps the count seen then). The metalogger part is the `select!` this runs in: an
+/// answer at all means its loop yields to the runtime.
+fn witness_alive(
+    witness: Option<&crate::witness::Witness>,
+    ticks: &mut Option<u64>,
+) -> Result<(), String> {
+    let Some(witness) = witness else { return Ok(()) };
+    // A witness removed from the group has stopped its thread for good: nothing to watch
+    // (restarting the logger would not bring it back).
+    if witness.handle.removed() {
+        return Ok(());
+    }
+    let now = witness.handle.stats().ticks;
+    match ticks.replace(now) {
+        Some(before) if now <= before => Err(format!(
+            "the witness's Raft thread has not ticked since the last round (ticks {now})"
+        )),
+        _ => Ok(()),
+    }
+}
 
 async fn follow_masters(config: &LoggerConfig, stats: &LinkStats) -> Result<(), LoggerError> {
     let mut backoff = BACKOFF_START;

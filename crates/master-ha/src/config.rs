@@ -151,6 +151,10 @@ pub struct PeerConfig {
     /// Its metalogger port as metaloggers reach it, `HOST:PORT`.
     #[serde(default, deserialize_with = "mfsha_yamlconf::opt_host_port")]
     pub logger: Option<String>,
+    /// Its status page as operators' browsers reach it, `HOST:PORT`; a follower's page links
+    /// there. Default: its client host with this master's HTTP port.
+    #[serde(default, deserialize_with = "mfsha_yamlconf::opt_host_port")]
+    pub http: Option<String>,
 }
 
 pub use mfsha_raft::RaftTiming;
@@ -414,6 +418,7 @@ mod tests {
             client: None,
             chunkserver: None,
             logger: None,
+            http: None,
         };
         assert_eq!(config.peers, vec![peer]);
     }

@@ -102,6 +102,7 @@ pub async fn start_with(
     };
     let shutdown = Shutdown::new();
     let (meta, raft_thread, policy) = start_node(&config, &shutdown).await?;
+    let transfers = policy.as_ref().map(|p| p.transfers.clone()).unwrap_or_default();
     let fence = vip.map(VipFence::new);
     let fence_task = fence.as_ref().map(|fence| {
         let run = fence.clone().run(meta.clone(), fence_rules(&config), shutdown.clone());
@@ -134,6 +135,7 @@ pub async fn start_with(
     let mut service =
         Service::new(meta, chunk_service, peers, leadership, config.cluster_id.clone());
     service.vip = fence;
+    service.transfers = transfers;
     let service = Arc::new(service);
     let router = mfsha_ops::metrics_routes(crate::metrics::exporter(&service));
     let stop_http = shutdown.clone();
@@ -282,6 +284,23 @@ impl Master {
         }
     }
 
+    /// The systemd watchdog's probe: the Raft thread ticked since the last round (`ticks`
+    /// keeps the count seen then) and the client listener still runs. Asked from the runtime,
+    /// so an answer at all also means the runtime schedules tasks.
+    pub fn alive(&self, ticks: &mut Option<u64>) -> Result<(), String> {
+        let now = self.service.meta.stats().ticks;
+        let before = ticks.replace(now);
+        if before.is_some_and(|before| now <= before) {
+            return Err(format!(
+                "the Raft thread has not ticked since the last round (ticks {now})"
+            ));
+        }
+        if self.client_task.is_finished() {
+            return Err("the client listener task has ended".into());
+        }
+        Ok(())
+    }
+
     /// This master's Raft node id.
     pub fn node_id(&self) -> u64 {
         self.node_id
@@ -326,15 +345,17 @@ pub async fn run(config: MasterConfig) -> Result<(), DaemonError> {
         let mut terminate = signal(tokio::signal::unix::SignalKind::terminate(), "SIGTERM")?;
         let mut interrupt = signal(tokio::signal::unix::SignalKind::interrupt(), "SIGINT")?;
         let master = start(config).await?;
-        notify_systemd(sd_notify::NotifyState::Ready);
+        mfsha_sd::ready();
+        let mut ticks = None;
         tokio::select! {
             _ = terminate.recv() => tracing::info!("SIGTERM received"),
             _ = interrupt.recv() => tracing::info!("SIGINT received"),
             () = master.removed() => tracing::warn!("this master was removed from the group \
                 (`mfsha member remove`); stopping for good: move its data directory aside \
                 before it joins again"),
+            never = mfsha_sd::watchdog(|| master.alive(&mut ticks)) => match never {},
         }
-        notify_systemd(sd_notify::NotifyState::Stopping);
+        mfsha_sd::stopping();
         master.stop().await
     }
     .instrument(span)
@@ -346,13 +367,6 @@ fn signal(
     name: &'static str,
 ) -> Result<tokio::signal::unix::Signal, DaemonError> {
     tokio::signal::unix::signal(kind).map_err(|cause| DaemonError::Signal { signal: name, cause })
-}
-
-/// Tells systemd (Type=notify) about the state; a no-op when not started by systemd.
-fn notify_systemd(state: sd_notify::NotifyState) {
-    if let Err(e) = sd_notify::notify(false, &[state]) {
-        tracing::warn!(error = %e, "cannot notify systemd");
-    }
 }
 
 /// Loads the config at `config_path` and runs the master on a new multi-threaded runtime.

@@ -170,13 +170,13 @@ impl StatusGauges {
         if !service.meta.is_leader() {
             return;
         }
+        // `chunks_undergoal` counts the endangered too; here each chunk has one state.
         let undergoal_only = status.chunks_undergoal.saturating_sub(status.chunks_endangered);
-        let unstable = status.chunks_missing + status.chunks_undergoal + status.chunks_overgoal;
         let states = [
             ("missing", status.chunks_missing),
             ("endangered", status.chunks_endangered),
             ("undergoal", undergoal_only),
-            ("stable", status.chunks.saturating_sub(unstable)),
+            ("stable", status.chunks_stable),
             ("overgoal", status.chunks_overgoal),
         ];
         for (state, count) in states {

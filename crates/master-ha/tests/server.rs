@@ -61,7 +61,11 @@ async fn metadata_requests_round_trip_and_retries_are_answered_once() {
     };
     assert_eq!(client.call(request(session, 4, rename)).await.unwrap(), Ok(ClientReply::Unit));
     match client
-        .call(request(session, 0, ClientOp::ReadDir { ino: ROOT_INO, offset: 0, max: 100 }))
+        .call(request(
+            session,
+            0,
+            ClientOp::ReadDir { ino: ROOT_INO, offset: 0, max: 100, after: None },
+        ))
         .await
         .unwrap()
     {
@@ -233,13 +237,34 @@ async fn create_makes_a_file_held_open_by_the_session_and_several_mutations_may_
         inodes.insert(call.await.unwrap().ino);
     }
     assert_eq!(inodes.len(), 40);
-    let list = ClientOp::ReadDir { ino: ROOT_INO, offset: 0, max: 100 };
+    let list = ClientOp::ReadDir { ino: ROOT_INO, offset: 0, max: 100, after: None };
     match client.call(request(session, 0, list)).await.unwrap() {
         Ok(ClientReply::Entries { entries, .. }) => {
             assert_eq!(entries.iter().filter(|e| e.name.starts_with('f')).count(), 40)
         }
         other => panic!("readdir: {other:?}"),
     }
+    // Paging after a name: every entry once, in name order, pages of 7.
+    let mut names: Vec<String> = Vec::new();
+    loop {
+        let after = names.last().cloned();
+        let page = ClientOp::ReadDir { ino: ROOT_INO, offset: 0, max: 7, after };
+        match client.call(request(session, 0, page)).await.unwrap() {
+            Ok(ClientReply::Entries { entries, more }) => {
+                assert!(entries.len() <= 7);
+                names.extend(entries.into_iter().map(|e| e.name));
+                if !more {
+                    break;
+                }
+            }
+            other => panic!("readdir after {:?}: {other:?}", names.last()),
+        }
+    }
+    let mut sorted = names.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(names, sorted, "name order, each name once");
+    assert_eq!(names.iter().filter(|n| n.starts_with('f')).count(), 40);
     master.stop().await.unwrap();
 }
 

@@ -1,11 +1,11 @@
 //! `mount.mfsha`: the helper `mount(8)` runs for `mount -t mfsha HOST[:PORT]:/PATH DIR` and for
 //! fstab lines such as `mfsmaster:/ /mnt/mfs mfsha rw,_netdev 0 0`.
 //!
-//! It is the `mfsha` binary itself, started under the name `mount.mfsha` (install it as a
-//! symlink: `ln -s /usr/local/bin/mfsha /sbin/mount.mfsha`). `mount(8)` waits for the helper to
-//! exit, so the helper starts the real mount as a detached child (the same executable, marked
-//! with an environment variable), waits until the kernel lists the mount, and exits 0 — or
-//! exits 32 with the child's reason if the mount failed.
+//! It is the `mfsha` binary itself, started under the name `mount.mfsha` (the .deb installs
+//! the symlink; by hand: `ln -s /usr/bin/mfsha /sbin/mount.mfsha`). `mount(8)` waits for the
+//! helper to exit, so the helper starts the real mount as a detached child (the same
+//! executable, marked with an environment variable), waits until the kernel lists the mount,
+//! and exits 0 — or exits 32 with the child's reason if the mount failed.
 
 use crate::options::MountOptions;
 use std::ffi::OsString;

@@ -98,11 +98,14 @@ pub enum ClientOp {
         new_parent: Ino,
         new_name: String,
     },
-    /// Entries from position `offset` on ("." and ".." are not included), at most `max`.
+    /// At most `max` entries ("." and ".." are not included), in name order: those after
+    /// the name `after` when given (a page costs O(log n) at any depth of a big directory,
+    /// and entries added or removed meanwhile do not shift it), else from position `offset`.
     ReadDir {
         ino: Ino,
         offset: u64,
         max: u32,
+        after: Option<String>,
     },
     /// Registers an open file with this session (keeps unlinked-but-open files readable).
     Open {
@@ -615,6 +618,42 @@ pub struct ClusterStatus {
     /// This master's `cluster_id`: tools given several masters stay with one cluster.
     #[serde(default)]
     pub cluster_id: String,
+    /// Chunks with exactly their goal of valid copies.
+    #[serde(default)]
+    pub chunks_stable: u64,
+    /// Chunks by goal (row) and valid copies (column), as MooseFS's chunk matrix.
+    #[serde(default)]
+    pub chunk_matrix: ChunkMatrix,
+    /// Long work under way on this master: snapshot streams, re-replication, disk drains.
+    #[serde(default)]
+    pub long_work: Vec<LongWork>,
+}
+
+/// Long work under way, with its progress.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LongWork {
+    /// "snapshot to node 3", "re-replication", "drain of disks marked for removal".
+    pub what: String,
+    pub done: u64,
+    pub total: u64,
+    /// What `done` and `total` count: "bytes" or "chunks".
+    pub unit: String,
+    pub elapsed_ms: u64,
+    /// At the rate so far; `None` before anything was done.
+    pub eta_ms: Option<u64>,
+}
+
+/// Rows and columns of a [`ChunkMatrix`]: 0 to 9, then one for 10 and more.
+pub const CHUNK_MATRIX_SIDE: usize = 11;
+
+/// Chunk counts: `matrix[goal][valid copies]`, each index capped at `CHUNK_MATRIX_SIDE - 1`
+/// (a last row and column for 10 and more).
+pub type ChunkMatrix = [[u64; CHUNK_MATRIX_SIDE]; CHUNK_MATRIX_SIDE];
+
+/// The cell of `matrix` that a chunk with `goal` and `valid` copies counts in.
+pub fn matrix_cell(goal: usize, valid: usize) -> (usize, usize) {
+    let last = CHUNK_MATRIX_SIDE - 1;
+    (goal.min(last), valid.min(last))
 }
 
 /// The virtual IP on the answering master.

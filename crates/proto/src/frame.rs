@@ -15,7 +15,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 /// 3: `ClientOp::Hello` carries the session open `token` (exactly-once session opens);
 /// chunkservers register with every master (`MasterToCs::Hello`, `Copy`/`Gone` reports).
 /// 4: `LeaderHint` and `ClusterStatus` carry the master's `cluster_id` (clients check it).
-pub const PROTOCOL_VERSION: u8 = 4;
+/// 5: `ClusterStatus` carries the chunk matrix, the stable count and the long work under way;
+/// `ClientOp::ReadDir` may continue after a name.
+pub const PROTOCOL_VERSION: u8 = 5;
 
 /// Largest frame body (everything after the 4-byte length) we accept or send.
 ///

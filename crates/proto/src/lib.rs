@@ -44,6 +44,7 @@ pub mod net;
 pub mod peer;
 pub mod rpc;
 pub mod types;
+pub mod views;
 
 pub use frame::{
     read_frame, write_frame, Frame, FrameError, FrameReader, HEADER_BYTES, MAX_FRAME_BYTES,

@@ -151,6 +151,9 @@ pub struct NodeStats {
     pub snapshots_installed: u64,
     /// Times the leader this node knows of changed to another node (0 → a leader counts).
     pub leader_changes: u64,
+    /// Raft clock ticks: advances every `tick_ms` while the node's loop runs, busy or idle,
+    /// so a watcher (the systemd watchdog) can tell a live loop from a stalled one.
+    pub ticks: u64,
 }
 
 /// An applied entry as subscribers see it: (index, term, the command `apply` saw; Raft's own
@@ -208,6 +211,7 @@ pub(crate) struct Counters {
     pub(crate) snapshots: AtomicU64,
     pub(crate) snapshots_installed: AtomicU64,
     pub(crate) leader_changes: AtomicU64,
+    pub(crate) ticks: AtomicU64,
     /// [`Handle::propose`] until committed, applied and durable (successful ones only).
     pub(crate) commit_seconds: prometheus::Histogram,
     /// Synced writes of the Raft log (timed by the RocksDB store; the node reads no clock).
@@ -224,6 +228,7 @@ impl Default for Counters {
             snapshots: AtomicU64::new(0),
             snapshots_installed: AtomicU64::new(0),
             leader_changes: AtomicU64::new(0),
+            ticks: AtomicU64::new(0),
             commit_seconds: crate::metrics::histogram(
                 "mfsha_raft_proposal_commit_seconds",
                 "Time from a proposal to its entry being committed, applied and durable.",
@@ -541,6 +546,7 @@ impl<S: StateMachine> Handle<S> {
             snapshots: stats.snapshots.load(Ordering::Relaxed),
             snapshots_installed: stats.snapshots_installed.load(Ordering::Relaxed),
             leader_changes: stats.leader_changes.load(Ordering::Relaxed),
+            ticks: stats.ticks.load(Ordering::Relaxed),
         }
     }
 

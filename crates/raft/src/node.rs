@@ -115,6 +115,7 @@ impl<S: StateMachine, L: LogStore> Node<S, L> {
     pub fn tick(&mut self, now_ms: u64) {
         debug_assert!(now_ms >= self.now_ms, "the clock went backwards");
         self.now_ms = now_ms;
+        self.shared.stats.ticks.fetch_add(1, Ordering::Relaxed);
         self.raw.tick();
         if self.raw.raft.state == StateRole::Leader && self.raw.raft.lead_transferee.is_none() {
             self.start_lease_round();

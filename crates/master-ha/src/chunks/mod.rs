@@ -22,6 +22,7 @@
 
 pub mod listener;
 pub mod plan;
+pub mod progress;
 pub mod registry;
 mod write;
 
@@ -94,6 +95,31 @@ pub struct ChunkRegistry {
     leader_since: Mutex<Option<Instant>>,
     /// Replications and deletions sent since start, for metrics.
     started: (AtomicU64, AtomicU64),
+    /// Re-replication and drain episodes, for status.
+    progress: Mutex<Progress>,
+}
+
+/// The engine's long work (see [`progress`]).
+#[derive(Debug)]
+struct Progress {
+    recovery: progress::Episode,
+    drain: progress::Episode,
+}
+
+impl Progress {
+    const fn new() -> Progress {
+        Progress {
+            recovery: progress::Episode::new("re-replication"),
+            drain: progress::Episode::new("drain of disks marked for removal"),
+        }
+    }
+
+    fn observe(&mut self, health: &CopyHealth) {
+        // A chunk with no copy left cannot be re-replicated: it waits for a server to return.
+        let lost = health.undergoal.saturating_sub(health.draining);
+        self.recovery.observe(lost);
+        self.drain.observe(health.draining);
+    }
 }
 
 /// How long `prepare_write` waits for chunkservers to answer.
@@ -108,6 +134,7 @@ impl ChunkRegistry {
             last: Mutex::new((CopyHealth::default(), HashSet::new())),
             leader_since: Mutex::new(None),
             started: (AtomicU64::new(0), AtomicU64::new(0)),
+            progress: Mutex::new(Progress::new()),
         })
     }
 
@@ -145,6 +172,7 @@ impl ChunkRegistry {
         let Plan { actions, health, safe_to_remove } = plan;
         let recoveries = self.dispatch(&mut inner, actions);
         drop(inner);
+        self.progress.lock().observe(&health);
         *self.last.lock() = (health, safe_to_remove);
         for action in recoveries {
             self.spawn_recovery(action);
@@ -159,6 +187,9 @@ impl ChunkRegistry {
             if since.take().is_some() {
                 tracing::warn!("no longer leader: failing chunkserver commands in flight");
                 self.inner.lock().fail_pending();
+                let mut progress = self.progress.lock();
+                progress.recovery.forget();
+                progress.drain.forget();
             }
             return None;
         }
@@ -359,6 +390,11 @@ impl ChunkService for ChunkRegistry {
             }
         }
         counts
+    }
+
+    fn long_work(&self) -> Vec<mfsha_proto::client::LongWork> {
+        let progress = self.progress.lock();
+        [progress.recovery.view(), progress.drain.view()].into_iter().flatten().collect()
     }
 }
 

@@ -142,8 +142,9 @@ impl Inner {
             let c = classify(copies, info.version);
             let goal = info.goal.max(1) as usize;
             count_health(&mut plan.health, &c, goal);
-            if c.valid.len() < goal {
+            if c.valid.len() < goal && c.readable.iter().any(|x| x.marked) {
                 unsafe_servers.extend(c.readable.iter().filter(|x| x.marked).map(|x| x.server));
+                plan.health.draining += 1;
             }
             if self.busy(chunk, at.now, limits) || copies.iter().any(|x| x.changed > at.table_taken)
             {
@@ -349,6 +350,8 @@ fn recover(chunk: ChunkId, version: u32, copies: &[ChunkCopy]) -> Option<Action>
 
 fn count_health(health: &mut CopyHealth, c: &Counted, goal: usize) {
     let valid = c.valid.len();
+    let (row, column) = mfsha_proto::client::matrix_cell(goal, valid);
+    health.matrix[row][column] += 1;
     if c.readable.is_empty() {
         health.missing += 1;
         return;
@@ -360,6 +363,8 @@ fn count_health(health: &mut CopyHealth, c: &Counted, goal: usize) {
         }
     } else if valid > goal {
         health.overgoal += 1;
+    } else {
+        health.stable += 1;
     }
 }
 

@@ -442,9 +442,12 @@ fn read_state(s: &State, connection: &Connection, request: &Request) -> Reply<Cl
         }
         ClientOp::GetAttr { ino } => s.getattr(*ino).map(ClientReply::Attr),
         ClientOp::ReadLink { ino } => s.readlink(*ino).map(ClientReply::Target),
-        ClientOp::ReadDir { ino, offset, max } => {
+        ClientOp::ReadDir { ino, offset, max, after } => {
             let max = (*max).clamp(1, READDIR_MAX_ENTRIES);
-            let (entries, more) = s.readdir(*ino, *offset, max)?;
+            let (entries, more) = match after {
+                Some(name) => s.readdir_after(*ino, Some(name), max)?,
+                None => s.readdir(*ino, *offset, max)?,
+            };
             Ok(ClientReply::Entries { entries, more })
         }
         ClientOp::GetXattr { ino, name } => {

@@ -78,6 +78,10 @@ pub trait ChunkService: Send + Sync {
 
     /// Chunks counted by copy health, given how many chunks the metadata has.
     fn copy_health(&self, chunks_total: u64) -> CopyHealth;
+    /// Re-replication and drains under way, with their progress.
+    fn long_work(&self) -> Vec<mfsha_proto::client::LongWork> {
+        Vec::new()
+    }
 
     /// Commands sent to chunkservers and not yet answered, and how many were started.
     fn command_counts(&self) -> CommandCounts {
@@ -107,6 +111,13 @@ pub struct CopyHealth {
     pub overgoal: u64,
     /// No valid copy at all.
     pub missing: u64,
+    /// Exactly the goal of valid copies.
+    pub stable: u64,
+    /// Short of their goal while a copy sits on a disk marked for removal (counted in
+    /// `undergoal` too): what a drain still has to copy.
+    pub draining: u64,
+    /// Every chunk by goal and valid copies (see [`mfsha_proto::client::ChunkMatrix`]).
+    pub matrix: mfsha_proto::client::ChunkMatrix,
 }
 
 /// The chunk service of a master with no chunkserver registry attached: it knows no copies,
@@ -174,6 +185,8 @@ pub struct Service {
     pub vip: Option<Arc<crate::fence::VipFence>>,
     /// Client request counts and latencies by type (`/metrics`).
     pub client_metrics: crate::metrics::ClientMetrics,
+    /// Snapshot streams on the peer port (none in a group of one).
+    pub transfers: mfsha_raft::transport::transfers::Transfers,
 }
 
 impl Service {
@@ -196,6 +209,7 @@ impl Service {
             cluster_id,
             vip: None,
             client_metrics: crate::metrics::ClientMetrics::default(),
+            transfers: Default::default(),
         }
     }
 }

@@ -35,7 +35,23 @@ pub fn cluster_status(service: &Service) -> ClusterStatus {
         sessions,
         vip: service.vip.as_ref().map(|fence| Box::new(vip_state(fence.status()))),
         cluster_id: service.cluster_id.clone(),
+        chunks_stable: health.stable,
+        chunk_matrix: health.matrix,
+        long_work: long_work(service),
     }
+}
+
+/// Snapshot streams (bytes) and the chunk engine's episodes (chunks) under way.
+fn long_work(service: &Service) -> Vec<mfsha_proto::client::LongWork> {
+    let streams = service.transfers.list().into_iter().map(|t| mfsha_proto::client::LongWork {
+        what: t.what(),
+        done: t.done_bytes,
+        total: t.total_bytes,
+        unit: "bytes".into(),
+        elapsed_ms: t.elapsed.as_millis() as u64,
+        eta_ms: t.eta.map(|d| d.as_millis() as u64),
+    });
+    streams.chain(service.chunks.long_work()).collect()
 }
 
 fn vip_state(status: mfsha_vip::VipStatus) -> mfsha_proto::client::VipState {

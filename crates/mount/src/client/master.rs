@@ -22,6 +22,14 @@
 //! `TCP_USER_TIMEOUT` at 1 s; an idle connection is pinged every `ping_interval` (500 ms)
 //! with a `ping_timeout` of 1 s. So a dead or silent leader is noticed in about a second.
 //!
+//! A leader whose host dies sends no reset: the connection looks alive until TCP gives up.
+//! When a master address is a VIP, the new leader holds it within about half a second, so
+//! while a request has waited longer than `probe_after` the link probes: every
+//! `probe_interval` it opens a fresh connection to the same address and asks `WhoLeads`
+//! (each probe within `probe_timeout`). An answer of this cluster at a higher term than the
+//! connection's means another master now answers there: the old connection is replaced at
+//! once instead of after TCP's next retransmission (200, 400, 800 ms after the loss).
+//!
 //! One cluster: a master's first answer on a connection (`WhoLeads`) names its `cluster_id`.
 //! The link uses only masters of one cluster — the configured `cluster_id`, else that of the
 //! first master it opened a session with — and refuses any other (a stale address in the
@@ -70,6 +78,13 @@ pub struct MasterConfig {
     pub ping_interval: Duration,
     /// A ping not answered within this long means the master is gone.
     pub ping_timeout: Duration,
+    /// A request unanswered this long starts probes of its connection's address.
+    pub probe_after: Duration,
+    /// How often a probe starts while a request waits (probes overlap: each may wait for a
+    /// connection to an address nobody holds yet).
+    pub probe_interval: Duration,
+    /// How long one probe (connect and `WhoLeads`) may take.
+    pub probe_timeout: Duration,
     /// The masters' `cluster_id`, if configured; else the first session's master sets it.
     pub cluster_id: Option<String>,
 }
@@ -90,6 +105,10 @@ impl MasterConfig {
             reconnect_interval: Duration::from_millis(50),
             ping_interval: Duration::from_millis(500),
             ping_timeout: Duration::from_secs(1),
+            // Well above a commit's time under load, well below an election's.
+            probe_after: Duration::from_millis(150),
+            probe_interval: Duration::from_millis(30),
+            probe_timeout: Duration::from_millis(300),
             cluster_id: None,
         }
     }
@@ -110,7 +129,12 @@ pub enum ConnectError {
 /// One connection carrying the session.
 struct Conn {
     rpc: Rpc,
+    /// The address it was opened to, as configured or hinted (a VIP stays a VIP).
+    addr: String,
     session: SessionId,
+    /// The master's term when the session was taken up here: a leader keeps its term, so an
+    /// answer at this address at a higher term comes from another (newer) leader.
+    term: u64,
     dead: watch::Sender<bool>,
 }
 
@@ -223,6 +247,27 @@ pub struct MasterLink {
     /// `None` until the first session opens, unless configured.
     cluster: SyncMutex<Option<Cluster>>,
     metrics: crate::metrics::LinkMetrics,
+    /// Attempts on a connection under way, for the probe.
+    waiting: SyncMutex<Waiting>,
+}
+
+/// Attempts under way and when each started.
+#[derive(Default)]
+struct Waiting {
+    next: u64,
+    since: std::collections::BTreeMap<u64, Instant>,
+}
+
+/// Removes its attempt from [`Waiting`] when the attempt ends, also when it is cancelled.
+struct WaitingGuard<'a> {
+    waiting: &'a SyncMutex<Waiting>,
+    id: u64,
+}
+
+impl Drop for WaitingGuard<'_> {
+    fn drop(&mut self) {
+        self.waiting.lock().since.remove(&self.id);
+    }
 }
 
 /// The cluster a link uses.
@@ -265,9 +310,11 @@ impl MasterLink {
             open_token: SyncMutex::new(0),
             cluster,
             metrics: crate::metrics::LinkMetrics::default(),
+            waiting: SyncMutex::new(Waiting::default()),
         });
         link.first_session().await?;
         tokio::spawn(ping_loop(Arc::downgrade(&link)));
+        tokio::spawn(probe_loop(Arc::downgrade(&link)));
         Ok(link)
     }
 
@@ -498,6 +545,7 @@ impl MasterLink {
     }
 
     async fn attempt_within(&self, conn: &Conn, req: Request, limit: Duration) -> Attempt {
+        let _waiting = self.waiting_from_now();
         let mut dead = conn.dead.subscribe();
         tokio::select! {
             result = tokio::time::timeout(limit, conn.rpc.call(req)) => match result {
@@ -507,6 +555,49 @@ impl MasterLink {
             },
             _ = dead.wait_for(|d| *d) => Attempt::Broken("connection replaced".into()),
         }
+    }
+
+    fn waiting_from_now(&self) -> WaitingGuard<'_> {
+        let mut waiting = self.waiting.lock();
+        let id = waiting.next;
+        waiting.next += 1;
+        waiting.since.insert(id, Instant::now());
+        WaitingGuard { waiting: &self.waiting, id }
+    }
+
+    /// The live connection, if a request on it has waited longer than `probe_after`.
+    fn probe_target(&self) -> Option<Arc<Conn>> {
+        let oldest = self.waiting.lock().since.values().min().copied()?;
+        if oldest.elapsed() < self.cfg.probe_after {
+            return None;
+        }
+        let current = self.current.try_lock().ok()?;
+        current.as_ref().filter(|conn| conn.alive()).cloned()
+    }
+
+    /// Asks whoever answers at `conn`'s address now who leads; replaces `conn` if that is a
+    /// master of this cluster at a newer term (see the module documentation).
+    async fn probe(&self, conn: &Conn) {
+        let probed = tokio::time::timeout(self.cfg.probe_timeout, async {
+            let rpc = Rpc::connect_within(&conn.addr, self.cfg.probe_timeout).await.ok()?;
+            let req = Request { session: 0, seq: 0, uid: 0, gid: 0, op: ClientOp::WhoLeads };
+            rpc.call(req).await.ok()
+        });
+        let Ok(Some(answer)) = probed.await else { return };
+        let Ok(ClientReply::Leader(hint)) = &answer.reply else { return };
+        let ours = self.cluster.lock().as_ref().is_some_and(|c| c.id == hint.cluster_id);
+        if !ours || answer.term <= conn.term {
+            return;
+        }
+        // Raising the floor also makes any late answer on the old connection count as a
+        // deposed master's.
+        let _ = self.terms.admit(answer.term);
+        let why = format!(
+            "{} now answers at term {}, above this connection's term {}: its master is gone \
+             or deposed",
+            conn.addr, answer.term, conn.term
+        );
+        self.broken(conn, &why);
     }
 
     fn broken(&self, conn: &Conn, why: &str) {
@@ -697,7 +788,7 @@ impl MasterLink {
             match self.hello(&rpc, Some(resume)).await {
                 Ok((session, _root)) => {
                     self.reclaim_locks(&rpc, session).await?;
-                    return Ok(self.conn(rpc, session));
+                    return Ok(self.conn(rpc, addr, session));
                 }
                 Err(OpenError::Refused(Status::BadSession)) => {
                     tracing::warn!(master = %addr, session = resume,
@@ -716,7 +807,7 @@ impl MasterLink {
         let used = self.reacquire(&rpc, session).await?;
         *self.seq_floor.lock() = (session, used);
         self.reclaim_locks(&rpc, session).await?;
-        Ok(self.conn(rpc, session))
+        Ok(self.conn(rpc, addr, session))
     }
 
     /// Re-takes every lock this client holds, before the connection carries anything else.
@@ -744,9 +835,10 @@ impl MasterLink {
         Ok(())
     }
 
-    fn conn(&self, rpc: Rpc, session: SessionId) -> Arc<Conn> {
+    fn conn(&self, rpc: Rpc, addr: &str, session: SessionId) -> Arc<Conn> {
         let (dead, _) = watch::channel(false);
-        Arc::new(Conn { rpc, session, dead })
+        let term = self.terms.highest();
+        Arc::new(Conn { rpc, addr: addr.to_string(), session, term, dead })
     }
 
     async fn hello(
@@ -939,6 +1031,30 @@ async fn ping_loop(link: std::sync::Weak<MasterLink>) {
     }
 }
 
+/// Starts a probe every `probe_interval` while a request waits too long (see the module
+/// documentation); at most [`PROBES_MAX`] at once.
+async fn probe_loop(link: std::sync::Weak<MasterLink>) {
+    let running = Arc::new(tokio::sync::Semaphore::new(PROBES_MAX));
+    loop {
+        let interval = match link.upgrade() {
+            Some(l) => l.cfg.probe_interval,
+            None => return,
+        };
+        tokio::time::sleep(interval).await;
+        let Some(l) = link.upgrade() else { return };
+        let Some(conn) = l.probe_target() else { continue };
+        let Ok(permit) = running.clone().try_acquire_owned() else { continue };
+        tokio::spawn(async move {
+            l.probe(&conn).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Probes under way at most: each waits at most `probe_timeout`, so this bounds the
+/// connections a mount opens to an address nobody holds.
+const PROBES_MAX: usize = 16;
+
 /// A short name of a request for log lines and metrics ([`ClientOp::name`]).
 pub fn op_name(op: &ClientOp) -> &'static str {
     op.name()
@@ -1002,6 +1118,89 @@ mod tests {
             }
         });
         addr
+    }
+
+    /// A master on `listener` at `term` that opens sessions and answers `WhoLeads` at once,
+    /// and everything else after `delay` (`None`: never, as a dead host). Counts its `Hello`s.
+    fn slow_master(
+        listener: tokio::net::TcpListener,
+        term: u64,
+        delay: Option<Duration>,
+        hellos: Arc<std::sync::atomic::AtomicUsize>,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            while let Ok((stream, peer)) = listener.accept().await {
+                let hellos = hellos.clone();
+                tokio::spawn(mfsha_proto::rpc::serve(
+                    stream,
+                    peer.to_string(),
+                    4,
+                    move |req: Request| {
+                        let hellos = hellos.clone();
+                        async move {
+                            let reply = match req.op {
+                                ClientOp::Hello { .. } => {
+                                    hellos.fetch_add(1, Ordering::SeqCst);
+                                    Ok(ClientReply::Session { session: 9, root: 1 })
+                                }
+                                ClientOp::WhoLeads => {
+                                    Ok(ClientReply::Leader(LeaderHint::default()))
+                                }
+                                _ => match delay {
+                                    Some(delay) => {
+                                        tokio::time::sleep(delay).await;
+                                        Ok(ClientReply::Unit)
+                                    }
+                                    None => std::future::pending().await,
+                                },
+                            };
+                            Answer { term, reply }
+                        }
+                    },
+                ));
+            }
+        })
+    }
+
+    /// Probes alone can rescue a call here: no pings, no attempt timeout within the test.
+    fn probing_only(addr: &str) -> MasterConfig {
+        let mut cfg = MasterConfig::new(vec![addr.to_string()]);
+        cfg.ping_interval = Duration::from_secs(600);
+        cfg.attempt_timeout = Duration::from_secs(600);
+        cfg
+    }
+
+    #[tokio::test]
+    async fn a_newer_leader_at_the_same_address_replaces_a_silent_connection_by_probe() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let hellos = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        // The old leader's host dies: its connections stay open and say nothing more.
+        let old = slow_master(listener, 4, None, hellos.clone());
+        let link = MasterLink::connect(probing_only(&addr)).await.unwrap();
+        old.abort(); // closes its listener (the VIP moves), not the connection it accepted
+        let _ = old.await;
+        let listener = tokio::net::TcpListener::bind(&addr).await.unwrap();
+        let _new = slow_master(listener, 8, Some(Duration::ZERO), hellos.clone());
+        let call = tokio::time::timeout(Duration::from_secs(10), link.call(0, 0, ClientOp::StatFs));
+        assert_eq!(
+            call.await.expect("the probe should replace the silent connection"),
+            Ok(ClientReply::Unit)
+        );
+        assert_eq!(hellos.load(Ordering::SeqCst), 2, "the session was resumed on the new leader");
+        assert_eq!(link.terms.highest(), 8);
+    }
+
+    #[tokio::test]
+    async fn a_slow_answer_from_the_same_leader_keeps_its_connection() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let hellos = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let _master = slow_master(listener, 4, Some(Duration::from_millis(700)), hellos.clone());
+        let link = MasterLink::connect(probing_only(&addr)).await.unwrap();
+        // Probes run during most of the 700 ms; each finds the same leader at the same term.
+        assert_eq!(link.call(0, 0, ClientOp::StatFs).await, Ok(ClientReply::Unit));
+        assert_eq!(hellos.load(Ordering::SeqCst), 1, "the connection was never replaced");
     }
 
     #[tokio::test]

@@ -267,9 +267,16 @@ impl Client {
             .await
     }
 
-    /// One page of a directory: entries from position `offset` on, and whether more follow.
-    pub async fn readdir(&self, ino: Ino, offset: u64, max: u32) -> Reply<(Vec<DirEntry>, bool)> {
-        match self.call(Caller::ROOT, ClientOp::ReadDir { ino, offset, max }).await? {
+    /// One page of a directory: entries after the name `after` (from the start for `None`),
+    /// and whether more follow.
+    pub async fn readdir(
+        &self,
+        ino: Ino,
+        after: Option<&str>,
+        max: u32,
+    ) -> Reply<(Vec<DirEntry>, bool)> {
+        let op = ClientOp::ReadDir { ino, offset: 0, max, after: after.map(str::to_string) };
+        match self.call(Caller::ROOT, op).await? {
             ClientReply::Entries { mut entries, more } => {
                 for e in &mut entries {
                     e.attr = self.adjust(e.attr.clone());
@@ -284,7 +291,8 @@ impl Client {
     pub async fn readdir_all(&self, ino: Ino) -> Reply<Vec<DirEntry>> {
         let mut all = Vec::new();
         loop {
-            let (page, more) = self.readdir(ino, all.len() as u64, 4096).await?;
+            let after = all.last().map(|e: &DirEntry| e.name.as_str());
+            let (page, more) = self.readdir(ino, after, 4096).await?;
             let got = page.len();
             all.extend(page);
             if !more || got == 0 {

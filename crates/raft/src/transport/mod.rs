@@ -7,6 +7,7 @@
 //!   votes never queue behind a snapshot.
 
 pub mod tcp;
+pub mod transfers;
 
 use raft::eraftpb::Message;
 use std::sync::Arc;

@@ -28,6 +28,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tracing::Instrument;
 
+use super::transfers::{Direction, TransferGuard, Transfers};
 use super::{SnapshotReports, Transport};
 use crate::handle::{Handle, MAX_PEER_MESSAGE_BYTES};
 use crate::lifecycle::Shutdown;
@@ -93,6 +94,8 @@ pub struct TcpTransport {
     shutdown: Shutdown,
     /// Snapshot tasks are spawned from the node thread, which is outside the runtime.
     runtime: tokio::runtime::Handle,
+    /// Snapshot streams under way, both ways (shared with the listener's policy).
+    transfers: Transfers,
 }
 
 impl TcpTransport {
@@ -102,8 +105,17 @@ impl TcpTransport {
         let members = PeerSet::new(configured.iter().copied());
         let runtime = tokio::runtime::Handle::current();
         let queues = HashMap::new();
-        let mut transport =
-            TcpTransport { me, queues, configured, members, reports: None, shutdown, runtime };
+        let transfers = Transfers::default();
+        let mut transport = TcpTransport {
+            me,
+            queues,
+            configured,
+            members,
+            reports: None,
+            shutdown,
+            runtime,
+            transfers,
+        };
         for (id, addr) in peers {
             transport.add_peer(*id, addr);
         }
@@ -112,7 +124,17 @@ impl TcpTransport {
 
     /// Who may call this node, for [`serve_peers`]: follows what the transport learns.
     pub fn policy(&self, max_snapshot_bytes: u64) -> PeerPolicy {
-        PeerPolicy { me: self.me.clone(), members: self.members.clone(), max_snapshot_bytes }
+        PeerPolicy {
+            me: self.me.clone(),
+            members: self.members.clone(),
+            max_snapshot_bytes,
+            transfers: self.transfers.clone(),
+        }
+    }
+
+    /// The snapshot streams under way, for status views.
+    pub fn transfers(&self) -> Transfers {
+        self.transfers.clone()
     }
 
     /// One sender task per peer; dropping its queue ends the task.
@@ -137,10 +159,11 @@ impl TcpTransport {
         let link = Link { me: self.me.clone(), to, addr: queue.addr.clone() };
         let shutdown = self.shutdown.clone();
         let span = tracing::info_span!("snapshot_out", peer = to, addr = %link.addr);
+        let transfers = self.transfers.clone();
         self.runtime.spawn(
             async move {
                 let result = tokio::select! {
-                    result = stream_snapshot(&link, &msg) => result,
+                    result = stream_snapshot(&link, &msg, &transfers) => result,
                     () = shutdown.triggered() => Err("shutting down".into()),
                 };
                 match &result {
@@ -321,10 +344,11 @@ fn encode_message(msg: &Message, buf: &mut Vec<u8>) {
 }
 
 /// Streams one `MsgSnapshot` on a connection of its own and waits for the answer.
-async fn stream_snapshot(link: &Link, msg: &Message) -> Result<(), String> {
+async fn stream_snapshot(link: &Link, msg: &Message, transfers: &Transfers) -> Result<(), String> {
     let wire = SnapshotWire::new(msg)?;
     let mut stream = link.connect().await?;
     let total = wire.len() as u64;
+    let progress = transfers.begin(link.to, Direction::Sending, total);
     let mut buf = Vec::with_capacity(SNAPSHOT_PART_BYTES + 64);
     let mut offset = 0usize;
     while offset < wire.len() {
@@ -335,6 +359,7 @@ async fn stream_snapshot(link: &Link, msg: &Message) -> Result<(), String> {
         frame::encode(0, &body, &mut buf).map_err(|e| e.to_string())?;
         write_all(&mut stream, &buf).await?;
         offset += SNAPSHOT_PART_BYTES.min(wire.len() - offset);
+        progress.advance(offset as u64);
     }
     let mut reader = BufReader::new(stream);
     let mut answer = Vec::new();
@@ -426,6 +451,8 @@ pub struct PeerPolicy {
     pub members: PeerSet,
     /// The largest snapshot accepted (bounds the receiver's memory).
     pub max_snapshot_bytes: u64,
+    /// Snapshot streams under way (shared with the transport).
+    pub transfers: Transfers,
 }
 
 /// Accepts peer connections until shutdown.
@@ -481,6 +508,7 @@ async fn receive<S: StateMachine>(
     };
     tracing::debug!(peer = from, %addr, "peer connected");
     let mut snapshot: Option<Vec<u8>> = None;
+    let mut progress: Option<TransferGuard> = None;
     loop {
         let Some(message) = read_frame(&mut reader, &mut buf).await? else {
             return Ok(());
@@ -489,6 +517,11 @@ async fn receive<S: StateMachine>(
             PeerMessage::Raft(bytes) => step(node, from, &bytes)?,
             PeerMessage::SnapshotPart { total, offset, bytes } => {
                 let whole = add_part(&mut snapshot, policy, total, offset, &bytes)?;
+                progress
+                    .get_or_insert_with(|| {
+                        policy.transfers.begin(from, Direction::Receiving, total)
+                    })
+                    .advance(offset + bytes.len() as u64);
                 if whole {
                     let data = snapshot.take().expect("a whole snapshot");
                     return answer_snapshot(reader, node, from, data).await;

@@ -1,0 +1,126 @@
+//! The status page on the leader's HTTP port, loaded in a real headless Chromium from a
+//! running appliance (two masters, the witness, three chunkservers, a FUSE mount): the DOM
+//! must show the real chunkservers, the chunk matrix with the files' chunks, the nodes and
+//! the mount; a follower's page must link to the leader's. A screenshot is saved.
+
+use crate::ha::cluster::HaCluster;
+use crate::mount::{require_fuse, which, Mount};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Chromium as Debian installs it (`apt-get install chromium`), or `MFSHA_CHROMIUM`.
+fn chromium() -> PathBuf {
+    if let Some(path) = std::env::var_os("MFSHA_CHROMIUM") {
+        return path.into();
+    }
+    which("chromium").or_else(|| which("chromium-browser")).expect(
+        "chromium is missing: the status page test needs a real browser \
+         (Debian: apt-get install chromium; scripts/setup.sh installs it)",
+    )
+}
+
+/// Chromium's command line for a headless run on a closed network, as root (see the
+/// machine notes: without the background-networking flags it keeps dialling out).
+fn browser(profile: &Path) -> Command {
+    let mut cmd = Command::new(chromium());
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1280,2200",
+    ]);
+    cmd.arg(format!("--user-data-dir={}", profile.display()));
+    cmd
+}
+
+/// The page's DOM after Chromium loaded and rendered `url`.
+fn dump_dom(profile: &Path, url: &str) -> String {
+    let out = browser(profile).arg("--dump-dom").arg(url).output().expect("run chromium");
+    assert!(
+        out.status.success(),
+        "chromium --dump-dom {url} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("the DOM is UTF-8")
+}
+
+fn screenshot(profile: &Path, url: &str, to: &Path) {
+    let out = browser(profile)
+        .arg(format!("--screenshot={}", to.display()))
+        .arg(url)
+        .output()
+        .expect("run chromium");
+    assert!(out.status.success(), "chromium --screenshot failed: {}", String::from_utf8_lossy(&out.stderr));
+    let png = std::fs::read(to).unwrap_or_else(|e| panic!("no screenshot at {}: {e}", to.display()));
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "{} is no page screenshot", to.display());
+}
+
+/// Where screenshots are kept after the test: beside the build, so CI can keep them.
+fn screenshot_path() -> PathBuf {
+    let dir = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from);
+    let dir = dir.join("screenshots");
+    std::fs::create_dir_all(&dir).expect("make the screenshot directory");
+    dir.join("status-page.png")
+}
+
+/// The `<td>` of the chunk matrix for `goal` and `valid` copies, as a number.
+fn matrix_cell(dom: &str, goal: usize, valid: usize) -> Option<u64> {
+    let key = format!("data-goal=\"{goal}\" data-valid=\"{valid}\">");
+    let at = dom.find(&key)? + key.len();
+    dom[at..].split('<').next()?.trim().parse().ok()
+}
+
+#[test]
+fn the_status_page_in_chromium_shows_the_nodes_servers_chunk_matrix_and_mounts() {
+    require_fuse();
+    let profile = tempfile::tempdir().unwrap();
+    let _ = chromium();
+    let mut cluster = HaCluster::start(3);
+    let leader = cluster.wait_leader(Duration::from_secs(20));
+    cluster.wait_chunkservers(3, Duration::from_secs(20));
+    let masters = cluster.client_addrs();
+    let mount = Mount::start_in(cluster.path(), "mnt", &masters, &[], &masters.replace(',', "+"));
+    const FILES: usize = 5;
+    for i in 0..FILES {
+        std::fs::write(mount.path(&format!("f{i}")), vec![i as u8; 1000]).unwrap();
+    }
+    let url = format!("http://127.0.0.1:{}/", cluster.masters[leader].ports.http);
+    // The engine counts copies every pass: wait until the page shows every chunk at goal 2.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let dom = loop {
+        let dom = dump_dom(profile.path(), &url);
+        if matrix_cell(&dom, 2, 2) == Some(FILES as u64) || Instant::now() > deadline {
+            break dom;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(matrix_cell(&dom, 2, 2), Some(FILES as u64), "goal-2 chunks with 2 copies:\n{dom}");
+    assert!(dom.contains("class=\"stable\""), "a full-goal cell is coloured stable");
+    for (port, _) in &cluster.chunkservers {
+        assert!(dom.contains(&format!("127.0.0.1:{port}")), "chunkserver {port} missing:\n{dom}");
+    }
+    assert!(dom.contains("Chunkservers (3)"), "three chunkservers:\n{dom}");
+    for id in [1, 2, 3] {
+        assert!(dom.contains(&format!("<td class=\"l\">{id}</td>")), "node {id} missing:\n{dom}");
+    }
+    assert!(dom.contains("witness") && dom.contains("Mounts (1)"), "{dom}");
+    assert!(!dom.contains("follower-note"), "the leader's page is no follower's");
+    let shot = screenshot_path();
+    screenshot(profile.path(), &url, &shot);
+    eprintln!("status page screenshot: {}", shot.display());
+
+    let follower = 1 - leader;
+    let follower_url = format!("http://127.0.0.1:{}/", cluster.masters[follower].ports.http);
+    let dom = dump_dom(profile.path(), &follower_url);
+    assert!(dom.contains("follower-note"), "a follower's page says it does not lead:\n{dom}");
+    // The leader's page as the follower's config names it (`peers: - http:`).
+    let link = format!("id=\"leader-link\" href=\"http://127.0.0.1:{}/\"", cluster.masters[leader].ports.http);
+    assert!(dom.contains(&link), "no link to the leader's page ({link}):\n{dom}");
+    drop(mount);
+}
