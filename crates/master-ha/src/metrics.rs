@@ -49,9 +49,44 @@ impl ClientMetrics {
         }
     }
 
+    /// Requests answered since this master started, by type, the most frequent first (the
+    /// status page's operation counts: the same numbers as `/metrics`).
+    pub fn operations(&self) -> Vec<(String, u64)> {
+        use prometheus::core::Collector;
+        let mut counts: Vec<(String, u64)> = Vec::new();
+        for family in self.seconds.collect() {
+            for metric in family.get_metric() {
+                let op = metric.get_label().iter().find(|l| l.get_name() == "op");
+                let count = metric.get_histogram().get_sample_count();
+                counts.extend(op.map(|l| (l.get_value().to_string(), count)));
+            }
+        }
+        counts.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        counts
+    }
+
     fn register(&self, exporter: &Exporter) {
         exporter.register(&self.seconds);
         exporter.register(&self.errors);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operations_count_each_answered_request_by_type() {
+        let metrics = ClientMetrics::default();
+        let started = Instant::now();
+        for _ in 0..3 {
+            metrics.record("lookup", started, &Ok::<(), _>(()));
+        }
+        metrics.record("create", started, &Err::<(), _>(mfsha_proto::types::Status::NotLeader));
+        let expected = vec![("lookup".to_string(), 3), ("create".to_string(), 1)];
+        assert_eq!(metrics.operations(), expected);
+        assert_eq!(metrics.errors.with_label_values(&["create"]).get(), 1);
+        assert_eq!(metrics.errors.with_label_values(&["lookup"]).get(), 0);
     }
 }
 
