@@ -209,7 +209,7 @@ async fn status_within(addr: &str) -> Option<ClusterStatus> {
     let client = MasterClient::connect_within(addr, Duration::from_secs(1)).await.ok()?;
     let request = Request { session: 0, seq: 0, uid: 0, gid: 0, op: ClientOp::Status };
     match client.call_timeout(request, 1000).await {
-        Ok(Ok(ClientReply::Status(status))) => Some(status),
+        Ok(Ok(ClientReply::Status(status))) => Some(*status),
         _ => None,
     }
 }

@@ -95,7 +95,7 @@ impl Group {
                 .ok()?;
             let request = Request { session: 0, seq: 0, uid: 0, gid: 0, op: ClientOp::Status };
             match client.call_timeout(request, 1000).await {
-                Ok(Ok(ClientReply::Status(status))) => Some(status),
+                Ok(Ok(ClientReply::Status(status))) => Some(*status),
                 _ => None,
             }
         })

@@ -56,7 +56,7 @@ pub async fn cluster_status(addr: &str) -> Option<mfsha_proto::client::ClusterSt
     let rpc = mfsha_proto::client::MasterClient::connect(addr).await.ok()?;
     let req = Request { session: 0, seq: 0, uid: 0, gid: 0, op: ClientOp::Status };
     match rpc.call_timeout(req, 5000).await {
-        Ok(Ok(ClientReply::Status(s))) => Some(s),
+        Ok(Ok(ClientReply::Status(s))) => Some(*s),
         _ => None,
     }
 }

@@ -241,7 +241,7 @@ impl HaCluster {
             let rpc = tokio::time::timeout(Duration::from_secs(1), connect).await.ok()?.ok()?;
             let req = Request { session: 0, seq: 0, uid: 0, gid: 0, op: ClientOp::Status };
             match rpc.call_timeout(req, 1000).await {
-                Ok(Ok(ClientReply::Status(status))) => Some(status),
+                Ok(Ok(ClientReply::Status(status))) => Some(*status),
                 _ => None,
             }
         })

@@ -111,7 +111,7 @@ fn same_cluster(
 pub async fn ask_status(client: &MasterClient) -> anyhow::Result<ClusterStatus> {
     let request = Request { session: 0, seq: 0, uid: 0, gid: 0, op: ClientOp::Status };
     match client.call_timeout(request, ASK_MS).await? {
-        Ok(ClientReply::Status(status)) => Ok(status),
+        Ok(ClientReply::Status(status)) => Ok(*status),
         Ok(other) => bail!("answered a status request with {other:?}"),
         Err(status) => bail!("refused the status request: {status}"),
     }

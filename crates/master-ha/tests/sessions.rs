@@ -23,7 +23,7 @@ async fn hello_with_token(client: &Client, token: u64) -> Reply<ClientReply> {
 
 async fn status(client: &Client) -> ClusterStatus {
     match client.call(request(0, 0, ClientOp::Status)).await.unwrap() {
-        Ok(ClientReply::Status(status)) => status,
+        Ok(ClientReply::Status(status)) => *status,
         other => panic!("status answered {other:?}"),
     }
 }

@@ -360,7 +360,7 @@ pub enum ClientReply {
     FileInfo(Vec<ChunkCopies>),
     CheckFile(CheckFileCounts),
     DirInfo(DirStats),
-    Status(ClusterStatus),
+    Status(Box<ClusterStatus>),
     Unit,
     /// A page of the trash (`TrashList`): `more` when entries above the last one remain.
     Trash {

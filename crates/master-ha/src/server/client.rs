@@ -59,7 +59,7 @@ pub fn answer_now(
 ) -> Option<Reply<ClientReply>> {
     match request.op {
         ClientOp::Status => {
-            return Some(Ok(ClientReply::Status(super::status::cluster_status(service))))
+            return Some(Ok(ClientReply::Status(Box::new(super::status::cluster_status(service)))))
         }
         ClientOp::WhoLeads => {
             let hint =

@@ -397,7 +397,7 @@ impl Client {
 
     pub async fn cluster_status(&self) -> Reply<ClusterStatus> {
         match self.call(Caller::ROOT, ClientOp::Status).await? {
-            ClientReply::Status(s) => Ok(s),
+            ClientReply::Status(s) => Ok(*s),
             other => Err(unexpected("cluster status", &other)),
         }
     }
