@@ -56,9 +56,9 @@ impl ClientMetrics {
         let mut counts: Vec<(String, u64)> = Vec::new();
         for family in self.seconds.collect() {
             for metric in family.get_metric() {
-                let op = metric.get_label().iter().find(|l| l.get_name() == "op");
+                let op = metric.get_label().iter().find(|l| l.name() == "op");
                 let count = metric.get_histogram().get_sample_count();
-                counts.extend(op.map(|l| (l.get_value().to_string(), count)));
+                counts.extend(op.map(|l| (l.value().to_string(), count)));
             }
         }
         counts.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
@@ -68,25 +68,6 @@ impl ClientMetrics {
     fn register(&self, exporter: &Exporter) {
         exporter.register(&self.seconds);
         exporter.register(&self.errors);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn operations_count_each_answered_request_by_type() {
-        let metrics = ClientMetrics::default();
-        let started = Instant::now();
-        for _ in 0..3 {
-            metrics.record("lookup", started, &Ok::<(), _>(()));
-        }
-        metrics.record("create", started, &Err::<(), _>(mfsha_proto::types::Status::NotLeader));
-        let expected = vec![("lookup".to_string(), 3), ("create".to_string(), 1)];
-        assert_eq!(metrics.operations(), expected);
-        assert_eq!(metrics.errors.with_label_values(&["create"]).get(), 1);
-        assert_eq!(metrics.errors.with_label_values(&["lookup"]).get(), 0);
     }
 }
 
@@ -336,4 +317,23 @@ pub fn exporter(service: &Arc<Service>) -> Arc<Exporter> {
     info.with_label_values(&labels).set(1);
     exporter.register(&info);
     Arc::new(exporter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operations_count_each_answered_request_by_type() {
+        let metrics = ClientMetrics::default();
+        let started = Instant::now();
+        for _ in 0..3 {
+            metrics.record("lookup", started, &Ok::<(), _>(()));
+        }
+        metrics.record("create", started, &Err::<(), _>(mfsha_proto::types::Status::NotLeader));
+        let expected = vec![("lookup".to_string(), 3), ("create".to_string(), 1)];
+        assert_eq!(metrics.operations(), expected);
+        assert_eq!(metrics.errors.with_label_values(&["create"]).get(), 1);
+        assert_eq!(metrics.errors.with_label_values(&["lookup"]).get(), 0);
+    }
 }

@@ -382,7 +382,7 @@ mod tests {
         o.options = vec!["metrics=127.0.0.1:9429".into()];
         assert_eq!(o.resolve().unwrap().metrics, Some("127.0.0.1:9429".parse().unwrap()));
         o.options = vec!["metrics=localhost".into()];
-        let err = o.resolve().err().expect("not IP:PORT").to_string();
+        let err = o.resolve().expect_err("not IP:PORT").to_string();
         assert!(err.contains("metrics=localhost") && err.contains("IP:PORT"), "{err}");
     }
 
