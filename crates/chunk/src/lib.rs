@@ -65,6 +65,7 @@ pub enum ChunkserverError {
 
 /// The operator's HTTP port.
 const HTTP: mfsha_ops::Endpoint = mfsha_ops::Endpoint { what: "chunkserver metrics", key: "http" };
+
 /// The tasks a chunkserver is useless without, in the order `start` spawns them first (the
 /// scrubbers and housekeeping after them may end by design: scrub is off at rate 0).
 const ESSENTIAL_TASKS: [&str; 2] = ["the data port listener", "the master link"];
@@ -110,11 +111,6 @@ impl Chunkserver {
         let service =
             Arc::new(server::DataService { store: store.clone(), peers: peers.clone(), metrics });
         let mut tasks = vec![tokio::spawn(server::serve_data(listener, service, watch_rx.clone()))];
-        let mut stop_http = watch_rx.clone();
-        let stopped = async move {
-            let _stopped_or_gone = stop_http.wait_for(|stop| *stop).await;
-        };
-        tasks.push(http.serve(router, stopped).task);
         let link = master_link::LinkConfig {
             masters: config.master.clone(),
             cluster: config.cluster_id.clone(),
@@ -142,7 +138,13 @@ impl Chunkserver {
                 watch_rx.clone(),
             )));
         }
+        let mut stop_http = watch_rx.clone();
         tasks.push(tokio::spawn(close_idle_loop(store.clone(), watch_rx)));
+        // After the essential tasks: `alive` finds those by their place.
+        let stopped = async move {
+            let _stopped_or_gone = stop_http.wait_for(|stop| *stop).await;
+        };
+        tasks.push(http.serve(router, stopped).task);
         tracing::info!(%addr, server_id = format_args!("{server_id:016x}"), masters = ?config.master,
             disks = store.disks.len(), "chunkserver started");
         Ok(Chunkserver { addr, http_addr, store, shutdown, tasks })
