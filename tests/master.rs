@@ -434,3 +434,44 @@ fn bad_frames_close_only_their_connection_and_are_logged_with_the_peer() {
     }
     assert!(cluster.master.as_mut().unwrap().is_running());
 }
+
+/// A session id seen elsewhere (a log, the status page) is useless on another connection:
+/// the master refuses the request and the resume without the session's secret, logs the
+/// thief's address, and the owner goes on.
+#[test]
+fn a_stolen_session_id_is_refused_and_logged() {
+    let mut cluster = Cluster::new();
+    cluster.start_master();
+    let addr = cluster.master_addr();
+    let rt = runtime();
+    rt.block_on(async {
+        wait_leader(&addr, &cluster).await;
+        let mut owner = Session::open(&addr).await;
+        let thief = Client::connect(&addr).await.unwrap();
+        let op = ClientOp::Mkdir { parent: ROOT_INO, name: "stolen".into(), mode: 0o755, umask: 0 };
+        let request = Request { session: owner.id, seq: 1, uid: 0, gid: 0, op };
+        assert_eq!(thief.call(request).await.unwrap(), Err(Status::BadSession));
+        let resume = ClientOp::Hello {
+            session: Some(owner.id),
+            client_info: "thief".into(),
+            subdir: "/".into(),
+            password: None,
+            token: 1,
+        };
+        let request = Request { session: 0, seq: 0, uid: 0, gid: 0, op: resume };
+        assert_eq!(thief.call(request).await.unwrap(), Err(Status::BadSession));
+        owner.mkdir(ROOT_INO, "mine").await;
+    });
+    let log = cluster.master_log();
+    for line in [
+        "refused a request naming a session this connection did not take up with Hello",
+        "refused to resume a session without its secret",
+    ] {
+        assert!(log.contains(line), "the master log lacks {line:?}:\n{log}");
+    }
+    let refusals: Vec<&str> = log.lines().filter(|l| l.contains("refused")).collect();
+    assert!(
+        refusals.iter().all(|l| l.contains("127.0.0.1:")),
+        "the address is named: {refusals:?}"
+    );
+}

@@ -12,19 +12,50 @@ pub fn addr(cluster: &HaCluster, index: usize) -> String {
     format!("127.0.0.1:{}", cluster.masters[index].ports.client)
 }
 
-/// Sends `request` to the master at `addr` and returns its reply, asking again (the same
-/// request: retries are safe) while it answers that it does not lead yet, for up to 15 s.
+/// The token each session opened by [`ask`] was opened with: its secret, shown to resume it.
+static SECRETS: std::sync::Mutex<Vec<(u64, u64)>> = std::sync::Mutex::new(Vec::new());
+
+/// Sends `request` to the master at `addr` on a new connection and returns its reply, asking
+/// again (the same request: retries are safe) while it answers that it does not lead yet, for
+/// up to 15 s. A request in a session [`ask`] opened resumes that session first, as a client
+/// does on every new connection (a master serves a session only on a connection that took it
+/// up).
 pub async fn ask(addr: &str, request: Request) -> Reply<ClientReply> {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let client = MasterClient::connect_within(addr, Duration::from_secs(1)).await;
         let client = client.unwrap_or_else(|e| panic!("connect to the master at {addr}: {e}"));
+        let secret = SECRETS.lock().unwrap().iter().find(|(s, _)| *s == request.session).copied();
+        if let Some((session, token)) = secret {
+            let mut resume = hello(token);
+            if let ClientOp::Hello { session: s, .. } = &mut resume.op {
+                *s = Some(session);
+            }
+            let resumed = client.call_timeout(resume, 10_000).await;
+            match resumed.unwrap_or_else(|e| panic!("resuming session {session} at {addr}: {e}")) {
+                Ok(_) => {}
+                Err(Status::NotLeader | Status::Unavailable) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+                refused => return refused,
+            }
+        }
         let reply = client.call_timeout(request.clone(), 10_000).await;
         match reply.unwrap_or_else(|e| panic!("{:?} to {addr}: {e}", request.op)) {
             Err(Status::NotLeader | Status::Unavailable) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(50)).await
             }
-            reply => return reply,
+            reply => {
+                if let (
+                    ClientOp::Hello { session: None, token, .. },
+                    Ok(ClientReply::Session { session, .. }),
+                ) = (&request.op, &reply)
+                {
+                    SECRETS.lock().unwrap().push((*session, *token));
+                }
+                return reply;
+            }
         }
     }
 }

@@ -100,8 +100,8 @@ async fn sessions_resume_across_restart_and_unknown_ones_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (master, addr) = start(dir.path()).await;
     let client = Client::connect(&addr).await.unwrap();
-    let session = open_session(&client).await;
     let other = open_session(&client).await;
+    let session = open_session(&client).await;
     assert_ne!(session, other);
     let mkdir = ClientOp::Mkdir { parent: ROOT_INO, name: "kept".into(), mode: 0o755, umask: 0 };
     let kept = attr(client.call(request(session, 1, mkdir.clone())).await.unwrap());
@@ -117,7 +117,7 @@ async fn sessions_resume_across_restart_and_unknown_ones_are_refused() {
             assert_eq!(s.directories, 2);
             // One connection carries one session: the last Hello on it.
             assert_eq!(s.clients.len(), 1, "{s:?}");
-            assert_eq!(s.clients[0].session, other);
+            assert_eq!(s.clients[0].session, session);
             assert!(s.applied_index >= 3);
         }
         other => panic!("status answered {other:?}"),
@@ -290,5 +290,44 @@ async fn every_answer_carries_the_term_and_who_leads_names_this_master() {
     let stale = client.0.call(request(0, 1, ClientOp::GetAttr { ino: ROOT_INO })).await.unwrap();
     assert_eq!(stale.term, term);
     drop(client);
+    master.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_id_alone_opens_nothing_on_another_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let (master, addr) = start(dir.path()).await;
+    let owner = Client::connect(&addr).await.unwrap();
+    let session = open_session(&owner).await;
+    let thief = Client::connect(&addr).await.unwrap();
+    let mkdir =
+        |name: &str| ClientOp::Mkdir { parent: ROOT_INO, name: name.into(), mode: 0o755, umask: 0 };
+    // Naming the session without having taken it up on this connection.
+    assert_eq!(
+        thief.call(request(session, 1, mkdir("stolen"))).await.unwrap(),
+        Err(Status::BadSession)
+    );
+    let read = ClientOp::GetAttr { ino: ROOT_INO };
+    assert_eq!(thief.call(request(session, 0, read)).await.unwrap(), Err(Status::BadSession));
+    // Resuming it with a guessed secret.
+    let guess = ClientOp::Hello {
+        session: Some(session),
+        client_info: "thief".into(),
+        subdir: "/".into(),
+        password: None,
+        token: 12345,
+    };
+    assert_eq!(thief.call(request(0, 0, guess)).await.unwrap(), Err(Status::BadSession));
+    // The owner goes on, and resumes on a new connection with its secret.
+    attr(owner.call(request(session, 1, mkdir("mine"))).await.unwrap());
+    let again = Client::connect(&addr).await.unwrap();
+    assert_eq!(
+        hello(&again, Some(session)).await,
+        Ok(ClientReply::Session { session, root: ROOT_INO })
+    );
+    attr(again.call(request(session, 2, mkdir("mine too"))).await.unwrap());
+    let names = master.service.meta.read(|s| s.readdir(ROOT_INO, 0, 100).unwrap().0);
+    let names: Vec<String> = names.into_iter().map(|e| e.name).collect();
+    assert!(names.contains(&"mine".into()) && !names.contains(&"stolen".into()), "{names:?}");
     master.stop().await.unwrap();
 }

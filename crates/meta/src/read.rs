@@ -255,6 +255,11 @@ impl State {
 
     /// The live session opened with `token` and its root (`None` for token 0: no token).
     /// A linear search: sessions are few (one per mount) and opened rarely.
+    /// What resuming `session` needs: its root and the token it was opened with (its secret).
+    pub fn session_resume(&self, session: SessionId) -> Option<(Ino, u64)> {
+        self.sessions.get(&session).map(|s| (s.rec.root, s.rec.token))
+    }
+
     pub fn session_by_token(&self, token: u64) -> Option<(SessionId, Ino)> {
         if token == 0 {
             return None;

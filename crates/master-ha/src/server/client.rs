@@ -32,8 +32,8 @@ pub async fn handle_waiting(
     request: Request,
 ) -> Reply<ClientReply> {
     match &request.op {
-        ClientOp::Hello { session: Some(session), client_info, .. } => {
-            resume(service, connection, *session, client_info)
+        ClientOp::Hello { session: Some(session), client_info, token, .. } => {
+            resume(service, connection, *session, *token, client_info)
         }
         ClientOp::Hello { session: None, client_info, subdir, token, .. } => {
             open_session(service, connection, client_info, subdir, *token).await
@@ -70,6 +70,9 @@ pub fn answer_now(
     }
     if !service.meta.is_leader() {
         return Some(Err(Status::NotLeader));
+    }
+    if let Err(refused) = bound_to_connection(connection, request) {
+        return Some(Err(refused));
     }
     match &request.op {
         ClientOp::TransferLeader { to } => Some(transfer_leader(service, request.uid, *to)),
@@ -125,15 +128,46 @@ fn transfer_leader(service: &Service, uid: u32, to: u64) -> Reply<ClientReply> {
 /// handed out just before a failover (ids are seeded from the clock).
 const OPEN_ATTEMPTS: usize = 3;
 
-/// Attaches this connection to an existing session (a reconnect).
+/// A request may name only the session its connection took up with `Hello` (or none): a
+/// session id alone grants nothing, so one seen in a log or guessed cannot be used from
+/// another connection.
+fn bound_to_connection(connection: &Connection, request: &Request) -> Result<(), Status> {
+    if request.session == 0 || matches!(request.op, ClientOp::Hello { .. }) {
+        return Ok(());
+    }
+    match *connection.session.lock() {
+        Some((attached, _)) if attached == request.session => Ok(()),
+        _ => {
+            if !connection.refused.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::warn!(session = request.session, peer = %connection.peer,
+                    "refused a request naming a session this connection did not take up with \
+                     Hello (a stolen session id?); further ones on this connection are refused \
+                     without a log line");
+            }
+            Err(Status::BadSession)
+        }
+    }
+}
+
+/// Attaches this connection to an existing session (a reconnect), given the session's
+/// secret: the random token its client opened it with, which only that client knows (no
+/// answer reveals it). A session opened without a token cannot be resumed.
 fn resume(
     service: &Service,
     connection: &Connection,
     session: SessionId,
+    token: u64,
     client_info: &str,
 ) -> Reply<ClientReply> {
     let info: String = client_info.chars().take(CLIENT_INFO_MAX).collect();
-    let root = service.meta.read(|s| s.session_root(session)).ok_or(Status::BadSession)?;
+    let (root, secret) =
+        service.meta.read(|s| s.session_resume(session)).ok_or(Status::BadSession)?;
+    if secret == 0 || secret != token {
+        tracing::warn!(session, peer = %connection.peer,
+            "refused to resume a session without its secret (a stolen or guessed session id, \
+             or a client that opened it without a token)");
+        return Err(Status::BadSession);
+    }
     service.sessions.attach(connection, session, root, &info);
     tracing::debug!(session, peer = %connection.peer, "session resumed");
     Ok(ClientReply::Session { session, root })

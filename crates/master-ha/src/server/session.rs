@@ -22,6 +22,8 @@ pub struct Connection {
     pub peer: String,
     /// The session this connection opened or resumed, with its root inode.
     pub session: Mutex<Option<(SessionId, Ino)>>,
+    /// A request naming another session was refused (and logged) on this connection.
+    pub refused: std::sync::atomic::AtomicBool,
 }
 
 /// Local bookkeeping of sessions: the id allocator, connected clients, session roots.
@@ -76,7 +78,7 @@ impl Sessions {
     /// Registers a new connection and returns its handle.
     pub fn connect(&self, peer: String) -> Connection {
         let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
-        Connection { id, peer, session: Mutex::new(None) }
+        Connection { id, peer, session: Mutex::new(None), refused: Default::default() }
     }
 
     /// Records that `connection` now carries `session` rooted at `root`.

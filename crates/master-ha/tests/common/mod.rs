@@ -50,15 +50,31 @@ pub fn request(session: u64, seq: u64, op: ClientOp) -> Request {
     Request { session, seq, uid: 1000, gid: 1000, op }
 }
 
+/// The token each session of these tests was opened with: its secret for resuming.
+static SECRETS: std::sync::Mutex<Vec<(u64, u64)>> = std::sync::Mutex::new(Vec::new());
+
+/// Opens a session (`None`, with a fresh token) or resumes one with the token it was opened
+/// with here (0 for a session this process did not open: the master refuses it).
 pub async fn hello(client: &Client, resume: Option<u64>) -> Reply<ClientReply> {
+    let token = match resume {
+        Some(session) => {
+            let secrets = SECRETS.lock().unwrap();
+            secrets.iter().find(|(s, _)| *s == session).map_or(0, |(_, t)| *t)
+        }
+        None => rand::random::<u64>() | 1,
+    };
     let op = ClientOp::Hello {
         session: resume,
         client_info: "test".into(),
         subdir: "/".into(),
         password: None,
-        token: 0,
+        token,
     };
-    client.call(request(0, 0, op)).await.unwrap()
+    let reply = client.call(request(0, 0, op)).await.unwrap();
+    if let (None, Ok(ClientReply::Session { session, .. })) = (resume, &reply) {
+        SECRETS.lock().unwrap().push((*session, token));
+    }
+    reply
 }
 
 pub async fn open_session(client: &Client) -> u64 {

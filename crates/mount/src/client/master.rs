@@ -4,7 +4,9 @@
 //! answers `NotLeader`/`Unavailable`, or a call gets no answer within the attempt timeout, the
 //! connection is marked dead, and every caller — those in flight and new ones — waits while
 //! one of them reconnects (to each configured master in turn, every `reconnect_interval`) and
-//! resumes the *same* session with `Hello { session: Some(id) }`. Then each caller retries.
+//! resumes the *same* session with `Hello { session: Some(id), token }`, the token being the
+//! random one the session was opened with: the master resumes a session only for its secret.
+//! Then each caller retries.
 //!
 //! Mutations carry `(session, seq)`. The master keeps the replies of a session's last
 //! [`REPLY_WINDOW`] seqs, so up to that many mutations may be in flight at once (several
@@ -243,6 +245,8 @@ pub struct MasterLink {
     /// The token of the session open under way (0: none): the same for every attempt until
     /// one answers, so an attempt that committed unseen does not leave a second session.
     open_token: SyncMutex<u64>,
+    /// The token the current session was opened with: its secret, shown to resume it.
+    secret: AtomicU64,
     /// The cluster this link uses and where that came from (see the module documentation);
     /// `None` until the first session opens, unless configured.
     cluster: SyncMutex<Option<Cluster>>,
@@ -308,6 +312,7 @@ impl MasterLink {
             terms: TermFloor::default(),
             leader: SyncMutex::new(None),
             open_token: SyncMutex::new(0),
+            secret: AtomicU64::new(0),
             cluster,
             metrics: crate::metrics::LinkMetrics::default(),
             waiting: SyncMutex::new(Waiting::default()),
@@ -798,7 +803,10 @@ impl MasterLink {
             }
         }
         let (session, root) = self.hello(&rpc, None).await?;
-        *self.open_token.lock() = 0; // opened: the next new session gets a token of its own
+        // Opened: the token is this session's secret (a resume must show it), and the next
+        // new session gets a token of its own.
+        let secret = std::mem::take(&mut *self.open_token.lock());
+        self.secret.store(secret, Ordering::Release);
         let old_root = self.root.swap(root, Ordering::AcqRel);
         if old_root != 0 && old_root != root {
             tracing::error!(old_root, root, "the session root changed after reconnecting");
@@ -847,7 +855,7 @@ impl MasterLink {
         session: Option<SessionId>,
     ) -> Result<(SessionId, Ino), OpenError> {
         let token = match session {
-            Some(_) => 0,
+            Some(_) => self.secret.load(Ordering::Acquire),
             None => self.open_token(),
         };
         let op = ClientOp::Hello {
