@@ -11,8 +11,9 @@ have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok
 # iproute2: `ip netns`/veth/bridge for the VIP tests and the lab; procps: `ps` in the tests.
 # systemd: `systemd-analyze verify` of the units; lintian, adduser, man-db: the package test
 # (scripts/deb.sh needs dpkg-dev and binutils, both in build-essential).
+# prometheus: promtool and the server the metrics test scrapes the cluster with.
 for pkg in build-essential pkg-config libclang-dev clang fuse3 fio attr iproute2 procps \
-  systemd lintian adduser man-db; do
+  systemd lintian adduser man-db prometheus; do
   have_pkg "$pkg" || need_apt+=("$pkg")
 done
 # chromium: the status page is tested in a real headless browser (tests/page.rs).

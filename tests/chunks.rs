@@ -549,7 +549,7 @@ async fn a_chunkserver_starts_with_a_dead_disk_and_reports_it() {
 
     let config = cluster.path().join("only-dead.yaml");
     let yaml = format!(
-        "data_dirs:\n  - path: {}\nmaster: {}\nlisten: 127.0.0.1:{}\n",
+        "data_dirs:\n  - path: {}\nmaster: {}\nlisten: 127.0.0.1:{}\nhttp: 127.0.0.1:0\n",
         dead.display(),
         cluster.master_addr(),
         crate::util::free_port()

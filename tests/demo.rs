@@ -15,7 +15,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Held by each test that runs `mfsha demo`: the demo takes the standard ports (9419–9442)
+/// Held by each test that runs `mfsha demo`: the demo takes the standard ports (9419–9447)
 /// when they look free, so two at once could both pick them and one would fail to bind.
 pub static STANDARD_PORTS: Mutex<()> = Mutex::new(());
 
@@ -52,6 +52,7 @@ fn demo_appliance_survives_a_killed_leader_and_transfer_leader_moves_the_lead() 
         nodes.iter().filter(|n| n["kind"] == "witness").collect();
     assert_eq!(witness.len(), 1, "the witness from the leader's view: {json}");
     assert_eq!(witness[0]["id"], 3, "{json}");
+    check_every_daemons_metrics(&banner);
     let info = mfsha(&["fileinfo", "-H", &masters, "/before.bin"]);
     let text = String::from_utf8_lossy(&info.stdout);
     assert!(info.status.success() && text.contains("copy 2"), "goal 2 by default:\n{text}");
@@ -242,4 +243,38 @@ fn bench_fuse_measures_the_mount_and_a_local_directory_and_cleans_up() {
         );
     }
     assert!(!is_mounted(&dir.join("cluster/mnt")), "the bench's mount is still there");
+}
+
+/// Every metrics address the banner names (two masters, three chunkservers, the logger, the
+/// mount) answers `/metrics` that promtool accepts, each with its daemon's figures.
+fn check_every_daemons_metrics(banner: &str) {
+    use crate::metrics::{http_get, need, parse, promtool_check, value, PROMTOOL};
+    need(PROMTOOL);
+    let line = banner.lines().find_map(|l| l.trim().strip_prefix("Prometheus metrics: "));
+    let urls: Vec<&str> = line.expect("the banner names the metrics").split(' ').collect();
+    assert_eq!(urls.len(), DAEMONS, "every daemon's metrics: {urls:?}");
+    let mut daemons = Vec::new();
+    for url in urls {
+        let (addr, path) = url.trim_start_matches("http://").split_once('/').expect(url);
+        let text = http_get(addr, &format!("/{path}"));
+        promtool_check(url, &text);
+        let samples = parse(&text);
+        let info: Vec<_> = samples.iter().filter(|s| s.name == "mfsha_build_info").collect();
+        assert_eq!(info.len(), 1, "{url}: {text}");
+        daemons.push(info[0].labels["daemon"].clone());
+        if info[0].labels["daemon"] != "mount" && info[0].labels["daemon"] != "chunkserver" {
+            assert!(value(&samples, "mfsha_raft_term", &[]) >= 1.0, "{url}: {text}");
+        }
+    }
+    daemons.sort();
+    let expected = [
+        "chunkserver",
+        "chunkserver",
+        "chunkserver",
+        "logger-witness",
+        "master",
+        "master",
+        "mount",
+    ];
+    assert_eq!(daemons, expected);
 }

@@ -188,7 +188,7 @@ fn start_chunkserver(group: &Group, order: &[usize]) -> Daemon {
     let masters: Vec<String> = order.iter().map(|id| group.chunkserver_port(*id)).collect();
     let port = free_port();
     let yaml = format!(
-        "data_dirs:\n  - {}\nmaster: [{}]\nlisten: 127.0.0.1:{port}\nheartbeat_ms: 200\nscrub_mib_per_sec: 0\n",
+        "data_dirs:\n  - {}\nmaster: [{}]\nlisten: 127.0.0.1:{port}\nhttp: 127.0.0.1:0\nheartbeat_ms: 200\nscrub_mib_per_sec: 0\n",
         disk.display(),
         masters.join(", ")
     );
@@ -219,7 +219,7 @@ fn start_logger(group: &Group, order: &[usize]) -> Daemon {
     let masters: Vec<String> =
         order.iter().map(|id| format!("\"127.0.0.1:{}\"", group.ports[id - 1].logger)).collect();
     let yaml = format!(
-        "name: failover-logger\ndata_dir: {}\nmasters: [{}]\n",
+        "name: failover-logger\ndata_dir: {}\nmasters: [{}]\nhttp: 127.0.0.1:0\n",
         group.path().join("logger").display(),
         masters.join(", ")
     );

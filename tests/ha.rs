@@ -6,7 +6,7 @@
 //! `MFSHA_HA_KILLS` sets the number of leader kills (default 10). The soak drill (`soak.rs`,
 //! `scripts/soak.sh`) runs the same workload through a rotation of every kind of fault.
 
-mod cluster;
+pub mod cluster;
 mod commit_cost;
 mod foreign;
 mod reseed;

@@ -447,11 +447,27 @@ fn a_master_whose_vip_cannot_be_held_stops_at_start_with_an_error_saying_why() {
     }
 }
 
+/// `mfsha_master_vip_held` of master `index`, from its `/metrics` read inside its namespace
+/// (bash's /dev/tcp: the lab's hosts need no HTTP client).
+fn vip_held_metric(lab: &Lab, index: usize) -> Option<f64> {
+    let ip = &lab.masters[index].ip;
+    let get = format!(
+        "exec 3<>/dev/tcp/{ip}/9425 && printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3 && cat <&3"
+    );
+    let out = lab.masters[index].ns.exec("bash", &["-c", &get]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().find(|l| l.starts_with("mfsha_master_vip_held "))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 #[test]
 fn a_leader_stopped_cleanly_removes_its_vip_at_once_and_the_other_master_claims_it() {
     let mut lab = Lab::start();
     let leader = lab.wait_leader(Duration::from_secs(10));
     let other = 1 - leader;
+    // The metrics name the holder: the leader 1, the other master 0.
+    assert_eq!(vip_held_metric(&lab, leader), Some(1.0), "{}", lab.logs());
+    assert_eq!(vip_held_metric(&lab, other), Some(0.0), "{}", lab.logs());
     crate::util::signal(lab.master_pid(leader), libc::SIGTERM);
     // Far sooner than the 2 s kernel lifetime could: the stop itself released it.
     let removed = wait_until(Duration::from_millis(500), || !lab.masters[leader].holds_vip());
@@ -461,5 +477,7 @@ fn a_leader_stopped_cleanly_removes_its_vip_at_once_and_the_other_master_claims_
     assert!(status.success(), "a clean stop exits 0: {status}");
     let claimed = wait_until(Duration::from_secs(5), || lab.holders() == vec![other]);
     assert!(claimed.is_some(), "the other master claims the VIP\n{}", lab.logs());
+    let shown = wait_until(Duration::from_secs(5), || vip_held_metric(&lab, other) == Some(1.0));
+    assert!(shown.is_some(), "the new holder's metrics say it holds the VIP\n{}", lab.logs());
     fs::write(lab.file("after"), b"ok").unwrap();
 }

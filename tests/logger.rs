@@ -67,7 +67,7 @@ async fn logger_follows_the_master_and_restores_its_metadata() {
     let logger_dir = cluster.path().join("logger");
     let config = cluster.path().join("logger.yaml");
     let yaml = format!(
-        "name: test-logger\ndata_dir: {}\nmasters: [\"127.0.0.1:{}\"]\nsnapshot_every_s: 1\n",
+        "name: test-logger\ndata_dir: {}\nmasters: [\"127.0.0.1:{}\"]\nsnapshot_every_s: 1\nhttp: 127.0.0.1:0\n",
         logger_dir.display(),
         cluster.ports.logger
     );
@@ -122,7 +122,7 @@ async fn a_logger_of_another_cluster_is_refused() {
     let config = cluster.path().join("logger.yaml");
     let yaml = |cluster_id: &str| {
         format!(
-            "name: test-logger\ndata_dir: {}\nmasters: [\"127.0.0.1:{}\"]\ncluster_id: {cluster_id}\n",
+            "name: test-logger\ndata_dir: {}\nmasters: [\"127.0.0.1:{}\"]\ncluster_id: {cluster_id}\nhttp: 127.0.0.1:0\n",
             logger_dir.display(),
             cluster.ports.logger
         )

@@ -15,6 +15,7 @@ mod lab;
 mod logger;
 mod master;
 mod membership;
+mod metrics;
 mod mount;
 mod netns;
 mod package;

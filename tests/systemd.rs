@@ -315,7 +315,7 @@ fn chunkserver_notifies_ready_after_binding_and_feeds_the_watchdog() {
     let port = free_port();
     // No master runs: the chunkserver serves its port and keeps trying the master meanwhile.
     let yaml = format!(
-        "data_dirs:\n  - {}\nmaster: 127.0.0.1:{}\nlisten: 127.0.0.1:{port}\n",
+        "data_dirs:\n  - {}\nmaster: 127.0.0.1:{}\nlisten: 127.0.0.1:{port}\nhttp: 127.0.0.1:0\n",
         disk.display(),
         free_port()
     );
@@ -333,7 +333,7 @@ fn logger_with_witness_notifies_ready_after_binding_and_feeds_the_watchdog() {
     let peer = free_port();
     // The masters are not running: the witness starts its node and waits for them.
     let yaml = format!(
-        "name: logger1\ndata_dir: {data}\nmasters: [\"127.0.0.1:{m}\"]\nwitness:\n  node_id: 3\n  cluster_id: test\n  listen: 127.0.0.1:{peer}\n  peers:\n    - {{id: 1, addr: \"127.0.0.1:{p1}\"}}\n    - {{id: 2, addr: \"127.0.0.1:{p2}\"}}\n",
+        "name: logger1\ndata_dir: {data}\nmasters: [\"127.0.0.1:{m}\"]\nhttp: 127.0.0.1:0\nwitness:\n  node_id: 3\n  cluster_id: test\n  listen: 127.0.0.1:{peer}\n  peers:\n    - {{id: 1, addr: \"127.0.0.1:{p1}\"}}\n    - {{id: 2, addr: \"127.0.0.1:{p2}\"}}\n",
         data = dir.path().join("logger").display(),
         m = free_port(),
         p1 = free_port(),

@@ -261,6 +261,8 @@ impl Cluster {
 pub struct Chunkserver {
     pub name: String,
     pub port: u16,
+    /// Its HTTP (`/metrics`) port.
+    pub http_port: u16,
     pub dirs: Vec<PathBuf>,
     /// Per data directory: marked for removal.
     pub marked: Vec<bool>,
@@ -284,6 +286,7 @@ impl Cluster {
         self.chunkservers.push(Chunkserver {
             name,
             port: free_port(),
+            http_port: free_port(),
             marked: vec![false; disks],
             dirs,
             scrub_mib_per_sec: 0.0,
@@ -310,8 +313,8 @@ impl Cluster {
             yaml += &format!("  - path: {}\n    marked_for_removal: {marked}\n", dir.display());
         }
         yaml += &format!(
-            "master: {master}\nlisten: 127.0.0.1:{}\nheartbeat_ms: 200\nscrub_mib_per_sec: {}\n{}",
-            cs.port, cs.scrub_mib_per_sec, cs.extra_yaml
+            "master: {master}\nlisten: 127.0.0.1:{}\nhttp: 127.0.0.1:{}\nheartbeat_ms: 200\nscrub_mib_per_sec: {}\n{}",
+            cs.port, cs.http_port, cs.scrub_mib_per_sec, cs.extra_yaml
         );
         let config = self.dir.path().join(format!("{}.yaml", cs.name));
         fs::write(&config, yaml).unwrap();

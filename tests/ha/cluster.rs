@@ -29,6 +29,10 @@ pub struct HaCluster {
     pub witness_peer_port: u16,
     pub witness: Option<Daemon>,
     pub chunkservers: Vec<(u16, Option<Daemon>)>,
+    /// Each chunkserver's HTTP (`/metrics`) port, by index.
+    pub chunkserver_http: Vec<u16>,
+    /// The witness logger's HTTP (`/metrics`) port.
+    pub witness_http_port: u16,
 }
 
 impl HaCluster {
@@ -66,6 +70,8 @@ impl HaCluster {
             witness_peer_port: free_port(),
             witness: None,
             chunkservers: Vec::new(),
+            chunkserver_http: Vec::new(),
+            witness_http_port: free_port(),
         };
         for index in 0..cluster.masters.len() {
             cluster.write_master_config(index);
@@ -180,11 +186,12 @@ impl HaCluster {
         let masters: Vec<String> =
             self.masters.iter().map(|m| format!("\"127.0.0.1:{}\"", m.ports.logger)).collect();
         let yaml = format!(
-            "name: witness\ndata_dir: {data}\nmasters: [{masters}]\nwitness:\n  node_id: {WITNESS_ID}\n  cluster_id: {cluster}\n  listen: 127.0.0.1:{port}\n  {peers}",
+            "name: witness\ndata_dir: {data}\nmasters: [{masters}]\nhttp: 127.0.0.1:{http}\nwitness:\n  node_id: {WITNESS_ID}\n  cluster_id: {cluster}\n  listen: 127.0.0.1:{port}\n  {peers}",
             data = self.path().join("logger").display(),
             masters = masters.join(", "),
             cluster = self.cluster_id,
             port = self.witness_peer_port,
+            http = self.witness_http_port,
             peers = self.witness_peers_yaml(),
         );
         let config = self.path().join("logger.yaml");
@@ -204,12 +211,13 @@ impl HaCluster {
     fn add_chunkserver(&mut self) {
         let index = self.chunkservers.len();
         let port = free_port();
+        let http = free_port();
         let disk = self.path().join(format!("chunkserver{index}-disk"));
         fs::create_dir_all(&disk).unwrap();
         let masters: Vec<String> =
             self.masters.iter().map(|m| format!("\"127.0.0.1:{}\"", m.ports.chunkserver)).collect();
         let yaml = format!(
-            "data_dirs:\n  - path: {}\nmaster: [{}]\ncluster_id: {}\nlisten: 127.0.0.1:{port}\nheartbeat_ms: 200\nscrub_mib_per_sec: 0\n",
+            "data_dirs:\n  - path: {}\nmaster: [{}]\ncluster_id: {}\nlisten: 127.0.0.1:{port}\nhttp: 127.0.0.1:{http}\nheartbeat_ms: 200\nscrub_mib_per_sec: 0\n",
             disk.display(),
             masters.join(", "),
             self.cluster_id
@@ -222,6 +230,7 @@ impl HaCluster {
         let log = daemon.log.clone();
         wait_for_port(&format!("127.0.0.1:{port}"), &name, &log, Duration::from_secs(30));
         self.chunkservers.push((port, Some(daemon)));
+        self.chunkserver_http.push(http);
     }
 
     /// The status of master `index`, or `None` if it does not answer within a second.

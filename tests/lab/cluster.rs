@@ -187,7 +187,7 @@ impl Lab {
             .map(|(i, m)| format!("    - {{id: {}, addr: \"{}:9423\"}}", i + 1, m.ip))
             .collect();
         let yaml = format!(
-            "name: witness\ndata_dir: {}\nmasters: [\"mfsmaster:9419\"]\nwitness:\n  node_id: {WITNESS_ID}\n  cluster_id: lab\n  listen: 0.0.0.0:9423\n  peers:\n{}\n",
+            "name: witness\ndata_dir: {}\nmasters: [\"mfsmaster:9419\"]\nhttp: 127.0.0.1:0\nwitness:\n  node_id: {WITNESS_ID}\n  cluster_id: lab\n  listen: 0.0.0.0:9423\n  peers:\n{}\n",
             self.path().join("logger").display(),
             peers.join("\n")
         );
@@ -202,7 +202,7 @@ impl Lab {
         let disk = self.path().join(format!("chunkserver{index}-disk"));
         fs::create_dir_all(&disk).unwrap();
         let yaml = format!(
-            "data_dirs:\n  - path: {}\nmaster: [\"mfsmaster:9420\"]\nlisten: {}:9422\nheartbeat_ms: 200\nscrub_mib_per_sec: 0\n",
+            "data_dirs:\n  - path: {}\nmaster: [\"mfsmaster:9420\"]\nlisten: {}:9422\nhttp: 127.0.0.1:0\nheartbeat_ms: 200\nscrub_mib_per_sec: 0\n",
             disk.display(),
             self.chunkservers[index].ip
         );

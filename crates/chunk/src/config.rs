@@ -8,6 +8,7 @@
 //! master: mfsmaster:9420           # or a list: [m1:9420, m2:9420]
 //! cluster_id: mfsha                # the masters' cluster_id; masters of another are refused
 //! listen: 0.0.0.0:9422
+//! http: 0.0.0.0:9427               # Prometheus /metrics
 //! labels: [A]
 //! scrub_mib_per_sec: 1.0           # background CRC check per disk; 0 turns it off
 //! fsync: on_sync                   # or every_write
@@ -38,6 +39,9 @@ pub struct ChunkserverConfig {
     /// Where clients and other chunkservers reach this server. Default `0.0.0.0:9422`.
     #[serde(default = "default_listen", deserialize_with = "mfsha_yamlconf::socket_addr")]
     pub listen: SocketAddr,
+    /// Where Prometheus scrapes `/metrics`. Default `0.0.0.0:9427`.
+    #[serde(default = "default_http", deserialize_with = "mfsha_yamlconf::socket_addr")]
+    pub http: SocketAddr,
     /// Host name or IP to announce to the master; default: the listen IP, or (for `0.0.0.0`)
     /// the address the master sees the connection coming from.
     #[serde(default)]
@@ -84,6 +88,10 @@ fn default_listen() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], mfsha_proto::ports::CHUNKSERVER))
 }
 
+fn default_http() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], mfsha_proto::ports::CHUNKSERVER_HTTP))
+}
+
 fn default_scrub() -> f64 {
     1.0
 }
@@ -103,6 +111,7 @@ impl ChunkserverConfig {
             master: default_master(),
             cluster_id: None,
             listen: default_listen(),
+            http: default_http(),
             advertise_host: None,
             labels: Vec::new(),
             scrub_mib_per_sec: default_scrub(),
@@ -233,6 +242,7 @@ mod tests {
         );
         assert_eq!(c.master, vec!["mfsmaster:9420".to_string()]);
         assert_eq!(c.listen.to_string(), "0.0.0.0:9422");
+        assert_eq!(c.http.to_string(), "0.0.0.0:9427");
         assert_eq!(c.scrub_mib_per_sec, 1.0);
         assert_eq!(c.fsync, FsyncPolicy::OnSync);
         assert_eq!(c.heartbeat_ms, 1000);

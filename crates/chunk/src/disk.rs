@@ -9,7 +9,7 @@ use std::io::{self, Read};
 use std::os::fd::{AsRawFd, IntoRawFd};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Name of the lock file that keeps two chunkservers off one directory.
 const LOCK_FILE: &str = ".mfsha_chunkserver.lock";
@@ -24,9 +24,22 @@ pub struct Disk {
     damaged: AtomicBool,
     /// Tests set this to make every chunk operation on the disk fail like a dying drive.
     fault: AtomicBool,
+    /// What this disk did, for metrics.
+    pub counters: DiskCounters,
     /// Held open for its `flock`; released when the process exits, however it exits. `None`
     /// for a directory that could not be opened (see [`Disk::unusable`]).
     _lock: Option<File>,
+}
+
+/// Counts of one disk's work since start (metrics).
+#[derive(Debug, Default)]
+pub struct DiskCounters {
+    /// Chunk data bytes read and verified (client reads, replication sources, scrub).
+    pub read_bytes: AtomicU64,
+    /// Chunk data bytes written (client writes, replication targets).
+    pub written_bytes: AtomicU64,
+    /// Copies found damaged: a block failing its CRC, or a file shorter than recorded.
+    pub crc_errors: AtomicU64,
 }
 
 /// Why a data directory could not be opened.
@@ -79,6 +92,7 @@ impl Disk {
             marked_for_removal: dir.marked_for_removal,
             damaged: AtomicBool::new(false),
             fault: AtomicBool::new(false),
+            counters: DiskCounters::default(),
             _lock: Some(lock),
         })
     }
@@ -91,6 +105,7 @@ impl Disk {
             marked_for_removal: dir.marked_for_removal,
             damaged: AtomicBool::new(true),
             fault: AtomicBool::new(false),
+            counters: DiskCounters::default(),
             _lock: None,
         }
     }

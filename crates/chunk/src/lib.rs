@@ -17,6 +17,8 @@ the data path:
   version change, delete, replicate, truncate, duplicate); following the leader.
 * [`fence`] — the highest master term obeyed, on disk: commands of deposed masters are refused.
 * [`scrub`] — background CRC verification at a configured rate.
+* [`metrics`] — the Prometheus metrics at `/metrics` on `http` (9427): per-disk space,
+  chunks, bytes, CRC errors, damage; data requests by type (the server is `mfsha-ops`).
 
 It must never depend on raft, rocksdb or the metadata model (`mfsha-meta`): a chunkserver
 knows chunks by id and version only; which file a chunk belongs to and which version is
@@ -32,6 +34,7 @@ pub mod disk;
 pub mod fence;
 pub mod format;
 pub mod master_link;
+pub mod metrics;
 pub mod scrub;
 pub mod server;
 pub mod store;
@@ -56,7 +59,12 @@ pub enum ChunkserverError {
     Bind { addr: SocketAddr, cause: std::io::Error },
     #[error("cannot install the signal handler: {0}")]
     Signal(std::io::Error),
+    #[error(transparent)]
+    Http(#[from] mfsha_ops::OpsError),
 }
+
+/// The operator's HTTP port.
+const HTTP: mfsha_ops::Endpoint = mfsha_ops::Endpoint { what: "chunkserver metrics", key: "http" };
 
 /// The tasks a chunkserver is useless without, in the order `start` spawns them first (the
 /// scrubbers and housekeeping after them may end by design: scrub is off at rate 0).
@@ -68,6 +76,7 @@ const IDLE_CLOSE: Duration = Duration::from_secs(30);
 /// A running chunkserver.
 pub struct Chunkserver {
     addr: SocketAddr,
+    http_addr: SocketAddr,
     store: Arc<store::Store>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -93,9 +102,14 @@ impl Chunkserver {
         let addr = listener
             .local_addr()
             .map_err(|cause| ChunkserverError::Bind { addr: config.listen, cause })?;
+        let http = mfsha_ops::bind(HTTP, config.http).await?;
+        let http_addr = http.local_addr();
         let (shutdown, watch_rx) = watch::channel(false);
         let peers = Arc::new(server::Peers::default());
-        let service = Arc::new(server::DataService { store: store.clone(), peers: peers.clone() });
+        let metrics = metrics::DataMetrics::default();
+        let router = mfsha_ops::metrics_routes(metrics::exporter(store.clone(), &metrics));
+        let service =
+            Arc::new(server::DataService { store: store.clone(), peers: peers.clone(), metrics });
         let mut tasks = vec![tokio::spawn(server::serve_data(listener, service, watch_rx.clone()))];
         let link = master_link::LinkConfig {
             masters: config.master.clone(),
@@ -124,15 +138,26 @@ impl Chunkserver {
                 watch_rx.clone(),
             )));
         }
+        let mut stop_http = watch_rx.clone();
         tasks.push(tokio::spawn(close_idle_loop(store.clone(), watch_rx)));
+        // After the essential tasks: `alive` finds those by their place.
+        let stopped = async move {
+            let _stopped_or_gone = stop_http.wait_for(|stop| *stop).await;
+        };
+        tasks.push(http.serve(router, stopped).task);
         tracing::info!(%addr, server_id = format_args!("{server_id:016x}"), masters = ?config.master,
             disks = store.disks.len(), "chunkserver started");
-        Ok(Chunkserver { addr, store, shutdown, tasks })
+        Ok(Chunkserver { addr, http_addr, store, shutdown, tasks })
     }
 
     /// The bound data address (the real port when the config said port 0).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The bound HTTP address (`/metrics`).
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
     }
 
     /// The systemd watchdog's probe: the data port and the master link still run (a panic

@@ -73,11 +73,26 @@ impl Peers {
 pub struct DataService {
     pub store: Arc<Store>,
     pub peers: Arc<Peers>,
+    pub metrics: crate::metrics::DataMetrics,
 }
 
 impl DataService {
-    /// Answers one request.
+    /// Answers one request, recording it in the metrics.
     pub async fn handle(self: Arc<Self>, req: DataRequest) -> Reply<DataReply> {
+        let started = std::time::Instant::now();
+        let (op, sent) = match &req {
+            DataRequest::Read { size, .. } => ("read", *size as u64),
+            DataRequest::Write { data, .. } => ("write", data.len() as u64),
+            DataRequest::Sync { .. } => ("sync", 0),
+            DataRequest::Stat { .. } => ("stat", 0),
+        };
+        let metrics = self.metrics.clone();
+        let reply = self.answer(req).await;
+        metrics.record(op, started, sent, &reply);
+        reply
+    }
+
+    async fn answer(self: Arc<Self>, req: DataRequest) -> Reply<DataReply> {
         match req {
             DataRequest::Read { chunk_id, version, offset, size } => {
                 let data = blocking(&self.store, move |s| {
@@ -200,11 +215,14 @@ pub async fn serve_data(
             }
         };
         let service = service.clone();
+        let open = service.metrics.connections.clone();
+        open.inc();
         connections.spawn(async move {
             let handler = move |req: DataRequest| service.clone().handle(req);
             if let Err(e) = serve(stream, peer.to_string(), MAX_IN_FLIGHT, handler).await {
                 tracing::warn!(%peer, error = %e, "data connection closed");
             }
+            open.dec();
         });
     }
     connections.shutdown().await;

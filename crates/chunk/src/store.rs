@@ -282,6 +282,8 @@ impl Store {
     }
 
     fn copy_damaged(&self, chunk: &Chunk, version: u32, why: &str) {
+        // Every detection counts, also of a copy already reported.
+        self.disks[chunk.disk].counters.crc_errors.fetch_add(1, Ordering::Relaxed);
         if chunk.damaged.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -457,6 +459,7 @@ impl Store {
         match result {
             Ok(()) => {
                 st.length = st.length.max(offset + data.len() as u64);
+                d.counters.written_bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
                 Ok(())
             }
             Err(f) => {
@@ -745,6 +748,7 @@ impl Store {
             self.copy_damaged(chunk, st.version, &why);
             return Err(Status::Checksum);
         }
+        d.counters.read_bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
         Ok(data)
     }
 
@@ -810,6 +814,7 @@ impl Store {
         result.map_err(|e| self.classify(b.disk, e.into(), "replication write"))?;
         b.crcs.extend(data.chunks(B as usize).map(block_crc));
         b.written += data.len() as u64;
+        d.counters.written_bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
         Ok(())
     }
 

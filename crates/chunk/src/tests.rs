@@ -123,6 +123,7 @@ async fn start_cs(master: &str, dirs: Vec<PathBuf>, scrub_mib: f64) -> Chunkserv
     let mut config = ChunkserverConfig::with_dirs(dirs);
     config.master = vec![master.to_string()];
     config.listen = "127.0.0.1:0".parse().unwrap();
+    config.http = "127.0.0.1:0".parse().unwrap();
     config.heartbeat_ms = 100;
     config.scrub_mib_per_sec = scrub_mib;
     Chunkserver::start(config).await.unwrap()
@@ -263,6 +264,7 @@ async fn every_master_gets_one_registration_and_hears_of_every_copy_change() {
     let mut config = ChunkserverConfig::with_dirs(vec![tmp.path().to_path_buf()]);
     config.master = vec![leader.addr(), alias.addr()];
     config.listen = "127.0.0.1:0".parse().unwrap();
+    config.http = "127.0.0.1:0".parse().unwrap();
     config.heartbeat_ms = 100;
     let cs = Chunkserver::start(config).await.unwrap();
     let mut lead = leader.accept().await;
@@ -318,6 +320,7 @@ async fn a_master_of_another_cluster_is_refused() {
     config.master = vec![master.addr()];
     config.cluster_id = Some("other".into());
     config.listen = "127.0.0.1:0".parse().unwrap();
+    config.http = "127.0.0.1:0".parse().unwrap();
     let cs = Chunkserver::start(config).await.unwrap();
     let mut conn = master.accept().await;
     expect_closed(&mut conn).await;
@@ -351,6 +354,7 @@ async fn a_corrupt_term_file_stops_the_start_and_names_the_file() {
     let mut config = ChunkserverConfig::with_dirs(vec![tmp.path().to_path_buf()]);
     config.master = vec!["127.0.0.1:1".into()];
     config.listen = "127.0.0.1:0".parse().unwrap();
+    config.http = "127.0.0.1:0".parse().unwrap();
     let err = match Chunkserver::start(config).await {
         Ok(_) => panic!("a chunkserver with a corrupt term file must not start"),
         Err(e) => e.to_string(),

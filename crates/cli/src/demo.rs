@@ -84,6 +84,11 @@ struct Ports {
     /// The witness's Raft peer port (the appliance only).
     witness_peer: Option<u16>,
     chunkservers: Vec<u16>,
+    /// `/metrics` of each chunkserver (9427, 9437, 9447 where free) and of the logger (9428).
+    chunkserver_http: Vec<u16>,
+    logger_http: u16,
+    /// The mount's `/metrics` (9429).
+    mount_http: u16,
 }
 
 /// Hands out distinct ports: a preferred one when it is free, otherwise one the kernel picks
@@ -137,7 +142,18 @@ impl Ports {
         }
         let chunkservers =
             [9422, 9432, 9442].iter().map(|p| picker.port(Some(*p))).collect::<Result<_, _>>()?;
-        Ok(Ports { masters: list, witness_peer, chunkservers })
+        let chunkserver_http =
+            [9427, 9437, 9447].iter().map(|p| picker.port(Some(*p))).collect::<Result<_, _>>()?;
+        let logger_http = picker.port(Some(9428))?;
+        let mount_http = picker.port(Some(9429))?;
+        Ok(Ports {
+            masters: list,
+            witness_peer,
+            chunkservers,
+            chunkserver_http,
+            logger_http,
+            mount_http,
+        })
     }
 
     fn addrs(&self, port: impl Fn(&MasterPorts) -> u16) -> Vec<String> {
@@ -201,9 +217,10 @@ fn write_master_config(dir: &Path, p: &Ports, index: usize) -> anyhow::Result<Pa
 fn write_logger_config(dir: &Path, p: &Ports) -> anyhow::Result<PathBuf> {
     let path = dir.join("logger.yaml");
     let mut yaml = format!(
-        "# written by `mfsha demo`\nname: demo-metalogger\ndata_dir: {}\nmasters: {}\n",
+        "# written by `mfsha demo`\nname: demo-metalogger\ndata_dir: {}\nmasters: {}\nhttp: 127.0.0.1:{}\n",
         dir.join("logger").display(),
-        yaml_list(&p.addrs(|m| m.logger))
+        yaml_list(&p.addrs(|m| m.logger)),
+        p.logger_http
     );
     if let Some(port) = p.witness_peer {
         yaml += &format!(
@@ -218,13 +235,13 @@ fn write_logger_config(dir: &Path, p: &Ports) -> anyhow::Result<PathBuf> {
 fn write_chunkserver_configs(dir: &Path, p: &Ports, scrub: bool) -> anyhow::Result<Vec<PathBuf>> {
     let masters = yaml_list(&p.addrs(|m| m.chunkserver));
     let mut paths = Vec::new();
-    for (i, cs_port) in p.chunkservers.iter().enumerate() {
+    for (i, (cs_port, http)) in p.chunkservers.iter().zip(&p.chunkserver_http).enumerate() {
         let n = i + 1;
         let data = dir.join(format!("chunkserver{n}"));
         fs::create_dir_all(&data).with_context(|| format!("cannot create {}", data.display()))?;
         let path = dir.join(format!("chunkserver{n}.yaml"));
         let yaml = format!(
-            "# written by `mfsha demo`\ndata_dirs:\n  - {data}\nmaster: {masters}\nlisten: 127.0.0.1:{cs_port}\n{scrub}",
+            "# written by `mfsha demo`\ndata_dirs:\n  - {data}\nmaster: {masters}\nlisten: 127.0.0.1:{cs_port}\nhttp: 127.0.0.1:{http}\n{scrub}",
             data = data.display(),
             scrub = if scrub { "" } else { "scrub_mib_per_sec: 0\n" },
         );
@@ -349,7 +366,9 @@ impl LocalCluster {
         let logger_yaml = write_logger_config(&dir, &ports)?;
         let clients = ports.addrs(|m| m.client);
         let mount = options.mount.then_some(mnt);
-        let plan = Plan { exe, dir, master_yamls, logger_yaml, cs_yamls, clients, mount };
+        let mount_http = ports.mount_http;
+        let plan =
+            Plan { exe, dir, master_yamls, logger_yaml, cs_yamls, clients, mount, mount_http };
         let mut cluster = LocalCluster { plan, ports, daemons: Vec::new() };
         if let Err(e) = start_all(rt, &cluster.plan, &mut cluster.daemons) {
             cluster.stop();
@@ -422,6 +441,8 @@ struct Plan {
     clients: Vec<String>,
     /// The mount point, when the cluster is mounted.
     mount: Option<PathBuf>,
+    /// The mount's `/metrics` port.
+    mount_http: u16,
 }
 
 impl Plan {
@@ -435,7 +456,7 @@ fn start_all(
     plan: &Plan,
     daemons: &mut Vec<Daemon>,
 ) -> anyhow::Result<()> {
-    let Plan { exe, dir, master_yamls, logger_yaml, cs_yamls, clients, mount } = plan;
+    let Plan { exe, dir, master_yamls, logger_yaml, cs_yamls, clients, mount, .. } = plan;
     let replicated = master_yamls.len() > 1;
     println!(
         "starting {}, {CHUNKSERVERS} chunkservers{} in {}",
@@ -472,8 +493,10 @@ fn start_all(
     rt.block_on(give_root_to_user(clients))
         .context("cannot make the filesystem's root directory this user's")?;
     let masters = plan.masters_arg();
-    let mount_args: Vec<String> =
-        ["mount", &mnt.to_string_lossy(), "-H", &masters].map(String::from).to_vec();
+    let metrics = format!("metrics=127.0.0.1:{}", plan.mount_http);
+    let mount_args: Vec<String> = ["mount", &mnt.to_string_lossy(), "-H", &masters, "-o", &metrics]
+        .map(String::from)
+        .to_vec();
     daemons.push(Daemon::start(exe, dir, "mount", &mount_args)?.with_mount_point(mnt));
     let fsname = clients.join(mfsha_mount::FSNAME_MASTER_SEPARATOR);
     wait_until(daemons, "the mount", || mfsha_mount::helper::is_mounted(mnt, &fsname))
@@ -524,6 +547,12 @@ fn banner(plan: &Plan, ports: &Ports, daemons: &[Daemon], leader: Option<u64>) {
         "  masters' client ports {masters}, chunkservers on 127.0.0.1:{:?}",
         ports.chunkservers
     );
+    let metrics: Vec<String> = (ports.masters.iter().map(|m| m.http))
+        .chain(ports.chunkserver_http.iter().copied())
+        .chain([ports.logger_http, ports.mount_http])
+        .map(|port| format!("http://127.0.0.1:{port}/metrics"))
+        .collect();
+    println!("  Prometheus metrics: {}", metrics.join(" "));
     let h = format!(" -H {masters}");
     println!(
         "\nThe filesystem is mounted at {} (goal 2: two copies of every chunk). Try:",

@@ -1,6 +1,7 @@
 //! The logger's YAML configuration.
 
 use serde::Deserialize;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 /// `logger.yaml`. Every field has a default; unknown keys are refused.
@@ -20,6 +21,9 @@ pub struct LoggerConfig {
     pub cluster_id: Option<String>,
     /// Run as the Raft group's witness too (see `witness.rs`). Default: not a witness.
     pub witness: Option<crate::witness::WitnessConfig>,
+    /// Where Prometheus scrapes `/metrics`. Default `0.0.0.0:9428`.
+    #[serde(deserialize_with = "mfsha_yamlconf::socket_addr")]
+    pub http: SocketAddr,
 }
 
 impl LoggerConfig {
@@ -39,6 +43,7 @@ impl Default for LoggerConfig {
             snapshot_every_s: 3600,
             cluster_id: None,
             witness: None,
+            http: SocketAddr::from(([0, 0, 0, 0], mfsha_proto::ports::LOGGER_HTTP)),
         }
     }
 }
@@ -100,6 +105,16 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_parses_to_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/logger.yaml");
+        let config = load(&path).unwrap();
+        let defaults = LoggerConfig::default();
+        assert_eq!(config.http, defaults.http);
+        assert_eq!((config.data_dir, config.masters), (defaults.data_dir, defaults.masters));
+        assert_eq!(config.snapshot_every_s, defaults.snapshot_every_s);
+    }
+
+    #[test]
     fn a_witness_of_one_master_is_refused_as_a_two_voter_group() {
         let text =
             "witness:\n  node_id: 2\n  cluster_id: c\n  peers:\n    - {id: 1, addr: \"m1:9423\"}\n";
@@ -112,6 +127,9 @@ mod tests {
         let c = parse(Path::new("l.yaml"), "masters: [\"m1:9419\", \"m2:9419\"]\n").unwrap();
         assert_eq!(c.masters, vec!["m1:9419", "m2:9419"]);
         assert_eq!(c.snapshot_every_s, 3600);
+        assert_eq!(c.http.to_string(), "0.0.0.0:9428");
+        let c = parse(Path::new("l.yaml"), "http: 127.0.0.1:9500\n").unwrap();
+        assert_eq!(c.http.to_string(), "127.0.0.1:9500");
         assert_eq!(
             parse(Path::new("l.yaml"), "").unwrap().data_dir,
             PathBuf::from("/var/lib/mfsha/logger")

@@ -17,12 +17,14 @@ and every record carries a CRC32C so a torn tail is detected and reported, never
 With a `witness:` section the logger is also a voting member of the masters' Raft group
 ([`witness`]): the two-masters-plus-witness appliance. That part embeds the `raft` crate's node
 (and its RocksDB store); the metalogger files above stay as they are, a second, independent
-copy. This crate knows no FUSE and serves no client.
+copy. [`metrics`] serves the logger's figures at `/metrics` on `http` (9428; the HTTP server
+is `mfsha-ops`). This crate knows no FUSE and serves no client.
 */
 
 pub mod config;
 pub mod files;
 pub mod link;
+pub mod metrics;
 pub mod restore;
 pub mod witness;
 

@@ -8,9 +8,12 @@
 
 use crate::config::LoggerConfig;
 use crate::files::{self, ChangelogWriter, FileError, StoredSnapshot};
+use crate::metrics::LinkStats;
 use mfsha_proto::frame::{read_frame, write_frame, FrameError};
 use mfsha_proto::logger::{LoggerToMaster, MasterToLogger};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
@@ -30,6 +33,8 @@ pub enum LoggerError {
     Signal(std::io::Error),
     #[error(transparent)]
     Witness(#[from] crate::witness::WitnessError),
+    #[error(transparent)]
+    Http(#[from] mfsha_ops::OpsError),
 }
 
 const BACKOFF_START: Duration = Duration::from_millis(100);
@@ -46,6 +51,7 @@ pub async fn run(config: LoggerConfig) -> Result<(), LoggerError> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).map_err(LoggerError::Signal)?;
     let mut int = signal(SignalKind::interrupt()).map_err(LoggerError::Signal)?;
+    let http = mfsha_ops::bind(HTTP, config.http).await?;
     let witness = match &config.witness {
         Some(witness) => {
             let dir = config.data_dir.join("witness");
@@ -53,22 +59,29 @@ pub async fn run(config: LoggerConfig) -> Result<(), LoggerError> {
         }
         None => None,
     };
+    let stats = Arc::new(LinkStats::default());
+    let exporter = crate::metrics::exporter(stats.clone(), witness.as_ref().map(|w| &w.handle));
+    let served = http.serve(mfsha_ops::metrics_routes(exporter), std::future::pending());
     // The data directory exists and the witness (if any) has bound its peer port and opened
     // its store: what systemd's Type=notify waits for.
     mfsha_sd::ready();
     let mut ticks = None;
     let result = tokio::select! {
-        result = follow_masters(&config) => result,
+        result = follow_masters(&config, &stats) => result,
         _ = term.recv() => { tracing::info!("SIGTERM received; stopping"); Ok(()) }
         _ = int.recv() => { tracing::info!("SIGINT received; stopping"); Ok(()) }
         never = mfsha_sd::watchdog(|| witness_alive(witness.as_ref(), &mut ticks)) => match never {},
     };
+    served.task.abort();
     mfsha_sd::stopping();
     if let Some(witness) = witness {
         witness.stop().await;
     }
     result
 }
+
+/// The operator's HTTP port.
+const HTTP: mfsha_ops::Endpoint = mfsha_ops::Endpoint { what: "logger metrics", key: "http" };
 
 /// The systemd watchdog's probe: the witness's Raft thread ticked since the last round
 /// (`ticks` keeps the count seen then). The metalogger part is the `select!` this runs in: an
@@ -92,7 +105,7 @@ fn witness_alive(
     }
 }
 
-async fn follow_masters(config: &LoggerConfig) -> Result<(), LoggerError> {
+async fn follow_masters(config: &LoggerConfig, stats: &LinkStats) -> Result<(), LoggerError> {
     let mut backoff = BACKOFF_START;
     let mut next = 0usize;
     let mut first: Option<String> = None;
@@ -102,7 +115,9 @@ async fn follow_masters(config: &LoggerConfig) -> Result<(), LoggerError> {
             next += 1;
             config.masters[(next - 1) % config.masters.len()].clone()
         });
-        match follow(config, &master).await {
+        let followed = follow(config, &master, stats).await;
+        stats.connected.store(false, Ordering::Relaxed);
+        match followed {
             // A file error means our disk is failing: stop rather than keep a broken copy.
             Err(LoggerError::File(e)) => return Err(LoggerError::File(e)),
             Err(LoggerError::NotLeader { hint: Some(to), .. }) if to != master && hops < 3 => {
@@ -136,7 +151,7 @@ fn last_index_on_disk(dir: &Path) -> u64 {
 }
 
 /// One connection: hello, then snapshot parts and entries until the connection ends.
-async fn follow(config: &LoggerConfig, master: &str) -> Result<(), LoggerError> {
+async fn follow(config: &LoggerConfig, master: &str, stats: &LinkStats) -> Result<(), LoggerError> {
     let link_err = |reason: String| LoggerError::Link { master: master.to_string(), reason };
     let stream = mfsha_proto::net::connect(master, mfsha_proto::net::CONNECT_TIMEOUT)
         .await
@@ -151,6 +166,8 @@ async fn follow(config: &LoggerConfig, master: &str) -> Result<(), LoggerError> 
     };
     write_frame(&mut writer, 0, &hello).await.map_err(|e| link_err(e.to_string()))?;
     tracing::info!(%master, applied = follower.last, "connected to master");
+    stats.changelog_index.store(follower.last, Ordering::Relaxed);
+    stats.connects.fetch_add(1, Ordering::Relaxed);
     let (tx, mut rx) = mpsc::channel::<Result<MasterToLogger, FrameError>>(16);
     let read_task = tokio::spawn(async move {
         loop {
@@ -184,7 +201,19 @@ async fn follow(config: &LoggerConfig, master: &str) -> Result<(), LoggerError> 
                 if heard.is_some() || matches!(msg, MasterToLogger::Heartbeat) {
                     heard = Some(tokio::time::Instant::now());
                 }
-                match follower.handle(msg, master) {
+                // Past the hello: a master that is not the leader answers NotLeader first.
+                if !matches!(msg, MasterToLogger::NotLeader { .. }) {
+                    stats.connected.store(true, Ordering::Relaxed);
+                }
+                let held = (follower.last, follower.snapshots_stored);
+                let handled = follower.handle(msg, master);
+                stats.changelog_index.store(follower.last, Ordering::Relaxed);
+                if follower.snapshots_stored > held.1 {
+                    stats.snapshots.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    stats.entries.fetch_add(follower.last.saturating_sub(held.0), Ordering::Relaxed);
+                }
+                match handled {
                     Ok(Some(ack)) => {
                         let ack = LoggerToMaster::Ack { index: ack };
                         if let Err(e) = write_frame(&mut writer, 0, &ack).await {
@@ -215,6 +244,8 @@ struct Follower {
     changelog: ChangelogWriter,
     /// Snapshot being received: (index, term, bytes so far).
     partial: Option<(u64, u64, Vec<u8>)>,
+    /// Snapshots stored by this follower.
+    snapshots_stored: u64,
 }
 
 impl Follower {
@@ -224,6 +255,7 @@ impl Follower {
             last,
             changelog: ChangelogWriter::open(dir)?,
             partial: None,
+            snapshots_stored: 0,
         })
     }
 
@@ -292,6 +324,7 @@ impl Follower {
         files::rotate_changelog(&self.dir)?;
         self.changelog = ChangelogWriter::open(&self.dir)?;
         self.last = index;
+        self.snapshots_stored += 1;
         tracing::info!(%master, index, bytes = snap.blob.len(), "stored metadata snapshot");
         Ok(Some(index))
     }

@@ -44,12 +44,16 @@ pub enum DaemonError {
     Runtime(std::io::Error),
     #[error(transparent)]
     Vip(#[from] mfsha_vip::VipError),
+    #[error(transparent)]
+    Http(#[from] mfsha_ops::OpsError),
 }
 
 /// A running master (in this process).
 pub struct Master {
     /// The client address actually bound (port 0 in the config is resolved here).
     pub client_addr: SocketAddr,
+    /// The HTTP address actually bound (`/metrics`).
+    pub http_addr: SocketAddr,
     pub service: Arc<Service>,
     shutdown: Shutdown,
     client_task: tokio::task::JoinHandle<()>,
@@ -59,6 +63,10 @@ pub struct Master {
     fence_task: Option<tokio::task::JoinHandle<()>>,
     node_id: u64,
 }
+
+/// The operator's HTTP port: `/metrics` now, the status page next.
+const HTTP: mfsha_ops::Endpoint =
+    mfsha_ops::Endpoint { what: "master metrics and status page", key: "listen.http" };
 
 /// Starts a master with its chunk registry: serves chunkservers and runs the replication engine.
 pub async fn start(config: MasterConfig) -> Result<Master, DaemonError> {
@@ -79,6 +87,8 @@ pub async fn start_with(
         logger: local_addr("logger", &logger_listener, config.listen.logger)?,
     };
     let client_addr = bound.client;
+    let http_listener = mfsha_ops::bind(HTTP, config.listen.http).await?;
+    let http_addr = http_listener.local_addr();
     // A group of one has no peer port: nobody would call it.
     let peer_listener = match config.peers.is_empty() {
         true => None,
@@ -127,6 +137,9 @@ pub async fn start_with(
     service.vip = fence;
     service.transfers = transfers;
     let service = Arc::new(service);
+    let router = mfsha_ops::metrics_routes(crate::metrics::exporter(&service));
+    let stop_http = shutdown.clone();
+    http_listener.serve(router, async move { stop_http.triggered().await });
     let listener = ClientListener::new(client_listener, service.clone(), config.client.clone());
     let in_flight = listener.in_flight();
     let client_task = tokio::spawn(listener.run(shutdown.clone()).in_current_span());
@@ -138,6 +151,7 @@ pub async fn start_with(
     tracing::info!(%client_addr, "master serving clients");
     Ok(Master {
         client_addr,
+        http_addr,
         service,
         shutdown,
         client_task,

@@ -10,6 +10,8 @@ It owns:
   [`mfsha_meta::State`].
 * [`fence`] — VIP fencing: the leader holds the cluster's virtual IP (the `mfsha-vip` crate)
   only while its lease is valid, and claims it only once no earlier leader can hold it.
+* [`metrics`] — the Prometheus metrics served at `/metrics` on `listen.http` (the HTTP
+  server itself is `mfsha-ops`).
 * [`page`] — the status page on the HTTP port, rendered from the cluster status.
 * [`trash`] — the leader's periodic purge of files whose trash time has passed.
 * the configuration, the listeners for clients, chunkservers and metaloggers, the
@@ -26,6 +28,7 @@ pub mod config;
 pub mod daemon;
 pub mod fence;
 pub mod inspect;
+pub mod metrics;
 pub mod node;
 pub mod page;
 pub mod server;

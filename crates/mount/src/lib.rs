@@ -8,6 +8,8 @@ This crate owns the client side of the system:
   applied exactly once; only after the I/O timeout does a caller see EIO), chunk reads from any
   valid copy with fall-back, chain writes with write-back buffering, read-ahead, and whole-path
   helpers. It has no FUSE in it, so tools, benchmarks and tests use it without `/dev/fuse`.
+* [`metrics`]: master requests by type with latency, and reconnects, served at `/metrics`
+  only when the mount is asked to (`-o metrics=ADDR`; the HTTP server is `mfsha-ops`).
 * `fuse`: a thin adapter that turns kernel FUSE requests into client calls and replies;
   it holds no protocol, caching or reconnect logic of its own.
 
@@ -21,6 +23,7 @@ pub mod client;
 pub use client::{Caller, Client, ClientConfig, ConnectError, MasterConfig, NewNode};
 pub mod fuse;
 pub mod helper;
+pub mod metrics;
 mod options;
 mod run;
 

@@ -57,9 +57,12 @@ pub struct MountOptions {
     /// mount stays with the cluster of the first master it opened a session with.
     #[arg(long)]
     pub cluster_id: Option<String>,
+    /// Serve Prometheus `/metrics` on this IP:PORT (e.g. 127.0.0.1:9429). Default: off.
+    #[arg(long)]
+    pub metrics: Option<String>,
     /// mount(8)-style options, comma-separated: ro, rw, allow_other, mfsmaster=, mfsport=,
     /// mfssubfolder=, mfspassword=, mfspassfile=, mfsattrcacheto=, mfsentrycacheto=,
-    /// mfsiotimeout=, cluster_id= (fstab keywords such as _netdev, defaults, noauto are
+    /// mfsiotimeout=, cluster_id=, metrics=IP:PORT (fstab keywords such as _netdev, defaults, noauto are
     /// accepted and ignored).
     #[arg(short = 'o', value_delimiter = ',')]
     pub options: Vec<String>,
@@ -84,6 +87,7 @@ impl MountOptions {
             write_buffer_mb: 64,
             read_ahead_mb: 8,
             cluster_id: None,
+            metrics: None,
             options: Vec::new(),
         }
     }
@@ -114,6 +118,8 @@ pub struct Resolved {
     /// What `df` shows as the source: "host:port[+host:port...][/subfolder]" (every master,
     /// so tools that find the master from the mount know them all).
     pub fsname: String,
+    /// Where to serve `/metrics`, if asked to.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// fstab and mount(8) keywords that are not ours to act on.
@@ -172,6 +178,7 @@ impl MountOptions {
         client.flush_bytes = (client.max_dirty_bytes / 4).max(1 << 20);
         client.read_ahead_bytes = o.read_ahead_mb.clamp(1, 64) << 20;
         let times = CacheTimes { attr: seconds(o.attr_cache), entry: seconds(o.entry_cache) };
+        let metrics = o.metrics.as_deref().map(metrics_addr).transpose()?;
         Ok(Resolved {
             mountpoint: o.mountpoint,
             client,
@@ -180,6 +187,7 @@ impl MountOptions {
             // SAFETY: geteuid has no preconditions.
             allow_other: o.allow_other || unsafe { libc::geteuid() } == 0,
             fsname,
+            metrics,
         })
     }
 
@@ -205,6 +213,7 @@ impl MountOptions {
                 self.io_timeout = need()?.parse().map_err(|e| bad(opt, e))?
             }
             "cluster_id" => self.cluster_id = Some(need()?),
+            "metrics" => self.metrics = Some(need()?),
             k if IGNORED.contains(&k) || k.starts_with("x-") => {}
             _ => return Err(OptionError::Unknown(opt.to_string())),
         }
@@ -226,6 +235,13 @@ impl MountOptions {
         }
         Ok(None)
     }
+}
+
+/// The `/metrics` address: an IP and port (a mount serves it on one interface only).
+fn metrics_addr(addr: &str) -> Result<std::net::SocketAddr, OptionError> {
+    addr.parse().map_err(|_| {
+        bad(&format!("metrics={addr}"), "must be IP:PORT, e.g. 127.0.0.1:9429 (off by default)")
+    })
 }
 
 /// A `cluster_id` as the masters' configuration allows it: 1-64 of `[A-Za-z0-9_-]`.
@@ -355,6 +371,19 @@ mod tests {
         assert!(
             matches!(o.resolve(), Err(OptionError::Bad { option, .. }) if option.contains("cluster_id"))
         );
+    }
+
+    #[test]
+    fn metrics_are_off_unless_an_address_is_given_by_flag_or_option() {
+        let mut o = MountOptions::new("/mnt/x".into(), "m1");
+        assert_eq!(o.resolve().unwrap().metrics, None);
+        o.metrics = Some("127.0.0.1:9500".into());
+        assert_eq!(o.resolve().unwrap().metrics, Some("127.0.0.1:9500".parse().unwrap()));
+        o.options = vec!["metrics=127.0.0.1:9429".into()];
+        assert_eq!(o.resolve().unwrap().metrics, Some("127.0.0.1:9429".parse().unwrap()));
+        o.options = vec!["metrics=localhost".into()];
+        let err = o.resolve().expect_err("not IP:PORT").to_string();
+        assert!(err.contains("metrics=localhost") && err.contains("IP:PORT"), "{err}");
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub enum MountError {
     Fuse { path: String, error: std::io::Error },
     #[error("buffered writes could not be stored at unmount: {0}")]
     Flush(mfsha_proto::types::Status),
+    #[error(transparent)]
+    Http(#[from] mfsha_ops::OpsError),
 }
 
 impl From<ConnectError> for MountError {
@@ -38,6 +40,16 @@ impl From<ConnectError> for MountError {
 
 fn trimmed(error: &std::io::Error) -> String {
     error.to_string().trim_end().to_string()
+}
+
+/// Serves the mount's `/metrics` on `addr` for as long as the runtime runs.
+async fn serve_metrics(
+    addr: std::net::SocketAddr,
+    client: &Client,
+) -> Result<mfsha_ops::Running, MountError> {
+    let endpoint = mfsha_ops::Endpoint { what: "mount metrics", key: "the metrics= mount option" };
+    let router = mfsha_ops::metrics_routes(crate::metrics::exporter(client.metrics()));
+    Ok(mfsha_ops::serve(endpoint, addr, router, std::future::pending()).await?)
 }
 
 /// The device every FUSE mount opens.
@@ -137,6 +149,10 @@ pub fn mount(opts: MountOptions) -> Result<(), MountError> {
         .build()
         .map_err(MountError::Runtime)?;
     let client = rt.block_on(Client::connect(resolved.client.clone()))?;
+    let _metrics = match resolved.metrics {
+        Some(addr) => Some(rt.block_on(serve_metrics(addr, &client))?),
+        None => None,
+    };
     let fs = MfsFuse::new(client.clone(), rt.handle().clone(), resolved.times);
     let notifier = fs.notifier();
     let options = fuse_options(&resolved);

@@ -729,6 +729,59 @@ pub struct ClientStatus {
     pub open_files: u64,
 }
 
+impl ClientOp {
+    /// A short name of the request (`lookup`, `write_chunk`, ...): log lines and the `op`
+    /// label of the metrics.
+    pub fn name(&self) -> &'static str {
+        use ClientOp::*;
+        match self {
+            Hello { .. } => "hello",
+            Lookup { .. } => "lookup",
+            GetAttr { .. } => "getattr",
+            SetAttr { .. } => "setattr",
+            Mknod { .. } => "mknod",
+            Mkdir { .. } => "mkdir",
+            Symlink { .. } => "symlink",
+            ReadLink { .. } => "readlink",
+            Unlink { .. } => "unlink",
+            Rmdir { .. } => "rmdir",
+            Rename { .. } => "rename",
+            Link { .. } => "link",
+            ReadDir { .. } => "readdir",
+            Open { .. } => "open",
+            Release { .. } => "release",
+            ReadChunk { .. } => "read_chunk",
+            WriteChunk { .. } => "write_chunk",
+            WriteChunkEnd { .. } => "write_chunk_end",
+            StatFs => "statfs",
+            GetXattr { .. } => "getxattr",
+            ListXattr { .. } => "listxattr",
+            SetXattr { .. } => "setxattr",
+            RemoveXattr { .. } => "removexattr",
+            GetGoal { .. } => "getgoal",
+            SetGoal { .. } => "setgoal",
+            GetTrashTime { .. } => "gettrashtime",
+            SetTrashTime { .. } => "settrashtime",
+            FileInfo { .. } => "fileinfo",
+            CheckFile { .. } => "checkfile",
+            DirInfo { .. } => "dirinfo",
+            ResolvePath { .. } => "resolve_path",
+            Status => "status",
+            Goodbye => "goodbye",
+            TrashList { .. } => "trash_list",
+            Undelete { .. } => "undelete",
+            Purge { .. } => "purge",
+            Create { .. } => "create",
+            GetLock { .. } => "getlk",
+            SetLock { .. } => "setlk",
+            ReleaseLocks { .. } => "release_locks",
+            WhoLeads => "who_leads",
+            TransferLeader { .. } => "transfer_leader",
+            ChangeMember { .. } => "change_member",
+        }
+    }
+}
+
 #[cfg(test)]
 mod lock_tests {
     use super::*;

@@ -66,4 +66,10 @@ pub mod ports {
     pub const MASTER_PEER: u16 = 9423;
     /// HTTP status page and Prometheus `/metrics` of the master.
     pub const MASTER_HTTP: u16 = 9425;
+    /// Prometheus `/metrics` of a chunkserver.
+    pub const CHUNKSERVER_HTTP: u16 = 9427;
+    /// Prometheus `/metrics` of a metalogger (and witness).
+    pub const LOGGER_HTTP: u16 = 9428;
+    /// Prometheus `/metrics` of a mount, when asked for (`-o metrics=127.0.0.1:9429`).
+    pub const MOUNT_HTTP: u16 = 9429;
 }

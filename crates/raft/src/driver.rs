@@ -25,7 +25,8 @@ pub fn start<S: StateMachine>(
     transport: Box<dyn Transport>,
 ) -> Result<(Handle<S>, JoinHandle<()>), StartError> {
     let store = open(&config, S::TABLES)?;
-    let (node, handle, inbox) = new_node::<S, RaftStore>(config, store, transport)?;
+    let (mut node, handle, inbox) = new_node::<S, RaftStore>(config, store, transport)?;
+    node.raw.mut_store().time_syncs(handle.shared.stats.sync_seconds.clone());
     let name = format!("raft-{}", node.node_id());
     let thread = std::thread::Builder::new()
         .name(name)

@@ -149,6 +149,8 @@ pub struct NodeStats {
     pub snapshots: u64,
     /// Snapshots received from a leader and installed.
     pub snapshots_installed: u64,
+    /// Times the leader this node knows of changed to another node (0 → a leader counts).
+    pub leader_changes: u64,
     /// Raft clock ticks: advances every `tick_ms` while the node's loop runs, busy or idle,
     /// so a watcher (the systemd watchdog) can tell a live loop from a stalled one.
     pub ticks: u64,
@@ -201,7 +203,6 @@ pub(crate) enum Inbox<O> {
     Wake,
 }
 
-#[derive(Default)]
 pub(crate) struct Counters {
     pub(crate) ready_batches: AtomicU64,
     pub(crate) entries_applied: AtomicU64,
@@ -209,7 +210,35 @@ pub(crate) struct Counters {
     pub(crate) proposals: AtomicU64,
     pub(crate) snapshots: AtomicU64,
     pub(crate) snapshots_installed: AtomicU64,
+    pub(crate) leader_changes: AtomicU64,
     pub(crate) ticks: AtomicU64,
+    /// [`Handle::propose`] until committed, applied and durable (successful ones only).
+    pub(crate) commit_seconds: prometheus::Histogram,
+    /// Synced writes of the Raft log (timed by the RocksDB store; the node reads no clock).
+    pub(crate) sync_seconds: prometheus::Histogram,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            ready_batches: AtomicU64::new(0),
+            entries_applied: AtomicU64::new(0),
+            syncs: AtomicU64::new(0),
+            proposals: AtomicU64::new(0),
+            snapshots: AtomicU64::new(0),
+            snapshots_installed: AtomicU64::new(0),
+            leader_changes: AtomicU64::new(0),
+            ticks: AtomicU64::new(0),
+            commit_seconds: crate::metrics::histogram(
+                "mfsha_raft_proposal_commit_seconds",
+                "Time from a proposal to its entry being committed, applied and durable.",
+            ),
+            sync_seconds: crate::metrics::histogram(
+                "mfsha_raft_log_sync_seconds",
+                "Time of one synced (fsync) write of the Raft log.",
+            ),
+        }
+    }
 }
 
 /// What the node publishes after every Ready.
@@ -320,6 +349,9 @@ impl<S: StateMachine> Shared<S> {
         };
         self.leadership.send_if_modified(|current| {
             let changed = *current != leadership;
+            if changed && leadership.leader_id != 0 && leadership.leader_id != current.leader_id {
+                self.stats.leader_changes.fetch_add(1, Ordering::Relaxed);
+            }
             if changed {
                 tracing::info!(node = self.node_id, role = %leadership.role,
                     term = leadership.term, leader = leadership.leader_id, "leadership changed");
@@ -392,12 +424,17 @@ impl<S: StateMachine> Handle<S> {
         if !self.is_leader() {
             return Err(Status::NotLeader);
         }
+        let started = Instant::now();
         let slots = self.shared.proposal_slots.clone();
         let permit = slots.acquire_owned().await.map_err(|_| Status::Unavailable)?;
         let (reply, result) = oneshot::channel();
         self.shared.send(Inbox::Propose { data, reply, _permit: permit })?;
         // A dropped sender means the node stopped before answering.
-        result.await.unwrap_or(Err(Status::Unavailable))
+        let outcome = result.await.unwrap_or(Err(Status::Unavailable));
+        if outcome.is_ok() {
+            self.shared.stats.commit_seconds.observe(started.elapsed().as_secs_f64());
+        }
+        outcome
     }
 
     /// Proposes one membership change (see [`MemberChange`]) carrying `command` for the state
@@ -508,8 +545,16 @@ impl<S: StateMachine> Handle<S> {
             proposals: stats.proposals.load(Ordering::Relaxed),
             snapshots: stats.snapshots.load(Ordering::Relaxed),
             snapshots_installed: stats.snapshots_installed.load(Ordering::Relaxed),
+            leader_changes: stats.leader_changes.load(Ordering::Relaxed),
             ticks: stats.ticks.load(Ordering::Relaxed),
         }
+    }
+
+    /// The histograms of the node's latencies (shared: observations go on after the call):
+    /// proposal commit time and synced log write time, for a metrics registry.
+    pub fn latency_histograms(&self) -> [prometheus::Histogram; 2] {
+        let stats = &self.shared.stats;
+        [stats.commit_seconds.clone(), stats.sync_seconds.clone()]
     }
 
     /// Hands a raft message from a peer to the node. `Err(Unavailable)` if the inbox is full

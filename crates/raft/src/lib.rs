@@ -15,6 +15,7 @@ as etcd's raftexample is.
 | [`store`] | the [`LogStore`] contract; RocksDB ([`RaftStore`]) and in-memory ([`MemStore`]) |
 | [`transport`] | the [`Transport`] contract; the TCP peer port with streamed snapshots |
 | [`sim`] | a deterministic simulator of a whole group over a faulty network |
+| [`metrics`] | the node's Prometheus metrics (`mfsha_raft_*`), read from the [`Handle`] at scrape time |
 
 The node knows what it replicates only through [`StateMachine`] (apply, snapshot, restore);
 `meta_machine.rs` is the one file that names the metadata crate. It never imports the
@@ -56,6 +57,7 @@ mod lease;
 mod lifecycle;
 mod membership;
 mod meta_machine;
+pub mod metrics;
 mod node;
 pub mod sim;
 mod slog_tracing;

@@ -87,6 +87,12 @@ fn a_flipped_byte_is_never_returned_and_is_reported() {
     assert_eq!(store.read_blocking(9, 3, 2 * 65536 + 100, 1), Err(Status::Checksum));
     // Undamaged blocks still read.
     assert_eq!(store.read_blocking(9, 3, 0, 65536).unwrap(), pattern(65536, 3));
+    // The metrics count every detection, and only the bytes that were verified.
+    let counters = &store.disks[0].counters;
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(load(&counters.crc_errors), 2, "two reads met the flipped byte");
+    assert_eq!(load(&counters.read_bytes), 65536, "only the good read counts");
+    assert_eq!(load(&counters.written_bytes), 4 * 65536);
     assert_eq!(drain(&mut reports), vec![CsToMaster::Damaged { chunk_id: 9, version: 3 }]);
     assert!(drain(&mut reports).is_empty(), "reported once");
     // A partial write into the damaged block must not bless it with a fresh CRC.

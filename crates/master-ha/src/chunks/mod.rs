@@ -31,7 +31,7 @@ mod tests;
 
 use crate::config::ChunksConfig;
 use crate::node::MetaHandle;
-use crate::server::{BoxFuture, ChunkService, CopyHealth};
+use crate::server::{BoxFuture, ChunkService, CommandCounts, CopyHealth};
 use crate::server::{Leadership, Shutdown};
 use mfsha_meta::{ChunkInfo, Entry, Op, Outcome};
 use mfsha_proto::client::{ChunkserverStatus, CopyInfo};
@@ -41,6 +41,7 @@ use parking_lot::Mutex;
 use plan::{Action, Limits, Moment, Plan};
 use registry::{Inner, PendingKind, ServerKey};
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
@@ -92,6 +93,8 @@ pub struct ChunkRegistry {
     last: Mutex<(CopyHealth, HashSet<ServerKey>)>,
     /// When this master last became leader (`None` while it is not).
     leader_since: Mutex<Option<Instant>>,
+    /// Replications and deletions sent since start, for metrics.
+    started: (AtomicU64, AtomicU64),
     /// Re-replication and drain episodes, for status.
     progress: Mutex<Progress>,
 }
@@ -130,6 +133,7 @@ impl ChunkRegistry {
             config,
             last: Mutex::new((CopyHealth::default(), HashSet::new())),
             leader_since: Mutex::new(None),
+            started: (AtomicU64::new(0), AtomicU64::new(0)),
             progress: Mutex::new(Progress::new()),
         })
     }
@@ -230,6 +234,7 @@ impl ChunkRegistry {
                     let make = |op| MasterToCs::Delete { op, chunk_id: chunk, version };
                     if inner.send(server, kind, make, None).is_ok() {
                         inner.servers.get_mut(&server).expect("sent to it").deletions += 1;
+                        self.started.1.fetch_add(1, Ordering::Relaxed);
                         tracing::info!(
                             chunk = format_args!("{chunk:016X}"),
                             version,
@@ -269,6 +274,7 @@ impl ChunkRegistry {
         for key in [source, target] {
             inner.servers.get_mut(&key).expect("planned with it").replications += 1;
         }
+        self.started.0.fetch_add(1, Ordering::Relaxed);
         *inner.replicating.entry(chunk).or_default() += 1;
         let target_addr = &inner.servers[&target].addr;
         tracing::info!(chunk = format_args!("{chunk:016X}"), version, ?why, from = %source_addr, to = %target_addr, "replicating");
@@ -368,6 +374,22 @@ impl ChunkService for ChunkRegistry {
 
     fn copy_health(&self, _chunks_total: u64) -> CopyHealth {
         self.last.lock().0
+    }
+
+    fn command_counts(&self) -> CommandCounts {
+        let mut counts = CommandCounts {
+            replications_started: self.started.0.load(Ordering::Relaxed),
+            deletions_started: self.started.1.load(Ordering::Relaxed),
+            ..CommandCounts::default()
+        };
+        for pending in self.inner.lock().pending.values() {
+            match pending.kind {
+                PendingKind::Replicate { .. } => counts.replicating += 1,
+                PendingKind::Delete { .. } => counts.deleting += 1,
+                _ => counts.other += 1,
+            }
+        }
+        counts
     }
 
     fn long_work(&self) -> Vec<mfsha_proto::client::LongWork> {

@@ -9,7 +9,7 @@ use mfsha_proto::types::Reply;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tracing::Instrument;
@@ -160,8 +160,10 @@ async fn serve_connection(
     let handler = {
         let (service, connection) = (service.clone(), connection.clone());
         move |request: Request| {
+            let (started, op) = (Instant::now(), request.op.name());
             // Reads are answered on the connection's own task: no spawn, no context switch.
             if let Some(reply) = client::answer_now(&service, &connection, &request) {
+                service.client_metrics.record(op, started, &reply);
                 return Handled::Now(answer(&service, reply));
             }
             // Counted before the handler task is spawned, so shutdown cannot miss it.
@@ -169,6 +171,7 @@ async fn serve_connection(
             let (service, connection) = (service.clone(), connection.clone());
             Handled::Later(async move {
                 let reply = client::handle_waiting(&service, &connection, request).await;
+                service.client_metrics.record(op, started, &reply);
                 drop(running);
                 answer(&service, reply)
             })

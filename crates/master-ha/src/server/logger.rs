@@ -49,7 +49,9 @@ pub async fn serve_loggers(listener: TcpListener, service: Arc<Service>, shutdow
                     Ok(()) => tracing::info!("metalogger disconnected"),
                     Err(e) => tracing::warn!(error = %e, "metalogger connection closed"),
                 }
-                service.loggers.lock().retain(|name| !name.ends_with(&format!("({peer})")));
+                let of_peer = format!("({peer})");
+                service.loggers.lock().retain(|name| !name.ends_with(&of_peer));
+                service.logger_acks.lock().retain(|name, _| !name.ends_with(&of_peer));
             }
             .instrument(span),
         );
@@ -99,7 +101,8 @@ async fn serve_logger(
         write_frame(&mut writer, 0, &MasterToLogger::NotLeader { leader_hint }).await?;
         return Ok(());
     };
-    service.loggers.lock().push(format!("{name} ({peer})"));
+    let key = format!("{name} ({peer})");
+    service.loggers.lock().push(key.clone());
     let (want_tx, mut want_rx) = mpsc::channel::<Result<LoggerToMaster, FrameError>>(8);
     let read_task = tokio::spawn(async move {
         loop {
@@ -111,7 +114,7 @@ async fn serve_logger(
         }
     });
     let result = tokio::select! {
-        result = stream_to_logger(&mut writer, service, &mut want_rx) => result,
+        result = stream_to_logger(&mut writer, service, &key, &mut want_rx) => result,
         () = service.leadership.ended(term) => {
             tracing::info!("closing metalogger connection: this master stopped leading");
             Ok(())
@@ -125,6 +128,7 @@ async fn serve_logger(
 async fn stream_to_logger(
     writer: &mut OwnedWriteHalf,
     service: &Service,
+    key: &str,
     from_logger: &mut mpsc::Receiver<Result<LoggerToMaster, FrameError>>,
 ) -> Result<(), LoggerLinkError> {
     let mut applied = service.meta.subscribe_applied();
@@ -148,7 +152,10 @@ async fn stream_to_logger(
                     applied = service.meta.subscribe_applied();
                     sent = send_snapshot(writer, service).await?;
                 }
-                Some(Ok(LoggerToMaster::Ack { index })) => tracing::trace!(index, "logger ack"),
+                Some(Ok(LoggerToMaster::Ack { index })) => {
+                    tracing::trace!(index, "logger ack");
+                    service.logger_acks.lock().insert(key.to_string(), index);
+                }
                 Some(Ok(LoggerToMaster::Hello { .. })) => {
                     return Err(LoggerLinkError::NotHello("a second hello".into()))
                 }

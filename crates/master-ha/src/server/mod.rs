@@ -82,6 +82,22 @@ pub trait ChunkService: Send + Sync {
     fn long_work(&self) -> Vec<mfsha_proto::client::LongWork> {
         Vec::new()
     }
+
+    /// Commands sent to chunkservers and not yet answered, and how many were started.
+    fn command_counts(&self) -> CommandCounts {
+        CommandCounts::default()
+    }
+}
+
+/// The replication engine's work: commands in flight by kind, and totals since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommandCounts {
+    pub replicating: u64,
+    pub deleting: u64,
+    /// Creations, version changes and duplications (the write path's commands).
+    pub other: u64,
+    pub replications_started: u64,
+    pub deletions_started: u64,
 }
 
 /// Chunks counted by how their valid copies compare with their goal.
@@ -157,6 +173,9 @@ pub struct Service {
     pub peers: Vec<String>,
     /// Connected metaloggers, for `ClusterStatus::loggers` (filled by the logger listener).
     pub loggers: parking_lot::Mutex<Vec<String>>,
+    /// The last index each connected metalogger acknowledged as stored, by its `loggers`
+    /// entry (metrics: the loggers' lag).
+    pub logger_acks: parking_lot::Mutex<std::collections::BTreeMap<String, u64>>,
     /// Who leads and where the masters are; connections close when this master steps down.
     pub leadership: Leadership,
     /// This master's `cluster_id`: metaloggers of another cluster are refused, and clients
@@ -164,6 +183,8 @@ pub struct Service {
     pub cluster_id: String,
     /// The VIP fence, when the configuration has a `vip:` section.
     pub vip: Option<Arc<crate::fence::VipFence>>,
+    /// Client request counts and latencies by type (`/metrics`).
+    pub client_metrics: crate::metrics::ClientMetrics,
     /// Snapshot streams on the peer port (none in a group of one).
     pub transfers: mfsha_raft::transport::transfers::Transfers,
 }
@@ -183,9 +204,11 @@ impl Service {
             locks: LockTable::new(),
             peers,
             loggers: parking_lot::Mutex::new(Vec::new()),
+            logger_acks: parking_lot::Mutex::new(std::collections::BTreeMap::new()),
             leadership,
             cluster_id,
             vip: None,
+            client_metrics: crate::metrics::ClientMetrics::default(),
             transfers: Default::default(),
         }
     }

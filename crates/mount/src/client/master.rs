@@ -250,6 +250,7 @@ pub struct MasterLink {
     /// The cluster this link uses and where that came from (see the module documentation);
     /// `None` until the first session opens, unless configured.
     cluster: SyncMutex<Option<Cluster>>,
+    metrics: crate::metrics::LinkMetrics,
     /// Attempts on a connection under way, for the probe.
     waiting: SyncMutex<Waiting>,
 }
@@ -313,6 +314,7 @@ impl MasterLink {
             open_token: SyncMutex::new(0),
             secret: AtomicU64::new(0),
             cluster,
+            metrics: crate::metrics::LinkMetrics::default(),
             waiting: SyncMutex::new(Waiting::default()),
         });
         link.first_session().await?;
@@ -407,13 +409,22 @@ impl MasterLink {
     /// Sends `op` for caller `uid`/`gid` and returns the master's answer, retrying across
     /// reconnects until `io_timeout`. Mutations go through the lane (see module docs).
     pub async fn call(&self, uid: u32, gid: u32, op: ClientOp) -> Reply<ClientReply> {
-        let deadline = Instant::now() + self.cfg.io_timeout;
-        if op.is_mutation() {
+        let started = Instant::now();
+        let name = op.name();
+        let deadline = started + self.cfg.io_timeout;
+        let reply = if op.is_mutation() {
             self.mutate(deadline, uid, gid, op).await
         } else {
             self.retry(deadline, |session| Request { session, seq: 0, uid, gid, op: op.clone() })
                 .await
-        }
+        };
+        self.metrics.record(name, started.into_std(), &reply);
+        reply
+    }
+
+    /// What this link records (requests by type, reconnects), for `/metrics`.
+    pub fn metrics(&self) -> &crate::metrics::LinkMetrics {
+        &self.metrics
     }
 
     async fn mutate(
@@ -641,6 +652,7 @@ impl MasterLink {
                         session = conn.session,
                         "connected to the master"
                     );
+                    self.metrics.reconnects.inc();
                     *current = Some(conn.clone());
                     return Ok(conn);
                 }
@@ -1051,54 +1063,9 @@ async fn probe_loop(link: std::sync::Weak<MasterLink>) {
 /// connections a mount opens to an address nobody holds.
 const PROBES_MAX: usize = 16;
 
-/// A short name of a request for log lines.
+/// A short name of a request for log lines and metrics ([`ClientOp::name`]).
 pub fn op_name(op: &ClientOp) -> &'static str {
-    use ClientOp::*;
-    match op {
-        Hello { .. } => "hello",
-        Lookup { .. } => "lookup",
-        GetAttr { .. } => "getattr",
-        SetAttr { .. } => "setattr",
-        Mknod { .. } => "mknod",
-        Mkdir { .. } => "mkdir",
-        Symlink { .. } => "symlink",
-        ReadLink { .. } => "readlink",
-        Unlink { .. } => "unlink",
-        Rmdir { .. } => "rmdir",
-        Rename { .. } => "rename",
-        Link { .. } => "link",
-        ReadDir { .. } => "readdir",
-        Open { .. } => "open",
-        Release { .. } => "release",
-        ReadChunk { .. } => "read_chunk",
-        WriteChunk { .. } => "write_chunk",
-        WriteChunkEnd { .. } => "write_chunk_end",
-        StatFs => "statfs",
-        GetXattr { .. } => "getxattr",
-        ListXattr { .. } => "listxattr",
-        SetXattr { .. } => "setxattr",
-        RemoveXattr { .. } => "removexattr",
-        GetGoal { .. } => "getgoal",
-        SetGoal { .. } => "setgoal",
-        GetTrashTime { .. } => "gettrashtime",
-        SetTrashTime { .. } => "settrashtime",
-        FileInfo { .. } => "fileinfo",
-        CheckFile { .. } => "checkfile",
-        DirInfo { .. } => "dirinfo",
-        ResolvePath { .. } => "resolve_path",
-        Status => "status",
-        Goodbye => "goodbye",
-        TrashList { .. } => "trash_list",
-        Undelete { .. } => "undelete",
-        Purge { .. } => "purge",
-        Create { .. } => "create",
-        GetLock { .. } => "getlk",
-        SetLock { .. } => "setlk",
-        ReleaseLocks { .. } => "release_locks",
-        WhoLeads => "who_leads",
-        TransferLeader { .. } => "transfer_leader",
-        ChangeMember { .. } => "change_member",
-    }
+    op.name()
 }
 
 #[cfg(test)]

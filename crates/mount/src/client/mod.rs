@@ -104,6 +104,11 @@ pub struct Client {
 }
 
 impl Client {
+    /// What the link to the master records, for `/metrics`.
+    pub fn metrics(&self) -> &crate::metrics::LinkMetrics {
+        self.link.metrics()
+    }
+
     /// Opens a session with the master (waiting up to the I/O timeout for one to answer).
     pub async fn connect(cfg: ClientConfig) -> Result<Arc<Client>, ConnectError> {
         let link = MasterLink::connect(cfg.master.clone()).await?;

@@ -116,6 +116,8 @@ pub struct RaftStore {
     /// The state machine's tables, one column family each.
     tables: &'static [&'static str],
     identity: Option<Identity>,
+    /// Where synced log writes are timed (the node's counters, set by the driver).
+    sync_seconds: Option<prometheus::Histogram>,
 }
 
 impl RaftStore {
@@ -143,6 +145,7 @@ impl RaftStore {
             snapshot_wanted: Cell::new(false),
             tables,
             identity: None,
+            sync_seconds: None,
         };
         store.load()?;
         Ok(store)
@@ -341,7 +344,11 @@ impl RaftStore {
             assert!(hard_state.commit <= new_last, "commit index beyond the log");
             self.put_proto(&mut batch, StateKey::HardState, hard_state);
         }
+        let started = std::time::Instant::now();
         self.write(batch, sync, "appending Raft log entries")?;
+        if let (true, Some(histogram)) = (sync, &self.sync_seconds) {
+            histogram.observe(started.elapsed().as_secs_f64());
+        }
         if let Some(entry) = entries.last() {
             self.last = (entry.index, entry.term);
         }
@@ -349,6 +356,11 @@ impl RaftStore {
             self.hard_state = hard_state.clone();
         }
         Ok(())
+    }
+
+    /// Times every synced append (the write-ahead log's fsync) into `histogram`.
+    pub fn time_syncs(&mut self, histogram: prometheus::Histogram) {
+        self.sync_seconds = Some(histogram);
     }
 
     /// Writes what applying committed entries changed, with the applied index, the commit index
