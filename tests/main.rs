@@ -19,6 +19,7 @@ mod metrics;
 mod mount;
 mod netns;
 mod package;
+mod page;
 mod session;
 mod systemd;
 mod trash;

@@ -56,14 +56,24 @@ fn screenshot(profile: &Path, url: &str, to: &Path) {
         .arg(url)
         .output()
         .expect("run chromium");
-    assert!(out.status.success(), "chromium --screenshot failed: {}", String::from_utf8_lossy(&out.stderr));
-    let png = std::fs::read(to).unwrap_or_else(|e| panic!("no screenshot at {}: {e}", to.display()));
-    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "{} is no page screenshot", to.display());
+    assert!(
+        out.status.success(),
+        "chromium --screenshot failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let png =
+        std::fs::read(to).unwrap_or_else(|e| panic!("no screenshot at {}: {e}", to.display()));
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "{} is no page screenshot",
+        to.display()
+    );
 }
 
 /// Where screenshots are kept after the test: beside the build, so CI can keep them.
 fn screenshot_path() -> PathBuf {
-    let dir = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from);
+    let dir =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from);
     let dir = dir.join("screenshots");
     std::fs::create_dir_all(&dir).expect("make the screenshot directory");
     dir.join("status-page.png")
@@ -81,7 +91,7 @@ fn the_status_page_in_chromium_shows_the_nodes_servers_chunk_matrix_and_mounts()
     require_fuse();
     let profile = tempfile::tempdir().unwrap();
     let _ = chromium();
-    let mut cluster = HaCluster::start(3);
+    let cluster = HaCluster::start(3);
     let leader = cluster.wait_leader(Duration::from_secs(20));
     cluster.wait_chunkservers(3, Duration::from_secs(20));
     let masters = cluster.client_addrs();
@@ -120,7 +130,10 @@ fn the_status_page_in_chromium_shows_the_nodes_servers_chunk_matrix_and_mounts()
     let dom = dump_dom(profile.path(), &follower_url);
     assert!(dom.contains("follower-note"), "a follower's page says it does not lead:\n{dom}");
     // The leader's page as the follower's config names it (`peers: - http:`).
-    let link = format!("id=\"leader-link\" href=\"http://127.0.0.1:{}/\"", cluster.masters[leader].ports.http);
+    let link = format!(
+        "id=\"leader-link\" href=\"http://127.0.0.1:{}/\"",
+        cluster.masters[leader].ports.http
+    );
     assert!(dom.contains(&link), "no link to the leader's page ({link}):\n{dom}");
     drop(mount);
 }

@@ -137,7 +137,8 @@ pub async fn start_with(
     service.vip = fence;
     service.transfers = transfers;
     let service = Arc::new(service);
-    let router = mfsha_ops::metrics_routes(crate::metrics::exporter(&service));
+    let router = mfsha_ops::metrics_routes(crate::metrics::exporter(&service))
+        .merge(crate::web::routes(service.clone(), page_links(&config, http_addr.port())));
     let stop_http = shutdown.clone();
     http_listener.serve(router, async move { stop_http.triggered().await });
     let listener = ClientListener::new(client_listener, service.clone(), config.client.clone());
@@ -160,6 +161,13 @@ pub async fn start_with(
         fence_task,
         node_id: config.node_id,
     })
+}
+
+/// Where the other masters' status pages are: those the configuration names, else (see
+/// [`crate::web::PageLinks`]) a master's client host with this master's HTTP port.
+fn page_links(config: &MasterConfig, http_port: u16) -> crate::web::PageLinks {
+    let configured = config.peers.iter().filter_map(|p| Some((p.id, p.http.clone()?))).collect();
+    crate::web::PageLinks { http_port, configured }
 }
 
 /// What the VIP fence needs from the configuration: which members are masters (a voter

@@ -12,7 +12,8 @@ It owns:
   only while its lease is valid, and claims it only once no earlier leader can hold it.
 * [`metrics`] — the Prometheus metrics served at `/metrics` on `listen.http` (the HTTP
   server itself is `mfsha-ops`).
-* [`page`] — the status page on the HTTP port, rendered from the cluster status.
+* [`page`] — the status page on the HTTP port, rendered from the cluster status, and
+  [`web`] — its routes and the `/api/...` JSON, beside `/metrics`.
 * [`trash`] — the leader's periodic purge of files whose trash time has passed.
 * the configuration, the listeners for clients, chunkservers and metaloggers, the
   in-memory chunk-copy registry and the replication engine (see their modules).
@@ -33,3 +34,4 @@ pub mod node;
 pub mod page;
 pub mod server;
 pub mod trash;
+pub mod web;
