@@ -4,6 +4,7 @@
 //! the mount; a follower's page must link to the leader's. A screenshot is saved.
 
 use crate::ha::cluster::HaCluster;
+use crate::metrics::http_get;
 use crate::mount::{require_fuse, which, Mount};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -121,6 +122,19 @@ fn the_status_page_in_chromium_shows_the_nodes_servers_chunk_matrix_and_mounts()
     }
     assert!(dom.contains("witness") && dom.contains("Mounts (1)"), "{dom}");
     assert!(!dom.contains("follower-note"), "the leader's page is no follower's");
+    // The same data as JSON under /api, as `mfsha status --chunks` etc. give it.
+    let http = format!("127.0.0.1:{}", cluster.masters[leader].ports.http);
+    let chunks: serde_json::Value = serde_json::from_str(&http_get(&http, "/api/chunks")).unwrap();
+    assert_eq!(chunks["matrix"][2][2], FILES as u64, "{chunks}");
+    assert_eq!(chunks["stable"], FILES as u64, "{chunks}");
+    let servers: serde_json::Value =
+        serde_json::from_str(&http_get(&http, "/api/servers")).unwrap();
+    assert_eq!(servers.as_array().map(Vec::len), Some(3), "{servers}");
+    let sessions: serde_json::Value =
+        serde_json::from_str(&http_get(&http, "/api/sessions")).unwrap();
+    assert_eq!(sessions.as_array().map(Vec::len), Some(1), "{sessions}");
+    let status: serde_json::Value = serde_json::from_str(&http_get(&http, "/api/status")).unwrap();
+    assert_eq!(status["role"], "leader");
     let shot = screenshot_path();
     screenshot(profile.path(), &url, &shot);
     eprintln!("status page screenshot: {}", shot.display());
