@@ -293,6 +293,11 @@ fn every_master_lost_the_witness_copy_restores_the_group() {
         (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "restore failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("restored raft store") && stdout.contains("witness"), "{stdout}");
+    // Each long step says what it starts and how long it took.
+    for step in ["reading the raft store", "reading the metalogger files", "writing raft store"] {
+        assert!(stderr.contains(step), "the restore did not report {step:?}:\n{stderr}");
+    }
+    assert!(stderr.contains("... done in"), "{stderr}");
     let again = mfsha(&[&args[..], &["-c", config.to_str().unwrap()]].concat());
     assert!(!again.status.success(), "a second restore over the first must be refused");
     assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"), "{again:?}");

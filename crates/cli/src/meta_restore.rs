@@ -43,9 +43,11 @@ pub fn run(from: &Path, config_path: &Path) -> anyhow::Result<()> {
     let term = found.iter().map(|f| f.term).max().unwrap_or(0) + TERM_MARGIN;
     let (what, state) = newest(found)?;
     let counts = state.counts();
+    let started = step(&format!("writing {what} into {}", config.data_dir.display()));
     mfsha_master_ha::daemon::bootstrap_from(&config, state, term).with_context(|| {
         format!("restoring into the data_dir of {} failed", config_path.display())
     })?;
+    done(started);
     println!(
         "restored {what} into {} (node {} of cluster {}): {} inodes, {} files, {} chunks",
         config.data_dir.display(),
@@ -63,12 +65,24 @@ pub fn run(from: &Path, config_path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Says what a long step is starting, so a restore of a big namespace shows where it is.
+fn step(what: &str) -> std::time::Instant {
+    eprintln!("{what} ...");
+    std::time::Instant::now()
+}
+
+fn done(started: std::time::Instant) {
+    eprintln!("  ... done in {:.1} s", started.elapsed().as_secs_f64());
+}
+
 /// Every copy of the metadata `dir` holds.
 fn copies_in(dir: &Path) -> Vec<Found> {
     let mut found = Vec::new();
     let stores = [dir.to_path_buf(), dir.join("witness")];
     for store in stores.iter().filter(|d| mfsha_master_ha::inspect::holds_store(d)) {
+        let started = step(&format!("reading the raft store {}", store.display()));
         let state = mfsha_master_ha::inspect::load_state(store).map_err(anyhow::Error::from);
+        done(started);
         let term = match mfsha_master_ha::inspect::stored_term(store) {
             Ok(term) => term,
             Err(e) => {
@@ -80,7 +94,9 @@ fn copies_in(dir: &Path) -> Vec<Found> {
         found.push(Found { what, state, term });
     }
     if has_logger_files(dir) {
+        let started = step(&format!("reading the metalogger files in {}", dir.display()));
         let state = logger_copy(dir);
+        done(started);
         let what = format!("metalogger files in {}", dir.display());
         found.push(Found { what, state, term: 0 });
     }

@@ -81,9 +81,25 @@ fn replay_from(
     Ok(Restored { state, snapshot_index: snap.index, warnings })
 }
 
+/// How often a long replay logs how far it is.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Applies the records that follow the state's applied index; returns why it stopped early.
 fn replay(state: &mut State, records: &[(u64, u64, Vec<u8>)], file: &str) -> Option<String> {
-    for (index, _term, data) in records {
+    let mut reported = std::time::Instant::now();
+    for (done, (index, _term, data)) in records.iter().enumerate() {
+        // A long changelog takes a while to replay: say how far it is.
+        if reported.elapsed() >= PROGRESS_EVERY {
+            reported = std::time::Instant::now();
+            let total = records.len();
+            tracing::info!(
+                file,
+                done,
+                total,
+                percent = done * 100 / total.max(1),
+                "replaying the changelog"
+            );
+        }
         if *index <= state.applied_index() {
             continue; // already in the snapshot
         }

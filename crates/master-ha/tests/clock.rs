@@ -3,7 +3,7 @@
 //! after a restart.
 
 use mfsha_meta::{Entry, Op};
-use mfsha_proto::client::ClientOp;
+use mfsha_proto::client::{ClientOp, ClientReply};
 use mfsha_proto::types::{Timestamp, ROOT_INO};
 
 mod common;
@@ -33,6 +33,8 @@ async fn a_master_whose_clock_is_behind_the_cluster_time_stamps_the_cluster_time
     let (master, addr) = start(dir.path()).await;
     assert!(master.service.meta.cluster_now() >= ahead);
     let client = Client::connect(&addr).await.unwrap();
+    let resumed = hello(&client, Some(session)).await;
+    assert!(matches!(resumed, Ok(ClientReply::Session { .. })), "resume: {resumed:?}");
     let again = attr(client.call(request(session, 2, mkdir("e"))).await.unwrap());
     assert!(again.mtime >= made.mtime, "{again:?} is older than {made:?}");
     master.stop().await.unwrap();

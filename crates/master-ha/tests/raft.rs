@@ -191,8 +191,18 @@ async fn snapshot_and_compaction_then_restart() {
     let created = propose_concurrently(&handle, 4, 130, "s").await;
     let stats = handle.stats();
     assert!(stats.snapshots >= 4, "{stats:?}");
-    let snapshot_files = std::fs::read_dir(dir.path().join("snapshots")).unwrap().count();
-    assert_eq!(snapshot_files, 1, "old snapshots are removed");
+    // Snapshots are built off the Raft thread: one may still be being written (a `.tmp`
+    // file) when the last proposal returns. Once it is done, one file is left.
+    let snapshot_files = || {
+        let names = std::fs::read_dir(dir.path().join("snapshots")).unwrap();
+        let names = names.map(|e| e.unwrap().file_name().to_string_lossy().into_owned());
+        names.filter(|n| !n.ends_with(".tmp")).collect::<Vec<_>>()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while snapshot_files().len() != 1 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(snapshot_files().len(), 1, "old snapshots are removed: {:?}", snapshot_files());
     let before = handle.read(State::clone);
     stop(handle, thread);
     assert_eq!(stored_state(dir.path()).digest(), before.digest());
