@@ -53,6 +53,8 @@ fn demo_appliance_survives_a_killed_leader_and_transfer_leader_moves_the_lead() 
     assert_eq!(witness.len(), 1, "the witness from the leader's view: {json}");
     assert_eq!(witness[0]["id"], 3, "{json}");
     check_every_daemons_metrics(&banner);
+    crate::page::check_demo_pages(&banner);
+    scraped_by_prometheus(&banner, tmp.path());
     let info = mfsha(&["fileinfo", "-H", &masters, "/before.bin"]);
     let text = String::from_utf8_lossy(&info.stdout);
     assert!(info.status.success() && text.contains("copy 2"), "goal 2 by default:\n{text}");
@@ -277,4 +279,25 @@ fn check_every_daemons_metrics(banner: &str) {
         "mount",
     ];
     assert_eq!(daemons, expected);
+}
+
+/// A real Prometheus scraping every daemon the demo's banner lists answers queries for the
+/// term, chunk health and per-disk space.
+fn scraped_by_prometheus(banner: &str, dir: &Path) {
+    use crate::metrics::{need, Prometheus, PROMETHEUS};
+    need(PROMETHEUS);
+    let line = banner.lines().find_map(|l| l.trim().strip_prefix("Prometheus metrics: "));
+    let urls = line.expect("the banner names the metrics").split(' ');
+    let targets: Vec<String> = urls
+        .filter_map(|u| u.trim_start_matches("http://").split_once('/').map(|(a, _)| a.to_string()))
+        .collect();
+    let prometheus = Prometheus::start(dir, &targets);
+    let up =
+        prometheus.wait("up", |r| r.len() == targets.len() && r.iter().all(|(_, v)| *v == 1.0));
+    assert_eq!(up.len(), DAEMONS);
+    prometheus.wait("mfsha_raft_term", |r| r.len() == 3 && r.iter().all(|(_, v)| *v >= 1.0));
+    prometheus.wait("mfsha_master_chunks{state=\"stable\"}", |r| r.len() == 1 && r[0].1 >= 1.0);
+    prometheus.wait("mfsha_chunkserver_disk_free_bytes", |r| {
+        r.len() == 3 && r.iter().all(|(_, v)| *v > 0.0)
+    });
 }

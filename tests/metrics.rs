@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub(crate) const PROMTOOL: &str = "/usr/bin/promtool";
-const PROMETHEUS: &str = "/usr/bin/prometheus";
+pub(crate) const PROMETHEUS: &str = "/usr/bin/prometheus";
 /// Files written through the mount, one chunk each: the chunk counts must match.
 const FILES: usize = 3;
 
@@ -116,7 +116,7 @@ pub(crate) fn promtool_check(what: &str, text: &str) {
 }
 
 /// A Prometheus server, killed when dropped (also when the test fails).
-struct Prometheus {
+pub(crate) struct Prometheus {
     child: Child,
     addr: String,
     log: PathBuf,
@@ -130,7 +130,7 @@ impl Drop for Prometheus {
 }
 
 impl Prometheus {
-    fn start(dir: &Path, targets: &[String]) -> Prometheus {
+    pub(crate) fn start(dir: &Path, targets: &[String]) -> Prometheus {
         let quoted: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
         let config = dir.join("prometheus.yml");
         let yaml = format!(
@@ -168,7 +168,7 @@ impl Prometheus {
     }
 
     /// Polls `query` until `done` accepts its answer (bounded), returning that answer.
-    fn wait(
+    pub(crate) fn wait(
         &self,
         query: &str,
         done: impl Fn(&[(serde_json::Value, f64)]) -> bool,

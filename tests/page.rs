@@ -151,3 +151,50 @@ fn the_status_page_in_chromium_shows_the_nodes_servers_chunk_matrix_and_mounts()
     assert!(dom.contains(&link), "no link to the leader's page ({link}):\n{dom}");
     drop(mount);
 }
+
+/// Whether `addr` answers `GET /` with 200: only masters serve the page.
+fn serves_page(addr: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else { return false };
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    if write!(stream, "GET / HTTP/1.0\r\nHost: {addr}\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).is_ok() && head.ends_with(b" 200")
+}
+
+/// The demo's status pages in Chromium: of the daemons the banner lists, the two masters
+/// serve a page; the leader's shows the demo's three chunkservers, its three nodes and its
+/// chunk matrix, the follower's links to it. Called by the demo test.
+pub fn check_demo_pages(banner: &str) {
+    let profile = tempfile::tempdir().unwrap();
+    let line = banner.lines().find_map(|l| l.trim().strip_prefix("Prometheus metrics: "));
+    let urls: Vec<&str> = line.expect("the banner names the metrics").split(' ').collect();
+    let addrs: Vec<&str> = urls
+        .iter()
+        .filter_map(|u| u.trim_start_matches("http://").split_once('/').map(|(a, _)| a))
+        .filter(|a| serves_page(a))
+        .collect();
+    assert_eq!(addrs.len(), 2, "two masters serve a status page: {urls:?}");
+    let pages: Vec<(String, String)> = addrs
+        .iter()
+        .map(|a| (a.to_string(), dump_dom(profile.path(), &format!("http://{a}/"))))
+        .collect();
+    let (leaders, followers): (Vec<_>, Vec<_>) =
+        pages.iter().partition(|(_, dom)| !dom.contains("follower-note"));
+    assert_eq!((leaders.len(), followers.len()), (1, 1), "one leader's page, one follower's");
+    let (leader, dom) = leaders[0];
+    assert!(dom.contains("Chunkservers (3)"), "the demo's three chunkservers:\n{dom}");
+    for id in [1, 2, 3] {
+        assert!(dom.contains(&format!("<td class=\"l\">{id}</td>")), "node {id}:\n{dom}");
+    }
+    assert!(
+        dom.contains("data-goal=\"2\""),
+        "the chunk matrix has the demo's goal-2 chunks:\n{dom}"
+    );
+    assert!(followers[0].1.contains("leader-link"), "the follower links to the leader");
+    let shot = screenshot_path().with_file_name("demo-status-page.png");
+    screenshot(profile.path(), &format!("http://{leader}/"), &shot);
+    eprintln!("demo status page screenshot: {}", shot.display());
+}
