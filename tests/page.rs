@@ -121,6 +121,8 @@ fn the_status_page_in_chromium_shows_the_nodes_servers_chunk_matrix_and_mounts()
         assert!(dom.contains(&format!("<td class=\"l\">{id}</td>")), "node {id} missing:\n{dom}");
     }
     assert!(dom.contains("witness") && dom.contains("Mounts (1)"), "{dom}");
+    let version = format!("/mnt (mfsha {})", env!("CARGO_PKG_VERSION"));
+    assert!(dom.contains(&version), "the mount's point and version ({version}):\n{dom}");
     assert!(!dom.contains("follower-note"), "the leader's page is no follower's");
     // The same data as JSON under /api, as `mfsha status --chunks` etc. give it.
     let http = format!("127.0.0.1:{}", cluster.masters[leader].ports.http);

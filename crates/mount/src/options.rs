@@ -170,7 +170,13 @@ impl MountOptions {
         let mut master = MasterConfig::new(masters);
         master.subdir = normalise_subfolder(&o.subfolder);
         master.password = password;
-        master.info = format!("{}:{}", hostname(), o.mountpoint.display());
+        // Host, mount point and version, as MooseFS lists mounts (`mfscli -SMS`).
+        master.info = format!(
+            "{}:{} (mfsha {})",
+            hostname(),
+            o.mountpoint.display(),
+            env!("CARGO_PKG_VERSION")
+        );
         master.io_timeout = Duration::from_secs(o.io_timeout.max(1));
         master.cluster_id = o.cluster_id.map(checked_cluster_id).transpose()?;
         let mut client = ClientConfig::new(master);
