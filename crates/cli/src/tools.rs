@@ -49,7 +49,7 @@ impl Session {
                 session: None,
                 client_info: format!("mfsha tools (pid {})", std::process::id()),
                 subdir: "/".into(),
-                password: None,
+                proof: None,
                 token,
             };
             let request = Request { session: 0, seq: 0, uid: 0, gid: 0, op: hello };

@@ -159,7 +159,11 @@ async fn serve_connection(
     tracing::debug!("client connected");
     let handler = {
         let (service, connection) = (service.clone(), connection.clone());
-        move |request: Request| {
+        move |mut request: Request| {
+            // The exports first: who may ask, as which uid (see `access`).
+            if let Err(refused) = super::access::admit(&service, &connection, &mut request) {
+                return Handled::Now(answer(&service, Err(refused)));
+            }
             // Reads are answered on the connection's own task: no spawn, no context switch.
             if let Some(reply) = client::answer_now(&service, &connection, &request) {
                 return Handled::Now(answer(&service, reply));
