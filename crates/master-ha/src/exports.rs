@@ -597,6 +597,18 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/mfsexports.cfg");
+        let exports = Exports::load(&path).unwrap();
+        assert_eq!(exports.rules.len(), 1);
+        assert!(exports.rules[0].options.read_only);
+        let seed = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            seed.contains("#192.168.200.0/24   /      rw,alldirs,mapall=mfs:mfs,password=111111")
+        );
+    }
+
+    #[test]
     fn every_address_form_parses_to_its_range() {
         let range = |s: &str| one(&format!("{s} /")).from;
         let v = |s: &str| u32::from(s.parse::<Ipv4Addr>().unwrap());
