@@ -689,7 +689,7 @@ mod tests {
                 hex::decode("96e79218965eb72c92a549dd5a330112").unwrap().try_into().unwrap()
             ))
         );
-        assert_eq!(format!("{o:?}").contains("96e7"), false, "passwords stay out of Debug");
+        assert!(!format!("{o:?}").contains("96e7"), "passwords stay out of Debug");
     }
 
     #[test]
