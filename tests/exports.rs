@@ -128,6 +128,22 @@ fn exports_refuse_and_log_foreign_addresses_and_wrong_passwords() {
         let mkdir = ClientOp::Mkdir { parent: ROOT_INO, name: "no".into(), mode: 0o755, umask: 0 };
         assert_eq!(two.call(request(s2, 1, mkdir)).await.unwrap(), Err(Status::ReadOnly));
     });
+    // The tools prove MFSHA_PASSWORD; without it they say to set it.
+    let getgoal = |password: Option<&str>| {
+        let mut command = std::process::Command::new(crate::util::mfsha_bin());
+        command.args(["getgoal", "-H", &addr, "/"]).env_remove("MFSHA_PASSWORD");
+        if let Some(password) = password {
+            command.env("MFSHA_PASSWORD", password);
+        }
+        command.output().unwrap()
+    };
+    let out = getgoal(None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("MFSHA_PASSWORD"), "{err}");
+    let out = getgoal(Some("pw-one"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "/: 2\n", "the default goal");
+
     let log = cluster.master_log();
     for (line, peer) in [
         ("refused a session: no line of the exports file admits this address", "127.0.0.4:"),
