@@ -241,7 +241,21 @@ impl Exports {
             column: 0,
             reason: format!("cannot read the exports file: {e}"),
         })?;
-        Exports::parse(path, &text, &Accounts::system())
+        let exports = Exports::parse(path, &text, &Accounts::system())?;
+        exports.warn_if_readable();
+        Ok(exports)
+    }
+
+    /// Passwords in a file anyone on the master can read are no secret: say so.
+    fn warn_if_readable(&self) {
+        use std::os::unix::fs::PermissionsExt;
+        let has_password = self.rules.iter().any(|r| r.options.password.is_some());
+        let mode = std::fs::metadata(&self.file).map(|m| m.permissions().mode()).unwrap_or(0);
+        if has_password && mode & 0o004 != 0 {
+            tracing::warn!(file = %self.file.display(), mode = format!("{:o}", mode & 0o777),
+                "the exports file holds passwords and every user of this host may read it: \
+                 chmod 0640 (owner root, group mfsha) or 0600");
+        }
     }
 
     /// Parses exports text; `file` names it in errors.

@@ -180,17 +180,7 @@ fn resume(
              or a client that opened it without a token)");
         return Err(Status::BadSession);
     }
-    if let Grant::Export { line, .. } = grant {
-        // The export was chosen by the directory this Hello names: it must be the session's
-        // own, or a client could name a directory of a writable line to resume a session
-        // rooted under a read-only one.
-        let named = service.meta.read(|s| s.resolve_path(ROOT_INO, &exported(hello.subdir)));
-        if named != Ok(root) {
-            tracing::warn!(session, peer = %connection.peer, subdir = hello.subdir, line,
-                "refused to resume a session naming another directory than its root");
-            return Err(Status::Access);
-        }
-    }
+    own_root(service, connection, session, root, hello, &grant)?;
     *connection.grant.lock() = grant;
     service.sessions.attach(connection, session, root, &info);
     tracing::debug!(session, peer = %connection.peer, "session resumed");
@@ -208,6 +198,7 @@ async fn open_session(
     let (token, subdir) = (hello.token, exported(hello.subdir));
     let info: String = hello.client_info.chars().take(CLIENT_INFO_MAX).collect();
     if let Some((session, root)) = service.meta.read(|s| s.session_by_token(token)) {
+        own_root(service, connection, session, root, hello, &grant)?;
         *connection.grant.lock() = grant;
         service.sessions.attach(connection, session, root, &info);
         tracing::info!(session, peer = %connection.peer, "session open retried: same session");
@@ -242,6 +233,27 @@ async fn open_session(
     service.sessions.attach(connection, session, root, &info);
     tracing::info!(session, peer = %connection.peer, info = %info, root, "session opened");
     Ok(ClientReply::Session { session, root })
+}
+
+/// Under exports, the export was chosen by the directory a `Hello` names: taking up an
+/// existing session, that must be the session's own root, or a client could name a
+/// directory of a writable line to take up a session rooted under a read-only one.
+fn own_root(
+    service: &Service,
+    connection: &Connection,
+    session: SessionId,
+    root: Ino,
+    hello: &HelloFields,
+    grant: &Grant,
+) -> Reply<()> {
+    let Grant::Export { line, .. } = grant else { return Ok(()) };
+    let named = service.meta.read(|s| s.resolve_path(ROOT_INO, &exported(hello.subdir)));
+    if named == Ok(root) {
+        return Ok(());
+    }
+    tracing::warn!(session, peer = %connection.peer, subdir = hello.subdir, line,
+        "refused to take up a session naming another directory than its root");
+    Err(Status::Access)
 }
 
 /// The directory a `Hello` names, as the exports matched it (`..` taken back lexically, as
