@@ -126,29 +126,6 @@ async fn who_leads(client: &MasterClient) -> Option<String> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_first_master_to_answer_sets_the_cluster() {
-        let mut cluster = None;
-        assert_eq!(same_cluster(&mut cluster, "a:1", "c1"), Ok(()));
-        assert_eq!(same_cluster(&mut cluster, "b:1", "c1"), Ok(()));
-        let refused = same_cluster(&mut cluster, "x:1", "c2").unwrap_err();
-        for part in ["x:1", "\"c2\"", "\"c1\"", "a:1"] {
-            assert!(refused.contains(part), "{refused:?} should name {part}");
-        }
-    }
-
-    #[test]
-    fn lists_from_flags_and_from_mount_sources_name_the_same_masters() {
-        assert_eq!(master_list("a,b:7000"), vec!["a:9421", "b:7000"]);
-        assert_eq!(master_list("a:9421+b:7000"), vec!["a:9421", "b:7000"]);
-        assert_eq!(master_list("127.0.0.1:9421"), vec!["127.0.0.1:9421"]);
-    }
-}
-
 /// Opens a session for a tool on `client` (`token` 0: a one-shot session that cannot be
 /// resumed). With `MFSHA_PASSWORD` set, the export's password is proved by challenge–response
 /// (see `mfsha_proto::auth`); it is never sent.
@@ -190,5 +167,28 @@ pub(crate) fn exports_hint(status: mfsha_proto::types::Status) -> &'static str {
         }
         Status::BadPassword => ": the export needs a password: set MFSHA_PASSWORD",
         _ => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_master_to_answer_sets_the_cluster() {
+        let mut cluster = None;
+        assert_eq!(same_cluster(&mut cluster, "a:1", "c1"), Ok(()));
+        assert_eq!(same_cluster(&mut cluster, "b:1", "c1"), Ok(()));
+        let refused = same_cluster(&mut cluster, "x:1", "c2").unwrap_err();
+        for part in ["x:1", "\"c2\"", "\"c1\"", "a:1"] {
+            assert!(refused.contains(part), "{refused:?} should name {part}");
+        }
+    }
+
+    #[test]
+    fn lists_from_flags_and_from_mount_sources_name_the_same_masters() {
+        assert_eq!(master_list("a,b:7000"), vec!["a:9421", "b:7000"]);
+        assert_eq!(master_list("a:9421+b:7000"), vec!["a:9421", "b:7000"]);
+        assert_eq!(master_list("127.0.0.1:9421"), vec!["127.0.0.1:9421"]);
     }
 }
