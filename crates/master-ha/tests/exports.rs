@@ -36,8 +36,16 @@ struct Hello<'a> {
 
 /// Sends a Hello, proving `password` over a fresh challenge when one is given.
 async fn hello(client: &Client, h: &Hello<'_>) -> Reply<ClientReply> {
-    let info = "exports test";
-    let proof = match h.password {
+    let proof = prove(client, h).await;
+    send_hello(client, h, proof).await
+}
+
+const INFO: &str = "exports test";
+
+/// A Challenge on `client` and the proof of `h.password` over it.
+async fn prove(client: &Client, h: &Hello<'_>) -> Option<[u8; 32]> {
+    let info = INFO;
+    match h.password {
         None => None,
         Some(password) => {
             let op = ClientOp::Challenge { subdir: h.subdir.into() };
@@ -50,10 +58,13 @@ async fn hello(client: &Client, h: &Hello<'_>) -> Reply<ClientReply> {
             let session = h.session.unwrap_or(0);
             Some(auth::hello_proof(&key, &nonce, session, h.token, h.subdir, info))
         }
-    };
+    }
+}
+
+async fn send_hello(client: &Client, h: &Hello<'_>, proof: Option<[u8; 32]>) -> Reply<ClientReply> {
     let op = ClientOp::Hello {
         session: h.session,
-        client_info: info.into(),
+        client_info: INFO.into(),
         subdir: h.subdir.into(),
         proof,
         token: h.token,
@@ -129,7 +140,12 @@ async fn exports_refuse_foreign_addresses_writes_on_ro_and_wrong_passwords_and_m
     assert_eq!(hello(&three, &new("/", None)).await, Err(Status::BadPassword));
     assert_eq!(hello(&three, &new("/", Some("guess"))).await, Err(Status::BadPassword));
     let right = new("/", Some("secret"));
-    let (s3, _) = session_of(hello(&three, &right).await);
+    let proof = prove(&three, &right).await;
+    let (s3, _) = session_of(send_hello(&three, &right, proof).await);
+    // The nonce is used up: the same proof again is refused, even on the same connection.
+    assert_eq!(send_hello(&three, &right, proof).await, Err(Status::BadPassword));
+    // A retried open (same token) gets the same session.
+    assert_eq!(session_of(hello(&three, &right).await).0, s3);
     // maproot=1234:1234 maps root; others keep their uid.
     assert_eq!(attr(mkdir(&three, s3, 1, 0, ROOT_INO, "by-root").await).uid, 1234);
     assert_eq!(attr(mkdir(&three, s3, 2, 1000, ROOT_INO, "by-1000").await).uid, 1000);
@@ -148,8 +164,12 @@ async fn exports_refuse_foreign_addresses_writes_on_ro_and_wrong_passwords_and_m
     let four = client_from("127.0.0.4", &addr).await;
     assert_eq!(hello(&four, &new("/", Some("pw4"))).await, Err(Status::Access));
     assert_eq!(hello(&four, &new("/pub/sub", Some("pw3"))).await, Err(Status::BadPassword));
-    let (s4, root4) = session_of(hello(&four, &new("/pub/sub", Some("pw4"))).await);
+    let opened = new("/pub/sub", Some("pw4"));
+    let (s4, root4) = session_of(hello(&four, &opened).await);
     assert_ne!(root4, ROOT_INO);
+    // A retried open naming another directory than the session's is refused.
+    let retry = Hello { subdir: "/pub", ..opened };
+    assert_eq!(hello(&four, &retry).await, Err(Status::Access));
     let made = attr(mkdir(&four, s4, 1, 0, root4, "r").await);
     assert_eq!((made.uid, made.gid), (2000, 2000), "mapall maps root too");
     assert_eq!(attr(mkdir(&four, s4, 2, 1000, root4, "u").await).uid, 2000);
