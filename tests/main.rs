@@ -9,6 +9,7 @@
 mod chunks;
 mod demo;
 mod demo_user;
+mod exports;
 mod failover;
 mod ha;
 mod lab;

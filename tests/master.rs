@@ -455,7 +455,7 @@ fn a_stolen_session_id_is_refused_and_logged() {
             session: Some(owner.id),
             client_info: "thief".into(),
             subdir: "/".into(),
-            password: None,
+            proof: None,
             token: 1,
         };
         let request = Request { session: 0, seq: 0, uid: 0, gid: 0, op: resume };

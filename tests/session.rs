@@ -31,7 +31,7 @@ impl Session {
                 session: None,
                 client_info: "mfsha test".into(),
                 subdir: "/".into(),
-                password: None,
+                proof: None,
                 token,
             };
             match session.read(hello).await.expect("hello reaches the master") {

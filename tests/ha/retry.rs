@@ -65,7 +65,7 @@ pub fn hello(token: u64) -> Request {
         session: None,
         client_info: "ha retry test".into(),
         subdir: "/".into(),
-        password: None,
+        proof: None,
         token,
     };
     Request { session: 0, seq: 0, uid: 0, gid: 0, op }

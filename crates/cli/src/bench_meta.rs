@@ -32,7 +32,7 @@ impl BenchSession {
             session: None,
             client_info: info.to_string(),
             subdir: "/".into(),
-            password: None,
+            proof: None,
             token: 0, // one attempt: nothing to retry
         };
         match session.send(hello).await? {

@@ -126,6 +126,50 @@ async fn who_leads(client: &MasterClient) -> Option<String> {
     }
 }
 
+/// Opens a session for a tool on `client` (`token` 0: a one-shot session that cannot be
+/// resumed). With `MFSHA_PASSWORD` set, the export's password is proved by challenge–response
+/// (see `mfsha_proto::auth`); it is never sent.
+pub(crate) async fn tool_hello(
+    client: &MasterClient,
+    token: u64,
+    client_info: String,
+    limit_ms: u64,
+) -> anyhow::Result<mfsha_proto::types::Reply<ClientReply>> {
+    let subdir = "/".to_string();
+    let proof = match std::env::var("MFSHA_PASSWORD") {
+        Ok(password) if !password.is_empty() => {
+            let op = ClientOp::Challenge { subdir: subdir.clone() };
+            let request = Request { session: 0, seq: 0, uid: 0, gid: 0, op };
+            match client.call_timeout(request, limit_ms).await? {
+                Ok(ClientReply::Challenge { nonce, md5 }) => {
+                    let key = mfsha_proto::auth::password_key(&password, md5);
+                    let info = &client_info;
+                    Some(mfsha_proto::auth::hello_proof(&key, &nonce, 0, token, &subdir, info))
+                }
+                Err(status) => return Ok(Err(status)),
+                Ok(other) => bail!("the master answered Challenge with {other:?}"),
+            }
+        }
+        _ => None,
+    };
+    let hello = ClientOp::Hello { session: None, client_info, subdir, proof, token };
+    let request = Request { session: 0, seq: 0, uid: 0, gid: 0, op: hello };
+    Ok(client.call_timeout(request, limit_ms).await?)
+}
+
+/// What to say when a master refuses a tool's session for its exports.
+pub(crate) fn exports_hint(status: mfsha_proto::types::Status) -> &'static str {
+    use mfsha_proto::types::Status;
+    match status {
+        Status::Access => {
+            ": the master's exports file does not admit this host (a line for its address, \
+             with maproot=0 for root-only commands)"
+        }
+        Status::BadPassword => ": the export needs a password: set MFSHA_PASSWORD",
+        _ => "",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -43,7 +43,13 @@ pub async fn transfer_leader(masters: &str, to: u64) -> anyhow::Result<()> {
     let started = Instant::now();
     let request =
         Request { session: 0, seq: 0, uid: 0, gid: 0, op: ClientOp::TransferLeader { to } };
-    let reply = client.call_timeout(request, status::ASK_LIMIT.as_millis() as u64).await;
+    let limit = status::ASK_LIMIT.as_millis() as u64;
+    let mut reply = client.call_timeout(request.clone(), limit).await;
+    if let Ok(Err(Status::Access)) = reply {
+        // Exports in force: the connection must open a session first (its export decides).
+        admitted(&client, &addr, limit).await?;
+        reply = client.call_timeout(request, limit).await;
+    }
     let reply = match reply {
         Ok(reply) => reply,
         // A leader with a VIP may release it (and step down, closing this connection) before
@@ -210,9 +216,16 @@ async fn change(list: &[String], id: u64, request: MemberChangeRequest) -> anyho
     // `Busy` is transient (the previous change is not in every member's log yet): ask again
     // for a while before saying so.
     let busy_until = Instant::now() + BUSY_PATIENCE;
+    let mut hello_done = false;
     let reply = loop {
         let reply = client.call_timeout(request.clone(), CHANGE_LIMIT.as_millis() as u64).await;
         let reply = reply.with_context(|| format!("no answer from the leader at {addr}"))?;
+        if reply == Err(Status::Access) && !hello_done {
+            // Exports in force: the connection must open a session first.
+            admitted(&client, &addr, CHANGE_LIMIT.as_millis() as u64).await?;
+            hello_done = true;
+            continue;
+        }
         if reply != Err(Status::Busy) || Instant::now() >= busy_until {
             break reply;
         }
@@ -248,3 +261,23 @@ async fn change(list: &[String], id: u64, request: MemberChangeRequest) -> anyho
 const BUSY_PATIENCE: Duration = Duration::from_secs(5);
 /// How long the leader may take to commit and apply a membership change.
 const CHANGE_LIMIT: Duration = Duration::from_secs(10);
+
+/// Opens a one-shot session on `client`, so that a master with exports lets its root-only
+/// requests through (as the export's `maproot` maps root).
+async fn admitted(
+    client: &mfsha_proto::client::MasterClient,
+    addr: &str,
+    limit_ms: u64,
+) -> anyhow::Result<()> {
+    let info = format!("mfsha member (pid {})", std::process::id());
+    match crate::leader::tool_hello(client, 0, info, limit_ms).await? {
+        Ok(ClientReply::Session { .. }) => Ok(()),
+        Err(status) => {
+            bail!(
+                "the leader at {addr} refused a session: {status}{}",
+                crate::leader::exports_hint(status)
+            )
+        }
+        Ok(other) => bail!("the leader at {addr} answered Hello with {other:?}"),
+    }
+}

@@ -45,15 +45,8 @@ impl Session {
                     format!("cannot reach a leading master at {masters} (is one running?)")
                 })?;
             let mut s = Session { client, master, session: 0, seq: 0 };
-            let hello = ClientOp::Hello {
-                session: None,
-                client_info: format!("mfsha tools (pid {})", std::process::id()),
-                subdir: "/".into(),
-                password: None,
-                token,
-            };
-            let request = Request { session: 0, seq: 0, uid: 0, gid: 0, op: hello };
-            let reply = s.client.call_timeout(request, TIMEOUT_MS).await;
+            let info = format!("mfsha tools (pid {})", std::process::id());
+            let reply = crate::leader::tool_hello(&s.client, token, info, TIMEOUT_MS).await;
             match reply.with_context(|| format!("request to the master at {} failed", s.master))? {
                 Ok(ClientReply::Session { session, .. }) => {
                     s.session = session;
@@ -65,6 +58,11 @@ impl Session {
                 {
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await
                 }
+                Err(status) => bail!(
+                    "master {} refused the session: {status}{}",
+                    s.master,
+                    crate::leader::exports_hint(status)
+                ),
                 other => bail!("master {} answered Hello with {other:?}", s.master),
             }
         }

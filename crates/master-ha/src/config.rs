@@ -45,6 +45,11 @@ pub struct MasterConfig {
     /// The cluster's virtual IP, held by the leader (see `mfsha_vip::VipConfig`); none when
     /// absent (the default): daemons then list every master's address.
     pub vip: Option<mfsha_vip::VipConfig>,
+    /// The exports file (`mfsexports.cfg` grammar, see `deploy/mfsexports.cfg`): which client
+    /// addresses may open sessions on which directories, how (read-only, uid mapping,
+    /// password). Re-read on SIGHUP. Absent (the default): every client may open a session
+    /// on any directory and act as the uid it claims, as before exports existed.
+    pub exports: Option<PathBuf>,
 }
 
 impl Default for MasterConfig {
@@ -61,6 +66,7 @@ impl Default for MasterConfig {
             chunks: ChunksConfig::default(),
             trash: TrashConfig::default(),
             vip: None,
+            exports: None,
         }
     }
 }
@@ -282,6 +288,9 @@ fn validate(config: &MasterConfig) -> Result<(), (&'static str, String)> {
         ));
     }
     validate_trash(&config.trash)?;
+    if config.exports.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+        return Err(("exports", "must name a file (or leave the key out: no exports)".into()));
+    }
     match &config.vip {
         Some(vip) => vip.validate().map_err(|reason| ("vip", reason)),
         None => Ok(()),

@@ -46,6 +46,10 @@ pub enum DaemonError {
     Vip(#[from] mfsha_vip::VipError),
     #[error(transparent)]
     Http(#[from] mfsha_ops::OpsError),
+    #[error(
+        "{0} (fix the exports file, or remove `exports:` from the config to export everything)"
+    )]
+    Exports(#[from] crate::exports::ExportsError),
 }
 
 /// A running master (in this process).
@@ -62,6 +66,8 @@ pub struct Master {
     /// The VIP fence, which releases the VIP when shutdown is triggered.
     fence_task: Option<tokio::task::JoinHandle<()>>,
     node_id: u64,
+    /// The configured exports file, re-read by [`Master::reload_exports`].
+    exports_file: Option<PathBuf>,
 }
 
 /// The operator's HTTP port: `/metrics` now, the status page next.
@@ -78,6 +84,11 @@ pub async fn start_with(
     config: MasterConfig,
     chunks: ChunksFactory,
 ) -> Result<Master, DaemonError> {
+    // Before anything binds: a bad exports file stops the master with its file:line:column.
+    let exports = match &config.exports {
+        Some(path) => Some(Arc::new(crate::exports::Exports::load(path)?)),
+        None => None,
+    };
     let client_listener = bind("client", config.listen.client).await?;
     let chunkserver_listener = bind("chunkserver", config.listen.chunkserver).await?;
     let logger_listener = bind("logger", config.listen.logger).await?;
@@ -136,6 +147,10 @@ pub async fn start_with(
         Service::new(meta, chunk_service, peers, leadership, config.cluster_id.clone());
     service.vip = fence;
     service.transfers = transfers;
+    if let Some(exports) = &exports {
+        tracing::info!(file = %exports.file.display(), lines = exports.rules.len(), "exports in force");
+    }
+    service.exports = parking_lot::RwLock::new(exports);
     let service = Arc::new(service);
     let router = mfsha_ops::metrics_routes(crate::metrics::exporter(&service))
         .merge(crate::web::routes(service.clone(), page_links(&config, http_addr.port())));
@@ -160,6 +175,7 @@ pub async fn start_with(
         raft_thread,
         fence_task,
         node_id: config.node_id,
+        exports_file: config.exports.clone(),
     })
 }
 
@@ -309,6 +325,29 @@ impl Master {
         Ok(())
     }
 
+    /// Re-reads the exports file (SIGHUP). A file with an error leaves the exports in force
+    /// as they were, and the error (file:line:column) is logged and returned. Sessions get
+    /// the new exports at their next `Hello` (see `server::access`).
+    pub fn reload_exports(&self) -> Result<(), crate::exports::ExportsError> {
+        let Some(path) = &self.exports_file else {
+            tracing::info!("reload asked for, but the config names no exports file; nothing to do");
+            return Ok(());
+        };
+        match crate::exports::Exports::load(path) {
+            Ok(exports) => {
+                tracing::info!(file = %path.display(), lines = exports.rules.len(),
+                    "exports reloaded: they apply to every Hello from now on");
+                *self.service.exports.write() = Some(Arc::new(exports));
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "exports not reloaded: the file has an error; the \
+                    exports read before stay in force");
+                Err(e)
+            }
+        }
+    }
+
     /// This master's Raft node id.
     pub fn node_id(&self) -> u64 {
         self.node_id
@@ -352,17 +391,30 @@ pub async fn run(config: MasterConfig) -> Result<(), DaemonError> {
         tracing::info!(%config, "starting");
         let mut terminate = signal(tokio::signal::unix::SignalKind::terminate(), "SIGTERM")?;
         let mut interrupt = signal(tokio::signal::unix::SignalKind::interrupt(), "SIGINT")?;
+        let mut hangup = signal(tokio::signal::unix::SignalKind::hangup(), "SIGHUP")?;
         let master = start(config).await?;
         mfsha_sd::ready();
         let mut ticks = None;
-        tokio::select! {
-            _ = terminate.recv() => tracing::info!("SIGTERM received"),
-            _ = interrupt.recv() => tracing::info!("SIGINT received"),
-            () = master.removed() => tracing::warn!("this master was removed from the group \
-                (`mfsha member remove`); stopping for good: move its data directory aside \
-                before it joins again"),
-            never = mfsha_sd::watchdog(|| master.alive(&mut ticks)) => match never {},
+        let mut watchdog = Box::pin(mfsha_sd::watchdog(|| master.alive(&mut ticks)));
+        // The watchdog borrows the master until this loop ends.
+        loop {
+            tokio::select! {
+                _ = terminate.recv() => { tracing::info!("SIGTERM received"); break }
+                _ = interrupt.recv() => { tracing::info!("SIGINT received"); break }
+                _ = hangup.recv() => {
+                    tracing::info!("SIGHUP received: re-reading the exports file");
+                    let _ = master.reload_exports(); // logged; the old exports stay
+                }
+                () = master.removed() => {
+                    tracing::warn!("this master was removed from the group \
+                        (`mfsha member remove`); stopping for good: move its data directory \
+                        aside before it joins again");
+                    break
+                }
+                never = &mut watchdog => match never {},
+            }
         }
+        drop(watchdog);
         mfsha_sd::stopping();
         master.stop().await
     }

@@ -27,6 +27,7 @@ durability rules (what is fsynced, in which batch, before which reply) live in `
 pub mod chunks;
 pub mod config;
 pub mod daemon;
+pub mod exports;
 pub mod fence;
 pub mod inspect;
 pub mod metrics;

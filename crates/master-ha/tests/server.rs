@@ -314,7 +314,7 @@ async fn a_session_id_alone_opens_nothing_on_another_connection() {
         session: Some(session),
         client_info: "thief".into(),
         subdir: "/".into(),
-        password: None,
+        proof: None,
         token: 12345,
     };
     assert_eq!(thief.call(request(0, 0, guess)).await.unwrap(), Err(Status::BadSession));

@@ -15,7 +15,7 @@ async fn hello_with_token(client: &Client, token: u64) -> Reply<ClientReply> {
         session: None,
         client_info: "sessions test".into(),
         subdir: "/".into(),
-        password: None,
+        proof: None,
         token,
     };
     client.call(request(0, 0, op)).await.unwrap()

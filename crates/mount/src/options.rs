@@ -61,7 +61,8 @@ pub struct MountOptions {
     #[arg(long)]
     pub metrics: Option<String>,
     /// mount(8)-style options, comma-separated: ro, rw, allow_other, mfsmaster=, mfsport=,
-    /// mfssubfolder=, mfspassword=, mfspassfile=, mfsattrcacheto=, mfsentrycacheto=,
+    /// mfssubfolder=, mfspassword= (or password=), mfspassfile= (or passwordfile=),
+    /// mfsattrcacheto=, mfsentrycacheto=,
     /// mfsiotimeout=, cluster_id=, metrics=IP:PORT (fstab keywords such as _netdev, defaults, noauto are
     /// accepted and ignored).
     #[arg(short = 'o', value_delimiter = ',')]
@@ -211,8 +212,8 @@ impl MountOptions {
             "mfsmaster" => self.master = need()?,
             "mfsport" => self.port = need()?.parse().map_err(|e| bad(opt, e))?,
             "mfssubfolder" => self.subfolder = need()?,
-            "mfspassword" => self.password = Some(need()?),
-            "mfspassfile" => self.password_file = Some(PathBuf::from(need()?)),
+            "mfspassword" | "password" => self.password = Some(need()?),
+            "mfspassfile" | "passwordfile" => self.password_file = Some(PathBuf::from(need()?)),
             "mfsattrcacheto" => self.attr_cache = need()?.parse().map_err(|e| bad(opt, e))?,
             "mfsentrycacheto" => self.entry_cache = need()?.parse().map_err(|e| bad(opt, e))?,
             "mfsiotimeout" | "mfstimeout" => {
@@ -410,5 +411,9 @@ mod tests {
         let mut o = MountOptions::new("/mnt/x".into(), "m1");
         o.options = vec![format!("mfspassfile={}", path.display())];
         assert_eq!(o.resolve().unwrap().client.master.password.as_deref(), Some("secret"));
+        o.options = vec![format!("passwordfile={}", path.display())];
+        assert_eq!(o.resolve().unwrap().client.master.password.as_deref(), Some("secret"));
+        o.options = vec!["password=111111".into()];
+        assert_eq!(o.resolve().unwrap().client.master.password.as_deref(), Some("111111"));
     }
 }

@@ -35,13 +35,23 @@ pub enum ClientOp {
         client_info: String,
         /// Subdirectory of the filesystem to use as this session's root ("/" for all).
         subdir: String,
-        password: Option<String>,
+        /// For an export with a password: HMAC-SHA-256 over the nonce of the `Challenge`
+        /// answered last on this connection and this Hello's fields (see
+        /// [`crate::auth::hello_proof`]); the password itself is never sent.
+        proof: Option<[u8; 32]>,
         /// For a new session: a random number the client picks once per session it opens
         /// and sends again with every retry of that Hello. The master answers a retry whose
         /// first attempt committed (its reply was lost, e.g. the leader died) with the
         /// session that attempt opened, instead of opening a second one. 0: no such
         /// protection (one-shot tools). Ignored when resuming.
         token: u64,
+    },
+    /// Asks for a nonce to prove the export's password with in the next `Hello` on this
+    /// connection (see [`crate::auth`]). Answered by any master.
+    Challenge {
+        /// The directory the `Hello` will ask for (the export it falls under says whether its
+        /// key is the password or the password's MD5).
+        subdir: String,
     },
     Lookup {
         parent: Ino,
@@ -299,6 +309,7 @@ impl ClientOp {
             | Create { .. }
             | Goodbye => true,
             Hello { .. }
+            | Challenge { .. }
             | Lookup { .. }
             | GetAttr { .. }
             | ReadLink { .. }
@@ -371,6 +382,12 @@ pub enum ClientReply {
     Lock(Option<FileLock>),
     /// Answer to `WhoLeads`.
     Leader(LeaderHint),
+    /// Answer to `Challenge`: the nonce, and whether the key is the password's MD5
+    /// (`md5pass=` export) rather than the password.
+    Challenge {
+        nonce: [u8; crate::auth::NONCE_BYTES],
+        md5: bool,
+    },
 }
 
 /// What a master sends back for one [`Request`]: its current Raft term and the result.
@@ -736,6 +753,7 @@ impl ClientOp {
         use ClientOp::*;
         match self {
             Hello { .. } => "hello",
+            Challenge { .. } => "challenge",
             Lookup { .. } => "lookup",
             GetAttr { .. } => "getattr",
             SetAttr { .. } => "setattr",

@@ -17,7 +17,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 /// 4: `LeaderHint` and `ClusterStatus` carry the master's `cluster_id` (clients check it).
 /// 5: `ClusterStatus` carries the chunk matrix, the stable count and the long work under way;
 /// `ClientOp::ReadDir` may continue after a name.
-pub const PROTOCOL_VERSION: u8 = 5;
+/// 6: exports: `ClientOp::Challenge`, `Hello` carries a password proof instead of the
+/// password, `Status::BadPassword`.
+pub const PROTOCOL_VERSION: u8 = 6;
 
 /// Largest frame body (everything after the 4-byte length) we accept or send.
 ///

@@ -35,6 +35,7 @@ length prefix beyond the bytes actually present, and it lets the message definit
 Rust enums that the compiler checks exhaustively on both ends.
 */
 
+pub mod auth;
 pub mod client;
 pub mod cs;
 pub mod data;

@@ -236,6 +236,9 @@ pub enum Status {
     WouldBlock,
     #[error("cross-device link")]
     CrossDevice,
+    /// The export needs a password and the `Hello` proved none, or a wrong one.
+    #[error("wrong or missing password for this export")]
+    BadPassword,
 }
 
 impl Status {
@@ -270,6 +273,7 @@ impl Status {
             Status::BadSession => 116,    // ESTALE
             Status::WouldBlock => 11,     // EAGAIN
             Status::CrossDevice => 18,    // EXDEV
+            Status::BadPassword => 13,    // EACCES
         }
     }
 }

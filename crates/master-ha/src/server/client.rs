@@ -8,6 +8,7 @@
 //! A retried mutation whose `(session, seq)` the state machine already answered gets that same
 //! answer again without a second proposal.
 
+use super::access::{self, Grant, HelloFields};
 use super::session::Connection;
 use super::Service;
 use mfsha_meta::{ClientTag, Entry, Op, Outcome, State};
@@ -32,11 +33,19 @@ pub async fn handle_waiting(
     request: Request,
 ) -> Reply<ClientReply> {
     match &request.op {
-        ClientOp::Hello { session: Some(session), client_info, token, .. } => {
-            resume(service, connection, *session, *token, client_info)
-        }
-        ClientOp::Hello { session: None, client_info, subdir, token, .. } => {
-            open_session(service, connection, client_info, subdir, *token).await
+        ClientOp::Hello { session, client_info, subdir, token, proof } => {
+            let hello = HelloFields {
+                session: session.unwrap_or(0),
+                token: *token,
+                subdir,
+                client_info,
+                proof: *proof,
+            };
+            let grant = access::check_hello(service, connection, &hello)?;
+            match session {
+                Some(session) => resume(service, connection, *session, &hello, grant),
+                None => open_session(service, connection, &hello, grant).await,
+            }
         }
         ClientOp::Goodbye => goodbye(service, connection, &request).await,
         ClientOp::ChangeMember { change } => {
@@ -65,6 +74,9 @@ pub fn answer_now(
             let hint =
                 LeaderHint { cluster_id: service.cluster_id.clone(), ..service.leadership.hint() };
             return Some(Ok(ClientReply::Leader(hint)));
+        }
+        ClientOp::Challenge { ref subdir } => {
+            return Some(access::challenge(service, connection, subdir))
         }
         _ => {}
     }
@@ -156,18 +168,20 @@ fn resume(
     service: &Service,
     connection: &Connection,
     session: SessionId,
-    token: u64,
-    client_info: &str,
+    hello: &HelloFields,
+    grant: Grant,
 ) -> Reply<ClientReply> {
-    let info: String = client_info.chars().take(CLIENT_INFO_MAX).collect();
+    let info: String = hello.client_info.chars().take(CLIENT_INFO_MAX).collect();
     let (root, secret) =
         service.meta.read(|s| s.session_resume(session)).ok_or(Status::BadSession)?;
-    if secret == 0 || secret != token {
+    if secret == 0 || secret != hello.token {
         tracing::warn!(session, peer = %connection.peer,
             "refused to resume a session without its secret (a stolen or guessed session id, \
              or a client that opened it without a token)");
         return Err(Status::BadSession);
     }
+    own_root(service, connection, session, root, hello, &grant)?;
+    *connection.grant.lock() = grant;
     service.sessions.attach(connection, session, root, &info);
     tracing::debug!(session, peer = %connection.peer, "session resumed");
     Ok(ClientReply::Session { session, root })
@@ -178,18 +192,20 @@ fn resume(
 async fn open_session(
     service: &Service,
     connection: &Connection,
-    client_info: &str,
-    subdir: &str,
-    token: u64,
+    hello: &HelloFields<'_>,
+    grant: Grant,
 ) -> Reply<ClientReply> {
-    let info: String = client_info.chars().take(CLIENT_INFO_MAX).collect();
+    let (token, subdir) = (hello.token, exported(hello.subdir));
+    let info: String = hello.client_info.chars().take(CLIENT_INFO_MAX).collect();
     if let Some((session, root)) = service.meta.read(|s| s.session_by_token(token)) {
+        own_root(service, connection, session, root, hello, &grant)?;
+        *connection.grant.lock() = grant;
         service.sessions.attach(connection, session, root, &info);
         tracing::info!(session, peer = %connection.peer, "session open retried: same session");
         return Ok(ClientReply::Session { session, root });
     }
     let root = service.meta.read(|s| {
-        let ino = s.resolve_path(ROOT_INO, subdir)?;
+        let ino = s.resolve_path(ROOT_INO, &subdir)?;
         match s.getattr(ino)?.kind {
             FileKind::Directory => Ok(ino),
             _ => Err(Status::NotDir),
@@ -213,9 +229,37 @@ async fn open_session(
         }
     };
     service.sessions.opened(session, term);
+    *connection.grant.lock() = grant;
     service.sessions.attach(connection, session, root, &info);
     tracing::info!(session, peer = %connection.peer, info = %info, root, "session opened");
     Ok(ClientReply::Session { session, root })
+}
+
+/// Under exports, the export was chosen by the directory a `Hello` names: taking up an
+/// existing session, that must be the session's own root, or a client could name a
+/// directory of a writable line to take up a session rooted under a read-only one.
+fn own_root(
+    service: &Service,
+    connection: &Connection,
+    session: SessionId,
+    root: Ino,
+    hello: &HelloFields,
+    grant: &Grant,
+) -> Reply<()> {
+    let Grant::Export { line, .. } = grant else { return Ok(()) };
+    let named = service.meta.read(|s| s.resolve_path(ROOT_INO, &exported(hello.subdir)));
+    if named == Ok(root) {
+        return Ok(());
+    }
+    tracing::warn!(session, peer = %connection.peer, subdir = hello.subdir, line,
+        "refused to take up a session naming another directory than its root");
+    Err(Status::Access)
+}
+
+/// The directory a `Hello` names, as the exports matched it (`..` taken back lexically, as
+/// the metadata resolves it).
+fn exported(subdir: &str) -> String {
+    crate::exports::normalise(subdir)
 }
 
 async fn goodbye(

@@ -159,8 +159,14 @@ async fn serve_connection(
     tracing::debug!("client connected");
     let handler = {
         let (service, connection) = (service.clone(), connection.clone());
-        move |request: Request| {
+        move |mut request: Request| {
             let (started, op) = (Instant::now(), request.op.name());
+            // The exports first: who may ask, as which uid (see `access`).
+            if let Err(refused) = super::access::admit(&service, &connection, &mut request) {
+                let refused = Err(refused);
+                service.client_metrics.record(op, started, &refused);
+                return Handled::Now(answer(&service, refused));
+            }
             // Reads are answered on the connection's own task: no spawn, no context switch.
             if let Some(reply) = client::answer_now(&service, &connection, &request) {
                 service.client_metrics.record(op, started, &reply);

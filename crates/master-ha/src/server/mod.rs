@@ -19,6 +19,7 @@
 //! chunks registry, reached through the [`ChunkService`] trait so that this module does not
 //! depend on how the registry is built.
 
+pub mod access;
 pub mod client;
 pub mod expiry;
 pub mod leadership;
@@ -187,6 +188,9 @@ pub struct Service {
     pub client_metrics: crate::metrics::ClientMetrics,
     /// Snapshot streams on the peer port (none in a group of one).
     pub transfers: mfsha_raft::transport::transfers::Transfers,
+    /// The exports in force (`exports:` in the config; `None`: every client may do
+    /// everything, as before exports existed). Replaced whole by a reload.
+    pub exports: parking_lot::RwLock<Option<Arc<crate::exports::Exports>>>,
 }
 
 impl Service {
@@ -210,6 +214,7 @@ impl Service {
             vip: None,
             client_metrics: crate::metrics::ClientMetrics::default(),
             transfers: Default::default(),
+            exports: parking_lot::RwLock::new(None),
         }
     }
 }

@@ -24,6 +24,10 @@ pub struct Connection {
     pub session: Mutex<Option<(SessionId, Ino)>>,
     /// A request naming another session was refused (and logged) on this connection.
     pub refused: std::sync::atomic::AtomicBool,
+    /// The nonce of the last `Challenge` answered here, for the next `Hello` only.
+    pub challenge: Mutex<Option<[u8; mfsha_proto::auth::NONCE_BYTES]>>,
+    /// What the exports let this connection do, decided by its last `Hello`.
+    pub grant: Mutex<super::access::Grant>,
 }
 
 /// Local bookkeeping of sessions: the id allocator, connected clients, session roots.
@@ -78,7 +82,14 @@ impl Sessions {
     /// Registers a new connection and returns its handle.
     pub fn connect(&self, peer: String) -> Connection {
         let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
-        Connection { id, peer, session: Mutex::new(None), refused: Default::default() }
+        Connection {
+            id,
+            peer,
+            session: Mutex::new(None),
+            refused: Default::default(),
+            challenge: Mutex::new(None),
+            grant: Mutex::new(super::access::Grant::NoHello),
+        }
     }
 
     /// Records that `connection` now carries `session` rooted at `root`.

@@ -67,7 +67,7 @@ pub async fn hello(client: &Client, resume: Option<u64>) -> Reply<ClientReply> {
         session: resume,
         client_info: "test".into(),
         subdir: "/".into(),
-        password: None,
+        proof: None,
         token,
     };
     let reply = client.call(request(0, 0, op)).await.unwrap();

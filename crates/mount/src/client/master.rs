@@ -124,8 +124,24 @@ pub enum ConnectError {
     /// `said`: what each master of the last round said.
     #[error("no master among {masters} took the session within {secs} s ({said})")]
     Unreachable { masters: String, secs: u64, said: String },
-    #[error("master {master} refused the session: {status}")]
+    #[error("master {master} refused the session: {status}{}", refusal_hint(*.status))]
     Refused { master: String, status: Status },
+}
+
+/// What to do about a refused session, for the refusals the exports give.
+fn refusal_hint(status: Status) -> &'static str {
+    match status {
+        Status::Access => {
+            " (the master's exports file admits neither this client's address nor this \
+             subfolder: ask its operator for a line, or mount a subfolder that is exported)"
+        }
+        Status::BadPassword => {
+            " (give the export's password: --password-file, -p, or -o \
+             mfspassword=/mfspassfile=)"
+        }
+        Status::NotSupported => " (the meta filesystem cannot be mounted yet)",
+        _ => "",
+    }
 }
 
 /// One connection carrying the session.
@@ -858,17 +874,44 @@ impl MasterLink {
             Some(_) => self.secret.load(Ordering::Acquire),
             None => self.open_token(),
         };
+        let proof = match &self.cfg.password {
+            Some(password) => Some(self.prove(rpc, password, session.unwrap_or(0), token).await?),
+            None => None,
+        };
         let op = ClientOp::Hello {
             session,
             client_info: self.cfg.info.clone(),
             subdir: self.cfg.subdir.clone(),
-            password: self.cfg.password.clone(),
+            proof,
             token,
         };
         let req = Request { session: 0, seq: 0, uid: 0, gid: 0, op };
         match self.one_call(rpc, req).await? {
             ClientReply::Session { session, root } => Ok((session, root)),
             other => Err(OpenError::Retry(format!("unexpected answer to Hello: {other:?}"))),
+        }
+    }
+
+    /// The proof of `password` for the `Hello` about to be sent on `rpc`: a `Challenge`
+    /// first, then HMAC-SHA-256 over its nonce and the Hello's fields (see
+    /// `mfsha_proto::auth`). The password itself never leaves this process.
+    async fn prove(
+        &self,
+        rpc: &Rpc,
+        password: &str,
+        session: SessionId,
+        token: u64,
+    ) -> Result<[u8; 32], OpenError> {
+        let subdir = self.cfg.subdir.clone();
+        let op = ClientOp::Challenge { subdir: subdir.clone() };
+        let req = Request { session: 0, seq: 0, uid: 0, gid: 0, op };
+        match self.one_call(rpc, req).await? {
+            ClientReply::Challenge { nonce, md5 } => {
+                let key = mfsha_proto::auth::password_key(password, md5);
+                let info = &self.cfg.info;
+                Ok(mfsha_proto::auth::hello_proof(&key, &nonce, session, token, &subdir, info))
+            }
+            other => Err(OpenError::Retry(format!("unexpected answer to Challenge: {other:?}"))),
         }
     }
 
@@ -1019,7 +1062,7 @@ fn configured_cluster(cfg: &MasterConfig) -> Option<Cluster> {
 /// Why no master took the session in one round.
 #[derive(Debug, thiserror::Error)]
 enum RoundError {
-    #[error("master {master} refused the session: {status}")]
+    #[error("master {master} refused the session: {status}{}", refusal_hint(*.status))]
     Refused { master: String, status: Status },
     #[error("{0}")]
     Failed(String),
