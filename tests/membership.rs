@@ -75,6 +75,25 @@ impl Group {
         wait_for_port(&self.client(id), "master", &log, Duration::from_secs(30));
     }
 
+    /// Starts a chunkserver following masters `ids` (their chunkserver ports), goal 1 data.
+    fn start_chunkserver(&self, ids: &[usize]) -> Daemon {
+        let disk = self.path().join("chunkserver-disk");
+        std::fs::create_dir_all(&disk).unwrap();
+        let masters: Vec<String> = ids
+            .iter()
+            .map(|id| format!("\"127.0.0.1:{}\"", self.ports[id - 1].chunkserver))
+            .collect();
+        let (port, http) = (crate::util::free_port(), crate::util::free_port());
+        let yaml = format!(
+            "data_dirs:\n  - path: {}\nmaster: [{}]\ncluster_id: {CLUSTER}\nlisten: 127.0.0.1:{port}\nhttp: 127.0.0.1:{http}\nheartbeat_ms: 200\nscrub_mib_per_sec: 0\n",
+            disk.display(),
+            masters.join(", ")
+        );
+        let config = self.path().join("chunkserver.yaml");
+        std::fs::write(&config, yaml).unwrap();
+        Daemon::spawn(self.path(), "chunkserver", &["chunkserver", "-c", config.to_str().unwrap()])
+    }
+
     fn daemon(&mut self, id: usize) -> &mut Daemon {
         self.masters[id - 1].as_mut().expect("master started")
     }
@@ -159,6 +178,11 @@ fn a_member_added_catches_up_and_votes_and_a_removed_one_stops() {
     }
     let leader = group.wait_leader(&rt, &[1, 2, 3]);
     let first = group.list(&[1, 2, 3]);
+    // A chunkserver configured with the first three masters only.
+    let _chunkserver = group.start_chunkserver(&[1, 2, 3]);
+    group.wait(&rt, "the chunkserver registered with the leader", |g| {
+        (g.status(&rt, leader)?.chunkservers.len() == 1).then_some(())
+    });
     let mut mount = Mount::start_in(group.path(), "mnt", &first, &[], &first.replace(',', "+"));
     mkdirs(&mount, "before", 50);
 
@@ -195,6 +219,11 @@ fn a_member_added_catches_up_and_votes_and_a_removed_one_stops() {
         let four = status.members.into_iter().find(|m| m.id == 4)?;
         (four.kind == MemberKind::Master && four.client.as_deref() == Some(client.as_str()))
             .then_some(())
+    });
+    // The masters greet the chunkserver again naming node 4, and it follows node 4 too, so a
+    // node 4 that leads later knows every copy.
+    group.wait(&rt, "the chunkserver registered with node 4 as well", |g| {
+        (g.status(&rt, 4)?.chunkservers.len() == 1).then_some(())
     });
     mkdirs(&mount, "after", 50);
     let want = group.status(&rt, leader).unwrap().directories;

@@ -169,3 +169,23 @@ fn wiped_follower_reseeds_from_a_big_namespace_without_an_election() {
     }
     println!("snapshot blob: {} MiB; whole test {:?}", blob >> 20, started.elapsed());
 }
+
+/// On an idle cluster (nothing written after the wipe), a wiped follower is re-seeded at once:
+/// its new connection makes the leader append an empty entry, which the empty follower
+/// refuses, and the leader sends the snapshot. Before, it waited for a client's next write
+/// while the leader still counted it caught up.
+#[test]
+fn a_wiped_follower_of_an_idle_cluster_is_reseeded_without_a_write() {
+    let mut cluster = HaCluster::start(0);
+    let leader = cluster.wait_leader(Duration::from_secs(30));
+    let follower = 1 - leader;
+    cluster.wait_caught_up(follower, Duration::from_secs(30));
+    cluster.stop_master(follower);
+    let data = cluster.path().join(format!("master{}", cluster.masters[follower].id));
+    std::fs::remove_dir_all(&data).unwrap();
+    cluster.start_master(follower);
+    // Well under the idle time a write would have been waited for (none comes).
+    cluster.wait_caught_up(follower, Duration::from_secs(10));
+    let status = cluster.status(follower).expect("the re-seeded follower answers");
+    assert!(status.applied_index > 0 && status.leader_id != 0, "{status:?}");
+}

@@ -418,8 +418,15 @@ impl Session<'_> {
                     *backoff = BACKOFF_MIN;
                     tracing::info!(master = %self.addr, master_node, term, "registration accepted");
                 }
-                MasterToCs::Hello { .. } => {
-                    return Err(LinkError::Early("a second Hello".into()));
+                // A later Hello names the masters anew (one was added): follow the new ones.
+                MasterToCs::Hello { cluster, masters, .. } => {
+                    if self.shared.config.cluster.as_ref().is_some_and(|ours| *ours != cluster) {
+                        let ours = self.shared.config.cluster.clone().unwrap_or_default();
+                        return Err(LinkError::WrongCluster { ours, theirs: cluster });
+                    }
+                    for (_, addr) in masters {
+                        spawn_follow(self.shared, addr);
+                    }
                 }
                 _ => {}
             }

@@ -116,6 +116,7 @@ fn run<S: StateMachine, L: LogStore>(
             | Inbox::Peer { .. }
             | Inbox::SnapshotReport { .. }
             | Inbox::TransferLeader { .. }
+            | Inbox::PeerConnected { .. }
             | Inbox::Wake => {}
         }
     }
@@ -132,6 +133,7 @@ fn take<S: StateMachine, L: LogStore>(node: &mut Node<S, L>, item: Inbox<S::Outp
             node.change_members(change, command, reply)
         }
         Inbox::Snapshot { index, reply } => node.want_snapshot(index, reply),
+        Inbox::PeerConnected { from } => node.peer_connected(from),
         Inbox::Wake => {}
     }
 }

@@ -199,6 +199,11 @@ pub(crate) enum Inbox<O> {
         index: u64,
         reply: oneshot::Sender<SnapshotBlob>,
     },
+    /// A member opened a new connection to this node's peer port (see
+    /// [`Handle::peer_connected`]).
+    PeerConnected {
+        from: u64,
+    },
     /// Wakes the loop so it sees the shutdown flag.
     Wake,
 }
@@ -596,6 +601,14 @@ impl<S: StateMachine> Handle<S> {
     /// Asks this node (if it leads) to hand leadership to `to`.
     pub fn transfer_leader(&self, to: u64) -> Result<(), Status> {
         self.shared.send(Inbox::TransferLeader { to })
+    }
+
+    /// Member `from` connected anew (it restarted, perhaps with a wiped store): a leader
+    /// then appends an empty entry (see `Node::peer_connected`).
+    pub fn peer_connected(&self, from: u64) {
+        if self.shared.send(Inbox::PeerConnected { from }).is_err() {
+            tracing::debug!(node = self.shared.node_id, from, "raft node stopped");
+        }
     }
 
     /// Stops the loop after the current `Ready`. Pending and later proposals get

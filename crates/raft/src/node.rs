@@ -237,6 +237,21 @@ impl<S: StateMachine, L: LogStore> Node<S, L> {
         self.raw.transfer_leader(to);
     }
 
+    /// A member connected anew. A member that restarted with a wiped store looks caught up
+    /// to the leader (its progress still says what it held before), and raft-rs sends it
+    /// nothing but heartbeats until the next entry: on an idle cluster it would wait for a
+    /// client's write to be re-seeded. An empty entry (applied as the state machine's empty
+    /// command, like an election's) makes the leader append at once; the wiped member
+    /// refuses the append and gets the snapshot.
+    pub fn peer_connected(&mut self, from: u64) {
+        if self.raw.raft.state != raft::StateRole::Leader || from == self.node_id() {
+            return;
+        }
+        if let Err(e) = self.raw.propose(Vec::new(), Vec::new()) {
+            tracing::debug!(node = self.node_id(), from, error = %e, "no empty entry for a reconnected member");
+        }
+    }
+
     /// Proposes a command; `reply` hears back once it is applied (or why not).
     pub fn propose(&mut self, data: Vec<u8>, reply: Reply<S::Output>) {
         let deadline_ms = self.now_ms + 2 * self.election_timeout_ms();

@@ -131,7 +131,7 @@ async fn connection(
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
     let key = registry.inner.lock().add_server(server_id, addr.clone(), labels, disks, tx);
     tracing::info!(%peer, server = %addr, server_id = format_args!("{server_id:016x}"), "chunkserver registering");
-    let writer = tokio::spawn(write_loop(write_half, rx, addr.clone(), greeting.leadership));
+    let writer = tokio::spawn(write_loop(write_half, rx, addr.clone(), greeting, hello));
     let (frames_tx, frames) = mpsc::channel(64);
     let read_task = tokio::spawn(read_loop(reader, frames_tx));
     let result = session(&registry, key, &addr, frames).await;
@@ -173,7 +173,8 @@ async fn write_loop(
     out: OwnedWriteHalf,
     mut rx: mpsc::Receiver<MasterToCs>,
     addr: ServerAddr,
-    leadership: Leadership,
+    greeting: Greeting,
+    mut greeted: FromMaster,
 ) {
     let mut out = BufWriter::new(out);
     let mut beat = tokio::time::interval(Duration::from_millis(MASTER_HEARTBEAT_MS));
@@ -184,13 +185,31 @@ async fn write_loop(
                 Some(msg) => msg,
                 None => return,
             },
-            _ = beat.tick() => MasterToCs::Heartbeat,
+            _ = beat.tick() => regreeting(&greeting, &mut greeted).unwrap_or(MasterToCs::Heartbeat),
         };
-        if let Err(e) = write_batch(&mut out, msg, &mut rx, &leadership).await {
+        if let Err(e) = write_batch(&mut out, msg, &mut rx, &greeting.leadership).await {
             tracing::warn!(server = %addr, error = %e, "cannot send to chunkserver");
             return;
         }
     }
+}
+
+/// A new `Hello` when the masters' chunkserver addresses changed since the last one (a master
+/// added with `mfsha member add`): the chunkserver then follows the new master too, so a
+/// master that becomes leader later already knows every copy. Heartbeats stand in for it.
+fn regreeting(greeting: &Greeting, greeted: &mut FromMaster) -> Option<MasterToCs> {
+    let MasterToCs::Hello { master_node, .. } = greeted.msg else { return None };
+    let now = greeting.hello(master_node);
+    let masters = |m: &FromMaster| match &m.msg {
+        MasterToCs::Hello { masters, .. } => masters.clone(),
+        _ => Vec::new(),
+    };
+    if masters(&now) == masters(greeted) {
+        return None;
+    }
+    tracing::info!(masters = ?masters(&now), "the masters changed: greeting the chunkserver again");
+    *greeted = now;
+    Some(greeted.msg.clone())
 }
 
 /// Writes `first` and whatever else is queued, then flushes once. Commands go out only while

@@ -507,6 +507,7 @@ async fn receive<S: StateMachine>(
         None => return Ok(()),
     };
     tracing::debug!(peer = from, %addr, "peer connected");
+    node.peer_connected(from);
     let mut snapshot: Option<Vec<u8>> = None;
     let mut progress: Option<TransferGuard> = None;
     loop {
