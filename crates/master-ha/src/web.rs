@@ -43,7 +43,7 @@ pub fn routes(service: Arc<Service>, links: PageLinks) -> Router {
     };
     Router::new()
         .route("/", get(move || page_html(s.clone(), l.clone())))
-        .route("/api/status", api(|st| json(st)))
+        .route("/api/status", api(json::<ClusterStatus>))
         .route("/api/servers", api(|st| json(&views::servers(st))))
         .route("/api/disks", api(|st| json(&views::disks(st))))
         .route("/api/chunks", api(|st| json(&views::chunks(st))))
