@@ -113,6 +113,10 @@ fn the_status_page_in_chromium_shows_the_nodes_servers_chunk_matrix_and_mounts()
     };
     assert_eq!(matrix_cell(&dom, 2, 2), Some(FILES as u64), "goal-2 chunks with 2 copies:\n{dom}");
     assert!(dom.contains("class=\"stable\""), "a full-goal cell is coloured stable");
+    assert!(
+        dom.contains("per second") && dom.contains("<td class=\"l\">create</td>"),
+        "operations and their rates:\n{dom}"
+    );
     for (port, _) in &cluster.chunkservers {
         assert!(dom.contains(&format!("127.0.0.1:{port}")), "chunkserver {port} missing:\n{dom}");
     }

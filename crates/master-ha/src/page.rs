@@ -20,8 +20,9 @@ pub const REFRESH_SECONDS: u32 = 5;
 pub struct PageExtras {
     /// The leader's status page, when this master does not lead and knows where it is.
     pub leader_page: Option<String>,
-    /// Client operations served by this master since it started, by name.
-    pub operations: Vec<(String, u64)>,
+    /// Client operations served by this master since it started, by name, with their rate
+    /// per second since the page was last rendered (`None` the first time).
+    pub operations: Vec<(String, u64, Option<f64>)>,
     /// Now, in ms since the Unix epoch (for "since" columns).
     pub now_unix_ms: u64,
 }
@@ -300,12 +301,14 @@ fn operations(out: &mut String, extras: &PageExtras) {
         return;
     }
     out.push_str(
-        "<p>Client operations this master served since it started (rates: the \
-        metrics' <code>rate()</code> on <a href=\"/metrics\">/metrics</a>).</p>\n",
+        "<p>Client operations this master served since it started, and per second since \
+        the page was last loaded (longer views: <code>rate()</code> on \
+        <a href=\"/metrics\">/metrics</a>).</p>\n",
     );
-    table_head(out, "operations", &["operation", "count"]);
-    for (name, count) in &extras.operations {
-        row(out, &[name.clone(), count.to_string()]);
+    table_head(out, "operations", &["operation", "count", "per second"]);
+    for (name, count, rate) in &extras.operations {
+        let rate = rate.map_or("-".into(), |r| format!("{r:.1}"));
+        row(out, &[name.clone(), count.to_string(), rate]);
     }
     out.push_str("</table>\n");
 }
