@@ -305,10 +305,13 @@ fn leader_line(survey: &Survey) -> String {
 /// Who holds the VIP, since when and when it was last announced, from every master that
 /// answered; `None` when no master has a `vip:` section.
 pub fn vip_line(survey: &Survey, now_ms: u64) -> Option<String> {
-    let vips: Vec<(u64, &VipState)> = survey
+    let mut vips: Vec<(u64, &VipState)> = survey
         .answered()
         .filter_map(|(_, s, _)| s.vip.as_deref().map(|v| (s.node_id, v)))
         .collect();
+    // A master asked twice (by the VIP's name and by its own address) is one holder.
+    vips.sort_by_key(|(id, _)| *id);
+    vips.dedup_by_key(|(id, _)| *id);
     let (_, first) = vips.first()?;
     let holders: Vec<String> = vips
         .iter()
@@ -447,6 +450,12 @@ mod tests {
         assert!(vip_line(&nobody, 0).unwrap().contains("held by no master"));
         let two = Survey { answers: vec![answer(1, true), answer(2, true)] };
         assert!(vip_line(&two, 0).unwrap().contains("MORE THAN ONE"));
+        // Node 2 asked through the VIP and through its own address: one holder.
+        let mut twice = answer(2, true);
+        twice.addr = "mfsmaster:9421".into();
+        let same = Survey { answers: vec![answer(1, false), answer(2, true), twice] };
+        let line = vip_line(&same, 3_600_000 + 4500).unwrap();
+        assert!(line.contains("held by node 2") && !line.contains("MORE THAN ONE"), "{line}");
         assert_eq!(vip_line(&Survey::default(), 0), None, "no vip configured");
     }
 
