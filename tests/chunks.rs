@@ -203,13 +203,11 @@ async fn a_disk_marked_for_removal_is_drained_and_reported_safe() {
     }
     assert!(!on_zero.is_empty(), "the marked disk's copies stay until it is pulled");
     assert!(on_zero.iter().all(|c| c.state == "MARKED FOR REMOVAL"), "{on_zero:?}");
-    // The drain was reported as long work from start to end, and is no longer under way.
-    let log = cluster.master_log();
-    for line in
-        ["drain of disks marked for removal started", "drain of disks marked for removal finished"]
-    {
-        assert!(log.contains(line), "the master log lacks {line:?}:\n{log}");
-    }
+    // The drain was reported as long work from start to end (the engine's next pass sees it
+    // finished), and is no longer under way.
+    let lines =
+        ["drain of disks marked for removal started", "drain of disks marked for removal finished"];
+    wait_log_lines(&cluster, &lines).await;
     assert!(status(&client).await.long_work.is_empty(), "nothing is under way any more");
     // Pulling the disk now loses nothing.
     cluster.kill_chunkserver(0);
@@ -264,11 +262,27 @@ async fn a_damaged_disk_is_marked_and_its_chunks_re_replicated() {
     for (i, sum) in sums.iter().enumerate() {
         assert_eq!(&sha256(&client.read_file(&format!("/dmg/f{i}")).await.unwrap()), sum);
     }
-    let log = cluster.master_log();
-    for line in ["re-replication started", "re-replication finished"] {
-        assert!(log.contains(line), "the master log lacks {line:?}:\n{log}");
-    }
+    wait_log_lines(&cluster, &["re-replication started", "re-replication finished"]).await;
     close(&client).await;
+}
+
+/// Waits (bounded) until the master's whole log holds every one of `lines`.
+async fn wait_log_lines(cluster: &Cluster, lines: &[&str]) {
+    let path = cluster.path().join("master.log");
+    let deadline = std::time::Instant::now() + LIMIT;
+    loop {
+        let log = std::fs::read_to_string(&path).unwrap_or_default();
+        let missing: Vec<&&str> = lines.iter().filter(|l| !log.contains(**l)).collect();
+        if missing.is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the master log lacks {missing:?}:\n{}",
+            cluster.master_log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -133,9 +133,14 @@ fn join_by_snapshot(cluster: &mut HaCluster, index: usize, before: &ClusterStatu
 fn wiped_follower_reseeds_from_a_big_namespace_without_an_election() {
     let files = files();
     // Snapshots every few entries, so that the leader (and the joining follower, once it has
-    // caught up) build snapshots of the whole namespace while the test watches.
-    let mut cluster =
-        HaCluster::configured(super::cluster::CLUSTER_ID, "raft:\n  snapshot_every_entries: 60\n");
+    // caught up) build snapshots of the whole namespace while the test watches. The masters'
+    // election timeout is 0.6-1 s instead of 0.3-0.5 s: in a debug build with both cores busy
+    // (the follower installing, the leader building, another test beside) the witness was
+    // once starved long enough for the leader to step down by check-quorum; the test is about
+    // the re-seed not stalling the leader, which a stall of seconds would still show.
+    let raft =
+        "raft:\n  snapshot_every_entries: 60\n  election_ticks: 12\n  max_election_ticks: 20\n";
+    let mut cluster = HaCluster::configured(super::cluster::CLUSTER_ID, raft);
     let started = Instant::now();
     let config = cluster.master_config_path(0);
     let files_arg = files.to_string();
