@@ -683,5 +683,19 @@ async fn status_views_list_servers_disks_chunks_and_sessions() {
         assert!(text.contains(part), "{part:?} missing:\n{text}");
     }
     assert!(text.contains(&cluster.chunkservers[0].dirs[0].display().to_string()), "{text}");
+    // `mfsha status | head` ends quietly when the reader goes away (it once panicked on
+    // "Broken pipe"): the pipe's read end is closed before the tool has its answer to print.
+    let mut piped = std::process::Command::new(crate::util::mfsha_bin())
+        .args(["status", "-H", &master, "--servers", "--disks", "--chunks", "--sessions"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(piped.stdout.take());
+    let out = piped.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "mfsha status into a closed pipe: {stderr}");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?} {stderr}", out.status);
     close(&client).await;
 }

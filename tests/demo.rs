@@ -180,7 +180,12 @@ pub fn wait_for_banner(demo: &mut Daemon) -> String {
 fn is_mounted(path: &Path) -> bool {
     let wanted = path.to_str().unwrap();
     let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
-    mounts.lines().any(|line| line.split(' ').nth(4) == Some(wanted))
+    let Some(line) = mounts.lines().find(|line| line.split(' ').nth(4) == Some(wanted)) else {
+        return false;
+    };
+    // `findmnt -t fuse.mfsha` finds it: the type after the " - " separator.
+    assert!(line.contains(" - fuse.mfsha "), "the mount's type is not fuse.mfsha: {line}");
+    true
 }
 
 /// Every master's client address (`-H` form) from the banner line "masters' client ports

@@ -73,6 +73,7 @@ fn demo_as_a_normal_user_works_where_fuse_permits() {
     let mount = ns.mount_line(&mnt).unwrap_or_else(|| panic!("{} not mounted", mnt.display()));
     assert!(mount.contains(&format!("user_id={}", user.uid)), "a user mount: {mount}");
     assert!(!mount.contains("allow_other"), "no allow_other for a normal user: {mount}");
+    assert!(mount.contains(" - fuse.mfsha "), "the type is fuse.mfsha: {mount}");
 
     // The user writes a file through the mount and reads the same bytes back.
     let data: Vec<u8> =

@@ -12,6 +12,7 @@ mod demo_user;
 mod exports;
 mod failover;
 mod ha;
+mod hardening;
 mod lab;
 mod logger;
 mod master;

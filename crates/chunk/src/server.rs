@@ -8,7 +8,8 @@
 
 use crate::store::{blocking, Store};
 use mfsha_proto::data::{DataReply, DataRequest, MAX_IO_BYTES};
-use mfsha_proto::rpc::{serve, RpcClient};
+use mfsha_proto::gate::{within_fd_limit, Gate, GateLimits};
+use mfsha_proto::rpc::{serve_with, Deadlines, RpcClient};
 use mfsha_proto::types::{ChunkId, Reply, ServerAddr, Status, MAX_GOAL};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -21,6 +22,13 @@ pub type DataClient = RpcClient<DataRequest, Reply<DataReply>>;
 
 /// Requests one client connection may have in progress at once.
 const MAX_IN_FLIGHT: usize = 16;
+/// Data connections open at once, and from one address (mounts pool one per chunkserver;
+/// chain writes and replication add one per peer chunkserver). At most a quarter of the
+/// descriptors: the chunk files need the rest, and a chunkserver out of descriptors would
+/// take its disks for failed.
+const DATA_CONNECTIONS: GateLimits = GateLimits { per_address: 256, total: 4096 };
+/// A pooled data connection idle this long is closed (the mount makes a new one on next use).
+const DATA_IDLE: Duration = Duration::from_secs(300);
 /// How long a forwarded request may take before the chain counts as broken.
 const FORWARD_TIMEOUT_MS: u64 = 60_000;
 /// How long connecting to another chunkserver may take.
@@ -200,6 +208,8 @@ pub async fn serve_data(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut connections = tokio::task::JoinSet::new();
+    let gate = Gate::new("chunkserver data", within_fd_limit(DATA_CONNECTIONS, 0.25));
+    let deadlines = Deadlines { idle: Some(DATA_IDLE), ..Deadlines::default() };
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -214,15 +224,18 @@ pub async fn serve_data(
                 continue;
             }
         };
+        let Ok(admitted) = gate.admit(peer) else { continue };
         let service = service.clone();
         let open = service.metrics.connections.clone();
         open.inc();
         connections.spawn(async move {
             let handler = move |req: DataRequest| service.clone().handle(req);
-            if let Err(e) = serve(stream, peer.to_string(), MAX_IN_FLIGHT, handler).await {
+            let served = serve_with(stream, peer.to_string(), MAX_IN_FLIGHT, deadlines, handler);
+            if let Err(e) = served.await {
                 tracing::warn!(%peer, error = %e, "data connection closed");
             }
             open.dec();
+            drop(admitted);
         });
     }
     connections.shutdown().await;

@@ -386,7 +386,17 @@ fn main() -> ExitCode {
         return ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
     let cli = Cli::parse();
+    if !cli.command.is_daemon() {
+        die_quietly_on_a_closed_pipe();
+    }
     init_logging();
+    // Daemons hold many sockets and chunk files; the ports' connection caps are sized from
+    // this limit (see `mfsha_proto::gate`).
+    match mfsha_proto::gate::raise_fd_limit() {
+        Ok(limit) => tracing::debug!(limit, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e,
+            "could not raise the open-file limit; the ports' connection caps shrink to fit the current one"),
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -405,6 +415,30 @@ fn keep_big_buffers_in_the_heap() {
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, THRESHOLD);
         libc::mallopt(libc::M_TRIM_THRESHOLD, THRESHOLD);
+    }
+}
+
+impl Command {
+    /// Long-running processes (which must survive a peer closing a socket) as opposed to tools.
+    fn is_daemon(&self) -> bool {
+        matches!(
+            self,
+            Command::Master { .. }
+                | Command::Chunkserver { .. }
+                | Command::Logger { .. }
+                | Command::Mount(_)
+                | Command::Demo { .. }
+        )
+    }
+}
+
+/// `mfsha status | head` should stop when `head` does, as `ls | head` does, not panic on
+/// "Broken pipe": Rust ignores SIGPIPE, so println! to a closed pipe panics. Tools get the
+/// default action back; daemons keep ignoring it (a write to a closed socket is an error).
+fn die_quietly_on_a_closed_pipe() {
+    // SAFETY: restores the default disposition of one signal before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

@@ -172,8 +172,16 @@ pub struct ClientLimits {
     /// Requests one connection may have in progress at once; further frames wait in the
     /// socket (backpressure). Default 64.
     pub max_in_flight_per_connection: usize,
-    /// Client connections accepted at once; more are refused with a log line. Default 4096.
+    /// Client connections accepted at once; more are refused with a log line. Default 4096
+    /// (and at most half the descriptors the master may open).
     pub max_connections: usize,
+    /// Client connections accepted at once from one address. Default 512: enough for a
+    /// NAT'd office of mounts, not enough for one host to take the port.
+    pub max_connections_per_address: usize,
+    /// Files one session (one mount) may hold open at once; an open beyond it fails with
+    /// ENFILE. Open files are replicated state, so this bounds what one mount can make
+    /// every master keep. Default 1,000,000.
+    pub max_open_files_per_session: usize,
     /// Seconds a session lives on with no connection (MooseFS's `SESSION_SUSTAIN_TIME`):
     /// then the leader ends it, releasing its open files (freeing the unlinked ones nobody
     /// else holds) and its locks. A new leader counts from the start of its leadership.
@@ -189,6 +197,8 @@ impl Default for ClientLimits {
         ClientLimits {
             max_in_flight_per_connection: 64,
             max_connections: 4096,
+            max_connections_per_address: 512,
+            max_open_files_per_session: 1_000_000,
             session_sustain_secs: 86_400,
         }
     }
@@ -279,6 +289,17 @@ fn validate(config: &MasterConfig) -> Result<(), (&'static str, String)> {
     }
     if client.max_connections == 0 {
         return Err(("client.max_connections", "must be at least 1".into()));
+    }
+    if client.max_connections_per_address == 0
+        || client.max_connections_per_address > client.max_connections
+    {
+        return Err((
+            "client.max_connections_per_address",
+            format!("must be in 1..=client.max_connections ({})", client.max_connections),
+        ));
+    }
+    if client.max_open_files_per_session == 0 {
+        return Err(("client.max_open_files_per_session", "must be at least 1".into()));
     }
     let sustain = client.session_sustain_secs;
     if sustain == 0 || sustain > SESSION_SUSTAIN_MAX_SECS {

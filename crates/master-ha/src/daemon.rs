@@ -151,6 +151,7 @@ pub async fn start_with(
         tracing::info!(file = %exports.file.display(), lines = exports.rules.len(), "exports in force");
     }
     service.exports = parking_lot::RwLock::new(exports);
+    service.max_open_files_per_session = config.client.max_open_files_per_session;
     let service = Arc::new(service);
     let router = mfsha_ops::metrics_routes(crate::metrics::exporter(&service))
         .merge(crate::web::routes(service.clone(), page_links(&config, http_addr.port())));

@@ -140,3 +140,50 @@ async fn a_new_leader_counts_idle_time_from_the_start_of_its_leadership() {
     assert_eq!(hello(&client, Some(session)).await, Err(Status::BadSession));
     master.stop().await.unwrap();
 }
+
+/// One session may hold `client.max_open_files_per_session` files open: the next open of
+/// another file is refused with ENFILE (and logged), a second open of a held file and other
+/// sessions' opens are not, and a release makes room again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_holds_at_most_its_cap_of_open_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.client.max_open_files_per_session = 3;
+    let (master, addr) = start_with(config).await;
+    let client = Client::connect(&addr).await.unwrap();
+    let session = open_session(&client).await;
+    let mut seq = 0;
+    let mut call = |op: ClientOp| {
+        seq += 1;
+        client.call(request(session, seq, op))
+    };
+    let mut files = Vec::new();
+    for i in 0..4 {
+        let create = ClientOp::Mknod {
+            parent: ROOT_INO,
+            name: format!("f{i}"),
+            kind: mfsha_proto::types::FileKind::File,
+            mode: 0o644,
+            umask: 0,
+            rdev: 0,
+        };
+        files.push(attr(call(create).await.unwrap()).ino);
+    }
+    for &ino in &files[..3] {
+        assert!(call(ClientOp::Open { ino, flags: 0 }).await.unwrap().is_ok());
+    }
+    let over = call(ClientOp::Open { ino: files[3], flags: 0 }).await.unwrap();
+    assert_eq!(over, Err(Status::TooManyOpen));
+    assert_eq!(Status::TooManyOpen.errno(), 23, "ENFILE");
+    let again = call(ClientOp::Open { ino: files[0], flags: 0 }).await.unwrap();
+    assert!(again.is_ok(), "a held file opens again: {again:?}");
+    // Another session has its own cap.
+    let other = Client::connect(&addr).await.unwrap();
+    let other_session = open_session(&other).await;
+    let theirs = other.call(request(other_session, 1, ClientOp::Open { ino: files[3], flags: 0 }));
+    assert!(theirs.await.unwrap().is_ok());
+    // Releasing one file (held once) makes room.
+    assert!(call(ClientOp::Release { ino: files[1] }).await.unwrap().is_ok());
+    assert!(call(ClientOp::Open { ino: files[3], flags: 0 }).await.unwrap().is_ok());
+    master.stop().await.unwrap();
+}

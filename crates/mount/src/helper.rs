@@ -261,6 +261,17 @@ mod tests {
         assert!(parse(&strings(&["h:/", "/m", "-x"])).is_err());
     }
 
+    /// The source as `findmnt` shows it (masters joined by `+`) mounts the same masters.
+    #[test]
+    fn the_source_findmnt_shows_is_accepted() {
+        let p = parse(&strings(&["m1:19121+m2:19221:/", "/mnt/x"])).unwrap();
+        let mut opts = MountOptions::new(p.dir.clone(), &p.master);
+        opts.subfolder = p.subfolder.clone();
+        let resolved = opts.resolve().unwrap();
+        assert_eq!(resolved.client.master.masters, vec!["m1:19121", "m2:19221"]);
+        assert_eq!(resolved.fsname, "m1:19121+m2:19221", "and shows it the same way again");
+    }
+
     #[test]
     fn mountinfo_escapes_are_undone() {
         assert_eq!(unescape("/mnt/a\\040b"), "/mnt/a b");

@@ -274,9 +274,11 @@ fn seconds(s: f64) -> Duration {
 /// passes the source unparsed, so a comma would need escaping on one path and not the other.
 pub const FSNAME_MASTER_SEPARATOR: &str = "+";
 
-/// "HOST[:PORT],HOST[:PORT]" → ["host:port", …] with `port` where none is given.
+/// "HOST[:PORT],HOST[:PORT]" → ["host:port", …] with `port` where none is given. The masters
+/// may also be joined by `+`, as a mount's source shows them in `/proc/mounts` and `findmnt`,
+/// so that a source copied from there into fstab or `mount` works.
 pub fn masters(list: &str, port: u16) -> Vec<String> {
-    list.split(',')
+    list.split([',', '+'])
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(|s| match s.rsplit_once(':') {
@@ -340,6 +342,11 @@ mod tests {
     #[test]
     fn masters_get_the_default_port() {
         assert_eq!(masters("a,b:1234, c ", 9421), vec!["a:9421", "b:1234", "c:9421"]);
+        assert_eq!(
+            masters("a+b:1234+c", 9421),
+            vec!["a:9421", "b:1234", "c:9421"],
+            "findmnt's form"
+        );
     }
 
     #[test]

@@ -197,7 +197,10 @@ fn check_mountpoint(path: &Path) -> Result<PathBuf, MountError> {
 fn fuse_options(r: &Resolved) -> Vec<MountOption> {
     let mut options = vec![
         MountOption::FSName(r.fsname.clone()),
-        MountOption::Subtype("mfsha".into()),
+        // The type is then `fuse.mfsha` in /proc/mounts (`findmnt -t fuse.mfsha`). Not
+        // `MountOption::Subtype`: fuser hands that only to fusermount, and a mount made
+        // directly by root would show plain `fuse`; the kernel takes `subtype=` itself.
+        MountOption::CUSTOM("subtype=mfsha".into()),
         MountOption::DefaultPermissions,
     ];
     options.push(if r.read_only { MountOption::RO } else { MountOption::RW });

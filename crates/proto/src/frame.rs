@@ -19,7 +19,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 /// `ClientOp::ReadDir` may continue after a name.
 /// 6: exports: `ClientOp::Challenge`, `Hello` carries a password proof instead of the
 /// password, `Status::BadPassword`.
-pub const PROTOCOL_VERSION: u8 = 6;
+/// 7: `Status::TooManyOpen` (a session's cap on open files).
+pub const PROTOCOL_VERSION: u8 = 7;
 
 /// Largest frame body (everything after the 4-byte length) we accept or send.
 ///
@@ -55,6 +56,10 @@ pub enum FrameError {
     Truncated,
     #[error("connection closed")]
     Closed,
+    #[error("sent nothing for {limit:?} (a handshake or heartbeat was due)")]
+    Silent { limit: std::time::Duration },
+    #[error("a started frame was not complete within {limit:?} (too slow a sender)")]
+    TimedOut { limit: std::time::Duration },
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -195,17 +200,45 @@ impl FrameReader {
         }
         let len = u32::from_be_bytes(len_bytes) as usize;
         check_len(len)?;
-        // Zero-filled only where the reused buffer grows: a memset of every frame costs as
-        // much as a copy of its data.
-        if buf.len() < len {
-            buf.resize(len, 0);
+        // The buffer grows as bytes arrive, never to the declared length up front: a peer that
+        // announces 8 MiB and sends nothing costs us nothing (10,000 of them would otherwise
+        // hold 80 GB). `read_to_end` fills spare capacity without zeroing it, and a reused
+        // buffer keeps the capacity of the largest frame seen, so steady traffic allocates once.
+        buf.clear();
+        let got = (&mut *reader).take(len as u64).read_to_end(buf).await?;
+        if got < len {
+            return Err(FrameError::Truncated);
         }
-        buf.truncate(len);
-        reader.read_exact(buf).await.map_err(|e| match e.kind() {
-            std::io::ErrorKind::UnexpectedEof => FrameError::Truncated,
-            _ => FrameError::Io(e),
-        })?;
         Ok(())
+    }
+
+    /// [`read_into`](Self::read_into) with two deadlines: the frame's first byte must come
+    /// within `wait` (when given: a handshake, or a port where silence means a dead peer), and
+    /// the whole frame within `finish` of its first byte, so a client that sends a byte a second
+    /// (slow loris) is cut off instead of holding a connection and its buffer forever.
+    pub async fn read_within<R: AsyncRead + Unpin>(
+        reader: &mut tokio::io::BufReader<R>,
+        buf: &mut Vec<u8>,
+        wait: Option<std::time::Duration>,
+        finish: std::time::Duration,
+    ) -> Result<(), FrameError> {
+        use tokio::io::AsyncBufReadExt;
+        let first_byte = async {
+            match reader.fill_buf().await {
+                Ok([]) => Err(FrameError::Closed),
+                Ok(_) => Ok(()),
+                Err(e) => Err(FrameError::Io(e)),
+            }
+        };
+        match wait {
+            Some(limit) => tokio::time::timeout(limit, first_byte)
+                .await
+                .map_err(|_| FrameError::Silent { limit })??,
+            None => first_byte.await?,
+        }
+        tokio::time::timeout(finish, Self::read_into(reader, buf))
+            .await
+            .map_err(|_| FrameError::TimedOut { limit: finish })?
     }
 }
 

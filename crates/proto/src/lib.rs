@@ -28,6 +28,9 @@ The typed bodies are grouped by which pair of daemons talks:
 | [`logger`] | metalogger ↔ master |
 | [`peer`] | master ↔ master (Raft messages) |
 
+Every listening port admits connections through a [`gate::Gate`] (per-address and per-port
+caps) and reads frames with deadlines ([`FrameReader::read_within`]).
+
 Shared value types (attributes, file kinds, error statuses) live in [`types`].
 
 Why postcard: it is a small, well-kept serde format with varint integers, it never trusts a
@@ -40,6 +43,7 @@ pub mod client;
 pub mod cs;
 pub mod data;
 pub mod frame;
+pub mod gate;
 pub mod logger;
 pub mod net;
 pub mod peer;

@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
@@ -33,6 +34,25 @@ pub enum RpcError {
     Closed { peer: String },
     #[error("no reply from {peer} within {ms} ms")]
     Timeout { peer: String, ms: u64 },
+}
+
+/// How long a served connection may keep us waiting (see [`FrameReader::read_within`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadlines {
+    /// The first frame (the handshake) must arrive this soon after connecting.
+    pub first: Duration,
+    /// Silence allowed between frames after the first; `None` where a legitimate peer may
+    /// idle for hours (a mount's session).
+    pub idle: Option<Duration>,
+    /// A frame, once its first byte is here, must be complete this soon (slow loris).
+    pub frame: Duration,
+}
+
+impl Default for Deadlines {
+    /// 10 s for the handshake, 30 s for a frame (an 8 MiB frame at 280 KiB/s), no idle limit.
+    fn default() -> Self {
+        Deadlines { first: Duration::from_secs(10), idle: None, frame: Duration::from_secs(30) }
+    }
 }
 
 /// Frames waiting to be written are flushed in batches of at most this many bytes.
@@ -64,16 +84,51 @@ where
     H: Fn(Req) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Rep> + Send + 'static,
 {
-    serve_inline(stream, peer, max_in_flight, move |req| Handled::Later(handler(req))).await
+    serve_with(stream, peer, max_in_flight, Deadlines::default(), handler).await
+}
+
+/// [`serve`] with the caller's [`Deadlines`].
+pub async fn serve_with<Req, Rep, H, Fut>(
+    stream: TcpStream,
+    peer: String,
+    max_in_flight: usize,
+    deadlines: Deadlines,
+    handler: H,
+) -> Result<(), RpcError>
+where
+    Req: DeserializeOwned + Send + 'static,
+    Rep: Serialize + Send + 'static,
+    H: Fn(Req) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Rep> + Send + 'static,
+{
+    let handler = move |req| Handled::Later(handler(req));
+    serve_inline_with(stream, peer, max_in_flight, deadlines, handler).await
 }
 
 /// Like [`serve`], but the handler may answer a request at once ([`Handled::Now`]) on the
 /// connection's reader task; only [`Handled::Later`] futures get a task (at most
-/// `max_in_flight` at once).
+/// `max_in_flight` at once). Uses the default [`Deadlines`].
 pub async fn serve_inline<Req, Rep, H, Fut>(
     stream: TcpStream,
     peer: String,
     max_in_flight: usize,
+    handler: H,
+) -> Result<(), RpcError>
+where
+    Req: DeserializeOwned + Send + 'static,
+    Rep: Serialize + Send + 'static,
+    H: Fn(Req) -> Handled<Rep, Fut> + Send + 'static,
+    Fut: Future<Output = Rep> + Send + 'static,
+{
+    serve_inline_with(stream, peer, max_in_flight, Deadlines::default(), handler).await
+}
+
+/// [`serve_inline`] with the caller's [`Deadlines`].
+pub async fn serve_inline_with<Req, Rep, H, Fut>(
+    stream: TcpStream,
+    peer: String,
+    max_in_flight: usize,
+    deadlines: Deadlines,
     handler: H,
 ) -> Result<(), RpcError>
 where
@@ -90,10 +145,21 @@ where
     let slots = Arc::new(Semaphore::new(max_in_flight));
     let mut reader = BufReader::with_capacity(64 << 10, read_half);
     let mut buf = Vec::new();
+    let (mut wait, mut first) = (Some(deadlines.first), true);
     let result = loop {
-        if let Err(e) = FrameReader::read_into(&mut reader, &mut buf).await {
-            break if e.is_clean_close() { Ok(()) } else { Err(frame_error(&peer, e)) };
+        let read = FrameReader::read_within(&mut reader, &mut buf, wait, deadlines.frame).await;
+        match read {
+            Ok(()) => {}
+            Err(e) if e.is_clean_close() => break Ok(()),
+            // Idle after its handshake: closed like a clean close (the peer reconnects when it
+            // has something to say); silent before it is an error worth a log line.
+            Err(FrameError::Silent { .. }) if !first => {
+                tracing::debug!(%peer, "closing an idle connection");
+                break Ok(());
+            }
+            Err(e) => break Err(frame_error(&peer, e)),
         }
+        (wait, first) = (deadlines.idle, false);
         let request = match frame::decode_body::<Req>(&buf) {
             Ok(frame) => frame,
             Err(e) => break Err(frame_error(&peer, e)),

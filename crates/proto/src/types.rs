@@ -239,6 +239,10 @@ pub enum Status {
     /// The export needs a password and the `Hello` proved none, or a wrong one.
     #[error("wrong or missing password for this export")]
     BadPassword,
+    /// The session holds as many open files as the master allows one session
+    /// (`client.max_open_files_per_session`).
+    #[error("too many open files in this session")]
+    TooManyOpen,
 }
 
 impl Status {
@@ -274,6 +278,7 @@ impl Status {
             Status::WouldBlock => 11,     // EAGAIN
             Status::CrossDevice => 18,    // EXDEV
             Status::BadPassword => 13,    // EACCES
+            Status::TooManyOpen => 23,    // ENFILE: a limit beyond the process's own
         }
     }
 }

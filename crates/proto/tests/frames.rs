@@ -223,7 +223,7 @@ async fn stream_reads_distinguish_clean_close_from_truncation() {
     assert!(matches!(read_frame::<_, ClientOp>(&mut cut_len).await, Err(FrameError::Truncated)));
 }
 
-/// One buffer is reused for every frame of a connection and only zero-filled where it grows:
+/// One buffer is reused for every frame of a connection and grows without being zero-filled:
 /// a frame after a larger one must not see the larger one's tail, nor a later one a stale gap.
 #[tokio::test]
 async fn a_reused_read_buffer_holds_exactly_each_frame() {
@@ -244,6 +244,34 @@ async fn a_reused_read_buffer_holds_exactly_each_frame() {
         assert_eq!(frame.body, DataReply::Data(serde_bytes::ByteBuf::from(vec![i as u8 + 1; n])));
     }
     assert!(matches!(FrameReader::read_into(&mut reader, &mut buf).await, Err(FrameError::Closed)));
+}
+
+/// A peer that announces the largest frame and sends a few bytes of it costs a few bytes, not
+/// 8 MiB: the buffer grows as bytes arrive (10,000 such peers once meant 80 GB of zeroed pages).
+#[tokio::test]
+async fn an_announced_frame_costs_only_the_bytes_that_arrived() {
+    let mut stream = (MAX_FRAME_BYTES as u32).to_be_bytes().to_vec();
+    stream.extend_from_slice(&[PROTOCOL_VERSION; 100]);
+    let mut reader = &stream[..];
+    let mut buf = Vec::new();
+    let read = FrameReader::read_into(&mut reader, &mut buf).await;
+    assert!(matches!(read, Err(FrameError::Truncated)), "{read:?}");
+    assert!(buf.capacity() < 64 << 10, "{} bytes reserved for 100 received", buf.capacity());
+}
+
+/// A sender that starts a frame and then stalls is cut off at the frame deadline; one that
+/// sends nothing at the first-byte deadline, each with its own error.
+#[tokio::test]
+async fn a_stalled_frame_and_a_silent_peer_time_out() {
+    let limit = std::time::Duration::from_millis(100);
+    let (mut ours, theirs) = tokio::io::duplex(1 << 16);
+    let mut reader = tokio::io::BufReader::new(theirs);
+    let mut buf = Vec::new();
+    let silent = FrameReader::read_within(&mut reader, &mut buf, Some(limit), limit).await;
+    assert!(matches!(silent, Err(FrameError::Silent { .. })), "{silent:?}");
+    tokio::io::AsyncWriteExt::write_all(&mut ours, &1000u32.to_be_bytes()).await.unwrap();
+    let stalled = FrameReader::read_within(&mut reader, &mut buf, Some(limit), limit).await;
+    assert!(matches!(stalled, Err(FrameError::TimedOut { .. })), "{stalled:?}");
 }
 
 proptest! {

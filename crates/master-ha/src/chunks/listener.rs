@@ -19,6 +19,7 @@ use super::ChunkRegistry;
 use crate::server::{Leadership, Shutdown};
 use mfsha_proto::cs::{CsToMaster, FromMaster, MasterToCs, MASTER_HEARTBEAT_MS};
 use mfsha_proto::frame::{read_frame, write_frame, FrameError};
+use mfsha_proto::gate::{within_fd_limit, Gate, GateLimits};
 use mfsha_proto::types::ServerAddr;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,6 +30,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 /// A chunkserver silent for this long (it heartbeats every second) is considered gone.
+/// Chunkserver connections open at once, and from one address (a host runs a few
+/// chunkservers; anything beyond is a misconfiguration or an attack).
+const CHUNKSERVER_CONNECTIONS: GateLimits = GateLimits { per_address: 64, total: 1024 };
 const SILENCE_LIMIT: Duration = Duration::from_secs(10);
 /// How long the `Hello` may take to send.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(2);
@@ -63,6 +67,7 @@ pub async fn serve(
     greeting: Greeting,
     shutdown: Shutdown,
 ) {
+    let gate = Gate::new("chunkserver", within_fd_limit(CHUNKSERVER_CONNECTIONS, 0.125));
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -70,6 +75,7 @@ pub async fn serve(
         };
         match accepted {
             Ok((stream, peer)) => {
+                let Ok(admitted) = gate.admit(peer) else { continue };
                 let registry = registry.clone();
                 let shutdown = shutdown.clone();
                 let greeting = greeting.clone();
@@ -78,6 +84,7 @@ pub async fn serve(
                         _ = connection(stream, peer, registry, greeting) => {}
                         _ = shutdown.triggered() => {}
                     }
+                    drop(admitted);
                 });
             }
             Err(e) => {

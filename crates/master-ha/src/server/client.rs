@@ -312,6 +312,24 @@ async fn mutate(service: &Service, request: &Request) -> Reply<ClientReply> {
     finish(service, &request.op, outcome).await
 }
 
+/// Open files are replicated state: one session (a hostile or runaway mount) must not grow
+/// every master's memory without end. Opening an inode the session already holds only
+/// counts up, so it is never refused.
+fn check_open_cap(service: &Service, session: SessionId, ino: Ino) -> Reply<()> {
+    let (held, holds_it) = service.meta.read(|s| s.open_count(session, ino));
+    let cap = service.max_open_files_per_session;
+    if !holds_it && held >= cap {
+        tracing::warn!(
+            session,
+            held,
+            cap,
+            "refused an open: the session holds client.max_open_files_per_session files"
+        );
+        return Err(Status::TooManyOpen);
+    }
+    Ok(())
+}
+
 /// The replicated operation for a client mutation, with new ids allocated by this leader.
 fn build_op(service: &Service, request: &Request) -> Reply<Op> {
     let (uid, gid, session) = (request.uid, request.gid, request.session);
@@ -356,7 +374,10 @@ fn build_op(service: &Service, request: &Request) -> Reply<Op> {
             check_name(&new_name)?;
             Op::Link { ino, parent: new_parent, name: new_name }
         }
-        ClientOp::Open { ino, .. } => Op::Acquire { session, ino },
+        ClientOp::Open { ino, .. } => {
+            check_open_cap(service, session, ino)?;
+            Op::Acquire { session, ino }
+        }
         ClientOp::Release { ino } => Op::Release { session, ino },
         ClientOp::WriteChunk { ino, index } => write_chunk_op(service, ino, index)?,
         ClientOp::WriteChunkEnd { ino, index, chunk_id, file_size, .. } => {

@@ -4,6 +4,7 @@
 use super::{client, Service};
 use crate::config::ClientLimits;
 use mfsha_proto::client::{Answer, ClientReply, Request};
+use mfsha_proto::gate::{within_fd_limit, Gate, GateLimits};
 use mfsha_proto::rpc::{self, Handled, RpcError};
 use mfsha_proto::types::Reply;
 use std::net::SocketAddr;
@@ -68,19 +69,20 @@ pub struct ClientListener {
     listener: TcpListener,
     service: Arc<Service>,
     limits: ClientLimits,
-    connections: Arc<AtomicUsize>,
+    gate: Arc<Gate>,
     in_flight: Arc<InFlight>,
 }
 
 impl ClientListener {
     pub fn new(listener: TcpListener, service: Arc<Service>, limits: ClientLimits) -> Self {
-        ClientListener {
-            listener,
-            service,
-            limits,
-            connections: Arc::new(AtomicUsize::new(0)),
-            in_flight: Arc::new(InFlight::default()),
-        }
+        let caps = GateLimits {
+            per_address: limits.max_connections_per_address,
+            total: limits.max_connections,
+        };
+        // Half the descriptors at most: the peer, chunkserver and logger ports and RocksDB's
+        // files need the rest.
+        let gate = Gate::new("client", within_fd_limit(caps, 0.5));
+        ClientListener { listener, service, limits, gate, in_flight: Arc::new(InFlight::default()) }
     }
 
     /// The address actually bound (port 0 resolved).
@@ -119,15 +121,10 @@ impl ClientListener {
         peer: SocketAddr,
         shutdown: Shutdown,
     ) {
-        let open = self.connections.fetch_add(1, Ordering::AcqRel) + 1;
-        if open > self.limits.max_connections {
-            self.connections.fetch_sub(1, Ordering::AcqRel);
-            tracing::warn!(%peer, limit = self.limits.max_connections,
-                "refusing client connection: connection limit reached (client.max_connections)");
-            return;
-        }
+        // Refused connections are closed at once; the gate logs them (client.max_connections
+        // and client.max_connections_per_address).
+        let Ok(admitted) = self.gate.admit(peer) else { return };
         let service = self.service.clone();
-        let connections = self.connections.clone();
         let in_flight = self.in_flight.clone();
         let max_in_flight = self.limits.max_in_flight_per_connection;
         let span = tracing::info_span!("client", %peer);
@@ -135,7 +132,7 @@ impl ClientListener {
             async move {
                 serve_connection(service.clone(), stream, peer, max_in_flight, in_flight, shutdown)
                     .await;
-                connections.fetch_sub(1, Ordering::AcqRel);
+                drop(admitted);
             }
             .instrument(span),
         );

@@ -12,6 +12,7 @@
 use super::{Service, Shutdown};
 use mfsha_proto::cs::MASTER_HEARTBEAT_MS;
 use mfsha_proto::frame::{read_frame, write_frame, FrameError};
+use mfsha_proto::gate::{within_fd_limit, Gate, GateLimits};
 use mfsha_proto::logger::{LoggerToMaster, MasterToLogger, SNAPSHOT_PART_BYTES};
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,11 +24,14 @@ use tracing::Instrument;
 
 /// Most entries sent in one frame; keeps frames far below the limit.
 const ENTRIES_PER_FRAME: usize = 1024;
+/// Metalogger connections open at once, and from one address.
+const LOGGER_CONNECTIONS: GateLimits = GateLimits { per_address: 8, total: 64 };
 /// A logger must say hello this soon after connecting.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Accepts loggers until shutdown.
 pub async fn serve_loggers(listener: TcpListener, service: Arc<Service>, shutdown: Shutdown) {
+    let gate = Gate::new("metalogger", within_fd_limit(LOGGER_CONNECTIONS, 0.05));
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -40,6 +44,7 @@ pub async fn serve_loggers(listener: TcpListener, service: Arc<Service>, shutdow
             },
             _ = shutdown.triggered() => return,
         };
+        let Ok(admitted) = gate.admit(peer) else { continue };
         let service = service.clone();
         let span = tracing::info_span!("logger", %peer);
         tokio::spawn(
@@ -52,6 +57,7 @@ pub async fn serve_loggers(listener: TcpListener, service: Arc<Service>, shutdow
                 let of_peer = format!("({peer})");
                 service.loggers.lock().retain(|name| !name.ends_with(&of_peer));
                 service.logger_acks.lock().retain(|name, _| !name.ends_with(&of_peer));
+                drop(admitted);
             }
             .instrument(span),
         );

@@ -191,6 +191,8 @@ pub struct Service {
     /// The exports in force (`exports:` in the config; `None`: every client may do
     /// everything, as before exports existed). Replaced whole by a reload.
     pub exports: parking_lot::RwLock<Option<Arc<crate::exports::Exports>>>,
+    /// Files one session may hold open at once (`client.max_open_files_per_session`).
+    pub max_open_files_per_session: usize,
 }
 
 impl Service {
@@ -215,6 +217,8 @@ impl Service {
             client_metrics: crate::metrics::ClientMetrics::default(),
             transfers: Default::default(),
             exports: parking_lot::RwLock::new(None),
+            max_open_files_per_session: crate::config::ClientLimits::default()
+                .max_open_files_per_session,
         }
     }
 }

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mfsha_proto::frame::{self, FrameReader};
+use mfsha_proto::gate::{within_fd_limit, Gate, GateLimits};
 use mfsha_proto::peer::{PeerMessage, SNAPSHOT_PART_BYTES};
 use parking_lot::RwLock;
 use protobuf::Message as _;
@@ -36,6 +37,13 @@ use crate::state_machine::StateMachine;
 
 /// Raft messages queued per peer before new ones are dropped.
 const QUEUE_PER_PEER: usize = 4096;
+/// A connecting peer must send its Hello this soon.
+const HELLO_WAIT: Duration = Duration::from_secs(10);
+/// A started frame (at most a snapshot part) must be complete this soon.
+const FRAME_FINISH: Duration = Duration::from_secs(30);
+/// Inbound peer connections open at once, and from one address: the members dial one each
+/// (plus a snapshot stream and a reconnect overlapping the old link); the rest is refused.
+const PEER_CONNECTIONS: GateLimits = GateLimits { per_address: 16, total: 128 };
 /// Longest wait between reconnection attempts to a peer.
 const RECONNECT_MAX: Duration = Duration::from_millis(500);
 /// A peer that does not accept a connection by then is treated as down (then retried).
@@ -462,6 +470,7 @@ pub async fn serve_peers<S: StateMachine>(
     policy: PeerPolicy,
     shutdown: Shutdown,
 ) {
+    let gate = Gate::new("peer", within_fd_limit(PEER_CONNECTIONS, 0.05));
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -469,6 +478,7 @@ pub async fn serve_peers<S: StateMachine>(
         };
         match accepted {
             Ok((stream, addr)) => {
+                let Ok(admitted) = gate.admit(addr) else { continue };
                 let span = tracing::info_span!("peer_in", %addr);
                 let (node, policy, shutdown) = (node.clone(), policy.clone(), shutdown.clone());
                 tokio::spawn(
@@ -479,6 +489,7 @@ pub async fn serve_peers<S: StateMachine>(
                             },
                             () = shutdown.triggered() => {}
                         }
+                        drop(admitted);
                     }
                     .instrument(span),
                 );
@@ -501,7 +512,7 @@ async fn receive<S: StateMachine>(
     configure(&stream);
     let mut reader = BufReader::with_capacity(64 << 10, stream);
     let mut buf = Vec::new();
-    let from = match read_frame(&mut reader, &mut buf).await? {
+    let from = match read_frame(&mut reader, &mut buf, Some(HELLO_WAIT)).await? {
         Some(PeerMessage::Hello { from, to, cluster }) => check_hello(policy, from, to, &cluster)?,
         Some(_) => return Err("first frame is not Hello".into()),
         None => return Ok(()),
@@ -511,7 +522,7 @@ async fn receive<S: StateMachine>(
     let mut snapshot: Option<Vec<u8>> = None;
     let mut progress: Option<TransferGuard> = None;
     loop {
-        let Some(message) = read_frame(&mut reader, &mut buf).await? else {
+        let Some(message) = read_frame(&mut reader, &mut buf, None).await? else {
             return Ok(());
         };
         match message {
@@ -534,11 +545,14 @@ async fn receive<S: StateMachine>(
     }
 }
 
+/// Reads one peer frame; its first byte within `wait` when given, the rest within
+/// [`FRAME_FINISH`] (a peer that drips bytes is cut off, see [`FrameReader::read_within`]).
 async fn read_frame(
     reader: &mut BufReader<TcpStream>,
     buf: &mut Vec<u8>,
+    wait: Option<Duration>,
 ) -> Result<Option<PeerMessage>, String> {
-    match FrameReader::read_into(reader, buf).await {
+    match FrameReader::read_within(reader, buf, wait, FRAME_FINISH).await {
         Ok(()) => {}
         Err(e) if e.is_clean_close() => return Ok(None),
         Err(e) => return Err(format!("bad frame: {e}")),
