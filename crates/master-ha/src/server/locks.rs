@@ -45,6 +45,9 @@ pub const DETACHED_EXPIRY: Duration = Duration::from_secs(30);
 /// update is linear in its ranges). Past them new locks fail with ENOSPC (Linux: ENOLCK).
 pub const MAX_RANGES: usize = 1 << 20;
 pub const MAX_OWNER_RANGES: usize = 10_000;
+/// Most lock ranges one session (one mount) holds: an eighth of the table, so one mount
+/// cannot fill it and leave the others unable to lock anything.
+pub const MAX_SESSION_RANGES: usize = MAX_RANGES / 8;
 
 /// One owner's locks on one file.
 #[derive(Debug)]
@@ -63,6 +66,8 @@ struct Inner {
     files: HashMap<Ino, Vec<Holder>>,
     /// Ranges held in `files`, bounded by `MAX_RANGES`.
     ranges: usize,
+    /// Ranges held in `files` by each session holding any, bounded by `MAX_SESSION_RANGES`.
+    by_session: HashMap<SessionId, usize>,
     /// Sessions holding locks that were seen without any connection, and since when.
     detached: HashMap<SessionId, Instant>,
 }
@@ -71,6 +76,7 @@ struct Inner {
 pub struct LockTable {
     inner: Mutex<Inner>,
     max_ranges: usize,
+    max_session_ranges: usize,
 }
 
 impl Default for LockTable {
@@ -81,12 +87,13 @@ impl Default for LockTable {
 
 impl LockTable {
     pub fn new() -> Self {
-        Self::with_limit(MAX_RANGES)
+        Self::with_limits(MAX_RANGES, MAX_SESSION_RANGES)
     }
 
-    /// A table holding at most `max_ranges` ranges.
-    pub fn with_limit(max_ranges: usize) -> Self {
-        LockTable { inner: Mutex::new(Inner::default()), max_ranges }
+    /// A table holding at most `max_ranges` ranges, `max_session_ranges` for one session.
+    pub fn with_limits(max_ranges: usize, max_session_ranges: usize) -> Self {
+        let inner = Mutex::new(Inner::default());
+        LockTable { inner, max_ranges, max_session_ranges }
     }
 
     /// Notes the leadership the table serves: a new term empties the table (its locks belong
@@ -133,6 +140,7 @@ impl LockTable {
             return Err(Status::WouldBlock);
         }
         let total = inner.ranges;
+        let of_session = inner.by_session.get(&session).copied().unwrap_or(0);
         let holders = inner.files.entry(ino).or_default();
         let mine = holders.iter().position(|h| h.session == session && h.owner == lock.owner);
         let index = match mine {
@@ -146,14 +154,17 @@ impl LockTable {
         let mut changed = holders[index].locks.clone();
         changed.apply(lock);
         let after = changed.ranges().len();
-        let full = after > MAX_OWNER_RANGES || total + after > self.max_ranges + before;
+        let full = after > MAX_OWNER_RANGES
+            || total + after > self.max_ranges + before
+            || of_session + after > self.max_session_ranges + before;
         if after > before && full {
             tracing::warn!(
                 session,
                 ino,
                 owner = lock.owner,
                 ranges = total,
-                "lock table full (or one owner holds too many ranges); refusing a lock"
+                session_ranges = of_session,
+                "lock table full (or one owner or session holds too many ranges); refusing a lock"
             );
             if holders[index].locks.is_empty() {
                 holders.swap_remove(index);
@@ -171,6 +182,7 @@ impl LockTable {
             inner.files.remove(&ino);
         }
         inner.ranges = total + after - before;
+        set_session_ranges(&mut inner, session, of_session + after - before);
         Ok(())
     }
 
@@ -191,6 +203,8 @@ impl LockTable {
             }
         }
         inner.ranges -= freed;
+        let of_session = inner.by_session.get(&session).copied().unwrap_or(0);
+        set_session_ranges(&mut inner, session, of_session - freed);
     }
 
     /// Drops every lock of `session` (it ended, or stayed away too long).
@@ -234,6 +248,11 @@ impl LockTable {
         let inner = self.inner.lock();
         let ranges: usize = inner.files.values().flatten().map(|h| h.locks.ranges().len()).sum();
         assert_eq!(ranges, inner.ranges, "the range count follows the table");
+        let mut by_session: HashMap<SessionId, usize> = HashMap::new();
+        for h in inner.files.values().flatten().filter(|h| !h.locks.is_empty()) {
+            *by_session.entry(h.session).or_default() += h.locks.ranges().len();
+        }
+        assert_eq!(by_session, inner.by_session, "the per-session counts follow the table");
         (inner.files.len(), inner.files.values().map(Vec::len).sum())
     }
 }
@@ -250,7 +269,16 @@ fn drop_session(inner: &mut Inner, session: SessionId) {
         !holders.is_empty()
     });
     inner.ranges -= freed;
+    inner.by_session.remove(&session);
     inner.detached.remove(&session);
+}
+
+fn set_session_ranges(inner: &mut Inner, session: SessionId, ranges: usize) {
+    if ranges == 0 {
+        inner.by_session.remove(&session);
+    } else {
+        inner.by_session.insert(session, ranges);
+    }
 }
 
 /// The first range of another owner that conflicts with `lock`.
@@ -403,7 +431,7 @@ mod tests {
 
     #[test]
     fn the_table_refuses_ranges_beyond_its_bound() {
-        let t = LockTable::with_limit(100);
+        let t = LockTable::with_limits(100, 100);
         for i in 0..100 {
             // Every other byte, so no two ranges merge.
             t.set(1, 1, lock(7, LockKind::Shared, i * 2, i * 2)).unwrap();
@@ -421,6 +449,27 @@ mod tests {
         }
         assert_eq!(one_owner.set(1, 1, more), Err(Status::NoSpace), "per-owner bound");
         one_owner.set(1, 1, lock(8, LockKind::Shared, 1, 1)).unwrap();
+    }
+
+    /// One session cannot fill the table: past its share its new ranges are refused, while
+    /// another session still locks; an unlock and a release give the share back.
+    #[test]
+    fn one_session_holds_at_most_its_share_of_the_table() {
+        let t = LockTable::with_limits(100, 10);
+        for i in 0..10 {
+            t.set(i % 3 + 1, 1, lock(7 + i % 2, LockKind::Shared, i * 2, i * 2)).unwrap();
+        }
+        let more = lock(9, LockKind::Shared, 1_000, 1_000);
+        assert_eq!(t.set(4, 1, more), Err(Status::NoSpace), "session 1 is at its share");
+        t.set(4, 2, more).unwrap();
+        t.counts();
+        t.set(1, 1, lock(7, LockKind::Unlock, 0, 0)).unwrap();
+        t.set(4, 1, more).unwrap();
+        t.release(2, 1, 8);
+        t.counts();
+        t.set(5, 1, more).unwrap();
+        t.release_session(1);
+        assert_eq!(t.counts(), (1, 1), "only session 2's lock is left");
     }
 
     #[test]
