@@ -6,6 +6,12 @@ with the simplest possible code (no mfsha involved except the FUSE round trip):
 
   * one durable small write: append + fdatasync, overwrite + fdatasync, O_DIRECT|O_DSYNC;
   * one loopback TCP round trip (blocking sockets);
+  * one replicated durable write, the least a three-voter commit on this one machine costs:
+    the leader appends + fdatasyncs its file (on a thread) while two follower processes each
+    receive the record over loopback TCP, append + fdatasync their own file and answer; the
+    write is done when any two of the three syncs are in (a quorum of 2 of 3). Printed
+    beside the one-process durable write measured the same way, with 1 and 32 writers (the
+    32 sharing each sync as a group commit would);
   * one FUSE round trip on an mfsha mount, answered by the mount without the master
     (fsync of a directory), if --mount is given;
   * a cold 1 GiB file read locally, and the same file sent by one process with sendfile()
@@ -13,7 +19,9 @@ with the simplest possible code (no mfsha involved except the FUSE round trip):
     chunkserver process must do to serve a read (mfsha additionally checks CRCs, which
     needs the data in user space, and frames and copies it in the client).
 
-Usage: scripts/bench-floors.py [--dir DIR] [--mount MOUNTPOINT] [--rounds N]
+Usage: scripts/bench-floors.py [--dir DIR] [--mount MOUNTPOINT] [--rounds N] [--commit-only]
+--commit-only prints the durable and replicated write floors alone (the commit-cost bench
+runs it in the same run as its own figures).
 DIR (default /var/tmp/mfsha-floors) must be on the disk the cluster uses. Run as root so the
 page cache can be dropped; nothing else should be running.
 """
@@ -21,6 +29,9 @@ page cache can be dropped; nothing else should be running.
 import argparse
 import mmap
 import os
+import select
+import signal
+import threading
 import socket
 import statistics
 import time
@@ -92,6 +103,80 @@ def tcp_round_trip_us(n=20000):
     return us
 
 
+def replicated_commit(dir, writers, n):
+    """Durable writes per second and µs each on one process, then on a leader with two
+    follower processes (quorum 2 of 3), `writers` records per sync (group commit)."""
+    record = b"r" * 300 * writers
+
+    def follower(index):
+        def serve(conn):
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            fd = os.open(os.path.join(dir, f"follower{index}.log"),
+                         os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+            while True:
+                got = 0
+                while got < len(record):
+                    data = conn.recv(len(record) - got)
+                    if not data:
+                        os.close(fd)
+                        return
+                    got += len(data)
+                os.write(fd, record)
+                os.fdatasync(fd)
+                conn.sendall(b"k")
+        return loopback_peer(serve)
+
+    fd = os.open(os.path.join(dir, "leader.log"), os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+    alone = per_op_us(n, lambda i: (os.write(fd, record), os.fdatasync(fd)))
+    peers = [follower(i) for i in range(2)]
+    for sock, _ in peers:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    # The leader's own sync runs on a thread that reports on a pipe, so the leader can wait
+    # for whichever two of the three syncs finish first (raft-rs counts its own too).
+    work_r, work_w = os.pipe()
+    done_r, done_w = os.pipe()
+
+    def leader_syncs():
+        while os.read(work_r, 1) == b"w":
+            os.write(fd, record)
+            os.fdatasync(fd)
+            os.write(done_w, b"d")
+
+    syncer = threading.Thread(target=leader_syncs)
+    syncer.start()
+
+    def one(i):
+        for sock, _ in peers:
+            sock.sendall(record)
+        os.write(work_w, b"w")
+        waiting = [done_r] + [sock for sock, _ in peers]
+        done = 0
+        while done < 2:
+            ready, _, _ = select.select(waiting, [], [])
+            for r in ready:
+                os.read(r, 1) if r == done_r else r.recv(1)
+                waiting.remove(r)
+                done += 1
+        # The third finishes before the next write, so all three stay in step.
+        for r in waiting:
+            os.read(r, 1) if r == done_r else r.recv(1)
+
+    replicated = per_op_us(n, one)
+    os.write(work_w, b"q")
+    syncer.join()
+    # The second follower inherited the first one's socket at fork: close both, then stop them.
+    for sock, _ in peers:
+        sock.close()
+    for _, pid in peers:
+        os.kill(pid, signal.SIGTERM)
+        os.waitpid(pid, 0)
+    os.close(fd)
+    for name in ["leader.log", "follower0.log", "follower1.log"]:
+        os.unlink(os.path.join(dir, name))
+    return alone, replicated
+
+
 def fuse_round_trip_us(mount, n=20000):
     fd = os.open(mount, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -156,12 +241,22 @@ def main():
     parser.add_argument("--dir", default="/var/tmp/mfsha-floors")
     parser.add_argument("--mount", help="an mfsha mount, for the FUSE round trip")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--commit-only", action="store_true")
     args = parser.parse_args()
     os.makedirs(args.dir, exist_ok=True)
     print(f"floors on this machine (files in {args.dir})")
-    for what, us in durable_writes(os.path.join(args.dir, "durable.bin")).items():
-        print(f"  durable write, {what:<34} {us:7.1f} µs")
+    if not args.commit_only:
+        for what, us in durable_writes(os.path.join(args.dir, "durable.bin")).items():
+            print(f"  durable write, {what:<34} {us:7.1f} µs")
     print(f"  loopback TCP round trip (blocking)              {tcp_round_trip_us():7.1f} µs")
+    for writers in (1, 32):
+        alone, replicated = replicated_commit(args.dir, writers, 2000)
+        print(f"  {writers:2} writer(s) per sync: one process {alone:7.1f} µs/sync "
+              f"({writers * 1e6 / alone:8.0f} records/s); leader + 2 followers "
+              f"{replicated:7.1f} µs/sync ({writers * 1e6 / replicated:8.0f} records/s), "
+              f"+{replicated - alone:.0f} µs")
+    if args.commit_only:
+        return
     if args.mount:
         print(f"  FUSE round trip on {args.mount} (fsyncdir)  {fuse_round_trip_us(args.mount):7.1f} µs")
     big = os.path.join(args.dir, "cold.bin")

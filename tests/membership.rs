@@ -67,12 +67,16 @@ impl Group {
     }
 
     fn start(&mut self, id: usize, peers: &[usize]) {
+        self.spawn(id, peers);
+        let log = self.daemon(id).log.clone();
+        wait_for_port(&self.client(id), "master", &log, Duration::from_secs(30));
+    }
+
+    /// Starts master `id` without waiting for its ports.
+    fn spawn(&mut self, id: usize, peers: &[usize]) {
         let config = self.write_config(id, peers);
         let args = ["master", "-c", config.to_str().unwrap()];
-        let daemon = Daemon::spawn(self.path(), &format!("master{id}"), &args);
-        let log = daemon.log.clone();
-        self.masters[id - 1] = Some(daemon);
-        wait_for_port(&self.client(id), "master", &log, Duration::from_secs(30));
+        self.masters[id - 1] = Some(Daemon::spawn(self.path(), &format!("master{id}"), &args));
     }
 
     /// Starts a chunkserver following masters `ids` (their chunkserver ports), goal 1 data.
@@ -266,4 +270,60 @@ fn a_member_added_catches_up_and_votes_and_a_removed_one_stops() {
     let count = std::fs::read_dir(mount.path("")).unwrap().count();
     assert_eq!(count, 101, "every directory made through the changes is there");
     mount.stop();
+}
+
+/// A member removed while it was down hears nothing of it from the log (nobody replicates to
+/// a non-member), so the others tell it when it calls: it stops by itself, says why, and
+/// refuses to start again. The three left go on.
+#[test]
+fn a_member_removed_while_it_was_down_stops_when_it_comes_back() {
+    let rt = runtime();
+    let mut group = Group::new();
+    let all = [1, 2, 3, 4];
+    let others = |id: usize| all.iter().copied().filter(|o| *o != id).collect::<Vec<_>>();
+    let config = group.write_config(1, &others(1));
+    crate::util::bootstrap(group.path(), &config);
+    for id in all {
+        group.start(id, &others(id));
+    }
+    let leader = group.wait_leader(&rt, &all);
+    let down = all.into_iter().find(|id| *id != leader).unwrap();
+    group.daemon(down).kill();
+    let rest = others(down);
+    let out = run_ok(&["member", "remove", &down.to_string(), "-H", &group.list(&rest)]);
+    assert!(out.contains("removed"), "member remove said: {out}");
+    // Later entries too, so the others' applied index is past anything the down node holds.
+    let leader = group.wait_leader(&rt, &rest);
+    let client = group.client(leader);
+    rt.block_on(async {
+        let client = MasterClient::connect_within(&client, Duration::from_secs(2)).await.unwrap();
+        let request = Request { session: 0, seq: 0, uid: 0, gid: 0, op: ClientOp::Status };
+        client.call_timeout(request, 2000).await.unwrap().unwrap();
+    });
+
+    // The leader's queue to the down node still held the removal entry until its next failed
+    // connection attempt (every 0.5 s at most) dropped it; after that the down node can only
+    // hear of its removal from a member's answer, which is what this test is about.
+    std::thread::sleep(Duration::from_millis(1500));
+    // It comes back with its old data directory and configuration.
+    group.spawn(down, &others(down));
+    let exit = group.daemon(down).stop_after_signal(Duration::from_secs(20));
+    assert!(exit.success(), "the removed master exits cleanly: {exit:?}");
+    let log = std::fs::read_to_string(&group.daemon(down).log).unwrap_or_default();
+    assert!(
+        log.contains("removed from the group while it was down"),
+        "the returning master's log:\n{}",
+        tail(&group.daemon(down).log, 30)
+    );
+    let config = group.write_config(down, &others(down));
+    let restart = mfsha(&["master", "-c", config.to_str().unwrap()]);
+    assert!(!restart.status.success(), "a master told it was removed must refuse to start");
+    let said = String::from_utf8_lossy(&restart.stderr);
+    assert!(said.contains("was removed from the group"), "refusal: {said}");
+
+    // The three left still lead and count three members.
+    let leader = group.wait_leader(&rt, &rest);
+    let status = group.status(&rt, leader).expect("the leader answers");
+    let ids: Vec<u64> = status.members.iter().map(|m| m.id).collect();
+    assert!(!ids.contains(&(down as u64)), "members after the removal: {ids:?}");
 }

@@ -12,9 +12,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// Path of the `mfsha` binary built for this test run.
+/// Path of the `mfsha` binary built for this test run, or the one `MFSHA_BIN` names: the
+/// benchmarks run release daemons under this debug harness that way (a release build of the
+/// tests would compile RocksDB's C++ a second time).
 pub fn mfsha_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_mfsha"))
+    match std::env::var_os("MFSHA_BIN") {
+        Some(path) => PathBuf::from(path),
+        None => PathBuf::from(env!("CARGO_BIN_EXE_mfsha")),
+    }
 }
 
 /// A free TCP port on 127.0.0.1 (bound and released), never one this test process was given

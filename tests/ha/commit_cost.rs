@@ -3,11 +3,16 @@
 //! master, in the same run, alternating, so that both see the same machine.
 //!
 //! ```sh
-//! cargo test --release --workspace -- --ignored --nocapture ha::commit_cost::commit_cost_benchmark
+//! MFSHA_BIN=/path/to/release/mfsha cargo test --workspace --locked -- --ignored --nocapture \
+//!   --exact ha::commit_cost::commit_cost_benchmark
 //! ```
-//! `MFSHA_BENCH_OPS` (default 100,000 per phase with 32 sessions; a tenth of that with one)
-//! and `MFSHA_BENCH_ROUNDS` (default 3) size it. The test command runs a short round that
-//! checks every figure is there (no timing is asserted in a test).
+//! `MFSHA_BIN` names the daemons' binary (a release build; the harness stays the debug test
+//! binary). `MFSHA_BENCH_OPS` (default 100,000 per phase with 32 sessions; a tenth of that
+//! with one) and `MFSHA_BENCH_ROUNDS` (default 3) size it. The benchmark prints this
+//! machine's floors (`scripts/bench-floors.py --commit-only`: one synced write alone, and
+//! the least a replicated one costs with three processes syncing on this disk) before and
+//! after its rounds. The test command runs a short round that checks every figure is there
+//! (no timing is asserted in a test).
 
 use super::cluster::HaCluster;
 use super::retry::addr;
@@ -68,16 +73,33 @@ fn bench_group(group: &HaCluster, sessions: usize, ops: usize) -> Figures {
     panic!("bench meta failed three times against the group\n{}", group.logs())
 }
 
+/// Prints the durable and replicated write floors, measured now on the disk the daemons use.
+fn print_floors(dir: &std::path::Path) {
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/bench-floors.py");
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .args(["--commit-only", "--dir"])
+        .arg(dir.join("floors"))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    assert!(out.status.success(), "bench-floors failed: {}", String::from_utf8_lossy(&out.stderr));
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+}
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
 }
 
 /// `rounds` rounds, each: 32 sessions then 1 session, on the one node then on the group.
-fn commit_cost(ops: usize, rounds: usize) {
+fn commit_cost(ops: usize, rounds: usize, floors: bool) {
     let mut one = Cluster::new();
     one.start_master();
     let group = HaCluster::start(0);
+    if floors {
+        print_floors(group.path());
+    }
     let (mut wide, mut narrow) = ((Vec::new(), Vec::new()), (Vec::new(), Vec::new()));
     for round in 1..=rounds {
         println!("--- round {round}: one node, then the three-voter group ---");
@@ -98,6 +120,9 @@ fn commit_cost(ops: usize, rounds: usize) {
         p50(&narrow.1),
         p50(&narrow.1) - p50(&narrow.0)
     );
+    if floors {
+        print_floors(group.path());
+    }
     for figures in wide.0.iter().chain(&wide.1).chain(&narrow.0).chain(&narrow.1) {
         assert!(figures.creates_per_second > 0.0 && figures.create_p50_us > 0.0, "{figures:?}");
     }
@@ -108,11 +133,11 @@ fn commit_cost(ops: usize, rounds: usize) {
 fn commit_cost_benchmark() {
     let ops = std::env::var("MFSHA_BENCH_OPS").map_or(100_000, |v| v.parse().unwrap());
     let rounds = std::env::var("MFSHA_BENCH_ROUNDS").map_or(3, |v| v.parse().unwrap());
-    commit_cost(ops, rounds);
+    commit_cost(ops, rounds, true);
 }
 
 /// The benchmark's short run: every figure is measured and printed.
 #[test]
 fn commit_cost_benchmark_short_run() {
-    commit_cost(640, 1);
+    commit_cost(640, 1, false);
 }

@@ -114,18 +114,19 @@ pub async fn start_with(
     let shutdown = Shutdown::new();
     let (meta, raft_thread, policy) = start_node(&config, &shutdown).await?;
     let transfers = policy.as_ref().map(|p| p.transfers.clone()).unwrap_or_default();
+    let book = AddressBook::from_config(&config, bound);
+    tracing::info!(masters = ?book.describe(), "address book (from the configuration)");
+    let leadership = Leadership::watch(meta.clone(), book, shutdown.clone());
     let fence = vip.map(VipFence::new);
     let fence_task = fence.as_ref().map(|fence| {
-        let run = fence.clone().run(meta.clone(), fence_rules(&config), shutdown.clone());
+        let (rules, book) = (fence_rules(&config), leadership.clone());
+        let run = fence.clone().run(meta.clone(), rules, book, shutdown.clone());
         tokio::spawn(run.in_current_span())
     });
     if let (Some(listener), Some(policy)) = (peer_listener, policy) {
         let serve = tcp::serve_peers(listener, meta.raft().clone(), policy, shutdown.clone());
         tokio::spawn(serve.in_current_span());
     }
-    let book = AddressBook::from_config(&config, bound);
-    tracing::info!(masters = ?book.describe(), "address book (from the configuration)");
-    let leadership = Leadership::watch(meta.clone(), book, shutdown.clone());
     let mut setup = ChunksSetup {
         meta: meta.clone(),
         config: config.chunks.clone(),

@@ -18,9 +18,11 @@
 //!   once: the old leader released and confirmed the address gone before it asked for the
 //!   transfer ([`VipFence::hand_over`]). A handover from the witness does not count: the
 //!   witness never held the VIP, but the master before it might still, so the ordinary wait
-//!   applies.
+//!   applies. The masters are those the configuration names and those the replicated address
+//!   book adds with a client address (a master joined with `mfsha member add`).
 
 use crate::node::MetaHandle;
+use crate::server::leadership::{AddressBook, Leadership};
 use crate::server::Shutdown;
 use mfsha_raft::Role;
 use mfsha_vip::{Desired, Vip, VipError, VipStatus};
@@ -58,11 +60,21 @@ pub struct Claim {
     pub at: Instant,
 }
 
-/// The fence's fixed inputs.
+/// The fence's inputs besides what it observes.
 #[derive(Debug, Clone)]
 pub struct Rules {
     /// The masters of the group (a handover from one of them released the VIP first).
     pub masters: BTreeSet<u64>,
+}
+
+impl Rules {
+    /// Counts `id` as a master if the address book gives it a client address (a master
+    /// added since the configuration was written; the witness serves no client).
+    pub fn learn(&mut self, id: u64, book: &AddressBook) {
+        if book.get(id).is_some_and(|addrs| addrs.client.is_some()) {
+            self.masters.insert(id);
+        }
+    }
 }
 
 /// The rules of the module documentation. `claim` remembers, across checks, when this node
@@ -119,7 +131,13 @@ impl VipFence {
 
     /// Looks at `meta` every [`CHECK`] and holds or releases, until `shutdown`; then releases
     /// and waits for the address to go (a clean stop leaves no VIP behind).
-    pub async fn run(self: Arc<Self>, meta: MetaHandle, rules: Rules, shutdown: Shutdown) {
+    pub async fn run(
+        self: Arc<Self>,
+        meta: MetaHandle,
+        mut rules: Rules,
+        book: Leadership,
+        shutdown: Shutdown,
+    ) {
         let mut tick = tokio::time::interval(CHECK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut leadership = meta.leadership();
@@ -137,11 +155,15 @@ impl VipFence {
             }
             let now = Instant::now();
             let lead = *leadership.borrow_and_update();
+            let handed_over_by = meta.raft().handed_over_by(lead.term);
+            if let Some(from) = handed_over_by.filter(|from| !rules.masters.contains(from)) {
+                rules.learn(from, &book.book());
+            }
             let seen = Observed {
                 serving: meta.is_leader(),
                 role: lead.role,
                 term: lead.term,
-                handed_over_by: meta.raft().handed_over_by(lead.term),
+                handed_over_by,
                 handing_over: self.handing_over(now),
             };
             if lead.role != Role::Leader {
@@ -228,5 +250,22 @@ mod tests {
         let mut claim = None;
         let from_witness = Observed { handed_over_by: Some(3), ..leading(7) };
         assert_eq!(decide(now, &from_witness, &mut claim, &rules()), Desired::Release);
+    }
+
+    #[test]
+    fn a_master_the_address_book_added_counts_for_a_handover_the_witness_still_not() {
+        use crate::server::leadership::{AddressBook, MasterAddrs};
+        let master = MasterAddrs { client: Some("127.0.0.1:9421".into()), ..Default::default() };
+        let witness = MasterAddrs::default();
+        let book = AddressBook::of([(1, master.clone()), (4, master), (3, witness)]);
+        let mut rules = rules();
+        rules.learn(3, &book);
+        rules.learn(4, &book);
+        rules.learn(5, &book); // not in the book at all
+        assert_eq!(rules.masters, [1, 2, 4].into());
+        let now = Instant::now();
+        let mut claim = None;
+        let from_added = Observed { handed_over_by: Some(4), ..leading(9) };
+        assert_eq!(decide(now, &from_added, &mut claim, &rules), Desired::Hold);
     }
 }

@@ -23,4 +23,20 @@ pub enum PeerMessage {
     SnapshotPart { total: u64, offset: u64, bytes: serde_bytes::ByteBuf },
     /// The receiver's answer after the last part: handed to its node, or why not.
     SnapshotDone { delivered: bool, reason: String },
+    /// The receiver's answer to a `Hello` from a node of the cluster that the receiver's
+    /// membership, as of its applied index `applied_index`, does not name; then it closes.
+    NotMember { applied_index: u64 },
+}
+
+impl PeerMessage {
+    /// The variant's name, for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PeerMessage::Hello { .. } => "Hello",
+            PeerMessage::Raft(_) => "Raft",
+            PeerMessage::SnapshotPart { .. } => "SnapshotPart",
+            PeerMessage::SnapshotDone { .. } => "SnapshotDone",
+            PeerMessage::NotMember { .. } => "NotMember",
+        }
+    }
 }

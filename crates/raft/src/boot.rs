@@ -13,7 +13,7 @@ use crate::node::Node;
 use crate::slog_tracing::raft_logger;
 use crate::state_machine::StateMachine;
 use crate::store::{Identity, LogStore, StoreError, BOOTSTRAP_INDEX, BOOTSTRAP_TERM};
-use crate::transport::{SnapshotReports, Transport};
+use crate::transport::{Reports, Transport};
 
 /// Why a node could not start. Each says which directory and what to do.
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +51,8 @@ pub enum StartError {
     Raft { node_id: u64, data_dir: PathBuf, cause: raft::Error },
     #[error(
         "node {node_id} was removed from the group (the membership in {data_dir} no longer \
-         names it); to make it a member again, move that directory aside and run `mfsha member \
+         names it, or another member's no longer did when this node came back after being \
+         removed while it was down); to make it a member again, move that directory aside and run `mfsha member \
          add` on the leader"
     )]
     Removed { node_id: u64, data_dir: PathBuf },
@@ -125,7 +126,8 @@ pub(crate) fn new_node<S: StateMachine, L: LogStore>(
 ) -> Result<(Node<S, L>, Handle<S>, mpsc::Receiver<Inbox<S::Output>>), StartError> {
     config.check().map_err(StartError::Config)?;
     check_identity(&mut store, &config)?;
-    if store.is_initialized() && crate::membership::removes(store.conf_state(), config.node_id) {
+    let removed = crate::membership::removes(store.conf_state(), config.node_id);
+    if (store.is_initialized() && removed) || store.removed_at().is_some() {
         return Err(StartError::Removed { node_id: config.node_id, data_dir: config.data_dir });
     }
     let applied = load_state::<S, L>(&store, &config)?;
@@ -135,9 +137,11 @@ pub(crate) fn new_node<S: StateMachine, L: LogStore>(
     let shared = Arc::new(Shared::new(config.node_id, applied, inbox));
     *shared.snapshot.lock() = snapshot;
     let handle = Handle { shared: shared.clone() };
-    let reports = handle.clone();
-    transport
-        .attach(SnapshotReports::new(move |to, delivered| reports.report_snapshot(to, delivered)));
+    let (snapshots, notices) = (handle.clone(), handle.clone());
+    transport.attach(Reports::new(
+        move |to, delivered| snapshots.report_snapshot(to, delivered),
+        move |from, applied_index| notices.heard_not_member(from, applied_index),
+    ));
     let mut node = Node::new(raw, shared, transport, config);
     node.after_membership(None); // the transport learns the stored address book
     Ok((node, handle, receiver))

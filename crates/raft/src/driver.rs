@@ -117,6 +117,7 @@ fn run<S: StateMachine, L: LogStore>(
             | Inbox::SnapshotReport { .. }
             | Inbox::TransferLeader { .. }
             | Inbox::PeerConnected { .. }
+            | Inbox::NotMember { .. }
             | Inbox::Wake => {}
         }
     }
@@ -134,6 +135,7 @@ fn take<S: StateMachine, L: LogStore>(node: &mut Node<S, L>, item: Inbox<S::Outp
         }
         Inbox::Snapshot { index, reply } => node.want_snapshot(index, reply),
         Inbox::PeerConnected { from } => node.peer_connected(from),
+        Inbox::NotMember { from, applied_index } => node.heard_not_member(from, applied_index),
         Inbox::Wake => {}
     }
 }

@@ -204,6 +204,12 @@ pub(crate) enum Inbox<O> {
     PeerConnected {
         from: u64,
     },
+    /// Member `from` said its membership at `applied_index` does not name this node
+    /// ([`Handle::heard_not_member`]).
+    NotMember {
+        from: u64,
+        applied_index: u64,
+    },
     /// Wakes the loop so it sees the shutdown flag.
     Wake,
 }
@@ -282,6 +288,16 @@ pub(crate) struct Shared<S: StateMachine> {
     pub(crate) stats: Counters,
     /// (term, from): the last campaign started because `from` handed leadership over.
     handover: Mutex<(u64, u64)>,
+    /// The members (voters and learners) as of the applied index, for
+    /// [`Handle::removal_notice_for`]; empty until this node holds a membership.
+    members: Mutex<AppliedMembers>,
+}
+
+/// The membership a node has applied, and the index it has applied up to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct AppliedMembers {
+    pub(crate) applied_index: u64,
+    pub(crate) members: Vec<u64>,
 }
 
 impl<S: StateMachine> Shared<S> {
@@ -316,6 +332,7 @@ impl<S: StateMachine> Shared<S> {
             snapshot: Mutex::new(None),
             stats: Counters::default(),
             handover: Mutex::new((0, 0)),
+            members: Mutex::new(AppliedMembers::default()),
         }
     }
 
@@ -334,6 +351,10 @@ impl<S: StateMachine> Shared<S> {
         self.shutting_down.store(true, Ordering::Release);
         self.proposal_slots.close();
         self.message_slots.close();
+    }
+
+    pub(crate) fn publish_members(&self, applied: AppliedMembers) {
+        *self.members.lock() = applied;
     }
 
     pub(crate) fn record_handover(&self, term: u64, from: u64) {
@@ -601,6 +622,24 @@ impl<S: StateMachine> Handle<S> {
     /// Asks this node (if it leads) to hand leadership to `to`.
     pub fn transfer_leader(&self, to: u64) -> Result<(), Status> {
         self.shared.send(Inbox::TransferLeader { to })
+    }
+
+    /// For a node `from` of this cluster that called: `Some(applied index)` if this node's
+    /// membership as of that index does not name it. A node that was down while it was
+    /// removed learns so this way ([`Handle::heard_not_member`] on its side), since nobody
+    /// replicates to a non-member.
+    pub fn removal_notice_for(&self, from: u64) -> Option<u64> {
+        let applied = self.shared.members.lock();
+        let known = !applied.members.is_empty();
+        (known && !applied.members.contains(&from)).then_some(applied.applied_index)
+    }
+
+    /// Member `from`, whose membership at `applied_index` does not name this node, told it
+    /// so (see [`Handle::removal_notice_for`]).
+    pub fn heard_not_member(&self, from: u64, applied_index: u64) {
+        if self.shared.send(Inbox::NotMember { from, applied_index }).is_err() {
+            tracing::debug!(node = self.shared.node_id, from, "raft node stopped");
+        }
     }
 
     /// Member `from` connected anew (it restarted, perhaps with a wiped store): a leader

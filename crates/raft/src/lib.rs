@@ -28,9 +28,12 @@ client, chunkserver or logger services: the master and the witness logger both e
 1. take the Ready;
 2. send `messages()` (a leader replicates while it persists);
 3. install a snapshot, before any entries or hard state;
-4. apply committed entries (they are already durable);
+4. a leader applies committed entries (they are already durable), so its proposers hear
+   back before the next fsync;
 5. append entries and hard state in one write, synced when `must_sync()`;
 6. only then send `persisted_messages()` (votes and acks must not leave before the fsync);
+   a follower applies its committed entries after that, so its acknowledgement (on which
+   the leader's commit waits) does not wait for them;
 7. advance, then send and apply what the light ready holds, and `advance_apply`;
 8. record a snapshot whose build has ended and compact the log behind it; start a build when
    enough has been applied. The store builds the blob from a consistent view of its tables on
@@ -77,7 +80,7 @@ pub use membership::MemberChange;
 pub use node::{Node, Reply};
 pub use state_machine::{SnapshotEncoder, StateMachine};
 pub use store::{LogStore, MemStore, RaftStore};
-pub use transport::{NoPeers, SnapshotReports, Transport};
+pub use transport::{NoPeers, Reports, Transport};
 
 /// Errors a proposer can get, shared with the wire protocol so they reach clients as is.
 pub use mfsha_proto::types::Status;

@@ -116,6 +116,55 @@ impl<S: StateMachine, L: LogStore> Node<S, L> {
         raft.prs().iter().all(|(_, progress)| progress.matched >= raft.pending_conf_index)
     }
 
+    /// Member `from` said its membership as of its applied index `their_applied` leaves this
+    /// node out. Believed only when that index is past this node's own applied index and
+    /// this node's membership still names it: the membership at an index follows from the
+    /// log up to it, so a later one without this node means a removal this node never
+    /// applied (it was down, and nobody replicates to a non-member). A member that is only
+    /// behind (it has not applied this node's addition yet) has the lower index, and a new
+    /// node holds no membership until its first snapshot: both are ignored.
+    pub fn heard_not_member(&mut self, from: u64, their_applied: u64) {
+        let me = self.config.node_id;
+        let store = self.raw.store();
+        let (conf, applied) = (store.conf_state(), store.applied().0);
+        let named = *conf != ConfState::default() && !removes(conf, me);
+        if their_applied <= applied || !named {
+            tracing::debug!(node = me, from, their_applied, applied, "not-a-member notice ignored");
+            return;
+        }
+        tracing::warn!(
+            node = me,
+            from,
+            their_applied,
+            applied,
+            "this node was removed from the group while it was down (member {from}'s \
+            membership at index {their_applied} leaves it out; this node applied up to \
+            {applied}); stopping for good: move its data directory aside and run `mfsha \
+            member add` on the leader to make it a member again"
+        );
+        let recorded = self.raw.mut_store().set_removed_at(their_applied);
+        recorded.unwrap_or_else(|error| crate::fatal(&error.to_string()));
+        self.shared.mark_removed();
+    }
+
+    /// What [`crate::Handle::removal_notice_for`] answers, read from this node's store.
+    pub fn removal_notice_for(&self, from: u64) -> Option<u64> {
+        let store = self.raw.store();
+        removes(store.conf_state(), from).then(|| store.applied().0)
+    }
+
+    /// The applied membership, for the peer port's not-a-member notices.
+    pub(crate) fn publish_members(&self) {
+        let store = self.raw.store();
+        let conf = store.conf_state();
+        let members = (conf.voters.iter().chain(&conf.learners))
+            .chain(conf.voters_outgoing.iter().chain(&conf.learners_next))
+            .copied()
+            .collect();
+        let applied_index = store.applied().0;
+        self.shared.publish_members(crate::handle::AppliedMembers { applied_index, members });
+    }
+
     /// After a membership change or a snapshot: the transport learns the addresses the state
     /// machine's address book holds, and a node that is no longer a member stops.
     pub(crate) fn after_membership(&mut self, conf_state: Option<&ConfState>) {

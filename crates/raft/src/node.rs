@@ -316,9 +316,17 @@ impl<S: StateMachine, L: LogStore> Node<S, L> {
         if !ready.snapshot().is_empty() {
             self.install_snapshot(ready.snapshot()); // 3. snapshot before entries and hard state
         }
-        self.apply_committed(ready.take_committed_entries()); // 4. committed = already durable
+        // 4. committed = already durable: a leader answers its proposers before the next
+        // fsync, a follower acknowledges (6) before it applies.
+        let leading = self.raw.raft.state == StateRole::Leader;
+        if leading {
+            self.apply_committed(ready.take_committed_entries());
+        }
         self.persist(ready.entries(), ready.hs(), ready.must_sync()); // 5. one synced batch
         self.send(ready.take_persisted_messages()); // 6. only after the fsync
+        if !leading {
+            self.apply_committed(ready.take_committed_entries());
+        }
         self.lease.confirm(ready.read_states(), self.raw.raft.term);
         let mut light = self.raw.advance(ready); // 7. advance, then the light ready
                                                  // light.commit_index() needs no write here: write_apply raises the stored commit index
@@ -424,6 +432,7 @@ impl<S: StateMachine, L: LogStore> Node<S, L> {
             },
             progress: crate::handle::leader_progress(raft),
         });
+        self.publish_members();
     }
 
     /// The relationships that must hold between Readys (TigerBeetle: assert what you expect).

@@ -22,14 +22,15 @@ fn env_u64(name: &str, default: u64) -> u64 {
 fn print(what: &str, seeds: u64, report: &Report) {
     println!(
         "{what}: {seeds} seeds, {} acknowledged, {} applied, {} leaders, {} crashes, {} \
-         partitions, {} messages, {} membership changes",
+         partitions, {} messages, {} membership changes, {} nodes told they were removed",
         report.acknowledged,
         report.applied,
         report.leaders,
         report.crashes,
         report.partitions,
         report.messages,
-        report.member_changes
+        report.member_changes,
+        report.told_removed
     );
 }
 
@@ -97,4 +98,5 @@ fn groups_changing_membership_keep_every_property() {
     print("5 nodes, membership changes", seeds, &report);
     assert!(report.acknowledged > seeds, "too few acknowledged proposals: {report:?}");
     assert!(report.member_changes > seeds, "too few membership changes: {report:?}");
+    assert!(report.told_removed > 0, "no node removed while it was away was told: {report:?}");
 }

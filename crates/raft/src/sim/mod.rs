@@ -104,6 +104,8 @@ pub struct Report {
     pub messages: u64,
     /// Membership changes the leader took (proposed; each applies or is lost with its term).
     pub member_changes: u64,
+    /// Nodes that stopped because a member told them they were removed (while down).
+    pub told_removed: u64,
 }
 
 /// The sim's transport: messages wait in an outbox the simulator empties after each step.
@@ -295,12 +297,25 @@ impl Simulation {
     fn deliver(&mut self, msg: Message) {
         let (from, to) = (msg.from, msg.to);
         let is_snapshot = msg.get_msg_type() == MessageType::MsgSnapshot;
+        let notice = self.slots[(to - 1) as usize].node.as_ref().and_then(|node| {
+            node.removal_notice_for(from) // the peer port's answer to a non-member's Hello
+        });
+        if let Some(applied_index) = notice {
+            if let Some(sender) = self.slots[(from - 1) as usize].node.as_mut() {
+                let before = sender.shared.removed_flag();
+                sender.heard_not_member(to, applied_index);
+                if !before && sender.shared.removed_flag() {
+                    self.report.told_removed += 1;
+                    self.trace(&format!("node {from} stops: node {to} says it was removed"));
+                }
+            }
+        }
         let delivered = match self.slots[(to - 1) as usize].node.as_mut() {
-            Some(node) => {
+            Some(node) if notice.is_none() => {
                 node.step(msg);
                 true
             }
-            None => false,
+            _ => false,
         };
         if is_snapshot {
             if let Some(sender) = self.slots[(from - 1) as usize].node.as_mut() {
@@ -609,6 +624,7 @@ pub fn run_seeds(first: u64, seeds: u64, options: &Options) -> Report {
         total.partitions += report.partitions;
         total.messages += report.messages;
         total.member_changes += report.member_changes;
+        total.told_removed += report.told_removed;
     }
     total
 }

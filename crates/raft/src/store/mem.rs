@@ -31,6 +31,7 @@ struct Image {
     snapshot: Option<StoredSnapshot>,
     tables: BTreeMap<(&'static str, Vec<u8>), Vec<u8>>,
     identity: Option<Identity>,
+    removed_at: Option<u64>,
 }
 
 impl Image {
@@ -127,6 +128,14 @@ impl LogStore for MemStore {
     fn set_identity(&mut self, identity: Identity) -> Result<(), StoreError> {
         assert!(self.live.identity.is_none(), "identity written twice");
         self.live.identity = Some(identity);
+        self.finish_write(true);
+        Ok(())
+    }
+    fn removed_at(&self) -> Option<u64> {
+        self.live.removed_at
+    }
+    fn set_removed_at(&mut self, index: u64) -> Result<(), StoreError> {
+        self.live.removed_at = Some(index);
         self.finish_write(true);
         Ok(())
     }

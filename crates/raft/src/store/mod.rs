@@ -200,6 +200,12 @@ pub trait LogStore: raft::Storage + Send + 'static {
     fn identity(&self) -> Option<&Identity>;
     /// Records the identity (synced). Only on a store without one.
     fn set_identity(&mut self, identity: Identity) -> Result<(), StoreError>;
+    /// The applied index at which a member's membership no longer named this node, if this
+    /// node heard of its removal that way (it was down when the removal was applied).
+    fn removed_at(&self) -> Option<u64>;
+    /// Records that a member's membership at `index` no longer names this node (synced), so
+    /// a restart refuses to start instead of campaigning in a group that left it.
+    fn set_removed_at(&mut self, index: u64) -> Result<(), StoreError>;
     /// The first state of a new group: a snapshot at [`BOOTSTRAP_INDEX`] and `term` (normally
     /// [`BOOTSTRAP_TERM`]; higher for a group restored from a lost one, so that chunkservers
     /// that obeyed the lost group's leaders obey the new one) whose voters are `conf_state`,

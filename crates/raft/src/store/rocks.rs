@@ -71,6 +71,8 @@ pub enum StateKey {
     Snapshot,
     /// postcard [`Identity`]: cluster id and node id, written once.
     Identity,
+    /// The applied index (u64 LE) at which a member's membership no longer named this node.
+    RemovedAt,
 }
 
 impl StateKey {
@@ -82,6 +84,7 @@ impl StateKey {
             StateKey::Truncated => b"truncated",
             StateKey::Snapshot => b"snapshot",
             StateKey::Identity => b"identity",
+            StateKey::RemovedAt => b"removed_at",
         }
     }
 }
@@ -116,6 +119,7 @@ pub struct RaftStore {
     /// The state machine's tables, one column family each.
     tables: &'static [&'static str],
     identity: Option<Identity>,
+    removed_at: Option<u64>,
     /// Where synced log writes are timed (the node's counters, set by the driver).
     sync_seconds: Option<prometheus::Histogram>,
 }
@@ -145,6 +149,7 @@ impl RaftStore {
             snapshot_wanted: Cell::new(false),
             tables,
             identity: None,
+            removed_at: None,
             sync_seconds: None,
         };
         store.load()?;
@@ -163,6 +168,7 @@ impl RaftStore {
         self.last = self.load_last()?;
         self.snapshot = self.load_snapshot()?;
         self.identity = self.load_identity()?;
+        self.removed_at = self.load_removed_at()?;
         self.check_loaded();
         Ok(())
     }
@@ -758,6 +764,27 @@ impl RaftStore {
             .map_err(|e| self.corrupt(CF_RAFT_STATE, key, format!("identity: {e}")))
     }
 
+    fn load_removed_at(&self) -> Result<Option<u64>, StoreError> {
+        let Some(bytes) = self.get_state(StateKey::RemovedAt)? else {
+            return Ok(None);
+        };
+        let index: [u8; 8] = bytes.as_slice().try_into().map_err(|_| {
+            let reason = format!("removal index of {} bytes, not 8", bytes.len());
+            self.corrupt(CF_RAFT_STATE, StateKey::RemovedAt.as_bytes(), reason)
+        })?;
+        Ok(Some(u64::from_le_bytes(index)))
+    }
+
+    /// Records, synced, that a member's membership at `index` no longer names this node.
+    pub fn set_removed_at(&mut self, index: u64) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        let value = seal(&index.to_le_bytes());
+        batch.put_cf(self.cf(CF_RAFT_STATE), StateKey::RemovedAt.as_bytes(), value);
+        self.write(batch, true, "recording this node's removal")?;
+        self.removed_at = Some(index);
+        Ok(())
+    }
+
     /// The identity written at first start, if any.
     pub fn identity(&self) -> Option<&Identity> {
         self.identity.as_ref()
@@ -800,6 +827,12 @@ impl LogStore for RaftStore {
     }
     fn set_identity(&mut self, identity: Identity) -> Result<(), StoreError> {
         RaftStore::set_identity(self, identity)
+    }
+    fn removed_at(&self) -> Option<u64> {
+        self.removed_at
+    }
+    fn set_removed_at(&mut self, index: u64) -> Result<(), StoreError> {
+        RaftStore::set_removed_at(self, index)
     }
     fn bootstrap(
         &mut self,

@@ -10,11 +10,14 @@
 //!
 //! Incoming: [`serve_peers`] accepts connections from the configured members only. The first
 //! frame names the caller, the intended receiver and the cluster; a mismatch closes the
-//! connection with a warning naming the address.
+//! connection with a warning naming the address. A caller of this cluster that this node's
+//! membership no longer names (it was removed while it was down) is told so with
+//! `NotMember` before the connection closes; its sender task, which otherwise only writes,
+//! reads that answer and reports it to its node.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use mfsha_proto::frame::{self, FrameReader};
@@ -24,13 +27,13 @@ use parking_lot::RwLock;
 use protobuf::Message as _;
 use raft::eraftpb::{Message, MessageType};
 use serde_bytes::ByteBuf;
-use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tracing::Instrument;
 
 use super::transfers::{Direction, TransferGuard, Transfers};
-use super::{SnapshotReports, Transport};
+use super::{Reports, Transport};
 use crate::handle::{Handle, MAX_PEER_MESSAGE_BYTES};
 use crate::lifecycle::Shutdown;
 use crate::state_machine::StateMachine;
@@ -98,7 +101,11 @@ pub struct TcpTransport {
     /// Peers given at start (their addresses stay); the rest were learned from the book.
     configured: BTreeSet<u64>,
     members: PeerSet,
-    reports: Option<SnapshotReports>,
+    /// Set once by `attach`; the sender tasks, started before it, read it when they report.
+    reports: Arc<OnceLock<Reports>>,
+    /// Not-a-member notices heard before `attach` (a restarted node's first connections
+    /// race its node's start), handed over by `attach`.
+    early_notices: Arc<parking_lot::Mutex<Vec<(u64, u64)>>>,
     shutdown: Shutdown,
     /// Snapshot tasks are spawned from the node thread, which is outside the runtime.
     runtime: tokio::runtime::Handle,
@@ -119,7 +126,8 @@ impl TcpTransport {
             queues,
             configured,
             members,
-            reports: None,
+            reports: Arc::new(OnceLock::new()),
+            early_notices: Arc::default(),
             shutdown,
             runtime,
             transfers,
@@ -149,11 +157,16 @@ impl TcpTransport {
     fn add_peer(&mut self, id: u64, addr: &str) {
         let (messages, rx) = mpsc::channel(QUEUE_PER_PEER);
         let span = tracing::info_span!("peer_out", peer = id, %addr);
-        let link = Link { me: self.me.clone(), to: id, addr: addr.to_string() };
+        let link = self.link(id, addr);
         self.runtime.spawn(send_loop(link, rx, self.shutdown.clone()).instrument(span));
         let snapshots = Arc::new(Semaphore::new(SNAPSHOTS_PER_PEER));
         self.queues.insert(id, PeerQueue { messages, addr: addr.to_string(), snapshots });
         self.members.insert(id);
+    }
+
+    fn link(&self, to: u64, addr: &str) -> Link {
+        let (reports, early_notices) = (self.reports.clone(), self.early_notices.clone());
+        Link { me: self.me.clone(), to, addr: addr.to_string(), reports, early_notices }
     }
 
     fn send_snapshot(&self, msg: Message) {
@@ -164,7 +177,7 @@ impl TcpTransport {
             report(&reports, to, false);
             return;
         };
-        let link = Link { me: self.me.clone(), to, addr: queue.addr.clone() };
+        let link = self.link(to, &queue.addr);
         let shutdown = self.shutdown.clone();
         let span = tracing::info_span!("snapshot_out", peer = to, addr = %link.addr);
         let transfers = self.transfers.clone();
@@ -186,9 +199,9 @@ impl TcpTransport {
     }
 }
 
-fn report(reports: &Option<SnapshotReports>, to: u64, delivered: bool) {
-    if let Some(reports) = reports {
-        reports.report(to, delivered);
+fn report(reports: &OnceLock<Reports>, to: u64, delivered: bool) {
+    if let Some(reports) = reports.get() {
+        reports.snapshot(to, delivered);
     }
 }
 
@@ -207,8 +220,17 @@ impl Transport for TcpTransport {
         }
     }
 
-    fn attach(&mut self, reports: SnapshotReports) {
-        self.reports = Some(reports);
+    fn attach(&mut self, reports: Reports) {
+        // Under the notices' lock, so a sender task either queued its notice before the
+        // reports were set (handed over here) or sees them set.
+        let mut early = self.early_notices.lock();
+        if self.reports.set(reports).is_err() {
+            tracing::error!("transport attached twice; the first reports stay");
+        }
+        let reports = self.reports.get().expect("just set");
+        for (from, applied_index) in early.drain(..) {
+            reports.not_member(from, applied_index);
+        }
     }
 
     fn learn_peers(&mut self, peers: &[(u64, String)]) {
@@ -233,11 +255,13 @@ impl Transport for TcpTransport {
 }
 
 /// One direction of one peer pair.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct Link {
     me: PeerIdentity,
     to: u64,
     addr: String,
+    reports: Arc<OnceLock<Reports>>,
+    early_notices: Arc<parking_lot::Mutex<Vec<(u64, u64)>>>,
 }
 
 impl Link {
@@ -276,7 +300,7 @@ fn configure(stream: &TcpStream) {
     }
 }
 
-async fn write_all(stream: &mut TcpStream, bytes: &[u8]) -> Result<(), String> {
+async fn write_all<W: AsyncWrite + Unpin>(stream: &mut W, bytes: &[u8]) -> Result<(), String> {
     match tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(bytes)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(e.to_string()),
@@ -304,16 +328,60 @@ async fn send_loop(link: Link, mut rx: mpsc::Receiver<Message>, shutdown: Shutdo
         };
         backoff = Duration::from_millis(20);
         tracing::info!("connected to peer");
-        match send_messages(&mut stream, &mut rx, &shutdown).await {
+        let (reading, mut writing) = stream.split();
+        let result = tokio::select! {
+            result = send_messages(&mut writing, &mut rx, &shutdown) => result,
+            answer = read_answer(reading) => Err(link.heard(answer)),
+        };
+        match result {
             Ok(()) => return,
             Err(reason) => tracing::warn!(%reason, "peer connection lost; reconnecting"),
+        }
+        // A peer that refused this node (not a member) would refuse it again at once.
+        tokio::time::sleep(RECONNECT_MAX).await;
+    }
+}
+
+/// The peer writes on this connection only to refuse the caller; anything else (or a close)
+/// ends it. Returns what ended it.
+async fn read_answer(reading: tokio::net::tcp::ReadHalf<'_>) -> Result<PeerMessage, String> {
+    let mut reader = BufReader::with_capacity(1024, reading);
+    let mut buf = Vec::new();
+    match FrameReader::read_within(&mut reader, &mut buf, None, FRAME_FINISH).await {
+        Ok(()) => {}
+        Err(e) if e.is_clean_close() => return Err("the peer closed the connection".into()),
+        Err(e) => return Err(format!("bad frame from the peer: {e}")),
+    }
+    let message = frame::decode_body::<PeerMessage>(&buf).map_err(|e| format!("bad frame: {e}"))?;
+    Ok(message.body)
+}
+
+impl Link {
+    /// What the peer's answer means; a not-a-member notice goes to the node.
+    fn heard(&self, answer: Result<PeerMessage, String>) -> String {
+        match answer {
+            Ok(PeerMessage::NotMember { applied_index }) => {
+                let mut early = self.early_notices.lock();
+                match self.reports.get() {
+                    Some(reports) => reports.not_member(self.to, applied_index),
+                    None => early.push((self.to, applied_index)),
+                }
+                drop(early);
+                format!(
+                    "node {} does not count this node as a member (its membership as of \
+                     index {applied_index})",
+                    self.to
+                )
+            }
+            Ok(other) => format!("the peer sent {} on an outgoing connection", other.kind()),
+            Err(reason) => reason,
         }
     }
 }
 
 /// Writes queued messages until shutdown (`Ok`) or a write fails (`Err`).
 async fn send_messages(
-    stream: &mut TcpStream,
+    stream: &mut tokio::net::tcp::WriteHalf<'_>,
     rx: &mut mpsc::Receiver<Message>,
     shutdown: &Shutdown,
 ) -> Result<(), String> {
@@ -513,7 +581,13 @@ async fn receive<S: StateMachine>(
     let mut reader = BufReader::with_capacity(64 << 10, stream);
     let mut buf = Vec::new();
     let from = match read_frame(&mut reader, &mut buf, Some(HELLO_WAIT)).await? {
-        Some(PeerMessage::Hello { from, to, cluster }) => check_hello(policy, from, to, &cluster)?,
+        Some(PeerMessage::Hello { from, to, cluster }) => {
+            check_caller(policy, from, to, &cluster)?;
+            if let Some(applied_index) = node.removal_notice_for(from) {
+                return tell_not_member(reader, from, applied_index).await;
+            }
+            check_member(policy, from)?
+        }
         Some(_) => return Err("first frame is not Hello".into()),
         None => return Ok(()),
     };
@@ -525,6 +599,7 @@ async fn receive<S: StateMachine>(
         let Some(message) = read_frame(&mut reader, &mut buf, None).await? else {
             return Ok(());
         };
+        let kind = message.kind();
         match message {
             PeerMessage::Raft(bytes) => step(node, from, &bytes)?,
             PeerMessage::SnapshotPart { total, offset, bytes } => {
@@ -540,7 +615,9 @@ async fn receive<S: StateMachine>(
                 }
             }
             PeerMessage::Hello { .. } => return Err(format!("node {from} sent a second Hello")),
-            PeerMessage::SnapshotDone { .. } => return Err("unexpected SnapshotDone".into()),
+            PeerMessage::SnapshotDone { .. } | PeerMessage::NotMember { .. } => {
+                return Err(format!("unexpected {kind} from node {from}"))
+            }
         }
     }
 }
@@ -561,7 +638,9 @@ async fn read_frame(
     Ok(Some(message.body))
 }
 
-fn check_hello(policy: &PeerPolicy, from: u64, to: u64, cluster: &str) -> Result<u64, String> {
+/// A caller of another cluster, or one that meant another node, is refused before anything
+/// else (it is told nothing about this cluster's membership).
+fn check_caller(policy: &PeerPolicy, from: u64, to: u64, cluster: &str) -> Result<(), String> {
     if cluster != policy.me.cluster_id {
         return Err(format!(
             "caller says it is node {from} of cluster {cluster:?}; this node is in cluster {:?}",
@@ -575,10 +654,31 @@ fn check_hello(policy: &PeerPolicy, from: u64, to: u64, cluster: &str) -> Result
             policy.me.node_id
         ));
     }
+    Ok(())
+}
+
+fn check_member(policy: &PeerPolicy, from: u64) -> Result<u64, String> {
     if !policy.members.contains(from) || from == policy.me.node_id {
         return Err(format!("caller says it is node {from}, which is not a member"));
     }
     Ok(from)
+}
+
+/// Answers a caller this node's membership leaves out with `NotMember`, then closes.
+async fn tell_not_member(
+    reader: BufReader<TcpStream>,
+    from: u64,
+    applied_index: u64,
+) -> Result<(), String> {
+    let mut buf = Vec::new();
+    let notice = PeerMessage::NotMember { applied_index };
+    frame::encode(0, &notice, &mut buf).map_err(|e| e.to_string())?;
+    let mut stream = reader.into_inner();
+    write_all(&mut stream, &buf).await?;
+    Err(format!(
+        "node {from} is not a member as of index {applied_index} (removed while it was down?); \
+         told it so"
+    ))
 }
 
 fn step<S: StateMachine>(node: &Handle<S>, from: u64, bytes: &[u8]) -> Result<(), String> {
