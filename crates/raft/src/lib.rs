@@ -31,7 +31,9 @@ client, chunkserver or logger services: the master and the witness logger both e
 4. a leader applies committed entries (they are already durable), so its proposers hear
    back before the next fsync;
 5. append entries and hard state in one write, synced when `must_sync()`;
-6. only then send `persisted_messages()` (votes and acks must not leave before the fsync);
+6. only then send `persisted_messages()` (votes and acks must not leave before the fsync;
+   a follower's heartbeat responses, which claim nothing about its log, leave before it when
+   the Ready changes neither term nor vote, so a slow disk does not lapse the leader's lease);
    a follower applies its committed entries after that, so its acknowledgement (on which
    the leader's commit waits) does not wait for them;
 7. advance, then send and apply what the light ready holds, and `advance_apply`;

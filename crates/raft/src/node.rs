@@ -322,8 +322,12 @@ impl<S: StateMachine, L: LogStore> Node<S, L> {
         if leading {
             self.apply_committed(ready.take_committed_entries());
         }
+        let mut after_sync = ready.take_persisted_messages();
+        if !self.term_or_vote_changes(ready.hs()) {
+            self.send(take_heartbeat_responses(&mut after_sync)); // see the function
+        }
         self.persist(ready.entries(), ready.hs(), ready.must_sync()); // 5. one synced batch
-        self.send(ready.take_persisted_messages()); // 6. only after the fsync
+        self.send(after_sync); // 6. only after the fsync
         if !leading {
             self.apply_committed(ready.take_committed_entries());
         }
@@ -337,6 +341,13 @@ impl<S: StateMachine, L: LogStore> Node<S, L> {
         self.maybe_snapshot(); // 8. snapshot and compact from applied state
         self.shared.stats.ready_batches.fetch_add(1, Ordering::Relaxed);
         self.after_ready();
+    }
+
+    /// True if this Ready's hard state changes the stored term or vote (a commit index alone
+    /// does not count).
+    fn term_or_vote_changes(&self, hard_state: Option<&raft::eraftpb::HardState>) -> bool {
+        let stored = self.raw.store().hard_state();
+        hard_state.is_some_and(|hs| hs.term != stored.term || hs.vote != stored.vote)
     }
 
     /// What holds between Readys, then the status others read.
@@ -481,6 +492,20 @@ impl<S: StateMachine, L: LogStore> Node<S, L> {
     pub fn store(&self) -> &L {
         self.raw.store()
     }
+}
+
+/// Takes the heartbeat responses out of a follower's persisted messages, to send before its
+/// fsync. A heartbeat response claims nothing about this node's log; what it does claim, that
+/// this node follows the leader in a term that is already stored (the caller checks), does
+/// not wait for the fsync either. Sent early, it keeps the leader's lease (a ReadIndex round
+/// a quorum answers) from lapsing while a follower's disk is slow; the entries' own
+/// acknowledgements still wait.
+fn take_heartbeat_responses(messages: &mut Vec<Message>) -> Vec<Message> {
+    let is_heartbeat = |msg: &Message| msg.get_msg_type() == MessageType::MsgHeartbeatResponse;
+    let (early, rest): (Vec<Message>, Vec<Message>) =
+        std::mem::take(messages).into_iter().partition(is_heartbeat);
+    *messages = rest;
+    early
 }
 
 /// A (pre-)vote request that is not part of a leadership transfer.
