@@ -9,7 +9,9 @@
 #    groups with a witness, with crashes, partitions and clock drift (crates/raft/tests/sim.rs).
 #
 # Usage: scripts/soak.sh [appliance|sim]   (both when no argument is given)
-# MFSHA_SOAK_BUILD=debug uses the debug build (no release build of RocksDB needed).
+# MFSHA_SOAK_BUILD=debug uses the debug build (no release build of RocksDB needed); with
+# MFSHA_BIN naming a release `mfsha` as well, the daemons and mount are that release binary
+# under the debug harness (docs/benchmarks.md, "Soak drill").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"

@@ -624,11 +624,16 @@ impl<S: StateMachine> Handle<S> {
         self.shared.send(Inbox::TransferLeader { to })
     }
 
-    /// For a node `from` of this cluster that called: `Some(applied index)` if this node's
-    /// membership as of that index does not name it. A node that was down while it was
-    /// removed learns so this way ([`Handle::heard_not_member`] on its side), since nobody
-    /// replicates to a non-member.
+    /// For a node `from` of this cluster that called: `Some(applied index)` if this node is
+    /// the serving leader and its membership as of that index does not name it. A node that
+    /// was down while it was removed learns so this way ([`Handle::heard_not_member`] on its
+    /// side), since nobody replicates to a non-member. Only a serving leader tells: it has
+    /// applied every committed entry, so its membership is the group's; a follower may be
+    /// behind a re-addition of the caller (the simulator found this).
     pub fn removal_notice_for(&self, from: u64) -> Option<u64> {
+        if !self.is_leader() {
+            return None;
+        }
         let applied = self.shared.members.lock();
         let known = !applied.members.is_empty();
         (known && !applied.members.contains(&from)).then_some(applied.applied_index)

@@ -116,13 +116,13 @@ impl<S: StateMachine, L: LogStore> Node<S, L> {
         raft.prs().iter().all(|(_, progress)| progress.matched >= raft.pending_conf_index)
     }
 
-    /// Member `from` said its membership as of its applied index `their_applied` leaves this
-    /// node out. Believed only when that index is past this node's own applied index and
-    /// this node's membership still names it: the membership at an index follows from the
-    /// log up to it, so a later one without this node means a removal this node never
-    /// applied (it was down, and nobody replicates to a non-member). A member that is only
-    /// behind (it has not applied this node's addition yet) has the lower index, and a new
-    /// node holds no membership until its first snapshot: both are ignored.
+    /// The serving leader `from` said its membership as of its applied index `their_applied`
+    /// leaves this node out. A serving leader has applied every committed entry, so its
+    /// membership is the group's. A node re-added with a wiped store got its first state
+    /// from a leader that had applied (so committed) the re-addition, which every later
+    /// serving leader has applied too: it is never told. Believed only when that index is
+    /// past this node's own applied index and this node's membership still names it (a new
+    /// node holds no membership until its first snapshot).
     pub fn heard_not_member(&mut self, from: u64, their_applied: u64) {
         let me = self.config.node_id;
         let store = self.raw.store();
@@ -147,10 +147,12 @@ impl<S: StateMachine, L: LogStore> Node<S, L> {
         self.shared.mark_removed();
     }
 
-    /// What [`crate::Handle::removal_notice_for`] answers, read from this node's store.
+    /// What [`crate::Handle::removal_notice_for`] answers, read from this node's store: only
+    /// a serving leader tells (see there).
     pub fn removal_notice_for(&self, from: u64) -> Option<u64> {
         let store = self.raw.store();
-        removes(store.conf_state(), from).then(|| store.applied().0)
+        let serving = self.serving(self.now_ms);
+        (serving && removes(store.conf_state(), from)).then(|| store.applied().0)
     }
 
     /// The applied membership, for the peer port's not-a-member notices.

@@ -297,25 +297,34 @@ impl Simulation {
     fn deliver(&mut self, msg: Message) {
         let (from, to) = (msg.from, msg.to);
         let is_snapshot = msg.get_msg_type() == MessageType::MsgSnapshot;
-        let notice = self.slots[(to - 1) as usize].node.as_ref().and_then(|node| {
-            node.removal_notice_for(from) // the peer port's answer to a non-member's Hello
-        });
+        // The peer port's answer to a non-member's Hello. It only informs: a receiver that is
+        // behind (it has not applied the sender's addition yet) must still hear the sender,
+        // or a re-added leader could never catch it up (the simulator found this).
+        let notice = self.slots[(to - 1) as usize]
+            .node
+            .as_ref()
+            .and_then(|node| node.removal_notice_for(from));
         if let Some(applied_index) = notice {
             if let Some(sender) = self.slots[(from - 1) as usize].node.as_mut() {
                 let before = sender.shared.removed_flag();
                 sender.heard_not_member(to, applied_index);
                 if !before && sender.shared.removed_flag() {
                     self.report.told_removed += 1;
-                    self.trace(&format!("node {from} stops: node {to} says it was removed"));
+                    let mine = crate::store::LogStore::conf_state(sender.store()).voters.clone();
+                    let applied = crate::store::LogStore::applied(sender.store()).0;
+                    self.trace(&format!(
+                        "node {from} stops: node {to} says it was removed at {applied_index} \
+                         (node {from} applied {applied}, voters {mine:?})"
+                    ));
                 }
             }
         }
         let delivered = match self.slots[(to - 1) as usize].node.as_mut() {
-            Some(node) if notice.is_none() => {
+            Some(node) => {
                 node.step(msg);
                 true
             }
-            _ => false,
+            None => false,
         };
         if is_snapshot {
             if let Some(sender) = self.slots[(from - 1) as usize].node.as_mut() {

@@ -331,50 +331,49 @@ async fn send_loop(link: Link, mut rx: mpsc::Receiver<Message>, shutdown: Shutdo
         let (reading, mut writing) = stream.split();
         let result = tokio::select! {
             result = send_messages(&mut writing, &mut rx, &shutdown) => result,
-            answer = read_answer(reading) => Err(link.heard(answer)),
+            ended = link.read_answers(reading) => Err(ended),
         };
         match result {
             Ok(()) => return,
             Err(reason) => tracing::warn!(%reason, "peer connection lost; reconnecting"),
         }
-        // A peer that refused this node (not a member) would refuse it again at once.
-        tokio::time::sleep(RECONNECT_MAX).await;
     }
-}
-
-/// The peer writes on this connection only to refuse the caller; anything else (or a close)
-/// ends it. Returns what ended it.
-async fn read_answer(reading: tokio::net::tcp::ReadHalf<'_>) -> Result<PeerMessage, String> {
-    let mut reader = BufReader::with_capacity(1024, reading);
-    let mut buf = Vec::new();
-    match FrameReader::read_within(&mut reader, &mut buf, None, FRAME_FINISH).await {
-        Ok(()) => {}
-        Err(e) if e.is_clean_close() => return Err("the peer closed the connection".into()),
-        Err(e) => return Err(format!("bad frame from the peer: {e}")),
-    }
-    let message = frame::decode_body::<PeerMessage>(&buf).map_err(|e| format!("bad frame: {e}"))?;
-    Ok(message.body)
 }
 
 impl Link {
-    /// What the peer's answer means; a not-a-member notice goes to the node.
-    fn heard(&self, answer: Result<PeerMessage, String>) -> String {
-        match answer {
-            Ok(PeerMessage::NotMember { applied_index }) => {
-                let mut early = self.early_notices.lock();
-                match self.reports.get() {
-                    Some(reports) => reports.not_member(self.to, applied_index),
-                    None => early.push((self.to, applied_index)),
-                }
-                drop(early);
-                format!(
-                    "node {} does not count this node as a member (its membership as of \
-                     index {applied_index})",
-                    self.to
-                )
+    /// The peer writes on this connection only a not-a-member notice (handed to the node);
+    /// anything else, or a close, ends the connection. Returns what ended it.
+    async fn read_answers(&self, reading: tokio::net::tcp::ReadHalf<'_>) -> String {
+        let mut reader = BufReader::with_capacity(1024, reading);
+        let mut buf = Vec::new();
+        loop {
+            match FrameReader::read_within(&mut reader, &mut buf, None, FRAME_FINISH).await {
+                Ok(()) => {}
+                Err(e) if e.is_clean_close() => return "the peer closed the connection".into(),
+                Err(e) => return format!("bad frame from the peer: {e}"),
             }
-            Ok(other) => format!("the peer sent {} on an outgoing connection", other.kind()),
-            Err(reason) => reason,
+            match frame::decode_body::<PeerMessage>(&buf).map(|message| message.body) {
+                Ok(PeerMessage::NotMember { applied_index }) => {
+                    self.heard_not_member(applied_index)
+                }
+                Ok(other) => {
+                    return format!("the peer sent {} on an outgoing connection", other.kind())
+                }
+                Err(e) => return format!("bad frame from the peer: {e}"),
+            }
+        }
+    }
+
+    fn heard_not_member(&self, applied_index: u64) {
+        tracing::info!(
+            peer = self.to,
+            applied_index,
+            "peer says its membership leaves this node out"
+        );
+        let mut early = self.early_notices.lock();
+        match self.reports.get() {
+            Some(reports) => reports.not_member(self.to, applied_index),
+            None => early.push((self.to, applied_index)),
         }
     }
 }
@@ -584,7 +583,9 @@ async fn receive<S: StateMachine>(
         Some(PeerMessage::Hello { from, to, cluster }) => {
             check_caller(policy, from, to, &cluster)?;
             if let Some(applied_index) = node.removal_notice_for(from) {
-                return tell_not_member(reader, from, applied_index).await;
+                // Informs only: this node may be the one behind (it has not applied the
+                // caller's addition), and then it must go on hearing the caller.
+                tell_not_member(&mut reader, from, applied_index).await?;
             }
             check_member(policy, from)?
         }
@@ -664,21 +665,22 @@ fn check_member(policy: &PeerPolicy, from: u64) -> Result<u64, String> {
     Ok(from)
 }
 
-/// Answers a caller this node's membership leaves out with `NotMember`, then closes.
+/// Tells a caller this node's membership leaves out so, with `NotMember`.
 async fn tell_not_member(
-    reader: BufReader<TcpStream>,
+    reader: &mut BufReader<TcpStream>,
     from: u64,
     applied_index: u64,
 ) -> Result<(), String> {
     let mut buf = Vec::new();
     let notice = PeerMessage::NotMember { applied_index };
     frame::encode(0, &notice, &mut buf).map_err(|e| e.to_string())?;
-    let mut stream = reader.into_inner();
-    write_all(&mut stream, &buf).await?;
-    Err(format!(
-        "node {from} is not a member as of index {applied_index} (removed while it was down?); \
-         told it so"
-    ))
+    write_all(reader.get_mut(), &buf).await?;
+    tracing::info!(
+        peer = from,
+        applied_index,
+        "told node {from} that this node's membership as of index {applied_index} leaves it out"
+    );
+    Ok(())
 }
 
 fn step<S: StateMachine>(node: &Handle<S>, from: u64, bytes: &[u8]) -> Result<(), String> {
