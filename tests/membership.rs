@@ -98,6 +98,21 @@ impl Group {
         Daemon::spawn(self.path(), "chunkserver", &["chunkserver", "-c", config.to_str().unwrap()])
     }
 
+    /// Master `id` (running) exits cleanly by itself within 20 s, having logged `said`, and
+    /// started again with `peers` it refuses, saying it was removed.
+    fn assert_stops_for_good(&mut self, id: usize, peers: &[usize], said: &str) {
+        let exit = self.daemon(id).stop_after_signal(Duration::from_secs(20));
+        assert!(exit.success(), "the removed master {id} exits cleanly: {exit:?}");
+        let log = std::fs::read_to_string(&self.daemon(id).log).unwrap_or_default();
+        let log_tail = tail(&self.daemon(id).log, 30);
+        assert!(log.contains(said), "master {id} did not log {said:?}; its log:\n{log_tail}");
+        let config = self.write_config(id, peers);
+        let restart = mfsha(&["master", "-c", config.to_str().unwrap()]);
+        assert!(!restart.status.success(), "removed master {id} must refuse to start");
+        let refusal = String::from_utf8_lossy(&restart.stderr);
+        assert!(refusal.contains("was removed from the group"), "refusal: {refusal}");
+    }
+
     fn daemon(&mut self, id: usize) -> &mut Daemon {
         self.masters[id - 1].as_mut().expect("master started")
     }
@@ -240,22 +255,8 @@ fn a_member_added_catches_up_and_votes_and_a_removed_one_stops() {
     let kept = (1..=3).find(|id| *id != leader && *id != removed).unwrap();
     let out = run_ok(&["member", "remove", &removed.to_string(), "-H", &group.list(&[leader])]);
     assert!(out.contains("removed"), "member remove said: {out}");
-    let exit = group.daemon(removed).stop_after_signal(Duration::from_secs(15));
-    assert!(exit.success(), "the removed master exits cleanly: {exit:?}");
-    let log = std::fs::read_to_string(&group.daemon(removed).log).unwrap();
-    assert!(
-        log.contains("removed from the group"),
-        "removed master's log:\n{}",
-        tail(&group.daemon(removed).log, 20)
-    );
-    let config = group.write_config(
-        removed,
-        &[1, 2, 3, 4].into_iter().filter(|o| *o != removed).collect::<Vec<_>>(),
-    );
-    let restart = mfsha(&["master", "-c", config.to_str().unwrap()]);
-    assert!(!restart.status.success(), "a removed master must refuse to start");
-    let said = String::from_utf8_lossy(&restart.stderr);
-    assert!(said.contains("was removed from the group"), "refusal: {said}");
+    let peers: Vec<usize> = [1, 2, 3, 4].into_iter().filter(|o| *o != removed).collect();
+    group.assert_stops_for_good(removed, &peers, "removed from the group");
     let left = group.list(&[leader, kept, 4]);
     let nodes = run_ok(&["member", "list", "-H", &left, "--json"]);
     assert!(!nodes.contains(&format!("\"id\": {removed},")), "removed node still listed: {nodes}");
@@ -307,19 +308,7 @@ fn a_member_removed_while_it_was_down_stops_when_it_comes_back() {
     std::thread::sleep(Duration::from_millis(1500));
     // It comes back with its old data directory and configuration.
     group.spawn(down, &others(down));
-    let exit = group.daemon(down).stop_after_signal(Duration::from_secs(20));
-    assert!(exit.success(), "the removed master exits cleanly: {exit:?}");
-    let log = std::fs::read_to_string(&group.daemon(down).log).unwrap_or_default();
-    assert!(
-        log.contains("removed from the group while it was down"),
-        "the returning master's log:\n{}",
-        tail(&group.daemon(down).log, 30)
-    );
-    let config = group.write_config(down, &others(down));
-    let restart = mfsha(&["master", "-c", config.to_str().unwrap()]);
-    assert!(!restart.status.success(), "a master told it was removed must refuse to start");
-    let said = String::from_utf8_lossy(&restart.stderr);
-    assert!(said.contains("was removed from the group"), "refusal: {said}");
+    group.assert_stops_for_good(down, &others(down), "removed from the group while it was down");
 
     // The three left still lead and count three members.
     let leader = group.wait_leader(&rt, &rest);
