@@ -10,10 +10,10 @@
 //!
 //! Incoming: [`serve_peers`] accepts connections from the configured members only. The first
 //! frame names the caller, the intended receiver and the cluster; a mismatch closes the
-//! connection with a warning naming the address. A caller of this cluster that this node's
-//! membership no longer names (it was removed while it was down) is told so with
-//! `NotMember` before the connection closes; its sender task, which otherwise only writes,
-//! reads that answer and reports it to its node.
+//! connection with a warning naming the address. A caller of this cluster that a serving
+//! leader's membership no longer names (it was removed while it was down) is told so with
+//! `NotMember`, and the connection goes on as before; the caller's sender task, which
+//! otherwise only writes, reads that answer and reports it to its node.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
