@@ -74,7 +74,8 @@ fn replay_one_seed() {
     let seed: u64 = seed.parse().expect("MFSHA_SIM_SEED is a number");
     let nodes = env_u64("MFSHA_SIM_NODES", 3) as usize;
     let membership_per_mille = env_u64("MFSHA_SIM_MEMBERSHIP", 0) as u32;
-    let options = Options { nodes, membership_per_mille, ..Options::default() };
+    let witness = std::env::var("MFSHA_SIM_WITNESS").ok().map(|w| w.parse().expect("a node id"));
+    let options = Options { nodes, membership_per_mille, witness, ..Options::default() };
     let report = Simulation::new(seed, options).run();
     print("replay", 1, &report);
 }
@@ -99,4 +100,15 @@ fn groups_changing_membership_keep_every_property() {
     assert!(report.acknowledged > seeds, "too few acknowledged proposals: {report:?}");
     assert!(report.member_changes > seeds, "too few membership changes: {report:?}");
     assert!(report.told_removed > 0, "no node removed while it was away was told: {report:?}");
+}
+
+/// A failing seed prints how to replay it with its options: the group's size, the witness and
+/// the membership changes, which `replay_one_seed` reads back.
+#[test]
+fn a_failing_seed_names_the_options_it_replays_with() {
+    assert_eq!(Options::default().replay_env(), "");
+    let options = Options { nodes: 5, membership_per_mille: 3, ..Options::default() };
+    assert_eq!(options.replay_env(), "MFSHA_SIM_NODES=5 MFSHA_SIM_MEMBERSHIP=3 ");
+    let witness = Options { witness: Some(3), ..Options::default() };
+    assert_eq!(witness.replay_env(), "MFSHA_SIM_WITNESS=3 ");
 }

@@ -20,12 +20,16 @@ pub struct Checker {
     digests: HashMap<u64, u64>,
     /// Acknowledged proposal ids and the index they were applied at.
     acknowledged: BTreeMap<u64, u64>,
+    replay_env: String,
 }
 
 impl Checker {
-    pub fn new(seed: u64) -> Checker {
+    /// `replay_env`: the environment `replay_one_seed` needs besides the seed to run the same
+    /// options (see [`super::Options::replay_env`]).
+    pub fn new(seed: u64, replay_env: String) -> Checker {
         Checker {
             seed,
+            replay_env,
             leaders: HashMap::new(),
             committed: BTreeMap::new(),
             digests: HashMap::new(),
@@ -36,9 +40,10 @@ impl Checker {
     /// Panics with the seed and the replay command.
     pub fn fail(&self, what: &str) -> ! {
         panic!(
-            "simulation seed {seed} failed: {what}\n  replay: MFSHA_SIM_SEED={seed} cargo test \
-             -p mfsha-raft --test sim -- --nocapture replay_one_seed",
-            seed = self.seed
+            "simulation seed {seed} failed: {what}\n  replay: MFSHA_SIM_SEED={seed} {env}cargo \
+             test --workspace --locked -- --nocapture --exact replay_one_seed",
+            seed = self.seed,
+            env = self.replay_env,
         )
     }
 

@@ -69,6 +69,26 @@ pub struct Options {
     pub membership_per_mille: u32,
 }
 
+impl Options {
+    /// The variables `replay_one_seed` (crates/raft/tests/sim.rs) reads to run these options
+    /// again: the group's size, the witness and the membership changes, the only options the
+    /// tests vary. Empty for the defaults.
+    pub fn replay_env(&self) -> String {
+        let default = Options::default();
+        let mut env = String::new();
+        if self.nodes != default.nodes {
+            env += &format!("MFSHA_SIM_NODES={} ", self.nodes);
+        }
+        if let Some(witness) = self.witness {
+            env += &format!("MFSHA_SIM_WITNESS={witness} ");
+        }
+        if self.membership_per_mille != default.membership_per_mille {
+            env += &format!("MFSHA_SIM_MEMBERSHIP={} ", self.membership_per_mille);
+        }
+        env
+    }
+}
+
 impl Default for Options {
     fn default() -> Options {
         Options {
@@ -192,7 +212,7 @@ impl Simulation {
             });
         }
         let network = Network::new(&options);
-        let checker = Checker::new(seed);
+        let checker = Checker::new(seed, options.replay_env());
         let mut sim = Simulation {
             seed,
             options,
