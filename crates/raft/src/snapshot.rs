@@ -62,7 +62,7 @@ impl<S: StateMachine, L: LogStore> Node<S, L> {
         // Room for the blob up front: growing it by doubling would briefly hold twice its size.
         let guess = latest.map_or(0, |snapshot| snapshot.data.len() + snapshot.data.len() / 8);
         let encoder = S::snapshot_encoder(applied, guess);
-        let job = self.raw.store().start_snapshot(encoder);
+        let job = self.raw.mut_store().start_snapshot(encoder);
         let job = job.unwrap_or_else(|error| crate::fatal(&error.to_string()));
         self.snapshot_job = Some((applied, job));
     }

@@ -1,10 +1,12 @@
 //! [`MemStore`]: the store contract in memory, for the simulator.
 //!
-//! It keeps two images: `live` (what the node reads) and `durable` (what survives a crash).
-//! Every write changes `live`; a synced write then copies `live` to `durable`, which is exactly
-//! "a synced write makes itself and every earlier write durable" (RocksDB's WAL in order).
-//! [`MemStore::crash`] throws `live` away and restarts from `durable`, so the simulator loses
-//! precisely the writes a power cut could lose.
+//! It models RocksDB as the master uses it: log, Raft state and snapshot records go through
+//! the write-ahead log, apply batches do not (see [`LogStore::write_apply`]). `live` is what
+//! the node reads; `flushed` is the image the last memtable flush made durable; `wal` holds
+//! the logged writes since that flush, the first `wal_synced` of them made durable by a sync.
+//! [`MemStore::crash`] restarts from `flushed` with the synced logged writes replayed over it,
+//! which is what RocksDB's recovery finds after a power cut: an apply batch that no flush has
+//! covered is lost, whatever was synced after it.
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -45,11 +47,53 @@ impl Image {
     }
 }
 
+/// A write that goes through the write-ahead log, replayable over an older image.
+#[derive(Debug, Clone)]
+enum Logged {
+    Append {
+        entries: Vec<Entry>,
+        hard_state: Option<HardState>,
+    },
+    /// Bootstrap or an installed snapshot: tables, log and Raft state replaced.
+    Replace {
+        snapshot: StoredSnapshot,
+        tables: Tables,
+    },
+    /// A built snapshot recorded, and the log compacted to `truncated`.
+    Finish {
+        snapshot: StoredSnapshot,
+        truncated: (u64, u64),
+    },
+    Identity(Identity),
+    RemovedAt(u64),
+}
+
+/// Logged writes after which the in-memory "memtable" is flushed (see [`MemStore::log`]).
+const MEMTABLE_WRITES: usize = 4096;
+
+type Tables = BTreeMap<(&'static str, Vec<u8>), Vec<u8>>;
+
+impl Logged {
+    fn apply_to(&self, image: &mut Image) {
+        match self {
+            Logged::Append { entries, hard_state } => {
+                append_to(image, entries, hard_state.as_ref())
+            }
+            Logged::Replace { snapshot, tables } => replace_in(image, snapshot, tables),
+            Logged::Finish { snapshot, truncated } => finish_in(image, snapshot, *truncated),
+            Logged::Identity(identity) => image.identity = Some(identity.clone()),
+            Logged::RemovedAt(index) => image.removed_at = Some(*index),
+        }
+    }
+}
+
 /// An in-memory store with crash semantics. See the module documentation.
 #[derive(Debug, Default)]
 pub struct MemStore {
     live: Image,
-    durable: Image,
+    flushed: Image,
+    wal: Vec<Logged>,
+    wal_synced: usize,
     snapshot_wanted: Cell<bool>,
     /// Synced writes so far (the simulator's fsync count).
     syncs: u64,
@@ -60,13 +104,50 @@ impl MemStore {
         MemStore::default()
     }
 
-    /// What a restart after a power cut finds: the durable image only.
+    /// What a restart after a power cut finds: the flushed image with the synced logged
+    /// writes since replayed over it.
     pub fn crash(&self) -> MemStore {
+        let mut image = self.flushed.clone();
+        for logged in &self.wal[..self.wal_synced] {
+            logged.apply_to(&mut image);
+        }
+        // The log must still hold every entry after what survived of the applied state, or
+        // the node could never apply them again.
+        assert!(
+            image.applied.0 >= image.truncated.0,
+            "a crash lost applied state up to {} that the compacted log (to {}) no longer holds",
+            image.applied.0,
+            image.truncated.0
+        );
         MemStore {
-            live: self.durable.clone(),
-            durable: self.durable.clone(),
+            live: image.clone(),
+            flushed: image,
+            wal: Vec::new(),
+            wal_synced: 0,
             snapshot_wanted: Cell::new(false),
             syncs: self.syncs,
+        }
+    }
+
+    /// RocksDB writing its memtables out: everything written so far is durable.
+    fn flush(&mut self) {
+        self.flushed = self.live.clone();
+        self.wal.clear();
+        self.wal_synced = 0;
+    }
+
+    /// A write through the log: applied to the live image, durable once synced.
+    fn log(&mut self, logged: Logged, sync: bool) {
+        logged.apply_to(&mut self.live);
+        self.wal.push(logged);
+        if sync {
+            self.wal_synced = self.wal.len();
+            self.syncs += 1;
+        }
+        // RocksDB flushes a full memtable on its own; that only makes more durable, and here
+        // it bounds the simulator's memory.
+        if self.wal.len() >= MEMTABLE_WRITES {
+            self.flush();
         }
     }
 
@@ -80,27 +161,48 @@ impl MemStore {
         self.syncs
     }
 
-    fn finish_write(&mut self, sync: bool) {
-        if sync {
-            self.durable = self.live.clone();
-            self.syncs += 1;
-        }
-    }
-
     fn replace_with_snapshot(&mut self, snapshot: StoredSnapshot, records: RecordSource<'_>) {
-        let image = &mut self.live;
-        let (index, term) = (snapshot.index, snapshot.term);
-        image.tables.clear();
-        records(&mut |t, k, v| drop(image.tables.insert((t, k.to_vec()), v.to_vec())));
-        image.log.clear();
-        image.hard_state.term = image.hard_state.term.max(term);
-        image.hard_state.commit = image.hard_state.commit.max(index);
-        image.conf_state = snapshot.conf_state.clone();
-        image.applied = (index, term);
-        image.truncated = (index, term);
-        image.snapshot = Some(snapshot);
-        self.finish_write(true);
+        let mut tables = Tables::new();
+        records(&mut |t, k, v| drop(tables.insert((t, k.to_vec()), v.to_vec())));
+        self.log(Logged::Replace { snapshot, tables }, true);
     }
+}
+
+fn replace_in(image: &mut Image, snapshot: &StoredSnapshot, tables: &Tables) {
+    let (index, term) = (snapshot.index, snapshot.term);
+    image.tables = tables.clone();
+    image.log.clear();
+    image.hard_state.term = image.hard_state.term.max(term);
+    image.hard_state.commit = image.hard_state.commit.max(index);
+    image.conf_state = snapshot.conf_state.clone();
+    image.applied = (index, term);
+    image.truncated = (index, term);
+    image.snapshot = Some(snapshot.clone());
+}
+
+fn append_to(image: &mut Image, entries: &[Entry], hard_state: Option<&HardState>) {
+    if let Some(first) = entries.first() {
+        assert!(first.index > image.truncated.0, "append overwrites the compacted log");
+        assert!(first.index <= image.last().0 + 1, "append leaves a gap");
+        let keep = (first.index - image.truncated.0 - 1) as usize;
+        image.log.truncate(keep);
+        image.log.extend_from_slice(entries);
+    }
+    if let Some(hard_state) = hard_state {
+        assert!(hard_state.commit >= image.hard_state.commit, "commit went backwards");
+        assert!(hard_state.commit <= image.last().0, "commit beyond the log");
+        image.hard_state = hard_state.clone();
+    }
+}
+
+fn finish_in(image: &mut Image, snapshot: &StoredSnapshot, truncated: (u64, u64)) {
+    if truncated.0 > image.truncated.0 {
+        let drop = (truncated.0 - image.truncated.0) as usize;
+        assert!(drop <= image.log.len(), "compaction past the log's end");
+        image.log.drain(..drop);
+        image.truncated = truncated;
+    }
+    image.snapshot = Some(snapshot.clone());
 }
 
 impl LogStore for MemStore {
@@ -127,16 +229,14 @@ impl LogStore for MemStore {
     }
     fn set_identity(&mut self, identity: Identity) -> Result<(), StoreError> {
         assert!(self.live.identity.is_none(), "identity written twice");
-        self.live.identity = Some(identity);
-        self.finish_write(true);
+        self.log(Logged::Identity(identity), true);
         Ok(())
     }
     fn removed_at(&self) -> Option<u64> {
         self.live.removed_at
     }
     fn set_removed_at(&mut self, index: u64) -> Result<(), StoreError> {
-        self.live.removed_at = Some(index);
-        self.finish_write(true);
+        self.log(Logged::RemovedAt(index), true);
         Ok(())
     }
 
@@ -177,20 +277,8 @@ impl LogStore for MemStore {
         hard_state: Option<&HardState>,
         sync: bool,
     ) -> Result<(), StoreError> {
-        let image = &mut self.live;
-        if let Some(first) = entries.first() {
-            assert!(first.index > image.truncated.0, "append overwrites the compacted log");
-            assert!(first.index <= image.last().0 + 1, "append leaves a gap");
-            let keep = (first.index - image.truncated.0 - 1) as usize;
-            image.log.truncate(keep);
-            image.log.extend_from_slice(entries);
-        }
-        if let Some(hard_state) = hard_state {
-            assert!(hard_state.commit >= image.hard_state.commit, "commit went backwards");
-            assert!(hard_state.commit <= image.last().0, "commit beyond the log");
-            image.hard_state = hard_state.clone();
-        }
-        self.finish_write(sync);
+        let logged = Logged::Append { entries: entries.to_vec(), hard_state: hard_state.cloned() };
+        self.log(logged, sync);
         Ok(())
     }
 
@@ -209,16 +297,19 @@ impl LogStore for MemStore {
         if let Some(conf_state) = apply.conf_state {
             image.conf_state = conf_state;
         }
-        self.finish_write(false);
+        // Not logged: durable only at the next flush.
         Ok(())
     }
 
     /// Built at once from the live tables: the simulator's clock is virtual, and a build on
     /// another thread would finish at a different virtual time on every run.
     fn start_snapshot(
-        &self,
+        &mut self,
         mut encoder: Box<dyn SnapshotEncoder>,
     ) -> Result<SnapshotJob, StoreError> {
+        // The RocksDB builder flushes after taking its view; flushing here, at the view's
+        // index, is the least that promises.
+        self.flush();
         let image = &self.live;
         for ((table, key), value) in &image.tables {
             let added = encoder.add(table, key, value);
@@ -235,20 +326,20 @@ impl LogStore for MemStore {
         built: BuiltSnapshot,
         keep_entries: u64,
     ) -> Result<bool, StoreError> {
-        let image = &mut self.live;
+        let image = &self.live;
         let snapshot = built.snapshot;
         if image.snapshot.as_ref().is_some_and(|latest| latest.index >= snapshot.index) {
             return Ok(false);
         }
         let last_removed = snapshot.index.saturating_sub(keep_entries);
-        if last_removed > image.truncated.0 {
-            let removed_term = image.entry(last_removed).expect("compacted entry in the log").term;
-            let drop = (last_removed - image.truncated.0) as usize;
-            image.log.drain(..drop);
-            image.truncated = (last_removed, removed_term);
-        }
-        image.snapshot = Some(snapshot);
-        self.finish_write(true);
+        let truncated = match last_removed > image.truncated.0 {
+            true => {
+                let entry = image.entry(last_removed).expect("compacted entry in the log");
+                (last_removed, entry.term)
+            }
+            false => image.truncated,
+        };
+        self.log(Logged::Finish { snapshot, truncated }, true);
         Ok(true)
     }
 

@@ -8,8 +8,10 @@
 //!   write has followed it, and [`MemStore::crash`] drops everything that was not.
 //!
 //! Durability contract shared by both (the node relies on it, the simulator checks it): a
-//! synced write makes itself *and every earlier write* durable, in order, as RocksDB's
-//! write-ahead log does. Unsynced writes may be lost in a crash, newest first.
+//! synced write makes itself *and every earlier logged write* durable, in order, as RocksDB's
+//! write-ahead log does; unsynced writes may be lost in a crash, newest first. Apply batches
+//! are not logged: they become durable only when a snapshot build flushes the store, and a
+//! crash before that loses them (never part of one).
 
 mod mem;
 mod rocks;
@@ -233,14 +235,21 @@ pub trait LogStore: raft::Storage + Send + 'static {
         sync: bool,
     ) -> Result<(), StoreError>;
     /// What applying committed entries changed, the applied index, the commit index raised to
-    /// it, and a new ConfState, in one unsynced batch.
+    /// it, and a new ConfState, in one batch that bypasses the write-ahead log: a crash loses
+    /// it whole unless a flush (a snapshot build) has covered it, and the entries are applied
+    /// again from the synced log.
     fn write_apply(&mut self, apply: ApplyBatch) -> Result<(), StoreError>;
     /// Starts building the snapshot at the applied index: `encoder` is fed every table record
     /// (table by table, keys in order) from a consistent view of the store taken before this
     /// returns, and the blob is written to a file of its own and synced. The RocksDB store
     /// builds on a thread of its own, so the caller may write on at once; nothing changes in
     /// the store until [`LogStore::finish_snapshot`].
-    fn start_snapshot(&self, encoder: Box<dyn SnapshotEncoder>) -> Result<SnapshotJob, StoreError>;
+    /// The build also makes every apply batch written before it durable (a memtable flush)
+    /// before it finishes, so that finishing may compact the log up to the snapshot.
+    fn start_snapshot(
+        &mut self,
+        encoder: Box<dyn SnapshotEncoder>,
+    ) -> Result<SnapshotJob, StoreError>;
     /// Records a built snapshot as the latest and compacts the log up to
     /// `snapshot.index - keep_entries` (never past the snapshot); synced. Returns false, and
     /// deletes its file, if the snapshot is not newer than the latest one (a leader's snapshot

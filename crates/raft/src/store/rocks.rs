@@ -391,7 +391,7 @@ impl RaftStore {
         if let Some(conf_state) = &apply.conf_state {
             self.put_proto(&mut batch, StateKey::ConfState, conf_state);
         }
-        self.write(batch, false, "writing applied metadata")?;
+        self.write_unlogged(batch, "writing applied metadata")?;
         self.applied = (apply.applied_index, apply.applied_term);
         self.hard_state = hard_state;
         if let Some(conf_state) = apply.conf_state {
@@ -410,6 +410,7 @@ impl RaftStore {
     ) -> Result<(), StoreError> {
         let snapshot = self.snapshot_here(data.into());
         let file = write_snapshot_file(&self.snapshot_dir, &snapshot)?;
+        flush_all(&self.db, &self.db_path, self.tables)?;
         let newer = self.finish_snapshot(BuiltSnapshot { snapshot, file }, keep_entries)?;
         assert!(newer, "snapshot index went backwards");
         Ok(())
@@ -426,7 +427,7 @@ impl RaftStore {
     /// written by then, so the view is exactly the state at the applied index, whatever the
     /// node writes afterwards.
     pub fn start_snapshot(
-        &self,
+        &mut self,
         encoder: Box<dyn SnapshotEncoder>,
     ) -> Result<SnapshotJob, StoreError> {
         let placeholder = self.snapshot_here(bytes::Bytes::new());
@@ -669,6 +670,17 @@ impl RaftStore {
         self.db.write_opt(batch, &options).map_err(|e| self.rocks(what, e))
     }
 
+    /// Writes `batch` without the write-ahead log: it reaches the disk with the next memtable
+    /// flush (the column families flush atomically, so a flush never splits it), and a crash
+    /// before then loses it whole. Only apply batches go this way: what they write can be
+    /// applied again from the synced log, and each commit then costs one log write instead
+    /// of two. [`flush_all`] makes them durable before the log behind them is compacted.
+    fn write_unlogged(&self, batch: WriteBatch, what: &'static str) -> Result<(), StoreError> {
+        let mut options = WriteOptions::default();
+        options.disable_wal(true);
+        self.db.write_opt(batch, &options).map_err(|cause| self.rocks(what, cause))
+    }
+
     fn get_state(&self, key: StateKey) -> Result<Option<Vec<u8>>, StoreError> {
         let key = key.as_bytes();
         let value = self
@@ -861,7 +873,10 @@ impl LogStore for RaftStore {
     fn write_apply(&mut self, apply: ApplyBatch) -> Result<(), StoreError> {
         RaftStore::write_apply(self, apply)
     }
-    fn start_snapshot(&self, encoder: Box<dyn SnapshotEncoder>) -> Result<SnapshotJob, StoreError> {
+    fn start_snapshot(
+        &mut self,
+        encoder: Box<dyn SnapshotEncoder>,
+    ) -> Result<SnapshotJob, StoreError> {
         RaftStore::start_snapshot(self, encoder)
     }
     fn finish_snapshot(
@@ -938,6 +953,9 @@ fn open_db(path: &Path, tables: &'static [&'static str]) -> Result<DB, StoreErro
     options.create_if_missing(true);
     options.create_missing_column_families(true);
     options.set_compression_type(DBCompressionType::None);
+    // Apply batches skip the write-ahead log (`write_unlogged`): every column family must
+    // then flush together, or a crash could find one table ahead of the applied index.
+    options.set_atomic_flush(true);
     let names = [CF_RAFT_LOG, CF_RAFT_STATE].into_iter().chain(tables.iter().copied());
     let descriptors = names.map(|name| {
         let mut cf_options = Options::default();
@@ -947,6 +965,23 @@ fn open_db(path: &Path, tables: &'static [&'static str]) -> Result<DB, StoreErro
     DB::open_cf_descriptors(&options, path, descriptors).map_err(|cause| StoreError::Rocks {
         path: path.to_path_buf(),
         what: "opening the database",
+        cause,
+    })
+}
+
+/// Writes every column family's memtables out, atomically, and waits: every apply batch
+/// written before the call is durable after it (see `RaftStore::write_unlogged`).
+fn flush_all(db: &DB, path: &Path, tables: &'static [&'static str]) -> Result<(), StoreError> {
+    let names = [CF_RAFT_LOG, CF_RAFT_STATE].into_iter().chain(tables.iter().copied());
+    let handles: Vec<_> = names
+        .map(|name| db.cf_handle(name).expect("column family opened with the store"))
+        .collect();
+    let mut options = rocksdb::FlushOptions::default();
+    options.set_wait(true);
+    let refs: Vec<&_> = handles.iter().collect();
+    db.flush_cfs_opt(&refs, &options).map_err(|cause| StoreError::Rocks {
+        path: path.to_path_buf(),
+        what: "flushing the applied state before compacting the log",
         cause,
     })
 }
@@ -978,6 +1013,9 @@ impl SnapshotBuilder {
         let encoded_ms = started.elapsed().as_millis();
         snapshot.data = encoder.finish().into();
         let file = write_snapshot_file(&self.snapshot_dir, &snapshot)?;
+        // The tables are at the snapshot's index or later by now: once they are flushed, the
+        // log before that index may go (finish_snapshot compacts it).
+        flush_all(&self.db, &self.db_path, self.tables)?;
         tracing::info!(
             index = snapshot.index,
             bytes = snapshot.data.len(),
