@@ -59,15 +59,14 @@ pub async fn run(meta: MetaHandle, config: TrashConfig, shutdown: Shutdown) {
     }
 }
 
-/// Proposes `Op::Purge` for up to `batch` trashed files expired at `now` (lowest inode
-/// numbers first) and waits until each is applied. Does nothing unless this node leads.
+/// Proposes `Op::Purge` for up to `batch` trashed files expired at `now` (the longest
+/// expired first) and waits until each is applied. Does nothing unless this node leads.
 pub async fn purge_round(meta: &MetaHandle, batch: usize, now: Timestamp) -> Round {
     let mut round = Round::default();
     if !meta.is_leader() {
         return round;
     }
-    let mut expired = meta.read(|state| state.trash_expired(now));
-    expired.truncate(batch);
+    let expired = meta.read(|state| state.trash_expired(now, batch));
     for window in expired.chunks(IN_FLIGHT) {
         let mut proposals = JoinSet::new();
         for &ino in window {

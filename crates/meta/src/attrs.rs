@@ -121,9 +121,12 @@ impl State {
         seconds: u32,
         recursive: bool,
     ) -> Result<Outcome, Status> {
-        self.set_each(now, ino, recursive, |node| {
+        let outcome = self.set_each(now, ino, recursive, |node| {
             std::mem::replace(&mut node.trash_seconds, seconds) != seconds
-        })
+        })?;
+        // A trashed file has no name, so only a call naming it directly reaches it.
+        self.trash.retime(ino, seconds);
+        Ok(outcome)
     }
 
     /// Runs `change` on `ino` (and with `recursive`, on everything below it, each inode once

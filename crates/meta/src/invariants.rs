@@ -187,11 +187,20 @@ impl State {
 
     /// Only trashed and sustained files have no links, and those have no names.
     fn check_unlinked(&self, p: &mut Problems) {
-        for (ino, rec) in &self.trash {
+        if !self.trash.index_matches() {
+            p.add("the trash's expiry index does not match its records".to_string());
+        }
+        for (ino, rec) in self.trash.iter() {
             match self.inodes.get(ino) {
                 None => p.add(format!("trash entry {ino} ({}) has no inode", rec.path)),
                 Some(node) if !node.is_file() || node.nlink != 0 => {
                     p.add(format!("trashed inode {ino} is not an unlinked regular file"))
+                }
+                Some(node)
+                    if self.trash.expires(ino)
+                        != Some(crate::trash::expiry(rec.deleted_at, node.trash_seconds)) =>
+                {
+                    p.add(format!("trashed inode {ino} is indexed under the wrong expiry"))
                 }
                 Some(_) => {}
             }

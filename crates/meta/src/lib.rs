@@ -47,6 +47,7 @@ mod sessions;
 mod state;
 mod synth;
 mod table;
+mod trash;
 
 pub use model::{
     ChunkInfo, Counts, Member, LINK_MAX, MAX_FILE_SIZE, RENAME_EXCHANGE, RENAME_NOREPLACE,

@@ -255,7 +255,7 @@ impl State {
         if is_file && trash_seconds > 0 {
             let path = self.entry_path(parent, name);
             let rec = TrashRec { parent, name: name.to_string(), path, deleted_at: now };
-            self.trash.insert(ino, rec);
+            self.trash.insert(ino, rec, trash_seconds);
             self.mark(Key::Trash(ino));
         } else if is_file && self.holders.contains_key(&ino) {
             self.sustained.insert(ino);

@@ -86,7 +86,7 @@ impl State {
                 visit(Table::Session, &Key::Reply(*id, *slot).encode(), &encode(stored));
             }
         }
-        for (ino, rec) in &self.trash {
+        for (ino, rec) in self.trash.iter() {
             visit(Table::Trash, &ino.to_be_bytes(), &encode(rec));
         }
         let mut metas = MetaKey::ALL;
@@ -336,7 +336,8 @@ impl Loader {
                 self.replies.push((id, slot, stored));
                 true
             }
-            Key::Trash(ino) => state.trash.insert(ino, decode(value)?).is_none(),
+            // Its expiry is fixed in `finish`, once its inode (and trash time) is loaded.
+            Key::Trash(ino) => state.trash.insert(ino, decode(value)?, 0),
             Key::Meta(meta) => self.meta.insert(meta, value.to_vec()).is_none(),
         })
     }
@@ -389,6 +390,12 @@ impl Loader {
             if session.replies.insert(slot, stored).is_some() {
                 return Err(record_error(&key, "record appears twice"));
             }
+        }
+        let trashed: Vec<Ino> = state.trash.iter().map(|(ino, _)| *ino).collect();
+        for ino in trashed {
+            // A missing inode is reported by the invariants below.
+            let seconds = state.inodes.get(&ino).map_or(0, |node| node.trash_seconds);
+            state.trash.retime(ino, seconds);
         }
         let unlinked = state.inodes.iter().filter(|(_, node)| node.nlink == 0);
         state.sustained =

@@ -207,20 +207,10 @@ impl State {
         self.next_chunk_id
     }
 
-    /// Trashed files whose trash time has passed at `now`, by inode number.
-    pub fn trash_expired(&self, now: Timestamp) -> Vec<Ino> {
-        self.trash
-            .iter()
-            .filter(|(ino, rec)| {
-                let seconds = i64::from(self.inodes[ino].trash_seconds);
-                let expires = Timestamp::new(
-                    rec.deleted_at.secs.saturating_add(seconds),
-                    rec.deleted_at.nanos,
-                );
-                expires <= now
-            })
-            .map(|(ino, _)| *ino)
-            .collect()
+    /// Up to `limit` trashed files whose trash time has passed at `now`, the longest expired
+    /// first. Costs what it returns, not the size of the trash (an expiry index).
+    pub fn trash_expired(&self, now: Timestamp, limit: usize) -> Vec<Ino> {
+        self.trash.expired(now, limit)
     }
 
     /// Trashed files: inode, original path, deletion time.

@@ -4,6 +4,7 @@ use crate::idmap::IdMap;
 use crate::model::*;
 use crate::op::{ClientTag, Entry, Op, Outcome};
 use crate::table::{Change, Key, MetaKey};
+use crate::trash::Trash;
 use mfsha_proto::types::*;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
@@ -20,7 +21,7 @@ pub struct State {
     pub(crate) xattrs: IdMap<Ino, BTreeMap<String, Vec<u8>>>,
     pub(crate) chunks: IdMap<ChunkId, ChunkRec>,
     pub(crate) sessions: BTreeMap<SessionId, Session>,
-    pub(crate) trash: BTreeMap<Ino, TrashRec>,
+    pub(crate) trash: Trash,
     /// Derived: unlinked files kept because a session holds them.
     pub(crate) sustained: BTreeSet<Ino>,
     /// Derived: which sessions hold each acquired inode.
@@ -98,7 +99,7 @@ impl State {
             xattrs: IdMap::default(),
             chunks: IdMap::default(),
             sessions: BTreeMap::new(),
-            trash: BTreeMap::new(),
+            trash: Trash::default(),
             sustained: BTreeSet::new(),
             holders: IdMap::default(),
             applied_index: 0,

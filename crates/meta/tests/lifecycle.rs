@@ -22,17 +22,47 @@ fn trash_purge_and_expiry() {
     assert_eq!(fs.state.counts().trash_inodes, 1);
     assert_eq!(fs.state.counts().inodes, 3, "trashed files are still inodes");
     assert!(fs.state.chunk(chunk).is_some(), "trash keeps the data");
-    assert!(fs.state.trash_expired(Timestamp::new(deleted.secs + 99, 999)).is_empty());
-    assert_eq!(fs.state.trash_expired(Timestamp::new(deleted.secs + 100, 0)), vec![f]);
+    assert!(fs.state.trash_expired(Timestamp::new(deleted.secs + 99, 999), 10).is_empty());
+    assert_eq!(fs.state.trash_expired(Timestamp::new(deleted.secs + 100, 0), 10), vec![f]);
     // Trash time of a trashed file can still be changed.
     fs.run(Op::SetTrashTime { ino: f, seconds: 1000, recursive: false }).unwrap();
-    assert!(fs.state.trash_expired(Timestamp::new(deleted.secs + 100, 0)).is_empty());
+    assert!(fs.state.trash_expired(Timestamp::new(deleted.secs + 100, 0), 10).is_empty());
     assert_eq!(fs.run(Op::Link { ino: f, parent: a, name: "again".into() }), Err(Status::NotFound));
     fs.run(Op::Purge { ino: f }).unwrap();
     assert_eq!(fs.state.getattr(f), Err(Status::NotFound));
     assert_eq!(fs.state.chunk(chunk), None);
     assert_eq!(fs.run(Op::Purge { ino: f }), Err(Status::NotFound));
     assert_eq!(fs.run(Op::Purge { ino: a }), Err(Status::NotFound), "not in the trash");
+}
+
+/// The leader asks for expired files every second; the answer comes in expiry order, at most
+/// the batch asked for, and the same after the state is rebuilt from its records or a
+/// snapshot (the expiry index is derived, not stored).
+#[test]
+fn expired_trash_comes_longest_expired_first_up_to_the_limit() {
+    let mut fs = Fs::new();
+    let a = fs.dir(ROOT_INO, "a");
+    let (long, short, later) = (fs.file(a, "long"), fs.file(a, "short"), fs.file(a, "later"));
+    fs.set_trash(long, 500);
+    fs.set_trash(short, 100);
+    fs.set_trash(later, 100);
+    for name in ["long", "short", "later"] {
+        fs.run(unlink(a, name)).unwrap();
+    }
+    let base = fs.now.secs;
+    let when = move |secs| Timestamp::new(base + secs, 0);
+    assert_eq!(fs.state.trash_expired(when(100), 10), vec![short, later]);
+    assert_eq!(fs.state.trash_expired(when(100), 1), vec![short], "the limit holds");
+    assert_eq!(fs.state.trash_expired(when(500), 10), vec![short, later, long]);
+    // Retimed in the trash: `long` now expires first.
+    fs.run(Op::SetTrashTime { ino: long, seconds: 1, recursive: false }).unwrap();
+    assert_eq!(fs.state.trash_expired(when(100), 10), vec![long, short, later]);
+    let loaded = State::load(fs.state.all_records()).unwrap();
+    assert_eq!(loaded.trash_expired(when(100), 10), vec![long, short, later]);
+    let restored = State::from_snapshot(&fs.state.to_snapshot()).unwrap();
+    assert_eq!(restored.trash_expired(when(100), 10), vec![long, short, later]);
+    fs.run(Op::Purge { ino: short }).unwrap();
+    assert_eq!(fs.state.trash_expired(when(100), 10), vec![long, later]);
 }
 
 #[test]
