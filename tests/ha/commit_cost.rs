@@ -26,6 +26,51 @@ struct Figures {
     create_p50_us: f64,
 }
 
+/// Mutating phases of one `mfsha bench meta` run (mkdir, create, unlink, rmdir).
+const MUTATING_PHASES: usize = 4;
+
+/// CPU time (user + system) a process has used so far, in µs, from `/proc/PID/stat`.
+fn cpu_us(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .unwrap_or_else(|e| panic!("cannot read /proc/{pid}/stat: {e}"));
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = &stat[stat.rfind(')').expect("a stat line") + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    // SAFETY: sysconf reads a constant of the running system.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    ticks * 1e6 / per_second
+}
+
+/// Runs `bench` and prints the CPU each of `daemons` spent per mutation meanwhile: the
+/// machine has two cores, and three voters share them.
+fn with_cpu<T>(daemons: &[(&str, u32)], mutations: usize, bench: impl FnOnce() -> T) -> T {
+    let before: Vec<f64> = daemons.iter().map(|(_, pid)| cpu_us(*pid)).collect();
+    let result = bench();
+    let spent: Vec<f64> = daemons
+        .iter()
+        .zip(before)
+        .map(|((_, pid), before)| (cpu_us(*pid) - before) / mutations as f64)
+        .collect();
+    let named: Vec<String> =
+        daemons.iter().zip(&spent).map(|((name, _), us)| format!("{name} {us:.0} µs")).collect();
+    let total: f64 = spent.iter().sum();
+    println!(
+        "CPU per mutation (the run's reads included): {}; together {total:.0} µs",
+        named.join(", ")
+    );
+    result
+}
+
+/// The group's daemons, the leader first, by role.
+fn group_daemons(group: &HaCluster, leader: usize) -> Vec<(&'static str, u32)> {
+    let pid = |index: usize| group.masters[index].daemon.as_ref().and_then(|d| d.pid());
+    let follower = 1 - leader;
+    let witness = group.witness.as_ref().and_then(|d| d.pid());
+    let named = [("leader", pid(leader)), ("follower", pid(follower)), ("witness", witness)];
+    named.into_iter().map(|(name, pid)| (name, pid.expect("a running daemon"))).collect()
+}
+
 /// Runs `mfsha bench meta` against `master` and reads the create line of its table; `None`
 /// if the run failed (printed).
 fn try_bench_meta(master: &str, sessions: usize, ops: usize) -> Option<Figures> {
@@ -49,9 +94,12 @@ fn try_bench_meta(master: &str, sessions: usize, ops: usize) -> Option<Figures> 
 /// A run against the one-node master, tried up to three times: on a loaded machine even a
 /// group of one may step down for a moment (its lease lapses while its thread waits for a
 /// core), and it closes its client connections when it does.
-fn bench_meta(master: &str, sessions: usize, ops: usize) -> Figures {
+fn bench_meta(one: &Cluster, sessions: usize, ops: usize) -> Figures {
+    let master = one.master_addr();
+    let pid = one.master.as_ref().and_then(|d| d.pid()).expect("a running master");
     for _ in 0..3 {
-        if let Some(figures) = try_bench_meta(master, sessions, ops) {
+        let run = || try_bench_meta(&master, sessions, ops);
+        if let Some(figures) = with_cpu(&[("one node", pid)], MUTATING_PHASES * ops, run) {
             return figures;
         }
         println!("(the one-node master closed the connection; running it again)");
@@ -64,8 +112,10 @@ fn bench_meta(master: &str, sessions: usize, ops: usize) -> Figures {
 /// changed under it (the bench follows no failover; a loaded machine may see an election).
 fn bench_group(group: &HaCluster, sessions: usize, ops: usize) -> Figures {
     for _ in 0..3 {
-        let leader = addr(group, group.wait_leader(Duration::from_secs(30)));
-        if let Some(figures) = try_bench_meta(&leader, sessions, ops) {
+        let index = group.wait_leader(Duration::from_secs(30));
+        let (leader, daemons) = (addr(group, index), group_daemons(group, index));
+        let run = || try_bench_meta(&leader, sessions, ops);
+        if let Some(figures) = with_cpu(&daemons, MUTATING_PHASES * ops, run) {
             return figures;
         }
         println!("(the leader changed during the run; running it again)");
@@ -103,9 +153,9 @@ fn commit_cost(ops: usize, rounds: usize, floors: bool) {
     let (mut wide, mut narrow) = ((Vec::new(), Vec::new()), (Vec::new(), Vec::new()));
     for round in 1..=rounds {
         println!("--- round {round}: one node, then the three-voter group ---");
-        wide.0.push(bench_meta(&one.master_addr(), 32, ops));
+        wide.0.push(bench_meta(&one, 32, ops));
         wide.1.push(bench_group(&group, 32, ops));
-        narrow.0.push(bench_meta(&one.master_addr(), 1, ops / 10));
+        narrow.0.push(bench_meta(&one, 1, ops / 10));
         narrow.1.push(bench_group(&group, 1, ops / 10));
     }
     let rate = |runs: &Vec<Figures>| median(runs.iter().map(|f| f.creates_per_second).collect());
