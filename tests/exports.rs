@@ -27,7 +27,7 @@ async fn client_from(local: &str, master: &str) -> Client {
 }
 
 fn request(session: u64, seq: u64, op: ClientOp) -> Request {
-    Request { session, seq, uid: 1000, gid: 1000, op }
+    Request { session, seq, uid: 1000, gid: 1000, groups: Vec::new(), op }
 }
 
 /// A new session's Hello, proving `password` if given; retried while no leader is elected.
@@ -174,14 +174,16 @@ fn exports_refuse_and_log_foreign_addresses_and_wrong_passwords() {
             "old exports"
         );
     });
-    std::fs::write(&file, "127.0.0.2 / rw\n").unwrap();
+    std::fs::write(&file, "127.0.0.2 / rw,maproot=0\n").unwrap();
     signal(pid, libc::SIGHUP);
     wait_log(&cluster, "exports reloaded");
     rt.block_on(async {
         let two = client_from("127.0.0.2", &addr).await;
         let s2 = session_of(hello(&two, None).await);
         let mkdir = ClientOp::Mkdir { parent: ROOT_INO, name: "yes".into(), mode: 0o755, umask: 0 };
-        assert!(matches!(two.call(request(s2, 1, mkdir)).await.unwrap(), Ok(ClientReply::Attr(_))));
+        // As root (kept by maproot=0): the root directory is root's, 0755.
+        let as_root = Request { uid: 0, gid: 0, ..request(s2, 1, mkdir) };
+        assert!(matches!(two.call(as_root).await.unwrap(), Ok(ClientReply::Attr(_))));
         let three = client_from("127.0.0.3", &addr).await;
         assert_eq!(hello(&three, Some("secret")).await, Err(Status::Access), "no longer exported");
     });

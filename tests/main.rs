@@ -22,6 +22,7 @@ mod mount;
 mod netns;
 mod package;
 mod page;
+mod perm;
 mod session;
 mod systemd;
 mod trash;

@@ -18,7 +18,14 @@ async fn wait_leader(addr: &str, cluster: &Cluster) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         if let Ok(client) = Client::connect(addr).await {
-            let request = Request { session: 0, seq: 0, uid: 0, gid: 0, op: ClientOp::Status };
+            let request = Request {
+                session: 0,
+                seq: 0,
+                uid: 0,
+                gid: 0,
+                groups: Vec::new(),
+                op: ClientOp::Status,
+            };
             if let Ok(Ok(ClientReply::Status(s))) = client.call(request).await {
                 if s.role == "leader" {
                     return;
@@ -449,7 +456,7 @@ fn a_stolen_session_id_is_refused_and_logged() {
         let mut owner = Session::open(&addr).await;
         let thief = Client::connect(&addr).await.unwrap();
         let op = ClientOp::Mkdir { parent: ROOT_INO, name: "stolen".into(), mode: 0o755, umask: 0 };
-        let request = Request { session: owner.id, seq: 1, uid: 0, gid: 0, op };
+        let request = Request { session: owner.id, seq: 1, uid: 0, gid: 0, groups: Vec::new(), op };
         assert_eq!(thief.call(request).await.unwrap(), Err(Status::BadSession));
         let resume = ClientOp::Hello {
             session: Some(owner.id),
@@ -458,7 +465,8 @@ fn a_stolen_session_id_is_refused_and_logged() {
             proof: None,
             token: 1,
         };
-        let request = Request { session: 0, seq: 0, uid: 0, gid: 0, op: resume };
+        let request =
+            Request { session: 0, seq: 0, uid: 0, gid: 0, groups: Vec::new(), op: resume };
         assert_eq!(thief.call(request).await.unwrap(), Err(Status::BadSession));
         owner.mkdir(ROOT_INO, "mine").await;
     });

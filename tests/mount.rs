@@ -54,7 +54,8 @@ async fn chunkservers_listed(addr: &str) -> usize {
 /// `mfsha status` as a tool sees it, or `None` if the master does not answer.
 pub async fn cluster_status(addr: &str) -> Option<mfsha_proto::client::ClusterStatus> {
     let rpc = mfsha_proto::client::MasterClient::connect(addr).await.ok()?;
-    let req = Request { session: 0, seq: 0, uid: 0, gid: 0, op: ClientOp::Status };
+    let req =
+        Request { session: 0, seq: 0, uid: 0, gid: 0, groups: Vec::new(), op: ClientOp::Status };
     match rpc.call_timeout(req, 5000).await {
         Ok(Ok(ClientReply::Status(s))) => Some(*s),
         _ => None,
@@ -70,7 +71,14 @@ pub async fn connect_with(addr: &str, io_timeout: Duration) -> Arc<Client> {
     let mut master = MasterConfig::new(vec![addr.to_string()]);
     master.info = "mfsha mount test".into();
     master.io_timeout = io_timeout;
-    Client::connect(ClientConfig::new(master)).await.expect("client connects to the master")
+    let client =
+        Client::connect(ClientConfig::new(master)).await.expect("client connects to the master");
+    // The tests act as uid 1000 in the root directory: the master checks permissions as a
+    // local filesystem does, so root's directory must be writable for them (as /tmp is).
+    let everyone = mfsha_proto::types::SetAttr { mode: Some(0o777), ..Default::default() };
+    let root = client.root();
+    client.setattr(mfsha_mount::Caller::ROOT, root, everyone).await.expect("chmod 777 /");
+    client
 }
 
 pub async fn connect(addr: &str) -> Arc<Client> {

@@ -49,7 +49,9 @@ impl Session {
     }
 
     pub async fn read(&self, op: ClientOp) -> Result<Reply<ClientReply>, mfsha_proto::RpcError> {
-        self.client.call(Request { session: self.id, seq: 0, uid: 0, gid: 0, op }).await
+        self.client
+            .call(Request { session: self.id, seq: 0, uid: 0, gid: 0, groups: Vec::new(), op })
+            .await
     }
 
     pub async fn mutate(
@@ -57,7 +59,32 @@ impl Session {
         op: ClientOp,
     ) -> Result<Reply<ClientReply>, mfsha_proto::RpcError> {
         self.seq += 1;
-        self.client.call(Request { session: self.id, seq: self.seq, uid: 0, gid: 0, op }).await
+        self.client
+            .call(Request {
+                session: self.id,
+                seq: self.seq,
+                uid: 0,
+                gid: 0,
+                groups: Vec::new(),
+                op,
+            })
+            .await
+    }
+
+    /// A mutation as `uid`/`gid` with supplementary `groups` (a raw client claims whom it
+    /// likes; the master's own checks decide).
+    pub async fn mutate_as(&mut self, who: (u32, u32, &[u32]), op: ClientOp) -> Reply<ClientReply> {
+        self.seq += 1;
+        let (uid, gid, groups) = (who.0, who.1, who.2.to_vec());
+        let request = Request { session: self.id, seq: self.seq, uid, gid, groups, op };
+        self.client.call(request).await.expect("the request reaches the master")
+    }
+
+    /// A read as `uid`/`gid` with supplementary `groups`.
+    pub async fn read_as(&self, who: (u32, u32, &[u32]), op: ClientOp) -> Reply<ClientReply> {
+        let (uid, gid, groups) = (who.0, who.1, who.2.to_vec());
+        let request = Request { session: self.id, seq: 0, uid, gid, groups, op };
+        self.client.call(request).await.expect("the request reaches the master")
     }
 
     pub async fn mkdir(&mut self, parent: Ino, name: &str) -> Ino {

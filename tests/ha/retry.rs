@@ -68,7 +68,7 @@ pub fn hello(token: u64) -> Request {
         proof: None,
         token,
     };
-    Request { session: 0, seq: 0, uid: 0, gid: 0, op }
+    Request { session: 0, seq: 0, uid: 0, gid: 0, groups: Vec::new(), op }
 }
 
 #[test]
@@ -82,7 +82,7 @@ fn a_create_and_a_hello_retried_across_a_leader_kill_return_the_originals() {
         panic!("Hello answered {opened:?}");
     };
     let op = ClientOp::Create { parent: ROOT_INO, name: "once".into(), mode: 0o644, umask: 0 };
-    let create = Request { session, seq: 1, uid: 0, gid: 0, op };
+    let create = Request { session, seq: 1, uid: 0, gid: 0, groups: Vec::new(), op };
     let created = rt.block_on(ask(&addr(&cluster, leader), create.clone()));
     let Ok(ClientReply::Attr(first)) = created else { panic!("create answered {created:?}") };
     // The leader answered, so both entries are committed on a majority. Their replies are
@@ -102,6 +102,7 @@ fn a_create_and_a_hello_retried_across_a_leader_kill_return_the_originals() {
         seq: 0,
         uid: 0,
         gid: 0,
+        groups: Vec::new(),
         op: ClientOp::ReadDir { ino: ROOT_INO, offset: 0, max: 100, after: None },
     };
     let listed = rt.block_on(ask(&addr(&cluster, next), list));

@@ -48,10 +48,12 @@ fn chunk_file(disk: &Path, chunk_id: ChunkId, version: u32) -> PathBuf {
 /// Creates `name` and has the leader create its first chunk on the chunkservers.
 async fn file_with_a_chunk(addr: &str, session: u64, name: &str) -> (ChunkId, u32) {
     let op = ClientOp::Create { parent: ROOT_INO, name: name.into(), mode: 0o644, umask: 0 };
-    let created = ask(addr, Request { session, seq: 1, uid: 0, gid: 0, op }).await;
+    let created =
+        ask(addr, Request { session, seq: 1, uid: 0, gid: 0, groups: Vec::new(), op }).await;
     let Ok(ClientReply::Attr(file)) = created else { panic!("create answered {created:?}") };
     let op = ClientOp::WriteChunk { ino: file.ino, index: 0 };
-    let write = ask(addr, Request { session, seq: 2, uid: 0, gid: 0, op }).await;
+    let write =
+        ask(addr, Request { session, seq: 2, uid: 0, gid: 0, groups: Vec::new(), op }).await;
     let Ok(ClientReply::ChunkWrite(chunk)) = write else { panic!("WriteChunk answered {write:?}") };
     let op = ClientOp::WriteChunkEnd {
         ino: file.ino,
@@ -60,7 +62,9 @@ async fn file_with_a_chunk(addr: &str, session: u64, name: &str) -> (ChunkId, u3
         file_size: 0,
         ok: true,
     };
-    ask(addr, Request { session, seq: 3, uid: 0, gid: 0, op }).await.expect("WriteChunkEnd");
+    ask(addr, Request { session, seq: 3, uid: 0, gid: 0, groups: Vec::new(), op })
+        .await
+        .expect("WriteChunkEnd");
     (chunk.chunk_id, chunk.version)
 }
 
@@ -81,7 +85,8 @@ fn a_sigstopped_leader_resumed_after_a_new_election_serves_nothing_and_commands_
     // A client connection to the leader, and the term it answers with.
     let floor = TermFloor::default();
     let stale = rt.block_on(MasterRpc::connect(&old_addr)).expect("connect to the leader");
-    let status = Request { session: 0, seq: 0, uid: 0, gid: 0, op: ClientOp::Status };
+    let status =
+        Request { session: 0, seq: 0, uid: 0, gid: 0, groups: Vec::new(), op: ClientOp::Status };
     let answer = rt.block_on(stale.call(status)).expect("status from the leader");
     let old_term = answer.term;
     floor.admit(old_term).unwrap();
@@ -89,9 +94,16 @@ fn a_sigstopped_leader_resumed_after_a_new_election_serves_nothing_and_commands_
     // The leader hangs; requests sent to it wait in its socket.
     let pid = cluster.masters[old].daemon.as_ref().unwrap().pid().unwrap();
     stop(pid);
-    let read = Request { session, seq: 0, uid: 0, gid: 0, op: ClientOp::GetAttr { ino: ROOT_INO } };
+    let read = Request {
+        session,
+        seq: 0,
+        uid: 0,
+        gid: 0,
+        groups: Vec::new(),
+        op: ClientOp::GetAttr { ino: ROOT_INO },
+    };
     let mkdir = ClientOp::Mkdir { parent: ROOT_INO, name: "stale".into(), mode: 0o755, umask: 0 };
-    let write = Request { session, seq: 4, uid: 0, gid: 0, op: mkdir };
+    let write = Request { session, seq: 4, uid: 0, gid: 0, groups: Vec::new(), op: mkdir };
     let queued: Vec<_> = [read, write]
         .into_iter()
         .map(|request| {
@@ -132,7 +144,7 @@ fn a_sigstopped_leader_resumed_after_a_new_election_serves_nothing_and_commands_
     let lookup = ClientOp::Lookup { parent: ROOT_INO, name: "stale".into() };
     let found = rt.block_on(ask(
         &addr(&cluster, next),
-        Request { session, seq: 0, uid: 0, gid: 0, op: lookup },
+        Request { session, seq: 0, uid: 0, gid: 0, groups: Vec::new(), op: lookup },
     ));
     assert_eq!(found, Err(Status::NotFound), "the deposed leader's mkdir must not exist");
 
@@ -174,7 +186,7 @@ fn a_sigstopped_leader_resumed_after_a_new_election_serves_nothing_and_commands_
     let lookup = ClientOp::Lookup { parent: ROOT_INO, name: "after-stop".into() };
     let found = rt.block_on(ask(
         &addr(&cluster, next),
-        Request { session, seq: 0, uid: 0, gid: 0, op: lookup },
+        Request { session, seq: 0, uid: 0, gid: 0, groups: Vec::new(), op: lookup },
     ));
     assert!(matches!(found, Ok(ClientReply::Attr(ref a)) if a.ino == ino), "{found:?}");
     cluster.wait_chunkservers(1, Duration::from_secs(30));

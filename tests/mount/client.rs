@@ -1,12 +1,12 @@
 //! The client library against a real master and real chunkservers (no FUSE).
 
 use super::{cluster, connect, connect_with, runtime};
-use mfsha_mount::{Caller, NewNode};
+use mfsha_mount::{Caller, Groups, NewNode};
 use mfsha_proto::types::*;
 use rand::{Rng, SeedableRng};
 use std::time::{Duration, Instant};
 
-const ME: Caller = Caller { uid: 1000, gid: 1000 };
+const ME: Caller = Caller { uid: 1000, gid: 1000, groups: Groups::NONE };
 
 fn names(entries: &[DirEntry]) -> Vec<String> {
     let mut v: Vec<String> = entries.iter().map(|e| e.name.clone()).collect();

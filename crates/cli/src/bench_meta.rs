@@ -44,14 +44,22 @@ impl BenchSession {
 
     /// Sends a read (or a session request) and returns the master's reply.
     pub async fn send(&self, op: ClientOp) -> anyhow::Result<Reply<ClientReply>> {
-        let request = Request { session: self.session, seq: 0, uid: 0, gid: 0, op };
+        let request =
+            Request { session: self.session, seq: 0, uid: 0, gid: 0, groups: Vec::new(), op };
         self.client.call(request).await.context("request to the master failed")
     }
 
     /// Sends a mutation with the next sequence number.
     pub async fn mutate(&mut self, op: ClientOp) -> anyhow::Result<Reply<ClientReply>> {
         self.seq += 1;
-        let request = Request { session: self.session, seq: self.seq, uid: 0, gid: 0, op };
+        let request = Request {
+            session: self.session,
+            seq: self.seq,
+            uid: 0,
+            gid: 0,
+            groups: Vec::new(),
+            op,
+        };
         self.client.call(request).await.context("request to the master failed")
     }
 }

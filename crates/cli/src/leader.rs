@@ -109,7 +109,8 @@ fn same_cluster(
 
 /// The status of the master behind `client`.
 pub async fn ask_status(client: &MasterClient) -> anyhow::Result<ClusterStatus> {
-    let request = Request { session: 0, seq: 0, uid: 0, gid: 0, op: ClientOp::Status };
+    let request =
+        Request { session: 0, seq: 0, uid: 0, gid: 0, groups: Vec::new(), op: ClientOp::Status };
     match client.call_timeout(request, ASK_MS).await? {
         Ok(ClientReply::Status(status)) => Ok(*status),
         Ok(other) => bail!("answered a status request with {other:?}"),
@@ -119,7 +120,8 @@ pub async fn ask_status(client: &MasterClient) -> anyhow::Result<ClusterStatus> 
 
 /// The leader's client address as the master behind `client` knows it.
 async fn who_leads(client: &MasterClient) -> Option<String> {
-    let request = Request { session: 0, seq: 0, uid: 0, gid: 0, op: ClientOp::WhoLeads };
+    let request =
+        Request { session: 0, seq: 0, uid: 0, gid: 0, groups: Vec::new(), op: ClientOp::WhoLeads };
     match client.call_timeout(request, ASK_MS).await {
         Ok(Ok(ClientReply::Leader(hint))) => hint.client,
         _ => None,
@@ -139,7 +141,7 @@ pub(crate) async fn tool_hello(
     let proof = match std::env::var("MFSHA_PASSWORD") {
         Ok(password) if !password.is_empty() => {
             let op = ClientOp::Challenge { subdir: subdir.clone() };
-            let request = Request { session: 0, seq: 0, uid: 0, gid: 0, op };
+            let request = Request { session: 0, seq: 0, uid: 0, gid: 0, groups: Vec::new(), op };
             match client.call_timeout(request, limit_ms).await? {
                 Ok(ClientReply::Challenge { nonce, md5 }) => {
                     let key = mfsha_proto::auth::password_key(&password, md5);
@@ -153,7 +155,7 @@ pub(crate) async fn tool_hello(
         _ => None,
     };
     let hello = ClientOp::Hello { session: None, client_info, subdir, proof, token };
-    let request = Request { session: 0, seq: 0, uid: 0, gid: 0, op: hello };
+    let request = Request { session: 0, seq: 0, uid: 0, gid: 0, groups: Vec::new(), op: hello };
     Ok(client.call_timeout(request, limit_ms).await?)
 }
 

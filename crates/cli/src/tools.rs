@@ -80,7 +80,8 @@ impl Session {
         } else {
             0
         };
-        let request = Request { session: self.session, seq, uid: 0, gid: 0, op };
+        let request =
+            Request { session: self.session, seq, uid: 0, gid: 0, groups: Vec::new(), op };
         let reply = self
             .client
             .call_timeout(request, TIMEOUT_MS)

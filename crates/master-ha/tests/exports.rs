@@ -92,7 +92,7 @@ async fn mkdir(
     name: &str,
 ) -> Reply<ClientReply> {
     let op = ClientOp::Mkdir { parent, name: name.into(), mode: 0o777, umask: 0 };
-    let req = mfsha_proto::client::Request { session, seq, uid, gid: uid, op };
+    let req = mfsha_proto::client::Request { session, seq, uid, gid: uid, groups: Vec::new(), op };
     client.call(req).await.unwrap()
 }
 

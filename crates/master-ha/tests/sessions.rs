@@ -3,7 +3,7 @@
 //! ends after the sustain time, releasing its open files; a connected one never does; a
 //! master that starts leading counts a session's idle time from the start of its leadership.
 
-use mfsha_proto::client::{ClientOp, ClientReply, ClusterStatus};
+use mfsha_proto::client::{ClientOp, ClientReply, ClusterStatus, Request};
 use mfsha_proto::types::{Reply, SessionId, Status, ROOT_INO};
 use std::time::{Duration, Instant};
 
@@ -73,7 +73,9 @@ async fn a_retried_hello_with_the_same_token_gets_the_session_the_first_one_open
 async fn open_unlinked_file(client: &Client, name: &str) -> SessionId {
     let session = open_session(client).await;
     let no_trash = ClientOp::SetTrashTime { ino: ROOT_INO, seconds: 0, recursive: false };
-    client.call(request(session, 1, no_trash)).await.unwrap().unwrap();
+    // Root's directory: its trash time is root's to set.
+    let as_root = Request { uid: 0, gid: 0, ..request(session, 1, no_trash) };
+    client.call(as_root).await.unwrap().unwrap();
     let create = ClientOp::Create { parent: ROOT_INO, name: name.into(), mode: 0o644, umask: 0 };
     attr(client.call(request(session, 2, create)).await.unwrap());
     let unlink = ClientOp::Unlink { parent: ROOT_INO, name: name.into() };

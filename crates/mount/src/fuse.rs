@@ -5,10 +5,12 @@
 //! restarted never holds up the FUSE thread or other requests. Errors map to errno in one
 //! place ([`Status::errno`]); protocol, caching and reconnecting live in the client.
 //!
-//! Permission checks are the kernel's: the filesystem is mounted with `default_permissions`,
-//! which also covers opens the kernel never sends here (FIFOs, devices).
+//! Permission checks are first the kernel's: the filesystem is mounted with
+//! `default_permissions`, which also covers opens the kernel never sends here (FIFOs,
+//! devices). The master checks again (it trusts no client), with the caller's uid, gid and
+//! supplementary groups, which [`caller`] reads for it.
 
-use crate::client::{Caller, Client, LockWait, NewNode};
+use crate::client::{Caller, Client, Groups, LockWait, NewNode};
 use fuser::{
     FileAttr, FileType, Filesystem, KernelConfig, ReplyAttr, ReplyCreate, ReplyData,
     ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLock, ReplyOpen, ReplyStatfs,
@@ -140,7 +142,24 @@ error_reply!(
 );
 
 fn caller(req: &Request<'_>) -> Caller {
-    Caller { uid: req.uid(), gid: req.gid() }
+    let (uid, gid) = (req.uid(), req.gid());
+    // Root passes the master's checks without them; anyone else's group permissions need
+    // the supplementary groups, which FUSE does not pass: the kernel shows them in /proc.
+    let groups = match uid {
+        0 => Groups::NONE,
+        _ => supplementary_groups(req.pid()),
+    };
+    Caller { uid, gid, groups }
+}
+
+/// The supplementary groups of process (or thread) `pid`, from the `Groups:` line of
+/// `/proc/PID/status`; none if it is gone (the master then judges by uid and gid alone).
+fn supplementary_groups(pid: u32) -> Groups {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return Groups::NONE;
+    };
+    let line = status.lines().find_map(|line| line.strip_prefix("Groups:"));
+    Groups::new(line.unwrap_or("").split_whitespace().filter_map(|id| id.parse().ok()))
 }
 
 /// A file name as the protocol carries it (UTF-8).

@@ -20,7 +20,7 @@ cannot accidentally bypass the master.
 
 pub mod client;
 
-pub use client::{Caller, Client, ClientConfig, ConnectError, MasterConfig, NewNode};
+pub use client::{Caller, Client, ClientConfig, ConnectError, Groups, MasterConfig, NewNode};
 pub mod fuse;
 pub mod helper;
 pub mod metrics;

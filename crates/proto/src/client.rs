@@ -12,6 +12,9 @@
 use crate::types::*;
 use serde::{Deserialize, Serialize};
 
+/// Most supplementary groups a request carries; a longer list is refused.
+pub const MAX_GROUPS: usize = 64;
+
 /// One request from a client.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Request {
@@ -22,6 +25,9 @@ pub struct Request {
     /// Caller's identity, as the kernel reported it.
     pub uid: u32,
     pub gid: u32,
+    /// The caller's supplementary groups (at most [`MAX_GROUPS`]; a mount sends the first
+    /// ones of a longer list): the master checks group permissions with them.
+    pub groups: Vec<u32>,
     pub op: ClientOp,
 }
 

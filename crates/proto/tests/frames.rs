@@ -42,7 +42,7 @@ fn sample_attr() -> Attr {
 
 #[test]
 fn client_messages_round_trip() {
-    let req = |op| Request { session: 7, seq: 9, uid: 0, gid: 0, op };
+    let req = |op| Request { session: 7, seq: 9, uid: 0, gid: 0, groups: Vec::new(), op };
     round_trip(1, req(ClientOp::Lookup { parent: 1, name: "ä/weird name".into() }));
     round_trip(
         2,
@@ -128,7 +128,8 @@ fn sample_hint() -> LeaderHint {
 
 #[test]
 fn leader_hints_terms_and_redirects_round_trip() {
-    let who = Request { session: 0, seq: 0, uid: 0, gid: 0, op: ClientOp::WhoLeads };
+    let who =
+        Request { session: 0, seq: 0, uid: 0, gid: 0, groups: Vec::new(), op: ClientOp::WhoLeads };
     assert!(!ClientOp::WhoLeads.is_mutation());
     round_trip(1, who);
     round_trip(1, Answer { term: 7, reply: Ok(ClientReply::Leader(sample_hint())) });
@@ -292,7 +293,7 @@ proptest! {
     #[test]
     fn mutated_frames_never_panic(pos in any::<usize>(), byte in any::<u8>(), name in "[a-z]{0,40}") {
         let mut buf = Vec::new();
-        let req = Request { session: 1, seq: 2, uid: 3, gid: 4, op: ClientOp::Lookup { parent: 1, name } };
+        let req = Request { session: 1, seq: 2, uid: 3, gid: 4, groups: vec![5, 6], op: ClientOp::Lookup { parent: 1, name } };
         encode(5, &req, &mut buf).unwrap();
         let i = pos % buf.len();
         buf[i] = byte;

@@ -11,7 +11,7 @@ use super::session::Connection;
 use super::Service;
 use crate::exports::{ExportOptions, Ids, Password, Refusal};
 use mfsha_proto::auth;
-use mfsha_proto::client::{ClientOp, ClientReply, Request};
+use mfsha_proto::client::{ClientOp, ClientReply, Request, MAX_GROUPS};
 use mfsha_proto::types::{Reply, SessionId, Status};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
@@ -133,6 +133,9 @@ fn check_password(
 /// (`maproot`, `mapall`).
 pub fn admit(service: &Service, connection: &Connection, request: &mut Request) -> Reply<()> {
     use ClientOp::{Challenge, Hello, WhoLeads};
+    if request.groups.len() > MAX_GROUPS {
+        return Err(Status::Invalid);
+    }
     if matches!(request.op, ClientOp::Status | WhoLeads | Hello { .. } | Challenge { .. }) {
         return Ok(());
     }
@@ -154,7 +157,12 @@ pub fn admit(service: &Service, connection: &Connection, request: &mut Request) 
         return Err(Status::ReadOnly);
     }
     within_limits(&options, &request.op)?;
-    let ids = options.map(Ids { uid: request.uid, gid: request.gid });
+    let claimed = Ids { uid: request.uid, gid: request.gid };
+    let ids = options.map(claimed);
+    if ids != claimed {
+        // Mapped (maproot, mapall): the caller acts as that user and group alone.
+        request.groups.clear();
+    }
     (request.uid, request.gid) = (ids.uid, ids.gid);
     Ok(())
 }

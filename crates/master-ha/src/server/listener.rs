@@ -6,7 +6,7 @@ use crate::config::ClientLimits;
 use mfsha_proto::client::{Answer, ClientReply, Request};
 use mfsha_proto::gate::{within_fd_limit, Gate, GateLimits};
 use mfsha_proto::rpc::{self, Handled, RpcError};
-use mfsha_proto::types::Reply;
+use mfsha_proto::types::{Reply, Status};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -139,6 +139,16 @@ impl ClientListener {
     }
 }
 
+/// The master's permission checks for the (mapped) caller; root needs no state lock.
+fn check_permission(service: &Service, request: &Request) -> Result<(), Status> {
+    if request.uid == 0 {
+        return Ok(());
+    }
+    let (uid, gid, groups, session) = (request.uid, request.gid, &request.groups, request.session);
+    let who = super::perm::Caller { uid, gid, groups, session };
+    service.meta.read(|state| super::perm::check(state, &who, &request.op))
+}
+
 /// The reply stamped with this master's current Raft term (see [`Answer`]).
 fn answer(service: &Service, reply: Reply<ClientReply>) -> Answer {
     Answer { term: service.leadership.now().term, reply }
@@ -160,6 +170,12 @@ async fn serve_connection(
             let (started, op) = (Instant::now(), request.op.name());
             // The exports first: who may ask, as which uid (see `access`).
             if let Err(refused) = super::access::admit(&service, &connection, &mut request) {
+                let refused = Err(refused);
+                service.client_metrics.record(op, started, &refused);
+                return Handled::Now(answer(&service, refused));
+            }
+            // Then the master's own permission checks (see `perm`).
+            if let Err(refused) = check_permission(&service, &request) {
                 let refused = Err(refused);
                 service.client_metrics.record(op, started, &refused);
                 return Handled::Now(answer(&service, refused));

@@ -27,6 +27,7 @@ pub mod listener;
 pub mod locks;
 pub mod logger;
 pub mod membership;
+pub mod perm;
 pub mod session;
 pub mod status;
 pub mod trash;

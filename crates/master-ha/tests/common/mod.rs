@@ -5,8 +5,9 @@
 
 use mfsha_master_ha::config::MasterConfig;
 use mfsha_master_ha::daemon;
+use mfsha_meta::{Entry, Op};
 use mfsha_proto::client::{ClientOp, ClientReply, Request};
-use mfsha_proto::types::{Reply, ROOT_INO};
+use mfsha_proto::types::{Reply, SetAttr, ROOT_INO};
 use std::time::{Duration, Instant};
 
 pub type Client = mfsha_proto::client::MasterClient;
@@ -32,7 +33,8 @@ pub async fn start(dir: &std::path::Path) -> (daemon::Master, String) {
 
 /// Starts a master with `config` and waits until it leads (a group of one elects itself).
 pub async fn start_with(config: MasterConfig) -> (daemon::Master, String) {
-    if !config.data_dir.exists() {
+    let new_group = !config.data_dir.exists();
+    if new_group {
         // A new group is made explicitly, as `mfsha bootstrap` does; a restart reuses it.
         daemon::bootstrap(&config).expect("bootstrap a new group");
     }
@@ -43,11 +45,23 @@ pub async fn start_with(config: MasterConfig) -> (daemon::Master, String) {
         assert!(Instant::now() < deadline, "a group of one must elect itself within 30 s");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    if new_group {
+        open_root_directory(&master).await;
+    }
     (master, addr)
 }
 
+/// The tests act as uid 1000 in the root directory, and the master checks permissions as a
+/// local filesystem does: root's directory is made writable for everyone (as /tmp is).
+async fn open_root_directory(master: &daemon::Master) {
+    let set = SetAttr { mode: Some(0o777), ..SetAttr::default() };
+    let op = Op::SetAttr { ino: ROOT_INO, set, cow_chunk_id: 0 };
+    let entry = Entry { now: master.service.meta.cluster_now(), client: None, op };
+    master.service.meta.propose(entry).await.expect("chmod 777 /");
+}
+
 pub fn request(session: u64, seq: u64, op: ClientOp) -> Request {
-    Request { session, seq, uid: 1000, gid: 1000, op }
+    Request { session, seq, uid: 1000, gid: 1000, groups: Vec::new(), op }
 }
 
 /// The token each session of these tests was opened with: its secret for resuming.

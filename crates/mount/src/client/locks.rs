@@ -13,7 +13,7 @@
 //! drops this client's cached chunk locations and read-ahead (and the FUSE adapter drops the
 //! kernel's cached pages), so the next holder reads what the previous one wrote.
 
-use super::{unexpected, Client};
+use super::{unexpected, Caller, Client};
 use mfsha_proto::client::{ClientOp, ClientReply, FileLock, LockKind};
 use mfsha_proto::types::{Ino, Reply, Status};
 use std::time::Duration;
@@ -33,7 +33,7 @@ const POLL_MAX: Duration = Duration::from_millis(200);
 impl Client {
     /// F_GETLK: the first lock of another owner (on any mount) that conflicts with `lock`.
     pub async fn getlk(&self, ino: Ino, lock: FileLock) -> Reply<Option<FileLock>> {
-        match self.link.call(0, 0, ClientOp::GetLock { ino, lock }).await? {
+        match self.link.call(Caller::ROOT, ClientOp::GetLock { ino, lock }).await? {
             ClientReply::Lock(found) => Ok(found),
             other => Err(unexpected("a lock", &other)),
         }
@@ -46,7 +46,7 @@ impl Client {
             self.flush_inode(ino).await?;
         }
         let op = ClientOp::SetLock { ino, lock, reclaim: false };
-        match self.link.call(0, 0, op).await? {
+        match self.link.call(Caller::ROOT, op).await? {
             ClientReply::Unit => {}
             other => return Err(unexpected("nothing", &other)),
         }
@@ -87,7 +87,7 @@ impl Client {
             return Ok(());
         }
         self.flush_inode(ino).await?;
-        match self.link.call(0, 0, ClientOp::ReleaseLocks { ino, owner }).await? {
+        match self.link.call(Caller::ROOT, ClientOp::ReleaseLocks { ino, owner }).await? {
             ClientReply::Unit => {
                 self.link.forget_locks(ino, owner);
                 Ok(())

@@ -42,6 +42,7 @@
 //! it has seen ([`TermFloor`]) and treats an answer with a lower term as coming from a
 //! deposed master: the connection is dropped and the request retried elsewhere.
 
+use super::Caller;
 use mfsha_proto::client::{
     Answer, ClientOp, ClientReply, FileLock, MasterRpc, OwnerLocks, Request, REPLY_WINDOW,
 };
@@ -422,17 +423,16 @@ impl MasterLink {
         self.locks.lock().remove(&(ino, owner));
     }
 
-    /// Sends `op` for caller `uid`/`gid` and returns the master's answer, retrying across
+    /// Sends `op` for caller `who` and returns the master's answer, retrying across
     /// reconnects until `io_timeout`. Mutations go through the lane (see module docs).
-    pub async fn call(&self, uid: u32, gid: u32, op: ClientOp) -> Reply<ClientReply> {
+    pub async fn call(&self, who: Caller, op: ClientOp) -> Reply<ClientReply> {
         let started = Instant::now();
         let name = op.name();
         let deadline = started + self.cfg.io_timeout;
         let reply = if op.is_mutation() {
-            self.mutate(deadline, uid, gid, op).await
+            self.mutate(deadline, who, op).await
         } else {
-            self.retry(deadline, |session| Request { session, seq: 0, uid, gid, op: op.clone() })
-                .await
+            self.retry(deadline, |session| request(who, session, 0, op.clone())).await
         };
         self.metrics.record(name, started.into_std(), &reply);
         reply
@@ -443,13 +443,7 @@ impl MasterLink {
         &self.metrics
     }
 
-    async fn mutate(
-        &self,
-        deadline: Instant,
-        uid: u32,
-        gid: u32,
-        op: ClientOp,
-    ) -> Reply<ClientReply> {
+    async fn mutate(&self, deadline: Instant, who: Caller, op: ClientOp) -> Reply<ClientReply> {
         // The seq is chosen per session: a replacement session starts its own count.
         let mut sent: Option<(SessionId, u64)> = None;
         let result = loop {
@@ -476,7 +470,7 @@ impl MasterLink {
                 }
             };
             sent = Some((conn.session, seq));
-            let req = Request { session: conn.session, seq, uid, gid, op: op.clone() };
+            let req = request(who, conn.session, seq, op.clone());
             match self.attempt(&conn, req).await {
                 Attempt::Done(reply) => break *reply,
                 Attempt::Broken(why) => self.broken(&conn, &why),
@@ -601,7 +595,14 @@ impl MasterLink {
     async fn probe(&self, conn: &Conn) {
         let probed = tokio::time::timeout(self.cfg.probe_timeout, async {
             let rpc = Rpc::connect_within(&conn.addr, self.cfg.probe_timeout).await.ok()?;
-            let req = Request { session: 0, seq: 0, uid: 0, gid: 0, op: ClientOp::WhoLeads };
+            let req = Request {
+                session: 0,
+                seq: 0,
+                uid: 0,
+                gid: 0,
+                groups: Vec::new(),
+                op: ClientOp::WhoLeads,
+            };
             rpc.call(req).await.ok()
         });
         let Ok(Some(answer)) = probed.await else { return };
@@ -772,7 +773,14 @@ impl MasterLink {
     /// once its cluster is found to be ours: a master of another cluster is refused before
     /// its term counts.
     async fn who_leads(&self, rpc: &Rpc, addr: &str) -> Result<Option<String>, OpenError> {
-        let req = Request { session: 0, seq: 0, uid: 0, gid: 0, op: ClientOp::WhoLeads };
+        let req = Request {
+            session: 0,
+            seq: 0,
+            uid: 0,
+            gid: 0,
+            groups: Vec::new(),
+            op: ClientOp::WhoLeads,
+        };
         let answer = self.answer_within(rpc, req, self.cfg.ping_timeout).await?;
         if let Ok(ClientReply::Leader(hint)) = &answer.reply {
             self.same_cluster(addr, &hint.cluster_id)?;
@@ -842,7 +850,7 @@ impl MasterLink {
         for ((ino, owner), locks) in held {
             for lock in locks.ranges() {
                 let op = ClientOp::SetLock { ino, lock: *lock, reclaim: true };
-                let req = Request { session, seq: 0, uid: 0, gid: 0, op };
+                let req = Request { session, seq: 0, uid: 0, gid: 0, groups: Vec::new(), op };
                 match self.one_call(rpc, req).await {
                     Ok(_) => {}
                     Err(OpenError::Refused(status)) => {
@@ -885,7 +893,7 @@ impl MasterLink {
             proof,
             token,
         };
-        let req = Request { session: 0, seq: 0, uid: 0, gid: 0, op };
+        let req = Request { session: 0, seq: 0, uid: 0, gid: 0, groups: Vec::new(), op };
         match self.one_call(rpc, req).await? {
             ClientReply::Session { session, root } => Ok((session, root)),
             other => Err(OpenError::Retry(format!("unexpected answer to Hello: {other:?}"))),
@@ -904,7 +912,7 @@ impl MasterLink {
     ) -> Result<[u8; 32], OpenError> {
         let subdir = self.cfg.subdir.clone();
         let op = ClientOp::Challenge { subdir: subdir.clone() };
-        let req = Request { session: 0, seq: 0, uid: 0, gid: 0, op };
+        let req = Request { session: 0, seq: 0, uid: 0, gid: 0, groups: Vec::new(), op };
         match self.one_call(rpc, req).await? {
             ClientReply::Challenge { nonce, md5 } => {
                 let key = mfsha_proto::auth::password_key(password, md5);
@@ -932,7 +940,7 @@ impl MasterLink {
             for _ in 0..count {
                 seq += 1;
                 let op = ClientOp::Open { ino, flags: 0 };
-                let req = Request { session, seq, uid: 0, gid: 0, op };
+                let req = Request { session, seq, uid: 0, gid: 0, groups: Vec::new(), op };
                 if let Err(e) = self.one_call(rpc, req).await {
                     tracing::warn!(ino, error = %e, "could not re-register an open file with the new session");
                 }
@@ -1008,6 +1016,7 @@ impl MasterLink {
             seq: 0,
             uid: 0,
             gid: 0,
+            groups: Vec::new(),
             op: ClientOp::GetAttr { ino: self.root() },
         };
         match self.attempt_within(&conn, req, self.cfg.ping_timeout).await {
@@ -1021,7 +1030,7 @@ impl MasterLink {
     /// that is away now will expire the session later.
     pub async fn goodbye(&self) -> Reply<()> {
         let deadline = Instant::now() + Duration::from_secs(5).min(self.cfg.io_timeout);
-        self.mutate(deadline, 0, 0, ClientOp::Goodbye).await.map(|_| ())
+        self.mutate(deadline, Caller::ROOT, ClientOp::Goodbye).await.map(|_| ())
     }
 }
 
@@ -1109,6 +1118,12 @@ const PROBES_MAX: usize = 16;
 /// A short name of a request for log lines and metrics ([`ClientOp::name`]).
 pub fn op_name(op: &ClientOp) -> &'static str {
     op.name()
+}
+
+/// A request from caller `who`.
+fn request(who: Caller, session: SessionId, seq: u64, op: ClientOp) -> Request {
+    let groups = who.groups.as_slice().to_vec();
+    Request { session, seq, uid: who.uid, gid: who.gid, groups, op }
 }
 
 #[cfg(test)]
@@ -1233,7 +1248,10 @@ mod tests {
         let _ = old.await;
         let listener = tokio::net::TcpListener::bind(&addr).await.unwrap();
         let _new = slow_master(listener, 8, Some(Duration::ZERO), hellos.clone());
-        let call = tokio::time::timeout(Duration::from_secs(10), link.call(0, 0, ClientOp::StatFs));
+        let call = tokio::time::timeout(
+            Duration::from_secs(10),
+            link.call(Caller::ROOT, ClientOp::StatFs),
+        );
         assert_eq!(
             call.await.expect("the probe should replace the silent connection"),
             Ok(ClientReply::Unit)
@@ -1250,7 +1268,7 @@ mod tests {
         let _master = slow_master(listener, 4, Some(Duration::from_millis(700)), hellos.clone());
         let link = MasterLink::connect(probing_only(&addr)).await.unwrap();
         // Probes run during most of the 700 ms; each finds the same leader at the same term.
-        assert_eq!(link.call(0, 0, ClientOp::StatFs).await, Ok(ClientReply::Unit));
+        assert_eq!(link.call(Caller::ROOT, ClientOp::StatFs).await, Ok(ClientReply::Unit));
         assert_eq!(hellos.load(Ordering::SeqCst), 1, "the connection was never replaced");
     }
 
@@ -1260,10 +1278,10 @@ mod tests {
         let mut cfg = MasterConfig::new(vec![old.clone()]);
         cfg.io_timeout = Duration::from_millis(600);
         let link = MasterLink::connect(cfg).await.unwrap();
-        assert_eq!(link.call(0, 0, ClientOp::StatFs).await, Ok(ClientReply::Unit));
+        assert_eq!(link.call(Caller::ROOT, ClientOp::StatFs).await, Ok(ClientReply::Unit));
         // A newer leader was seen somewhere (e.g. its answer to WhoLeads): term 4 is stale.
         link.terms.admit(7).unwrap();
-        assert_eq!(link.call(0, 0, ClientOp::StatFs).await, Err(Status::Io));
+        assert_eq!(link.call(Caller::ROOT, ClientOp::StatFs).await, Err(Status::Io));
         assert_eq!(link.terms.highest(), 7);
     }
 

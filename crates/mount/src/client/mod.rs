@@ -22,6 +22,7 @@ pub use master::{ConnectError, MasterConfig};
 use data::DataPool;
 use io::{FileState, Handle};
 use master::MasterLink;
+use mfsha_proto::client::MAX_GROUPS;
 use mfsha_proto::client::{
     CheckFileCounts, ChunkCopies, ClientOp, ClientReply, ClusterStatus, DirStats,
 };
@@ -32,16 +33,43 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-/// Who asks: the uid and gid the kernel reported for the calling process. The master uses
-/// them as the owner of new files; permission checks are the kernel's (`default_permissions`).
+/// Who asks: the uid and gid the kernel reported for the calling process, and its
+/// supplementary groups. The master uses them as the owner of new files and checks
+/// permissions with them (the kernel has checked already: `default_permissions`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Caller {
     pub uid: u32,
     pub gid: u32,
+    pub groups: Groups,
 }
 
 impl Caller {
-    pub const ROOT: Caller = Caller { uid: 0, gid: 0 };
+    pub const ROOT: Caller = Caller { uid: 0, gid: 0, groups: Groups::NONE };
+}
+
+/// Up to [`MAX_GROUPS`] supplementary groups, kept inline so that a [`Caller`] stays `Copy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Groups {
+    len: usize,
+    ids: [u32; MAX_GROUPS],
+}
+
+impl Groups {
+    pub const NONE: Groups = Groups { len: 0, ids: [0; MAX_GROUPS] };
+
+    /// The first [`MAX_GROUPS`] of `ids`.
+    pub fn new(ids: impl IntoIterator<Item = u32>) -> Groups {
+        let mut groups = Groups::NONE;
+        for id in ids.into_iter().take(MAX_GROUPS) {
+            groups.ids[groups.len] = id;
+            groups.len += 1;
+        }
+        groups
+    }
+
+    pub fn as_slice(&self) -> &[u32] {
+        &self.ids[..self.len]
+    }
 }
 
 /// What `mknod` creates: kind, permission bits, the caller's umask, device number.
@@ -140,7 +168,7 @@ impl Client {
     }
 
     async fn call(&self, who: Caller, op: ClientOp) -> Reply<ClientReply> {
-        self.link.call(who.uid, who.gid, op).await
+        self.link.call(who, op).await
     }
 
     /// A call whose answer is an inode's attributes (adjusted for writes still buffered here).

@@ -1,0 +1,123 @@
+//! The master's own permission checks (issue 12, item 4), against a real master process and
+//! a raw protocol client that claims whichever uid it likes and skips the kernel's checks:
+//! each refusal is the errno a local filesystem gives, and what the owner, a group member
+//! (by a supplementary group) or root may do still works.
+
+use crate::session::Session;
+use crate::util::Cluster;
+use mfsha_proto::client::{ClientOp, ClientReply};
+use mfsha_proto::types::{FileKind, Ino, Reply, SetAttr, Status, TimeSet, Timestamp, ROOT_INO};
+
+const ROOT: (u32, u32, &[u32]) = (0, 0, &[]);
+const ALICE: (u32, u32, &[u32]) = (1000, 1000, &[]);
+const BOB: (u32, u32, &[u32]) = (1001, 1001, &[]);
+const BOB_IN_STAFF: (u32, u32, &[u32]) = (1001, 1001, &[50, 2000]);
+
+fn ino_of(reply: Reply<ClientReply>) -> Ino {
+    match reply {
+        Ok(ClientReply::Attr(attr)) => attr.ino,
+        other => panic!("expected attributes, got {other:?}"),
+    }
+}
+
+fn status_of(reply: Reply<ClientReply>) -> Result<(), Status> {
+    reply.map(|_| ())
+}
+
+fn mkdir(parent: Ino, name: &str, mode: u32) -> ClientOp {
+    ClientOp::Mkdir { parent, name: name.into(), mode, umask: 0 }
+}
+
+fn mknod(parent: Ino, name: &str) -> ClientOp {
+    let kind = FileKind::File;
+    ClientOp::Mknod { parent, name: name.into(), kind, mode: 0o644, umask: 0, rdev: 0 }
+}
+
+fn setattr(ino: Ino, set: SetAttr) -> ClientOp {
+    ClientOp::SetAttr { ino, set }
+}
+
+#[test]
+fn the_master_refuses_what_a_local_filesystem_refuses() {
+    let mut cluster = Cluster::new();
+    cluster.start_master();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut s = Session::open(&cluster.master_addr()).await;
+        // Root's directories: / (0755), a sticky world-writable /shared, a group one /staff.
+        let shared = ino_of(s.mutate_as(ROOT, mkdir(ROOT_INO, "shared", 0o1777)).await);
+        let staff = ino_of(s.mutate_as(ROOT, mkdir(ROOT_INO, "staff", 0o770)).await);
+        let gid = SetAttr { gid: Some(2000), ..SetAttr::default() };
+        s.mutate_as(ROOT, setattr(staff, gid)).await.expect("root gives /staff to group 2000");
+        let closed = ino_of(s.mutate_as(ROOT, mkdir(staff, "closed", 0o700)).await);
+
+        // Creating in a directory one may not write: EACCES.
+        assert_eq!(status_of(s.mutate_as(ALICE, mknod(ROOT_INO, "x")).await), Err(Status::Access));
+        let file = ino_of(s.mutate_as(ALICE, mknod(shared, "alices")).await);
+
+        // Bob and Alice's file: chmod, chown, a chosen mtime, goal: EPERM; truncate,
+        // touch, a user xattr: EACCES (no write permission).
+        let chmod = SetAttr { mode: Some(0o666), ..SetAttr::default() };
+        assert_eq!(
+            status_of(s.mutate_as(BOB, setattr(file, chmod.clone())).await),
+            Err(Status::Perm)
+        );
+        let chown = SetAttr { uid: Some(1001), ..SetAttr::default() };
+        assert_eq!(status_of(s.mutate_as(BOB, setattr(file, chown)).await), Err(Status::Perm));
+        let at = TimeSet::At(Timestamp::new(1, 0));
+        let stamp = SetAttr { mtime: Some(at), ..SetAttr::default() };
+        assert_eq!(status_of(s.mutate_as(BOB, setattr(file, stamp)).await), Err(Status::Perm));
+        let touch = SetAttr { mtime: Some(TimeSet::Now), ..SetAttr::default() };
+        assert_eq!(
+            status_of(s.mutate_as(BOB, setattr(file, touch.clone())).await),
+            Err(Status::Access)
+        );
+        let truncate = SetAttr { size: Some(0), ..SetAttr::default() };
+        assert_eq!(status_of(s.mutate_as(BOB, setattr(file, truncate)).await), Err(Status::Access));
+        let xattr = ClientOp::SetXattr {
+            ino: file,
+            name: "user.note".into(),
+            value: serde_bytes::ByteBuf::from(b"bob".to_vec()),
+            flags: 0,
+        };
+        assert_eq!(status_of(s.mutate_as(BOB, xattr.clone()).await), Err(Status::Access));
+        let goal = ClientOp::SetGoal { ino: file, goal: 1, recursive: false };
+        assert_eq!(status_of(s.mutate_as(BOB, goal.clone()).await), Err(Status::Perm));
+
+        // The sticky bit: Bob may write /shared but not remove or rename Alice's file.
+        let unlink = ClientOp::Unlink { parent: shared, name: "alices".into() };
+        assert_eq!(status_of(s.mutate_as(BOB, unlink.clone()).await), Err(Status::Perm));
+        let rename = ClientOp::Rename {
+            parent: shared,
+            name: "alices".into(),
+            new_parent: shared,
+            new_name: "bobs".into(),
+            flags: 0,
+        };
+        assert_eq!(status_of(s.mutate_as(BOB, rename).await), Err(Status::Perm));
+
+        // Group permission by a supplementary group: only with the group does Bob get in.
+        assert_eq!(status_of(s.mutate_as(BOB, mknod(staff, "b")).await), Err(Status::Access));
+        s.mutate_as(BOB_IN_STAFF, mknod(staff, "b")).await.expect("a member of group 2000");
+        // Search permission: looking up in a 0700 directory of root's.
+        let lookup = ClientOp::Lookup { parent: closed, name: "anything".into() };
+        assert_eq!(status_of(s.read_as(BOB_IN_STAFF, lookup.clone()).await), Err(Status::Access));
+        assert_eq!(status_of(s.read_as(ROOT, lookup).await), Err(Status::NotFound));
+
+        // The owner, and root, may do all of it.
+        s.mutate_as(ALICE, setattr(file, chmod)).await.expect("the owner's chmod");
+        s.mutate_as(ALICE, setattr(file, touch)).await.expect("the owner's touch");
+        s.mutate_as(ALICE, xattr).await.expect("the owner's xattr");
+        s.mutate_as(ALICE, goal).await.expect("the owner's goal");
+        // Now world-writable (0666): Bob may truncate it, still not remove it.
+        let truncate = SetAttr { size: Some(0), ..SetAttr::default() };
+        s.mutate_as(BOB, setattr(file, truncate)).await.expect("a write-permitted truncate");
+        assert_eq!(status_of(s.mutate_as(BOB, unlink.clone()).await), Err(Status::Perm));
+        s.mutate_as(ALICE, unlink).await.expect("the owner removes her file");
+        s.mutate_as(ROOT, ClientOp::Rmdir { parent: staff, name: "closed".into() })
+            .await
+            .expect("root removes anything");
+    });
+    let log = cluster.master_log();
+    assert!(!log.contains("panicked"), "the master panicked:\n{log}");
+}
