@@ -189,3 +189,75 @@ fn exports_refuse_and_log_foreign_addresses_and_wrong_passwords() {
     });
     assert!(cluster.master.as_mut().unwrap().is_running());
 }
+
+/// `mfsha exports reload` (the tool, against the real master): a good file applies, a bad
+/// one is refused with file:line:column while the old exports stay in force, and an address
+/// whose line lacks `admin` may not reload. `umask=` masks new inodes; `ignoregid` gives
+/// a non-owner the group's or the others' bits, whatever its groups.
+#[test]
+fn exports_reload_by_the_tool_umask_and_ignoregid() {
+    let mut cluster = Cluster::new();
+    let file = cluster.path().join("mfsexports.cfg");
+    let good = "127.0.0.1 / rw,maproot=0,admin,umask=027\n127.0.0.2 / rw,ignoregid\n";
+    std::fs::write(&file, good).unwrap();
+    cluster.master_extra_yaml = format!("exports: {}\n", file.display());
+    cluster.start_master();
+    let addr = cluster.master_addr();
+    let text = |out: &std::process::Output| {
+        let (stdout, stderr) = (&out.stdout, &out.stderr);
+        format!("{}{}", String::from_utf8_lossy(stdout), String::from_utf8_lossy(stderr))
+    };
+    let out = crate::util::mfsha(&["exports", "reload", "-H", &addr]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("exports reloaded (2 lines)"), "{}", text(&out));
+
+    std::fs::write(&file, "127.0.0.1 / rw,admin\n10.0.0.0/33 / rw\n").unwrap();
+    let out = crate::util::mfsha(&["exports", "reload", "-H", &addr]);
+    assert!(!out.status.success(), "a bad file must fail the command:\n{}", text(&out));
+    let where_ = format!("{}:2:", file.display());
+    assert!(text(&out).contains(&where_), "names file and line: {}", text(&out));
+    let check = crate::util::mfsha(&["exports", "check", file.to_str().unwrap()]);
+    assert!(!check.status.success() && text(&check).contains(&where_), "{}", text(&check));
+
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        // The good file is still in force: umask=027 from 127.0.0.1, root kept (maproot=0).
+        let one = client_from("127.0.0.1", &addr).await;
+        let s1 = session_of(hello(&one, None).await);
+        let op = ClientOp::Mkdir { parent: ROOT_INO, name: "g".into(), mode: 0o770, umask: 0 };
+        let as_root = Request { uid: 0, gid: 0, ..request(s1, 1, op) };
+        let Ok(ClientReply::Attr(dir)) = one.call(as_root).await.unwrap() else {
+            panic!("root's mkdir")
+        };
+        assert_eq!(dir.mode & 0o777, 0o750, "the export's umask 027 masks the new directory");
+        // ignoregid from 127.0.0.2: uid 1000 (no groups; the directory is root's group 0)
+        // gets the group's r-x in /g: it may look up there, not create.
+        let two = client_from("127.0.0.2", &addr).await;
+        let s2 = session_of(hello(&two, None).await);
+        let lookup = ClientOp::Lookup { parent: dir.ino, name: "none".into() };
+        assert_eq!(two.call(request(s2, 0, lookup.clone())).await.unwrap(), Err(Status::NotFound));
+        let mknod = ClientOp::Mknod {
+            parent: dir.ino,
+            name: "f".into(),
+            kind: mfsha_proto::types::FileKind::File,
+            mode: 0o644,
+            umask: 0,
+            rdev: 0,
+        };
+        assert_eq!(two.call(request(s2, 1, mknod)).await.unwrap(), Err(Status::Access));
+        // Without ignoregid (127.0.0.1 as uid 1000) the other class (---) applies.
+        assert_eq!(one.call(request(s1, 0, lookup)).await.unwrap(), Err(Status::Access));
+    });
+
+    // 127.0.0.2's line lacks admin: no reload from there, even as root.
+    std::fs::write(&file, good).unwrap();
+    rt.block_on(async {
+        let two = client_from("127.0.0.2", &addr).await;
+        session_of(hello(&two, None).await);
+        let reload = Request { uid: 0, gid: 0, ..request(0, 0, ClientOp::ReloadExports) };
+        assert_eq!(two.call(reload).await.unwrap(), Err(Status::Perm));
+    });
+    wait_log(&cluster, "needs an export line with the admin option");
+    assert!(cluster.master.as_mut().unwrap().is_running());
+}

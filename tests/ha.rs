@@ -8,6 +8,7 @@
 
 pub mod cluster;
 mod commit_cost;
+mod exports;
 mod foreign;
 mod reseed;
 mod retry;

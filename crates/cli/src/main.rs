@@ -14,6 +14,7 @@ mod bench_fuse;
 mod bench_io;
 mod bench_meta;
 mod demo;
+mod exports;
 mod leader;
 mod member;
 mod meta_check;
@@ -113,6 +114,11 @@ enum Command {
     Member {
         #[command(subcommand)]
         which: Member,
+    },
+    /// The exports file (MooseFS `mfsexports.cfg`): have every master re-read it, or check one.
+    Exports {
+        #[command(subcommand)]
+        which: ExportsCommand,
     },
     /// Every chunk of a file with its copies and their state (MooseFS `mfsfileinfo`).
     Fileinfo {
@@ -226,6 +232,24 @@ enum Trash {
         master: String,
         /// The file's inode number (see `mfsha trash list`).
         inode: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum ExportsCommand {
+    /// Every master re-reads its exports file (as SIGHUP does; MooseFS `mfsmaster reload`).
+    /// Sessions that still match keep working; new ones and reconnects get the new rules. A
+    /// file with an error is refused with its file:line:column and the old exports stay.
+    /// Root only; under exports, from an address whose line says `admin`.
+    Reload {
+        /// Every master, comma-separated (each reads its own file), or one of them.
+        #[arg(short = 'H', long = "master", env = "MFSHA_MASTER", default_value = DEFAULT_MASTER)]
+        master: String,
+    },
+    /// Parses an exports file as a master would, without one: its line count or first error.
+    Check {
+        /// The exports file.
+        file: std::path::PathBuf,
     },
 }
 
@@ -503,6 +527,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let which = views::Which { servers, disks, chunks, sessions };
             block_on(status::run(&masters, json, which))
         }
+        Command::Exports { which: ExportsCommand::Reload { master } } => {
+            block_on(exports::reload(&master))
+        }
+        Command::Exports { which: ExportsCommand::Check { file } } => exports::check(&file),
         Command::Member { which: Member::List { master, json } } => {
             block_on(member::list(&master, json))
         }

@@ -66,8 +66,6 @@ pub struct Master {
     /// The VIP fence, which releases the VIP when shutdown is triggered.
     fence_task: Option<tokio::task::JoinHandle<()>>,
     node_id: u64,
-    /// The configured exports file, re-read by [`Master::reload_exports`].
-    exports_file: Option<PathBuf>,
 }
 
 /// The operator's HTTP port: `/metrics` now, the status page next.
@@ -152,6 +150,7 @@ pub async fn start_with(
         tracing::info!(file = %exports.file.display(), lines = exports.rules.len(), "exports in force");
     }
     service.exports = parking_lot::RwLock::new(exports);
+    service.exports_file = config.exports.clone();
     service.max_open_files_per_session = config.client.max_open_files_per_session;
     let service = Arc::new(service);
     let router = mfsha_ops::metrics_routes(crate::metrics::exporter(&service))
@@ -177,7 +176,6 @@ pub async fn start_with(
         raft_thread,
         fence_task,
         node_id: config.node_id,
-        exports_file: config.exports.clone(),
     })
 }
 
@@ -331,23 +329,7 @@ impl Master {
     /// as they were, and the error (file:line:column) is logged and returned. Sessions get
     /// the new exports at their next `Hello` (see `server::access`).
     pub fn reload_exports(&self) -> Result<(), crate::exports::ExportsError> {
-        let Some(path) = &self.exports_file else {
-            tracing::info!("reload asked for, but the config names no exports file; nothing to do");
-            return Ok(());
-        };
-        match crate::exports::Exports::load(path) {
-            Ok(exports) => {
-                tracing::info!(file = %path.display(), lines = exports.rules.len(),
-                    "exports reloaded: they apply to every Hello from now on");
-                *self.service.exports.write() = Some(Arc::new(exports));
-                Ok(())
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "exports not reloaded: the file has an error; the \
-                    exports read before stay in force");
-                Err(e)
-            }
-        }
+        self.service.reload_exports().map(|_| ())
     }
 
     /// This master's Raft node id.

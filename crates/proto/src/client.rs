@@ -267,6 +267,10 @@ pub enum ClientOp {
     ChangeMember {
         change: MemberChangeRequest,
     },
+    /// Re-reads the exports file of the master asked (`mfsha exports reload`; each master
+    /// reads its own, so the tool asks every one). Root only, and under exports only on a
+    /// line with `admin`; answered by any master with `ExportsReloaded`.
+    ReloadExports,
 }
 
 /// One membership change, as `mfsha member add|remove` asks for it.
@@ -337,7 +341,8 @@ impl ClientOp {
             | ReleaseLocks { .. }
             | WhoLeads
             | TransferLeader { .. }
-            | ChangeMember { .. } => false,
+            | ChangeMember { .. }
+            | ReloadExports => false,
         }
     }
 }
@@ -394,6 +399,10 @@ pub enum ClientReply {
         nonce: [u8; crate::auth::NONCE_BYTES],
         md5: bool,
     },
+    /// Answer to `ReloadExports`: the lines now in force (`None`: this master's config names
+    /// no exports file), or why the file was refused (file:line:column; the exports read
+    /// before stay in force).
+    ExportsReloaded(Result<Option<u32>, String>),
 }
 
 /// What a master sends back for one [`Request`]: its current Raft term and the result.
@@ -802,6 +811,7 @@ impl ClientOp {
             WhoLeads => "who_leads",
             TransferLeader { .. } => "transfer_leader",
             ChangeMember { .. } => "change_member",
+            ReloadExports => "reload_exports",
         }
     }
 }

@@ -153,10 +153,17 @@ pub fn admit(service: &Service, connection: &Connection, request: &mut Request) 
         }
         Grant::Export { options, .. } => options.clone(),
     };
+    if administers(&request.op) && !options.admin {
+        tracing::warn!(peer = %connection.peer, op = request.op.name(),
+            "refused: changing the master group or reloading the exports needs an export \
+             line with the admin option");
+        return Err(Status::Perm);
+    }
     if options.read_only && writes(&request.op) {
         return Err(Status::ReadOnly);
     }
     within_limits(&options, &request.op)?;
+    apply_umask(&options, &mut request.op);
     let claimed = Ids { uid: request.uid, gid: request.gid };
     let ids = options.map(claimed);
     if ids != claimed {
@@ -178,8 +185,34 @@ fn writes(op: &ClientOp) -> bool {
         ClientOp::Open { flags, .. } => flags & O_ACCMODE != 0 || flags & O_TRUNC != 0,
         ClientOp::Release { .. } | ClientOp::Goodbye => false,
         ClientOp::TransferLeader { .. } | ClientOp::ChangeMember { .. } => true,
+        ClientOp::ReloadExports => false,
         op => op.is_mutation(),
     }
+}
+
+/// Requests about the cluster rather than the filesystem: under exports only an export with
+/// `admin` may make them (and root, after mapping, as without exports).
+fn administers(op: &ClientOp) -> bool {
+    matches!(
+        op,
+        ClientOp::TransferLeader { .. } | ClientOp::ChangeMember { .. } | ClientOp::ReloadExports
+    )
+}
+
+/// `umask=`: masked off whatever the client's own umask leaves (the stricter of the two).
+fn apply_umask(options: &ExportOptions, op: &mut ClientOp) {
+    let Some(export_umask) = options.umask else { return };
+    match op {
+        ClientOp::Mknod { umask, .. }
+        | ClientOp::Mkdir { umask, .. }
+        | ClientOp::Create { umask, .. } => *umask |= export_umask,
+        _ => {}
+    }
+}
+
+/// True if the connection's export says `ignoregid` (see [`super::perm::Caller`]).
+pub fn ignores_gid(connection: &Connection) -> bool {
+    matches!(&*connection.grant.lock(), Grant::Export { options, .. } if options.ignoregid)
 }
 
 /// `mingoal`/`maxgoal`, `mintrashtime`/`maxtrashtime`.

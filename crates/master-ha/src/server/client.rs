@@ -78,9 +78,14 @@ pub fn answer_now(
         ClientOp::Challenge { ref subdir } => {
             return Some(access::challenge(service, connection, subdir))
         }
+        // Every master reads its own file: a follower reloads too.
+        ClientOp::ReloadExports => return Some(reload_exports(service, request.uid)),
         _ => {}
     }
     if !service.meta.is_leader() {
+        if let ClientOp::Hello { .. } = request.op {
+            admit_on_follower(service, connection, request);
+        }
         return Some(Err(Status::NotLeader));
     }
     if let Err(refused) = bound_to_connection(connection, request) {
@@ -93,6 +98,36 @@ pub fn answer_now(
         op if op.is_mutation() => None,
         _ => Some(read(service, connection, request)),
     }
+}
+
+/// A follower opens no session, but it judges a `Hello` by its exports all the same and
+/// keeps the grant with the connection: the only requests a follower answers besides
+/// `Status` and `WhoLeads` are about itself (`ReloadExports`), and under exports those need
+/// an export's say (`admin`).
+fn admit_on_follower(service: &Service, connection: &Connection, request: &Request) {
+    let ClientOp::Hello { session, client_info, subdir, token, proof } = &request.op else {
+        return;
+    };
+    let hello = HelloFields {
+        session: session.unwrap_or(0),
+        token: *token,
+        subdir,
+        client_info,
+        proof: *proof,
+    };
+    if let Ok(grant) = access::check_hello(service, connection, &hello) {
+        *connection.grant.lock() = grant;
+    }
+}
+
+/// Re-reads this master's exports file (root only; `admit` has checked `admin`).
+fn reload_exports(service: &Service, uid: u32) -> Reply<ClientReply> {
+    if uid != 0 {
+        return Err(Status::Perm);
+    }
+    let reloaded = service.reload_exports();
+    let lines = reloaded.map(|lines| lines.map(|n| n as u32)).map_err(|e| e.to_string());
+    Ok(ClientReply::ExportsReloaded(lines))
 }
 
 /// Starts handing leadership to master `to` (root only). Only a master may be named: the

@@ -140,12 +140,17 @@ impl ClientListener {
 }
 
 /// The master's permission checks for the (mapped) caller; root needs no state lock.
-fn check_permission(service: &Service, request: &Request) -> Result<(), Status> {
+fn check_permission(
+    service: &Service,
+    connection: &super::session::Connection,
+    request: &Request,
+) -> Result<(), Status> {
     if request.uid == 0 {
         return Ok(());
     }
     let (uid, gid, groups, session) = (request.uid, request.gid, &request.groups, request.session);
-    let who = super::perm::Caller { uid, gid, groups, session };
+    let ignore_gid = super::access::ignores_gid(connection);
+    let who = super::perm::Caller { uid, gid, groups, session, ignore_gid };
     service.meta.read(|state| super::perm::check(state, &who, &request.op))
 }
 
@@ -175,7 +180,7 @@ async fn serve_connection(
                 return Handled::Now(answer(&service, refused));
             }
             // Then the master's own permission checks (see `perm`).
-            if let Err(refused) = check_permission(&service, &request) {
+            if let Err(refused) = check_permission(&service, &connection, &request) {
                 let refused = Err(refused);
                 service.client_metrics.record(op, started, &refused);
                 return Handled::Now(answer(&service, refused));

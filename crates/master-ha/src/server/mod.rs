@@ -192,6 +192,8 @@ pub struct Service {
     /// The exports in force (`exports:` in the config; `None`: every client may do
     /// everything, as before exports existed). Replaced whole by a reload.
     pub exports: parking_lot::RwLock<Option<Arc<crate::exports::Exports>>>,
+    /// Where the exports are read from (`exports:` in the config).
+    pub exports_file: Option<std::path::PathBuf>,
     /// Files one session may hold open at once (`client.max_open_files_per_session`).
     pub max_open_files_per_session: usize,
 }
@@ -218,8 +220,34 @@ impl Service {
             client_metrics: crate::metrics::ClientMetrics::default(),
             transfers: Default::default(),
             exports: parking_lot::RwLock::new(None),
+            exports_file: None,
             max_open_files_per_session: crate::config::ClientLimits::default()
                 .max_open_files_per_session,
+        }
+    }
+
+    /// Re-reads the exports file (SIGHUP, `mfsha exports reload`) and returns how many lines
+    /// it has. A file with an error leaves the exports in force as they were, and the error
+    /// (file:line:column) is logged and returned. Sessions get the new exports at their next
+    /// `Hello` (see `access`). `Ok(None)`: the config names no exports file.
+    pub fn reload_exports(&self) -> Result<Option<usize>, crate::exports::ExportsError> {
+        let Some(path) = &self.exports_file else {
+            tracing::info!("reload asked for, but the config names no exports file; nothing to do");
+            return Ok(None);
+        };
+        match crate::exports::Exports::load(path) {
+            Ok(exports) => {
+                let lines = exports.rules.len();
+                tracing::info!(file = %path.display(), lines,
+                    "exports reloaded: they apply to every Hello from now on");
+                *self.exports.write() = Some(Arc::new(exports));
+                Ok(Some(lines))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "exports not reloaded: the file has an error; the \
+                    exports read before stay in force");
+                Err(e)
+            }
         }
     }
 }

@@ -28,6 +28,9 @@ pub struct Caller<'a> {
     pub gid: u32,
     pub groups: &'a [u32],
     pub session: SessionId,
+    /// The export says `ignoregid`: as in MooseFS, a caller who does not own an inode gets
+    /// its group's bits or the others', whichever allow, whatever its groups.
+    pub ignore_gid: bool,
 }
 
 /// Access wanted on an inode, as the `rwx` bits of one class.
@@ -62,6 +65,8 @@ impl Caller<'_> {
         }
         let class = if self.owns(attr) {
             attr.mode >> 6
+        } else if self.ignore_gid {
+            (attr.mode >> 3) | attr.mode
         } else if self.in_group(attr.gid) {
             attr.mode >> 3
         } else {
@@ -152,7 +157,8 @@ pub fn check(state: &State, who: &Caller, op: &ClientOp) -> Reply<()> {
         | ClientOp::ReleaseLocks { .. }
         | ClientOp::WhoLeads
         | ClientOp::TransferLeader { .. }
-        | ClientOp::ChangeMember { .. } => Ok(()),
+        | ClientOp::ChangeMember { .. }
+        | ClientOp::ReloadExports => Ok(()),
     }
 }
 
