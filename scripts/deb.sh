@@ -210,7 +210,7 @@ Version: $debversion
 Architecture: $arch
 Maintainer: $maintainer
 Installed-Size: $installed_size
-Depends: $shlibs, adduser, fuse3
+Depends: $shlibs, adduser, fuse3, procps
 Section: admin
 Priority: optional
 Description: highly available MooseFS-style distributed filesystem

@@ -72,6 +72,10 @@ fn verify_root(dir: &Path, units: &[PathBuf]) -> PathBuf {
     if fs::hard_link(crate::util::mfsha_bin(), &bin).is_err() {
         fs::copy(crate::util::mfsha_bin(), &bin).expect("copy the mfsha binary into the root");
     }
+    // ExecReload of the master: kill(1), from procps.
+    let kill = Path::new("/usr/bin/kill");
+    assert!(kill.exists(), "/usr/bin/kill is missing: install Debian's procps package");
+    fs::copy(kill, root.join("usr/bin/kill")).expect("copy kill into the root");
     for unit in units {
         fs::copy(unit, root.join("etc/systemd/system").join(unit.file_name().unwrap())).unwrap();
     }
