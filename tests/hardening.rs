@@ -154,6 +154,82 @@ async fn ten_thousand_idle_connections_leave_the_cluster_serving() {
     still_serving(&cluster, &before, "/after").await;
 }
 
+/// The attack of the issue, at the limit systemd and containers give: every daemon started
+/// with 1,024 descriptors (soft and hard, so none can raise it), 5,500 idle connections from
+/// 50 source addresses spread over every port (so the per-address caps alone do not save
+/// anyone). The ports' global caps follow the descriptor limit: the cluster keeps serving,
+/// the file written before reads back, and no chunkserver takes a disk for failed for want
+/// of a descriptor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idle_connections_at_a_1024_descriptor_limit_leave_the_cluster_serving() {
+    const CONNECTIONS: usize = 5_500;
+    descriptors_for(CONNECTIONS as u64);
+    let mut cluster = Cluster::new();
+    cluster.daemon_fd_limit = Some(1_024);
+    cluster.master_extra_yaml = crate::chunks::scenario::FAST_MASTER_YAML.to_string();
+    cluster.start_master();
+    for _ in 0..2 {
+        cluster.start_chunkserver(1);
+    }
+    let client = connect(&cluster).await;
+    wait_for(&cluster, "both chunkservers to register", Duration::from_secs(30), || async {
+        client.cluster_status().await.map(|s| s.chunkservers.len() == 2).unwrap_or(false)
+    })
+    .await;
+    let before = random_data(1 << 20);
+    write(&client, "/before", &before).await;
+    close(&client).await;
+    let pids = std::iter::once(cluster.master.as_ref().and_then(|d| d.pid()))
+        .chain(cluster.chunkservers.iter().map(|cs| cs.daemon.as_ref().and_then(|d| d.pid())));
+    for pid in pids {
+        let pid = pid.expect("a running daemon");
+        let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+        let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(&fields[3..5], ["1024", "1024"], "daemon {pid} runs at 1,024: {line}");
+    }
+
+    let ports = attack_ports(&cluster);
+    let mut held: Vec<TcpStream> = Vec::with_capacity(CONNECTIONS);
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..CONNECTIONS {
+        let (_, port) = ports[i % ports.len()];
+        let source = [127, 0, 1, 10 + (i % 50) as u8];
+        tasks.spawn(async move { connect_from(source, port).await });
+        if tasks.len() >= 256 {
+            if let Some(Ok(Ok(stream))) = tasks.join_next().await {
+                held.push(stream);
+            }
+        }
+    }
+    while let Some(joined) = tasks.join_next().await {
+        if let Ok(Ok(stream)) = joined {
+            held.push(stream);
+        }
+    }
+    // Connections the kernel accepted (the listen backlog) count even if a daemon refused
+    // them at once: what matters is what the daemons do meanwhile.
+    assert!(held.len() >= CONNECTIONS / 2, "only {} connections were made", held.len());
+    println!("{} attacker connections made", held.len());
+    let refused = |cluster: &Cluster| cluster.master_log().contains("refused a connection");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !refused(&cluster) {
+        assert!(Instant::now() < deadline, "the master refused nothing:\n{}", cluster.master_log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    still_serving(&cluster, &before, "/during").await;
+    drop(held);
+    still_serving(&cluster, &before, "/after").await;
+    for name in ["master.log", "chunkserver0.log", "chunkserver1.log"] {
+        let log = std::fs::read_to_string(cluster.path().join(name)).unwrap_or_default();
+        assert!(!log.contains("panicked"), "{name} shows a panic:\n{log}");
+        assert!(
+            !log.contains("Too many open files") || log.contains("refused a connection"),
+            "{name} ran out of descriptors without refusing connections:\n{log}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_slow_loris_is_cut_off_and_others_are_served() {
     const LORISES: usize = 64;

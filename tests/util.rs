@@ -69,10 +69,34 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `mfsha ARGS` with output going to `dir/name.log` (appended across restarts).
     pub fn spawn(dir: &Path, name: &str, args: &[&str]) -> Daemon {
+        Daemon::spawn_with_fd_limit(dir, name, args, None)
+    }
+
+    /// [`Daemon::spawn`] with the daemon's open-file limit (soft and hard) set to `nofile`,
+    /// as a service manager or a container may start it.
+    pub fn spawn_with_fd_limit(
+        dir: &Path,
+        name: &str,
+        args: &[&str],
+        nofile: Option<u64>,
+    ) -> Daemon {
+        use std::os::unix::process::CommandExt;
         let log = dir.join(format!("{name}.log"));
         let out = fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
         let err = out.try_clone().unwrap();
-        let child = Command::new(mfsha_bin())
+        let mut command = Command::new(mfsha_bin());
+        if let Some(nofile) = nofile {
+            let limit = libc::rlimit { rlim_cur: nofile, rlim_max: nofile };
+            // SAFETY: runs in the forked child before exec; setrlimit is async-signal-safe
+            // and touches only the struct copied into the closure.
+            unsafe {
+                command.pre_exec(move || match libc::setrlimit(libc::RLIMIT_NOFILE, &limit) {
+                    0 => Ok(()),
+                    _ => Err(std::io::Error::last_os_error()),
+                });
+            }
+        }
+        let child = command
             .args(args)
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
             .stdin(Stdio::null())
@@ -191,6 +215,9 @@ pub struct Cluster {
     pub master_extra_yaml: String,
     /// Chunkservers added with [`Cluster::add_chunkserver`], by index.
     pub chunkservers: Vec<Chunkserver>,
+    /// The open-file limit (soft and hard) every daemon is started with; `None`: the test
+    /// process's own.
+    pub daemon_fd_limit: Option<u64>,
 }
 
 impl Cluster {
@@ -201,6 +228,7 @@ impl Cluster {
             master: None,
             master_extra_yaml: String::new(),
             chunkservers: Vec::new(),
+            daemon_fd_limit: None,
         }
     }
 
@@ -245,8 +273,9 @@ impl Cluster {
         if !self.master_data_dir().exists() {
             bootstrap(self.path(), &config);
         }
+        let args = ["master", "-c", config.to_str().unwrap()];
         let daemon =
-            Daemon::spawn(self.path(), "master", &["master", "-c", config.to_str().unwrap()]);
+            Daemon::spawn_with_fd_limit(self.path(), "master", &args, self.daemon_fd_limit);
         let log = daemon.log.clone();
         self.master = Some(daemon);
         wait_for_port(&self.master_addr(), "master", &log, Duration::from_secs(30));
@@ -323,10 +352,11 @@ impl Cluster {
         );
         let config = self.dir.path().join(format!("{}.yaml", cs.name));
         fs::write(&config, yaml).unwrap();
-        let daemon = Daemon::spawn(
+        let daemon = Daemon::spawn_with_fd_limit(
             self.dir.path(),
             &cs.name,
             &["chunkserver", "-c", config.to_str().unwrap()],
+            self.daemon_fd_limit,
         );
         let log = daemon.log.clone();
         cs.daemon = Some(daemon);
