@@ -61,27 +61,47 @@ pub struct Store {
     /// When a client last wrote to each chunk (pruned to [`WRITING_WINDOW`]).
     writes: Mutex<HashMap<ChunkId, Instant>>,
     fsync_every_write: bool,
+    /// Recent real I/O errors, by disk (see [`IO_ERRORS_TO_DAMAGE`]).
+    io_errors: Mutex<HashMap<usize, Vec<Instant>>>,
 }
 
 /// How long after its last write a chunk counts as being written.
 const WRITING_WINDOW: Duration = Duration::from_millis(mfsha_proto::cs::WRITING_WINDOW_MS);
 
-/// How an I/O failure is classified.
-enum Fail {
-    /// The disk misbehaved: mark it damaged.
-    Disk(io::Error),
-    /// The answer to give without blaming the disk.
+/// How an I/O failure is classified: only a real I/O error can cost a disk; a missing or
+/// forbidden file costs one copy; a full disk or a process out of descriptors or memory is
+/// an answer, not damage.
+pub(crate) enum Fail {
+    /// A real I/O error (EIO, EROFS, …): the copy is bad, and the disk too if its health
+    /// check fails now or errors repeat (see [`Store::io_error`]).
+    Io(io::Error),
+    /// The chunk's file is gone or may not be opened (ENOENT, EACCES, EPERM): that copy is
+    /// lost, the disk is not.
+    CopyUnusable(io::Error),
+    /// The answer to give without blaming the disk (ENOSPC and EDQUOT: `NoSpace`; EMFILE,
+    /// ENFILE, ENOMEM and EAGAIN: `Busy`, back-pressure the client retries).
     Status(Status),
 }
 
 impl From<io::Error> for Fail {
     fn from(e: io::Error) -> Self {
         match e.raw_os_error() {
-            Some(libc::ENOSPC) | Some(libc::EDQUOT) => Fail::Status(Status::NoSpace),
-            _ => Fail::Disk(e),
+            Some(libc::ENOSPC | libc::EDQUOT) => Fail::Status(Status::NoSpace),
+            Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::EAGAIN) => {
+                tracing::warn!(error = %e, "chunk I/O refused for want of descriptors or \
+                    memory; answering busy (raise LimitNOFILE, or lower the connection caps)");
+                Fail::Status(Status::Busy)
+            }
+            Some(libc::ENOENT | libc::EACCES | libc::EPERM) => Fail::CopyUnusable(e),
+            _ => Fail::Io(e),
         }
     }
 }
+
+/// Real I/O errors on one disk within this window that mark it damaged even when its health
+/// check passes (a disk failing sector by sector).
+const IO_ERRORS_TO_DAMAGE: usize = 3;
+const IO_ERROR_WINDOW: Duration = Duration::from_secs(60);
 
 impl From<Status> for Fail {
     fn from(s: Status) -> Self {
@@ -99,6 +119,7 @@ impl Store {
             reports: tokio::sync::broadcast::channel(REPORTS_BUFFERED).0,
             writes: Mutex::new(HashMap::new()),
             fsync_every_write,
+            io_errors: Mutex::new(HashMap::new()),
         };
         for (index, disk) in store.disks.iter().enumerate() {
             if disk.is_damaged() {
@@ -293,15 +314,65 @@ impl Store {
         self.push_report(CsToMaster::Damaged { chunk_id: chunk.id, version });
     }
 
-    /// Turns a failure into a status, marking the disk damaged for real I/O errors.
-    fn classify(&self, disk: usize, fail: Fail, during: &str) -> Status {
+    /// Turns a failure on `disk` (of the copy of `copy`, if one is concerned) into a status:
+    /// see [`Fail`].
+    fn classify(&self, disk: usize, copy: Option<ChunkId>, fail: Fail, during: &str) -> Status {
         match fail {
             Fail::Status(s) => s,
-            Fail::Disk(e) => {
-                self.disk_failed(disk, &e, during);
-                Status::Io
-            }
+            Fail::CopyUnusable(e) => match copy {
+                Some(id) => {
+                    self.copy_lost(id, &e, during);
+                    Status::Io
+                }
+                // No copy yet (a create): its subdirectory is gone, which is the disk's.
+                None => self.io_error(disk, None, &e, during),
+            },
+            Fail::Io(e) => self.io_error(disk, copy, &e, during),
         }
+    }
+
+    /// A real I/O error: the disk is damaged if its health check fails now or this is its
+    /// [`IO_ERRORS_TO_DAMAGE`]th within [`IO_ERROR_WINDOW`]; otherwise only the copy is
+    /// reported lost (the master makes another).
+    pub(crate) fn io_error(
+        &self,
+        disk: usize,
+        copy: Option<ChunkId>,
+        e: &io::Error,
+        during: &str,
+    ) -> Status {
+        let repeated = {
+            let mut errors = self.io_errors.lock().expect("io_errors poisoned");
+            let recent = errors.entry(disk).or_default();
+            recent.retain(|at| at.elapsed() < IO_ERROR_WINDOW);
+            recent.push(Instant::now());
+            recent.len() >= IO_ERRORS_TO_DAMAGE
+        };
+        match (self.disks[disk].check_health(), repeated, copy) {
+            (Ok(()), false, Some(id)) => self.copy_lost(id, e, during),
+            (Ok(()), false, None) => {
+                tracing::error!(disk = %self.disks[disk].path.display(), error = %e, during,
+                    "disk I/O error; the disk passes its health check, so it stays in use \
+                     (it is marked damaged if errors repeat)");
+            }
+            _ => self.disk_failed(disk, e, during),
+        }
+        Status::Io
+    }
+
+    /// One copy cannot be used (its file is gone, unreadable, or failing): drop it from the
+    /// index and report it lost, so the master copies the chunk from another server.
+    fn copy_lost(&self, id: ChunkId, e: &io::Error, during: &str) {
+        let removed = self.chunks.write().expect("chunk map poisoned").remove(&id);
+        let Some(chunk) = removed else { return };
+        if let Ok(mut st) = chunk.state.try_write() {
+            st.removed = true;
+            st.open = None;
+        }
+        tracing::error!(chunk = format_args!("{id:016X}"),
+            disk = %self.disks[chunk.disk].path.display(), error = %e, during,
+            "chunk copy unusable: reported lost, the master makes another; the disk stays in use");
+        self.push_report(CsToMaster::Lost(vec![id]));
     }
 
     /// The disk for a new chunk: healthy, not being drained, most free space.
@@ -384,7 +455,7 @@ impl Store {
             fsync_dir(tmp.parent().expect("in a subdirectory"))?;
             Ok(())
         })();
-        result.map_err(|f| self.classify(disk, f, "create"))?;
+        result.map_err(|f| self.classify(disk, None, f, "create"))?;
         let mut map = self.chunks.write().expect("chunk map poisoned");
         map.insert(id, Arc::new(Chunk::new(id, disk, version, 0)));
         Ok(())
@@ -464,7 +535,7 @@ impl Store {
             }
             Err(f) => {
                 st.open = None;
-                Err(self.classify(chunk.disk, f, "write"))
+                Err(self.classify(chunk.disk, Some(chunk.id), f, "write"))
             }
         }
     }
@@ -524,7 +595,7 @@ impl Store {
             file.sync_all()?;
             close_checked(file)
         })();
-        result.map_err(|e| self.classify(chunk.disk, e.into(), "sync"))
+        result.map_err(|e| self.classify(chunk.disk, Some(chunk.id), e.into(), "sync"))
     }
 
     /// Syncs and closes write descriptors idle for longer than `idle`.
@@ -558,7 +629,7 @@ impl Store {
         }
         check_version(&st, old_version)?;
         self.rename_version(&chunk, &mut st, new_version)
-            .map_err(|f| self.classify(chunk.disk, f, "version change"))
+            .map_err(|f| self.classify(chunk.disk, Some(chunk.id), f, "version change"))
     }
 
     fn rename_version(
@@ -602,10 +673,14 @@ impl Store {
                 close_checked(file)?;
             }
             let path = d.chunk_path(id, st.version);
-            fs::remove_file(&path)?;
+            match fs::remove_file(&path) {
+                // Already gone is what a delete wants.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                removed => removed?,
+            }
             fsync_dir(path.parent().expect("in a subdirectory"))
         })();
-        result.map_err(|e| self.classify(chunk.disk, e.into(), "delete"))?;
+        result.map_err(|e| self.classify(chunk.disk, Some(id), e.into(), "delete"))?;
         st.removed = true;
         drop(st);
         let mut map = self.chunks.write().expect("chunk map poisoned");
@@ -638,7 +713,7 @@ impl Store {
             }
             Ok(())
         });
-        result.map_err(|f| self.classify(chunk.disk, f, "truncate"))
+        result.map_err(|f| self.classify(chunk.disk, Some(chunk.id), f, "truncate"))
     }
 
     fn cut(
@@ -707,7 +782,7 @@ impl Store {
             fsync_dir(path.parent().expect("in a subdirectory"))?;
             Ok(())
         })();
-        result.map_err(|f| self.classify(old.disk, f, "duplicate"))?;
+        result.map_err(|f| self.classify(old.disk, Some(old.id), f, "duplicate"))?;
         let length = st.length;
         drop(st);
         let mut map = self.chunks.write().expect("chunk map poisoned");
@@ -741,7 +816,7 @@ impl Store {
                 self.copy_damaged(chunk, st.version, &why);
                 return Err(Status::Checksum);
             }
-            Err(e) => return Err(self.classify(chunk.disk, e.into(), found_by)),
+            Err(e) => return Err(self.classify(chunk.disk, Some(chunk.id), e.into(), found_by)),
         };
         if let Some(bad) = first_bad_block(&data, &crcs) {
             let why = format!("CRC mismatch in block {} ({found_by})", first + bad as u64);
@@ -797,7 +872,7 @@ impl Store {
             write_new_header(&file, id, version)?;
             Ok(file)
         })();
-        let file = result.map_err(|f| self.classify(disk, f, "replication start"))?;
+        let file = result.map_err(|f| self.classify(disk, None, f, "replication start"))?;
         Ok(Builder { id, version, disk, file: Some(file), written: 0, crcs: Vec::new() })
     }
 
@@ -811,7 +886,7 @@ impl Store {
         let d = &self.disks[b.disk];
         let result =
             d.check_fault().and_then(|()| file.write_all_at(data, DATA_OFFSET + b.written));
-        result.map_err(|e| self.classify(b.disk, e.into(), "replication write"))?;
+        result.map_err(|e| self.classify(b.disk, None, e.into(), "replication write"))?;
         b.crcs.extend(data.chunks(B as usize).map(block_crc));
         b.written += data.len() as u64;
         d.counters.written_bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
@@ -833,7 +908,7 @@ impl Store {
             fsync_dir(path.parent().expect("in a subdirectory"))?;
             Ok(())
         })();
-        result.map_err(|f| self.classify(b.disk, f, "replication finish"))?;
+        result.map_err(|f| self.classify(b.disk, None, f, "replication finish"))?;
         self.replace(b.id, b.disk, b.version, b.written);
         Ok(())
     }

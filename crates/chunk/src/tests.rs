@@ -558,3 +558,74 @@ async fn hostile_data_requests_are_refused_without_harm() {
     assert_eq!(client.call(stat).await.unwrap(), Err(Status::NotFound));
     cs.shutdown().await;
 }
+
+/// Disk faults stay local (issue 12, item 8): a chunk file removed behind the server's back
+/// (ENOENT) costs that copy alone: the read fails, the copy is reported lost, the disk stays
+/// in use and another chunk on it still reads. Deleting a chunk whose file is already gone
+/// succeeds. One real I/O error on a disk that passes its health check costs the copy; the
+/// third within a minute fails the disk.
+#[tokio::test]
+async fn a_missing_chunk_file_costs_one_copy_and_only_repeated_io_errors_fail_the_disk() {
+    let master = FakeMaster::new().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let cs = start_cs(&master.addr(), vec![tmp.path().to_path_buf()], 0.0).await;
+    let mut conn = master.accept().await;
+    conn.registration().await;
+    for id in [0x20, 0x21, 0x22] {
+        let created = conn.command(|op| MasterToCs::Create { op, chunk_id: id, version: 1 }).await;
+        assert_eq!(created, Ok(()));
+    }
+    let client = data_client(&cs).await;
+    for id in [0x20, 0x21] {
+        client.call(write_req(id, 1, 0, &[7u8; 70_000], vec![])).await.unwrap().unwrap();
+    }
+    std::fs::remove_file(tmp.path().join("20").join(format::file_name(0x20, 1))).unwrap();
+    assert_eq!(read(&client, 0x20, 1, 0, 70_000).await, Err(Status::Io));
+    assert_eq!(conn.recv_event().await, CsToMaster::Lost(vec![0x20]));
+    assert!(!cs.store().disks[0].is_damaged(), "a missing file is not a damaged disk");
+    assert_eq!(read(&client, 0x21, 1, 0, 70_000).await, Ok(vec![7u8; 70_000]));
+
+    // A delete the master sends for a copy whose file is already gone: done, not damage.
+    std::fs::remove_file(tmp.path().join("22").join(format::file_name(0x22, 1))).unwrap();
+    assert_eq!(
+        conn.command(|op| MasterToCs::Delete { op, chunk_id: 0x22, version: 1 }).await,
+        Ok(())
+    );
+    assert!(!cs.store().disks[0].is_damaged());
+
+    // Real I/O errors (EIO) on a disk whose health check passes: the first two cost their
+    // copy (here: none named), the third in the window fails the disk.
+    let eio = std::io::Error::from_raw_os_error(libc::EIO);
+    let store = cs.store();
+    assert_eq!(store.io_error(0, None, &eio, "test"), Status::Io);
+    assert_eq!(store.io_error(0, None, &eio, "test"), Status::Io);
+    assert!(!store.disks[0].is_damaged(), "two errors in a minute leave the disk in use");
+    store.io_error(0, None, &eio, "test");
+    assert!(store.disks[0].is_damaged(), "the third error in a minute fails the disk");
+    cs.shutdown().await;
+}
+
+/// The errno classes: what is a disk's fault, a copy's, or an answer.
+#[test]
+fn errno_classes_blame_the_disk_only_for_real_io_errors() {
+    let class = |errno: i32| match store::Fail::from(std::io::Error::from_raw_os_error(errno)) {
+        store::Fail::Io(_) => "io",
+        store::Fail::CopyUnusable(_) => "copy",
+        store::Fail::Status(Status::NoSpace) => "full",
+        store::Fail::Status(Status::Busy) => "busy",
+        store::Fail::Status(other) => panic!("unexpected {other:?}"),
+    };
+    for (errno, expected) in [
+        (libc::EIO, "io"),
+        (libc::EROFS, "io"),
+        (libc::ENOENT, "copy"),
+        (libc::EACCES, "copy"),
+        (libc::ENOSPC, "full"),
+        (libc::EDQUOT, "full"),
+        (libc::EMFILE, "busy"),
+        (libc::ENFILE, "busy"),
+        (libc::ENOMEM, "busy"),
+    ] {
+        assert_eq!(class(errno), expected, "errno {errno}");
+    }
+}
