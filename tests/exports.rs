@@ -54,6 +54,7 @@ async fn hello(client: &Client, password: Option<&str>) -> Reply<ClientReply> {
             subdir: "/".into(),
             proof,
             token,
+            version: mfsha_proto::client::VERSION,
         };
         match client.call(request(0, 0, op)).await.unwrap() {
             Err(Status::NotLeader | Status::Unavailable) if Instant::now() < deadline => {
@@ -260,4 +261,31 @@ fn exports_reload_by_the_tool_umask_and_ignoregid() {
     });
     wait_log(&cluster, "needs an export line with the admin option");
     assert!(cluster.master.as_mut().unwrap().is_running());
+}
+
+/// `minversion=`: a client older than the line's version is refused (and the master names
+/// both versions); one at least as new is admitted.
+#[test]
+fn minversion_refuses_older_clients() {
+    let mut cluster = Cluster::new();
+    let file = cluster.path().join("mfsexports.cfg");
+    let [a, b, c] = mfsha_proto::client::VERSION;
+    let lines =
+        format!("127.0.0.4 / rw,minversion=99.0.0\n127.0.0.5 / rw,minversion={a}.{b}.{c}\n");
+    std::fs::write(&file, lines).unwrap();
+    cluster.master_extra_yaml = format!("exports: {}\n", file.display());
+    cluster.start_master();
+    let addr = cluster.master_addr();
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let old = client_from("127.0.0.4", &addr).await;
+        assert_eq!(hello(&old, None).await, Err(Status::Access));
+        let new = client_from("127.0.0.5", &addr).await;
+        session_of(hello(&new, None).await);
+    });
+    wait_log(
+        &cluster,
+        &format!("the client is version {a}.{b}.{c}, the export's minversion is 99.0.0"),
+    );
 }

@@ -464,6 +464,7 @@ fn a_stolen_session_id_is_refused_and_logged() {
             subdir: "/".into(),
             proof: None,
             token: 1,
+            version: mfsha_proto::client::VERSION,
         };
         let request =
             Request { session: 0, seq: 0, uid: 0, gid: 0, groups: Vec::new(), op: resume };

@@ -33,6 +33,7 @@ impl Session {
                 subdir: "/".into(),
                 proof: None,
                 token,
+                version: mfsha_proto::client::VERSION,
             };
             match session.read(hello).await.expect("hello reaches the master") {
                 Ok(ClientReply::Session { session: id, root }) => {

@@ -67,6 +67,7 @@ pub fn hello(token: u64) -> Request {
         subdir: "/".into(),
         proof: None,
         token,
+        version: mfsha_proto::client::VERSION,
     };
     Request { session: 0, seq: 0, uid: 0, gid: 0, groups: Vec::new(), op }
 }

@@ -34,6 +34,7 @@ impl BenchSession {
             subdir: "/".into(),
             proof: None,
             token: 0, // one attempt: nothing to retry
+            version: mfsha_proto::client::VERSION,
         };
         match session.send(hello).await? {
             Ok(ClientReply::Session { session: id, .. }) => session.session = id,

@@ -154,7 +154,8 @@ pub(crate) async fn tool_hello(
         }
         _ => None,
     };
-    let hello = ClientOp::Hello { session: None, client_info, subdir, proof, token };
+    let version = mfsha_proto::client::VERSION;
+    let hello = ClientOp::Hello { session: None, client_info, subdir, proof, token, version };
     let request = Request { session: 0, seq: 0, uid: 0, gid: 0, groups: Vec::new(), op: hello };
     Ok(client.call_timeout(request, limit_ms).await?)
 }

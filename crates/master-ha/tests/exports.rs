@@ -68,6 +68,7 @@ async fn send_hello(client: &Client, h: &Hello<'_>, proof: Option<[u8; 32]>) -> 
         subdir: h.subdir.into(),
         proof,
         token: h.token,
+        version: mfsha_proto::client::VERSION,
     };
     client.call(request(0, 0, op)).await.unwrap()
 }

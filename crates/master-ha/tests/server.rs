@@ -316,6 +316,7 @@ async fn a_session_id_alone_opens_nothing_on_another_connection() {
         subdir: "/".into(),
         proof: None,
         token: 12345,
+        version: mfsha_proto::client::VERSION,
     };
     assert_eq!(thief.call(request(0, 0, guess)).await.unwrap(), Err(Status::BadSession));
     // The owner goes on, and resumes on a new connection with its secret.

@@ -17,6 +17,7 @@ async fn hello_with_token(client: &Client, token: u64) -> Reply<ClientReply> {
         subdir: "/".into(),
         proof: None,
         token,
+        version: mfsha_proto::client::VERSION,
     };
     client.call(request(0, 0, op)).await.unwrap()
 }

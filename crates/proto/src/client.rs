@@ -12,6 +12,24 @@
 use crate::types::*;
 use serde::{Deserialize, Serialize};
 
+/// This build's version (major, minor, patch), which a client's `Hello` carries for the
+/// exports' `minversion=`.
+pub const VERSION: [u32; 3] = [
+    parse_decimal(env!("CARGO_PKG_VERSION_MAJOR")),
+    parse_decimal(env!("CARGO_PKG_VERSION_MINOR")),
+    parse_decimal(env!("CARGO_PKG_VERSION_PATCH")),
+];
+
+const fn parse_decimal(digits: &str) -> u32 {
+    let bytes = digits.as_bytes();
+    let (mut value, mut at) = (0u32, 0);
+    while at < bytes.len() {
+        value = value * 10 + (bytes[at] - b'0') as u32;
+        at += 1;
+    }
+    value
+}
+
 /// Most supplementary groups a request carries; a longer list is refused.
 pub const MAX_GROUPS: usize = 64;
 
@@ -51,6 +69,9 @@ pub enum ClientOp {
         /// session that attempt opened, instead of opening a second one. 0: no such
         /// protection (one-shot tools). Ignored when resuming.
         token: u64,
+        /// The client's version (see [`VERSION`]): an export's `minversion=` refuses older
+        /// clients.
+        version: [u32; 3],
     },
     /// Asks for a nonce to prove the export's password with in the next `Hello` on this
     /// connection (see [`crate::auth`]). Answered by any master.

@@ -38,6 +38,8 @@ pub struct HelloFields<'a> {
     pub subdir: &'a str,
     pub client_info: &'a str,
     pub proof: Option<[u8; 32]>,
+    /// The client's version, for `minversion=`.
+    pub version: [u32; 3],
 }
 
 /// Answers `Challenge`: a fresh nonce for the next `Hello` on this connection, and whether
@@ -90,6 +92,15 @@ pub fn check_hello(
             return Err(Status::NotSupported);
         }
     };
+    if let Some((major, minor, patch)) = rule.options.min_version {
+        if hello.version < [major, minor, patch] {
+            let [a, b, c] = hello.version;
+            tracing::warn!(%peer, subdir, line = rule.line, exports = %file,
+                "refused a session: the client is version {a}.{b}.{c}, the export's minversion \
+                 is {major}.{minor}.{patch} (upgrade the client)");
+            return Err(Status::Access);
+        }
+    }
     if let Some(password) = &rule.options.password {
         if let Err(why) = check_password(password, nonce, hello) {
             tracing::warn!(%peer, subdir, line = rule.line, exports = %file,

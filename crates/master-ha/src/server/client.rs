@@ -33,13 +33,14 @@ pub async fn handle_waiting(
     request: Request,
 ) -> Reply<ClientReply> {
     match &request.op {
-        ClientOp::Hello { session, client_info, subdir, token, proof } => {
+        ClientOp::Hello { session, client_info, subdir, token, proof, version } => {
             let hello = HelloFields {
                 session: session.unwrap_or(0),
                 token: *token,
                 subdir,
                 client_info,
                 proof: *proof,
+                version: *version,
             };
             let grant = access::check_hello(service, connection, &hello)?;
             match session {
@@ -105,16 +106,12 @@ pub fn answer_now(
 /// `Status` and `WhoLeads` are about itself (`ReloadExports`), and under exports those need
 /// an export's say (`admin`).
 fn admit_on_follower(service: &Service, connection: &Connection, request: &Request) {
-    let ClientOp::Hello { session, client_info, subdir, token, proof } = &request.op else {
+    let ClientOp::Hello { session, client_info, subdir, token, proof, version } = &request.op
+    else {
         return;
     };
-    let hello = HelloFields {
-        session: session.unwrap_or(0),
-        token: *token,
-        subdir,
-        client_info,
-        proof: *proof,
-    };
+    let (session, token, proof, version) = (session.unwrap_or(0), *token, *proof, *version);
+    let hello = HelloFields { session, token, subdir, client_info, proof, version };
     if let Ok(grant) = access::check_hello(service, connection, &hello) {
         *connection.grant.lock() = grant;
     }

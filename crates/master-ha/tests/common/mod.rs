@@ -83,6 +83,7 @@ pub async fn hello(client: &Client, resume: Option<u64>) -> Reply<ClientReply> {
         subdir: "/".into(),
         proof: None,
         token,
+        version: mfsha_proto::client::VERSION,
     };
     let reply = client.call(request(0, 0, op)).await.unwrap();
     if let (None, Ok(ClientReply::Session { session, .. })) = (resume, &reply) {

@@ -892,6 +892,7 @@ impl MasterLink {
             subdir: self.cfg.subdir.clone(),
             proof,
             token,
+            version: mfsha_proto::client::VERSION,
         };
         let req = Request { session: 0, seq: 0, uid: 0, gid: 0, groups: Vec::new(), op };
         match self.one_call(rpc, req).await? {
