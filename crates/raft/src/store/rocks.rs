@@ -297,7 +297,7 @@ impl RaftStore {
         self.put_pair(&mut batch, StateKey::Applied, (index, term));
         self.put_pair(&mut batch, StateKey::Truncated, (index, term));
         self.put_snapshot_record(&mut batch, &snapshot, &file);
-        self.write(batch, true, "writing a snapshot's state")?;
+        self.write(batch, Durability::Synced, "writing a snapshot's state")?;
         self.hard_state = hard_state;
         self.conf_state = snapshot.conf_state.clone();
         self.applied = (index, term);
@@ -351,7 +351,8 @@ impl RaftStore {
             self.put_proto(&mut batch, StateKey::HardState, hard_state);
         }
         let started = std::time::Instant::now();
-        self.write(batch, sync, "appending Raft log entries")?;
+        let durability = if sync { Durability::Synced } else { Durability::Logged };
+        self.write(batch, durability, "appending Raft log entries")?;
         if let (true, Some(histogram)) = (sync, &self.sync_seconds) {
             histogram.observe(started.elapsed().as_secs_f64());
         }
@@ -391,7 +392,7 @@ impl RaftStore {
         if let Some(conf_state) = &apply.conf_state {
             self.put_proto(&mut batch, StateKey::ConfState, conf_state);
         }
-        self.write_unlogged(batch, "writing applied metadata")?;
+        self.write(batch, Durability::Unlogged, "writing applied metadata")?;
         self.applied = (apply.applied_index, apply.applied_term);
         self.hard_state = hard_state;
         if let Some(conf_state) = apply.conf_state {
@@ -481,7 +482,7 @@ impl RaftStore {
             self.truncated
         };
         assert!(truncated.0 <= index, "compaction past the snapshot");
-        self.write(batch, true, "saving a snapshot and compacting the log")?;
+        self.write(batch, Durability::Synced, "saving a snapshot and compacting the log")?;
         self.truncated = truncated;
         self.snapshot = Some(snapshot);
         self.remove_old_snapshot_files(&file)?;
@@ -664,21 +665,19 @@ impl RaftStore {
         self.db.cf_handle(name).unwrap_or_else(|| panic!("column family {name} was opened"))
     }
 
-    fn write(&self, batch: WriteBatch, sync: bool, what: &'static str) -> Result<(), StoreError> {
+    fn write(
+        &self,
+        batch: WriteBatch,
+        durability: Durability,
+        what: &'static str,
+    ) -> Result<(), StoreError> {
         let mut options = WriteOptions::default();
-        options.set_sync(sync);
+        match durability {
+            Durability::Synced => options.set_sync(true),
+            Durability::Logged => {}
+            Durability::Unlogged => options.disable_wal(true),
+        }
         self.db.write_opt(batch, &options).map_err(|e| self.rocks(what, e))
-    }
-
-    /// Writes `batch` without the write-ahead log: it reaches the disk with the next memtable
-    /// flush (the column families flush atomically, so a flush never splits it), and a crash
-    /// before then loses it whole. Only apply batches go this way: what they write can be
-    /// applied again from the synced log, and each commit then costs one log write instead
-    /// of two. [`flush_all`] makes them durable before the log behind them is compacted.
-    fn write_unlogged(&self, batch: WriteBatch, what: &'static str) -> Result<(), StoreError> {
-        let mut options = WriteOptions::default();
-        options.disable_wal(true);
-        self.db.write_opt(batch, &options).map_err(|cause| self.rocks(what, cause))
     }
 
     fn get_state(&self, key: StateKey) -> Result<Option<Vec<u8>>, StoreError> {
@@ -792,7 +791,7 @@ impl RaftStore {
         let mut batch = WriteBatch::default();
         let value = seal(&index.to_le_bytes());
         batch.put_cf(self.cf(CF_RAFT_STATE), StateKey::RemovedAt.as_bytes(), value);
-        self.write(batch, true, "recording this node's removal")?;
+        self.write(batch, Durability::Synced, "recording this node's removal")?;
         self.removed_at = Some(index);
         Ok(())
     }
@@ -808,7 +807,7 @@ impl RaftStore {
         let bytes = postcard::to_allocvec(&identity).expect("encoding an identity");
         let mut batch = WriteBatch::default();
         batch.put_cf(self.cf(CF_RAFT_STATE), StateKey::Identity.as_bytes(), seal(&bytes));
-        self.write(batch, true, "writing the store's identity")?;
+        self.write(batch, Durability::Synced, "writing the store's identity")?;
         self.identity = Some(identity);
         Ok(())
     }
@@ -948,16 +947,37 @@ fn to_raft_error(error: StoreError) -> raft::Error {
     raft::Error::Store(StorageError::Other(Box::new(error)))
 }
 
+/// How a batch reaches the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    /// Through the write-ahead log, fsynced before the write returns.
+    Synced,
+    /// Through the write-ahead log, not fsynced (a process crash keeps it, a power loss may
+    /// not).
+    Logged,
+    /// Without the write-ahead log: it reaches the disk with the next memtable flush (the
+    /// column families flush atomically, so a flush never splits it), and a crash before then
+    /// loses it whole. Only apply batches go this way: what they write can be applied again
+    /// from the synced log, and each commit then costs one log write instead of two.
+    /// [`flush_all`] makes them durable before the log behind them is compacted.
+    Unlogged,
+}
+
+/// Every column family of a store holding the state machine's `tables`: the Raft log and
+/// state, then the tables.
+fn column_families(tables: &'static [&'static str]) -> impl Iterator<Item = &'static str> {
+    [CF_RAFT_LOG, CF_RAFT_STATE].into_iter().chain(tables.iter().copied())
+}
+
 fn open_db(path: &Path, tables: &'static [&'static str]) -> Result<DB, StoreError> {
     let mut options = Options::default();
     options.create_if_missing(true);
     options.create_missing_column_families(true);
     options.set_compression_type(DBCompressionType::None);
-    // Apply batches skip the write-ahead log (`write_unlogged`): every column family must
+    // Apply batches skip the write-ahead log (`Durability::Unlogged`): every column family must
     // then flush together, or a crash could find one table ahead of the applied index.
     options.set_atomic_flush(true);
-    let names = [CF_RAFT_LOG, CF_RAFT_STATE].into_iter().chain(tables.iter().copied());
-    let descriptors = names.map(|name| {
+    let descriptors = column_families(tables).map(|name| {
         let mut cf_options = Options::default();
         cf_options.set_compression_type(DBCompressionType::None);
         ColumnFamilyDescriptor::new(name, cf_options)
@@ -970,10 +990,9 @@ fn open_db(path: &Path, tables: &'static [&'static str]) -> Result<DB, StoreErro
 }
 
 /// Writes every column family's memtables out, atomically, and waits: every apply batch
-/// written before the call is durable after it (see `RaftStore::write_unlogged`).
+/// written before the call is durable after it (see `Durability::Unlogged`).
 fn flush_all(db: &DB, path: &Path, tables: &'static [&'static str]) -> Result<(), StoreError> {
-    let names = [CF_RAFT_LOG, CF_RAFT_STATE].into_iter().chain(tables.iter().copied());
-    let handles: Vec<_> = names
+    let handles: Vec<_> = column_families(tables)
         .map(|name| db.cf_handle(name).expect("column family opened with the store"))
         .collect();
     let mut options = rocksdb::FlushOptions::default();
