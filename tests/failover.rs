@@ -207,8 +207,7 @@ fn start_chunkserver(group: &Group, order: &[usize]) -> Daemon {
 /// The status of the master at `addr`, `None` if it does not answer within a second.
 async fn status_within(addr: &str) -> Option<ClusterStatus> {
     let client = MasterClient::connect_within(addr, Duration::from_secs(1)).await.ok()?;
-    let request =
-        Request { session: 0, seq: 0, uid: 0, gid: 0, groups: Vec::new(), op: ClientOp::Status };
+    let request = Request::anonymous(ClientOp::Status);
     match client.call_timeout(request, 1000).await {
         Ok(Ok(ClientReply::Status(status))) => Some(*status),
         _ => None,
@@ -247,14 +246,7 @@ fn try_who_leads(
 ) -> Result<mfsha_proto::types::LeaderHint, String> {
     rt.block_on(async {
         let client = MasterClient::connect(&group.client(id)).await.map_err(|e| e.to_string())?;
-        let request = Request {
-            session: 0,
-            seq: 0,
-            uid: 0,
-            gid: 0,
-            groups: Vec::new(),
-            op: ClientOp::WhoLeads,
-        };
+        let request = Request::anonymous(ClientOp::WhoLeads);
         match client.call_timeout(request, 5000).await.map_err(|e| format!("{e:?}"))? {
             Ok(ClientReply::Leader(hint)) => Ok(hint),
             other => panic!("WhoLeads on master {id} answered {other:?}"),

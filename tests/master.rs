@@ -18,14 +18,7 @@ async fn wait_leader(addr: &str, cluster: &Cluster) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         if let Ok(client) = Client::connect(addr).await {
-            let request = Request {
-                session: 0,
-                seq: 0,
-                uid: 0,
-                gid: 0,
-                groups: Vec::new(),
-                op: ClientOp::Status,
-            };
+            let request = Request::anonymous(ClientOp::Status);
             if let Ok(Ok(ClientReply::Status(s))) = client.call(request).await {
                 if s.role == "leader" {
                     return;
@@ -466,8 +459,7 @@ fn a_stolen_session_id_is_refused_and_logged() {
             token: 1,
             version: mfsha_proto::client::VERSION,
         };
-        let request =
-            Request { session: 0, seq: 0, uid: 0, gid: 0, groups: Vec::new(), op: resume };
+        let request = Request::anonymous(resume);
         assert_eq!(thief.call(request).await.unwrap(), Err(Status::BadSession));
         owner.mkdir(ROOT_INO, "mine").await;
     });

@@ -131,14 +131,7 @@ impl Group {
             let client = MasterClient::connect_within(&self.client(id), Duration::from_secs(1))
                 .await
                 .ok()?;
-            let request = Request {
-                session: 0,
-                seq: 0,
-                uid: 0,
-                gid: 0,
-                groups: Vec::new(),
-                op: ClientOp::Status,
-            };
+            let request = Request::anonymous(ClientOp::Status);
             match client.call_timeout(request, 1000).await {
                 Ok(Ok(ClientReply::Status(status))) => Some(*status),
                 _ => None,
@@ -305,14 +298,7 @@ fn a_member_removed_while_it_was_down_stops_when_it_comes_back() {
     let client = group.client(leader);
     rt.block_on(async {
         let client = MasterClient::connect_within(&client, Duration::from_secs(2)).await.unwrap();
-        let request = Request {
-            session: 0,
-            seq: 0,
-            uid: 0,
-            gid: 0,
-            groups: Vec::new(),
-            op: ClientOp::Status,
-        };
+        let request = Request::anonymous(ClientOp::Status);
         client.call_timeout(request, 2000).await.unwrap().unwrap();
     });
 

@@ -54,8 +54,7 @@ async fn chunkservers_listed(addr: &str) -> usize {
 /// `mfsha status` as a tool sees it, or `None` if the master does not answer.
 pub async fn cluster_status(addr: &str) -> Option<mfsha_proto::client::ClusterStatus> {
     let rpc = mfsha_proto::client::MasterClient::connect(addr).await.ok()?;
-    let req =
-        Request { session: 0, seq: 0, uid: 0, gid: 0, groups: Vec::new(), op: ClientOp::Status };
+    let req = Request::anonymous(ClientOp::Status);
     match rpc.call_timeout(req, 5000).await {
         Ok(Ok(ClientReply::Status(s))) => Some(*s),
         _ => None,

@@ -239,14 +239,7 @@ impl HaCluster {
         runtime().block_on(async move {
             let connect = MasterClient::connect(&addr);
             let rpc = tokio::time::timeout(Duration::from_secs(1), connect).await.ok()?.ok()?;
-            let req = Request {
-                session: 0,
-                seq: 0,
-                uid: 0,
-                gid: 0,
-                groups: Vec::new(),
-                op: ClientOp::Status,
-            };
+            let req = Request::anonymous(ClientOp::Status);
             match rpc.call_timeout(req, 1000).await {
                 Ok(Ok(ClientReply::Status(status))) => Some(*status),
                 _ => None,

@@ -69,7 +69,7 @@ pub fn hello(token: u64) -> Request {
         token,
         version: mfsha_proto::client::VERSION,
     };
-    Request { session: 0, seq: 0, uid: 0, gid: 0, groups: Vec::new(), op }
+    Request::anonymous(op)
 }
 
 #[test]

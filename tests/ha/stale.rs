@@ -85,8 +85,7 @@ fn a_sigstopped_leader_resumed_after_a_new_election_serves_nothing_and_commands_
     // A client connection to the leader, and the term it answers with.
     let floor = TermFloor::default();
     let stale = rt.block_on(MasterRpc::connect(&old_addr)).expect("connect to the leader");
-    let status =
-        Request { session: 0, seq: 0, uid: 0, gid: 0, groups: Vec::new(), op: ClientOp::Status };
+    let status = Request::anonymous(ClientOp::Status);
     let answer = rt.block_on(stale.call(status)).expect("status from the leader");
     let old_term = answer.term;
     floor.admit(old_term).unwrap();

@@ -61,7 +61,7 @@ async fn reload_one(addr: &str) -> anyhow::Result<String> {
 
 async fn ask(client: &MasterClient) -> anyhow::Result<mfsha_proto::types::Reply<ClientReply>> {
     let op = ClientOp::ReloadExports;
-    let request = Request { session: 0, seq: 0, uid: 0, gid: 0, groups: Vec::new(), op };
+    let request = Request::anonymous(op);
     Ok(client.call_timeout(request, ASK_LIMIT_MS).await?)
 }
 

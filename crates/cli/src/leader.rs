@@ -109,8 +109,7 @@ fn same_cluster(
 
 /// The status of the master behind `client`.
 pub async fn ask_status(client: &MasterClient) -> anyhow::Result<ClusterStatus> {
-    let request =
-        Request { session: 0, seq: 0, uid: 0, gid: 0, groups: Vec::new(), op: ClientOp::Status };
+    let request = Request::anonymous(ClientOp::Status);
     match client.call_timeout(request, ASK_MS).await? {
         Ok(ClientReply::Status(status)) => Ok(*status),
         Ok(other) => bail!("answered a status request with {other:?}"),
@@ -120,8 +119,7 @@ pub async fn ask_status(client: &MasterClient) -> anyhow::Result<ClusterStatus> 
 
 /// The leader's client address as the master behind `client` knows it.
 async fn who_leads(client: &MasterClient) -> Option<String> {
-    let request =
-        Request { session: 0, seq: 0, uid: 0, gid: 0, groups: Vec::new(), op: ClientOp::WhoLeads };
+    let request = Request::anonymous(ClientOp::WhoLeads);
     match client.call_timeout(request, ASK_MS).await {
         Ok(Ok(ClientReply::Leader(hint))) => hint.client,
         _ => None,
@@ -141,7 +139,7 @@ pub(crate) async fn tool_hello(
     let proof = match std::env::var("MFSHA_PASSWORD") {
         Ok(password) if !password.is_empty() => {
             let op = ClientOp::Challenge { subdir: subdir.clone() };
-            let request = Request { session: 0, seq: 0, uid: 0, gid: 0, groups: Vec::new(), op };
+            let request = Request::anonymous(op);
             match client.call_timeout(request, limit_ms).await? {
                 Ok(ClientReply::Challenge { nonce, md5 }) => {
                     let key = mfsha_proto::auth::password_key(&password, md5);
@@ -156,7 +154,7 @@ pub(crate) async fn tool_hello(
     };
     let version = mfsha_proto::client::VERSION;
     let hello = ClientOp::Hello { session: None, client_info, subdir, proof, token, version };
-    let request = Request { session: 0, seq: 0, uid: 0, gid: 0, groups: Vec::new(), op: hello };
+    let request = Request::anonymous(hello);
     Ok(client.call_timeout(request, limit_ms).await?)
 }
 

@@ -41,14 +41,7 @@ pub async fn transfer_leader(masters: &str, to: u64) -> anyhow::Result<()> {
     }
     check_target(&leader.members, to)?;
     let started = Instant::now();
-    let request = Request {
-        session: 0,
-        seq: 0,
-        uid: 0,
-        gid: 0,
-        groups: Vec::new(),
-        op: ClientOp::TransferLeader { to },
-    };
+    let request = Request::anonymous(ClientOp::TransferLeader { to });
     let limit = status::ASK_LIMIT.as_millis() as u64;
     let mut reply = client.call_timeout(request.clone(), limit).await;
     if let Ok(Err(Status::Access)) = reply {
@@ -218,7 +211,7 @@ async fn change(list: &[String], id: u64, request: MemberChangeRequest) -> anyho
         );
     }
     let op = ClientOp::ChangeMember { change: request };
-    let request = Request { session: 0, seq: 0, uid: 0, gid: 0, groups: Vec::new(), op };
+    let request = Request::anonymous(op);
     // `Busy` is transient (the previous change is not in every member's log yet): ask again
     // for a while before saying so.
     let busy_until = Instant::now() + BUSY_PATIENCE;

@@ -221,8 +221,7 @@ async fn ask(addr: &str) -> anyhow::Result<(ClusterStatus, Option<LeaderHint>)> 
         .context("cannot reach the master (is it running?)")?;
     let ms = ASK_LIMIT.as_millis() as u64;
     let status = crate::leader::ask_status(&client);
-    let who =
-        Request { session: 0, seq: 0, uid: 0, gid: 0, groups: Vec::new(), op: ClientOp::WhoLeads };
+    let who = Request::anonymous(ClientOp::WhoLeads);
     let (status, hint) = tokio::join!(status, client.call_timeout(who, ms));
     let hint = match hint {
         Ok(Ok(ClientReply::Leader(hint))) => Some(hint),

@@ -49,6 +49,14 @@ pub struct Request {
     pub op: ClientOp,
 }
 
+impl Request {
+    /// A request outside any session, as root with no groups: what tools and probes send
+    /// (`Status`, `WhoLeads`, `Hello`, leadership and membership changes, reloads).
+    pub fn anonymous(op: ClientOp) -> Request {
+        Request { session: 0, seq: 0, uid: 0, gid: 0, groups: Vec::new(), op }
+    }
+}
+
 /// What a client asks of the master.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ClientOp {

@@ -128,8 +128,7 @@ fn sample_hint() -> LeaderHint {
 
 #[test]
 fn leader_hints_terms_and_redirects_round_trip() {
-    let who =
-        Request { session: 0, seq: 0, uid: 0, gid: 0, groups: Vec::new(), op: ClientOp::WhoLeads };
+    let who = Request::anonymous(ClientOp::WhoLeads);
     assert!(!ClientOp::WhoLeads.is_mutation());
     round_trip(1, who);
     round_trip(1, Answer { term: 7, reply: Ok(ClientReply::Leader(sample_hint())) });

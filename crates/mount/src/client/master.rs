@@ -595,14 +595,7 @@ impl MasterLink {
     async fn probe(&self, conn: &Conn) {
         let probed = tokio::time::timeout(self.cfg.probe_timeout, async {
             let rpc = Rpc::connect_within(&conn.addr, self.cfg.probe_timeout).await.ok()?;
-            let req = Request {
-                session: 0,
-                seq: 0,
-                uid: 0,
-                gid: 0,
-                groups: Vec::new(),
-                op: ClientOp::WhoLeads,
-            };
+            let req = Request::anonymous(ClientOp::WhoLeads);
             rpc.call(req).await.ok()
         });
         let Ok(Some(answer)) = probed.await else { return };
@@ -773,14 +766,7 @@ impl MasterLink {
     /// once its cluster is found to be ours: a master of another cluster is refused before
     /// its term counts.
     async fn who_leads(&self, rpc: &Rpc, addr: &str) -> Result<Option<String>, OpenError> {
-        let req = Request {
-            session: 0,
-            seq: 0,
-            uid: 0,
-            gid: 0,
-            groups: Vec::new(),
-            op: ClientOp::WhoLeads,
-        };
+        let req = Request::anonymous(ClientOp::WhoLeads);
         let answer = self.answer_within(rpc, req, self.cfg.ping_timeout).await?;
         if let Ok(ClientReply::Leader(hint)) = &answer.reply {
             self.same_cluster(addr, &hint.cluster_id)?;
@@ -894,7 +880,7 @@ impl MasterLink {
             token,
             version: mfsha_proto::client::VERSION,
         };
-        let req = Request { session: 0, seq: 0, uid: 0, gid: 0, groups: Vec::new(), op };
+        let req = Request::anonymous(op);
         match self.one_call(rpc, req).await? {
             ClientReply::Session { session, root } => Ok((session, root)),
             other => Err(OpenError::Retry(format!("unexpected answer to Hello: {other:?}"))),
@@ -913,7 +899,7 @@ impl MasterLink {
     ) -> Result<[u8; 32], OpenError> {
         let subdir = self.cfg.subdir.clone();
         let op = ClientOp::Challenge { subdir: subdir.clone() };
-        let req = Request { session: 0, seq: 0, uid: 0, gid: 0, groups: Vec::new(), op };
+        let req = Request::anonymous(op);
         match self.one_call(rpc, req).await? {
             ClientReply::Challenge { nonce, md5 } => {
                 let key = mfsha_proto::auth::password_key(password, md5);
