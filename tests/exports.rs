@@ -83,6 +83,16 @@ async fn mount_link(
     MasterLink::connect(cfg).await
 }
 
+/// A master started with `exports` as its exports file (returned, for rewriting).
+fn master_with_exports(exports: &str) -> (Cluster, std::path::PathBuf) {
+    let mut cluster = Cluster::new();
+    let file = cluster.path().join("mfsexports.cfg");
+    std::fs::write(&file, exports).unwrap();
+    cluster.master_extra_yaml = format!("exports: {}\n", file.display());
+    cluster.start_master();
+    (cluster, file)
+}
+
 fn wait_log(cluster: &Cluster, line: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !cluster.master_log().contains(line) {
@@ -97,11 +107,7 @@ fn wait_log(cluster: &Cluster, line: &str) {
 
 #[test]
 fn exports_refuse_and_log_foreign_addresses_and_wrong_passwords() {
-    let mut cluster = Cluster::new();
-    let file = cluster.path().join("mfsexports.cfg");
-    std::fs::write(&file, EXPORTS).unwrap();
-    cluster.master_extra_yaml = format!("exports: {}\n", file.display());
-    cluster.start_master();
+    let (mut cluster, file) = master_with_exports(EXPORTS);
     let addr = cluster.master_addr();
     let rt =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
@@ -197,12 +203,8 @@ fn exports_refuse_and_log_foreign_addresses_and_wrong_passwords() {
 /// a non-owner the group's or the others' bits, whatever its groups.
 #[test]
 fn exports_reload_by_the_tool_umask_and_ignoregid() {
-    let mut cluster = Cluster::new();
-    let file = cluster.path().join("mfsexports.cfg");
     let good = "127.0.0.1 / rw,maproot=0,admin,umask=027\n127.0.0.2 / rw,ignoregid\n";
-    std::fs::write(&file, good).unwrap();
-    cluster.master_extra_yaml = format!("exports: {}\n", file.display());
-    cluster.start_master();
+    let (mut cluster, file) = master_with_exports(good);
     let addr = cluster.master_addr();
     let text = |out: &std::process::Output| {
         let (stdout, stderr) = (&out.stdout, &out.stderr);
@@ -267,14 +269,10 @@ fn exports_reload_by_the_tool_umask_and_ignoregid() {
 /// both versions); one at least as new is admitted.
 #[test]
 fn minversion_refuses_older_clients() {
-    let mut cluster = Cluster::new();
-    let file = cluster.path().join("mfsexports.cfg");
     let [a, b, c] = mfsha_proto::client::VERSION;
     let lines =
         format!("127.0.0.4 / rw,minversion=99.0.0\n127.0.0.5 / rw,minversion={a}.{b}.{c}\n");
-    std::fs::write(&file, lines).unwrap();
-    cluster.master_extra_yaml = format!("exports: {}\n", file.display());
-    cluster.start_master();
+    let (cluster, _) = master_with_exports(&lines);
     let addr = cluster.master_addr();
     let rt =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
