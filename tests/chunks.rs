@@ -76,7 +76,8 @@ async fn a_copy_lost_right_after_a_write_is_replaced_at_once() {
 async fn read_direct(port: u16, chunk_id: u64, version: u32, size: u32) -> Reply<DataReply> {
     let client: RpcClient<DataRequest, Reply<DataReply>> =
         RpcClient::connect(&format!("127.0.0.1:{port}")).await.unwrap();
-    client.call(DataRequest::Read { chunk_id, version, offset: 0, size }).await.unwrap()
+    let token = Default::default(); // a cluster without a secret asks for no token
+    client.call(DataRequest::Read { chunk_id, version, offset: 0, size, token }).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

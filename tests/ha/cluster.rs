@@ -73,10 +73,19 @@ impl HaCluster {
             chunkserver_http: Vec::new(),
             witness_http_port: free_port(),
         };
+        // The cluster secret every daemon of the appliance proves (`secret_file`). Made here,
+        // not by `mfsha bootstrap`, so that groups made another way have it too.
+        let key = mfsha_proto::cluster_key::ClusterKey::generate();
+        key.write_new(&cluster.key_path()).expect("write the cluster key");
         for index in 0..cluster.masters.len() {
             cluster.write_master_config(index);
         }
         cluster
+    }
+
+    /// The cluster key file every daemon names as `secret_file`.
+    pub fn key_path(&self) -> PathBuf {
+        self.path().join("cluster.key")
     }
 
     /// Starts the masters, the witness and `chunkservers` chunkservers of a bootstrapped
@@ -146,9 +155,10 @@ impl HaCluster {
         let master = &self.masters[index];
         let p = master.ports;
         let yaml = format!(
-            "node_id: {id}\ncluster_id: {cluster}\ndata_dir: {data}\nlisten:\n  client: 127.0.0.1:{c}\n  chunkserver: 127.0.0.1:{cs}\n  logger: 127.0.0.1:{l}\n  peer: 127.0.0.1:{peer}\n  http: 127.0.0.1:{h}\n{peers}chunks:\n  replication_delay_init_ms: 2000\n",
+            "node_id: {id}\ncluster_id: {cluster}\nsecret_file: {key}\ndata_dir: {data}\nlisten:\n  client: 127.0.0.1:{c}\n  chunkserver: 127.0.0.1:{cs}\n  logger: 127.0.0.1:{l}\n  peer: 127.0.0.1:{peer}\n  http: 127.0.0.1:{h}\n{peers}chunks:\n  replication_delay_init_ms: 2000\n",
             id = master.id,
             cluster = self.cluster_id,
+            key = self.key_path().display(),
             data = self.path().join(format!("master{}", master.id)).display(),
             c = p.client,
             cs = p.chunkserver,
@@ -186,8 +196,9 @@ impl HaCluster {
         let masters: Vec<String> =
             self.masters.iter().map(|m| format!("\"127.0.0.1:{}\"", m.ports.logger)).collect();
         let yaml = format!(
-            "name: witness\ndata_dir: {data}\nmasters: [{masters}]\nhttp: 127.0.0.1:{http}\nwitness:\n  node_id: {WITNESS_ID}\n  cluster_id: {cluster}\n  listen: 127.0.0.1:{port}\n  {peers}",
+            "name: witness\nsecret_file: {key}\ndata_dir: {data}\nmasters: [{masters}]\nhttp: 127.0.0.1:{http}\nwitness:\n  node_id: {WITNESS_ID}\n  cluster_id: {cluster}\n  listen: 127.0.0.1:{port}\n  {peers}",
             data = self.path().join("logger").display(),
+            key = self.key_path().display(),
             masters = masters.join(", "),
             cluster = self.cluster_id,
             port = self.witness_peer_port,
@@ -217,10 +228,11 @@ impl HaCluster {
         let masters: Vec<String> =
             self.masters.iter().map(|m| format!("\"127.0.0.1:{}\"", m.ports.chunkserver)).collect();
         let yaml = format!(
-            "data_dirs:\n  - path: {}\nmaster: [{}]\ncluster_id: {}\nlisten: 127.0.0.1:{port}\nhttp: 127.0.0.1:{http}\nheartbeat_ms: 200\nscrub_mib_per_sec: 0\n",
+            "data_dirs:\n  - path: {}\nmaster: [{}]\ncluster_id: {}\nsecret_file: {}\nlisten: 127.0.0.1:{port}\nhttp: 127.0.0.1:{http}\nheartbeat_ms: 200\nscrub_mib_per_sec: 0\n",
             disk.display(),
             masters.join(", "),
-            self.cluster_id
+            self.cluster_id,
+            self.key_path().display()
         );
         let name = format!("chunkserver{index}");
         let config = self.path().join(format!("{name}.yaml"));

@@ -14,6 +14,7 @@ use crate::mount::Mount;
 use crate::util::signal;
 use mfsha_mount::client::master::TermFloor;
 use mfsha_proto::client::{Answer, ClientOp, ClientReply, MasterRpc, Request};
+use mfsha_proto::cluster_key::{self, ClusterKey, KeyedPort};
 use mfsha_proto::cs::{CsToMaster, FromMaster, MasterToCs};
 use mfsha_proto::frame::{read_frame, write_frame};
 use mfsha_proto::types::{Attr, ChunkId, FileKind, LeaderHint, Status, Timestamp, ROOT_INO};
@@ -162,7 +163,8 @@ fn a_sigstopped_leader_resumed_after_a_new_election_serves_nothing_and_commands_
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     let dir = mount.path("after-stop");
     std::thread::spawn(move || done_tx.send(std::fs::create_dir(&dir)));
-    let refused = rt.block_on(stale_master_commands(&fake_cs, old_term, chunk_id));
+    let key = ClusterKey::load(&cluster.key_path()).expect("the cluster key");
+    let refused = rt.block_on(stale_master_commands(&fake_cs, &key, old_term, chunk_id));
     wait_until(Duration::from_secs(20), "the mount asks the old leader's address", || {
         asked.load(Ordering::Relaxed) > 0
     });
@@ -270,15 +272,19 @@ async fn stale_master_answers(listener: tokio::net::TcpListener, term: u64, aske
     }
 }
 
-/// Plays a master of `term`: greets the chunkserver, welcomes it and orders `chunk_id`
-/// deleted. True if the chunkserver closed the connection without carrying the order out.
+/// Plays a master of `term` (holding the cluster's `key`, as a deposed master does): greets
+/// the chunkserver, welcomes it and orders `chunk_id` deleted. True if the chunkserver closed
+/// the connection without carrying the order out.
 async fn stale_master_commands(
     listener: &tokio::net::TcpListener,
+    key: &ClusterKey,
     term: u64,
     chunk_id: ChunkId,
 ) -> bool {
     let accepted = tokio::time::timeout(Duration::from_secs(30), listener.accept()).await;
-    let (stream, _) = accepted.expect("the chunkserver tries the old leader's address").unwrap();
+    let (mut stream, _) =
+        accepted.expect("the chunkserver tries the old leader's address").unwrap();
+    cluster_key::verify(&mut stream, key, KeyedPort::Chunkserver).await.expect("the secret");
     let (read, mut write) = stream.into_split();
     let mut read = BufReader::new(read);
     let hello = MasterToCs::Hello { master_node: 1, cluster: CLUSTER_ID.into(), masters: vec![] };

@@ -7,6 +7,7 @@
 //!     marked_for_removal: true     # drained by the master ("*" in mfshdd.cfg)
 //! master: mfsmaster:9420           # or a list: [m1:9420, m2:9420]
 //! cluster_id: mfsha                # the masters' cluster_id; masters of another are refused
+//! secret_file: /etc/mfsha/cluster.key  # the cluster secret (the masters' secret_file)
 //! listen: 0.0.0.0:9422
 //! http: 0.0.0.0:9427               # Prometheus /metrics
 //! labels: [A]
@@ -36,6 +37,11 @@ pub struct ChunkserverConfig {
     /// refuses this server). Default: unset, any cluster is accepted.
     #[serde(default)]
     pub cluster_id: Option<String>,
+    /// The cluster's key file (the masters' `secret_file`, copied here, mode 0600): this
+    /// server proves it to every master it registers with, and a master must prove it back.
+    /// Default: unset (a master without a secret is expected).
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
     /// Where clients and other chunkservers reach this server. Default `0.0.0.0:9422`.
     #[serde(default = "default_listen", deserialize_with = "mfsha_yamlconf::socket_addr")]
     pub listen: SocketAddr,
@@ -110,6 +116,7 @@ impl ChunkserverConfig {
                 .collect(),
             master: default_master(),
             cluster_id: None,
+            secret_file: None,
             listen: default_listen(),
             http: default_http(),
             advertise_host: None,

@@ -104,16 +104,27 @@ impl Chunkserver {
             .map_err(|cause| ChunkserverError::Bind { addr: config.listen, cause })?;
         let http = mfsha_ops::bind(HTTP, config.http).await?;
         let http_addr = http.local_addr();
+        let key =
+            mfsha_proto::cluster_key::load_configured(config.secret_file.as_deref(), "chunkserver")
+                .map_err(|e| ChunkserverError::Config {
+                    key: "secret_file".into(),
+                    reason: e.to_string(),
+                })?;
         let (shutdown, watch_rx) = watch::channel(false);
-        let peers = Arc::new(server::Peers::default());
+        let peers = Arc::new(server::Peers::new(key.clone()));
         let metrics = metrics::DataMetrics::default();
         let router = mfsha_ops::metrics_routes(metrics::exporter(store.clone(), &metrics));
-        let service =
-            Arc::new(server::DataService { store: store.clone(), peers: peers.clone(), metrics });
+        let service = Arc::new(server::DataService {
+            store: store.clone(),
+            peers: peers.clone(),
+            metrics,
+            key: key.clone(),
+        });
         let mut tasks = vec![tokio::spawn(server::serve_data(listener, service, watch_rx.clone()))];
         let link = master_link::LinkConfig {
             masters: config.master.clone(),
             cluster: config.cluster_id.clone(),
+            key,
             host: config.advertise_host.clone().or_else(|| {
                 (!config.listen.ip().is_unspecified()).then(|| config.listen.ip().to_string())
             }),

@@ -28,6 +28,8 @@
 use crate::fence::{self, FenceError, TermFence};
 use crate::server::Peers;
 use crate::store::{blocking, Store};
+use mfsha_proto::chunk_token::{Access, ANY_VERSION};
+use mfsha_proto::cluster_key::{self, ClusterKey, KeyedPort};
 use mfsha_proto::cs::{
     CsToMaster, FromMaster, MasterToCs, CHUNKS_PER_FRAME, WRITING_PER_HEARTBEAT,
 };
@@ -63,6 +65,8 @@ pub struct LinkConfig {
     pub masters: Vec<String>,
     /// The masters' cluster id, when configured: others are refused.
     pub cluster: Option<String>,
+    /// The cluster secret, proved to every master (and a master must prove it back).
+    pub key: Option<ClusterKey>,
     pub host: Option<String>,
     pub port: u16,
     pub labels: Vec<String>,
@@ -95,6 +99,8 @@ enum LinkError {
     Duplicate(u64),
     #[error("the master belongs to cluster {theirs:?}, this chunkserver to {ours:?}: check `master` and `cluster_id` in the chunkserver's config")]
     WrongCluster { ours: String, theirs: String },
+    #[error("cluster secret: {0}")]
+    Key(#[from] cluster_key::HandshakeError),
     #[error("fell behind on copy reports; registering again")]
     Lagged,
 }
@@ -277,9 +283,11 @@ struct Session<'a> {
 
 impl Session<'_> {
     async fn run(&self, backoff: &mut Duration) -> Result<(), LinkError> {
-        let stream = mfsha_proto::net::connect(self.addr, CONNECT_TIMEOUT)
+        let mut stream = mfsha_proto::net::connect(self.addr, CONNECT_TIMEOUT)
             .await
             .map_err(|e| LinkError::Connect(e.to_string()))?;
+        let key = self.shared.config.key.as_ref();
+        cluster_key::prove_if(&mut stream, key, KeyedPort::Chunkserver).await?;
         let (read_half, mut out) = stream.into_split();
         let (frames_tx, mut frames) = mpsc::channel::<Result<FromMaster, FrameError>>(256);
         let reader = tokio::spawn(read_loop(BufReader::new(read_half), frames_tx));
@@ -593,7 +601,9 @@ pub async fn replicate(
     version: u32,
     source: &ServerAddr,
 ) -> Result<(), Status> {
-    let length = match peers.call(source, DataRequest::Stat { chunk_id }).await? {
+    let stat =
+        DataRequest::Stat { chunk_id, token: peers.token(chunk_id, ANY_VERSION, Access::Read) };
+    let length = match peers.call(source, stat).await? {
         DataReply::Stat { version: v, length } if v == version => length,
         DataReply::Stat { .. } => return Err(Status::WrongVersion),
         _ => return Err(Status::Io),
@@ -602,7 +612,8 @@ pub async fn replicate(
     let mut offset = 0u64;
     while offset < length {
         let size = (length - offset).min(MAX_IO_BYTES as u64) as u32;
-        let req = DataRequest::Read { chunk_id, version, offset: offset as u32, size };
+        let token = peers.token(chunk_id, version, Access::Read);
+        let req = DataRequest::Read { chunk_id, version, offset: offset as u32, size, token };
         let data = match peers.call(source, req).await {
             Ok(DataReply::Data(d)) if d.len() == size as usize => d.into_vec(),
             other => {

@@ -7,6 +7,8 @@
 //! * `Sync` fsyncs here and down the chain the same way.
 
 use crate::store::{blocking, Store};
+use mfsha_proto::chunk_token::{unix_now_ms, Access, ChunkToken, TokenError, ANY_VERSION};
+use mfsha_proto::cluster_key::ClusterKey;
 use mfsha_proto::data::{DataReply, DataRequest, MAX_IO_BYTES};
 use mfsha_proto::gate::{within_fd_limit, Gate, GateLimits};
 use mfsha_proto::rpc::{serve_with, Deadlines, RpcClient};
@@ -38,9 +40,21 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Default)]
 pub struct Peers {
     clients: Mutex<HashMap<String, DataClient>>,
+    /// The cluster secret, to sign this server's own requests (replication reads).
+    key: Option<ClusterKey>,
 }
 
 impl Peers {
+    pub fn new(key: Option<ClusterKey>) -> Peers {
+        Peers { clients: Mutex::default(), key }
+    }
+
+    /// A token for this server's own request to another (none without a cluster secret).
+    pub fn token(&self, chunk_id: ChunkId, version: u32, access: Access) -> ChunkToken {
+        let sign = |key: &ClusterKey| key.sign_chunk(chunk_id, version, access);
+        self.key.as_ref().map_or_else(ChunkToken::default, sign)
+    }
+
     /// A live connection to `addr`, opening one if needed.
     pub async fn get(&self, addr: &ServerAddr) -> Result<DataClient, Status> {
         let key = addr.to_string();
@@ -77,16 +91,41 @@ impl Peers {
     }
 }
 
+/// Where one chain write goes, and the token that allows it.
+struct Piece {
+    chunk_id: ChunkId,
+    version: u32,
+    offset: u32,
+    token: ChunkToken,
+}
+
+/// The chunk a request is about.
+fn chunk_of(req: &DataRequest) -> ChunkId {
+    match req {
+        DataRequest::Read { chunk_id, .. }
+        | DataRequest::Write { chunk_id, .. }
+        | DataRequest::Sync { chunk_id, .. }
+        | DataRequest::Stat { chunk_id, .. } => *chunk_id,
+    }
+}
+
 /// What every request handler shares.
 pub struct DataService {
     pub store: Arc<Store>,
     pub peers: Arc<Peers>,
     pub metrics: crate::metrics::DataMetrics,
+    /// The cluster secret: with it, every request needs a valid chunk token.
+    pub key: Option<ClusterKey>,
 }
 
 impl DataService {
-    /// Answers one request, recording it in the metrics.
-    pub async fn handle(self: Arc<Self>, req: DataRequest) -> Reply<DataReply> {
+    /// Answers one request from `peer`, recording it in the metrics.
+    pub async fn handle(self: Arc<Self>, peer: &str, req: DataRequest) -> Reply<DataReply> {
+        if let Err(refused) = self.check_token(&req) {
+            tracing::warn!(%peer, chunk = format_args!("{:016X}", chunk_of(&req)), error = %refused,
+                "refused a data request without a valid chunk token");
+            return Err(Status::Access);
+        }
         let started = std::time::Instant::now();
         let (op, sent) = match &req {
             DataRequest::Read { size, .. } => ("read", *size as u64),
@@ -100,39 +139,48 @@ impl DataService {
         reply
     }
 
+    /// Without a cluster secret every request passes; with it, the request's token must allow
+    /// it (see `mfsha_proto::chunk_token`).
+    fn check_token(&self, req: &DataRequest) -> Result<(), TokenError> {
+        let Some(key) = &self.key else { return Ok(()) };
+        let (token, version, access) = match req {
+            DataRequest::Read { token, version, .. } => (token, *version, Access::Read),
+            DataRequest::Write { token, version, .. } => (token, *version, Access::Write),
+            DataRequest::Sync { token, version, .. } => (token, *version, Access::Write),
+            DataRequest::Stat { token, .. } => (token, ANY_VERSION, Access::Read),
+        };
+        key.check_chunk(token, chunk_of(req), version, access, unix_now_ms())
+    }
+
     async fn answer(self: Arc<Self>, req: DataRequest) -> Reply<DataReply> {
         match req {
-            DataRequest::Read { chunk_id, version, offset, size } => {
+            DataRequest::Read { chunk_id, version, offset, size, .. } => {
                 let data = blocking(&self.store, move |s| {
                     s.read_blocking(chunk_id, version, offset, size)
                 })
                 .await?;
                 Ok(DataReply::Data(serde_bytes::ByteBuf::from(data)))
             }
-            DataRequest::Write { chunk_id, version, offset, data, chain } => {
-                self.write(chunk_id, version, offset, data.into_vec(), chain).await
+            DataRequest::Write { chunk_id, version, offset, data, chain, token } => {
+                let write = Piece { chunk_id, version, offset, token };
+                self.write(write, data.into_vec(), chain).await
             }
-            DataRequest::Sync { chunk_id, version, chain } => {
-                self.sync(chunk_id, version, chain).await
+            DataRequest::Sync { chunk_id, version, chain, token } => {
+                self.sync(chunk_id, version, chain, token).await
             }
-            DataRequest::Stat { chunk_id } => {
+            DataRequest::Stat { chunk_id, .. } => {
                 let (version, length) = self.store.stat(chunk_id)?;
                 Ok(DataReply::Stat { version, length })
             }
         }
     }
 
-    async fn write(
-        &self,
-        chunk_id: ChunkId,
-        version: u32,
-        offset: u32,
-        data: Vec<u8>,
-        chain: Vec<ServerAddr>,
-    ) -> Reply<DataReply> {
+    async fn write(&self, piece: Piece, data: Vec<u8>, chain: Vec<ServerAddr>) -> Reply<DataReply> {
+        let Piece { chunk_id, version, offset, token } = piece;
         if chain.len() >= MAX_GOAL as usize || data.len() > MAX_IO_BYTES as usize {
             return Err(Status::Invalid);
         }
+        // The client's token goes down the chain: the master signed it for every copy.
         let forward = chain.split_first().map(|(next, rest)| {
             let req = DataRequest::Write {
                 chunk_id,
@@ -140,6 +188,7 @@ impl DataService {
                 offset,
                 data: serde_bytes::ByteBuf::from(data.clone()),
                 chain: rest.to_vec(),
+                token,
             };
             self.forward(next.clone(), req)
         });
@@ -155,12 +204,13 @@ impl DataService {
         chunk_id: ChunkId,
         version: u32,
         chain: Vec<ServerAddr>,
+        token: ChunkToken,
     ) -> Reply<DataReply> {
         if chain.len() >= MAX_GOAL as usize {
             return Err(Status::Invalid);
         }
         let forward = chain.split_first().map(|(next, rest)| {
-            let req = DataRequest::Sync { chunk_id, version, chain: rest.to_vec() };
+            let req = DataRequest::Sync { chunk_id, version, chain: rest.to_vec(), token };
             self.forward(next.clone(), req)
         });
         let local = blocking(&self.store, move |s| s.sync_blocking(chunk_id, version));
@@ -229,7 +279,11 @@ pub async fn serve_data(
         let open = service.metrics.connections.clone();
         open.inc();
         connections.spawn(async move {
-            let handler = move |req: DataRequest| service.clone().handle(req);
+            let who = peer.to_string();
+            let handler = move |req: DataRequest| {
+                let (service, who) = (service.clone(), who.clone());
+                async move { service.handle(&who, req).await }
+            };
             let served = serve_with(stream, peer.to_string(), MAX_IN_FLIGHT, deadlines, handler);
             if let Err(e) = served.await {
                 tracing::warn!(%peer, error = %e, "data connection closed");

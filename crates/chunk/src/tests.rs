@@ -10,6 +10,10 @@ use std::path::PathBuf;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
+/// Chunkservers started here have no cluster secret: they ask for no token.
+const NO_TOKEN: mfsha_proto::chunk_token::ChunkToken =
+    mfsha_proto::chunk_token::ChunkToken { expires_ms: 0, mac: [0; 16] };
+
 const WAIT: Duration = Duration::from_secs(5);
 
 struct FakeMaster {
@@ -150,6 +154,7 @@ fn write_req(
         offset,
         data: serde_bytes::ByteBuf::from(data.to_vec()),
         chain,
+        token: NO_TOKEN,
     }
 }
 
@@ -160,7 +165,11 @@ async fn read(
     offset: u32,
     size: u32,
 ) -> Reply<Vec<u8>> {
-    match client.call(DataRequest::Read { chunk_id: id, version, offset, size }).await.unwrap()? {
+    match client
+        .call(DataRequest::Read { chunk_id: id, version, offset, size, token: NO_TOKEN })
+        .await
+        .unwrap()?
+    {
         DataReply::Data(d) => Ok(d.into_vec()),
         other => panic!("unexpected reply {other:?}"),
     }
@@ -290,6 +299,7 @@ async fn every_master_gets_one_registration_and_hears_of_every_copy_change() {
         offset: 0,
         data: serde_bytes::ByteBuf::from(vec![1u8; 100]),
         chain: vec![],
+        token: NO_TOKEN,
     };
     client.call(write).await.unwrap().expect("the write is stored");
     loop {
@@ -386,7 +396,8 @@ async fn chain_write_reaches_every_copy_and_replication_copies_verified_data() {
     let chain = vec![addr_of(&servers[1])];
     let reply = first.call(write_req(0x42, 1, 4096, &data, chain.clone())).await.unwrap();
     assert_eq!(reply, Ok(DataReply::Written));
-    let sync = DataRequest::Sync { chunk_id: 0x42, version: 1, chain: chain.clone() };
+    let sync =
+        DataRequest::Sync { chunk_id: 0x42, version: 1, chain: chain.clone(), token: NO_TOKEN };
     assert_eq!(first.call(sync).await.unwrap(), Ok(DataReply::Synced));
     let second = data_client(&servers[1]).await;
     assert_eq!(read(&second, 0x42, 1, 4096, data.len() as u32).await.unwrap(), data);
@@ -403,7 +414,7 @@ async fn chain_write_reaches_every_copy_and_replication_copies_verified_data() {
     let third = data_client(&servers[2]).await;
     assert_eq!(read(&third, 0x42, 1, 4096, data.len() as u32).await.unwrap(), data);
     assert_eq!(
-        third.call(DataRequest::Stat { chunk_id: 0x42 }).await.unwrap(),
+        third.call(DataRequest::Stat { chunk_id: 0x42, token: NO_TOKEN }).await.unwrap(),
         Ok(DataReply::Stat { version: 1, length: 4096 + data.len() as u64 })
     );
     for s in servers {
@@ -470,7 +481,7 @@ async fn damaged_copy_is_refused_to_readers_and_reported_to_the_master() {
     );
     let client = data_client(&cs).await;
     client.call(write_req(0x10, 4, 0, &[1u8; 200_000], vec![])).await.unwrap().unwrap();
-    let sync = DataRequest::Sync { chunk_id: 0x10, version: 4, chain: vec![] };
+    let sync = DataRequest::Sync { chunk_id: 0x10, version: 4, chain: vec![], token: NO_TOKEN };
     client.call(sync).await.unwrap().unwrap();
     let path = tmp.path().join("10").join(format::file_name(0x10, 4));
     flip(&path, format::DATA_OFFSET + 150_000);
@@ -544,7 +555,13 @@ async fn hostile_data_requests_are_refused_without_harm() {
     let mut conn = master.accept().await;
     conn.registration().await;
     let client = data_client(&cs).await;
-    let huge = DataRequest::Read { chunk_id: 1, version: 1, offset: u32::MAX, size: u32::MAX };
+    let huge = DataRequest::Read {
+        chunk_id: 1,
+        version: 1,
+        offset: u32::MAX,
+        size: u32::MAX,
+        token: NO_TOKEN,
+    };
     assert_eq!(client.call(huge).await.unwrap(), Err(Status::Invalid));
     let long_chain = vec![addr_of(&cs); 20];
     assert_eq!(
@@ -554,7 +571,7 @@ async fn hostile_data_requests_are_refused_without_harm() {
     // Garbage bytes close only that connection.
     let mut raw = tokio::net::TcpStream::connect(cs.addr()).await.unwrap();
     raw.write_all(&[0, 0, 0, 12, 99, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9]).await.unwrap();
-    let stat = DataRequest::Stat { chunk_id: 1 };
+    let stat = DataRequest::Stat { chunk_id: 1, token: NO_TOKEN };
     assert_eq!(client.call(stat).await.unwrap(), Err(Status::NotFound));
     cs.shutdown().await;
 }

@@ -199,8 +199,9 @@ fn write_master_config(dir: &Path, p: &Ports, index: usize) -> anyhow::Result<Pa
     let (id, m) = (index as u64 + 1, p.masters[index]);
     let path = dir.join(format!("master{id}.yaml"));
     let yaml = format!(
-        "# written by `mfsha demo`\nnode_id: {id}\ncluster_id: {CLUSTER_ID}\ndata_dir: {data}\nlisten:\n  client: 127.0.0.1:{c}\n  chunkserver: 127.0.0.1:{cs}\n  logger: 127.0.0.1:{l}\n  peer: 127.0.0.1:{peer}\n  http: 127.0.0.1:{h}\n{peers}chunks:\n  replication_delay_init_ms: 2000\n",
+        "# written by `mfsha demo`\nnode_id: {id}\ncluster_id: {CLUSTER_ID}\nsecret_file: {key}\ndata_dir: {data}\nlisten:\n  client: 127.0.0.1:{c}\n  chunkserver: 127.0.0.1:{cs}\n  logger: 127.0.0.1:{l}\n  peer: 127.0.0.1:{peer}\n  http: 127.0.0.1:{h}\n{peers}chunks:\n  replication_delay_init_ms: 2000\n",
         data = dir.join(format!("master{id}")).display(),
+        key = key_path(dir).display(),
         c = m.client,
         cs = m.chunkserver,
         l = m.logger,
@@ -217,7 +218,8 @@ fn write_master_config(dir: &Path, p: &Ports, index: usize) -> anyhow::Result<Pa
 fn write_logger_config(dir: &Path, p: &Ports) -> anyhow::Result<PathBuf> {
     let path = dir.join("logger.yaml");
     let mut yaml = format!(
-        "# written by `mfsha demo`\nname: demo-metalogger\ndata_dir: {}\nmasters: {}\nhttp: 127.0.0.1:{}\n",
+        "# written by `mfsha demo`\nname: demo-metalogger\nsecret_file: {}\ndata_dir: {}\nmasters: {}\nhttp: 127.0.0.1:{}\n",
+        key_path(dir).display(),
         dir.join("logger").display(),
         yaml_list(&p.addrs(|m| m.logger)),
         p.logger_http
@@ -241,14 +243,30 @@ fn write_chunkserver_configs(dir: &Path, p: &Ports, scrub: bool) -> anyhow::Resu
         fs::create_dir_all(&data).with_context(|| format!("cannot create {}", data.display()))?;
         let path = dir.join(format!("chunkserver{n}.yaml"));
         let yaml = format!(
-            "# written by `mfsha demo`\ndata_dirs:\n  - {data}\nmaster: {masters}\nlisten: 127.0.0.1:{cs_port}\nhttp: 127.0.0.1:{http}\n{scrub}",
+            "# written by `mfsha demo`\ndata_dirs:\n  - {data}\nmaster: {masters}\nsecret_file: {key}\nlisten: 127.0.0.1:{cs_port}\nhttp: 127.0.0.1:{http}\n{scrub}",
             data = data.display(),
+            key = key_path(dir).display(),
             scrub = if scrub { "" } else { "scrub_mib_per_sec: 0\n" },
         );
         write(&path, &yaml)?;
         paths.push(path);
     }
     Ok(paths)
+}
+
+/// The cluster secret every daemon of the demo proves (`secret_file`).
+fn key_path(dir: &Path) -> PathBuf {
+    dir.join("cluster.key")
+}
+
+/// Makes the demo's cluster key unless an earlier run of the demo made it.
+fn make_key(dir: &Path) -> anyhow::Result<()> {
+    let path = key_path(dir);
+    if path.exists() {
+        return Ok(());
+    }
+    mfsha_proto::cluster_key::ClusterKey::generate().write_new(&path)?;
+    Ok(())
 }
 
 fn write(path: &Path, text: &str) -> anyhow::Result<()> {
@@ -359,6 +377,7 @@ impl LocalCluster {
         check_layout(&dir)?;
         let exe = std::env::current_exe().context("cannot find the mfsha executable")?;
         let ports = Ports::pick(options.standard_ports, options.masters)?;
+        make_key(&dir)?;
         let master_yamls = (0..ports.masters.len())
             .map(|i| write_master_config(&dir, &ports, i))
             .collect::<anyhow::Result<Vec<_>>>()?;

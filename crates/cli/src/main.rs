@@ -58,7 +58,8 @@ enum Command {
         config: PathBuf,
     },
     /// Make a new metadata group in this master's empty data directory. Run once, on one
-    /// master, when a cluster is created; the other members join it when they start.
+    /// master, when a cluster is created; the other members join it when they start. Makes
+    /// the cluster key too when the config names a `secret_file` that does not exist yet.
     Bootstrap {
         /// The master's YAML configuration file (its node_id, cluster_id, data_dir and peers).
         #[arg(short, long, default_value = "/etc/mfsha/master.yaml")]
@@ -604,6 +605,9 @@ fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow
 /// `mfsha bootstrap`: a new group in the empty data directory named by the configuration.
 fn bootstrap(config_path: &std::path::Path) -> anyhow::Result<()> {
     let config = mfsha_master_ha::config::load(config_path)?;
+    if let Some(path) = &config.secret_file {
+        make_or_check_key(path)?;
+    }
     mfsha_master_ha::daemon::bootstrap(&config)
         .with_context(|| format!("bootstrap with config {} failed", config_path.display()))?;
     println!(
@@ -611,6 +615,23 @@ fn bootstrap(config_path: &std::path::Path) -> anyhow::Result<()> {
         config.cluster_id,
         config.data_dir.display(),
         config.node_id
+    );
+    Ok(())
+}
+
+/// The cluster key named by `secret_file`: made if absent, else checked readable and private.
+fn make_or_check_key(path: &std::path::Path) -> anyhow::Result<()> {
+    use mfsha_proto::cluster_key::ClusterKey;
+    if path.exists() {
+        ClusterKey::load(path)?;
+        println!("using the cluster key in {}", path.display());
+        return Ok(());
+    }
+    ClusterKey::generate().write_new(path)?;
+    println!(
+        "made the cluster key {}: copy it (mode 0600) to every master, chunkserver and \
+         metalogger and name it as secret_file in their configs",
+        path.display()
     );
     Ok(())
 }

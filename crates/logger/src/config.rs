@@ -19,6 +19,10 @@ pub struct LoggerConfig {
     /// The masters' `cluster_id`: a master of another cluster refuses this logger. Default:
     /// the witness's `cluster_id`, or unset (any cluster).
     pub cluster_id: Option<String>,
+    /// The cluster's key file (the masters' `secret_file`, copied here, mode 0600): proved to
+    /// the masters' metalogger port and, for a witness, on the peer port both ways. Default:
+    /// unset (masters without a secret are expected).
+    pub secret_file: Option<PathBuf>,
     /// Run as the Raft group's witness too (see `witness.rs`). Default: not a witness.
     pub witness: Option<crate::witness::WitnessConfig>,
     /// Where Prometheus scrapes `/metrics`. Default `0.0.0.0:9428`.
@@ -42,6 +46,7 @@ impl Default for LoggerConfig {
             masters: vec![format!("mfsmaster:{}", mfsha_proto::ports::MASTER_LOGGER)],
             snapshot_every_s: 3600,
             cluster_id: None,
+            secret_file: None,
             witness: None,
             http: SocketAddr::from(([0, 0, 0, 0], mfsha_proto::ports::LOGGER_HTTP)),
         }

@@ -9,6 +9,7 @@
 use crate::config::LoggerConfig;
 use crate::files::{self, ChangelogWriter, FileError, StoredSnapshot};
 use crate::metrics::LinkStats;
+use mfsha_proto::cluster_key::{self, ClusterKey, KeyedPort};
 use mfsha_proto::frame::{read_frame, write_frame, FrameError};
 use mfsha_proto::logger::{LoggerToMaster, MasterToLogger};
 use std::path::{Path, PathBuf};
@@ -35,6 +36,8 @@ pub enum LoggerError {
     Witness(#[from] crate::witness::WitnessError),
     #[error(transparent)]
     Http(#[from] mfsha_ops::OpsError),
+    #[error("{0} (or remove `secret_file:` from the logger's config)")]
+    Key(#[from] cluster_key::KeyFileError),
 }
 
 const BACKOFF_START: Duration = Duration::from_millis(100);
@@ -51,11 +54,13 @@ pub async fn run(config: LoggerConfig) -> Result<(), LoggerError> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).map_err(LoggerError::Signal)?;
     let mut int = signal(SignalKind::interrupt()).map_err(LoggerError::Signal)?;
+    let key = mfsha_proto::cluster_key::load_configured(config.secret_file.as_deref(), "logger")?;
     let http = mfsha_ops::bind(HTTP, config.http).await?;
     let witness = match &config.witness {
         Some(witness) => {
             let dir = config.data_dir.join("witness");
-            Some(crate::witness::start(witness, dir).await.map_err(LoggerError::Witness)?)
+            let started = crate::witness::start(witness, dir, key.clone()).await;
+            Some(started.map_err(LoggerError::Witness)?)
         }
         None => None,
     };
@@ -67,7 +72,7 @@ pub async fn run(config: LoggerConfig) -> Result<(), LoggerError> {
     mfsha_sd::ready();
     let mut ticks = None;
     let result = tokio::select! {
-        result = follow_masters(&config, &stats) => result,
+        result = follow_masters(&config, key.as_ref(), &stats) => result,
         _ = term.recv() => { tracing::info!("SIGTERM received; stopping"); Ok(()) }
         _ = int.recv() => { tracing::info!("SIGINT received; stopping"); Ok(()) }
         never = mfsha_sd::watchdog(|| witness_alive(witness.as_ref(), &mut ticks)) => match never {},
@@ -105,7 +110,11 @@ fn witness_alive(
     }
 }
 
-async fn follow_masters(config: &LoggerConfig, stats: &LinkStats) -> Result<(), LoggerError> {
+async fn follow_masters(
+    config: &LoggerConfig,
+    key: Option<&ClusterKey>,
+    stats: &LinkStats,
+) -> Result<(), LoggerError> {
     let mut backoff = BACKOFF_START;
     let mut next = 0usize;
     let mut first: Option<String> = None;
@@ -115,7 +124,7 @@ async fn follow_masters(config: &LoggerConfig, stats: &LinkStats) -> Result<(), 
             next += 1;
             config.masters[(next - 1) % config.masters.len()].clone()
         });
-        let followed = follow(config, &master, stats).await;
+        let followed = follow(config, key, &master, stats).await;
         stats.connected.store(false, Ordering::Relaxed);
         match followed {
             // A file error means our disk is failing: stop rather than keep a broken copy.
@@ -151,11 +160,19 @@ fn last_index_on_disk(dir: &Path) -> u64 {
 }
 
 /// One connection: hello, then snapshot parts and entries until the connection ends.
-async fn follow(config: &LoggerConfig, master: &str, stats: &LinkStats) -> Result<(), LoggerError> {
+async fn follow(
+    config: &LoggerConfig,
+    key: Option<&ClusterKey>,
+    master: &str,
+    stats: &LinkStats,
+) -> Result<(), LoggerError> {
     let link_err = |reason: String| LoggerError::Link { master: master.to_string(), reason };
-    let stream = mfsha_proto::net::connect(master, mfsha_proto::net::CONNECT_TIMEOUT)
+    let mut stream = mfsha_proto::net::connect(master, mfsha_proto::net::CONNECT_TIMEOUT)
         .await
         .map_err(|e| link_err(e.to_string()))?;
+    cluster_key::prove_if(&mut stream, key, KeyedPort::Logger)
+        .await
+        .map_err(|e| link_err(format!("cluster secret: {e}")))?;
     let (mut reader, mut writer) = stream.into_split();
     let dir = config.data_dir.clone();
     let mut follower = Follower::new(&dir, last_index_on_disk(&dir))?;

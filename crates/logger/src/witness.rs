@@ -91,12 +91,16 @@ pub enum WitnessError {
 }
 
 /// Starts the witness node: binds the peer port, opens (or creates) its store, joins the group.
-pub async fn start(config: &WitnessConfig, data_dir: PathBuf) -> Result<Witness, WitnessError> {
+pub async fn start(
+    config: &WitnessConfig,
+    data_dir: PathBuf,
+    key: Option<mfsha_proto::cluster_key::ClusterKey>,
+) -> Result<Witness, WitnessError> {
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|cause| WitnessError::Bind { addr: config.listen, cause })?;
     let raft = config.raft_config(data_dir);
-    let me = PeerIdentity { node_id: raft.node_id, cluster_id: raft.cluster_id.clone() };
+    let me = PeerIdentity { node_id: raft.node_id, cluster_id: raft.cluster_id.clone(), key };
     let shutdown = Shutdown::new();
     let transport = TcpTransport::start(me, &raft.peers, shutdown.clone());
     // Follows the replicated address book: members added later may call too.

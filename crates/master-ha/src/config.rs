@@ -50,6 +50,11 @@ pub struct MasterConfig {
     /// password). Re-read on SIGHUP. Absent (the default): every client may open a session
     /// on any directory and act as the uid it claims, as before exports existed.
     pub exports: Option<PathBuf>,
+    /// The cluster's key file (`mfsha_proto::cluster_key`), the same on every master,
+    /// chunkserver and metalogger: callers of the chunkserver, metalogger and peer ports must
+    /// prove it, and this master proves it to its peers. `mfsha bootstrap` makes it when it
+    /// is named here and does not exist. Absent (the default): those ports trust any caller.
+    pub secret_file: Option<PathBuf>,
 }
 
 impl Default for MasterConfig {
@@ -67,6 +72,7 @@ impl Default for MasterConfig {
             trash: TrashConfig::default(),
             vip: None,
             exports: None,
+            secret_file: None,
         }
     }
 }
@@ -309,6 +315,9 @@ fn validate(config: &MasterConfig) -> Result<(), (&'static str, String)> {
         ));
     }
     validate_trash(&config.trash)?;
+    if config.secret_file.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+        return Err(("secret_file", "must name a file (or leave the key out: no secret)".into()));
+    }
     if config.exports.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
         return Err(("exports", "must name a file (or leave the key out: no exports)".into()));
     }
@@ -499,6 +508,12 @@ mod tests {
             assert_eq!(ids, vec![other, 3], "{file}");
             assert!(config.peers[0].client.is_some(), "{file}: the other master's client port");
             assert!(config.peers[1].client.is_none(), "{file}: the witness serves no client");
+            let key = config.secret_file.as_deref().map(|p| p.to_string_lossy().into_owned());
+            assert_eq!(
+                key.as_deref(),
+                Some("/etc/mfsha/cluster.key"),
+                "{file}: the cluster secret"
+            );
         }
     }
 

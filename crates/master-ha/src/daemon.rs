@@ -14,6 +14,7 @@ use crate::node::MetaHandle;
 use crate::server::leadership::{AddressBook, Bound};
 use crate::server::{logger, ClientListener, Leadership, Service, Shutdown};
 use mfsha_meta::{Member, State};
+use mfsha_proto::cluster_key::ClusterKey;
 use mfsha_raft::transport::tcp::{self, PeerIdentity, PeerPolicy, TcpTransport};
 use mfsha_raft::{RaftConfig, Transport};
 use std::collections::BTreeMap;
@@ -50,6 +51,8 @@ pub enum DaemonError {
         "{0} (fix the exports file, or remove `exports:` from the config to export everything)"
     )]
     Exports(#[from] crate::exports::ExportsError),
+    #[error("{0} (or remove `secret_file:` from the config to run without a cluster secret)")]
+    Key(#[from] mfsha_proto::cluster_key::KeyFileError),
 }
 
 /// A running master (in this process).
@@ -87,6 +90,7 @@ pub async fn start_with(
         Some(path) => Some(Arc::new(crate::exports::Exports::load(path)?)),
         None => None,
     };
+    let key = mfsha_proto::cluster_key::load_configured(config.secret_file.as_deref(), "master")?;
     let client_listener = bind("client", config.listen.client).await?;
     let chunkserver_listener = bind("chunkserver", config.listen.chunkserver).await?;
     let logger_listener = bind("logger", config.listen.logger).await?;
@@ -110,7 +114,7 @@ pub async fn start_with(
         None => None,
     };
     let shutdown = Shutdown::new();
-    let (meta, raft_thread, policy) = start_node(&config, &shutdown).await?;
+    let (meta, raft_thread, policy) = start_node(&config, key.clone(), &shutdown).await?;
     let transfers = policy.as_ref().map(|p| p.transfers.clone()).unwrap_or_default();
     let book = AddressBook::from_config(&config, bound);
     tracing::info!(masters = ?book.describe(), "address book (from the configuration)");
@@ -131,6 +135,7 @@ pub async fn start_with(
         listener: Some(chunkserver_listener),
         leadership: leadership.clone(),
         cluster_id: config.cluster_id.clone(),
+        key: key.clone(),
         shutdown: shutdown.clone(),
     };
     let chunk_service = chunks(&mut setup);
@@ -151,6 +156,7 @@ pub async fn start_with(
     }
     service.exports = parking_lot::RwLock::new(exports);
     service.exports_file = config.exports.clone();
+    service.key = key;
     service.max_open_files_per_session = config.client.max_open_files_per_session;
     let service = Arc::new(service);
     let router = mfsha_ops::metrics_routes(crate::metrics::exporter(&service))
@@ -276,6 +282,7 @@ pub fn bootstrap_from(config: &MasterConfig, state: State, term: u64) -> Result<
 /// The node, its thread, and who may call its peer port (`None` for a group of one).
 async fn start_node(
     config: &MasterConfig,
+    key: Option<ClusterKey>,
     shutdown: &Shutdown,
 ) -> Result<(MetaHandle, std::thread::JoinHandle<()>, Option<PeerPolicy>), DaemonError> {
     let raft = raft_config(config);
@@ -284,7 +291,8 @@ async fn start_node(
     let (transport, policy): (Box<dyn Transport>, _) = match raft.peers.is_empty() {
         true => (Box::new(mfsha_raft::NoPeers), None),
         false => {
-            let me = PeerIdentity { node_id: raft.node_id, cluster_id: raft.cluster_id.clone() };
+            let (node_id, cluster_id) = (raft.node_id, raft.cluster_id.clone());
+            let me = PeerIdentity { node_id, cluster_id, key };
             let transport = TcpTransport::start(me, &raft.peers, shutdown.clone());
             let policy = transport.policy(mfsha_raft::MAX_PEER_MESSAGE_BYTES as u64);
             (Box::new(transport), Some(policy))

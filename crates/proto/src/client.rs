@@ -603,6 +603,8 @@ pub struct ChunkWrite {
     pub file_size: u64,
     /// Servers to write, in chain order: the client sends to the first, which forwards.
     pub chain: Vec<ServerAddr>,
+    /// The master's permission to write this chunk version on them.
+    pub token: crate::chunk_token::ChunkToken,
 }
 
 /// One chunk of a file with every copy the master knows of.

@@ -4,7 +4,12 @@
 //! rest of the chain; each server stores the data, forwards to the next and answers only after
 //! the next one answered, so an acknowledged write is on every copy. [`DataRequest::Sync`]
 //! makes the chunk durable (fsync) on every server of the chain the same way.
+//!
+//! Every request carries a [`ChunkToken`] from the master (or, for replication, from the
+//! chunkserver that copies): with a cluster secret, a chunkserver serves nothing without a
+//! valid one (see [`crate::chunk_token`]); a chain write passes the client's token on.
 
+pub use crate::chunk_token::ChunkToken;
 use crate::types::*;
 use serde::{Deserialize, Serialize};
 
@@ -15,7 +20,7 @@ const _: () = assert!((MAX_IO_BYTES as usize) < crate::frame::MAX_FRAME_BYTES - 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DataRequest {
     /// Read `size` bytes at `offset` within the chunk. Past the stored end reads zeros.
-    Read { chunk_id: ChunkId, version: u32, offset: u32, size: u32 },
+    Read { chunk_id: ChunkId, version: u32, offset: u32, size: u32, token: ChunkToken },
     /// Write `data` at `offset` within the chunk, then forward to `chain[0]` with `chain[1..]`.
     Write {
         chunk_id: ChunkId,
@@ -23,11 +28,12 @@ pub enum DataRequest {
         offset: u32,
         data: serde_bytes::ByteBuf,
         chain: Vec<ServerAddr>,
+        token: ChunkToken,
     },
     /// fsync the chunk here and on every server of `chain`.
-    Sync { chunk_id: ChunkId, version: u32, chain: Vec<ServerAddr> },
-    /// Stored length and version of a copy (for replication).
-    Stat { chunk_id: ChunkId },
+    Sync { chunk_id: ChunkId, version: u32, chain: Vec<ServerAddr>, token: ChunkToken },
+    /// Stored length and version of a copy (for replication; a read token for any version).
+    Stat { chunk_id: ChunkId, token: ChunkToken },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -29,7 +29,9 @@ The typed bodies are grouped by which pair of daemons talks:
 | [`peer`] | master ↔ master (Raft messages) |
 
 Every listening port admits connections through a [`gate::Gate`] (per-address and per-port
-caps) and reads frames with deadlines ([`FrameReader::read_within`]).
+caps) and reads frames with deadlines ([`FrameReader::read_within`]). On the chunkserver,
+metalogger and peer ports, a [`cluster_key`] handshake (both ends prove the cluster's secret)
+comes before the first frame; on the client port, export passwords use [`auth`].
 
 Shared value types (attributes, file kinds, error statuses) live in [`types`].
 
@@ -39,7 +41,9 @@ Rust enums that the compiler checks exhaustively on both ends.
 */
 
 pub mod auth;
+pub mod chunk_token;
 pub mod client;
+pub mod cluster_key;
 pub mod cs;
 pub mod data;
 pub mod frame;

@@ -174,6 +174,8 @@ pub struct ChunkLocation {
     pub file_length: u64,
     /// Servers with a valid copy, healthiest first.
     pub servers: Vec<ServerAddr>,
+    /// The master's permission to read this chunk version from them.
+    pub token: crate::chunk_token::ChunkToken,
 }
 
 /// Error statuses. Each maps to one errno; the mapping lives in [`Status::errno`] so that a new

@@ -105,6 +105,7 @@ fn chunkserver_data_logger_peer_messages_round_trip() {
             offset: 0,
             data: data.clone(),
             chain: vec![],
+            token: mfsha_proto::chunk_token::ChunkToken { expires_ms: 9, mac: [3; 16] },
         },
     );
     round_trip(8, Ok::<_, Status>(DataReply::Data(data)));

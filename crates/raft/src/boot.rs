@@ -134,7 +134,7 @@ pub(crate) fn new_node<S: StateMachine, L: LogStore>(
     let snapshot = store.latest_snapshot().map(|s| (s.index, s.term, s.data.clone()));
     let raw = new_raw_node(&config, store)?;
     let (inbox, receiver) = mpsc::channel();
-    let shared = Arc::new(Shared::new(config.node_id, applied, inbox));
+    let shared = Arc::new(Shared::new(&config, applied, inbox));
     *shared.snapshot.lock() = snapshot;
     let handle = Handle { shared: shared.clone() };
     let (snapshots, notices) = (handle.clone(), handle.clone());

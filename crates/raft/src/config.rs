@@ -80,6 +80,12 @@ impl RaftConfig {
         promise_ms * (100 - 2 * self.max_clock_drift_percent) / 100
     }
 
+    /// A follower's election timeout, in ms: how long it waits to hear from a leader before it
+    /// campaigns (the shortest one raft-rs picks).
+    pub fn election_timeout_ms(&self) -> u64 {
+        self.election_ticks as u64 * self.tick_ms
+    }
+
     /// The timing part of these settings.
     pub fn timing(&self) -> RaftTiming {
         RaftTiming {

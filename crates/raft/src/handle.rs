@@ -154,6 +154,9 @@ pub struct NodeStats {
     /// Raft clock ticks: advances every `tick_ms` while the node's loop runs, busy or idle,
     /// so a watcher (the systemd watchdog) can tell a live loop from a stalled one.
     pub ticks: u64,
+    /// Times this node's lease ran out while it led and was then renewed in the same term
+    /// (its thread or its quorum was slow for longer than the lease's margin).
+    pub lease_lapses: u64,
 }
 
 /// An applied entry as subscribers see it: (index, term, the command `apply` saw; Raft's own
@@ -223,6 +226,7 @@ pub(crate) struct Counters {
     pub(crate) snapshots_installed: AtomicU64,
     pub(crate) leader_changes: AtomicU64,
     pub(crate) ticks: AtomicU64,
+    pub(crate) lease_lapses: AtomicU64,
     /// [`Handle::propose`] until committed, applied and durable (successful ones only).
     pub(crate) commit_seconds: prometheus::Histogram,
     /// Synced writes of the Raft log (timed by the RocksDB store; the node reads no clock).
@@ -240,6 +244,7 @@ impl Default for Counters {
             snapshots_installed: AtomicU64::new(0),
             leader_changes: AtomicU64::new(0),
             ticks: AtomicU64::new(0),
+            lease_lapses: AtomicU64::new(0),
             commit_seconds: crate::metrics::histogram(
                 "mfsha_raft_proposal_commit_seconds",
                 "Time from a proposal to its entry being committed, applied and durable.",
@@ -275,6 +280,7 @@ pub(crate) struct Shared<S: StateMachine> {
     /// The node's clock starts here; the lease is checked against it by every reader, so a
     /// stalled node thread cannot keep a node serving.
     pub(crate) epoch: Instant,
+    election_timeout: std::time::Duration,
     serving_until_ms: AtomicU64,
     leadership: watch::Sender<Leadership>,
     pub(crate) shutting_down: AtomicBool,
@@ -302,10 +308,11 @@ pub(crate) struct AppliedMembers {
 
 impl<S: StateMachine> Shared<S> {
     pub(crate) fn new(
-        node_id: u64,
+        config: &crate::RaftConfig,
         applied: Applied<S>,
         inbox: mpsc::Sender<Inbox<S::Output>>,
     ) -> Shared<S> {
+        let node_id = config.node_id;
         let status = RaftStatus {
             node_id,
             role: Role::Follower,
@@ -321,6 +328,7 @@ impl<S: StateMachine> Shared<S> {
             status: Mutex::new(status),
             progress: Mutex::new((0, Vec::new())),
             epoch: Instant::now(),
+            election_timeout: std::time::Duration::from_millis(config.election_timeout_ms()),
             serving_until_ms: AtomicU64::new(0),
             leadership: watch::channel(leadership).0,
             shutting_down: AtomicBool::new(false),
@@ -523,6 +531,11 @@ impl<S: StateMachine> Handle<S> {
         self.shared.now_ms() < self.shared.serving_until_ms.load(Ordering::Acquire)
     }
 
+    /// This node's election timeout (from its configuration).
+    pub fn election_timeout(&self) -> std::time::Duration {
+        self.shared.election_timeout
+    }
+
     /// The member that handed leadership to this node for `term` (its campaign in `term`
     /// began with that member's `MsgTimeoutNow`), if it did; `None` for an ordinary election.
     pub fn handed_over_by(&self, term: u64) -> Option<u64> {
@@ -573,6 +586,7 @@ impl<S: StateMachine> Handle<S> {
             snapshots_installed: stats.snapshots_installed.load(Ordering::Relaxed),
             leader_changes: stats.leader_changes.load(Ordering::Relaxed),
             ticks: stats.ticks.load(Ordering::Relaxed),
+            lease_lapses: stats.lease_lapses.load(Ordering::Relaxed),
         }
     }
 

@@ -30,8 +30,11 @@ impl Lease {
         raw.read_index(encode(raw.raft.term, now_ms));
     }
 
-    /// Extends the lease by the rounds a quorum confirmed in `term`.
-    pub(crate) fn confirm(&mut self, read_states: &[ReadState], term: u64) {
+    /// Extends the lease by the rounds a quorum confirmed in `term`, at local time `now_ms`.
+    /// True if the lease had run out in this term before (a lapse: a stalled thread or a slow
+    /// quorum; counted, since every lapse makes clients wait).
+    pub(crate) fn confirm(&mut self, read_states: &[ReadState], term: u64, now_ms: u64) -> bool {
+        let before = self.until_ms;
         for state in read_states {
             match decode(&state.request_ctx) {
                 Some((round_term, t0)) if round_term == term => {
@@ -40,6 +43,7 @@ impl Lease {
                 _ => {}
             }
         }
+        before != 0 && before <= now_ms && self.until_ms > before
     }
 
     pub(crate) fn valid(&self, now_ms: u64) -> bool {
@@ -85,23 +89,29 @@ mod tests {
     fn a_confirmed_round_extends_the_lease_from_its_start() {
         let mut lease = Lease::new(200);
         assert!(!lease.valid(0));
-        lease.confirm(&[read_state(3, 1000)], 3);
+        assert!(!lease.confirm(&[read_state(3, 1000)], 3, 1010), "a first lease is no lapse");
         assert!(lease.valid(1199));
         assert!(!lease.valid(1200));
         // An older round confirmed later never shortens it.
-        lease.confirm(&[read_state(3, 900)], 3);
+        assert!(!lease.confirm(&[read_state(3, 900)], 3, 1020));
         assert_eq!(lease.until_ms(), 1200);
+        // Renewed in time: no lapse. Renewed after it ran out: a lapse.
+        assert!(!lease.confirm(&[read_state(3, 1100)], 3, 1150));
+        assert!(lease.confirm(&[read_state(3, 1400)], 3, 1410));
+        assert!(lease.valid(1599));
     }
 
     #[test]
     fn rounds_of_another_term_or_foreign_contexts_do_not_count() {
         let mut lease = Lease::new(200);
-        lease.confirm(&[read_state(2, 1000)], 3);
+        lease.confirm(&[read_state(2, 1000)], 3, 1000);
         let foreign = ReadState { index: 1, request_ctx: b"client read".to_vec() };
-        lease.confirm(&[foreign], 3);
+        lease.confirm(&[foreign], 3, 1000);
         assert!(!lease.valid(1000));
-        lease.confirm(&[read_state(3, 1000)], 3);
+        lease.confirm(&[read_state(3, 1000)], 3, 1000);
         lease.end();
         assert!(!lease.valid(1000));
+        // A lease ended on purpose (a step-down) and begun again is no lapse.
+        assert!(!lease.confirm(&[read_state(3, 2000)], 3, 2000));
     }
 }

@@ -49,6 +49,7 @@ struct Counters {
     snapshots: IntCounter,
     snapshots_installed: IntCounter,
     leader_changes: IntCounter,
+    lease_lapses: IntCounter,
 }
 
 /// Registers the node's metrics in `registry`; returns what refreshes them from `handle`
@@ -102,6 +103,11 @@ pub fn register<S: StateMachine>(
             "mfsha_raft_leader_changes_total",
             "Times the leader this node knows of changed to another node.",
         ),
+        lease_lapses: counter(
+            "mfsha_raft_lease_lapses_total",
+            "Times this node's lease ran out while it led and was renewed later in the same \
+             term: its Raft thread or its quorum was late (clients waited; a busy machine).",
+        ),
     };
     for gauge in [&g.node_id, &g.leader_id, &g.term, &g.commit, &g.applied, &g.serving] {
         registry.register(Box::new(gauge.clone()))?;
@@ -118,6 +124,7 @@ pub fn register<S: StateMachine>(
         &c.snapshots,
         &c.snapshots_installed,
         &c.leader_changes,
+        &c.lease_lapses,
     ] {
         registry.register(Box::new(counter.clone()))?;
     }
@@ -173,4 +180,5 @@ fn refresh_counters<S: StateMachine>(handle: &Handle<S>, c: &Counters) {
     mirror(&c.snapshots, stats.snapshots);
     mirror(&c.snapshots_installed, stats.snapshots_installed);
     mirror(&c.leader_changes, stats.leader_changes);
+    mirror(&c.lease_lapses, stats.lease_lapses);
 }

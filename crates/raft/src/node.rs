@@ -333,7 +333,9 @@ impl<S: StateMachine, L: LogStore> Node<S, L> {
         if !leading {
             self.apply_committed(ready.take_committed_entries());
         }
-        self.lease.confirm(ready.read_states(), self.raw.raft.term);
+        if self.lease.confirm(ready.read_states(), self.raw.raft.term, self.now_ms) {
+            self.shared.stats.lease_lapses.fetch_add(1, Ordering::Relaxed);
+        }
         let mut light = self.raw.advance(ready); // 7. advance, then the light ready
                                                  // light.commit_index() needs no write here: write_apply raises the stored commit index
                                                  // to what it applies (raft-rs five_mem_node persists it instead).
@@ -477,7 +479,7 @@ impl<S: StateMachine, L: LogStore> Node<S, L> {
     }
 
     pub(crate) fn election_timeout_ms(&self) -> u64 {
-        self.config.election_ticks as u64 * self.config.tick_ms
+        self.config.election_timeout_ms()
     }
 
     /// True if raft has something to persist or send: the driver handles it before it waits.

@@ -17,6 +17,7 @@
 use super::registry::ServerKey;
 use super::ChunkRegistry;
 use crate::server::{Leadership, Shutdown};
+use mfsha_proto::cluster_key::{self, ClusterKey, KeyedPort};
 use mfsha_proto::cs::{CsToMaster, FromMaster, MasterToCs, MASTER_HEARTBEAT_MS};
 use mfsha_proto::frame::{read_frame, write_frame, FrameError};
 use mfsha_proto::gate::{within_fd_limit, Gate, GateLimits};
@@ -48,6 +49,8 @@ const MAX_WRITING_PER_HEARTBEAT: usize = mfsha_proto::cs::WRITING_PER_HEARTBEAT;
 pub struct Greeting {
     pub leadership: Leadership,
     pub cluster: String,
+    /// The cluster secret a chunkserver must prove before anything else.
+    pub key: Option<ClusterKey>,
 }
 
 impl Greeting {
@@ -113,6 +116,12 @@ async fn connection(
     greeting: Greeting,
 ) {
     stream.set_nodelay(true).ok();
+    let mut stream = stream;
+    if let Err(e) =
+        cluster_key::verify_if(&mut stream, greeting.key.as_ref(), KeyedPort::Chunkserver).await
+    {
+        return tracing::warn!(%peer, error = %e, "refused a caller on the chunkserver port");
+    }
     let (read_half, mut write_half) = stream.into_split();
     let hello = greeting.hello(registry.meta.node_id());
     if let Err(e) = send_hello(&mut write_half, &hello).await {

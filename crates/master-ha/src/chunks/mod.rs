@@ -409,6 +409,8 @@ pub struct ChunksSetup {
     pub leadership: Leadership,
     /// This master's `cluster_id`: a chunkserver configured for another is refused.
     pub cluster_id: String,
+    /// The cluster secret chunkservers must prove first (`None`: no `secret_file`).
+    pub key: Option<mfsha_proto::cluster_key::ClusterKey>,
     pub shutdown: Shutdown,
 }
 
@@ -428,6 +430,7 @@ pub fn factory() -> ChunksFactory {
                 listener::Greeting {
                     leadership: setup.leadership.clone(),
                     cluster: setup.cluster_id.clone(),
+                    key: setup.key.clone(),
                 },
                 setup.shutdown.clone(),
             );

@@ -492,11 +492,17 @@ async fn setup(
         let source = move || {
             let leading = meta.is_leader();
             let leader_id = if leading { 1 } else { 2 };
-            crate::server::leadership::Lead { term: TERM, leader_id, leading }
+            crate::server::leadership::Lead { term: TERM, leader_id, leading, raft_leader: leading }
         };
-        crate::server::Leadership::from_fn(Arc::new(source), Default::default(), shutdown.clone())
+        let grace = Duration::from_millis(250);
+        crate::server::Leadership::from_fn(
+            Arc::new(source),
+            grace,
+            Default::default(),
+            shutdown.clone(),
+        )
     };
-    let greeting = listener::Greeting { leadership, cluster: "test".into() };
+    let greeting = listener::Greeting { leadership, cluster: "test".into(), key: None };
     tokio::spawn(listener::serve(listener, registry.clone(), greeting, shutdown));
     (registry, meta, addr)
 }

@@ -12,9 +12,11 @@ use super::access::{self, Grant, HelloFields};
 use super::session::Connection;
 use super::Service;
 use mfsha_meta::{ClientTag, Entry, Op, Outcome, State};
+use mfsha_proto::chunk_token::{Access, ChunkToken};
 use mfsha_proto::client::{
     CheckFileCounts, ChunkCopies, ChunkWrite, ClientOp, ClientReply, Request,
 };
+use mfsha_proto::cluster_key::ClusterKey;
 use mfsha_proto::types::*;
 
 /// Most directory entries returned by one `ReadDir`: with names of at most 255 bytes each
@@ -32,6 +34,14 @@ pub async fn handle_waiting(
     connection: &Connection,
     request: Request,
 ) -> Reply<ClientReply> {
+    if !service.meta.is_leader() {
+        if !wait_for_lease(service).await {
+            return Err(Status::NotLeader);
+        }
+        if let Some(reply) = answer_now(service, connection, &request) {
+            return reply;
+        }
+    }
     match &request.op {
         ClientOp::Hello { session, client_info, subdir, token, proof, version } => {
             let hello = HelloFields {
@@ -59,9 +69,28 @@ pub async fn handle_waiting(
     }
 }
 
+/// On Raft's leader without a lease (it lapsed while the node's thread or its quorum was late,
+/// or the node was just elected and has not applied its first entry): waits for the lease up
+/// to an election timeout rather than send the client away to look for a leader that is this
+/// one. False if it did not come (the node stepped down, or its quorum is gone).
+async fn wait_for_lease(service: &Service) -> bool {
+    let deadline = tokio::time::Instant::now() + service.meta.raft().election_timeout();
+    loop {
+        if service.meta.is_leader() {
+            return true;
+        }
+        let raft_leader = service.meta.raft_status().role == mfsha_raft::Role::Leader;
+        if !raft_leader || tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+}
+
 /// The reply to `request` if it needs no waiting: status and who leads (from any master),
 /// reads from the applied state, and `NotLeader` on a follower. `None` for requests that
-/// propose (sessions and mutations) and for locks (which may wait for the lock table).
+/// propose (sessions and mutations), for locks (which may wait for the lock table), and for
+/// everything on Raft's leader while it has no lease (which waits for it).
 pub fn answer_now(
     service: &Service,
     connection: &Connection,
@@ -84,6 +113,9 @@ pub fn answer_now(
         _ => {}
     }
     if !service.meta.is_leader() {
+        if service.leadership.now().raft_leader {
+            return None; // a lapsed lease or a leader not caught up yet: wait (`handle_waiting`)
+        }
         if let ClientOp::Hello { .. } = request.op {
             admit_on_follower(service, connection, request);
         }
@@ -490,7 +522,8 @@ async fn finish(service: &Service, op: &ClientOp, outcome: Outcome) -> Reply<Cli
     match outcome {
         Outcome::ChunkWrite { chunk_id, version, file_size, .. } => {
             let chain = service.chunks.prepare_write(&outcome).await?;
-            Ok(ClientReply::ChunkWrite(ChunkWrite { chunk_id, version, file_size, chain }))
+            let token = chunk_token(service.key.as_ref(), chunk_id, version, Access::Write);
+            Ok(ClientReply::ChunkWrite(ChunkWrite { chunk_id, version, file_size, chain, token }))
         }
         Outcome::Truncated { ref attr, .. } => {
             let attr = attr.clone();
@@ -522,7 +555,7 @@ fn read(service: &Service, connection: &Connection, request: &Request) -> Reply<
     match &request.op {
         ClientOp::ReadChunk { ino, index } => {
             let found = service.meta.read(|s| chunk_at(s, *ino, *index))?;
-            read_chunk_reply(chunks, found)
+            read_chunk_reply(chunks, service.key.as_ref(), found)
         }
         ClientOp::StatFs => {
             let counts = service.meta.read(|s| s.counts());
@@ -638,17 +671,31 @@ fn chunk_at(s: &State, ino: Ino, index: u32) -> Reply<(ChunkId, u32, u64)> {
 
 fn read_chunk_reply(
     chunks: &dyn super::ChunkService,
+    key: Option<&ClusterKey>,
     (chunk_id, version, file_length): (ChunkId, u32, u64),
 ) -> Reply<ClientReply> {
     if chunk_id == 0 {
-        let hole = ChunkLocation { chunk_id, version, file_length, servers: Vec::new() };
+        let token = ChunkToken::default();
+        let hole = ChunkLocation { chunk_id, version, file_length, servers: Vec::new(), token };
         return Ok(ClientReply::Chunk(hole));
     }
     let servers = chunks.locations(chunk_id, version);
     if servers.is_empty() {
         return Err(Status::NoChunkCopies);
     }
-    Ok(ClientReply::Chunk(ChunkLocation { chunk_id, version, file_length, servers }))
+    let token = chunk_token(key, chunk_id, version, Access::Read);
+    Ok(ClientReply::Chunk(ChunkLocation { chunk_id, version, file_length, servers, token }))
+}
+
+/// The token a client shows the chunkservers for this chunk (none without a cluster secret:
+/// chunkservers without one ask for none).
+fn chunk_token(
+    key: Option<&ClusterKey>,
+    chunk_id: ChunkId,
+    version: u32,
+    access: Access,
+) -> ChunkToken {
+    key.map_or_else(ChunkToken::default, |key| key.sign_chunk(chunk_id, version, access))
 }
 
 /// A file's chunks as (index, id, version).

@@ -14,6 +14,14 @@
 //! no longer leads at T, so its peer reconnects to the new leader at once instead of
 //! learning it request by request.
 //!
+//! "No longer leads" means Raft made another node leader or this one stepped down, or its
+//! lease has been out for an election timeout. A lease that lapses for a moment while this
+//! node is still Raft's leader (its thread waited for a core, or a quorum answered late, on a
+//! busy machine) stops reads at once but closes nothing: a master that recovers its lease
+//! keeps its clients instead of sending them all to reconnect, and the requests that arrive
+//! meanwhile wait for it ([`super::client`]). One election timeout bounds that wait: by then
+//! raft-rs's `check_quorum` has made a leader without a quorum step down anyway.
+//!
 //! [`Leadership::epoch`] says since when this master leads in its current term (as first seen
 //! here, by the poller or a request, whichever looks first): the lock table's reclaim grace
 //! and session expiry count from there, since what happened before belongs to another leader.
@@ -145,12 +153,22 @@ pub(crate) fn host_name() -> String {
     }
 }
 
-/// One look at the Raft node: its term, the leader it knows (0: none), whether it leads.
+/// One look at the Raft node: its term, the leader it knows (0: none), whether it leads
+/// (serves: caught up, lease valid) and whether Raft has it as leader (lease or not).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Lead {
     pub term: u64,
     pub leader_id: u64,
     pub leading: bool,
+    pub raft_leader: bool,
+}
+
+/// What the poller publishes: the last look, and whether this master still holds office in
+/// its term (leading, or Raft's leader with a lease out for less than the grace).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Office {
+    lead: Lead,
+    holds: bool,
 }
 
 type Source = Arc<dyn Fn() -> Lead + Send + Sync>;
@@ -183,7 +201,7 @@ fn note_epoch(epochs: &Mutex<Option<Epoch>>, lead: Lead) -> Option<Epoch> {
 #[derive(Clone)]
 pub struct Leadership {
     source: Source,
-    changes: watch::Receiver<Lead>,
+    changes: watch::Receiver<Office>,
     book: Arc<RwLock<AddressBook>>,
     epoch: Arc<Mutex<Option<Epoch>>>,
 }
@@ -194,18 +212,31 @@ impl Leadership {
         let watched = meta.clone();
         let source = move || {
             let status = watched.raft_status();
-            Lead { term: status.term, leader_id: status.leader_id, leading: watched.is_leader() }
+            Lead {
+                term: status.term,
+                leader_id: status.leader_id,
+                leading: watched.is_leader(),
+                raft_leader: status.role == mfsha_raft::Role::Leader,
+            }
         };
-        let leadership = Self::from_fn(Arc::new(source), book, shutdown.clone());
+        let grace = meta.raft().election_timeout();
+        let leadership = Self::from_fn(Arc::new(source), grace, book, shutdown.clone());
         tokio::spawn(follow_book(meta, leadership.book.clone(), shutdown));
         leadership
     }
 
-    /// Watches whatever `source` reports (tests give a fake).
-    pub fn from_fn(source: Source, book: AddressBook, shutdown: Shutdown) -> Leadership {
-        let (tx, changes) = watch::channel(source());
+    /// Watches whatever `source` reports (tests give a fake); a lapsed lease ends this
+    /// master's office after `grace`.
+    pub fn from_fn(
+        source: Source,
+        grace: Duration,
+        book: AddressBook,
+        shutdown: Shutdown,
+    ) -> Leadership {
+        let first = source();
+        let (tx, changes) = watch::channel(Office { lead: first, holds: first.leading });
         let epoch = Arc::new(Mutex::new(None));
-        tokio::spawn(poll(source.clone(), tx, epoch.clone(), shutdown));
+        tokio::spawn(poll(source.clone(), grace, tx, epoch.clone(), shutdown));
         Leadership { source, changes, book: Arc::new(RwLock::new(book)), epoch }
     }
 
@@ -253,14 +284,14 @@ impl Leadership {
     pub async fn ended(&self, term: u64) {
         let mut changes = self.changes.clone();
         // Fails only when the poller stopped (shutdown): then the connection ends anyway.
-        let _ = changes.wait_for(|lead| !(lead.leading && lead.term == term)).await;
+        let _ = changes.wait_for(|office| !(office.holds && office.lead.term == term)).await;
     }
 
     /// Resolves the next time this master stops leading: after the current term if it leads
     /// now, otherwise after the next term it leads in.
     pub async fn next_step_down(&self) {
         let mut changes = self.changes.clone();
-        let term = changes.wait_for(|lead| lead.leading).await.map(|lead| lead.term);
+        let term = changes.wait_for(|office| office.holds).await.map(|office| office.lead.term);
         match term {
             Ok(term) => self.ended(term).await,
             // The poller stopped (shutdown): the connection ends through its own shutdown.
@@ -290,13 +321,15 @@ async fn follow_book(meta: MetaHandle, book: Arc<RwLock<AddressBook>>, shutdown:
 
 async fn poll(
     source: Source,
-    tx: watch::Sender<Lead>,
+    grace: Duration,
+    tx: watch::Sender<Office>,
     epoch: Arc<Mutex<Option<Epoch>>>,
     shutdown: Shutdown,
 ) {
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut was = *tx.borrow();
+    let mut lapsed_since: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -304,25 +337,55 @@ async fn poll(
         }
         let lead = source();
         note_epoch(&epoch, lead);
-        if lead == was {
+        lapsed_since = match lead.leading || !lead.raft_leader {
+            true => None,
+            false => Some(lapsed_since.unwrap_or_else(Instant::now)),
+        };
+        let office = Office { lead, holds: holds_office(was, lead, lapsed_since, grace) };
+        if office == was {
             continue;
         }
-        if was.leading && !(lead.leading && lead.term == was.term) {
-            tracing::warn!(
-                term = was.term,
-                new_term = lead.term,
-                leader = lead.leader_id,
+        log_change(was, office, grace);
+        was = office;
+        tx.send_replace(office);
+    }
+}
+
+/// True while this master leads, or is still Raft's leader in the term it held office in and
+/// its lease has been out for less than `grace` (see the module documentation).
+fn holds_office(was: Office, lead: Lead, lapsed_since: Option<Instant>, grace: Duration) -> bool {
+    let same_term = was.holds && was.lead.term == lead.term && lead.raft_leader;
+    lead.leading || (same_term && lapsed_since.is_some_and(|since| since.elapsed() < grace))
+}
+
+fn log_change(was: Office, now: Office, grace: Duration) {
+    let (term, new_term, leader) = (was.lead.term, now.lead.term, now.lead.leader_id);
+    if was.holds && !now.holds {
+        match now.lead.raft_leader && now.lead.term == was.lead.term {
+            true => tracing::warn!(
+                term,
+                ?grace,
+                "the lease has been out for an election timeout (this master's Raft thread or \
+                 its quorum is too slow: check the load and the peers): closing client, \
+                 chunkserver and metalogger connections"
+            ),
+            false => tracing::warn!(
+                term,
+                new_term,
+                leader,
                 "no longer leader: closing client, chunkserver and metalogger connections"
-            );
+            ),
         }
-        was = lead;
-        tx.send_replace(lead);
+    } else if now.holds && was.lead.leading && !now.lead.leading {
+        tracing::debug!(term, "lease lapsed while still leader: requests wait for it");
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const GRACE: Duration = Duration::from_millis(300);
 
     fn addrs(n: u16) -> MasterAddrs {
         MasterAddrs {
@@ -332,24 +395,33 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn hints_name_the_leaders_addresses_and_step_down_is_signalled() {
-        let state = Arc::new(Mutex::new(Lead { term: 3, leader_id: 2, leading: false }));
+    /// A look at a node that Raft has as leader exactly when it serves.
+    fn lead_of(term: u64, leader_id: u64, leading: bool) -> Lead {
+        Lead { term, leader_id, leading, raft_leader: leading }
+    }
+
+    fn fake(first: Lead) -> (Arc<Mutex<Lead>>, Leadership) {
+        let state = Arc::new(Mutex::new(first));
         let source = {
             let state = state.clone();
             Arc::new(move || *state.lock())
         };
         let book = AddressBook::of([(1, addrs(1)), (2, addrs(2))]);
-        let lead = Leadership::from_fn(source, book, Shutdown::new());
+        (state, Leadership::from_fn(source, GRACE, book, Shutdown::new()))
+    }
+
+    #[tokio::test]
+    async fn hints_name_the_leaders_addresses_and_step_down_is_signalled() {
+        let (state, lead) = fake(lead_of(3, 2, false));
         let hint = lead.hint();
         assert_eq!((hint.term, hint.leader_id), (3, 2));
         assert_eq!(hint.client.as_deref(), Some("m2:9421"));
         assert_eq!(hint.chunkserver.as_deref(), Some("m2:9420"));
         assert_eq!(hint.logger, None);
-        *state.lock() = Lead { term: 4, leader_id: 0, leading: false };
+        *state.lock() = lead_of(4, 0, false);
         assert_eq!(lead.hint().client, None, "no leader, no address");
         assert_eq!(lead.epoch(), None, "not leading: no epoch");
-        *state.lock() = Lead { term: 5, leader_id: 1, leading: true };
+        *state.lock() = lead_of(5, 1, true);
         assert_eq!(lead.leading_term(), Some(5));
         let epoch = lead.epoch().expect("leading in term 5");
         assert_eq!(epoch.term, 5);
@@ -361,10 +433,45 @@ mod tests {
         });
         tokio::time::sleep(POLL * 5).await;
         assert!(!step_down.is_finished(), "still leading in term 5");
-        *state.lock() = Lead { term: 6, leader_id: 2, leading: false };
+        *state.lock() = lead_of(6, 2, false);
         tokio::time::timeout(Duration::from_secs(2), step_down)
             .await
             .expect("step-down noticed within a few polls")
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_lapsed_lease_ends_office_only_after_the_grace_or_when_raft_moves_on() {
+        let (state, lead) = fake(lead_of(5, 1, true));
+        let ended = |lead: &Leadership| {
+            let lead = lead.clone();
+            tokio::spawn(async move { lead.ended(5).await })
+        };
+        // A lapse shorter than the grace: the connections stay.
+        let waiting = ended(&lead);
+        *state.lock() = Lead { leading: false, ..lead_of(5, 1, true) };
+        tokio::time::sleep(GRACE / 2).await;
+        assert!(!waiting.is_finished(), "a short lapse must not end the office");
+        *state.lock() = lead_of(5, 1, true);
+        tokio::time::sleep(POLL * 3).await;
+        assert!(!waiting.is_finished(), "the lease came back");
+        // A lapse that lasts: the office ends after the grace, not before.
+        let started = Instant::now();
+        *state.lock() = Lead { leading: false, ..lead_of(5, 1, true) };
+        tokio::time::timeout(GRACE * 3, waiting).await.expect("ended after the grace").unwrap();
+        assert!(started.elapsed() >= GRACE, "ended after {:?}", started.elapsed());
+        // Raft moving on (another leader, same term seen as follower) ends it at once.
+        *state.lock() = lead_of(6, 1, true);
+        tokio::time::sleep(POLL * 3).await;
+        let waiting = tokio::spawn({
+            let lead = lead.clone();
+            async move { lead.ended(6).await }
+        });
+        tokio::time::sleep(POLL * 3).await;
+        assert!(!waiting.is_finished());
+        let started = Instant::now();
+        *state.lock() = lead_of(6, 2, false);
+        tokio::time::timeout(GRACE, waiting).await.expect("ended at once").unwrap();
+        assert!(started.elapsed() < GRACE / 2, "took {:?}", started.elapsed());
     }
 }

@@ -10,6 +10,7 @@
 //! connections, so loggers always follow the current leader's changelog.
 
 use super::{Service, Shutdown};
+use mfsha_proto::cluster_key::{self, KeyedPort};
 use mfsha_proto::cs::MASTER_HEARTBEAT_MS;
 use mfsha_proto::frame::{read_frame, write_frame, FrameError};
 use mfsha_proto::gate::{within_fd_limit, Gate, GateLimits};
@@ -76,6 +77,8 @@ enum LoggerLinkError {
     Gap { first: u64, sent: u64 },
     #[error("the metalogger belongs to cluster {theirs:?}, this master to {ours:?}: check the metalogger's masters and cluster_id")]
     WrongCluster { theirs: String, ours: String },
+    #[error("refused on the metalogger port: {0}")]
+    Key(#[from] cluster_key::HandshakeError),
     #[error("no snapshot available: {0}")]
     NoSnapshot(mfsha_proto::types::Status),
 }
@@ -86,6 +89,8 @@ async fn serve_logger(
     service: &Service,
 ) -> Result<(), LoggerLinkError> {
     stream.set_nodelay(true).ok();
+    let mut stream = stream;
+    cluster_key::verify_if(&mut stream, service.key.as_ref(), KeyedPort::Logger).await?;
     let (mut reader, mut writer) = stream.into_split();
     let hello = tokio::time::timeout(HELLO_TIMEOUT, read_frame::<_, LoggerToMaster>(&mut reader))
         .await

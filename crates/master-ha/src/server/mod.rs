@@ -194,6 +194,8 @@ pub struct Service {
     pub exports: parking_lot::RwLock<Option<Arc<crate::exports::Exports>>>,
     /// Where the exports are read from (`exports:` in the config).
     pub exports_file: Option<std::path::PathBuf>,
+    /// The cluster secret metaloggers must prove first (`secret_file:`; `None`: none).
+    pub key: Option<mfsha_proto::cluster_key::ClusterKey>,
     /// Files one session may hold open at once (`client.max_open_files_per_session`).
     pub max_open_files_per_session: usize,
 }
@@ -221,6 +223,7 @@ impl Service {
             transfers: Default::default(),
             exports: parking_lot::RwLock::new(None),
             exports_file: None,
+            key: None,
             max_open_files_per_session: crate::config::ClientLimits::default()
                 .max_open_files_per_session,
         }

@@ -120,8 +120,8 @@ impl DataPool {
     ) -> Result<Vec<u8>, DataError> {
         if size <= PIECE_BYTES {
             // One piece (small and random reads): no task to spawn and join.
-            let req =
-                DataRequest::Read { chunk_id: loc.chunk_id, version: loc.version, offset, size };
+            let (chunk_id, version, token) = (loc.chunk_id, loc.version, loc.token);
+            let req = DataRequest::Read { chunk_id, version, offset, size, token };
             return match self.call(server, req).await? {
                 DataReply::Data(data) if data.len() == size as usize => Ok(data.into_vec()),
                 other => Err(DataError::Unexpected {
@@ -139,6 +139,7 @@ impl DataPool {
                 version: loc.version,
                 offset: offset + at,
                 size: len,
+                token: loc.token,
             };
             let (pool, server) = (self.clone(), server.clone());
             tasks.spawn(async move { (at, len, pool.call(&server, req).await) });
@@ -189,6 +190,7 @@ impl DataPool {
                     offset: offset + (i as u32) * PIECE_BYTES,
                     data: serde_bytes::ByteBuf::from(piece.to_vec()),
                     chain: rest.to_vec(),
+                    token: cw.token,
                 };
                 let (pool, head) = (self.clone(), head.clone());
                 tasks.spawn(async move { pool.call(&head, req).await });
@@ -198,8 +200,8 @@ impl DataPool {
             let reply = joined.map_err(|e| join_error(head, e))??;
             expect(head, reply, |r| matches!(r, DataReply::Written))?;
         }
-        let sync =
-            DataRequest::Sync { chunk_id: cw.chunk_id, version: cw.version, chain: rest.to_vec() };
+        let (chunk_id, version, chain, token) = (cw.chunk_id, cw.version, rest.to_vec(), cw.token);
+        let sync = DataRequest::Sync { chunk_id, version, chain, token };
         let reply = self.call(head, sync).await?;
         expect(head, reply, |r| matches!(r, DataReply::Synced))
     }

@@ -21,6 +21,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+/// A cached chunk location whose token has less left than this is asked for again.
+const TOKEN_MARGIN: Duration = Duration::from_secs(60);
+
 /// Per-inode state shared by every handle of the file in this client.
 pub(crate) struct FileState {
     ino: Ino,
@@ -354,9 +357,14 @@ impl Client {
         Ok(out)
     }
 
-    /// Where chunk `index` lives (cached until the file changes or is reopened).
+    /// Where chunk `index` lives (cached until the file changes or is reopened, or until
+    /// its chunk token is about to expire).
     async fn location(&self, file: &FileState, index: u32) -> Reply<ChunkLocation> {
-        if let Some(loc) = file.inner.lock().locations.get(&index) {
+        let now_ms = mfsha_proto::chunk_token::unix_now_ms();
+        let fresh = |loc: &ChunkLocation| {
+            loc.token == Default::default() || loc.token.fresh_for(TOKEN_MARGIN, now_ms)
+        };
+        if let Some(loc) = file.inner.lock().locations.get(&index).filter(|loc| fresh(loc)) {
             return Ok(loc.clone());
         }
         let op = ClientOp::ReadChunk { ino: file.ino, index };

@@ -20,6 +20,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use mfsha_proto::cluster_key::{self, ClusterKey, KeyedPort};
 use mfsha_proto::frame::{self, FrameReader};
 use mfsha_proto::gate::{within_fd_limit, Gate, GateLimits};
 use mfsha_proto::peer::{PeerMessage, SNAPSHOT_PART_BYTES};
@@ -63,6 +64,9 @@ const SNAPSHOTS_PER_PEER: usize = 1;
 pub struct PeerIdentity {
     pub node_id: u64,
     pub cluster_id: String,
+    /// The cluster secret: proved on every connection this node opens and required of every
+    /// caller (`mfsha_proto::cluster_key`); `None` when no `secret_file` is configured.
+    pub key: Option<ClusterKey>,
 }
 
 struct PeerQueue {
@@ -274,6 +278,9 @@ impl Link {
             .map_err(|e| e.to_string())?;
         configure(&stream);
         let mut stream = stream;
+        cluster_key::prove_if(&mut stream, self.me.key.as_ref(), KeyedPort::Peer)
+            .await
+            .map_err(|e| format!("cluster secret: {e}"))?;
         let hello = PeerMessage::Hello {
             from: self.me.node_id,
             to: self.to,
@@ -577,6 +584,12 @@ async fn receive<S: StateMachine>(
     policy: &PeerPolicy,
 ) -> Result<(), String> {
     configure(&stream);
+    let mut stream = stream;
+    // The secret before anything else: a caller without it is told nothing, not even
+    // whether the cluster id it names is this one.
+    cluster_key::verify_if(&mut stream, policy.me.key.as_ref(), KeyedPort::Peer)
+        .await
+        .map_err(|e| format!("refused a caller on the peer port: {e}"))?;
     let mut reader = BufReader::with_capacity(64 << 10, stream);
     let mut buf = Vec::new();
     let from = match read_frame(&mut reader, &mut buf, Some(HELLO_WAIT)).await? {
