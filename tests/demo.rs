@@ -218,11 +218,12 @@ fn sha256(data: &[u8]) -> String {
     Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// `mfsha bench fuse` (small sizes): it starts its own cluster on free ports, runs fio, the
-/// metadata and the small-file suites on the mount and on a local directory, prints a row
-/// with both columns for each figure, and leaves nothing mounted or running.
+/// `mfsha bench fuse` (small sizes): it starts its own clusters on free ports (the appliance,
+/// then a single master), runs fio, the metadata and the small-file suites on each mount and
+/// on a local directory, prints a row with the three columns for each figure, and leaves
+/// nothing mounted or running.
 #[test]
-fn bench_fuse_measures_the_mount_and_a_local_directory_and_cleans_up() {
+fn bench_fuse_measures_the_appliance_a_single_master_and_a_local_directory_and_cleans_up() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("bench");
     let args = ["--size-mib", "8", "--files", "40", "--small-files", "20", "--random-seconds", "1"];
@@ -242,14 +243,17 @@ fn bench_fuse_measures_the_mount_and_a_local_directory_and_cleans_up() {
             l.split('|').filter_map(|c| c.trim().trim_end_matches(" %").parse().ok()).collect()
         })
         .collect();
-    assert_eq!(rows.len(), 13, "one row per figure:\n{text}");
+    assert_eq!(rows.len(), 14, "one row per figure:\n{text}");
     for row in &rows {
         assert!(
-            row.len() == 3 && row[0] > 0.0 && row[1] > 0.0,
-            "mount and local measured: {row:?}\n{text}"
+            row.len() == 4 && row[..3].iter().all(|v| *v > 0.0),
+            "appliance, single master and local measured: {row:?}\n{text}"
         );
     }
-    assert!(!is_mounted(&dir.join("cluster/mnt")), "the bench's mount is still there");
+    for cluster in ["appliance", "single-master"] {
+        let mnt = dir.join(cluster).join("mnt");
+        assert!(!is_mounted(&mnt), "the bench's mount {} is still there", mnt.display());
+    }
 }
 
 /// Every metrics address the banner names (two masters, three chunkservers, the logger, the

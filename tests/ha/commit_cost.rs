@@ -17,6 +17,7 @@
 use super::cluster::HaCluster;
 use super::retry::addr;
 use crate::util::{mfsha, Cluster};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// One `mfsha bench meta` run: creates per second and the create p50, in µs.
@@ -28,6 +29,16 @@ struct Figures {
 
 /// Mutating phases of one `mfsha bench meta` run (mkdir, create, unlink, rmdir).
 const MUTATING_PHASES: usize = 4;
+
+/// Runs of `mfsha bench meta` that failed and were run again.
+static RERUNS: AtomicUsize = AtomicUsize::new(0);
+
+/// `mfsha_raft_lease_lapses_total` of the master whose HTTP port is `http`.
+fn lease_lapses(http: u16) -> u64 {
+    let page = crate::metrics::http_get(&format!("127.0.0.1:{http}"), "/metrics");
+    let line = page.lines().find(|l| l.starts_with("mfsha_raft_lease_lapses_total "));
+    line.and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0)
+}
 
 /// CPU time (user + system) a process has used so far, in µs, from `/proc/PID/stat`.
 fn cpu_us(pid: u32) -> f64 {
@@ -103,6 +114,7 @@ fn bench_meta(one: &Cluster, sessions: usize, ops: usize) -> Figures {
             return figures;
         }
         println!("(the one-node master closed the connection; running it again)");
+        RERUNS.fetch_add(1, Ordering::Relaxed);
         std::thread::sleep(Duration::from_millis(500));
     }
     panic!("bench meta failed three times against the one-node master")
@@ -119,6 +131,7 @@ fn bench_group(group: &HaCluster, sessions: usize, ops: usize) -> Figures {
             return figures;
         }
         println!("(the leader changed during the run; running it again)");
+        RERUNS.fetch_add(1, Ordering::Relaxed);
     }
     panic!("bench meta failed three times against the group\n{}", group.logs())
 }
@@ -173,6 +186,13 @@ fn commit_cost(ops: usize, rounds: usize, floors: bool) {
     if floors {
         print_floors(group.path());
     }
+    let group_lapses: Vec<u64> = group.masters.iter().map(|m| lease_lapses(m.ports.http)).collect();
+    println!(
+        "lease lapses while the leader stayed leader: one node {}, group masters {group_lapses:?}; \
+         bench runs repeated after a failure: {}",
+        lease_lapses(one.ports.http),
+        RERUNS.load(Ordering::Relaxed)
+    );
     for figures in wide.0.iter().chain(&wide.1).chain(&narrow.0).chain(&narrow.1) {
         assert!(figures.creates_per_second > 0.0 && figures.create_p50_us > 0.0, "{figures:?}");
     }

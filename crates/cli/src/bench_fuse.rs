@@ -1,15 +1,18 @@
 //! `mfsha bench fuse`: what an application sees through the FUSE mount, next to a local
 //! directory on the same disk, in the same run.
 //!
-//! Without `--mount` it starts its own local cluster (a master, three chunkservers and a
-//! mount, goal 2, as `mfsha demo` does) under `--dir`. Then, for the mount and for the local
+//! Without `--mount` it starts its own local clusters under `--dir`, one after the other: the
+//! default appliance (two masters and the witness, three chunkservers and a mount, goal 2,
+//! as `mfsha demo` does), then a single master; each is measured alone and stopped before
+//! the next starts. Then, for each mount (or the one `--mount` names) and for the local
 //! directory `--dir/local` in turn:
 //!
 //! * **fio** (the Debian package): sequential 1 MiB write with `end_fsync=1`, cold sequential
 //!   read of the same file, 4 KiB random reads with 1 and with 4 jobs;
 //! * **metadata**, one syscall per operation from one thread: create, stat, `ls -l` (readdir
 //!   plus lstat of every entry), rename and unlink of `--files` files in one directory, and
-//!   mkdir/rmdir of a tenth as many directories;
+//!   mkdir/rmdir of a tenth as many directories; then creates from 8 threads at once, each
+//!   in a directory of its own;
 //! * **small files**: `--small-files` files of 4 KiB written (each created, written and
 //!   closed), then read back cold.
 //!
@@ -34,60 +37,81 @@ pub struct FuseBench {
     pub random_seconds: u64,
 }
 
-/// One figure for both columns.
-struct Row {
-    what: String,
-    unit: &'static str,
-    mount: f64,
-    local: f64,
+/// Where one column of the table is measured: a mount (of a cluster the bench started, or
+/// the one given) or the local directory.
+struct Target {
+    name: &'static str,
+    /// The cluster to start for it; `None` for a given mount and for the local directory.
+    cluster: Option<crate::demo::Masters>,
+    /// The directory measured in (for a cluster: below its mount point, set once it runs).
+    dir: Option<PathBuf>,
 }
 
 /// Runs the whole bench and prints a table.
+///
+/// Without `--mount` the columns are the default appliance (two masters and the witness,
+/// every acknowledgement replicated), a single master, and the local directory, measured one
+/// after the other (each cluster runs alone, so they do not share the cores); with it, the
+/// given mount and the local directory.
 pub fn run(bench: &FuseBench) -> anyhow::Result<()> {
     check_fio()?;
     fs::create_dir_all(&bench.dir)
         .with_context(|| format!("cannot create the work directory {}", bench.dir.display()))?;
     let local = bench.dir.canonicalize()?.join("local");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let cluster = match &bench.mount {
-        Some(_) => None,
-        None => Some({
-            let options = ClusterOptions {
-                standard_ports: false,
-                mount: true,
-                scrub: false,
-                masters: crate::demo::Masters::Single,
-            };
-            crate::demo::LocalCluster::start(&rt, &bench.dir.join("cluster"), options)?
-        }),
-    };
-    let mount = match (&bench.mount, &cluster) {
-        (Some(path), _) => path.clone(),
-        (None, Some(c)) => c.mount_point().expect("started with a mount").to_path_buf(),
-        (None, None) => unreachable!("a cluster is started when no mount is given"),
-    };
-    if let Some(c) = &cluster {
-        println!(
-            "started a local cluster: master {}, goal 2, mounted at {}",
-            c.master(),
-            mount.display()
-        );
-    }
-    let on_mount = mount.join(format!("mfsha-bench-fuse-{}", std::process::id()));
     let cold = can_drop_caches();
-    println!("mfsha bench fuse: mount {} vs local {}", mount.display(), local.display());
     if !cold {
         println!("note: cannot drop the page cache (not root?): read figures are warm, not cold");
     }
-    let mut rows = Vec::new();
-    let (m, l) = both(&on_mount, &local, |dir| fio_suite(dir, bench))?;
-    merge(&mut rows, m, l);
-    let (m, l) = both(&on_mount, &local, |dir| metadata_suite(dir, bench.files))?;
-    merge(&mut rows, m, l);
-    let (m, l) = both(&on_mount, &local, |dir| small_files(dir, bench.small_files))?;
-    merge(&mut rows, m, l);
-    print_table(&rows);
-    drop(cluster);
+    let bench_dir = |mount: &Path| mount.join(format!("mfsha-bench-fuse-{}", std::process::id()));
+    let mut targets = match &bench.mount {
+        Some(mount) => {
+            vec![Target { name: "mount", cluster: None, dir: Some(bench_dir(mount)) }]
+        }
+        None => vec![
+            Target { name: "appliance", cluster: Some(crate::demo::Masters::Appliance), dir: None },
+            Target {
+                name: "single master",
+                cluster: Some(crate::demo::Masters::Single),
+                dir: None,
+            },
+        ],
+    };
+    targets.push(Target { name: "local dir", cluster: None, dir: Some(local) });
+    let mut columns = Vec::new();
+    for target in &mut targets {
+        let cluster = match target.cluster {
+            Some(masters) => {
+                let options =
+                    ClusterOptions { standard_ports: false, mount: true, scrub: false, masters };
+                let where_ = bench.dir.join(target.name.replace(' ', "-"));
+                let cluster = crate::demo::LocalCluster::start(&rt, &where_, options)?;
+                let mount = cluster.mount_point().expect("started with a mount").to_path_buf();
+                println!(
+                    "started a local cluster ({}): masters {}, goal 2, mounted at {}",
+                    target.name,
+                    cluster.master(),
+                    mount.display()
+                );
+                target.dir = Some(bench_dir(&mount));
+                Some(cluster)
+            }
+            None => None,
+        };
+        let dir = target.dir.clone().expect("a directory for every target");
+        println!("mfsha bench fuse: {} ({})", target.name, dir.display());
+        let mut figures = Vec::new();
+        figures.extend(fresh(&dir, |d| fio_suite(d, bench))?);
+        figures.extend(fresh(&dir, |d| metadata_suite(d, bench.files))?);
+        figures.extend(fresh(&dir, |d| small_files(d, bench.small_files))?);
+        for (what, unit, value) in &figures {
+            println!("  {what:<40} {value:>10.0} {unit}");
+        }
+        columns.push(figures);
+        drop(cluster);
+    }
+    let names: Vec<&str> = targets.iter().map(|t| t.name).collect();
+    print_table(&names, &columns);
     Ok(())
 }
 
@@ -101,40 +125,33 @@ fn check_fio() -> anyhow::Result<()> {
 /// One measured figure: (what, unit, value).
 type Figure = (String, &'static str, f64);
 
-/// Runs `suite` in a fresh directory on the mount, then in a fresh local one, and removes
-/// both afterwards.
-fn both(
-    mount: &Path,
-    local: &Path,
+/// Runs `suite` in `dir`, made fresh for it, and removes it afterwards.
+fn fresh(
+    dir: &Path,
     suite: impl Fn(&Path) -> anyhow::Result<Vec<Figure>>,
-) -> anyhow::Result<(Vec<Figure>, Vec<Figure>)> {
-    let mut out = Vec::new();
-    for dir in [mount, local] {
-        if dir.exists() {
-            fs::remove_dir_all(dir).with_context(|| format!("cannot clear {}", dir.display()))?;
-        }
-        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        out.push(suite(dir)?);
-        fs::remove_dir_all(dir).with_context(|| format!("cannot remove {}", dir.display()))?;
+) -> anyhow::Result<Vec<Figure>> {
+    if dir.exists() {
+        fs::remove_dir_all(dir).with_context(|| format!("cannot clear {}", dir.display()))?;
     }
-    let local = out.pop().expect("two runs");
-    let mount = out.pop().expect("two runs");
-    Ok((mount, local))
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let figures = suite(dir)?;
+    fs::remove_dir_all(dir).with_context(|| format!("cannot remove {}", dir.display()))?;
+    Ok(figures)
 }
 
-fn merge(rows: &mut Vec<Row>, mount: Vec<Figure>, local: Vec<Figure>) {
-    for ((what, unit, m), (_, _, l)) in mount.into_iter().zip(local) {
-        println!("  {what:<34} mount {m:>10.0} {unit:<9} local {l:>10.0} {unit}");
-        rows.push(Row { what, unit, mount: m, local: l });
-    }
-}
-
-fn print_table(rows: &[Row]) {
-    println!("\n| figure | mount | local dir | mount/local |");
-    println!("|---|---:|---:|---:|");
-    for r in rows {
-        let ratio = if r.local > 0.0 { r.mount / r.local * 100.0 } else { 0.0 };
-        println!("| {} ({}) | {:.0} | {:.0} | {:.0} % |", r.what, r.unit, r.mount, r.local, ratio);
+/// One row per figure, one column per target, and the first column as a share of the last
+/// (the local directory).
+fn print_table(names: &[&str], columns: &[Vec<Figure>]) {
+    let first = names.first().copied().unwrap_or("-");
+    let last = names.last().copied().unwrap_or("-");
+    println!("\n| figure | {} | {first}/{last} |", names.join(" | "));
+    println!("|---|{}---:|", "---:|".repeat(names.len()));
+    for (row, (what, unit, _)) in columns[0].iter().enumerate() {
+        let values: Vec<f64> = columns.iter().map(|c| c[row].2).collect();
+        let cells: Vec<String> = values.iter().map(|v| format!("{v:.0}")).collect();
+        let local = values.last().copied().unwrap_or(0.0);
+        let ratio = if local > 0.0 { values[0] / local * 100.0 } else { 0.0 };
+        println!("| {what} ({unit}) | {} | {ratio:.0} % |", cells.join(" | "));
     }
 }
 
@@ -253,7 +270,39 @@ fn metadata_suite(dir: &Path, files: usize) -> anyhow::Result<Vec<Figure>> {
     let rmdir =
         rate(&dirs, |p| fs::remove_dir(p).with_context(|| format!("rmdir {}", p.display())))?;
     out.push(("rmdir".to_string(), "ops/s", rmdir));
+    let threads = 8;
+    let create = parallel_create(dir, threads, files / threads)?;
+    out.push((format!("create, {threads} threads (own dirs)"), "ops/s", create));
     Ok(out)
+}
+
+/// Creates `per_thread` files from each of `threads` threads, each in a directory of its
+/// own (as a parallel build or an untar does): creates per second over all threads.
+fn parallel_create(dir: &Path, threads: usize, per_thread: usize) -> anyhow::Result<f64> {
+    let dirs: Vec<PathBuf> = (0..threads).map(|t| dir.join(format!("thread{t}"))).collect();
+    for d in &dirs {
+        fs::create_dir(d).with_context(|| format!("mkdir {}", d.display()))?;
+    }
+    let start = Instant::now();
+    let made = std::thread::scope(|scope| {
+        let workers: Vec<_> = dirs
+            .iter()
+            .map(|d| {
+                scope.spawn(move || {
+                    for i in 0..per_thread {
+                        let p = d.join(format!("file{i:06}"));
+                        fs::File::create(&p).with_context(|| format!("create {}", p.display()))?;
+                    }
+                    anyhow::Ok(per_thread)
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("a create thread panicked"))
+            .sum::<anyhow::Result<usize>>()
+    })?;
+    Ok(made as f64 / start.elapsed().as_secs_f64().max(1e-9))
 }
 
 /// `ls -l`: every entry's name from readdir, then its lstat. Returns the entry count.
