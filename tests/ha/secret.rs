@@ -17,7 +17,7 @@ use mfsha_proto::data::{DataReply, DataRequest};
 use mfsha_proto::frame::write_frame;
 use mfsha_proto::logger::LoggerToMaster;
 use mfsha_proto::peer::PeerMessage;
-use mfsha_proto::types::{Reply, Status, ROOT_INO};
+use mfsha_proto::types::{Reply, ServerAddr, Status, ROOT_INO};
 use mfsha_proto::RpcClient;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -213,20 +213,28 @@ fn chunk_reads_and_writes_need_the_masters_token() {
         };
         let (chunk_id, version) = (cw.chunk_id, cw.version);
         let data = serde_bytes::ByteBuf::from(vec![7u8; 4096]);
-        let write = |token| DataRequest::Write {
+        assert_eq!(cw.chain.len(), 1, "goal 1 with one chunkserver: {:?}", cw.chain);
+        let write_along = |chain: Vec<ServerAddr>, token| DataRequest::Write {
             chunk_id,
             version,
             offset: 0,
             data: data.clone(),
-            chain: vec![],
+            chain,
+            hop: 0,
             token,
         };
+        let write = |token| write_along(cw.chain.clone(), token);
         // The master's write token writes; no token, or a changed one, is refused.
         assert_eq!(data_call(port, write(cw.token)).await, Ok(DataReply::Written));
         assert_eq!(data_call(port, write(ChunkToken::default())).await, Err(Status::Access));
         let mut forged = cw.token;
         forged.mac[0] ^= 1;
         assert_eq!(data_call(port, write(forged)).await, Err(Status::Access));
+        // The token is for the master's chain: making the server forward anywhere else (here
+        // to a port nobody registered) is refused before anything is written or sent.
+        let mut detour = cw.chain.clone();
+        detour.push(ServerAddr { host: "127.0.0.1".into(), port: crate::util::free_port() });
+        assert_eq!(data_call(port, write_along(detour, cw.token)).await, Err(Status::Access));
         let end = ClientOp::WriteChunkEnd {
             ino: file.ino,
             index: 0,

@@ -28,7 +28,7 @@
 use crate::fence::{self, FenceError, TermFence};
 use crate::server::Peers;
 use crate::store::{blocking, Store};
-use mfsha_proto::chunk_token::{Access, ANY_VERSION};
+use mfsha_proto::chunk_token::ANY_VERSION;
 use mfsha_proto::cluster_key::{self, ClusterKey, KeyedPort};
 use mfsha_proto::cs::{
     CsToMaster, FromMaster, MasterToCs, CHUNKS_PER_FRAME, WRITING_PER_HEARTBEAT,
@@ -601,8 +601,7 @@ pub async fn replicate(
     version: u32,
     source: &ServerAddr,
 ) -> Result<(), Status> {
-    let stat =
-        DataRequest::Stat { chunk_id, token: peers.token(chunk_id, ANY_VERSION, Access::Read) };
+    let stat = DataRequest::Stat { chunk_id, token: peers.read_token(chunk_id, ANY_VERSION) };
     let length = match peers.call(source, stat).await? {
         DataReply::Stat { version: v, length } if v == version => length,
         DataReply::Stat { .. } => return Err(Status::WrongVersion),
@@ -612,7 +611,7 @@ pub async fn replicate(
     let mut offset = 0u64;
     while offset < length {
         let size = (length - offset).min(MAX_IO_BYTES as u64) as u32;
-        let token = peers.token(chunk_id, version, Access::Read);
+        let token = peers.read_token(chunk_id, version);
         let req = DataRequest::Read { chunk_id, version, offset: offset as u32, size, token };
         let data = match peers.call(source, req).await {
             Ok(DataReply::Data(d)) if d.len() == size as usize => d.into_vec(),

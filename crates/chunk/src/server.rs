@@ -7,7 +7,7 @@
 //! * `Sync` fsyncs here and down the chain the same way.
 
 use crate::store::{blocking, Store};
-use mfsha_proto::chunk_token::{unix_now_ms, Access, ChunkToken, TokenError, ANY_VERSION};
+use mfsha_proto::chunk_token::{unix_now_ms, ChunkToken, TokenError, ANY_VERSION};
 use mfsha_proto::cluster_key::ClusterKey;
 use mfsha_proto::data::{DataReply, DataRequest, MAX_IO_BYTES};
 use mfsha_proto::gate::{within_fd_limit, Gate, GateLimits};
@@ -49,9 +49,10 @@ impl Peers {
         Peers { clients: Mutex::default(), key }
     }
 
-    /// A token for this server's own request to another (none without a cluster secret).
-    pub fn token(&self, chunk_id: ChunkId, version: u32, access: Access) -> ChunkToken {
-        let sign = |key: &ClusterKey| key.sign_chunk(chunk_id, version, access);
+    /// A token for this server's own read from another (replication; none without a
+    /// cluster secret).
+    pub fn read_token(&self, chunk_id: ChunkId, version: u32) -> ChunkToken {
+        let sign = |key: &ClusterKey| key.sign_read(chunk_id, version);
         self.key.as_ref().map_or_else(ChunkToken::default, sign)
     }
 
@@ -91,12 +92,35 @@ impl Peers {
     }
 }
 
-/// Where one chain write goes, and the token that allows it.
+/// Where one chain write goes.
 struct Piece {
     chunk_id: ChunkId,
     version: u32,
     offset: u32,
+}
+
+/// The chain of a write or sync as the master gave it, this server's place in it, and the
+/// token (signed for this chain when the cluster has a secret).
+struct Chain {
+    servers: Vec<ServerAddr>,
+    hop: u8,
     token: ChunkToken,
+}
+
+impl Chain {
+    /// A chain longer than any goal, or a place outside it, is refused.
+    fn new(servers: Vec<ServerAddr>, hop: u8, token: ChunkToken) -> Result<Chain, Status> {
+        if servers.len() > MAX_GOAL as usize || usize::from(hop) >= servers.len() {
+            return Err(Status::Invalid);
+        }
+        Ok(Chain { servers, hop, token })
+    }
+
+    /// The next server and its place, if this one is not the last.
+    fn next(&self) -> Option<(&ServerAddr, u8)> {
+        let hop = self.hop + 1;
+        self.servers.get(usize::from(hop)).map(|next| (next, hop))
+    }
 }
 
 /// The chunk a request is about.
@@ -143,13 +167,17 @@ impl DataService {
     /// it (see `mfsha_proto::chunk_token`).
     fn check_token(&self, req: &DataRequest) -> Result<(), TokenError> {
         let Some(key) = &self.key else { return Ok(()) };
-        let (token, version, access) = match req {
-            DataRequest::Read { token, version, .. } => (token, *version, Access::Read),
-            DataRequest::Write { token, version, .. } => (token, *version, Access::Write),
-            DataRequest::Sync { token, version, .. } => (token, *version, Access::Write),
-            DataRequest::Stat { token, .. } => (token, ANY_VERSION, Access::Read),
-        };
-        key.check_chunk(token, chunk_of(req), version, access, unix_now_ms())
+        let (chunk_id, now) = (chunk_of(req), unix_now_ms());
+        match req {
+            DataRequest::Read { token, version, .. } => {
+                key.check_read(token, chunk_id, *version, now)
+            }
+            DataRequest::Stat { token, .. } => key.check_read(token, chunk_id, ANY_VERSION, now),
+            DataRequest::Write { token, version, chain, .. }
+            | DataRequest::Sync { token, version, chain, .. } => {
+                key.check_write(token, chunk_id, *version, chain, now)
+            }
+        }
     }
 
     async fn answer(self: Arc<Self>, req: DataRequest) -> Reply<DataReply> {
@@ -161,12 +189,12 @@ impl DataService {
                 .await?;
                 Ok(DataReply::Data(serde_bytes::ByteBuf::from(data)))
             }
-            DataRequest::Write { chunk_id, version, offset, data, chain, token } => {
-                let write = Piece { chunk_id, version, offset, token };
-                self.write(write, data.into_vec(), chain).await
+            DataRequest::Write { chunk_id, version, offset, data, chain, hop, token } => {
+                let chain = Chain::new(chain, hop, token)?;
+                self.write(Piece { chunk_id, version, offset }, data.into_vec(), chain).await
             }
-            DataRequest::Sync { chunk_id, version, chain, token } => {
-                self.sync(chunk_id, version, chain, token).await
+            DataRequest::Sync { chunk_id, version, chain, hop, token } => {
+                self.sync(chunk_id, version, Chain::new(chain, hop, token)?).await
             }
             DataRequest::Stat { chunk_id, .. } => {
                 let (version, length) = self.store.stat(chunk_id)?;
@@ -175,20 +203,21 @@ impl DataService {
         }
     }
 
-    async fn write(&self, piece: Piece, data: Vec<u8>, chain: Vec<ServerAddr>) -> Reply<DataReply> {
-        let Piece { chunk_id, version, offset, token } = piece;
-        if chain.len() >= MAX_GOAL as usize || data.len() > MAX_IO_BYTES as usize {
+    async fn write(&self, piece: Piece, data: Vec<u8>, chain: Chain) -> Reply<DataReply> {
+        let Piece { chunk_id, version, offset } = piece;
+        if data.len() > MAX_IO_BYTES as usize {
             return Err(Status::Invalid);
         }
-        // The client's token goes down the chain: the master signed it for every copy.
-        let forward = chain.split_first().map(|(next, rest)| {
+        // The client's token goes down the chain: the master signed it for the whole chain.
+        let forward = chain.next().map(|(next, hop)| {
             let req = DataRequest::Write {
                 chunk_id,
                 version,
                 offset,
                 data: serde_bytes::ByteBuf::from(data.clone()),
-                chain: rest.to_vec(),
-                token,
+                chain: chain.servers.clone(),
+                hop,
+                token: chain.token,
             };
             self.forward(next.clone(), req)
         });
@@ -199,18 +228,10 @@ impl DataService {
         join_forward(local, forward, DataReply::Written).await
     }
 
-    async fn sync(
-        &self,
-        chunk_id: ChunkId,
-        version: u32,
-        chain: Vec<ServerAddr>,
-        token: ChunkToken,
-    ) -> Reply<DataReply> {
-        if chain.len() >= MAX_GOAL as usize {
-            return Err(Status::Invalid);
-        }
-        let forward = chain.split_first().map(|(next, rest)| {
-            let req = DataRequest::Sync { chunk_id, version, chain: rest.to_vec(), token };
+    async fn sync(&self, chunk_id: ChunkId, version: u32, chain: Chain) -> Reply<DataReply> {
+        let forward = chain.next().map(|(next, hop)| {
+            let (servers, token) = (chain.servers.clone(), chain.token);
+            let req = DataRequest::Sync { chunk_id, version, chain: servers, hop, token };
             self.forward(next.clone(), req)
         });
         let local = blocking(&self.store, move |s| s.sync_blocking(chunk_id, version));

@@ -141,19 +141,28 @@ async fn data_client(cs: &Chunkserver) -> server::DataClient {
     server::DataClient::connect(&cs.addr().to_string()).await.unwrap()
 }
 
+/// The whole chain of a write sent to a first server followed by `rest` (the first server's
+/// own address is not looked at: it is told its place, hop 0).
+fn whole_chain(rest: Vec<ServerAddr>) -> Vec<ServerAddr> {
+    let head = ServerAddr { host: "first".into(), port: 0 };
+    std::iter::once(head).chain(rest).collect()
+}
+
+/// A write to the first server of a chain that continues with `rest`.
 fn write_req(
     id: u64,
     version: u32,
     offset: u32,
     data: &[u8],
-    chain: Vec<ServerAddr>,
+    rest: Vec<ServerAddr>,
 ) -> DataRequest {
     DataRequest::Write {
         chunk_id: id,
         version,
         offset,
         data: serde_bytes::ByteBuf::from(data.to_vec()),
-        chain,
+        chain: whole_chain(rest),
+        hop: 0,
         token: NO_TOKEN,
     }
 }
@@ -298,7 +307,8 @@ async fn every_master_gets_one_registration_and_hears_of_every_copy_change() {
         version: 1,
         offset: 0,
         data: serde_bytes::ByteBuf::from(vec![1u8; 100]),
-        chain: vec![],
+        chain: whole_chain(vec![]),
+        hop: 0,
         token: NO_TOKEN,
     };
     client.call(write).await.unwrap().expect("the write is stored");
@@ -396,8 +406,8 @@ async fn chain_write_reaches_every_copy_and_replication_copies_verified_data() {
     let chain = vec![addr_of(&servers[1])];
     let reply = first.call(write_req(0x42, 1, 4096, &data, chain.clone())).await.unwrap();
     assert_eq!(reply, Ok(DataReply::Written));
-    let sync =
-        DataRequest::Sync { chunk_id: 0x42, version: 1, chain: chain.clone(), token: NO_TOKEN };
+    let chain = whole_chain(chain);
+    let sync = DataRequest::Sync { chunk_id: 0x42, version: 1, chain, hop: 0, token: NO_TOKEN };
     assert_eq!(first.call(sync).await.unwrap(), Ok(DataReply::Synced));
     let second = data_client(&servers[1]).await;
     assert_eq!(read(&second, 0x42, 1, 4096, data.len() as u32).await.unwrap(), data);
@@ -481,7 +491,13 @@ async fn damaged_copy_is_refused_to_readers_and_reported_to_the_master() {
     );
     let client = data_client(&cs).await;
     client.call(write_req(0x10, 4, 0, &[1u8; 200_000], vec![])).await.unwrap().unwrap();
-    let sync = DataRequest::Sync { chunk_id: 0x10, version: 4, chain: vec![], token: NO_TOKEN };
+    let sync = DataRequest::Sync {
+        chunk_id: 0x10,
+        version: 4,
+        chain: whole_chain(vec![]),
+        hop: 0,
+        token: NO_TOKEN,
+    };
     client.call(sync).await.unwrap().unwrap();
     let path = tmp.path().join("10").join(format::file_name(0x10, 4));
     flip(&path, format::DATA_OFFSET + 150_000);

@@ -12,7 +12,7 @@
 
 use crate::auth::{constant_time_eq, hmac_sha256};
 use crate::cluster_key::ClusterKey;
-use crate::types::ChunkId;
+use crate::types::{ChunkId, ServerAddr};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -22,8 +22,8 @@ pub const TOKEN_LIFETIME: Duration = Duration::from_secs(600);
 /// The version a `Stat` token names: any version of the chunk.
 pub const ANY_VERSION: u32 = u32::MAX;
 
-/// What a token allows. `Write` covers `Write` and `Sync` (and reads: the writer may read
-/// back what it wrote); `Read` covers `Read` and `Stat`.
+/// What a token allows. `Write` covers `Write` and `Sync` along the chain it was signed for;
+/// `Read` covers `Read` and `Stat`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Access {
     Read,
@@ -64,54 +64,84 @@ impl ChunkToken {
     }
 }
 
-fn mac(
-    key: &ClusterKey,
+/// What a token is signed for: a chunk version, an access and, for writes, the chain.
+struct Grant<'a> {
     chunk_id: ChunkId,
     version: u32,
     access: Access,
-    expires_ms: u64,
-) -> [u8; 16] {
-    let mut message = Vec::with_capacity(48);
+    chain: &'a [ServerAddr],
+}
+
+fn mac(key: &ClusterKey, grant: &Grant, expires_ms: u64) -> [u8; 16] {
+    let mut message = Vec::with_capacity(64);
     message.extend_from_slice(b"mfsha chunk token v1\0");
-    message.extend_from_slice(&chunk_id.to_be_bytes());
-    message.extend_from_slice(&version.to_be_bytes());
-    message.push(match access {
+    message.extend_from_slice(&grant.chunk_id.to_be_bytes());
+    message.extend_from_slice(&grant.version.to_be_bytes());
+    message.push(match grant.access {
         Access::Read => b'r',
         Access::Write => b'w',
     });
     message.extend_from_slice(&expires_ms.to_be_bytes());
+    for server in grant.chain {
+        // Length-prefixed, so no two chains give the same bytes.
+        message.extend_from_slice(&(server.host.len() as u64).to_be_bytes());
+        message.extend_from_slice(server.host.as_bytes());
+        message.extend_from_slice(&server.port.to_be_bytes());
+    }
     let full = hmac_sha256(key.bytes(), &message);
     full[..16].try_into().expect("16 of 32 bytes")
 }
 
 impl ClusterKey {
-    /// A token for `access` to `chunk_id` at `version`, good for [`TOKEN_LIFETIME`] from now.
-    pub fn sign_chunk(&self, chunk_id: ChunkId, version: u32, access: Access) -> ChunkToken {
-        let expires_ms = unix_now_ms() + TOKEN_LIFETIME.as_millis() as u64;
-        ChunkToken { expires_ms, mac: mac(self, chunk_id, version, access, expires_ms) }
+    /// A token to read `chunk_id` at `version` (or at any, [`ANY_VERSION`]), good for
+    /// [`TOKEN_LIFETIME`] from now.
+    pub fn sign_read(&self, chunk_id: ChunkId, version: u32) -> ChunkToken {
+        self.sign(&Grant { chunk_id, version, access: Access::Read, chain: &[] })
     }
 
-    /// Checks that `token` allows `access` to `chunk_id` at `version` at Unix time `now_ms`.
-    /// A write token passes for reads too; a token for [`ANY_VERSION`] passes for every
-    /// version when only reading.
-    pub fn check_chunk(
+    /// A token to write `chunk_id` at `version` along `chain` (the whole chain, in order).
+    pub fn sign_write(&self, chunk_id: ChunkId, version: u32, chain: &[ServerAddr]) -> ChunkToken {
+        self.sign(&Grant { chunk_id, version, access: Access::Write, chain })
+    }
+
+    fn sign(&self, grant: &Grant) -> ChunkToken {
+        let expires_ms = unix_now_ms() + TOKEN_LIFETIME.as_millis() as u64;
+        ChunkToken { expires_ms, mac: mac(self, grant, expires_ms) }
+    }
+
+    /// Checks at Unix time `now_ms` that `token` allows reading `chunk_id` at `version` (a
+    /// token for [`ANY_VERSION`] passes for every version).
+    pub fn check_read(
         &self,
         token: &ChunkToken,
         chunk_id: ChunkId,
         version: u32,
-        access: Access,
         now_ms: u64,
     ) -> Result<(), TokenError> {
+        let exact = Grant { chunk_id, version, access: Access::Read, chain: &[] };
+        let any = Grant { version: ANY_VERSION, ..exact };
+        self.check(token, &[exact, any], now_ms)
+    }
+
+    /// Checks at Unix time `now_ms` that `token` allows writing `chunk_id` at `version`
+    /// along `chain`.
+    pub fn check_write(
+        &self,
+        token: &ChunkToken,
+        chunk_id: ChunkId,
+        version: u32,
+        chain: &[ServerAddr],
+        now_ms: u64,
+    ) -> Result<(), TokenError> {
+        self.check(token, &[Grant { chunk_id, version, access: Access::Write, chain }], now_ms)
+    }
+
+    fn check(&self, token: &ChunkToken, grants: &[Grant], now_ms: u64) -> Result<(), TokenError> {
         if *token == ChunkToken::default() {
             return Err(TokenError::Missing);
         }
-        let mut allowed = vec![(version, Access::Write)];
-        if access == Access::Read {
-            allowed.extend([(version, Access::Read), (ANY_VERSION, Access::Read)]);
-        }
-        let signed = allowed.into_iter().any(|(v, a)| {
-            constant_time_eq(&token.mac, &mac(self, chunk_id, v, a, token.expires_ms))
-        });
+        let signed =
+            grants.iter().any(|g| constant_time_eq(&token.mac, &mac(self, g, token.expires_ms)));
         if !signed {
             return Err(TokenError::Forged);
         }
@@ -126,23 +156,36 @@ impl ClusterKey {
 mod tests {
     use super::*;
 
+    fn server(n: u16) -> ServerAddr {
+        ServerAddr { host: "127.0.0.1".into(), port: 9422 + n }
+    }
+
     #[test]
-    fn a_token_allows_its_chunk_version_and_access_until_it_expires() {
+    fn a_read_token_allows_its_chunk_and_version_until_it_expires() {
         let key = ClusterKey::generate();
         let now = unix_now_ms();
-        let read = key.sign_chunk(7, 3, Access::Read);
-        assert_eq!(key.check_chunk(&read, 7, 3, Access::Read, now), Ok(()));
-        assert_eq!(key.check_chunk(&read, 7, 3, Access::Write, now), Err(TokenError::Forged));
-        assert_eq!(key.check_chunk(&read, 8, 3, Access::Read, now), Err(TokenError::Forged));
-        assert_eq!(key.check_chunk(&read, 7, 4, Access::Read, now), Err(TokenError::Forged));
+        let read = key.sign_read(7, 3);
+        assert_eq!(key.check_read(&read, 7, 3, now), Ok(()));
+        assert_eq!(key.check_read(&read, 8, 3, now), Err(TokenError::Forged));
+        assert_eq!(key.check_read(&read, 7, 4, now), Err(TokenError::Forged));
+        assert_eq!(key.check_write(&read, 7, 3, &[], now), Err(TokenError::Forged));
         let later = read.expires_ms + 5;
-        assert_eq!(key.check_chunk(&read, 7, 3, Access::Read, later), Err(TokenError::Expired(5)));
-        let write = key.sign_chunk(7, 4, Access::Write);
-        assert_eq!(key.check_chunk(&write, 7, 4, Access::Write, now), Ok(()));
-        assert_eq!(key.check_chunk(&write, 7, 4, Access::Read, now), Ok(()), "a writer may read");
-        let stat = key.sign_chunk(7, ANY_VERSION, Access::Read);
-        assert_eq!(key.check_chunk(&stat, 7, 9, Access::Read, now), Ok(()));
-        assert_eq!(key.check_chunk(&stat, 7, 9, Access::Write, now), Err(TokenError::Forged));
+        assert_eq!(key.check_read(&read, 7, 3, later), Err(TokenError::Expired(5)));
+        let stat = key.sign_read(7, ANY_VERSION);
+        assert_eq!(key.check_read(&stat, 7, 9, now), Ok(()));
+    }
+
+    #[test]
+    fn a_write_token_holds_only_for_the_chain_it_was_signed_for() {
+        let key = ClusterKey::generate();
+        let now = unix_now_ms();
+        let chain = [server(1), server(2), server(3)];
+        let write = key.sign_write(7, 4, &chain);
+        assert_eq!(key.check_write(&write, 7, 4, &chain, now), Ok(()));
+        let elsewhere = [server(1), server(9), server(3)];
+        assert_eq!(key.check_write(&write, 7, 4, &elsewhere, now), Err(TokenError::Forged));
+        assert_eq!(key.check_write(&write, 7, 4, &chain[..2], now), Err(TokenError::Forged));
+        assert_eq!(key.check_read(&write, 7, 4, now), Err(TokenError::Forged));
     }
 
     #[test]
@@ -150,12 +193,12 @@ mod tests {
         let key = ClusterKey::generate();
         let now = unix_now_ms();
         let none = ChunkToken::default();
-        assert_eq!(key.check_chunk(&none, 7, 3, Access::Read, now), Err(TokenError::Missing));
-        let mut stretched = key.sign_chunk(7, 3, Access::Read);
+        assert_eq!(key.check_read(&none, 7, 3, now), Err(TokenError::Missing));
+        let mut stretched = key.sign_read(7, 3);
         stretched.expires_ms += 1;
-        assert_eq!(key.check_chunk(&stretched, 7, 3, Access::Read, now), Err(TokenError::Forged));
-        let foreign = ClusterKey::generate().sign_chunk(7, 3, Access::Read);
-        assert_eq!(key.check_chunk(&foreign, 7, 3, Access::Read, now), Err(TokenError::Forged));
-        assert!(key.sign_chunk(7, 3, Access::Read).fresh_for(Duration::from_secs(60), now));
+        assert_eq!(key.check_read(&stretched, 7, 3, now), Err(TokenError::Forged));
+        let foreign = ClusterKey::generate().sign_read(7, 3);
+        assert_eq!(key.check_read(&foreign, 7, 3, now), Err(TokenError::Forged));
+        assert!(key.sign_read(7, 3).fresh_for(Duration::from_secs(60), now));
     }
 }

@@ -1,13 +1,15 @@
 //! Mount ↔ chunkserver and chunkserver ↔ chunkserver messages: the data path.
 //!
 //! Writes go down a chain: the client sends [`DataRequest::Write`] to the first server with the
-//! rest of the chain; each server stores the data, forwards to the next and answers only after
-//! the next one answered, so an acknowledged write is on every copy. [`DataRequest::Sync`]
-//! makes the chunk durable (fsync) on every server of the chain the same way.
+//! whole chain as the master gave it and `hop` 0; each server stores the data, forwards to
+//! `chain[hop + 1]` and answers only after the next one answered, so an acknowledged write is
+//! on every copy. [`DataRequest::Sync`] makes the chunk durable (fsync) on every server of the
+//! chain the same way.
 //!
 //! Every request carries a [`ChunkToken`] from the master (or, for replication, from the
 //! chunkserver that copies): with a cluster secret, a chunkserver serves nothing without a
-//! valid one (see [`crate::chunk_token`]); a chain write passes the client's token on.
+//! valid one (see [`crate::chunk_token`]). A write token covers the chain too, so a server
+//! forwards only along the chain the master chose: registered chunkservers.
 
 pub use crate::chunk_token::ChunkToken;
 use crate::types::*;
@@ -21,17 +23,20 @@ const _: () = assert!((MAX_IO_BYTES as usize) < crate::frame::MAX_FRAME_BYTES - 
 pub enum DataRequest {
     /// Read `size` bytes at `offset` within the chunk. Past the stored end reads zeros.
     Read { chunk_id: ChunkId, version: u32, offset: u32, size: u32, token: ChunkToken },
-    /// Write `data` at `offset` within the chunk, then forward to `chain[0]` with `chain[1..]`.
+    /// Write `data` at `offset` within the chunk, then forward to `chain[hop + 1]`.
     Write {
         chunk_id: ChunkId,
         version: u32,
         offset: u32,
         data: serde_bytes::ByteBuf,
+        /// The whole chain, as the master gave it (and signed it, in the token).
         chain: Vec<ServerAddr>,
+        /// This server's place in `chain`.
+        hop: u8,
         token: ChunkToken,
     },
-    /// fsync the chunk here and on every server of `chain`.
-    Sync { chunk_id: ChunkId, version: u32, chain: Vec<ServerAddr>, token: ChunkToken },
+    /// fsync the chunk here and on every server after `hop` in `chain`.
+    Sync { chunk_id: ChunkId, version: u32, chain: Vec<ServerAddr>, hop: u8, token: ChunkToken },
     /// Stored length and version of a copy (for replication; a read token for any version).
     Stat { chunk_id: ChunkId, token: ChunkToken },
 }

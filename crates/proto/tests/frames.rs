@@ -104,7 +104,8 @@ fn chunkserver_data_logger_peer_messages_round_trip() {
             version: 1,
             offset: 0,
             data: data.clone(),
-            chain: vec![],
+            chain: vec![ServerAddr { host: "h".into(), port: 1 }],
+            hop: 0,
             token: mfsha_proto::chunk_token::ChunkToken { expires_ms: 9, mac: [3; 16] },
         },
     );

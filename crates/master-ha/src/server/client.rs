@@ -12,7 +12,7 @@ use super::access::{self, Grant, HelloFields};
 use super::session::Connection;
 use super::Service;
 use mfsha_meta::{ClientTag, Entry, Op, Outcome, State};
-use mfsha_proto::chunk_token::{Access, ChunkToken};
+use mfsha_proto::chunk_token::ChunkToken;
 use mfsha_proto::client::{
     CheckFileCounts, ChunkCopies, ChunkWrite, ClientOp, ClientReply, Request,
 };
@@ -522,7 +522,7 @@ async fn finish(service: &Service, op: &ClientOp, outcome: Outcome) -> Reply<Cli
     match outcome {
         Outcome::ChunkWrite { chunk_id, version, file_size, .. } => {
             let chain = service.chunks.prepare_write(&outcome).await?;
-            let token = chunk_token(service.key.as_ref(), chunk_id, version, Access::Write);
+            let token = chunk_token(service.key.as_ref(), chunk_id, version, Some(&chain));
             Ok(ClientReply::ChunkWrite(ChunkWrite { chunk_id, version, file_size, chain, token }))
         }
         Outcome::Truncated { ref attr, .. } => {
@@ -683,19 +683,23 @@ fn read_chunk_reply(
     if servers.is_empty() {
         return Err(Status::NoChunkCopies);
     }
-    let token = chunk_token(key, chunk_id, version, Access::Read);
+    let token = chunk_token(key, chunk_id, version, None);
     Ok(ClientReply::Chunk(ChunkLocation { chunk_id, version, file_length, servers, token }))
 }
 
-/// The token a client shows the chunkservers for this chunk (none without a cluster secret:
-/// chunkservers without one ask for none).
+/// The token a client shows the chunkservers to read this chunk, or to write it along
+/// `chain` (none without a cluster secret: chunkservers without one ask for none).
 fn chunk_token(
     key: Option<&ClusterKey>,
     chunk_id: ChunkId,
     version: u32,
-    access: Access,
+    write_chain: Option<&[ServerAddr]>,
 ) -> ChunkToken {
-    key.map_or_else(ChunkToken::default, |key| key.sign_chunk(chunk_id, version, access))
+    match (key, write_chain) {
+        (None, _) => ChunkToken::default(),
+        (Some(key), None) => key.sign_read(chunk_id, version),
+        (Some(key), Some(chain)) => key.sign_write(chunk_id, version, chain),
+    }
 }
 
 /// A file's chunks as (index, id, version).

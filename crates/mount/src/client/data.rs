@@ -175,7 +175,7 @@ impl DataPool {
         cw: &ChunkWrite,
         extents: &[(u32, &[u8])],
     ) -> Result<(), DataError> {
-        let Some((head, rest)) = cw.chain.split_first() else {
+        let Some(head) = cw.chain.first() else {
             return Err(DataError::Unexpected {
                 server: "-".into(),
                 what: "empty write chain".into(),
@@ -189,7 +189,8 @@ impl DataPool {
                     version: cw.version,
                     offset: offset + (i as u32) * PIECE_BYTES,
                     data: serde_bytes::ByteBuf::from(piece.to_vec()),
-                    chain: rest.to_vec(),
+                    chain: cw.chain.clone(),
+                    hop: 0,
                     token: cw.token,
                 };
                 let (pool, head) = (self.clone(), head.clone());
@@ -200,8 +201,9 @@ impl DataPool {
             let reply = joined.map_err(|e| join_error(head, e))??;
             expect(head, reply, |r| matches!(r, DataReply::Written))?;
         }
-        let (chunk_id, version, chain, token) = (cw.chunk_id, cw.version, rest.to_vec(), cw.token);
-        let sync = DataRequest::Sync { chunk_id, version, chain, token };
+        let (chunk_id, version, chain, token) =
+            (cw.chunk_id, cw.version, cw.chain.clone(), cw.token);
+        let sync = DataRequest::Sync { chunk_id, version, chain, hop: 0, token };
         let reply = self.call(head, sync).await?;
         expect(head, reply, |r| matches!(r, DataReply::Synced))
     }
