@@ -284,7 +284,7 @@ async fn stale_master_commands(
     let accepted = tokio::time::timeout(Duration::from_secs(30), listener.accept()).await;
     let (mut stream, _) =
         accepted.expect("the chunkserver tries the old leader's address").unwrap();
-    cluster_key::verify(&mut stream, key, KeyedPort::Chunkserver).await.expect("the secret");
+    cluster_key::verify(&mut stream, Some(key), KeyedPort::Chunkserver).await.expect("the secret");
     let (read, mut write) = stream.into_split();
     let mut read = BufReader::new(read);
     let hello = MasterToCs::Hello { master_node: 1, cluster: CLUSTER_ID.into(), masters: vec![] };

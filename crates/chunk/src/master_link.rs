@@ -287,7 +287,7 @@ impl Session<'_> {
             .await
             .map_err(|e| LinkError::Connect(e.to_string()))?;
         let key = self.shared.config.key.as_ref();
-        cluster_key::prove_if(&mut stream, key, KeyedPort::Chunkserver).await?;
+        cluster_key::prove(&mut stream, key, KeyedPort::Chunkserver).await?;
         let (read_half, mut out) = stream.into_split();
         let (frames_tx, mut frames) = mpsc::channel::<Result<FromMaster, FrameError>>(256);
         let reader = tokio::spawn(read_loop(BufReader::new(read_half), frames_tx));

@@ -170,7 +170,7 @@ async fn follow(
     let mut stream = mfsha_proto::net::connect(master, mfsha_proto::net::CONNECT_TIMEOUT)
         .await
         .map_err(|e| link_err(e.to_string()))?;
-    cluster_key::prove_if(&mut stream, key, KeyedPort::Logger)
+    cluster_key::prove(&mut stream, key, KeyedPort::Logger)
         .await
         .map_err(|e| link_err(format!("cluster secret: {e}")))?;
     let (mut reader, mut writer) = stream.into_split();

@@ -201,16 +201,20 @@ fn proof(
     hmac_sha256(&key.0, &message)
 }
 
-/// The calling side: proves `key` to the daemon on `port` and checks its proof.
+/// The calling side: proves `key` to the daemon on `port` and checks its proof back. With no
+/// key (no `secret_file` configured) there is nothing to prove.
 pub async fn prove<S>(
     stream: &mut S,
-    key: &ClusterKey,
+    key: Option<&ClusterKey>,
     port: KeyedPort,
 ) -> Result<(), HandshakeError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    within_limit(prove_unbounded(stream, key, port)).await
+    match key {
+        Some(key) => within_limit(prove_unbounded(stream, key, port)).await,
+        None => Ok(()),
+    }
 }
 
 async fn prove_unbounded<S>(
@@ -248,17 +252,20 @@ where
     }
 }
 
-/// The called side: checks that the caller on `port` holds `key`, proving it too. On a
-/// wrong proof the caller is told so before the error is returned (the caller closes).
+/// The called side: checks that the caller on `port` holds `key`, proving it too; on a wrong
+/// proof the caller is told so before the error is returned. With no key nothing is checked.
 pub async fn verify<S>(
     stream: &mut S,
-    key: &ClusterKey,
+    key: Option<&ClusterKey>,
     port: KeyedPort,
 ) -> Result<(), HandshakeError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    within_limit(verify_unbounded(stream, key, port)).await
+    match key {
+        Some(key) => within_limit(verify_unbounded(stream, key, port)).await,
+        None => Ok(()),
+    }
 }
 
 async fn verify_unbounded<S>(
@@ -315,37 +322,6 @@ async fn within_limit(
     }
 }
 
-/// The optional key of a daemon: proves it when calling, checks it when called; `None`
-/// (no `secret_file` configured) does neither.
-pub async fn prove_if<S>(
-    stream: &mut S,
-    key: Option<&ClusterKey>,
-    port: KeyedPort,
-) -> Result<(), HandshakeError>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    match key {
-        Some(key) => prove(stream, key, port).await,
-        None => Ok(()),
-    }
-}
-
-/// See [`prove_if`].
-pub async fn verify_if<S>(
-    stream: &mut S,
-    key: Option<&ClusterKey>,
-    port: KeyedPort,
-) -> Result<(), HandshakeError>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    match key {
-        Some(key) => verify(stream, key, port).await,
-        None => Ok(()),
-    }
-}
-
 /// Loads the key a daemon's configuration names, or says once at start that the daemon ports
 /// are open to any caller.
 pub fn load_configured(
@@ -375,8 +351,8 @@ mod tests {
         ports: (KeyedPort, KeyedPort),
     ) -> (Result<(), HandshakeError>, Result<(), HandshakeError>) {
         let (mut a, mut b) = tokio::io::duplex(256);
-        let called = tokio::spawn(async move { verify(&mut b, &callee, ports.1).await });
-        let calling = prove(&mut a, &caller, ports.0).await;
+        let called = tokio::spawn(async move { verify(&mut b, Some(&callee), ports.1).await });
+        let calling = prove(&mut a, Some(&caller), ports.0).await;
         (calling, called.await.unwrap())
     }
 
@@ -412,7 +388,7 @@ mod tests {
     async fn a_caller_without_the_handshake_is_named_as_such() {
         let (mut a, mut b) = tokio::io::duplex(256);
         a.write_all(b"\x00\x00\x00\x10 a plain frame, no key").await.unwrap();
-        let called = verify(&mut b, &ClusterKey::generate(), KeyedPort::Peer).await;
+        let called = verify(&mut b, Some(&ClusterKey::generate()), KeyedPort::Peer).await;
         assert!(matches!(called, Err(HandshakeError::NotKeyed)), "{called:?}");
     }
 
@@ -423,14 +399,14 @@ mod tests {
         let (mut a, mut b) = tokio::io::duplex(256);
         let callee_key = key.clone();
         let called = tokio::spawn(async move {
-            verify(&mut b, &callee_key, KeyedPort::Peer).await.unwrap();
+            verify(&mut b, Some(&callee_key), KeyedPort::Peer).await.unwrap();
             b
         });
-        prove(&mut a, &key, KeyedPort::Peer).await.unwrap();
+        prove(&mut a, Some(&key), KeyedPort::Peer).await.unwrap();
         drop(called.await.unwrap());
         // A replay knows only what the caller sent: the hello and a proof for old nonces.
         let (mut a, mut b) = tokio::io::duplex(256);
-        let called = tokio::spawn(async move { verify(&mut b, &key, KeyedPort::Peer).await });
+        let called = tokio::spawn(async move { verify(&mut b, Some(&key), KeyedPort::Peer).await });
         let mut hello = MAGIC.to_vec();
         hello.extend_from_slice(&[VERSION, KeyedPort::Peer.code()]);
         hello.extend_from_slice(&[9u8; 32]);

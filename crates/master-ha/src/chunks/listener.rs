@@ -118,7 +118,7 @@ async fn connection(
     stream.set_nodelay(true).ok();
     let mut stream = stream;
     if let Err(e) =
-        cluster_key::verify_if(&mut stream, greeting.key.as_ref(), KeyedPort::Chunkserver).await
+        cluster_key::verify(&mut stream, greeting.key.as_ref(), KeyedPort::Chunkserver).await
     {
         return tracing::warn!(%peer, error = %e, "refused a caller on the chunkserver port");
     }

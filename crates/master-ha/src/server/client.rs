@@ -28,19 +28,19 @@ const REPLY_HEADSTART: std::time::Duration = std::time::Duration::from_millis(20
 pub const CLIENT_INFO_MAX: usize = 1024;
 
 /// Answers a request that [`answer_now`] left (sessions, mutations, locks): these wait for
-/// a commit or the lock table, so each runs in its own task.
+/// a commit or the lock table, so each runs in its own task. Any other request is here
+/// because the lease was out when it came: it is answered as [`answer_now`] would, once the
+/// lease is back (which it may be already: this task runs a little later).
 pub async fn handle_waiting(
     service: &Service,
     connection: &Connection,
     request: Request,
 ) -> Reply<ClientReply> {
-    if !service.meta.is_leader() {
-        if !wait_for_lease(service).await {
-            return Err(Status::NotLeader);
-        }
-        if let Some(reply) = answer_now(service, connection, &request) {
-            return reply;
-        }
+    if !service.meta.is_leader() && !wait_for_lease(service).await {
+        return Err(Status::NotLeader);
+    }
+    if let Some(reply) = answer_now(service, connection, &request) {
+        return reply;
     }
     match &request.op {
         ClientOp::Hello { session, client_info, subdir, token, proof, version } => {
@@ -65,7 +65,10 @@ pub async fn handle_waiting(
         ClientOp::GetLock { .. } | ClientOp::SetLock { .. } | ClientOp::ReleaseLocks { .. } => {
             super::locks::handle(service, &request).await
         }
-        _ => mutate(service, &request).await,
+        op if op.is_mutation() => mutate(service, &request).await,
+        // A read left again: the lease went out once more since the wait. The client asks
+        // again (it retries `NotLeader`).
+        _ => Err(Status::NotLeader),
     }
 }
 

@@ -90,7 +90,7 @@ async fn serve_logger(
 ) -> Result<(), LoggerLinkError> {
     stream.set_nodelay(true).ok();
     let mut stream = stream;
-    cluster_key::verify_if(&mut stream, service.key.as_ref(), KeyedPort::Logger).await?;
+    cluster_key::verify(&mut stream, service.key.as_ref(), KeyedPort::Logger).await?;
     let (mut reader, mut writer) = stream.into_split();
     let hello = tokio::time::timeout(HELLO_TIMEOUT, read_frame::<_, LoggerToMaster>(&mut reader))
         .await

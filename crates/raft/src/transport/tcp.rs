@@ -278,7 +278,7 @@ impl Link {
             .map_err(|e| e.to_string())?;
         configure(&stream);
         let mut stream = stream;
-        cluster_key::prove_if(&mut stream, self.me.key.as_ref(), KeyedPort::Peer)
+        cluster_key::prove(&mut stream, self.me.key.as_ref(), KeyedPort::Peer)
             .await
             .map_err(|e| format!("cluster secret: {e}"))?;
         let hello = PeerMessage::Hello {
@@ -587,7 +587,7 @@ async fn receive<S: StateMachine>(
     let mut stream = stream;
     // The secret before anything else: a caller without it is told nothing, not even
     // whether the cluster id it names is this one.
-    cluster_key::verify_if(&mut stream, policy.me.key.as_ref(), KeyedPort::Peer)
+    cluster_key::verify(&mut stream, policy.me.key.as_ref(), KeyedPort::Peer)
         .await
         .map_err(|e| format!("refused a caller on the peer port: {e}"))?;
     let mut reader = BufReader::with_capacity(64 << 10, stream);
