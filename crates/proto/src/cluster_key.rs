@@ -211,45 +211,35 @@ pub async fn prove<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    match key {
-        Some(key) => within_limit(prove_unbounded(stream, key, port)).await,
-        None => Ok(()),
-    }
-}
-
-async fn prove_unbounded<S>(
-    stream: &mut S,
-    key: &ClusterKey,
-    port: KeyedPort,
-) -> Result<(), HandshakeError>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let nonce_c: [u8; 32] = rand::random();
-    let mut hello = Vec::with_capacity(42);
-    hello.extend_from_slice(MAGIC);
-    hello.extend_from_slice(&[VERSION, port.code()]);
-    hello.extend_from_slice(&nonce_c);
-    stream.write_all(&hello).await?;
-    let mut answer = [0u8; 72];
-    stream.read_exact(&mut answer).await?;
-    if &answer[..8] != MAGIC {
-        return Err(HandshakeError::NotKeyed);
-    }
-    let nonce_s: [u8; 32] = answer[8..40].try_into().expect("32 bytes");
-    let expected = proof(key, b"callee", port, &nonce_c, &nonce_s);
-    if !constant_time_eq(&answer[40..72], &expected) {
-        // A proof that cannot be right, so the callee's log says why the caller went away.
-        let _ = stream.write_all(&[0u8; 32]).await;
-        return Err(HandshakeError::WrongProof);
-    }
-    stream.write_all(&proof(key, b"caller", port, &nonce_c, &nonce_s)).await?;
-    let mut verdict = [0u8; 1];
-    stream.read_exact(&mut verdict).await?;
-    match verdict[0] {
-        0 => Ok(()),
-        _ => Err(HandshakeError::Refused),
-    }
+    let Some(key) = key else { return Ok(()) };
+    within_limit(async {
+        let nonce_c: [u8; 32] = rand::random();
+        let mut hello = Vec::with_capacity(42);
+        hello.extend_from_slice(MAGIC);
+        hello.extend_from_slice(&[VERSION, port.code()]);
+        hello.extend_from_slice(&nonce_c);
+        stream.write_all(&hello).await?;
+        let mut answer = [0u8; 72];
+        stream.read_exact(&mut answer).await?;
+        if &answer[..8] != MAGIC {
+            return Err(HandshakeError::NotKeyed);
+        }
+        let nonce_s: [u8; 32] = answer[8..40].try_into().expect("32 bytes");
+        let expected = proof(key, b"callee", port, &nonce_c, &nonce_s);
+        if !constant_time_eq(&answer[40..72], &expected) {
+            // A proof that cannot be right, so the callee's log says why the caller went away.
+            let _ = stream.write_all(&[0u8; 32]).await;
+            return Err(HandshakeError::WrongProof);
+        }
+        stream.write_all(&proof(key, b"caller", port, &nonce_c, &nonce_s)).await?;
+        let mut verdict = [0u8; 1];
+        stream.read_exact(&mut verdict).await?;
+        match verdict[0] {
+            0 => Ok(()),
+            _ => Err(HandshakeError::Refused),
+        }
+    })
+    .await
 }
 
 /// The called side: checks that the caller on `port` holds `key`, proving it too; on a wrong
@@ -262,55 +252,47 @@ pub async fn verify<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    match key {
-        Some(key) => within_limit(verify_unbounded(stream, key, port)).await,
-        None => Ok(()),
-    }
-}
-
-async fn verify_unbounded<S>(
-    stream: &mut S,
-    key: &ClusterKey,
-    port: KeyedPort,
-) -> Result<(), HandshakeError>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let mut hello = [0u8; 42];
-    match stream.read_exact(&mut hello[..8]).await {
-        // Gone without a word: a daemon without the secret, waiting for us to speak first.
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(HandshakeError::NotKeyed),
-        other => other?,
-    };
-    if &hello[..8] != MAGIC {
-        return Err(HandshakeError::NotKeyed);
-    }
-    stream.read_exact(&mut hello[8..]).await?;
-    if hello[8] != VERSION {
-        return Err(HandshakeError::Version(hello[8]));
-    }
-    if hello[9] != port.code() {
-        return Err(HandshakeError::WrongPort {
-            theirs: KeyedPort::from_code(hello[9]),
-            ours: port,
-        });
-    }
-    let nonce_c: [u8; 32] = hello[10..42].try_into().expect("32 bytes");
-    let nonce_s: [u8; 32] = rand::random();
-    let mut answer = Vec::with_capacity(72);
-    answer.extend_from_slice(MAGIC);
-    answer.extend_from_slice(&nonce_s);
-    answer.extend_from_slice(&proof(key, b"callee", port, &nonce_c, &nonce_s));
-    stream.write_all(&answer).await?;
-    let mut theirs = [0u8; 32];
-    stream.read_exact(&mut theirs).await?;
-    let accepted = constant_time_eq(&theirs, &proof(key, b"caller", port, &nonce_c, &nonce_s));
-    let told = stream.write_all(&[u8::from(!accepted)]).await;
-    match accepted {
-        true => Ok(told?),
-        // Refused whether or not the caller is still there to hear it.
-        false => Err(HandshakeError::WrongProof),
-    }
+    let Some(key) = key else { return Ok(()) };
+    within_limit(async {
+        let mut hello = [0u8; 42];
+        match stream.read_exact(&mut hello[..8]).await {
+            // Gone without a word: a daemon without the secret, waiting for us to speak first.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                return Err(HandshakeError::NotKeyed)
+            }
+            other => other?,
+        };
+        if &hello[..8] != MAGIC {
+            return Err(HandshakeError::NotKeyed);
+        }
+        stream.read_exact(&mut hello[8..]).await?;
+        if hello[8] != VERSION {
+            return Err(HandshakeError::Version(hello[8]));
+        }
+        if hello[9] != port.code() {
+            return Err(HandshakeError::WrongPort {
+                theirs: KeyedPort::from_code(hello[9]),
+                ours: port,
+            });
+        }
+        let nonce_c: [u8; 32] = hello[10..42].try_into().expect("32 bytes");
+        let nonce_s: [u8; 32] = rand::random();
+        let mut answer = Vec::with_capacity(72);
+        answer.extend_from_slice(MAGIC);
+        answer.extend_from_slice(&nonce_s);
+        answer.extend_from_slice(&proof(key, b"callee", port, &nonce_c, &nonce_s));
+        stream.write_all(&answer).await?;
+        let mut theirs = [0u8; 32];
+        stream.read_exact(&mut theirs).await?;
+        let accepted = constant_time_eq(&theirs, &proof(key, b"caller", port, &nonce_c, &nonce_s));
+        let told = stream.write_all(&[u8::from(!accepted)]).await;
+        match accepted {
+            true => Ok(told?),
+            // Refused whether or not the caller is still there to hear it.
+            false => Err(HandshakeError::WrongProof),
+        }
+    })
+    .await
 }
 
 async fn within_limit(
