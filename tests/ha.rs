@@ -10,6 +10,7 @@ pub mod cluster;
 mod commit_cost;
 mod exports;
 mod foreign;
+mod forged;
 mod lapse;
 mod reseed;
 mod retry;

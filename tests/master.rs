@@ -476,3 +476,71 @@ fn a_stolen_session_id_is_refused_and_logged() {
         "the address is named: {refusals:?}"
     );
 }
+
+// ---------------------------------------------------------------- entries that do not decode
+
+/// A committed entry this build cannot read (a newer peer's, or a damaged log) stops the
+/// master for good with exit status 65, which the systemd unit does not restart on, naming
+/// the index and what to do; nothing after the last good entry is applied, and starting it
+/// again stops it again at the same place instead of skipping the entry.
+#[test]
+fn a_committed_entry_that_does_not_decode_stops_the_master_for_good_naming_it() {
+    use raft::Storage as _;
+    let mut cluster = Cluster::new();
+    cluster.start_master();
+    let addr = cluster.master_addr();
+    let rt = runtime();
+    rt.block_on(async {
+        wait_leader(&addr, &cluster).await;
+        Session::open(&addr).await.mkdir(ROOT_INO, "before").await;
+    });
+    let status = cluster.master.as_mut().unwrap().stop(Duration::from_secs(30));
+    assert!(status.success(), "master exited with {status}; log:\n{}", cluster.master_log());
+
+    let data_dir = cluster.master_data_dir();
+    let (good, bad) = {
+        let mut store = mfsha_raft::RaftStore::open(
+            &data_dir,
+            <mfsha_meta::State as mfsha_raft::StateMachine>::TABLES,
+        )
+        .expect("open the stopped master's store");
+        let last = store.last_index().unwrap();
+        let mut hard_state = store.hard_state().clone();
+        let mut entry = raft::eraftpb::Entry::default();
+        (entry.index, entry.term, entry.data) = (last + 1, hard_state.term, vec![0xff; 16].into());
+        hard_state.commit = last + 1;
+        store.append(&[entry], Some(&hard_state), true).expect("append the bad entry");
+        (store.applied().0, last + 1)
+    };
+
+    for attempt in 1..=2 {
+        let config = cluster.master_config_path();
+        let mut master = crate::util::Daemon::spawn(
+            cluster.path(),
+            "master",
+            &["master", "-c", config.to_str().unwrap()],
+        );
+        let status = master.stop_after_signal(Duration::from_secs(30));
+        let log = cluster.master_log();
+        assert_eq!(status.code(), Some(65), "start {attempt}: exit {status}; log:\n{log}");
+        let wanted = format!("committed entry {bad} does not decode");
+        assert!(log.contains(&wanted), "start {attempt}: the log lacks {wanted:?}:\n{log}");
+        assert!(log.contains("upgrade this node") && log.contains("runbook 5"), "{log}");
+        assert!(!log.contains("panicked"), "{log}");
+    }
+    let store = mfsha_raft::RaftStore::open(
+        &data_dir,
+        <mfsha_meta::State as mfsha_raft::StateMachine>::TABLES,
+    )
+    .unwrap();
+    assert_eq!(store.applied().0, good, "nothing from the bad entry on was applied");
+    drop(store);
+    let check = mfsha(&["meta", "check", data_dir.to_str().unwrap()]);
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    for unit in ["mfsha-master.service", "mfsha-logger.service"] {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../systemd").join(unit);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("RestartPreventExitStatus=65"), "{unit} restarts a halted node");
+    }
+}

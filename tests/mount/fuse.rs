@@ -419,3 +419,62 @@ fn subfolder_read_only_and_df_totals() {
     );
     assert!(s.f_bavail > 0 && s.f_bavail <= s.f_blocks);
 }
+
+/// How many `getxattr` requests the mount with metrics at `addr` has sent the master.
+fn getxattr_requests(addr: &str) -> u64 {
+    let body = crate::metrics::http_get(addr, "/metrics");
+    let line = body
+        .lines()
+        .find(|l| l.starts_with("mfsha_mount_master_request_seconds_count{op=\"getxattr\"}"));
+    line.map_or(0, |l| l.rsplit(' ').next().unwrap().parse().unwrap())
+}
+
+/// Writes `count` blocks of 4 KiB to `path` (appending), one write(2) each.
+fn write_blocks(path: &Path, count: usize) {
+    let mut file = fs::OpenOptions::new().append(true).create(true).open(path).unwrap();
+    for _ in 0..count {
+        file.write_all(&[7u8; 4096]).unwrap();
+    }
+    file.sync_all().unwrap();
+}
+
+fn capability(path: &Path) -> String {
+    run(Command::new("getcap").arg(path)).trim().to_string()
+}
+
+/// The kernel asks for `security.capability` before every write(2); the mount remembers
+/// "none" for its attribute cache time instead of asking the master 256 times for 256
+/// writes. A write still drops a capability set through this mount at once, and one set
+/// through another mount once that time has passed.
+#[test]
+fn writes_do_not_ask_the_master_for_capabilities_each_time_and_still_drop_them() {
+    if super::which("setcap").is_none() || super::which("getcap").is_none() {
+        panic!("setcap and getcap (Debian package libcap2-bin) are needed for this test");
+    }
+    let c = cluster(2);
+    let port = crate::util::free_port();
+    let metrics = format!("127.0.0.1:{port}");
+    let a = Mount::start(&c, "mnt-a", &["-o", &format!("metrics={metrics}")]);
+    let b = Mount::start(&c, "mnt-b", &[]);
+
+    let before = getxattr_requests(&metrics);
+    write_blocks(&a.path("new"), 256);
+    let made_here = getxattr_requests(&metrics) - before;
+    fs::write(b.path("theirs"), b"x").unwrap();
+    let before = getxattr_requests(&metrics);
+    write_blocks(&a.path("theirs"), 256);
+    let made_there = getxattr_requests(&metrics) - before;
+    assert!(made_here <= 2 && made_there <= 4, "asked {made_here} and {made_there} times");
+
+    run(Command::new("setcap").args(["cap_net_raw+ep", a.path("new").to_str().unwrap()]));
+    assert!(capability(&a.path("new")).contains("cap_net_raw"), "set through mount a");
+    write_blocks(&a.path("new"), 1);
+    assert_eq!(capability(&a.path("new")), "", "a write through the same mount drops it");
+
+    run(Command::new("setcap").args(["cap_net_raw+ep", b.path("theirs").to_str().unwrap()]));
+    assert!(capability(&b.path("theirs")).contains("cap_net_raw"), "set through mount b");
+    std::thread::sleep(Duration::from_millis(1200)); // mount a's attribute cache time, 1 s
+    write_blocks(&a.path("theirs"), 1);
+    assert_eq!(capability(&b.path("theirs")), "", "a write through the other mount drops it");
+    assert_eq!(fs::metadata(b.path("new")).unwrap().len(), 257 * 4096);
+}

@@ -69,7 +69,9 @@ pub fn parse_file_name(name: &str) -> Option<(ChunkId, u32)> {
     }
     let id = u64::from_str_radix(id, 16).ok()?;
     let version = u32::from_str_radix(version, 16).ok()?;
-    Some((id, version))
+    // Only the spelling `file_name` gives: the file is opened again by that name, so one that
+    // parses but is spelt otherwise (lower-case hex, a `+` sign) would be found, then missed.
+    (file_name(id, version) == name).then_some((id, version))
 }
 
 /// Prefix of temporary files (replication, creation, duplication in progress). The scan
@@ -183,6 +185,9 @@ mod tests {
         assert_eq!(parse_file_name("chunk_123_1.mfs"), None);
         assert_eq!(parse_file_name("chunk_123456789ABCDEF0_0000002A.mfs.tmp"), None);
         assert_eq!(parse_file_name(&temp_name(1, 1)), None, "temp files are not chunks");
+        // Seen writing the chunk_header fuzz target: these parsed, then were opened by another name.
+        assert_eq!(parse_file_name("chunk_123456789abcdef0_0000002A.mfs"), None);
+        assert_eq!(parse_file_name("chunk_+23456789ABCDEF0_0000002A.mfs"), None);
     }
 
     #[test]

@@ -185,6 +185,7 @@ impl MountOptions {
         client.flush_bytes = (client.max_dirty_bytes / 4).max(1 << 20);
         client.read_ahead_bytes = o.read_ahead_mb.clamp(1, 64) << 20;
         let times = CacheTimes { attr: seconds(o.attr_cache), entry: seconds(o.entry_cache) };
+        client.no_capability_ttl = times.attr;
         let metrics = o.metrics.as_deref().map(metrics_addr).transpose()?;
         Ok(Resolved {
             mountpoint: o.mountpoint,

@@ -40,7 +40,7 @@ impl<S: StateMachine, L: LogStore> Node<S, L> {
                     "committed entry out of order"
                 );
                 let output = applied.state.apply(item.index, &item.command);
-                let output = output.unwrap_or_else(|reason| crate::fatal(&reason));
+                let output = output.unwrap_or_else(|reason| crate::halt(&reason));
                 if let Some(id) = item.proposal {
                     results.push((id, item.term, output));
                 }
@@ -142,5 +142,8 @@ impl<S: StateMachine, L: LogStore> Node<S, L> {
 }
 
 fn conf_fatal(index: u64, error: impl std::fmt::Display) -> ! {
-    crate::fatal(&format!("conf change at index {index}: {error}"))
+    crate::halt(&format!(
+        "the membership change committed at index {index} cannot be applied: {error}; \
+         check that every member runs the same mfsha version (`mfsha status`)"
+    ))
 }

@@ -44,7 +44,10 @@ client, chunkserver or logger services: the master and the witness logger both e
    stalls heartbeats or the state lock.
 
 A storage error leaves raft-rs inoperable, so it ends the process ([`fatal`]): a restart
-recovers from the synced log.
+recovers from the synced log. A committed entry or a leader's snapshot that this build cannot
+read is different: a restart would read the same bytes again, so the node stops for good
+([`halt`], exit status [`EXIT_NEEDS_OPERATOR`], which the systemd units do not restart on)
+with the index and what to do, and nothing of what it could not read is applied or stored.
 
 # Time
 
@@ -86,6 +89,27 @@ pub use transport::{NoPeers, Reports, Transport};
 
 /// Errors a proposer can get, shared with the wire protocol so they reach clients as is.
 pub use mfsha_proto::types::Status;
+
+/// Exit status of a node that [`halt`]ed: `EX_DATAERR` of sysexits.h. The systemd units list
+/// it in `RestartPreventExitStatus=`.
+pub const EXIT_NEEDS_OPERATOR: i32 = 65;
+
+/// Stops this node for good, without the restart loop [`fatal`] would start: for data the
+/// node must not skip and cannot read (a committed entry, a leader's snapshot, a membership
+/// change), which a restart would only read again. `message` says which index and what to do.
+pub fn halt(message: &str) -> ! {
+    tracing::error!(
+        "STOPPED: {message}; exiting with status {EXIT_NEEDS_OPERATOR} (not restarted)"
+    );
+    eprintln!(
+        "mfsha STOPPED: {message}; exiting with status {EXIT_NEEDS_OPERATOR}, which systemd \
+         does not restart"
+    );
+    // `_exit`, not `exit`: RocksDB's static destructors must not run under threads of this
+    // process that still use it. Everything acknowledged is in the synced log already.
+    // SAFETY: `_exit` ends the process at once; nothing in this process runs after it.
+    unsafe { libc::_exit(EXIT_NEEDS_OPERATOR) }
+}
 
 /// A broken invariant in storage or apply: say where, then crash; a restart recovers from
 /// the synced log. Never returns.

@@ -42,7 +42,10 @@ impl StateMachine for State {
         let entry = postcard::from_bytes::<Entry>(command).map_err(|error| {
             format!(
                 "committed entry {index} does not decode as a metadata entry: {error}; it was \
-                 probably written by a newer mfsha: upgrade this node"
+                 probably written by a newer mfsha: upgrade this node to the version the \
+                 leader runs (`mfsha status`) and start it again. If every member runs the \
+                 same version, this node's log is damaged: remove the node from the group, \
+                 wipe its data directory and add it again (docs/runbooks.md, runbook 5)"
             )
         })?;
         Ok(State::apply(self, index, &entry))

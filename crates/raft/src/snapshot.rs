@@ -15,8 +15,14 @@ impl<S: StateMachine, L: LogStore> Node<S, L> {
     pub(crate) fn install_snapshot(&mut self, snapshot: &raft::eraftpb::Snapshot) {
         let metadata = snapshot.get_metadata();
         let (index, term) = (metadata.index, metadata.term);
+        // Checked before anything is stored: a snapshot that does not load is never installed.
         let state = S::from_snapshot(&snapshot.data).unwrap_or_else(|error| {
-            crate::fatal(&format!("the leader's snapshot at index {index} does not load: {error}"))
+            crate::halt(&format!(
+                "the leader's snapshot at index {index} (term {term}) does not load: {error}; \
+                 nothing of it was installed. Check that every member runs the same mfsha \
+                 version (`mfsha status`); if they do, the leader's store may be damaged: \
+                 start this node again once another member leads"
+            ))
         });
         assert_eq!(state.applied_index(), index, "snapshot data and metadata disagree");
         let records = |visit: &mut RecordVisit<'_>| state.visit_records(visit);

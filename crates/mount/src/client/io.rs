@@ -204,7 +204,10 @@ impl Client {
         umask: u32,
     ) -> Reply<(u64, Attr)> {
         let op = ClientOp::Create { parent, name: name.to_string(), mode, umask };
+        let ticket = self.no_caps.ticket();
         let attr = self.call_attr(who, op).await?;
+        // A new file has no capabilities: its first write need not ask.
+        self.no_caps.absent(attr.ino, ticket);
         let file = self.file_for_handle(attr.ino);
         file.inner.lock().acquired = true;
         self.link.note_acquired(attr.ino);

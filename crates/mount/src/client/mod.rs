@@ -9,6 +9,7 @@
 //!
 //! Every operation returns `Result<_, Status>`; `Status::errno` gives the POSIX error.
 
+mod caps;
 pub mod data;
 pub mod extents;
 mod io;
@@ -102,6 +103,9 @@ pub struct ClientConfig {
     pub read_ahead_bytes: u32,
     /// Bound on one request to a chunkserver (a chain write covers the whole chain).
     pub data_timeout: Duration,
+    /// How long "no `security.capability`" is remembered (see `caps.rs`); the mount sets it
+    /// to its attribute cache time.
+    pub no_capability_ttl: Duration,
 }
 
 impl ClientConfig {
@@ -114,6 +118,7 @@ impl ClientConfig {
             max_dirty_age: Duration::from_secs(2),
             read_ahead_bytes: 8 << 20,
             data_timeout: Duration::from_secs(30),
+            no_capability_ttl: Duration::from_secs(1),
         }
     }
 }
@@ -127,6 +132,7 @@ pub struct Client {
     files: Mutex<HashMap<Ino, Arc<FileState>>>,
     handles: Mutex<HashMap<u64, Arc<Handle>>>,
     next_fh: AtomicU64,
+    no_caps: caps::NoCapabilities,
     /// This client, for background tasks it starts.
     this: Weak<Client>,
 }
@@ -141,6 +147,7 @@ impl Client {
     pub async fn connect(cfg: ClientConfig) -> Result<Arc<Client>, ConnectError> {
         let link = MasterLink::connect(cfg.master.clone()).await?;
         let data = Arc::new(DataPool::new(cfg.data_timeout));
+        let no_caps = caps::NoCapabilities::new(cfg.no_capability_ttl);
         let client = Arc::new_cyclic(|this| Client {
             cfg,
             link,
@@ -148,6 +155,7 @@ impl Client {
             files: Mutex::new(HashMap::new()),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
+            no_caps,
             this: this.clone(),
         });
         tokio::spawn(io::flusher(Arc::downgrade(&client)));
@@ -337,9 +345,20 @@ impl Client {
     }
 
     pub async fn getxattr(&self, ino: Ino, name: &str) -> Reply<Vec<u8>> {
-        match self.call(Caller::ROOT, ClientOp::GetXattr { ino, name: name.to_string() }).await? {
-            ClientReply::Xattr(v) => Ok(v.into_vec()),
-            other => Err(unexpected("an attribute value", &other)),
+        let capability = name == caps::CAPABILITY;
+        if capability && self.no_caps.known_absent(ino) {
+            return Err(Status::NoAttr);
+        }
+        let ticket = self.no_caps.ticket();
+        let op = ClientOp::GetXattr { ino, name: name.to_string() };
+        match self.call(Caller::ROOT, op).await {
+            Ok(ClientReply::Xattr(v)) => Ok(v.into_vec()),
+            Ok(other) => Err(unexpected("an attribute value", &other)),
+            Err(Status::NoAttr) if capability => {
+                self.no_caps.absent(ino, ticket);
+                Err(Status::NoAttr)
+            }
+            Err(status) => Err(status),
         }
     }
 
@@ -360,11 +379,32 @@ impl Client {
         flags: u32,
     ) -> Reply<()> {
         let value = serde_bytes::ByteBuf::from(value.to_vec());
-        self.call_unit(who, ClientOp::SetXattr { ino, name: name.to_string(), value, flags }).await
+        let op = ClientOp::SetXattr { ino, name: name.to_string(), value, flags };
+        self.changing_xattr(ino, name, self.call_unit(who, op)).await
     }
 
     pub async fn removexattr(&self, who: Caller, ino: Ino, name: &str) -> Reply<()> {
-        self.call_unit(who, ClientOp::RemoveXattr { ino, name: name.to_string() }).await
+        let op = ClientOp::RemoveXattr { ino, name: name.to_string() };
+        self.changing_xattr(ino, name, self.call_unit(who, op)).await
+    }
+
+    /// Runs a set or removal of `name` on `ino`, forgetting a remembered absence of
+    /// capabilities before and after it.
+    async fn changing_xattr(
+        &self,
+        ino: Ino,
+        name: &str,
+        change: impl std::future::Future<Output = Reply<()>>,
+    ) -> Reply<()> {
+        let capability = name == caps::CAPABILITY;
+        if capability {
+            self.no_caps.changed(ino);
+        }
+        let result = change.await;
+        if capability {
+            self.no_caps.changed(ino);
+        }
+        result
     }
 
     pub async fn get_goal(&self, ino: Ino) -> Reply<u8> {
