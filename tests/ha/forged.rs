@@ -4,7 +4,9 @@
 //! and nothing of it is stored: not the snapshot, not its term. The node's data is as it was,
 //! and once it is started again beside the real leader it serves as before.
 //!
-//! The test plays master 1 (stopped) towards master 2 on the peer port, with the key.
+//! The test plays master 1 (stopped) towards master 2 on the peer port, with the key: first
+//! from another address than master 1 was added with, which is refused before any message
+//! (a host with the secret cannot pose as another member), then from master 1's own.
 
 use super::cluster::{runtime, HaCluster, CLUSTER_ID};
 use super::retry::addr;
@@ -35,11 +37,15 @@ fn forged_snapshot(term: u64, index: u64) -> Message {
     message
 }
 
-/// Sends `message` to master 2's peer port as node 1 does: key proof, Hello, one part.
-async fn send_as_node_1(cluster: &HaCluster, message: &Message) {
+/// Sends `message` to master 2's peer port from `source` as node 1 does: key proof, Hello,
+/// one part.
+async fn send_as_node_1(cluster: &HaCluster, source: [u8; 4], message: &Message) {
     let key = ClusterKey::load(&cluster.key_path()).expect("the cluster key");
     let peer = format!("127.0.0.1:{}", cluster.masters[1].ports.peer);
-    let mut stream = tokio::net::TcpStream::connect(&peer).await.expect("master 2's peer port");
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind((std::net::Ipv4Addr::from(source), 0).into()).expect("bind the source address");
+    let connect = socket.connect(peer.parse().unwrap());
+    let mut stream = connect.await.expect("master 2's peer port");
     cluster_key::prove(&mut stream, Some(&key), KeyedPort::Peer).await.expect("key accepted");
     let hello = PeerMessage::Hello { from: 1, to: 2, cluster: CLUSTER_ID.into() };
     write_frame(&mut stream, 0, &hello).await.unwrap();
@@ -66,7 +72,16 @@ fn a_leaders_snapshot_that_does_not_load_stops_the_follower_for_good_and_is_not_
     let before = cluster.status(1).expect("master 2's status");
     let (term, index) = (before.term + 5, before.commit_index + 1000);
 
-    rt.block_on(send_as_node_1(&cluster, &forged_snapshot(term, index)));
+    // From another host than node 1 was added with (127.0.0.1): refused before the message.
+    rt.block_on(send_as_node_1(&cluster, [127, 0, 0, 2], &forged_snapshot(term, index)));
+    std::thread::sleep(Duration::from_millis(500));
+    let log = tail(&cluster.masters[1].daemon.as_ref().unwrap().log, 40);
+    let refused = "caller says it is node 1 but connects from 127.0.0.2";
+    assert!(log.contains(refused), "the log lacks {refused:?}:\n{log}");
+    assert!(cluster.masters[1].daemon.as_mut().unwrap().is_running(), "{log}");
+    assert_eq!(cluster.status(1).expect("master 2 serves").term, before.term, "{log}");
+
+    rt.block_on(send_as_node_1(&cluster, [127, 0, 0, 1], &forged_snapshot(term, index)));
     let mut daemon = cluster.masters[1].daemon.take().expect("master 2 runs");
     let status = daemon.stop_after_signal(LIMIT);
     let log = tail(&daemon.log, 40);

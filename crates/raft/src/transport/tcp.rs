@@ -15,7 +15,8 @@
 //! `NotMember`, and the connection goes on as before; the caller's sender task, which
 //! otherwise only writes, reads that answer and reports it to its node.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -75,22 +76,28 @@ struct PeerQueue {
     snapshots: Arc<Semaphore>,
 }
 
-/// The ids that may call this node: the configured peers and the members the replicated
-/// address book added since. Shared by the transport (which learns them) and the listener.
+/// Who may call this node, each with the peer address it was added with: the configured
+/// peers and the members the replicated address book added since. Shared by the transport
+/// (which learns them) and the listener (which checks callers against them).
 #[derive(Debug, Clone, Default)]
-pub struct PeerSet(Arc<RwLock<BTreeSet<u64>>>);
+pub struct PeerSet(Arc<RwLock<BTreeMap<u64, String>>>);
 
 impl PeerSet {
-    pub fn new(ids: impl IntoIterator<Item = u64>) -> PeerSet {
-        PeerSet(Arc::new(RwLock::new(ids.into_iter().collect())))
+    pub fn new(peers: impl IntoIterator<Item = (u64, String)>) -> PeerSet {
+        PeerSet(Arc::new(RwLock::new(peers.into_iter().collect())))
     }
 
     pub fn contains(&self, id: u64) -> bool {
-        self.0.read().contains(&id)
+        self.0.read().contains_key(&id)
     }
 
-    fn insert(&self, id: u64) {
-        self.0.write().insert(id);
+    /// The peer address `id` was added with.
+    pub fn address(&self, id: u64) -> Option<String> {
+        self.0.read().get(&id).cloned()
+    }
+
+    fn insert(&self, id: u64, addr: &str) {
+        self.0.write().insert(id, addr.to_string());
     }
 
     fn remove(&self, id: u64) {
@@ -121,7 +128,7 @@ impl TcpTransport {
     /// Starts one sender task per peer on the current Tokio runtime (call it from inside one).
     pub fn start(me: PeerIdentity, peers: &[(u64, String)], shutdown: Shutdown) -> TcpTransport {
         let configured: BTreeSet<u64> = peers.iter().map(|(id, _)| *id).collect();
-        let members = PeerSet::new(configured.iter().copied());
+        let members = PeerSet::default();
         let runtime = tokio::runtime::Handle::current();
         let queues = HashMap::new();
         let transfers = Transfers::default();
@@ -165,7 +172,7 @@ impl TcpTransport {
         self.runtime.spawn(send_loop(link, rx, self.shutdown.clone()).instrument(span));
         let snapshots = Arc::new(Semaphore::new(SNAPSHOTS_PER_PEER));
         self.queues.insert(id, PeerQueue { messages, addr: addr.to_string(), snapshots });
-        self.members.insert(id);
+        self.members.insert(id, addr);
     }
 
     fn link(&self, to: u64, addr: &str) -> Link {
@@ -600,7 +607,7 @@ async fn receive<S: StateMachine>(
                 // caller's addition), and then it must go on hearing the caller.
                 tell_not_member(&mut reader, from, applied_index).await?;
             }
-            check_member(policy, from)?
+            check_source(policy, check_member(policy, from)?, addr.ip()).await?
         }
         Some(_) => return Err("first frame is not Hello".into()),
         None => return Ok(()),
@@ -676,6 +683,44 @@ fn check_member(policy: &PeerPolicy, from: u64) -> Result<u64, String> {
         return Err(format!("caller says it is node {from}, which is not a member"));
     }
     Ok(from)
+}
+
+/// A member must call from the host it was added with: the secret says the caller is one
+/// of the cluster's hosts, this that it is the member it claims to be. A peer address given
+/// as an IP is checked strictly; a host name is resolved, and if that fails the caller is let
+/// in with a warning (a DNS outage must not split the group; the secret still holds).
+async fn check_source(policy: &PeerPolicy, from: u64, caller: IpAddr) -> Result<u64, String> {
+    let Some(added) = policy.members.address(from) else {
+        return Err(format!("caller says it is node {from}, which is not a member"));
+    };
+    let resolved = tokio::time::timeout(RESOLVE_LIMIT, tokio::net::lookup_host(added.as_str()));
+    let ips: Vec<IpAddr> = match resolved.await {
+        Ok(Ok(addrs)) => addrs.map(|a| a.ip()).collect(),
+        Ok(Err(e)) => return resolve_failed(from, &added, &e.to_string()),
+        Err(_) => return resolve_failed(from, &added, "no answer within 2 s"),
+    };
+    if ips.iter().any(|ip| same_ip(*ip, caller)) {
+        return Ok(from);
+    }
+    Err(format!(
+        "caller says it is node {from} but connects from {caller}, and node {from} was added \
+         with peer address {added} ({ips:?}): refused. If that node's connections leave from \
+         another address, give it that one as its peer address"
+    ))
+}
+
+/// How long a member's host name may take to resolve.
+const RESOLVE_LIMIT: Duration = Duration::from_secs(2);
+
+fn resolve_failed(from: u64, added: &str, why: &str) -> Result<u64, String> {
+    tracing::warn!(peer = from, %added, why,
+        "cannot resolve the peer address node {from} was added with; letting it in unchecked");
+    Ok(from)
+}
+
+/// IPv4 and its IPv4-mapped IPv6 form are the same caller.
+fn same_ip(a: IpAddr, b: IpAddr) -> bool {
+    a.to_canonical() == b.to_canonical()
 }
 
 /// Tells a caller this node's membership leaves out so, with `NotMember`.
