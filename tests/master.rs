@@ -30,6 +30,16 @@ async fn wait_leader(addr: &str, cluster: &Cluster) {
     panic!("master at {addr} did not become leader in 30 s; log:\n{}", cluster.master_log());
 }
 
+/// A started master (a group of one) that leads, its client address, and a runtime.
+fn leading_master() -> (Cluster, String, tokio::runtime::Runtime) {
+    let mut cluster = Cluster::new();
+    cluster.start_master();
+    let addr = cluster.master_addr();
+    let rt = runtime();
+    rt.block_on(wait_leader(&addr, &cluster));
+    (cluster, addr, rt)
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
@@ -175,11 +185,7 @@ fn acknowledged_mutations_survive_sigkill_and_nothing_is_half_applied() {
     let mut rng = StdRng::seed_from_u64(seed);
     let kill_after = rng.gen_range(1000..1600);
     let workers = 6;
-    let mut cluster = Cluster::new();
-    cluster.start_master();
-    let addr = cluster.master_addr();
-    let rt = runtime();
-    rt.block_on(wait_leader(&addr, &cluster));
+    let (mut cluster, addr, rt) = leading_master();
     let acked = Arc::new(AtomicUsize::new(0));
     let tasks: Vec<_> =
         (0..workers).map(|k| rt.spawn(worker(addr.clone(), k, seed, acked.clone()))).collect();
@@ -236,12 +242,8 @@ fn acknowledged_mutations_survive_sigkill_and_nothing_is_half_applied() {
 
 #[test]
 fn status_reports_role_indexes_counts_and_clients_as_text_and_json() {
-    let mut cluster = Cluster::new();
-    cluster.start_master();
-    let addr = cluster.master_addr();
-    let rt = runtime();
+    let (mut cluster, addr, rt) = leading_master();
     let session = rt.block_on(async {
-        wait_leader(&addr, &cluster).await;
         let mut session = Session::open(&addr).await;
         let top = session.mkdir(ROOT_INO, "status-a").await;
         session.mkdir(top, "status-b").await;
@@ -382,14 +384,8 @@ fn frame(len: u32, version: u8, body: &[u8]) -> Vec<u8> {
 
 #[test]
 fn bad_frames_close_only_their_connection_and_are_logged_with_the_peer() {
-    let mut cluster = Cluster::new();
-    cluster.start_master();
-    let addr = cluster.master_addr();
-    let rt = runtime();
-    let mut good = rt.block_on(async {
-        wait_leader(&addr, &cluster).await;
-        Session::open(&addr).await
-    });
+    let (mut cluster, addr, rt) = leading_master();
+    let mut good = rt.block_on(async { Session::open(&addr).await });
     let oversized = send_and_expect_close(&addr, &[0x7f, 0xff, 0xff, 0xff, 1, 0, 0]);
     let garbage_body = [0xffu8; 40];
     let wrong_version = send_and_expect_close(&addr, &frame(9 + 40, 99, &garbage_body));
@@ -440,12 +436,8 @@ fn bad_frames_close_only_their_connection_and_are_logged_with_the_peer() {
 /// thief's address, and the owner goes on.
 #[test]
 fn a_stolen_session_id_is_refused_and_logged() {
-    let mut cluster = Cluster::new();
-    cluster.start_master();
-    let addr = cluster.master_addr();
-    let rt = runtime();
+    let (cluster, addr, rt) = leading_master();
     rt.block_on(async {
-        wait_leader(&addr, &cluster).await;
         let mut owner = Session::open(&addr).await;
         let thief = Client::connect(&addr).await.unwrap();
         let op = ClientOp::Mkdir { parent: ROOT_INO, name: "stolen".into(), mode: 0o755, umask: 0 };
@@ -486,12 +478,8 @@ fn a_stolen_session_id_is_refused_and_logged() {
 #[test]
 fn a_committed_entry_that_does_not_decode_stops_the_master_for_good_naming_it() {
     use raft::Storage as _;
-    let mut cluster = Cluster::new();
-    cluster.start_master();
-    let addr = cluster.master_addr();
-    let rt = runtime();
+    let (mut cluster, addr, rt) = leading_master();
     rt.block_on(async {
-        wait_leader(&addr, &cluster).await;
         Session::open(&addr).await.mkdir(ROOT_INO, "before").await;
     });
     let status = cluster.master.as_mut().unwrap().stop(Duration::from_secs(30));
