@@ -226,7 +226,18 @@ fn sha256(data: &[u8]) -> String {
 fn bench_fuse_measures_the_appliance_a_single_master_and_a_local_directory_and_cleans_up() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("bench");
-    let args = ["--size-mib", "8", "--files", "40", "--small-files", "20", "--random-seconds", "1"];
+    let args = [
+        "--size-mib",
+        "8",
+        "--files",
+        "40",
+        "--small-files",
+        "20",
+        "--random-seconds",
+        "1",
+        "--tar-entries",
+        "300",
+    ];
     let mut all = vec!["bench", "fuse", "--dir", dir.to_str().unwrap()];
     all.extend(args);
     let out = mfsha(&all);
@@ -243,7 +254,8 @@ fn bench_fuse_measures_the_appliance_a_single_master_and_a_local_directory_and_c
             l.split('|').filter_map(|c| c.trim().trim_end_matches(" %").parse().ok()).collect()
         })
         .collect();
-    assert_eq!(rows.len(), 14, "one row per figure:\n{text}");
+    assert_eq!(rows.len(), 17, "one row per figure:\n{text}");
+    assert!(text.contains("tarball: 300 entries"), "the tarball is made once:\n{text}");
     for row in &rows {
         assert!(
             row.len() == 4 && row[..3].iter().all(|v| *v > 0.0),

@@ -14,7 +14,11 @@
 //!   mkdir/rmdir of a tenth as many directories; then creates from 8 threads at once, each
 //!   in a directory of its own;
 //! * **small files**: `--small-files` files of 4 KiB written (each created, written and
-//!   closed), then read back cold.
+//!   closed), then read back cold;
+//! * **a tarball**, a real workload: the first `--tar-entries` entries of `/usr/include` and
+//!   `/usr/share` (made into a tar file on the local disk once, before the first column),
+//!   extracted with `tar -xf`, then `find | xargs stat` of every entry, then `rm -rf`, each
+//!   timed in seconds.
 //!
 //! "Cold" means the kernel's page cache was dropped first (`/proc/sys/vm/drop_caches`, so
 //! the bench needs root; without it the read figures are marked warm).
@@ -35,6 +39,7 @@ pub struct FuseBench {
     pub files: usize,
     pub small_files: usize,
     pub random_seconds: u64,
+    pub tar_entries: usize,
 }
 
 /// Where one column of the table is measured: a mount (of a cluster the bench started, or
@@ -78,6 +83,10 @@ pub fn run(bench: &FuseBench) -> anyhow::Result<()> {
         ],
     };
     targets.push(Target { name: "local dir", cluster: None, dir: Some(local) });
+    let tarball = match bench.tar_entries {
+        0 => None,
+        entries => Some(make_tarball(&bench.dir.canonicalize()?, entries)?),
+    };
     let mut columns = Vec::new();
     for target in &mut targets {
         let cluster = match target.cluster {
@@ -104,8 +113,11 @@ pub fn run(bench: &FuseBench) -> anyhow::Result<()> {
         figures.extend(fresh(&dir, |d| fio_suite(d, bench))?);
         figures.extend(fresh(&dir, |d| metadata_suite(d, bench.files))?);
         figures.extend(fresh(&dir, |d| small_files(d, bench.small_files))?);
+        if let Some(tarball) = &tarball {
+            figures.extend(fresh(&dir, |d| tarball_suite(d, tarball))?);
+        }
         for (what, unit, value) in &figures {
-            println!("  {what:<40} {value:>10.0} {unit}");
+            println!("  {what:<40} {:>10} {unit}", shown(*value, unit));
         }
         columns.push(figures);
         drop(cluster);
@@ -148,10 +160,18 @@ fn print_table(names: &[&str], columns: &[Vec<Figure>]) {
     println!("|---|{}---:|", "---:|".repeat(names.len()));
     for (row, (what, unit, _)) in columns[0].iter().enumerate() {
         let values: Vec<f64> = columns.iter().map(|c| c[row].2).collect();
-        let cells: Vec<String> = values.iter().map(|v| format!("{v:.0}")).collect();
+        let cells: Vec<String> = values.iter().map(|v| shown(*v, unit)).collect();
         let local = values.last().copied().unwrap_or(0.0);
         let ratio = if local > 0.0 { values[0] / local * 100.0 } else { 0.0 };
         println!("| {what} ({unit}) | {} | {ratio:.0} % |", cells.join(" | "));
+    }
+}
+
+/// A figure as printed: rates as whole numbers, times in seconds to the millisecond.
+fn shown(value: f64, unit: &str) -> String {
+    match unit {
+        "s" => format!("{value:.3}"),
+        _ => format!("{value:.0}"),
     }
 }
 
@@ -345,4 +365,64 @@ fn small_files(dir: &Path, count: usize) -> anyhow::Result<Vec<Figure>> {
         (format!("small files written ({count} × 4 KiB)"), "files/s", write),
         ("small files read cold".to_string(), "files/s", read),
     ])
+}
+
+/// A tar file of the first `entries` entries of `/usr/include` and `/usr/share` (in `find`
+/// order, so every directory comes before what it holds), in `work`.
+fn make_tarball(work: &Path, entries: usize) -> anyhow::Result<Tarball> {
+    let list = work.join("tarball.list");
+    let path = work.join("tarball.tar");
+    let found = Command::new("find")
+        .args(["/usr/include", "/usr/share", "-xdev"])
+        .output()
+        .context("cannot run find for the tarball")?;
+    let names: Vec<&str> =
+        std::str::from_utf8(&found.stdout)?.lines().filter(|l| !l.contains('\\')).collect();
+    let names = &names[..entries.min(names.len())];
+    fs::write(&list, names.join("\n") + "\n")?;
+    let tar = Command::new("tar")
+        .args(["-cf", path.to_str().unwrap_or_default(), "--no-recursion", "-T"])
+        .arg(&list)
+        .output()
+        .context("cannot run tar")?;
+    if !tar.status.success() {
+        bail!("tar -cf {} failed: {}", path.display(), String::from_utf8_lossy(&tar.stderr));
+    }
+    println!(
+        "tarball: {} entries of /usr/include and /usr/share in {}",
+        names.len(),
+        path.display()
+    );
+    Ok(Tarball { path, entries: names.len() })
+}
+
+struct Tarball {
+    path: PathBuf,
+    entries: usize,
+}
+
+/// Extracts the tarball into `dir`, stats every entry with `find | xargs stat`, removes it.
+fn tarball_suite(dir: &Path, tarball: &Tarball) -> anyhow::Result<Vec<Figure>> {
+    let tar = tarball.path.to_str().unwrap_or_default();
+    let root = dir.to_str().unwrap_or_default();
+    let extract = timed("tar -xf", Command::new("tar").args(["-xf", tar, "-C", root]))?;
+    let stat = format!("find {root} -print0 | xargs -0 stat > /dev/null");
+    let stat = timed("find | xargs stat", Command::new("sh").args(["-c", &stat]))?;
+    let remove = timed("rm -rf", Command::new("rm").args(["-rf", &format!("{root}/usr")]))?;
+    let n = tarball.entries;
+    Ok(vec![
+        (format!("tarball extract ({n} entries)"), "s", extract),
+        ("tarball find | xargs stat".to_string(), "s", stat),
+        ("tarball rm -rf".to_string(), "s", remove),
+    ])
+}
+
+/// Runs `command` to success; its wall time in seconds.
+fn timed(what: &str, command: &mut Command) -> anyhow::Result<f64> {
+    let start = Instant::now();
+    let out = command.output().with_context(|| format!("cannot run {what}"))?;
+    if !out.status.success() {
+        bail!("{what} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(start.elapsed().as_secs_f64())
 }

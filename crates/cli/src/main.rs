@@ -377,8 +377,9 @@ enum Bench {
     },
     /// Through the FUSE mount and on a local directory in the same run: fio (sequential
     /// write with end_fsync, cold sequential read, 4 KiB random read with 1 and 4 jobs), one
-    /// syscall at a time metadata (create, stat, ls -l, rename, unlink, mkdir, rmdir) and
-    /// small files. Without --mount it starts its own local cluster (goal 2) under DIR.
+    /// syscall at a time metadata (create, stat, ls -l, rename, unlink, mkdir, rmdir), small
+    /// files, and a tarball of /usr/include and /usr/share extracted, stat'ed and removed.
+    /// Without --mount it starts its own local cluster (goal 2) under DIR.
     Fuse {
         /// Use this mounted mfsha filesystem instead of starting a local cluster.
         #[arg(long)]
@@ -398,6 +399,9 @@ enum Bench {
         /// Seconds each random-read run lasts.
         #[arg(long, default_value_t = 20)]
         random_seconds: u64,
+        /// Entries of the tarball (from /usr/include and /usr/share); 0 skips it.
+        #[arg(long, default_value_t = 20_000)]
+        tar_entries: usize,
     },
 }
 
@@ -507,7 +511,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             bench_io::run(master.as_deref(), size_mib, &dir)
         }
         Command::Bench {
-            which: Bench::Fuse { mount, dir, size_mib, files, small_files, random_seconds },
+            which:
+                Bench::Fuse { mount, dir, size_mib, files, small_files, random_seconds, tar_entries },
         } => bench_fuse::run(&bench_fuse::FuseBench {
             mount,
             dir,
@@ -515,6 +520,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             files,
             small_files,
             random_seconds,
+            tar_entries,
         }),
         Command::Mount(opts) => Ok(mfsha_mount::mount(opts)?),
         Command::Demo { dir } => demo::run(&dir),
