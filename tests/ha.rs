@@ -12,6 +12,7 @@ mod exports;
 mod foreign;
 mod forged;
 mod lapse;
+mod opens;
 mod reseed;
 mod retry;
 mod secret;

@@ -363,8 +363,9 @@ pub fn format_status(master: &str, s: &ClusterStatus) -> String {
         writeln!(out, "raft: commit index {}, applied index {}", s.commit_index, s.applied_index);
     let _ = writeln!(
         out,
-        "metadata: {} inodes, {} directories, {} files, {} chunks, {} in trash",
-        s.inodes, s.directories, s.files, s.chunks, s.trash_inodes
+        "metadata: {} inodes, {} directories, {} files, {} chunks, {} in trash, {} reserved \
+         (unlinked, still open)",
+        s.inodes, s.directories, s.files, s.chunks, s.trash_inodes, s.sustained_inodes
     );
     let _ = writeln!(
         out,

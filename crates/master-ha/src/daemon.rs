@@ -169,6 +169,8 @@ pub async fn start_with(
     let sustain = Duration::from_secs(config.client.session_sustain_secs);
     let expiry = crate::server::expiry::run(service.clone(), sustain, shutdown.clone());
     tokio::spawn(expiry.in_current_span());
+    let freeing = crate::server::opens::run(service.clone(), shutdown.clone());
+    tokio::spawn(freeing.in_current_span());
     let loggers = logger::serve_loggers(logger_listener, service.clone(), shutdown.clone());
     tokio::spawn(loggers.in_current_span());
     tracing::info!(%client_addr, "master serving clients");

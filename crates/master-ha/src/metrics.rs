@@ -166,6 +166,7 @@ impl StatusGauges {
             ("file", status.files),
             ("directory", status.directories),
             ("trash", status.trash_inodes),
+            ("reserved", status.sustained_inodes),
         ];
         for (kind, count) in kinds {
             self.inodes.with_label_values(&[kind]).set(count as i64);

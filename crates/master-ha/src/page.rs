@@ -173,12 +173,16 @@ fn metadata(out: &mut String, s: &ClusterStatus) {
     table_head(
         out,
         "metadata",
-        &["inodes", "directories", "files", "chunks", "in trash", "sessions"],
+        &["inodes", "directories", "files", "chunks", "in trash", "reserved", "sessions"],
     );
+    let counts = [s.inodes, s.directories, s.files, s.chunks, s.trash_inodes];
     row(
         out,
-        &[s.inodes, s.directories, s.files, s.chunks, s.trash_inodes, s.sessions]
-            .map(|n| n.to_string()),
+        &counts
+            .into_iter()
+            .chain([s.sustained_inodes, s.sessions])
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>(),
     );
     out.push_str("</table>\n");
 }

@@ -3,6 +3,7 @@
 //! before; trash time 0 frees at once; a purged file that is still open becomes sustained.
 
 use mfsha_master_ha::daemon::Master;
+use mfsha_master_ha::server::opens;
 use mfsha_master_ha::trash::{purge_round, Round};
 use mfsha_proto::client::{ClientOp, ClientReply, Request, TrashEntry};
 use mfsha_proto::types::{Attr, FileKind, Ino, Status, Timestamp, ROOT_INO};
@@ -95,6 +96,16 @@ fn sustained(master: &Master, ino: Ino) -> bool {
     master.service.meta.read(|s| s.sustained().any(|i| i == ino))
 }
 
+/// Waits until the leader has freed `ino` (no longer sustained, gone); how long it took.
+async fn wait_freed(master: &Master, ino: Ino, limit: Duration) -> Duration {
+    let start = Instant::now();
+    while master.service.meta.read(|s| s.getattr(ino).is_ok()) {
+        assert!(start.elapsed() < limit, "inode {ino} not freed after {limit:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    start.elapsed()
+}
+
 /// Waits until `ino` has left the trash; returns how long that took.
 async fn wait_purged(master: &Master, ino: Ino, limit: Duration) -> Duration {
     let start = Instant::now();
@@ -118,9 +129,10 @@ async fn expired_files_are_purged_within_a_bound_and_never_early() {
     tool.unlink("short").await;
     tool.unlink("long").await;
     tool.unlink("zero").await;
-    // Trash time 0: freed by the unlink itself, never in the trash.
-    assert_eq!(tool.getattr(zero.ino).await, Err(Status::NotFound));
+    // Trash time 0: never in the trash, freed by the leader's next round (nobody has it open).
     assert!(!in_trash(&master, zero.ino));
+    wait_freed(&master, zero.ino, Duration::from_secs(2)).await;
+    assert_eq!(tool.getattr(zero.ino).await, Err(Status::NotFound));
     assert!(in_trash(&master, short.ino) && in_trash(&master, long.ino));
     let paths: Vec<String> = master.service.meta.read(|s| s.trash().map(|t| t.1.into()).collect());
     assert_eq!(paths, ["/short", "/long"]);
@@ -131,6 +143,7 @@ async fn expired_files_are_purged_within_a_bound_and_never_early() {
     let (there, at) = (in_trash(&master, short.ino), unlinked.elapsed());
     assert!(there || at >= Duration::from_secs(1), "purged {at:?} after the unlink, before 1 s");
     wait_purged(&master, short.ino, Duration::from_secs(4)).await;
+    wait_freed(&master, short.ino, Duration::from_secs(2)).await;
     eprintln!("purged {:?} after the unlink (trash time 1 s)", unlinked.elapsed());
     assert_eq!(tool.getattr(short.ino).await, Err(Status::NotFound), "the purged file is freed");
     assert!(!sustained(&master, short.ino));
@@ -154,11 +167,14 @@ async fn an_expired_file_still_open_is_sustained_until_released() {
     assert!(in_trash(&master, file.ino));
 
     wait_purged(&master, file.ino, Duration::from_secs(5)).await;
+    // Several of the leader's freeing rounds go by: the open file stays.
+    tokio::time::sleep(opens::FREE_PERIOD * 3).await;
     assert!(sustained(&master, file.ino), "a purged file still open must be sustained");
     assert!(matches!(tool.getattr(file.ino).await, Ok(ClientReply::Attr(_))));
 
     let released = tool.mutate(ClientOp::Release { ino: file.ino }).await;
     assert_eq!(released, Ok(ClientReply::Unit));
+    wait_freed(&master, file.ino, Duration::from_secs(2)).await;
     assert!(!sustained(&master, file.ino));
     assert_eq!(tool.getattr(file.ino).await, Err(Status::NotFound));
     master.service.meta.read(|s| s.check_invariants()).expect("invariants hold");

@@ -209,9 +209,6 @@ impl State {
             if self.trash.contains_key(ino) {
                 p.add(format!("inode {ino} is both trashed and sustained"));
             }
-            if !self.holders.contains_key(ino) {
-                p.add(format!("sustained inode {ino} is held by no session"));
-            }
         }
         for (ino, node) in &self.inodes {
             let kept = self.trash.contains_key(ino) || self.sustained.contains(ino);

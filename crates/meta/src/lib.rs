@@ -3,8 +3,9 @@ The mfsha metadata model and its deterministic state machine.
 
 This crate owns what the filesystem *is*: inodes (files, directories, symlinks, FIFOs, sockets,
 devices), directory entries, hard links, attributes, extended attributes, goals and trash times,
-files as sequences of 64 MiB chunks, the chunk table, the trash and sustained (unlinked but open)
-files, and client sessions with their last reply (exactly-once retries).
+files as sequences of 64 MiB chunks, the chunk table, the trash and sustained files (unlinked,
+kept until the leader, which alone knows which files are open, frees them with `Op::Free`), and
+client sessions with their last reply (exactly-once retries).
 
 It must never depend on Raft, RocksDB, tokio or the network: every replica has to compute the
 same state from the same log, so the master's Raft driver (`master-ha`) feeds it committed
@@ -55,6 +56,7 @@ pub use model::{
 };
 pub use op::{ClientTag, Entry, Op, Outcome};
 pub use persist::{LoadError, RecordVisitor, SnapshotWriter, SNAPSHOT_FORMAT};
+pub use sessions::FREE_BATCH_MAX;
 pub use state::State;
 pub use synth::SYNTHETIC_FILES_PER_DIR;
 pub use table::{Change, Record, Table};

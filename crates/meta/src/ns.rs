@@ -240,8 +240,9 @@ impl State {
     }
 
     /// One name of a non-directory `ino` (which was `name` in `parent`) is gone. On the last
-    /// one a regular file goes to the trash (trash time > 0), or is sustained (a session holds
-    /// it), or is freed with its chunks; other kinds are freed at once.
+    /// one a regular file goes to the trash (trash time > 0) or is sustained until the leader,
+    /// which alone knows whether some session has it open, frees it (`Op::Free`); other
+    /// kinds are freed at once.
     pub(crate) fn drop_link(&mut self, now: Timestamp, ino: Ino, parent: Ino, name: &str) {
         let node = self.inode_mut(ino);
         assert!(!node.is_dir(), "drop_link on directory {ino}");
@@ -257,7 +258,7 @@ impl State {
             let rec = TrashRec { parent, name: name.to_string(), path, deleted_at: now };
             self.trash.insert(ino, rec, trash_seconds);
             self.mark(Key::Trash(ino));
-        } else if is_file && self.holders.contains_key(&ino) {
+        } else if is_file {
             self.sustained.insert(ino);
         } else {
             self.free_inode(ino);

@@ -65,7 +65,9 @@ pub enum Op {
         rdev: u32,
     },
     /// A regular file created and held open by `session` in one entry: what a FUSE
-    /// `create` (open with O_CREAT of a new file) needs, for the price of one commit.
+    /// `create` (open with O_CREAT of a new file) needs, for the price of one commit. No
+    /// longer proposed (a `Create` is, and the leader holds it open in memory); applied for
+    /// older logs.
     CreateOpen {
         session: SessionId,
         parent: Ino,
@@ -140,7 +142,8 @@ pub enum Op {
         seconds: u32,
         recursive: bool,
     },
-    /// A session opened the file (unlinked files stay readable while acquired).
+    /// A session opened the file (unlinked files stay readable while acquired). No longer
+    /// proposed: open files are leader memory (`Free` below); applied for older logs.
     Acquire {
         session: SessionId,
         ino: Ino,
@@ -192,6 +195,13 @@ pub enum Op {
     /// Forgets member `id` (the context of the change that removes it).
     RemoveMember {
         id: u64,
+    },
+    /// Frees unlinked files (sustained, see `State::sustained`) that the leader found open
+    /// nowhere: which files are open is leader memory, so apply cannot decide this itself.
+    /// An inode that is no longer sustained (freed already), or that an older log's
+    /// `Acquire` still holds, is left as it is.
+    Free {
+        inos: Vec<Ino>,
     },
 }
 

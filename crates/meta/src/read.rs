@@ -218,9 +218,14 @@ impl State {
         self.trash.iter().map(|(ino, rec)| (*ino, rec.path.as_str(), rec.deleted_at))
     }
 
-    /// Unlinked files kept because a session holds them.
+    /// Unlinked files (no name, not in the trash) waiting for the leader to free them.
     pub fn sustained(&self) -> impl Iterator<Item = Ino> + '_ {
         self.sustained.iter().copied()
+    }
+
+    /// Whether `ino` is unlinked and waiting to be freed (see [`State::sustained`]).
+    pub fn is_sustained(&self, ino: Ino) -> bool {
+        self.sustained.contains(&ino)
     }
 
     /// The stored answer to `(session, seq)` if the state machine would not apply it again:

@@ -10,6 +10,9 @@ use crate::table::Key;
 use mfsha_proto::types::*;
 use std::collections::BTreeMap;
 
+/// Most inodes one `Op::Free` names: an entry stays far below the frame limit.
+pub const FREE_BATCH_MAX: usize = 4096;
+
 impl State {
     /// Opens `session`, or answers the live session an earlier entry opened with `token`
     /// (a retried open: the client never learnt that the first one committed).
@@ -37,7 +40,7 @@ impl State {
         Ok(Outcome::Session { session, root })
     }
 
-    /// Ends a session; everything it held is released (sustained files may be freed).
+    /// Ends a session; everything it held is released.
     pub(crate) fn close_session(&mut self, session: SessionId) -> Result<Outcome, Status> {
         let held = self.sessions.get(&session).ok_or(Status::BadSession)?;
         let inodes: Vec<Ino> = held.acquired.keys().copied().collect();
@@ -78,7 +81,8 @@ impl State {
         Ok(Outcome::Unit)
     }
 
-    /// `session` no longer holds `ino` at all; a sustained file nobody holds is freed.
+    /// `session` no longer holds `ino` at all. A sustained file stays so: the leader frees it
+    /// (`Op::Free`) once no session has it open in its memory either.
     fn drop_acquisition(&mut self, session: SessionId, ino: Ino) {
         let held = self.sessions.get_mut(&session).expect("dropping from a live session");
         assert!(held.acquired.remove(&ino).is_some(), "session {session} did not hold {ino}");
@@ -87,23 +91,32 @@ impl State {
         sessions.remove(&session);
         if sessions.is_empty() {
             self.holders.remove(&ino);
-            if self.sustained.contains(&ino) {
-                self.free_inode(ino);
-            }
         }
     }
 
-    /// Frees a trashed file now (sustained instead if a session still holds it).
+    /// Takes a file out of the trash for good: it is sustained until the leader frees it
+    /// (`Op::Free`), as an unlinked file is, since a session may have it open.
     pub(crate) fn purge(&mut self, ino: Ino) -> Result<Outcome, Status> {
         if !self.trash.contains_key(&ino) {
             return Err(Status::NotFound);
         }
         self.trash.remove(&ino);
         self.mark(Key::Trash(ino));
-        if self.holders.contains_key(&ino) {
-            self.sustained.insert(ino);
-        } else {
-            self.free_inode(ino);
+        self.sustained.insert(ino);
+        Ok(Outcome::Unit)
+    }
+
+    /// Frees each of `inos` that is still sustained and that no acquisition of an older log
+    /// holds (those are freed when released, as before); the others are left alone, so a
+    /// retried or late `Free` changes nothing.
+    pub(crate) fn free_unheld(&mut self, inos: &[Ino]) -> Result<Outcome, Status> {
+        if inos.len() > FREE_BATCH_MAX {
+            return Err(Status::Invalid);
+        }
+        for &ino in inos {
+            if self.sustained.contains(&ino) && !self.holders.contains_key(&ino) {
+                self.free_inode(ino);
+            }
         }
         Ok(Outcome::Unit)
     }

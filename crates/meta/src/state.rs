@@ -253,6 +253,7 @@ impl State {
                 self.write_chunk_end(now, *ino, *index, *chunk_id, *file_size)
             }
             Op::Purge { ino } => self.purge(*ino),
+            Op::Free { inos } => self.free_unheld(inos),
             Op::Undelete { ino } => self.undelete(now, *ino),
             Op::SetChunkVersion { chunk_id, version } => {
                 self.set_chunk_version(*chunk_id, *version)

@@ -200,6 +200,7 @@ fn xattrs() {
     // Freeing the inode frees its attributes.
     fs.set_trash(ROOT_INO, 0);
     fs.run(unlink(ROOT_INO, "f")).unwrap();
+    fs.run(Op::Free { inos: vec![file] }).unwrap();
     assert_eq!(fs.state.listxattr(file), Err(Status::NotFound));
 }
 

@@ -29,9 +29,12 @@ fn trash_purge_and_expiry() {
     assert!(fs.state.trash_expired(Timestamp::new(deleted.secs + 100, 0), 10).is_empty());
     assert_eq!(fs.run(Op::Link { ino: f, parent: a, name: "again".into() }), Err(Status::NotFound));
     fs.run(Op::Purge { ino: f }).unwrap();
+    // Out of the trash, the file waits for the leader (which knows what is open) to free it.
+    assert!(fs.state.is_sustained(f) && fs.state.chunk(chunk).is_some());
+    assert_eq!(fs.run(Op::Purge { ino: f }), Err(Status::NotFound), "no longer in the trash");
+    fs.run(Op::Free { inos: vec![f] }).unwrap();
     assert_eq!(fs.state.getattr(f), Err(Status::NotFound));
     assert_eq!(fs.state.chunk(chunk), None);
-    assert_eq!(fs.run(Op::Purge { ino: f }), Err(Status::NotFound));
     assert_eq!(fs.run(Op::Purge { ino: a }), Err(Status::NotFound), "not in the trash");
 }
 
@@ -112,11 +115,15 @@ fn open_unlinked_files_are_sustained_until_released() {
     // An open unlinked file can still be written.
     fs.run(Op::WriteChunk { ino: f, index: 0, new_chunk_id: 99 }).unwrap();
     fs.run(Op::Release { session: 7, ino: f }).unwrap();
-    assert!(fs.state.getattr(f).is_ok(), "still opened once");
+    fs.run(Op::Free { inos: vec![f] }).unwrap();
+    assert!(fs.state.getattr(f).is_ok(), "still acquired once: a Free leaves it");
     fs.run(Op::Release { session: 7, ino: f }).unwrap();
+    assert!(fs.state.is_sustained(f), "released: sustained until the leader frees it");
+    fs.run(Op::Free { inos: vec![f] }).unwrap();
     assert_eq!(fs.state.getattr(f), Err(Status::NotFound));
     assert_eq!(fs.state.chunk(chunk), None);
     assert_eq!(fs.run(Op::Release { session: 7, ino: f }), Err(Status::NotFound));
+    fs.run(Op::Free { inos: vec![f] }).expect("a late Free changes nothing");
 }
 
 #[test]
@@ -134,9 +141,11 @@ fn closing_a_session_releases_everything() {
     fs.run(unlink(ROOT_INO, "g")).unwrap();
     assert_eq!(fs.state.counts().sustained_inodes, 2);
     fs.run(Op::CloseSession { session: 1 }).unwrap();
+    fs.run(Op::Free { inos: vec![f, g] }).unwrap();
     assert_eq!(fs.state.sustained().collect::<Vec<_>>(), vec![f], "f is still held by 2");
     assert_eq!(fs.state.getattr(g), Err(Status::NotFound));
     fs.run(Op::CloseSession { session: 2 }).unwrap();
+    fs.run(Op::Free { inos: vec![f] }).unwrap();
     assert_eq!(fs.state.counts().inodes, 1);
     assert_eq!(fs.state.sessions().count(), 0);
 }
@@ -152,6 +161,7 @@ fn trash_then_purge_of_an_open_file_sustains_it() {
     fs.run(Op::Purge { ino: f }).unwrap();
     assert_eq!(fs.state.sustained().collect::<Vec<_>>(), vec![f]);
     fs.run(Op::Release { session: 1, ino: f }).unwrap();
+    fs.run(Op::Free { inos: vec![f] }).unwrap();
     assert_eq!(fs.state.getattr(f), Err(Status::NotFound));
 }
 
@@ -346,6 +356,7 @@ fn create_open_creates_a_file_held_by_the_session_in_one_entry() {
     fs.run(unlink(ROOT_INO, "f")).unwrap();
     assert_eq!(fs.state.sustained().collect::<Vec<_>>(), vec![ino]);
     fs.run(Op::Release { session: 3, ino }).unwrap();
+    fs.run(Op::Free { inos: vec![ino] }).unwrap();
     assert_eq!(fs.state.getattr(ino), Err(Status::NotFound));
     // An existing name fails like Create and acquires nothing.
     fs.file(ROOT_INO, "g");
@@ -402,6 +413,7 @@ fn an_expired_session_releases_its_files_and_frees_the_unlinked_ones() {
     fs.run(unlink(ROOT_INO, "shared")).unwrap();
     assert_eq!(fs.state.counts().sustained_inodes, 2);
     fs.run(Op::ExpireSession { session: 1 }).unwrap();
+    fs.run(Op::Free { inos: vec![gone, shared] }).unwrap();
     assert_eq!(fs.state.getattr(gone), Err(Status::NotFound), "open but unlinked: freed");
     assert_eq!(fs.state.chunk(chunk), None, "with its chunks");
     assert!(fs.state.getattr(kept).is_ok(), "a linked file stays");
@@ -412,6 +424,7 @@ fn an_expired_session_releases_its_files_and_frees_the_unlinked_ones() {
     assert_eq!(fs.run_tagged(1, 1, Op::Noop), Err(Status::BadSession));
     assert_eq!(fs.run(Op::ExpireSession { session: 1 }), Err(Status::BadSession));
     fs.run(Op::ExpireSession { session: 2 }).unwrap();
+    fs.run(Op::Free { inos: vec![shared] }).unwrap();
     assert_eq!(fs.state.counts().sustained_inodes, 0);
     assert_eq!(fs.state.sessions().count(), 0);
 }

@@ -244,6 +244,9 @@ fn unlink_without_trash_frees_file_and_chunks() {
     let chunk = fs.write(file, 0, 1000);
     assert!(fs.state.chunk(chunk).is_some());
     fs.run(unlink(ROOT_INO, "f")).unwrap();
+    // Unlinked, it waits for the leader (which knows whether it is open) to free it.
+    assert_eq!(fs.state.sustained().collect::<Vec<_>>(), vec![file]);
+    fs.run(Op::Free { inos: vec![file] }).unwrap();
     assert_eq!(fs.state.getattr(file), Err(Status::NotFound));
     assert_eq!(fs.state.chunk(chunk), None);
     assert_eq!(fs.state.counts().chunks, 0);

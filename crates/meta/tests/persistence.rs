@@ -53,6 +53,7 @@ fn changes_accumulate_to_the_full_image() {
     fs.write(f, 0, 10);
     fs.set_trash(ROOT_INO, 0);
     fs.run(unlink(a, "f")).unwrap();
+    fs.run(Op::Free { inos: vec![f] }).unwrap();
     let changes = fs.state.take_changes();
     let deleted = |table| changes.iter().any(|c| c.table == table && c.value.is_none());
     assert!(deleted(Table::Inode) && deleted(Table::Dirent) && deleted(Table::Chunk));

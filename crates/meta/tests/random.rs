@@ -312,6 +312,14 @@ impl Gen {
                 uid: 2,
                 gid: 2,
             },
+            6 => {
+                // The leader frees sustained files, now and then naming others too.
+                let mut inos: Vec<Ino> = state.sustained().collect();
+                if let Some(other) = self.pick(&v.files) {
+                    inos.push(other);
+                }
+                Op::Free { inos }
+            }
             _ => match self.pick(&v.acquired) {
                 Some((session, ino)) if self.rng.gen_bool(0.8) => Op::Release { session, ino },
                 _ => Op::Release { session, ino: self.pick(&v.files).unwrap_or(ROOT_INO) },
@@ -406,7 +414,7 @@ fn check_coverage(seed: u64, tally: &Tally, retries: &Retries, state: &State) {
     assert!(retries.answered > 0 && retries.refused > 0, "seed {seed}: no retries exercised");
 }
 
-const ALL_OPS: [&str; 27] = [
+const ALL_OPS: [&str; 28] = [
     "Noop",
     "OpenSession",
     "CloseSession",
@@ -434,6 +442,7 @@ const ALL_OPS: [&str; 27] = [
     "SetChunkVersion",
     "SetMember",
     "RemoveMember",
+    "Free",
 ];
 
 fn op_name(op: &Op) -> &'static str {
@@ -465,6 +474,7 @@ fn op_name(op: &Op) -> &'static str {
         Op::SetChunkVersion { .. } => "SetChunkVersion",
         Op::SetMember { .. } => "SetMember",
         Op::RemoveMember { .. } => "RemoveMember",
+        Op::Free { .. } => "Free",
     }
 }
 

@@ -160,6 +160,13 @@ pub enum ClientOp {
     Release {
         ino: Ino,
     },
+    /// After a session was resumed (or opened anew) on a master: the files this client holds
+    /// open, with how many opens each, replacing whatever that master had for the session.
+    /// Open files are the leader's memory, so a new leader learns them this way; until every
+    /// session has re-registered, it frees no unlinked file. Answers `Unit`.
+    Reopen {
+        files: Vec<(Ino, u32)>,
+    },
     /// Where to read chunk number `index` of a file. A hole has `chunk_id` 0.
     ReadChunk {
         ino: Ino,
@@ -321,9 +328,11 @@ pub enum MemberChangeRequest {
 }
 
 impl ClientOp {
-    /// True for requests that change replicated state: they carry a `(session, seq)` and are
-    /// answered once, from the master's reply window on a retry. `Goodbye` is one (it closes
-    /// the session through the log); lock requests are not (locks live in leader memory).
+    /// True for requests that carry a `(session, seq)` and are carried out once whatever the
+    /// retries: those that change replicated state (answered again from the master's reply
+    /// window on a retry; `Goodbye` is one, it closes the session through the log), and
+    /// `Open` and `Release`, which the leader's open-file table counts once per seq. Lock
+    /// requests and `Reopen` are not (idempotent, in leader memory).
     pub fn is_mutation(&self) -> bool {
         use ClientOp::*;
         match self {
@@ -368,6 +377,7 @@ impl ClientOp {
             | GetLock { .. }
             | SetLock { .. }
             | ReleaseLocks { .. }
+            | Reopen { .. }
             | WhoLeads
             | TransferLeader { .. }
             | ChangeMember { .. }
@@ -690,6 +700,10 @@ pub struct ClusterStatus {
     /// Long work under way on this master: snapshot streams, re-replication, disk drains.
     #[serde(default)]
     pub long_work: Vec<LongWork>,
+    /// Unlinked files kept because some client may have them open, until the leader frees
+    /// them (MooseFS's "reserved" files).
+    #[serde(default)]
+    pub sustained_inodes: u64,
 }
 
 /// Long work under way, with its progress.
@@ -814,6 +828,7 @@ impl ClientOp {
             ReadDir { .. } => "readdir",
             Open { .. } => "open",
             Release { .. } => "release",
+            Reopen { .. } => "reopen",
             ReadChunk { .. } => "read_chunk",
             WriteChunk { .. } => "write_chunk",
             WriteChunkEnd { .. } => "write_chunk_end",

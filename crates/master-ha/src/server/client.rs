@@ -65,6 +65,9 @@ pub async fn handle_waiting(
         ClientOp::GetLock { .. } | ClientOp::SetLock { .. } | ClientOp::ReleaseLocks { .. } => {
             super::locks::handle(service, &request).await
         }
+        ClientOp::Open { .. } | ClientOp::Release { .. } | ClientOp::Reopen { .. } => {
+            super::opens::handle(service, &request)
+        }
         op if op.is_mutation() => mutate(service, &request).await,
         // A read left again: the lease went out once more since the wait. The client asks
         // again (it retries `NotLeader`).
@@ -131,6 +134,7 @@ pub fn answer_now(
         ClientOp::TransferLeader { to } => Some(transfer_leader(service, request.uid, *to)),
         ClientOp::Hello { .. } | ClientOp::Goodbye | ClientOp::ChangeMember { .. } => None,
         ClientOp::GetLock { .. } | ClientOp::SetLock { .. } | ClientOp::ReleaseLocks { .. } => None,
+        ClientOp::Open { .. } | ClientOp::Release { .. } | ClientOp::Reopen { .. } => None,
         op if op.is_mutation() => None,
         _ => Some(read(service, connection, request)),
     }
@@ -344,6 +348,7 @@ async fn goodbye(
     service.sessions.disconnect(connection);
     service.sessions.forget(session);
     service.locks.release_session(session);
+    service.opens.end_session(session);
     *connection.session.lock() = None;
     tracing::info!(session, peer = %connection.peer, "session closed");
     Ok(ClientReply::Unit)
@@ -368,38 +373,67 @@ async fn mutate(service: &Service, request: &Request) -> Reply<ClientReply> {
         Ok(s.session_reply(session, seq))
     })?;
     let outcome = match earlier {
-        Some(outcome) => outcome,
+        Some(outcome) => {
+            held_if_created(service, request, &outcome)?;
+            outcome
+        }
         None => {
             let op = build_op(service, request)?;
+            let creating = hold_while_creating(service, request, &op)?;
             let client = Some(ClientTag { session, seq });
             let entry = Entry { now: service.meta.cluster_now(), client, op };
-            service.meta.propose(entry).await
+            let outcome = service.meta.propose(entry).await;
+            if let (Err(_), Some((epoch, ino))) = (&outcome, creating) {
+                service.opens.undo_create(epoch, session, ino);
+            }
+            outcome
         }
     }?;
     finish(service, &request.op, outcome).await
 }
 
-/// Open files are replicated state: one session (a hostile or runaway mount) must not grow
-/// every master's memory without end. Opening an inode the session already holds only
-/// counts up, so it is never refused.
-fn check_open_cap(service: &Service, session: SessionId, ino: Ino) -> Reply<()> {
-    let (held, holds_it) = service.meta.read(|s| s.open_count(session, ino));
+/// A create holds its new file open from the moment it exists (FUSE `create` is an open):
+/// registered in the leader's open-file table before the entry is proposed. Returns what
+/// to take back if the create fails.
+fn hold_while_creating(
+    service: &Service,
+    request: &Request,
+    op: &Op,
+) -> Reply<Option<(super::leadership::Epoch, Ino)>> {
+    let (ClientOp::Create { .. }, Op::Create { ino, .. }) = (&request.op, op) else {
+        return Ok(None);
+    };
+    let epoch = service.leadership.epoch().ok_or(Status::NotLeader)?;
     let cap = service.max_open_files_per_session;
-    if !holds_it && held >= cap {
-        tracing::warn!(
-            session,
-            held,
-            cap,
-            "refused an open: the session holds client.max_open_files_per_session files"
-        );
-        return Err(Status::TooManyOpen);
+    let session = request.session;
+    let held = service.opens.creating(epoch, session, *ino, cap);
+    held.map_err(|r| super::opens::refused(r, session, *ino, cap))?;
+    Ok(Some((epoch, *ino)))
+}
+
+/// A retried create answered from the reply window: its first attempt may have been made
+/// by another leader, whose open-file table is gone, so the file is registered here unless
+/// this session holds it already.
+fn held_if_created(
+    service: &Service,
+    request: &Request,
+    outcome: &Result<Outcome, Status>,
+) -> Reply<()> {
+    let (ClientOp::Create { .. }, Ok(Outcome::Attr(attr))) = (&request.op, outcome) else {
+        return Ok(());
+    };
+    if service.opens.count(request.session, attr.ino).1 {
+        return Ok(());
     }
-    Ok(())
+    let epoch = service.leadership.epoch().ok_or(Status::NotLeader)?;
+    let cap = service.max_open_files_per_session;
+    let held = service.opens.creating(epoch, request.session, attr.ino, cap);
+    held.map_err(|r| super::opens::refused(r, request.session, attr.ino, cap))
 }
 
 /// The replicated operation for a client mutation, with new ids allocated by this leader.
 fn build_op(service: &Service, request: &Request) -> Reply<Op> {
-    let (uid, gid, session) = (request.uid, request.gid, request.session);
+    let (uid, gid) = (request.uid, request.gid);
     let meta = &service.meta;
     Ok(match request.op.clone() {
         ClientOp::SetAttr { ino, set } => {
@@ -418,7 +452,9 @@ fn build_op(service: &Service, request: &Request) -> Reply<Op> {
         ClientOp::Create { parent, name, mode, umask } => {
             check_name(&name)?;
             let ino = meta.alloc_ino();
-            Op::CreateOpen { session, parent, name, ino, mode, umask, uid, gid }
+            // Held open through the leader's table (`hold_while_creating`), not the log.
+            let (kind, rdev) = (FileKind::File, 0);
+            Op::Create { parent, name, ino, kind, mode, umask, uid, gid, rdev }
         }
         ClientOp::Mkdir { parent, name, mode, umask } => {
             check_name(&name)?;
@@ -441,11 +477,6 @@ fn build_op(service: &Service, request: &Request) -> Reply<Op> {
             check_name(&new_name)?;
             Op::Link { ino, parent: new_parent, name: new_name }
         }
-        ClientOp::Open { ino, .. } => {
-            check_open_cap(service, session, ino)?;
-            Op::Acquire { session, ino }
-        }
-        ClientOp::Release { ino } => Op::Release { session, ino },
         ClientOp::WriteChunk { ino, index } => write_chunk_op(service, ino, index)?,
         ClientOp::WriteChunkEnd { ino, index, chunk_id, file_size, .. } => {
             Op::WriteChunkEnd { ino, index, chunk_id, file_size }
@@ -539,13 +570,7 @@ async fn finish(service: &Service, op: &ClientOp, outcome: Outcome) -> Reply<Cli
         }
         // Only OpenSession has this outcome, and it is no client mutation.
         Outcome::Session { session, root } => Ok(ClientReply::Session { session, root }),
-        Outcome::Unit => match op {
-            // Open answers the attributes, so the client can check access and size.
-            ClientOp::Open { ino, .. } => {
-                Ok(ClientReply::Attr(service.meta.read(|s| s.getattr(*ino))?))
-            }
-            _ => Ok(ClientReply::Unit),
-        },
+        Outcome::Unit => Ok(ClientReply::Unit),
     }
 }
 

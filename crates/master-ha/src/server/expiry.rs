@@ -78,6 +78,7 @@ pub async fn expire_round(service: &Service, sustain: Duration) -> usize {
             }
         }
         service.locks.release_session(session);
+        service.opens.end_session(session);
         service.sessions.forget(session);
     }
     expired

@@ -3,7 +3,7 @@
 
 use super::{client, Service};
 use crate::config::ClientLimits;
-use mfsha_proto::client::{Answer, ClientReply, Request};
+use mfsha_proto::client::{Answer, ClientOp, ClientReply, Request};
 use mfsha_proto::gate::{within_fd_limit, Gate, GateLimits};
 use mfsha_proto::rpc::{self, Handled, RpcError};
 use mfsha_proto::types::{Reply, Status};
@@ -150,7 +150,11 @@ fn check_permission(
     }
     let (uid, gid, groups, session) = (request.uid, request.gid, &request.groups, request.session);
     let ignore_gid = super::access::ignores_gid(connection);
-    let who = super::perm::Caller { uid, gid, groups, session, ignore_gid };
+    let holds_open = match request.op {
+        ClientOp::SetAttr { ino, .. } => service.opens.count(session, ino).1,
+        _ => false,
+    };
+    let who = super::perm::Caller { uid, gid, groups, session, ignore_gid, holds_open };
     service.meta.read(|state| super::perm::check(state, &who, &request.op))
 }
 

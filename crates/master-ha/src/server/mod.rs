@@ -8,6 +8,8 @@
 //! * [`session`] opens and resumes client sessions and remembers which are connected.
 //! * [`expiry`] ends sessions no connection carried for the session sustain time.
 //! * [`locks`] keeps file locks (POSIX byte ranges, flock) in the leader's memory.
+//! * [`opens`] keeps which session holds which file open, in the leader's memory too, and
+//!   frees unlinked files nobody holds.
 //! * [`status`] assembles `ClusterStatus` for `mfsha status`.
 //! * [`leadership`] knows who leads and where each master is (leader hints), and tells
 //!   connections when this master stops leading so they are closed.
@@ -27,6 +29,7 @@ pub mod listener;
 pub mod locks;
 pub mod logger;
 pub mod membership;
+pub mod opens;
 pub mod perm;
 pub mod session;
 pub mod status;
@@ -171,6 +174,8 @@ pub struct Service {
     pub sessions: Sessions,
     /// File locks held by clients (leader memory only).
     pub locks: LockTable,
+    /// Files held open by clients (leader memory only).
+    pub opens: opens::OpenTable,
     /// Addresses of the other masters, for `ClusterStatus::peers`.
     pub peers: Vec<String>,
     /// Connected metaloggers, for `ClusterStatus::loggers` (filled by the logger listener).
@@ -213,6 +218,7 @@ impl Service {
             chunks,
             sessions: Sessions::new(),
             locks: LockTable::new(),
+            opens: opens::OpenTable::default(),
             peers,
             loggers: parking_lot::Mutex::new(Vec::new()),
             logger_acks: parking_lot::Mutex::new(std::collections::BTreeMap::new()),

@@ -12,9 +12,10 @@
 //! create, link, unlink, rmdir or rename changes, with the sticky bit's owner rule; write
 //! permission on a directory moved to another parent (its `..` changes); `chmod`, `chown`,
 //! `utimes`, truncation and `user.`/`trusted.` extended attributes as Linux rules them; goals
-//! and trash times by the owner only (MooseFS). Not checked here: opening and chunk reads and
-//! writes (a file's data is reached through the chunkservers, whose guard is a signed chunk
-//! token, issue 12 item 5), directory listings and attribute reads.
+//! and trash times by the owner only (MooseFS); opening a file, for the access its flags ask
+//! (read, write, both; `O_TRUNC` writes). Not checked here: chunk reads and writes (a file's
+//! data is reached through the chunkservers, whose guard is a signed chunk token, issue 12
+//! item 5), directory listings and attribute reads.
 
 use mfsha_meta::{State, S_ISGID};
 use mfsha_proto::client::ClientOp;
@@ -31,12 +32,16 @@ pub struct Caller<'a> {
     /// The export says `ignoregid`: as in MooseFS, a caller who does not own an inode gets
     /// its group's bits or the others', whichever allow, whatever its groups.
     pub ignore_gid: bool,
+    /// The session holds the inode a `SetAttr` changes open (leader memory: an ftruncate(2)
+    /// on it was judged when it was opened).
+    pub holds_open: bool,
 }
 
 /// Access wanted on an inode, as the `rwx` bits of one class.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Want(u32);
 
+const READ: Want = Want(0o4);
 const WRITE: Want = Want(0o2);
 const SEARCH: Want = Want(0o1);
 const WRITE_SEARCH: Want = Want(0o3);
@@ -91,7 +96,7 @@ pub fn check(state: &State, who: &Caller, op: &ClientOp) -> Reply<()> {
         ClientOp::Lookup { parent, .. } => need(*parent, SEARCH),
         ClientOp::SetAttr { ino, set } => match attr(*ino) {
             // ftruncate(2) on a file this session holds open was judged when it was opened.
-            Some(attr) => check_setattr(who, &attr, set, state.open_count(who.session, *ino).1),
+            Some(attr) => check_setattr(who, &attr, set, who.holds_open),
             None => Ok(()),
         },
         ClientOp::Mknod { parent, .. }
@@ -122,6 +127,7 @@ pub fn check(state: &State, who: &Caller, op: &ClientOp) -> Reply<()> {
                 None => Ok(()),
             }
         }
+        ClientOp::Open { ino, flags } => need(*ino, open_access(*flags)),
         ClientOp::SetGoal { ino, .. } | ClientOp::SetTrashTime { ino, .. } => match attr(*ino) {
             Some(attr) if !who.owns(&attr) => Err(Status::Perm),
             _ => Ok(()),
@@ -133,8 +139,8 @@ pub fn check(state: &State, who: &Caller, op: &ClientOp) -> Reply<()> {
         | ClientOp::GetAttr { .. }
         | ClientOp::ReadLink { .. }
         | ClientOp::ReadDir { .. }
-        | ClientOp::Open { .. }
         | ClientOp::Release { .. }
+        | ClientOp::Reopen { .. }
         | ClientOp::ReadChunk { .. }
         | ClientOp::WriteChunk { .. }
         | ClientOp::WriteChunkEnd { .. }
@@ -160,6 +166,23 @@ pub fn check(state: &State, who: &Caller, op: &ClientOp) -> Reply<()> {
         | ClientOp::ChangeMember { .. }
         | ClientOp::ReloadExports => Ok(()),
     }
+}
+
+/// The access an open(2) with `flags` (Linux's, as the mount sends them) asks for. The
+/// kernel opens a program it is about to run read-only with its internal `__FMODE_EXEC`
+/// flag, and that open needs execute permission, not read (a `--x` program runs).
+fn open_access(flags: i32) -> Want {
+    const O_ACCMODE: i32 = 0o3;
+    const FMODE_EXEC: i32 = 0x20;
+    const O_TRUNC: i32 = 0o1000;
+    let mode = match flags & O_ACCMODE {
+        0 if flags & FMODE_EXEC != 0 => SEARCH.0,
+        0 => READ.0,
+        1 => WRITE.0,
+        _ => READ.0 | WRITE.0,
+    };
+    let trunc = if flags & O_TRUNC != 0 { WRITE.0 } else { 0 };
+    Want(mode | trunc)
 }
 
 /// Removing `name` from `parent` (unlink, rmdir, the source of a rename): write and search

@@ -38,6 +38,7 @@ pub fn cluster_status(service: &Service) -> ClusterStatus {
         chunks_stable: health.stable,
         chunk_matrix: health.matrix,
         long_work: long_work(service),
+        sustained_inodes: counts.sustained_inodes,
     }
 }
 
@@ -96,8 +97,7 @@ pub fn members(service: &Service) -> Vec<MemberStatus> {
 /// Connected clients with the number of files each session holds open.
 fn connected_clients(service: &Service) -> Vec<ClientStatus> {
     let mut clients = service.sessions.connected();
-    let open: HashMap<SessionId, usize> =
-        service.meta.read(|s| s.sessions().map(|(id, _, open)| (id, open)).collect());
+    let open: HashMap<SessionId, usize> = service.opens.by_session();
     for client in &mut clients {
         client.open_files = open.get(&client.session).copied().unwrap_or(0) as u64;
     }

@@ -246,12 +246,9 @@ pub struct MasterLink {
     lane_moved: tokio::sync::Notify,
     session: AtomicU64,
     root: AtomicU64,
-    /// Inodes this session holds open on the master (`Open` minus `Release`), re-acquired if
-    /// the master lost the session and a new one had to be opened.
+    /// Inodes this session holds open on the master (`Open` minus `Release`), re-registered
+    /// (`Reopen`) with every master the session is taken up with.
     held: SyncMutex<HashMap<Ino, u32>>,
-    /// Seqs a brand-new session used outside the lane (re-acquiring open files), so the lane
-    /// continues after them: `(session, last seq used)`.
-    seq_floor: SyncMutex<(SessionId, u64)>,
     /// File locks this client holds, per (inode, owner): re-taken after every reconnect,
     /// since a restarted master or a new leader starts with an empty lock table.
     locks: SyncMutex<HashMap<(Ino, u64), OwnerLocks>>,
@@ -324,7 +321,6 @@ impl MasterLink {
             session: AtomicU64::new(0),
             root: AtomicU64::new(0),
             held: SyncMutex::new(HashMap::new()),
-            seq_floor: SyncMutex::new((0, 0)),
             locks: SyncMutex::new(HashMap::new()),
             terms: TermFloor::default(),
             leader: SyncMutex::new(None),
@@ -494,9 +490,7 @@ impl MasterLink {
             {
                 let mut lane = self.lane.lock();
                 if lane.session != session {
-                    let (floor_session, floor) = *self.seq_floor.lock();
-                    let last_seq = if floor_session == session { floor } else { 0 };
-                    *lane = Lane::new(session, last_seq);
+                    *lane = Lane::new(session, 0);
                 }
                 if let Some(seq) = lane.take_next() {
                     return Some(seq);
@@ -802,6 +796,7 @@ impl MasterLink {
         if resume != 0 {
             match self.hello(&rpc, Some(resume)).await {
                 Ok((session, _root)) => {
+                    self.reopen(&rpc, session).await?;
                     self.reclaim_locks(&rpc, session).await?;
                     return Ok(self.conn(rpc, addr, session));
                 }
@@ -822,8 +817,7 @@ impl MasterLink {
             tracing::error!(old_root, root, "the session root changed after reconnecting");
         }
         self.session.store(session, Ordering::Release);
-        let used = self.reacquire(&rpc, session).await?;
-        *self.seq_floor.lock() = (session, used);
+        self.reopen(&rpc, session).await?;
         self.reclaim_locks(&rpc, session).await?;
         Ok(self.conn(rpc, addr, session))
     }
@@ -919,21 +913,24 @@ impl MasterLink {
         *token
     }
 
-    /// Re-registers the files this mount holds open with a brand-new session.
-    async fn reacquire(&self, rpc: &Rpc, session: SessionId) -> Result<u64, OpenError> {
-        let held: Vec<(Ino, u32)> = self.held.lock().iter().map(|(i, n)| (*i, *n)).collect();
-        let mut seq = 0;
-        for (ino, count) in held {
-            for _ in 0..count {
-                seq += 1;
-                let op = ClientOp::Open { ino, flags: 0 };
-                let req = Request { session, seq, uid: 0, gid: 0, groups: Vec::new(), op };
-                if let Err(e) = self.one_call(rpc, req).await {
-                    tracing::warn!(ino, error = %e, "could not re-register an open file with the new session");
-                }
+    /// Tells the master the files this mount holds open, before the connection carries
+    /// anything else: open files are the leader's memory, so after a failover (or a new
+    /// session) the leader learns them here, and frees no unlinked file until it has.
+    async fn reopen(&self, rpc: &Rpc, session: SessionId) -> Result<(), OpenError> {
+        let files: Vec<(Ino, u32)> = self.held.lock().iter().map(|(i, n)| (*i, *n)).collect();
+        let count = files.len();
+        let op = ClientOp::Reopen { files };
+        let req = Request { session, seq: 0, uid: 0, gid: 0, groups: Vec::new(), op };
+        match self.one_call(rpc, req).await {
+            Ok(_) => Ok(()),
+            Err(OpenError::Refused(status)) => {
+                tracing::error!(session, files = count, %status,
+                    "the master refused this mount's open files; an unlinked file held open \
+                     here may be freed while still in use");
+                Ok(())
             }
+            Err(e) => Err(e),
         }
-        Ok(seq)
     }
 
     async fn one_call(&self, rpc: &Rpc, req: Request) -> Result<ClientReply, OpenError> {
