@@ -29,8 +29,24 @@ fn mkdir(parent: Ino, name: &str, mode: u32) -> ClientOp {
 }
 
 fn mknod(parent: Ino, name: &str) -> ClientOp {
+    mknod_mode(parent, name, 0o644)
+}
+
+fn mknod_mode(parent: Ino, name: &str, mode: u32) -> ClientOp {
     let kind = FileKind::File;
-    ClientOp::Mknod { parent, name: name.into(), kind, mode: 0o644, umask: 0, rdev: 0 }
+    ClientOp::Mknod { parent, name: name.into(), kind, mode, umask: 0, rdev: 0 }
+}
+
+/// Linux open(2) flags as the kernel sends them to a FUSE filesystem.
+const O_RDONLY: i32 = 0;
+const O_WRONLY: i32 = 1;
+const O_RDWR: i32 = 2;
+const O_TRUNC: i32 = 0o1000;
+/// The kernel's internal flag on the open of a program about to be run (execve).
+const FMODE_EXEC: i32 = 0x20;
+
+fn open(ino: Ino, flags: i32) -> ClientOp {
+    ClientOp::Open { ino, flags }
 }
 
 fn setattr(ino: Ino, set: SetAttr) -> ClientOp {
@@ -95,6 +111,24 @@ fn the_master_refuses_what_a_local_filesystem_refuses() {
             flags: 0,
         };
         assert_eq!(status_of(s.mutate_as(BOB, rename).await), Err(Status::Perm));
+
+        // Opening Alice's 0644 file: Bob may read it, not write or truncate it; Alice may.
+        s.mutate_as(BOB, open(file, O_RDONLY)).await.expect("others may read a 0644 file");
+        for flags in [O_WRONLY, O_RDWR, O_RDONLY | O_TRUNC] {
+            let opened = status_of(s.mutate_as(BOB, open(file, flags)).await);
+            assert_eq!(
+                opened,
+                Err(Status::Access),
+                "Bob opening Alice's 0644 file, flags {flags:o}"
+            );
+        }
+        s.mutate_as(ALICE, open(file, O_RDWR | O_TRUNC)).await.expect("the owner writes");
+        // A program Bob may run but not read (0711): the kernel's exec open needs execute.
+        let prog = ino_of(s.mutate_as(ALICE, mknod_mode(shared, "prog", 0o711)).await);
+        let read = status_of(s.mutate_as(BOB, open(prog, O_RDONLY)).await);
+        assert_eq!(read, Err(Status::Access), "reading a 0711 file of another user");
+        s.mutate_as(BOB, open(prog, O_RDONLY | FMODE_EXEC)).await.expect("running it");
+        s.mutate_as(ROOT, open(prog, O_RDWR)).await.expect("root opens anything");
 
         // Group permission by a supplementary group: only with the group does Bob get in.
         assert_eq!(status_of(s.mutate_as(BOB, mknod(staff, "b")).await), Err(Status::Access));

@@ -129,7 +129,7 @@ fn a_sigstopped_leader_resumed_after_a_new_election_serves_nothing_and_commands_
         match answered.expect("the request task") {
             // Closed when it stepped down: it served nothing.
             Err(closed) => eprintln!("the resumed old leader closed the connection: {closed}"),
-            Ok(Answer { term, reply }) => {
+            Ok(Answer { term, reply, .. }) => {
                 eprintln!("the resumed old leader answered {reply:?} with term {term}");
                 let refused_by_term = floor.admit(term).is_err();
                 assert!(
@@ -267,7 +267,7 @@ async fn stale_master_answers(listener: tokio::net::TcpListener, term: u64, aske
                 }
                 _ => Ok(ClientReply::Unit),
             };
-            async move { Answer { term, reply } }
+            async move { Answer::new(term, reply) }
         }));
     }
 }

@@ -58,9 +58,9 @@ fn client_port() -> Vec<Vec<u8>> {
         frame(1, &Request::anonymous(hello)),
         frame(2, &lookup),
         frame(3, &Request { seq: 1, op: mkdir, ..lookup.clone() }),
-        frame(4, &Answer { term: 2, reply: Ok(ClientReply::Session { session: 3, root: 1 }) }),
-        frame(5, &Answer { term: 2, reply: Err(Status::NotFound) }),
-        frame(6, &Answer { term: 2, reply: Ok(ClientReply::Names(vec!["x".into()])) }),
+        frame(4, &Answer::new(2, Ok(ClientReply::Session { session: 3, root: 1 }))),
+        frame(5, &Answer::new(2, Err(Status::NotFound))),
+        frame(6, &Answer::new(2, Ok(ClientReply::Names(vec!["x".into()])))),
     ]
 }
 

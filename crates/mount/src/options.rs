@@ -186,6 +186,7 @@ impl MountOptions {
         client.read_ahead_bytes = o.read_ahead_mb.clamp(1, 64) << 20;
         let times = CacheTimes { attr: seconds(o.attr_cache), entry: seconds(o.entry_cache) };
         client.no_capability_ttl = times.attr;
+        client.master.dir_attr_ttl = times.attr;
         let metrics = o.metrics.as_deref().map(metrics_addr).transpose()?;
         Ok(Resolved {
             mountpoint: o.mountpoint,

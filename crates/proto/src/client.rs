@@ -328,6 +328,25 @@ pub enum MemberChangeRequest {
 }
 
 impl ClientOp {
+    /// The directories this request changes when it succeeds (their entries, so their
+    /// mtime, ctime and perhaps link count): the parent of what it creates, links or
+    /// removes, both parents of a rename.
+    pub fn changed_dirs(&self) -> Vec<Ino> {
+        use ClientOp::*;
+        match self {
+            Mknod { parent, .. }
+            | Mkdir { parent, .. }
+            | Symlink { parent, .. }
+            | Create { parent, .. }
+            | Unlink { parent, .. }
+            | Rmdir { parent, .. } => vec![*parent],
+            Link { new_parent, .. } => vec![*new_parent],
+            Rename { parent, new_parent, .. } if parent == new_parent => vec![*parent],
+            Rename { parent, new_parent, .. } => vec![*parent, *new_parent],
+            _ => Vec::new(),
+        }
+    }
+
     /// True for requests that carry a `(session, seq)` and are carried out once whatever the
     /// retries: those that change replicated state (answered again from the master's reply
     /// window on a retry; `Goodbye` is one, it closes the session through the log), and
@@ -455,6 +474,18 @@ pub enum ClientReply {
 pub struct Answer {
     pub term: u64,
     pub reply: Reply<ClientReply>,
+    /// The attributes of the directories a successful change altered ([`ClientOp::changed_dirs`]),
+    /// read right after it applied. The kernel forgets a directory's attributes after every
+    /// change in it and asks for them again before the next one (the permission check of
+    /// `default_permissions`); the mount answers that from these instead of a round trip.
+    pub dirs: Vec<Attr>,
+}
+
+impl Answer {
+    /// An answer that carries no directory attributes.
+    pub fn new(term: u64, reply: Reply<ClientReply>) -> Answer {
+        Answer { term, reply, dirs: Vec::new() }
+    }
 }
 
 /// The client side of a connection to a master's client port.

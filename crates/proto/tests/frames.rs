@@ -133,9 +133,9 @@ fn leader_hints_terms_and_redirects_round_trip() {
     let who = Request::anonymous(ClientOp::WhoLeads);
     assert!(!ClientOp::WhoLeads.is_mutation());
     round_trip(1, who);
-    round_trip(1, Answer { term: 7, reply: Ok(ClientReply::Leader(sample_hint())) });
-    round_trip(2, Answer { term: u64::MAX, reply: Err(Status::NotLeader) });
-    round_trip(3, Answer { term: 0, reply: Ok(ClientReply::Leader(LeaderHint::default())) });
+    round_trip(1, Answer::new(7, Ok(ClientReply::Leader(sample_hint()))));
+    round_trip(2, Answer::new(u64::MAX, Err(Status::NotLeader)));
+    round_trip(3, Answer::new(0, Ok(ClientReply::Leader(LeaderHint::default()))));
     round_trip(0, FromMaster { term: 7, msg: MasterToCs::Welcome { master_node: 2 } });
     let masters = vec![(1, "m1:9420".to_string()), (2, "m2:9420".to_string())];
     let hello = MasterToCs::Hello { master_node: 2, cluster: "mfsha".into(), masters };

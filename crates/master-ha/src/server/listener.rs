@@ -6,7 +6,7 @@ use crate::config::ClientLimits;
 use mfsha_proto::client::{Answer, ClientOp, ClientReply, Request};
 use mfsha_proto::gate::{within_fd_limit, Gate, GateLimits};
 use mfsha_proto::rpc::{self, Handled, RpcError};
-use mfsha_proto::types::{Reply, Status};
+use mfsha_proto::types::{Ino, Reply, Status};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -160,7 +160,17 @@ fn check_permission(
 
 /// The reply stamped with this master's current Raft term (see [`Answer`]).
 fn answer(service: &Service, reply: Reply<ClientReply>) -> Answer {
-    Answer { term: service.leadership.now().term, reply }
+    Answer::new(service.leadership.now().term, reply)
+}
+
+/// The answer to a change that succeeded carries the attributes of the directories it
+/// changed (see [`Answer::dirs`]), read now from the applied state.
+fn with_dirs(service: &Service, mut answer: Answer, dirs: &[Ino]) -> Answer {
+    if answer.reply.is_ok() && !dirs.is_empty() {
+        answer.dirs =
+            service.meta.read(|s| dirs.iter().filter_map(|d| s.getattr(*d).ok()).collect());
+    }
+    answer
 }
 
 async fn serve_connection(
@@ -197,11 +207,12 @@ async fn serve_connection(
             // Counted before the handler task is spawned, so shutdown cannot miss it.
             let running = in_flight.enter();
             let (service, connection) = (service.clone(), connection.clone());
+            let dirs = request.op.changed_dirs();
             Handled::Later(async move {
                 let reply = client::handle_waiting(&service, &connection, request).await;
                 service.client_metrics.record(op, started, &reply);
                 drop(running);
-                answer(&service, reply)
+                with_dirs(&service, answer(&service, reply), &dirs)
             })
         }
     };

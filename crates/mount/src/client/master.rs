@@ -46,7 +46,7 @@ use super::Caller;
 use mfsha_proto::client::{
     Answer, ClientOp, ClientReply, FileLock, MasterRpc, OwnerLocks, Request, REPLY_WINDOW,
 };
-use mfsha_proto::types::{Ino, Reply, SessionId, Status};
+use mfsha_proto::types::{Attr, FileKind, Ino, Reply, SessionId, Status};
 use parking_lot::Mutex as SyncMutex;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -90,6 +90,9 @@ pub struct MasterConfig {
     pub probe_timeout: Duration,
     /// The masters' `cluster_id`, if configured; else the first session's master sets it.
     pub cluster_id: Option<String>,
+    /// How long a directory's attributes sent with a change may answer the kernel's next
+    /// GETATTR of it (see `fresh.rs`; the mount's attribute cache time, 0: never).
+    pub dir_attr_ttl: Duration,
 }
 
 impl MasterConfig {
@@ -113,6 +116,7 @@ impl MasterConfig {
             probe_interval: Duration::from_millis(30),
             probe_timeout: Duration::from_millis(300),
             cluster_id: None,
+            dir_attr_ttl: Duration::from_secs(1),
         }
     }
 }
@@ -254,6 +258,8 @@ pub struct MasterLink {
     locks: SyncMutex<HashMap<(Ino, u64), OwnerLocks>>,
     /// The highest master term seen (see [`TermFloor`]).
     terms: TermFloor,
+    /// Directory attributes the master sent with changes (see `fresh.rs`).
+    fresh: super::fresh::FreshDirs,
     /// Client address of the last leader connected to or named by a hint: tried first.
     leader: SyncMutex<Option<String>>,
     /// The token of the session open under way (0: none): the same for every attempt until
@@ -313,7 +319,9 @@ impl MasterLink {
             return Err(ConnectError::NoMasters);
         }
         let cluster = SyncMutex::new(configured_cluster(&cfg));
+        let fresh = super::fresh::FreshDirs::new(cfg.dir_attr_ttl);
         let link = Arc::new(MasterLink {
+            fresh,
             cfg,
             current: Mutex::new(None),
             lane: SyncMutex::new(Lane::new(0, 0)),
@@ -558,12 +566,34 @@ impl MasterLink {
         let mut dead = conn.dead.subscribe();
         tokio::select! {
             result = tokio::time::timeout(limit, conn.rpc.call(req)) => match result {
-                Ok(Ok(answer)) => judge(&self.terms, answer),
+                Ok(Ok(mut answer)) => {
+                    let dirs = std::mem::take(&mut answer.dirs);
+                    let attempt = judge(&self.terms, answer);
+                    self.note_dirs(&attempt, dirs);
+                    attempt
+                }
                 Ok(Err(e)) => Attempt::Broken(e.to_string()),
                 Err(_) => Attempt::Broken(format!("no answer within {} ms", limit.as_millis())),
             },
             _ = dead.wait_for(|d| *d) => Attempt::Broken("connection replaced".into()),
         }
+    }
+
+    /// Keeps the directory attributes of an accepted answer; an accepted answer with other
+    /// attributes of a directory (a chmod of it) makes any kept ones stale.
+    fn note_dirs(&self, attempt: &Attempt, dirs: Vec<Attr>) {
+        let Attempt::Done(reply) = attempt else { return };
+        if let Ok(ClientReply::Attr(attr)) = reply.as_ref() {
+            if attr.kind == FileKind::Directory {
+                self.fresh.forget(attr.ino);
+            }
+        }
+        self.fresh.note(dirs);
+    }
+
+    /// Attributes of directory `ino` the master sent with a change in it, once (`fresh.rs`).
+    pub fn fresh_dir(&self, ino: Ino) -> Option<Attr> {
+        self.fresh.take(ino)
     }
 
     fn waiting_from_now(&self) -> WaitingGuard<'_> {
@@ -817,7 +847,10 @@ impl MasterLink {
             tracing::error!(old_root, root, "the session root changed after reconnecting");
         }
         self.session.store(session, Ordering::Release);
-        self.reopen(&rpc, session).await?;
+        // A session this leader just opened is known to it; only held files need telling.
+        if !self.held.lock().is_empty() {
+            self.reopen(&rpc, session).await?;
+        }
         self.reclaim_locks(&rpc, session).await?;
         Ok(self.conn(rpc, addr, session))
     }
@@ -1116,7 +1149,7 @@ mod tests {
     use mfsha_proto::types::LeaderHint;
 
     fn answer(term: u64) -> Answer {
-        Answer { term, reply: Ok(ClientReply::Unit) }
+        Answer::new(term, Ok(ClientReply::Unit))
     }
 
     #[test]
@@ -1130,10 +1163,10 @@ mod tests {
             other => panic!("a term-4 answer after term 5 must be refused, got {other:?}"),
         }
         assert_eq!(floor.highest(), 5, "a refused answer does not lower the floor");
-        let not_leader = Answer { term: 6, reply: Err(Status::NotLeader) };
+        let not_leader = Answer::new(6, Err(Status::NotLeader));
         assert!(matches!(judge(&floor, not_leader), Attempt::Broken(_)));
         assert_eq!(floor.highest(), 6, "a follower's newer term counts too");
-        let lost = Answer { term: 6, reply: Err(Status::BadSession) };
+        let lost = Answer::new(6, Err(Status::BadSession));
         assert!(matches!(judge(&floor, lost), Attempt::SessionLost));
     }
 
@@ -1162,7 +1195,7 @@ mod tests {
                             ClientOp::WhoLeads => Ok(ClientReply::Leader(hint.clone())),
                             _ => reply.clone(),
                         };
-                        async move { Answer { term, reply } }
+                        async move { Answer::new(term, reply) }
                     },
                 ));
             }
@@ -1196,6 +1229,8 @@ mod tests {
                                 ClientOp::WhoLeads => {
                                     Ok(ClientReply::Leader(LeaderHint::default()))
                                 }
+                                // Answered from memory by a real master, as Hello is.
+                                ClientOp::Reopen { .. } => Ok(ClientReply::Unit),
                                 _ => match delay {
                                     Some(delay) => {
                                         tokio::time::sleep(delay).await;
@@ -1204,7 +1239,7 @@ mod tests {
                                     None => std::future::pending().await,
                                 },
                             };
-                            Answer { term, reply }
+                            Answer::new(term, reply)
                         }
                     },
                 ));

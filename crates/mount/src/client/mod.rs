@@ -12,6 +12,7 @@
 mod caps;
 pub mod data;
 pub mod extents;
+mod fresh;
 mod io;
 mod locks;
 pub mod master;
@@ -210,6 +211,10 @@ impl Client {
     }
 
     pub async fn getattr(&self, ino: Ino) -> Reply<Attr> {
+        // Right after a change in a directory, the master sent its attributes (`fresh.rs`).
+        if let Some(attr) = self.link.fresh_dir(ino) {
+            return Ok(attr);
+        }
         self.call_attr(Caller::ROOT, ClientOp::GetAttr { ino }).await
     }
 
