@@ -704,3 +704,85 @@ async fn status_views_list_servers_disks_chunks_and_sessions() {
     assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?} {stderr}", out.status);
     close(&client).await;
 }
+
+/// A tmpfs mounted over a data directory and unmounted at the end, whatever happens.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &std::path::Path, size_mib: u64) -> Tmpfs {
+        let size = format!("size={size_mib}m");
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &size, "tmpfs", dir.to_str().unwrap()])
+            .output()
+            .expect("run mount(8)");
+        assert!(
+            out.status.success(),
+            "mounting a {size_mib} MiB tmpfs on {} failed (the test needs root): {}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Tmpfs(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// A disk that really fills up (a 96 MiB tmpfs: ENOSPC from the kernel, no injection) fails
+/// the write that filled it with "no space" and is not taken for damaged: what was written
+/// before reads back, and once space is freed new writes succeed on the same disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_disk_that_fills_up_says_no_space_and_stays_in_service() {
+    let mut cluster = Cluster::new();
+    cluster.master_extra_yaml = FAST_MASTER_YAML.to_string();
+    cluster.start_master();
+    let cs = cluster.add_chunkserver(1);
+    let _tmpfs = Tmpfs::mount(&cluster.chunkservers[cs].dirs[0], 96);
+    // No reserve: the disk itself must run out, mid-chunk.
+    cluster.chunkservers[cs].extra_yaml = "leave_free_mib: 0\n".into();
+    cluster.restart_chunkserver(cs);
+    let client = connect(&cluster).await;
+    wait_for(&cluster, "registration", LIMIT, || async {
+        status(&client).await.chunkservers.len() == 1
+    })
+    .await;
+    client.set_trash_time(Caller::ROOT, client.root(), 0, false).await.unwrap();
+    let kept = random_data(8 << 20);
+    write(&client, "/kept", &kept).await;
+    // Two files at once: each chunk is created while 88 MiB are free, then 2 x 60 MiB do
+    // not fit, and the kernel says ENOSPC in the middle of a chunk.
+    let (one, two) = (random_data(60 << 20), random_data(60 << 20));
+    let (a, b) = tokio::join!(
+        client.write_file(Caller::ROOT, "/filled", &one),
+        client.write_file(Caller::ROOT, "/filled2", &two)
+    );
+    let failures: Vec<Status> = [a, b].into_iter().filter_map(|r| r.err()).collect();
+    // The chunkserver answers "no space"; the client's retry then finds no server with
+    // room ("no chunkservers"): the user sees ENOSPC either way.
+    assert!(
+        !failures.is_empty() && failures.iter().all(|f| f.errno() == libc::ENOSPC),
+        "the writes that did not fit must fail with ENOSPC: {failures:?}"
+    );
+    let disks = status(&client).await.chunkservers[0].disks.clone();
+    assert!(disks.iter().all(|d| !d.damaged), "a full disk was marked damaged: {disks:?}");
+    assert_eq!(sha256(&client.read_file("/kept").await.unwrap()), sha256(&kept));
+    let log = cluster.chunkserver_log(cs);
+    assert!(!log.contains("marked damaged"), "chunkserver log:\n{log}");
+    // Space comes back when the files go; the same disk takes new data.
+    for name in ["/filled", "/filled2"] {
+        let _ = client.remove_file(Caller::ROOT, name).await;
+    }
+    wait_for(&cluster, "space to come back", LIMIT, || async {
+        let s = status(&client).await;
+        let cs = &s.chunkservers[0];
+        cs.total_bytes.saturating_sub(cs.used_bytes) > 70 << 20
+    })
+    .await;
+    let after = random_data(20 << 20);
+    write(&client, "/after", &after).await;
+    assert_eq!(sha256(&client.read_file("/after").await.unwrap()), sha256(&after));
+    close(&client).await;
+}

@@ -13,6 +13,7 @@
 //! labels: [A]
 //! scrub_mib_per_sec: 1.0           # background CRC check per disk; 0 turns it off
 //! fsync: on_sync                   # or every_write
+//! leave_free_mib: 256              # kept free on every disk (MooseFS HDD_LEAVE_SPACE_DEFAULT)
 //! ```
 //!
 //! Unknown keys are errors (`deny_unknown_fields`): a misspelt key silently falling back to its
@@ -65,6 +66,11 @@ pub struct ChunkserverConfig {
     /// Milliseconds between heartbeats to the master. Default 1000.
     #[serde(default = "default_heartbeat")]
     pub heartbeat_ms: u64,
+    /// Space kept free on every disk, in MiB (MooseFS's `HDD_LEAVE_SPACE_DEFAULT`): it counts
+    /// as used in what the master is told, so no new chunk goes to a disk with less than a
+    /// chunk's worth free beyond it, and the disk is reported full before it is. Default 256.
+    #[serde(default = "default_leave_free")]
+    pub leave_free_mib: u64,
 }
 
 /// When written chunk data reaches the disk.
@@ -106,6 +112,13 @@ fn default_heartbeat() -> u64 {
     1000
 }
 
+fn default_leave_free() -> u64 {
+    256
+}
+
+/// The largest `leave_free_mib` taken (1 EiB): past it the figure is a typo.
+const LEAVE_FREE_MAX_MIB: u64 = 1 << 40;
+
 impl ChunkserverConfig {
     /// A configuration with defaults for everything but the data directories.
     pub fn with_dirs(dirs: Vec<PathBuf>) -> Self {
@@ -124,6 +137,7 @@ impl ChunkserverConfig {
             scrub_mib_per_sec: default_scrub(),
             fsync: FsyncPolicy::default(),
             heartbeat_ms: default_heartbeat(),
+            leave_free_mib: default_leave_free(),
         }
     }
 }
@@ -174,6 +188,9 @@ pub fn validate(config: &ChunkserverConfig) -> Result<(), (&'static str, String)
     }
     if config.heartbeat_ms == 0 || config.heartbeat_ms > 60_000 {
         return Err(("heartbeat_ms", "must be in 1..=60000".into()));
+    }
+    if config.leave_free_mib > LEAVE_FREE_MAX_MIB {
+        return Err(("leave_free_mib", format!("must be at most {LEAVE_FREE_MAX_MIB} (1 EiB)")));
     }
     Ok(())
 }

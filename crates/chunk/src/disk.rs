@@ -21,6 +21,8 @@ pub const SERVER_ID_FILE: &str = ".mfsha_server_id";
 pub struct Disk {
     pub path: PathBuf,
     pub marked_for_removal: bool,
+    /// Bytes kept free (`leave_free_mib`): counted as used, never given to a new chunk.
+    pub leave_free: u64,
     damaged: AtomicBool,
     /// Tests set this to make every chunk operation on the disk fail like a dying drive.
     fault: AtomicBool,
@@ -90,6 +92,7 @@ impl Disk {
         Ok(Disk {
             path: path.clone(),
             marked_for_removal: dir.marked_for_removal,
+            leave_free: 0,
             damaged: AtomicBool::new(false),
             fault: AtomicBool::new(false),
             counters: DiskCounters::default(),
@@ -103,6 +106,7 @@ impl Disk {
         Disk {
             path: dir.path.clone(),
             marked_for_removal: dir.marked_for_removal,
+            leave_free: 0,
             damaged: AtomicBool::new(true),
             fault: AtomicBool::new(false),
             counters: DiskCounters::default(),
@@ -152,6 +156,17 @@ impl Disk {
         let stat = nix::sys::statvfs::statvfs(&self.path).map_err(io::Error::from)?;
         let block = stat.fragment_size() as u64;
         Ok((stat.blocks() as u64 * block, stat.blocks_available() as u64 * block))
+    }
+
+    /// This disk, keeping `bytes` free (`leave_free_mib`).
+    pub fn with_leave_free(self, bytes: u64) -> Disk {
+        Disk { leave_free: bytes, ..self }
+    }
+
+    /// Total bytes, and bytes available for chunks: what is free beyond `leave_free`.
+    pub fn usable_space(&self) -> io::Result<(u64, u64)> {
+        let (total, avail) = self.space()?;
+        Ok((total, avail.saturating_sub(self.leave_free)))
     }
 
     /// Cheap liveness check run with every heartbeat: the directory and one subdirectory must

@@ -90,8 +90,9 @@ impl Chunkserver {
             .map_err(|(key, reason)| ChunkserverError::Config { key: key.to_string(), reason })?;
         let dirs = config.data_dirs.clone();
         let fsync_every_write = config.fsync == config::FsyncPolicy::EveryWrite;
+        let leave_free = config.leave_free_mib << 20;
         let (store, server_id, fence) =
-            tokio::task::spawn_blocking(move || open_store(&dirs, fsync_every_write))
+            tokio::task::spawn_blocking(move || open_store(&dirs, fsync_every_write, leave_free))
                 .await
                 .map_err(|e| ChunkserverError::Disk(format!("disk scan task failed: {e}")))??;
         let fence = Arc::new(fence);
@@ -218,12 +219,13 @@ impl Chunkserver {
 fn open_store(
     dirs: &[config::DataDir],
     fsync_every_write: bool,
+    leave_free: u64,
 ) -> Result<(store::Store, u64, fence::TermFence), ChunkserverError> {
     let mut disks = Vec::new();
     let mut failures = Vec::new();
     for dir in dirs {
         match disk::Disk::open(dir) {
-            Ok(disk) => disks.push(disk),
+            Ok(disk) => disks.push(disk.with_leave_free(leave_free)),
             Err(e @ disk::OpenError::InUse(_)) => {
                 return Err(ChunkserverError::Disk(e.to_string()))
             }

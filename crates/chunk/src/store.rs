@@ -210,8 +210,9 @@ impl Store {
             .iter()
             .zip(counts)
             .map(|(disk, chunks)| {
+                // The reserve counts as used: the master places nothing in it.
                 let (total, avail) =
-                    if disk.is_damaged() { (0, 0) } else { disk.space().unwrap_or((0, 0)) };
+                    if disk.is_damaged() { (0, 0) } else { disk.usable_space().unwrap_or((0, 0)) };
                 DiskInfo {
                     path: disk.path.display().to_string(),
                     total_bytes: total,
@@ -375,16 +376,27 @@ impl Store {
         self.push_report(CsToMaster::Lost(vec![id]));
     }
 
-    /// The disk for a new chunk: healthy, not being drained, most free space.
+    /// The disk for a new chunk: healthy, not being drained, most free space, and room for
+    /// a whole chunk beyond its reserve (`leave_free_mib`); `NoSpace` if none has.
     fn choose_disk(&self) -> Result<usize, Status> {
-        self.disks
+        let best = self
+            .disks
             .iter()
             .enumerate()
             .filter(|(_, d)| d.takes_new_chunks())
-            .filter_map(|(i, d)| d.space().ok().map(|(_, avail)| (avail, i)))
-            .max()
-            .map(|(_, i)| i)
-            .ok_or(Status::NoSpace)
+            .filter_map(|(i, d)| d.usable_space().ok().map(|(_, avail)| (avail, i)))
+            .max();
+        match best {
+            Some((avail, i)) if avail >= mfsha_proto::types::CHUNK_BYTES => Ok(i),
+            Some((avail, i)) => {
+                let disk = &self.disks[i];
+                tracing::warn!(disk = %disk.path.display(), avail, leave_free = disk.leave_free,
+                    "refused a new chunk: no disk has a chunk's worth (64 MiB) free beyond the \
+                     space kept free (leave_free_mib); free space or add a disk");
+                Err(Status::NoSpace)
+            }
+            None => Err(Status::NoSpace),
+        }
     }
 }
 

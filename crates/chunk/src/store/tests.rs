@@ -362,3 +362,35 @@ fn idle_write_descriptors_are_synced_and_closed() {
 fn drain(reports: &mut tokio::sync::broadcast::Receiver<CsToMaster>) -> Vec<CsToMaster> {
     std::iter::from_fn(|| reports.try_recv().ok()).collect()
 }
+
+/// The space kept free (`leave_free_mib`) counts as used and takes no new chunk; a store
+/// with no disk that has a chunk's worth beyond it answers "no space", and nothing else.
+#[test]
+fn the_space_kept_free_takes_no_new_chunk_and_counts_as_used() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    fs::create_dir(&a).unwrap();
+    fs::create_dir(&b).unwrap();
+    let (kept, plain) = (open_disk(&b), open_disk(&a));
+    let (_, free) = kept.space().unwrap();
+    // Disk b keeps all its free space and a little more: nothing is usable on it.
+    let kept = kept.with_leave_free(free + (1 << 30));
+    let store = Store::open(vec![kept, plain], false);
+    store.create_blocking(90, 1).unwrap();
+    assert!(chunk_file(&a, 90, 1).exists(), "the new chunk went to the disk with room");
+    let info = &store.disk_infos()[0];
+    assert_eq!(info.used_bytes, info.total_bytes, "the reserve is reported as used: {info:?}");
+    assert!(!info.damaged, "a full disk is not a damaged one");
+    drop(store);
+    // Both keep everything: a new chunk is refused with NoSpace, existing ones still serve.
+    let keep_all = |path: &Path| {
+        let disk = open_disk(path);
+        let (_, free) = disk.space().unwrap();
+        disk.with_leave_free(free + (1 << 30))
+    };
+    let store = Store::open(vec![keep_all(&a), keep_all(&b)], false);
+    assert_eq!(store.create_blocking(91, 1), Err(Status::NoSpace));
+    store.write_blocking(90, 1, 0, b"still writable").unwrap();
+    assert_eq!(store.read_blocking(90, 1, 0, 14).unwrap(), b"still writable");
+    assert!(store.disk_infos().iter().all(|d| !d.damaged));
+}
