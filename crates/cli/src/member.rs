@@ -8,9 +8,12 @@ use mfsha_proto::client::{ClientOp, ClientReply, MemberChangeRequest, MemberKind
 use mfsha_proto::types::Status;
 use std::time::{Duration, Instant};
 
-/// How long the new leader may take to say it leads (raft-rs gives up a transfer after an
-/// election timeout, well below this).
+/// How long the new leader may take to say it leads after the last ask (raft-rs gives up a
+/// transfer after an election timeout, well below this).
 const SWITCH_LIMIT: Duration = Duration::from_secs(5);
+/// How long one ask may take before it is repeated, and how many asks at most.
+const ATTEMPT_LIMIT: Duration = Duration::from_millis(1500);
+const ATTEMPTS: u32 = 3;
 /// How long to look for the current leader.
 const FIND_LEADER: Duration = Duration::from_secs(5);
 const POLL: Duration = Duration::from_millis(50);
@@ -29,7 +32,10 @@ pub async fn list(masters: &str, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Hands leadership to master `to` and waits until it leads.
+/// Hands leadership to master `to` and waits until it leads. raft-rs abandons a transfer
+/// whose target does not win at once (a busy machine, an append still in flight): when the
+/// old leader still leads in its term after [`ATTEMPT_LIMIT`], the transfer is asked again,
+/// up to [`ATTEMPTS`] times in all.
 pub async fn transfer_leader(masters: &str, to: u64) -> anyhow::Result<()> {
     let list = crate::leader::master_list(masters);
     let (client, addr, leader) = crate::leader::connect(&list, FIND_LEADER)
@@ -41,25 +47,61 @@ pub async fn transfer_leader(masters: &str, to: u64) -> anyhow::Result<()> {
     }
     check_target(&leader.members, to)?;
     let started = Instant::now();
+    for attempt in 1..=ATTEMPTS {
+        ask_transfer(&client, &addr, to).await?;
+        let limit = if attempt == ATTEMPTS { SWITCH_LIMIT } else { ATTEMPT_LIMIT };
+        match wait_for_leader(&list, to, leader.term, limit).await {
+            Ok(term) => {
+                let took = started.elapsed();
+                println!(
+                    "node {to} leads now (term {term}); the switch took {} ms",
+                    took.as_millis()
+                );
+                return Ok(());
+            }
+            Err(_)
+                if attempt < ATTEMPTS && still_leads(&list, leader.node_id, leader.term).await =>
+            {
+                eprintln!(
+                    "mfsha: node {to} did not take over within {} ms and node {} still leads \
+                     term {}: asking again ({}/{ATTEMPTS})",
+                    ATTEMPT_LIMIT.as_millis(),
+                    leader.node_id,
+                    leader.term,
+                    attempt + 1
+                );
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    unreachable!("the last attempt returns")
+}
+
+/// Asks the leader at `addr` (connected as `client`) to hand leadership to `to`.
+async fn ask_transfer(
+    client: &mfsha_proto::client::MasterClient,
+    addr: &str,
+    to: u64,
+) -> anyhow::Result<()> {
     let request = Request::anonymous(ClientOp::TransferLeader { to });
     let limit = status::ASK_LIMIT.as_millis() as u64;
     let mut reply = client.call_timeout(request.clone(), limit).await;
     if let Ok(Err(Status::Access)) = reply {
         // Exports in force: the connection must open a session first (its export decides).
-        admitted(&client, &addr, limit).await?;
+        admitted(client, addr, limit).await?;
         reply = client.call_timeout(request, limit).await;
     }
     let reply = match reply {
         Ok(reply) => reply,
         // A leader with a VIP may release it (and step down, closing this connection) before
-        // its answer arrives: whether the transfer happened is what the wait below checks.
+        // its answer arrives: whether the transfer happened is what the wait checks.
         Err(error) => {
             eprintln!("mfsha: no answer from {addr} ({error}); checking whether node {to} leads");
             Ok(ClientReply::Unit)
         }
     };
     match reply {
-        Ok(ClientReply::Unit) => {}
+        Ok(ClientReply::Unit) => Ok(()),
         Ok(other) => bail!("the leader at {addr} answered the transfer with {other:?}"),
         Err(Status::Perm) => bail!("the leader refused: only root may transfer leadership"),
         Err(Status::NotLeader) => {
@@ -67,10 +109,14 @@ pub async fn transfer_leader(masters: &str, to: u64) -> anyhow::Result<()> {
         }
         Err(why) => bail!("the leader at {addr} refused to hand leadership to node {to}: {why}"),
     }
-    let term = wait_for_leader(&list, to, leader.term).await?;
-    let took = started.elapsed();
-    println!("node {to} leads now (term {term}); the switch took {} ms", took.as_millis());
-    Ok(())
+}
+
+/// Whether node `id` still says it leads in `term` (a transfer abandoned, nothing else).
+async fn still_leads(list: &[String], id: u64, term: u64) -> bool {
+    let survey = status::survey(list).await;
+    survey.answers.iter().any(|a| {
+        a.said.as_ref().is_ok_and(|(s, _)| s.node_id == id && s.role == "leader" && s.term == term)
+    })
 }
 
 /// `to` must be a master of the group: the witness would hand leadership straight back.
@@ -88,8 +134,13 @@ fn check_target(members: &[mfsha_proto::client::MemberStatus], to: u64) -> anyho
 
 /// Polls every master (and the ones the leader's view names) until node `to` says it leads
 /// in a term after `from_term`; returns that term.
-async fn wait_for_leader(list: &[String], to: u64, from_term: u64) -> anyhow::Result<u64> {
-    let deadline = Instant::now() + SWITCH_LIMIT;
+async fn wait_for_leader(
+    list: &[String],
+    to: u64,
+    from_term: u64,
+    limit: Duration,
+) -> anyhow::Result<u64> {
+    let deadline = Instant::now() + limit;
     let mut asked: Vec<String> = list.to_vec();
     loop {
         let survey = status::survey(&asked).await;
@@ -103,7 +154,7 @@ async fn wait_for_leader(list: &[String], to: u64, from_term: u64) -> anyhow::Re
         }
         if Instant::now() >= deadline {
             bail!(
-                "node {to} did not take over within {SWITCH_LIMIT:?} (raft-rs gives a transfer up \
+                "node {to} did not take over within {limit:?} (raft-rs gives a transfer up \
                  when the target does not win at once: is node {to} up and caught up? see \
                  `mfsha member list`):\n{}",
                 status::format_nodes(&survey)
