@@ -240,13 +240,6 @@ impl State {
         self.sessions.iter().map(|(id, s)| (*id, s.rec.info.as_str(), s.acquired.len()))
     }
 
-    /// How many inodes `session` holds open, and whether `ino` is one of them.
-    pub fn open_count(&self, session: SessionId, ino: Ino) -> (usize, bool) {
-        self.sessions
-            .get(&session)
-            .map_or((0, false), |s| (s.acquired.len(), s.acquired.contains_key(&ino)))
-    }
-
     /// The inodes a session holds open, with how many times each.
     pub fn acquired(&self, session: SessionId) -> impl Iterator<Item = (Ino, u32)> + '_ {
         self.sessions

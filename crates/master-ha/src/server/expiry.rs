@@ -30,18 +30,13 @@ use tokio::time::Instant;
 /// 100 ms, until `shutdown`. Every master runs it; only a leader's rounds propose.
 pub async fn run(service: Arc<Service>, sustain: Duration, shutdown: Shutdown) {
     let period = (sustain / 10).clamp(Duration::from_millis(100), Duration::from_secs(10));
-    let mut tick = tokio::time::interval(period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            () = shutdown.triggered() => return,
+    super::every(period, shutdown, || {
+        let service = service.clone();
+        async move {
+            expire_round(&service, sustain).await;
         }
-        tokio::select! {
-            _ = expire_round(&service, sustain) => {}
-            () = shutdown.triggered() => return,
-        }
-    }
+    })
+    .await
 }
 
 /// Ends every session idle for `sustain` as this leader saw it; returns how many ended.

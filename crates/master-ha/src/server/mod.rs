@@ -48,6 +48,28 @@ pub use listener::{ClientListener, Shutdown};
 pub use locks::LockTable;
 pub use session::Sessions;
 
+/// Runs `round` every `period` until `shutdown`; a round under way when it comes is dropped.
+/// The leader's periodic work (session expiry, freeing unlinked files) runs this way on every
+/// master, each round proposing only where this master leads.
+pub async fn every<F, Fut>(period: std::time::Duration, shutdown: Shutdown, mut round: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = shutdown.triggered() => return,
+        }
+        tokio::select! {
+            () = round() => {}
+            () = shutdown.triggered() => return,
+        }
+    }
+}
+
 /// A boxed future, so [`ChunkService`] stays object-safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 

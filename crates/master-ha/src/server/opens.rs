@@ -330,18 +330,13 @@ pub fn refused(refusal: Refusal, session: SessionId, ino: Ino, cap: usize) -> St
 /// Looks for unlinked files to free every [`FREE_PERIOD`] until `shutdown`. Every master
 /// runs it; only a leader's rounds propose.
 pub async fn run(service: Arc<Service>, shutdown: Shutdown) {
-    let mut tick = tokio::time::interval(FREE_PERIOD);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            () = shutdown.triggered() => return,
+    super::every(FREE_PERIOD, shutdown, || {
+        let service = service.clone();
+        async move {
+            free_round(&service).await;
         }
-        tokio::select! {
-            _ = free_round(&service) => {}
-            () = shutdown.triggered() => return,
-        }
-    }
+    })
+    .await
 }
 
 /// Frees, in one entry, up to [`FREE_BATCH_MAX`] sustained files nobody holds; returns how
