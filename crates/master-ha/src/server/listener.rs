@@ -6,7 +6,7 @@ use crate::config::ClientLimits;
 use mfsha_proto::client::{Answer, ClientOp, ClientReply, Request};
 use mfsha_proto::gate::{within_fd_limit, Gate, GateLimits};
 use mfsha_proto::rpc::{self, Handled, RpcError};
-use mfsha_proto::types::{Attr, FileKind, Ino, Reply, Status};
+use mfsha_proto::types::{Ino, Reply, Status};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -164,23 +164,12 @@ fn answer(service: &Service, reply: Reply<ClientReply>) -> Answer {
 }
 
 /// The answer to a change that succeeded carries the attributes of the directories it
-/// changed (see [`Answer::dirs`]), read now from the applied state: the parents, and a
-/// directory a rename moved (its `..` and ctime changed, and the kernel asks for them).
-fn with_dirs(
-    service: &Service,
-    mut answer: Answer,
-    dirs: &[Ino],
-    moved: Option<&(Ino, String)>,
-) -> Answer {
-    if answer.reply.is_err() || dirs.is_empty() {
-        return answer;
+/// changed (see [`Answer::dirs`]), read now from the applied state.
+fn with_dirs(service: &Service, mut answer: Answer, dirs: &[Ino]) -> Answer {
+    if answer.reply.is_ok() && !dirs.is_empty() {
+        answer.dirs =
+            service.meta.read(|s| dirs.iter().filter_map(|d| s.getattr(*d).ok()).collect());
     }
-    answer.dirs = service.meta.read(|s| {
-        let mut attrs: Vec<Attr> = dirs.iter().filter_map(|d| s.getattr(*d).ok()).collect();
-        let moved = moved.and_then(|(parent, name)| s.lookup(*parent, name).ok());
-        attrs.extend(moved.filter(|a| a.kind == FileKind::Directory));
-        attrs
-    });
     answer
 }
 
@@ -219,17 +208,11 @@ async fn serve_connection(
             let running = in_flight.enter();
             let (service, connection) = (service.clone(), connection.clone());
             let dirs = request.op.changed_dirs();
-            let moved = match &request.op {
-                ClientOp::Rename { new_parent, new_name, .. } => {
-                    Some((*new_parent, new_name.clone()))
-                }
-                _ => None,
-            };
             Handled::Later(async move {
                 let reply = client::handle_waiting(&service, &connection, request).await;
                 service.client_metrics.record(op, started, &reply);
                 drop(running);
-                with_dirs(&service, answer(&service, reply), &dirs, moved.as_ref())
+                with_dirs(&service, answer(&service, reply), &dirs)
             })
         }
     };
