@@ -786,3 +786,166 @@ async fn a_disk_that_fills_up_says_no_space_and_stays_in_service() {
     assert_eq!(sha256(&client.read_file("/after").await.unwrap()), sha256(&after));
     close(&client).await;
 }
+
+/// An ext4 filesystem on a loop device over an image file: a real disk the test can make
+/// fail. [`LoopExt4::shut_down`] is ext4's `EXT4_IOC_SHUTDOWN` (what xfstests' `godown`
+/// does): from then on the kernel answers opens, reads and writes on it with EIO, as for a
+/// disk that died under a mounted filesystem. (This kernel has no device-mapper for
+/// `dm-error`; the shutdown gives the same errors through the same system calls.)
+struct LoopExt4 {
+    dir: std::path::PathBuf,
+    device: String,
+}
+
+impl LoopExt4 {
+    fn mount(dir: &std::path::Path, image: &std::path::Path, size_mib: u64) -> LoopExt4 {
+        let run = |program: &str, args: &[&str]| {
+            let out = std::process::Command::new(program).args(args).output().unwrap_or_else(|e| {
+                panic!("cannot run {program} (the disk-fault test needs util-linux, e2fsprogs and root): {e}")
+            });
+            assert!(
+                out.status.success(),
+                "{program} {args:?} failed (the disk-fault test needs root and loop devices): {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        let image = image.to_str().unwrap();
+        run("truncate", &["-s", &format!("{size_mib}M"), image]);
+        run("mkfs.ext4", &["-q", "-F", image]);
+        let device = run("losetup", &["-f", "--show", image]);
+        let guard = LoopExt4 { dir: dir.to_path_buf(), device: device.clone() };
+        run("mount", &[&device, dir.to_str().unwrap()]);
+        guard
+    }
+
+    /// Every later open, read and write on the filesystem fails with EIO.
+    fn shut_down(&self) {
+        const EXT4_IOC_SHUTDOWN: libc::c_ulong = 0x8004_587d; // _IOR('X', 125, __u32)
+        const EXT4_GOING_FLAGS_NOLOGFLUSH: u32 = 2;
+        let dir = std::fs::File::open(&self.dir).unwrap();
+        let flags = EXT4_GOING_FLAGS_NOLOGFLUSH;
+        // SAFETY: a valid descriptor and a pointer to a live u32, as the ioctl takes.
+        let rc = unsafe {
+            libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&dir), EXT4_IOC_SHUTDOWN, &flags)
+        };
+        assert_eq!(rc, 0, "EXT4_IOC_SHUTDOWN: {}", std::io::Error::last_os_error());
+    }
+}
+
+impl Drop for LoopExt4 {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.dir).status();
+        let _ = std::process::Command::new("losetup").arg("-d").arg(&self.device).status();
+    }
+}
+
+/// (chunk id, version) of the chunk files under a data directory
+/// (`chunk_<id:016X>_<version:08X>.mfs`).
+fn chunk_ids(dir: &std::path::Path) -> Vec<(u64, u32)> {
+    chunk_files(dir)
+        .iter()
+        .filter_map(|p| {
+            let name = p.file_name()?.to_str()?.strip_prefix("chunk_")?;
+            let id = u64::from_str_radix(name.get(..16)?, 16).ok()?;
+            let version = u32::from_str_radix(name.get(17..25)?, 16).ok()?;
+            Some((id, version))
+        })
+        .collect()
+}
+
+/// One of a chunkserver's two disks dies under it (real EIO from the kernel): users read
+/// every file intact from the other copies, the repeated errors mark that one disk damaged
+/// (not the server, not its other disk), its chunks are copied back to goal, and new writes
+/// work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_disk_that_returns_real_io_errors_is_retired_alone_and_nothing_is_lost() {
+    let mut cluster = Cluster::new();
+    cluster.master_extra_yaml = FAST_MASTER_YAML.to_string();
+    cluster.start_master();
+    let cs = cluster.add_chunkserver(2);
+    let dirs = cluster.chunkservers[cs].dirs.clone();
+    let disks: Vec<LoopExt4> = dirs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| LoopExt4::mount(d, &cluster.path().join(format!("disk{i}.img")), 160))
+        .collect();
+    cluster.chunkservers[cs].extra_yaml = "leave_free_mib: 0\n".into();
+    cluster.restart_chunkserver(cs);
+    cluster.start_chunkserver(1);
+    let client = connect(&cluster).await;
+    wait_for(&cluster, "registration", LIMIT, || async {
+        status(&client).await.chunkservers.len() == 2
+    })
+    .await;
+    let mut sums = Vec::new();
+    for i in 0..8 {
+        let data = random_data(2 << 20);
+        write(&client, &format!("/eio/f{i}"), &data).await;
+        sums.push(sha256(&data));
+    }
+    wait_for(&cluster, "two copies of every chunk", LIMIT, || async {
+        let mut all = true;
+        for i in 0..8 {
+            all &= has_exactly(&client, &format!("/eio/f{i}"), 2, false).await;
+        }
+        all
+    })
+    .await;
+    let on_failing = chunk_ids(&dirs[0]);
+    assert!(on_failing.len() >= 2, "the chunks did not spread over both disks: {on_failing:?}");
+
+    disks[0].shut_down();
+    // Users never see the failure: every read finds a good copy.
+    let reader = connect(&cluster).await;
+    for (i, sum) in sums.iter().enumerate() {
+        let got = reader.read_file(&format!("/eio/f{i}")).await.unwrap();
+        assert_eq!(&sha256(&got), sum, "f{i} after the disk failed");
+    }
+    // Reads of the failed disk's copies straight from its server: errors, never data.
+    let port = cluster.chunkservers[cs].port;
+    for &(id, version) in &on_failing {
+        let read = read_direct(port, id, version, 4096).await;
+        assert!(read.is_err(), "chunk {id:016X} read from a dead disk: {read:?}");
+    }
+    let failing = dirs[0].display().to_string();
+    wait_for(
+        &cluster,
+        "that one disk marked damaged and every chunk back at goal",
+        LIMIT,
+        || async {
+            let s = status(&client).await;
+            let Some(server) =
+                s.chunkservers.iter().find(|c| c.addr.ends_with(&format!(":{port}")))
+            else {
+                return false;
+            };
+            let damaged: Vec<bool> = server.disks.iter().map(|d| d.damaged).collect();
+            let only_failing = server.disks.iter().all(|d| d.damaged == (d.path == failing));
+            let mut at_goal = true;
+            for i in 0..8 {
+                at_goal &= has_exactly(&client, &format!("/eio/f{i}"), 2, false).await;
+            }
+            only_failing && damaged.len() == 2 && at_goal
+        },
+    )
+    .await;
+    // The copies that were on the dead disk are back on the server's good one.
+    let healthy: Vec<u64> = chunk_ids(&dirs[1]).into_iter().map(|(id, _)| id).collect();
+    for (id, _) in &on_failing {
+        assert!(healthy.contains(id), "chunk {id:016X} not copied to the healthy disk");
+    }
+    let fresh = random_data(3 << 20);
+    write(&client, "/eio/after", &fresh).await;
+    assert_eq!(sha256(&reader.read_file("/eio/after").await.unwrap()), sha256(&fresh));
+    for (i, sum) in sums.iter().enumerate() {
+        assert_eq!(&sha256(&reader.read_file(&format!("/eio/f{i}")).await.unwrap()), sum);
+    }
+    let log = cluster.chunkserver_log(cs);
+    let marked = log.lines().any(|l| l.contains("disk marked damaged") && l.contains(&failing));
+    assert!(marked && log.contains("os error 5"), "no EIO marking {failing} damaged:\n{log}");
+    close(&reader).await;
+    close(&client).await;
+    drop(cluster);
+    drop(disks);
+}

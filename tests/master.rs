@@ -116,7 +116,11 @@ fn next_op(rng: &mut StdRng, dir: Ino, model: &Model, n: usize) -> (ClientOp, Mo
             let ino = ino.expect("acknowledged entries have a known inode");
             after.insert(name.clone(), (kind, mode, Some(ino)));
             let set = SetAttr { mode: Some(mode), ..SetAttr::default() };
-            (ClientOp::SetAttr { ino, set }, after, format!("chmod {mode:o} {name}"))
+            (
+                ClientOp::SetAttr { ino, set, by_handle: false },
+                after,
+                format!("chmod {mode:o} {name}"),
+            )
         }
     }
 }

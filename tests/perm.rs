@@ -50,7 +50,7 @@ fn open(ino: Ino, flags: i32) -> ClientOp {
 }
 
 fn setattr(ino: Ino, set: SetAttr) -> ClientOp {
-    ClientOp::SetAttr { ino, set }
+    ClientOp::SetAttr { ino, set, by_handle: false }
 }
 
 #[test]
@@ -151,6 +151,108 @@ fn the_master_refuses_what_a_local_filesystem_refuses() {
         s.mutate_as(ROOT, ClientOp::Rmdir { parent: staff, name: "closed".into() })
             .await
             .expect("root removes anything");
+    });
+    let log = cluster.master_log();
+    assert!(!log.contains("panicked"), "the master panicked:\n{log}");
+}
+
+fn getattr_mode(reply: Reply<ClientReply>) -> u32 {
+    match reply {
+        Ok(ClientReply::Attr(attr)) => attr.mode & 0o7777,
+        other => panic!("expected attributes, got {other:?}"),
+    }
+}
+
+/// What a mount without `default_permissions` leaves to the master: listings, access(2),
+/// extended attribute reads, a file's chunks, and truncation by path versus through an open
+/// file; and what Linux changes instead of refusing (a setgid bit the caller may not set).
+#[test]
+fn the_master_guards_listings_access_xattrs_and_chunks_as_linux_does() {
+    const R: u32 = 4;
+    const W: u32 = 2;
+    const X: u32 = 1;
+    let mut cluster = Cluster::new();
+    cluster.start_master();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut s = Session::open(&cluster.master_addr()).await;
+        let mut bobs = Session::open(&cluster.master_addr()).await;
+        let shared = ino_of(s.mutate_as(ROOT, mkdir(ROOT_INO, "shared", 0o1777)).await);
+        // Alice's directory others may pass through (0711) but not list.
+        let boxed = ino_of(s.mutate_as(ALICE, mkdir(shared, "box", 0o711)).await);
+        let list = ClientOp::ReadDir { ino: boxed, offset: 0, max: 100, after: None };
+        assert_eq!(status_of(bobs.read_as(BOB, list.clone()).await), Err(Status::Access));
+        s.read_as(ALICE, list).await.expect("the owner lists her directory");
+        let access = |ino, mask| ClientOp::Access { ino, mask };
+        bobs.read_as(BOB, access(boxed, X)).await.expect("others may search it");
+        bobs.read_as(BOB, access(boxed, 0)).await.expect("F_OK: it exists");
+        for mask in [R, W, R | X] {
+            let got = status_of(bobs.read_as(BOB, access(boxed, mask)).await);
+            assert_eq!(got, Err(Status::Access), "access({mask:o}) to a 0711 directory");
+        }
+        assert_eq!(status_of(bobs.read_as(BOB, access(999_999, R)).await), Err(Status::NotFound));
+
+        // Alice's 0600 file with a user xattr: Bob reads neither the attribute nor the data.
+        let secret = ino_of(s.mutate_as(ALICE, mknod_mode(shared, "secret", 0o600)).await);
+        let note = ClientOp::SetXattr {
+            ino: secret,
+            name: "user.note".into(),
+            value: serde_bytes::ByteBuf::from(b"alice".to_vec()),
+            flags: 0,
+        };
+        s.mutate_as(ALICE, note).await.expect("the owner sets an xattr");
+        let get = |name: &str| ClientOp::GetXattr { ino: secret, name: name.into() };
+        assert_eq!(status_of(bobs.read_as(BOB, get("user.note")).await), Err(Status::Access));
+        assert_eq!(status_of(bobs.read_as(BOB, get("trusted.x")).await), Err(Status::NoAttr));
+        match s.read_as(ALICE, get("user.note")).await {
+            Ok(ClientReply::Xattr(v)) => assert_eq!(v.as_slice(), b"alice"),
+            other => panic!("the owner reads her xattr: {other:?}"),
+        }
+        let read_chunk = ClientOp::ReadChunk { ino: secret, index: 0 };
+        assert_eq!(status_of(bobs.read_as(BOB, read_chunk.clone()).await), Err(Status::Access));
+        let write_chunk = ClientOp::WriteChunk { ino: secret, index: 0 };
+        assert_eq!(status_of(bobs.mutate_as(BOB, write_chunk).await), Err(Status::Access));
+        s.read_as(ALICE, read_chunk).await.expect("the owner reads her file's chunks");
+
+        // access(2) and execute for root: only where some execute bit is set.
+        assert_eq!(status_of(s.read_as(ROOT, access(secret, X)).await), Err(Status::Access));
+        s.read_as(ROOT, access(secret, R | W)).await.expect("root reads and writes anything");
+        let prog = ino_of(s.mutate_as(ALICE, mknod_mode(shared, "prog", 0o700)).await);
+        s.read_as(ROOT, access(prog, X)).await.expect("root runs what has an execute bit");
+
+        // A file Bob opened for writing while it was 0666: he keeps what he opened for
+        // (its chunks, ftruncate) after Alice's chmod 0600, but not truncate(2) by path.
+        let notes = ino_of(s.mutate_as(ALICE, mknod_mode(shared, "notes", 0o666)).await);
+        bobs.mutate_as(BOB, open(notes, O_RDWR)).await.expect("open a 0666 file");
+        let private = SetAttr { mode: Some(0o600), ..SetAttr::default() };
+        s.mutate_as(ALICE, setattr(notes, private)).await.expect("the owner's chmod");
+        let read_notes = ClientOp::ReadChunk { ino: notes, index: 0 };
+        bobs.read_as(BOB, read_notes).await.expect("reading through the open file");
+        let cut = SetAttr { size: Some(0), ..SetAttr::default() };
+        let by_handle = ClientOp::SetAttr { ino: notes, set: cut.clone(), by_handle: true };
+        bobs.mutate_as(BOB, by_handle).await.expect("ftruncate through the open file");
+        let by_path = setattr(notes, cut);
+        assert_eq!(status_of(bobs.mutate_as(BOB, by_path).await), Err(Status::Access));
+
+        // Setgid on a file whose group Alice is not in: the chmod works, the bit is cleared
+        // (Linux); root keeps it.
+        let grouped = ino_of(s.mutate_as(ALICE, mknod_mode(shared, "grouped", 0o755)).await);
+        let to_3000 = SetAttr { gid: Some(3000), ..SetAttr::default() };
+        s.mutate_as(ROOT, setattr(grouped, to_3000)).await.expect("root's chgrp");
+        let sgid = SetAttr { mode: Some(0o2755), ..SetAttr::default() };
+        let mode = getattr_mode(s.mutate_as(ALICE, setattr(grouped, sgid.clone())).await);
+        assert_eq!(mode, 0o755, "setgid set by a non-member of the group");
+        let mode = getattr_mode(s.mutate_as(ROOT, setattr(grouped, sgid)).await);
+        assert_eq!(mode, 0o2755, "root keeps the setgid bit");
+
+        // A write by a non-owner drops set-user-id (the kernel sends it as a chmod): allowed
+        // to a writer, as only that; any other chmod is still the owner's.
+        let suid = ino_of(s.mutate_as(ALICE, mknod_mode(shared, "suid", 0o4766)).await);
+        let more = SetAttr { mode: Some(0o777), ..SetAttr::default() };
+        assert_eq!(status_of(bobs.mutate_as(BOB, setattr(suid, more)).await), Err(Status::Perm));
+        let drop = SetAttr { mode: Some(0o766), ..SetAttr::default() };
+        let mode = getattr_mode(bobs.mutate_as(BOB, setattr(suid, drop)).await);
+        assert_eq!(mode, 0o766);
     });
     let log = cluster.master_log();
     assert!(!log.contains("panicked"), "the master panicked:\n{log}");

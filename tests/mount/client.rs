@@ -42,7 +42,10 @@ fn metadata_operations_reach_the_master_and_come_back() {
 
         fs.rename(ME, dir.ino, "file", root, "moved", 0).await.unwrap();
         assert_eq!(fs.lookup(ME, dir.ino, "file").await, Err(Status::NotFound));
-        assert_eq!(names(&fs.readdir_all(root).await.unwrap()), ["dir", "hard", "moved", "sym"]);
+        assert_eq!(
+            names(&fs.readdir_all(Caller::ROOT, root).await.unwrap()),
+            ["dir", "hard", "moved", "sym"]
+        );
         const RENAME_NOREPLACE: u32 = 1;
         assert_eq!(
             fs.rename(ME, root, "sym", root, "moved", RENAME_NOREPLACE).await,
@@ -57,7 +60,7 @@ fn metadata_operations_reach_the_master_and_come_back() {
         assert_eq!(fs.getattr(file.ino).await.unwrap().mtime, when, "nanoseconds are kept");
 
         fs.setxattr(ME, file.ino, "user.colour", b"blue", 0).await.unwrap();
-        assert_eq!(fs.getxattr(file.ino, "user.colour").await.unwrap(), b"blue");
+        assert_eq!(fs.getxattr(Caller::ROOT, file.ino, "user.colour").await.unwrap(), b"blue");
         assert_eq!(fs.listxattr(file.ino).await.unwrap(), ["user.colour"]);
         const XATTR_CREATE: u32 = 1;
         assert_eq!(
@@ -65,7 +68,7 @@ fn metadata_operations_reach_the_master_and_come_back() {
             Err(Status::Exists)
         );
         fs.removexattr(ME, file.ino, "user.colour").await.unwrap();
-        assert_eq!(fs.getxattr(file.ino, "user.colour").await, Err(Status::NoAttr));
+        assert_eq!(fs.getxattr(Caller::ROOT, file.ino, "user.colour").await, Err(Status::NoAttr));
 
         fs.unlink(ME, root, "hard").await.unwrap();
         assert_eq!(fs.getattr(file.ino).await.unwrap().nlink, 1);
@@ -73,7 +76,7 @@ fn metadata_operations_reach_the_master_and_come_back() {
         assert_eq!(fs.rmdir(ME, root, "dir").await, Err(Status::NotEmpty));
         fs.unlink(ME, dir.ino, "inside").await.unwrap();
         fs.rmdir(ME, root, "dir").await.unwrap();
-        assert_eq!(names(&fs.readdir_all(root).await.unwrap()), ["moved", "sym"]);
+        assert_eq!(names(&fs.readdir_all(Caller::ROOT, root).await.unwrap()), ["moved", "sym"]);
         fs.close().await.unwrap();
     });
 }
@@ -211,7 +214,7 @@ fn operations_wait_for_a_restarted_master_and_apply_exactly_once() {
         let done = outcome.expect("the workload finishes after the master is back").unwrap();
         done.unwrap_or_else(|e| panic!("{e}\nmaster log:\n{}", c.master_log()));
         assert_eq!(fs.session(), session, "the same session was resumed");
-        let listing = fs.readdir_all(fs.root()).await.unwrap();
+        let listing = fs.readdir_all(Caller::ROOT, fs.root()).await.unwrap();
         assert_eq!(listing.len(), 150);
         for i in [0u32, 77, 149] {
             assert_eq!(fs.read_file(&format!("/d{i}/f")).await.unwrap(), vec![i as u8; 70_000]);
@@ -257,7 +260,7 @@ fn creates_during_master_restarts_are_applied_exactly_once() {
             done.unwrap().unwrap_or_else(|e| panic!("{e}\nmaster log:\n{}", c.master_log()));
         }
         assert_eq!(fs.session(), session, "the same session was resumed");
-        assert_eq!(fs.readdir_all(fs.root()).await.unwrap().len(), 1600);
+        assert_eq!(fs.readdir_all(Caller::ROOT, fs.root()).await.unwrap().len(), 1600);
         fs.close().await.unwrap();
     });
 }

@@ -27,9 +27,25 @@ fn config() -> String {
 
 #[test]
 fn pjdfstest_passes_on_the_mount() {
+    run_pjdfstest(&[]);
+}
+
+/// Without `default_permissions` the kernel checks nothing but what it must (exec bits):
+/// every EACCES and EPERM pjdfstest expects comes from the master's own checks.
+#[test]
+fn pjdfstest_passes_on_a_mount_that_leaves_permission_checks_to_the_master() {
+    run_pjdfstest(&["-o", "nodefault_permissions"]);
+}
+
+fn run_pjdfstest(mount_args: &[&str]) {
     let bin = pjdfstest_binary();
     let c = cluster(3);
-    let m = Mount::start(&c, "mnt", &[]);
+    let m = Mount::start(&c, "mnt", mount_args);
+    if !mount_args.is_empty() {
+        let options = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let line = options.lines().find(|l| l.contains(m.dir.to_str().unwrap())).unwrap();
+        assert!(!line.contains("default_permissions"), "still default_permissions: {line}");
+    }
     let conf = c.path().join("pjdfstest.toml");
     std::fs::write(&conf, config()).unwrap();
     // A directory on another filesystem, for the cross-device (EXDEV) cases.

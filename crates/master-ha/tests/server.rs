@@ -49,7 +49,10 @@ async fn metadata_requests_round_trip_and_retries_are_answered_once() {
     assert_eq!(attr(found.await.unwrap()).ino, file.ino);
     let set = SetAttr { mode: Some(0o600), ..SetAttr::default() };
     let changed = attr(
-        client.call(request(session, 3, ClientOp::SetAttr { ino: file.ino, set })).await.unwrap(),
+        client
+            .call(request(session, 3, ClientOp::SetAttr { ino: file.ino, set, by_handle: false }))
+            .await
+            .unwrap(),
     );
     assert_eq!(changed.mode, 0o600);
     let rename = ClientOp::Rename {

@@ -40,6 +40,17 @@ pub struct CacheTimes {
     pub entry: Duration,
 }
 
+/// Who checks permissions before a request reaches the master (which checks them again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PermissionChecks {
+    /// The kernel, from the attributes it caches (`default_permissions`): the default, and
+    /// the fast one (no access(2) round trips).
+    Kernel,
+    /// The master alone (`-o nodefault_permissions`): the kernel sends access(2) and opendir
+    /// here, and the mount asks the master.
+    Master,
+}
+
 /// A directory listing taken at the first `readdir` of an open directory, so that entries
 /// removed while a program walks it (`rm -r`) do not shift the offsets of the rest.
 type Listing = Arc<Vec<DirEntry>>;
@@ -49,6 +60,7 @@ pub struct MfsFuse {
     client: Arc<Client>,
     rt: tokio::runtime::Handle,
     times: CacheTimes,
+    checks: PermissionChecks,
     /// The session root's inode, shown to the kernel as inode 1.
     root: Ino,
     dirs: Arc<Mutex<HashMap<u64, Option<Listing>>>>,
@@ -58,10 +70,16 @@ pub struct MfsFuse {
 }
 
 impl MfsFuse {
-    pub fn new(client: Arc<Client>, rt: tokio::runtime::Handle, times: CacheTimes) -> Self {
+    pub fn new(
+        client: Arc<Client>,
+        rt: tokio::runtime::Handle,
+        times: CacheTimes,
+        checks: PermissionChecks,
+    ) -> Self {
         let root = client.root();
         let notifier = Arc::default();
-        MfsFuse { client, rt, times, root, dirs: Default::default(), next_dir: 1, notifier }
+        let dirs = Default::default();
+        MfsFuse { client, rt, times, checks, root, dirs, next_dir: 1, notifier }
     }
 
     /// Where to put the session's notifier once `fuser::Session::new` has taken `self`.
@@ -335,7 +353,7 @@ impl Filesystem for MfsFuse {
         atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
-        _fh: Option<u64>,
+        fh: Option<u64>,
         _crtime: Option<SystemTime>,
         _chgtime: Option<SystemTime>,
         _bkuptime: Option<SystemTime>,
@@ -351,7 +369,14 @@ impl Filesystem for MfsFuse {
             mtime: mtime.map(time_set),
         };
         let (c, who, ino) = (self.client.clone(), caller(req), self.ino(ino));
-        self.spawn(reply, async move { c.setattr(who, ino, set).await }, self.attr_reply());
+        // The kernel names the file for ftruncate(2) and for what it changes on a write.
+        let work = async move {
+            match fh {
+                Some(_) => c.setattr_by_handle(who, ino, set).await,
+                None => c.setattr(who, ino, set).await,
+            }
+        };
+        self.spawn(reply, work, self.attr_reply());
     }
 
     fn readlink(&mut self, _req: &Request<'_>, ino: u64, reply: ReplyData) {
@@ -624,16 +649,30 @@ impl Filesystem for MfsFuse {
         self.spawn(reply, async move { c.fsync(fh).await }, |r, ()| r.ok());
     }
 
-    fn opendir(&mut self, _req: &Request<'_>, _ino: u64, _flags: i32, reply: ReplyOpen) {
+    fn opendir(&mut self, req: &Request<'_>, ino: u64, _flags: i32, reply: ReplyOpen) {
         let fh = self.next_dir;
         self.next_dir += 1;
         self.dirs.lock().insert(fh, None);
-        reply.opened(fh, 0);
+        if self.checks == PermissionChecks::Kernel {
+            return reply.opened(fh, 0);
+        }
+        // Without default_permissions nobody has checked read permission yet.
+        const R_OK: u32 = 4;
+        let (c, who, ino, dirs) =
+            (self.client.clone(), caller(req), self.ino(ino), self.dirs.clone());
+        let work = async move {
+            let allowed = c.access(who, ino, R_OK).await;
+            if allowed.is_err() {
+                dirs.lock().remove(&fh);
+            }
+            allowed
+        };
+        self.spawn(reply, work, move |r, ()| r.opened(fh, 0));
     }
 
     fn readdir(
         &mut self,
-        _req: &Request<'_>,
+        req: &Request<'_>,
         ino: u64,
         fh: u64,
         offset: i64,
@@ -641,7 +680,8 @@ impl Filesystem for MfsFuse {
     ) {
         let (c, dirs, ino, root) =
             (self.client.clone(), self.dirs.clone(), self.ino(ino), self.root);
-        let work = async move { listing(&c, &dirs, ino, fh, offset).await };
+        let who = caller(req);
+        let work = async move { listing(&c, who, &dirs, ino, fh, offset).await };
         self.spawn(reply, work, move |mut r, entries| {
             for (i, e) in entries.iter().enumerate().skip(offset.max(0) as usize) {
                 let fuse_ino = if e.attr.ino == root { FUSE_ROOT_ID } else { e.attr.ino };
@@ -655,7 +695,7 @@ impl Filesystem for MfsFuse {
 
     fn readdirplus(
         &mut self,
-        _req: &Request<'_>,
+        req: &Request<'_>,
         ino: u64,
         fh: u64,
         offset: i64,
@@ -663,8 +703,8 @@ impl Filesystem for MfsFuse {
     ) {
         let (c, dirs, ino, root) =
             (self.client.clone(), self.dirs.clone(), self.ino(ino), self.root);
-        let times = self.times;
-        let work = async move { listing(&c, &dirs, ino, fh, offset).await };
+        let (times, who) = (self.times, caller(req));
+        let work = async move { listing(&c, who, &dirs, ino, fh, offset).await };
         self.spawn(reply, work, move |mut r, entries| {
             for (i, e) in entries.iter().enumerate().skip(offset.max(0) as usize) {
                 let attr = to_fuse(&e.attr, root);
@@ -743,7 +783,7 @@ impl Filesystem for MfsFuse {
 
     fn getxattr(
         &mut self,
-        _req: &Request<'_>,
+        req: &Request<'_>,
         ino: u64,
         name: &OsStr,
         size: u32,
@@ -756,8 +796,8 @@ impl Filesystem for MfsFuse {
         if is_acl(&name) {
             return reply.error(libc::ENODATA);
         }
-        let (c, ino) = (self.client.clone(), self.ino(ino));
-        self.spawn(reply, async move { c.getxattr(ino, &name).await }, move |r, v| {
+        let (c, who, ino) = (self.client.clone(), caller(req), self.ino(ino));
+        self.spawn(reply, async move { c.getxattr(who, ino, &name).await }, move |r, v| {
             xattr_reply(r, size, v)
         });
     }
@@ -808,14 +848,19 @@ impl Filesystem for MfsFuse {
         let work = async move {
             let end = offset.checked_add(length).ok_or(Status::TooBig)?;
             let size = c.getattr(ino).await?.size.max(end);
-            c.setattr(who, ino, SetAttr { size: Some(size), ..Default::default() }).await
+            c.setattr_by_handle(who, ino, SetAttr { size: Some(size), ..Default::default() }).await
         };
         self.spawn(reply, work, |r, _| r.ok());
     }
 
-    fn access(&mut self, _req: &Request<'_>, _ino: u64, _mask: i32, reply: ReplyEmpty) {
-        // With default_permissions the kernel checks access itself and does not ask.
-        reply.ok();
+    fn access(&mut self, req: &Request<'_>, ino: u64, mask: i32, reply: ReplyEmpty) {
+        if self.checks == PermissionChecks::Kernel {
+            // With default_permissions the kernel checks access itself and does not ask.
+            return reply.ok();
+        }
+        let (c, who, ino) = (self.client.clone(), caller(req), self.ino(ino));
+        let mask = (mask & 0o7) as u32;
+        self.spawn(reply, async move { c.access(who, ino, mask).await }, |r, ()| r.ok());
     }
 
     fn create(
@@ -846,6 +891,7 @@ impl Filesystem for MfsFuse {
 /// program starts (or restarts) at offset 0.
 async fn listing(
     client: &Client,
+    who: Caller,
     dirs: &Mutex<HashMap<u64, Option<Listing>>>,
     ino: Ino,
     fh: u64,
@@ -861,7 +907,7 @@ async fn listing(
         DirEntry { name: ".".into(), attr: dir.clone() },
         DirEntry { name: "..".into(), attr: dir },
     ];
-    entries.extend(client.readdir_all(ino).await?);
+    entries.extend(client.readdir_all(who, ino).await?);
     let listing = Arc::new(entries);
     if let Some(slot) = dirs.lock().get_mut(&fh) {
         *slot = Some(listing.clone());

@@ -2,7 +2,7 @@
 //! pass them (MooseFS spellings accepted), and turning both into client settings.
 
 use crate::client::{ClientConfig, MasterConfig};
-use crate::fuse::CacheTimes;
+use crate::fuse::{CacheTimes, PermissionChecks};
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -40,6 +40,12 @@ pub struct MountOptions {
     /// Mount read-only.
     #[arg(long)]
     pub read_only: bool,
+    /// Leave every permission check to the master (no `default_permissions`): the kernel
+    /// asks for access(2) and opendir, and the mount caches no names (a cached name would
+    /// skip the master's search-permission check). Slower; for clients whose kernel view of
+    /// permissions cannot be trusted to match the master's.
+    #[arg(long)]
+    pub no_default_permissions: bool,
     /// Let users other than the one mounting use the filesystem (permissions still apply;
     /// always on when root mounts, as with mfsmount).
     #[arg(long)]
@@ -60,7 +66,8 @@ pub struct MountOptions {
     /// Serve Prometheus `/metrics` on this IP:PORT (e.g. 127.0.0.1:9429). Default: off.
     #[arg(long)]
     pub metrics: Option<String>,
-    /// mount(8)-style options, comma-separated: ro, rw, allow_other, mfsmaster=, mfsport=,
+    /// mount(8)-style options, comma-separated: ro, rw, allow_other, default_permissions (the
+    /// default), nodefault_permissions, mfsmaster=, mfsport=,
     /// mfssubfolder=, mfspassword= (or password=), mfspassfile= (or passwordfile=),
     /// mfsattrcacheto=, mfsentrycacheto=,
     /// mfsiotimeout=, cluster_id=, metrics=IP:PORT (fstab keywords such as _netdev, defaults, noauto are
@@ -83,6 +90,7 @@ impl MountOptions {
             attr_cache: 1.0,
             entry_cache: 0.5,
             read_only: false,
+            no_default_permissions: false,
             allow_other: false,
             io_timeout: 60,
             write_buffer_mb: 64,
@@ -116,6 +124,7 @@ pub struct Resolved {
     pub times: CacheTimes,
     pub read_only: bool,
     pub allow_other: bool,
+    pub checks: PermissionChecks,
     /// What `df` shows as the source: "host:port[+host:port...][/subfolder]" (every master,
     /// so tools that find the master from the mount know them all).
     pub fsname: String,
@@ -184,7 +193,18 @@ impl MountOptions {
         client.max_dirty_bytes = o.write_buffer_mb.max(1) << 20;
         client.flush_bytes = (client.max_dirty_bytes / 4).max(1 << 20);
         client.read_ahead_bytes = o.read_ahead_mb.clamp(1, 64) << 20;
-        let times = CacheTimes { attr: seconds(o.attr_cache), entry: seconds(o.entry_cache) };
+        let checks = if o.no_default_permissions {
+            PermissionChecks::Master
+        } else {
+            PermissionChecks::Kernel
+        };
+        // The kernel walks cached names without asking anyone: only the master can check
+        // search permission, so it must see every lookup.
+        let entry = match checks {
+            PermissionChecks::Kernel => seconds(o.entry_cache),
+            PermissionChecks::Master => Duration::ZERO,
+        };
+        let times = CacheTimes { attr: seconds(o.attr_cache), entry };
         client.no_capability_ttl = times.attr;
         client.master.dir_attr_ttl = times.attr;
         let metrics = o.metrics.as_deref().map(metrics_addr).transpose()?;
@@ -193,6 +213,7 @@ impl MountOptions {
             client,
             times,
             read_only: o.read_only,
+            checks,
             // SAFETY: geteuid has no preconditions.
             allow_other: o.allow_other || unsafe { libc::geteuid() } == 0,
             fsname,
@@ -211,6 +232,8 @@ impl MountOptions {
             "ro" => self.read_only = true,
             "rw" => self.read_only = false,
             "allow_other" => self.allow_other = true,
+            "default_permissions" => self.no_default_permissions = false,
+            "nodefault_permissions" => self.no_default_permissions = true,
             "mfsmaster" => self.master = need()?,
             "mfsport" => self.port = need()?.parse().map_err(|e| bad(opt, e))?,
             "mfssubfolder" => self.subfolder = need()?,
@@ -374,6 +397,21 @@ mod tests {
         assert_eq!(r.client.master.subdir, "/data");
         assert_eq!(r.fsname, "m1:7000/data");
         assert_eq!(r.times.attr, Duration::from_millis(2500));
+    }
+
+    #[test]
+    fn without_default_permissions_the_master_checks_and_no_name_is_cached() {
+        let mut o = MountOptions::new("/mnt/x".into(), "m1");
+        let r = o.resolve().unwrap();
+        assert_eq!(
+            (r.checks, r.times.entry),
+            (PermissionChecks::Kernel, Duration::from_millis(500))
+        );
+        o.options = vec!["nodefault_permissions".into()];
+        let r = o.resolve().unwrap();
+        assert_eq!((r.checks, r.times.entry), (PermissionChecks::Master, Duration::ZERO));
+        o.options.push("default_permissions".into());
+        assert_eq!(o.resolve().unwrap().checks, PermissionChecks::Kernel, "the last one wins");
     }
 
     #[test]

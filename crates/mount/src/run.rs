@@ -1,7 +1,7 @@
 //! Mounting: checks, the FUSE session, clean unmount on SIGTERM/SIGINT.
 
 use crate::client::{Client, ConnectError};
-use crate::fuse::MfsFuse;
+use crate::fuse::{MfsFuse, PermissionChecks};
 use crate::options::{MountOptions, OptionError, Resolved};
 use fuser::MountOption;
 use std::os::unix::fs::MetadataExt;
@@ -153,7 +153,7 @@ pub fn mount(opts: MountOptions) -> Result<(), MountError> {
         Some(addr) => Some(rt.block_on(serve_metrics(addr, &client))?),
         None => None,
     };
-    let fs = MfsFuse::new(client.clone(), rt.handle().clone(), resolved.times);
+    let fs = MfsFuse::new(client.clone(), rt.handle().clone(), resolved.times, resolved.checks);
     let notifier = fs.notifier();
     let options = fuse_options(&resolved);
     let mut session = fuser::Session::new(fs, &mountpoint, &options)
@@ -201,8 +201,10 @@ fn fuse_options(r: &Resolved) -> Vec<MountOption> {
         // `MountOption::Subtype`: fuser hands that only to fusermount, and a mount made
         // directly by root would show plain `fuse`; the kernel takes `subtype=` itself.
         MountOption::CUSTOM("subtype=mfsha".into()),
-        MountOption::DefaultPermissions,
     ];
+    if r.checks == PermissionChecks::Kernel {
+        options.push(MountOption::DefaultPermissions);
+    }
     options.push(if r.read_only { MountOption::RO } else { MountOption::RW });
     if r.allow_other {
         options.push(MountOption::AllowOther);

@@ -98,6 +98,10 @@ pub enum ClientOp {
     SetAttr {
         ino: Ino,
         set: SetAttr,
+        /// Made through a file this session holds open (ftruncate(2), fallocate(2)): the
+        /// master lets the session truncate a file it opened for writing, whatever its mode
+        /// says now. False for a change by path (truncate(2)), judged by the mode alone.
+        by_handle: bool,
     },
     /// Creates a regular file, FIFO, socket or device node.
     Mknod {
@@ -307,6 +311,13 @@ pub enum ClientOp {
     /// reads its own, so the tool asks every one). Root only, and under exports only on a
     /// line with `admin`; answered by any master with `ExportsReloaded`.
     ReloadExports,
+    /// access(2) for a mount without `default_permissions` (and its opendir): `Unit` if the
+    /// caller may access `ino` as `mask` asks (`R_OK` 4, `W_OK` 2, `X_OK` 1; 0 asks only
+    /// whether it exists), `Access` if not. The master judges it as any other request.
+    Access {
+        ino: Ino,
+        mask: u32,
+    },
 }
 
 /// One membership change, as `mfsha member add|remove` asks for it.
@@ -400,7 +411,8 @@ impl ClientOp {
             | WhoLeads
             | TransferLeader { .. }
             | ChangeMember { .. }
-            | ReloadExports => false,
+            | ReloadExports
+            | Access { .. } => false,
         }
     }
 }
@@ -889,6 +901,7 @@ impl ClientOp {
             TransferLeader { .. } => "transfer_leader",
             ChangeMember { .. } => "change_member",
             ReloadExports => "reload_exports",
+            Access { .. } => "access",
         }
     }
 }

@@ -46,7 +46,11 @@ fn client_messages_round_trip() {
     round_trip(1, req(ClientOp::Lookup { parent: 1, name: "ä/weird name".into() }));
     round_trip(
         2,
-        req(ClientOp::SetAttr { ino: 5, set: SetAttr { size: Some(3), ..Default::default() } }),
+        req(ClientOp::SetAttr {
+            ino: 5,
+            set: SetAttr { size: Some(3), ..Default::default() },
+            by_handle: true,
+        }),
     );
     round_trip(
         3,

@@ -197,6 +197,8 @@ fn writes(op: &ClientOp) -> bool {
         ClientOp::Release { .. } | ClientOp::Goodbye => false,
         ClientOp::TransferLeader { .. } | ClientOp::ChangeMember { .. } => true,
         ClientOp::ReloadExports => false,
+        // access(W_OK) on a read-only export says EROFS, as on a read-only mount.
+        ClientOp::Access { mask, .. } => mask & 0o2 != 0,
         op => op.is_mutation(),
     }
 }

@@ -436,7 +436,7 @@ fn build_op(service: &Service, request: &Request) -> Reply<Op> {
     let (uid, gid) = (request.uid, request.gid);
     let meta = &service.meta;
     Ok(match request.op.clone() {
-        ClientOp::SetAttr { ino, set } => {
+        ClientOp::SetAttr { ino, set, .. } => {
             // Only a truncation can need a copy-on-write chunk; don't burn ids otherwise.
             let cow_chunk_id = if set.size.is_some() { meta.alloc_chunk_id() } else { 0 };
             Op::SetAttr { ino, set, cow_chunk_id }
@@ -633,6 +633,7 @@ fn read_state(s: &State, connection: &Connection, request: &Request) -> Reply<Cl
             s.lookup(*parent, name).map(ClientReply::Attr)
         }
         ClientOp::GetAttr { ino } => s.getattr(*ino).map(ClientReply::Attr),
+        ClientOp::Access { ino, mask } => access_answer(&s.getattr(*ino)?, *mask),
         ClientOp::ReadLink { ino } => s.readlink(*ino).map(ClientReply::Target),
         ClientOp::ReadDir { ino, offset, max, after } => {
             let max = (*max).clamp(1, READDIR_MAX_ENTRIES);
@@ -663,6 +664,17 @@ fn read_state(s: &State, connection: &Connection, request: &Request) -> Reply<Cl
             Err(Status::NotSupported)
         }
     }
+}
+
+/// access(2) after the permission bits were checked (`perm`): root, who passes those, may
+/// execute only what has an execute bit somewhere (or is a directory), as on Linux.
+fn access_answer(attr: &Attr, mask: u32) -> Reply<ClientReply> {
+    const X_OK: u32 = 1;
+    let runnable = attr.kind == FileKind::Directory || attr.mode & 0o111 != 0;
+    if mask & X_OK != 0 && !runnable {
+        return Err(Status::Access);
+    }
+    Ok(ClientReply::Unit)
 }
 
 /// The root a session sees: `/` for session 0 (tools without a session).

@@ -139,11 +139,12 @@ impl ClientListener {
     }
 }
 
-/// The master's permission checks for the (mapped) caller; root needs no state lock.
+/// The master's permission checks for the (mapped) caller, after [`super::perm::adjust`] has
+/// changed what Linux changes rather than refuses; root needs no state lock.
 fn check_permission(
     service: &Service,
     connection: &super::session::Connection,
-    request: &Request,
+    request: &mut Request,
 ) -> Result<(), Status> {
     if request.uid == 0 {
         return Ok(());
@@ -151,11 +152,18 @@ fn check_permission(
     let (uid, gid, groups, session) = (request.uid, request.gid, &request.groups, request.session);
     let ignore_gid = super::access::ignores_gid(connection);
     let holds_open = match request.op {
-        ClientOp::SetAttr { ino, .. } => service.opens.count(session, ino).1,
+        ClientOp::SetAttr { ino, by_handle: true, .. }
+        | ClientOp::ReadChunk { ino, .. }
+        | ClientOp::WriteChunk { ino, .. }
+        | ClientOp::WriteChunkEnd { ino, .. } => service.opens.count(session, ino).1,
         _ => false,
     };
     let who = super::perm::Caller { uid, gid, groups, session, ignore_gid, holds_open };
-    service.meta.read(|state| super::perm::check(state, &who, &request.op))
+    let op = &mut request.op;
+    service.meta.read(|state| {
+        super::perm::adjust(state, &who, op);
+        super::perm::check(state, &who, op)
+    })
 }
 
 /// The reply stamped with this master's current Raft term (see [`Answer`]).
@@ -194,7 +202,7 @@ async fn serve_connection(
                 return Handled::Now(answer(&service, refused));
             }
             // Then the master's own permission checks (see `perm`).
-            if let Err(refused) = check_permission(&service, &connection, &request) {
+            if let Err(refused) = check_permission(&service, &connection, &mut request) {
                 let refused = Err(refused);
                 service.client_metrics.record(op, started, &refused);
                 return Handled::Now(answer(&service, refused));

@@ -1,21 +1,27 @@
 //! The master's own permission checks: what a local filesystem refuses with EACCES or EPERM
 //! is refused here too, whatever the client claims to have checked.
 //!
-//! A well-behaved mount runs with `default_permissions`, so the kernel has already checked
-//! and these checks agree with it (the mount sends the caller's supplementary groups for
-//! that). A client that skips the kernel (a raw protocol client, a patched mount) meets them
-//! here. They run on the leader against the applied state, after the exports have mapped the
-//! caller (`maproot`, `mapall`), before a read is answered or a mutation proposed: a client's
-//! own earlier mutations are applied by then (each is answered only once applied).
+//! A mount runs with `default_permissions` unless told otherwise, so the kernel has already
+//! checked and these checks agree with it (the mount sends the caller's supplementary groups
+//! for that). A mount without it (`-o nodefault_permissions`), a raw protocol client or a
+//! patched mount meet them here. They run on the leader against the applied state, after the
+//! exports have mapped the caller (`maproot`, `mapall`), before a read is answered or a
+//! mutation proposed: a client's own earlier mutations are applied by then (each is answered
+//! only once applied).
 //!
 //! Checked: search permission for lookups; write and search permission on the directories a
 //! create, link, unlink, rmdir or rename changes, with the sticky bit's owner rule; write
 //! permission on a directory moved to another parent (its `..` changes); `chmod`, `chown`,
-//! `utimes`, truncation and `user.`/`trusted.` extended attributes as Linux rules them; goals
-//! and trash times by the owner only (MooseFS); opening a file, for the access its flags ask
-//! (read, write, both; `O_TRUNC` writes). Not checked here: chunk reads and writes (a file's
-//! data is reached through the chunkservers, whose guard is a signed chunk token, issue 12
-//! item 5), directory listings and attribute reads.
+//! `utimes`, truncation and extended attributes as Linux rules them (reading `user.` needs
+//! read permission, `trusted.` is root's); goals and trash times by the owner only
+//! (MooseFS); opening a file, for the access its flags ask (read, write, both; `O_TRUNC`
+//! writes); access(2); listing a directory (read permission); a file's chunks, read or
+//! written, by a session that holds the file open or may read or write it. Not checked, as
+//! on Linux: attribute reads and symlink targets (search permission on the path is what
+//! guards those, and lookups check it).
+//!
+//! One request is changed rather than refused, as Linux does: a chmod that sets the setgid
+//! bit of a file whose group the caller is not in has the bit cleared ([`adjust`]).
 
 use mfsha_meta::{State, S_ISGID};
 use mfsha_proto::client::ClientOp;
@@ -32,8 +38,9 @@ pub struct Caller<'a> {
     /// The export says `ignoregid`: as in MooseFS, a caller who does not own an inode gets
     /// its group's bits or the others', whichever allow, whatever its groups.
     pub ignore_gid: bool,
-    /// The session holds the inode a `SetAttr` changes open (leader memory: an ftruncate(2)
-    /// on it was judged when it was opened).
+    /// The session holds open the inode a `SetAttr` changes or whose chunks it reads or
+    /// writes (leader memory): an ftruncate(2), read(2) or write(2) on it was judged when it
+    /// was opened.
     pub holds_open: bool,
 }
 
@@ -48,6 +55,9 @@ const WRITE_SEARCH: Want = Want(0o3);
 
 /// The sticky bit: in a directory, entries are removed only by their owner's say.
 const S_ISVTX: u32 = 0o1000;
+
+/// The set-user-id and set-group-id bits.
+const SUID_SGID: u32 = 0o6000;
 
 impl Caller<'_> {
     fn is_root(&self) -> bool {
@@ -94,7 +104,7 @@ pub fn check(state: &State, who: &Caller, op: &ClientOp) -> Reply<()> {
     };
     match op {
         ClientOp::Lookup { parent, .. } => need(*parent, SEARCH),
-        ClientOp::SetAttr { ino, set } => match attr(*ino) {
+        ClientOp::SetAttr { ino, set, .. } => match attr(*ino) {
             // ftruncate(2) on a file this session holds open was judged when it was opened.
             Some(attr) => check_setattr(who, &attr, set, who.holds_open),
             None => Ok(()),
@@ -128,6 +138,18 @@ pub fn check(state: &State, who: &Caller, op: &ClientOp) -> Reply<()> {
             }
         }
         ClientOp::Open { ino, flags } => need(*ino, open_access(*flags)),
+        ClientOp::Access { ino, mask } => need(*ino, Want(mask & 0o7)),
+        ClientOp::ReadDir { ino, .. } => need(*ino, READ),
+        ClientOp::GetXattr { ino, name } => match attr(*ino) {
+            Some(attr) => check_xattr_read(who, &attr, name),
+            None => Ok(()),
+        },
+        ClientOp::ReadChunk { ino, .. } if !who.holds_open => need(*ino, READ),
+        ClientOp::WriteChunk { ino, .. } | ClientOp::WriteChunkEnd { ino, .. }
+            if !who.holds_open =>
+        {
+            need(*ino, WRITE)
+        }
         ClientOp::SetGoal { ino, .. } | ClientOp::SetTrashTime { ino, .. } => match attr(*ino) {
             Some(attr) if !who.owns(&attr) => Err(Status::Perm),
             _ => Ok(()),
@@ -138,14 +160,12 @@ pub fn check(state: &State, who: &Caller, op: &ClientOp) -> Reply<()> {
         | ClientOp::Challenge { .. }
         | ClientOp::GetAttr { .. }
         | ClientOp::ReadLink { .. }
-        | ClientOp::ReadDir { .. }
         | ClientOp::Release { .. }
         | ClientOp::Reopen { .. }
         | ClientOp::ReadChunk { .. }
         | ClientOp::WriteChunk { .. }
         | ClientOp::WriteChunkEnd { .. }
         | ClientOp::StatFs
-        | ClientOp::GetXattr { .. }
         | ClientOp::ListXattr { .. }
         | ClientOp::GetGoal { .. }
         | ClientOp::GetTrashTime { .. }
@@ -212,8 +232,15 @@ fn check_sticky(who: &Caller, dir: Option<&Attr>, child: &Attr) -> Reply<()> {
 /// chmod, chown, truncate and utimes, as Linux's `setattr_prepare` rules them (root has
 /// passed already).
 fn check_setattr(who: &Caller, attr: &Attr, set: &SetAttr, held_open: bool) -> Reply<()> {
-    if set.mode.is_some() && !who.owns(attr) {
-        return Err(Status::Perm);
+    if let Some(mode) = set.mode {
+        // A write by a non-owner drops suid/sgid itself (the kernel's `file_remove_privs`,
+        // sent as a chmod): allowed to whoever may write, as it only takes privilege away.
+        let (new, old) = (mode & 0o7777, attr.mode & 0o7777);
+        let drops_privileges = new | SUID_SGID == old | SUID_SGID && new & !old == 0;
+        let may_drop = drops_privileges && (held_open || who.may(attr, WRITE));
+        if !who.owns(attr) && !may_drop {
+            return Err(Status::Perm);
+        }
     }
     if set.uid.is_some_and(|uid| uid != attr.uid) {
         return Err(Status::Perm); // only root gives a file away
@@ -238,9 +265,36 @@ fn check_setattr(who: &Caller, attr: &Attr, set: &SetAttr, held_open: bool) -> R
             return Err(Status::Access);
         }
     }
-    if set.mode.is_some_and(|mode| mode & S_ISGID != 0) && !who.in_group(attr.gid) {
-        // Linux clears the bit instead; refusing is the safe side of that until apply can.
-        return Err(Status::Perm);
+    Ok(())
+}
+
+/// Changes `op` where Linux changes rather than refuses: a chmod (or chown and chmod) that
+/// sets the setgid bit of an inode whose group the caller is not in clears the bit
+/// (`setattr_prepare`). Root keeps it. Runs before [`check`], under the same state read.
+pub fn adjust(state: &State, who: &Caller, op: &mut ClientOp) {
+    let ClientOp::SetAttr { ino, set, .. } = op else { return };
+    let Some(mode) = set.mode.filter(|m| m & S_ISGID != 0) else { return };
+    if who.is_root() {
+        return;
+    }
+    let Ok(attr) = state.getattr(*ino) else { return };
+    if !who.in_group(set.gid.unwrap_or(attr.gid)) {
+        set.mode = Some(mode & !S_ISGID);
+    }
+}
+
+/// getxattr by namespace: `user.` needs read permission (other kinds of inode carry none),
+/// `trusted.` is root's (others are told there is none, as Linux does), `security.` and
+/// `system.` are for anyone who reached the inode.
+fn check_xattr_read(who: &Caller, attr: &Attr, name: &str) -> Reply<()> {
+    if name.starts_with("user.") {
+        if !matches!(attr.kind, FileKind::File | FileKind::Directory) {
+            return Err(Status::NoAttr);
+        }
+        return if who.may(attr, READ) { Ok(()) } else { Err(Status::Access) };
+    }
+    if name.starts_with("trusted.") {
+        return Err(Status::NoAttr);
     }
     Ok(())
 }

@@ -222,7 +222,23 @@ impl Client {
     /// land before the change and not after it: before a truncation (which would otherwise be
     /// undone), and before a time change (storing a write sets mtime, which would otherwise
     /// overwrite the `utimens` of `cp -a`/`touch -d` that came after the write).
+    /// A change by path (chmod, chown, truncate, utimes).
     pub async fn setattr(&self, who: Caller, ino: Ino, set: SetAttr) -> Reply<Attr> {
+        self.change_attr(who, ino, set, false).await
+    }
+
+    /// A change through an open file (ftruncate, fallocate, futimens).
+    pub async fn setattr_by_handle(&self, who: Caller, ino: Ino, set: SetAttr) -> Reply<Attr> {
+        self.change_attr(who, ino, set, true).await
+    }
+
+    async fn change_attr(
+        &self,
+        who: Caller,
+        ino: Ino,
+        set: SetAttr,
+        by_handle: bool,
+    ) -> Reply<Attr> {
         let file = self.files.lock().get(&ino).cloned();
         if let Some(file) = &file {
             if set.size.is_some() || file.has_unsent() {
@@ -232,7 +248,7 @@ impl Client {
                 file.truncated(size);
             }
         }
-        let attr = self.call_attr(who, ClientOp::SetAttr { ino, set }).await;
+        let attr = self.call_attr(who, ClientOp::SetAttr { ino, set, by_handle }).await;
         if let Some(file) = &file {
             file.changed();
         }
@@ -312,12 +328,13 @@ impl Client {
     /// and whether more follow.
     pub async fn readdir(
         &self,
+        who: Caller,
         ino: Ino,
         after: Option<&str>,
         max: u32,
     ) -> Reply<(Vec<DirEntry>, bool)> {
         let op = ClientOp::ReadDir { ino, offset: 0, max, after: after.map(str::to_string) };
-        match self.call(Caller::ROOT, op).await? {
+        match self.call(who, op).await? {
             ClientReply::Entries { mut entries, more } => {
                 for e in &mut entries {
                     e.attr = self.adjust(e.attr.clone());
@@ -328,12 +345,18 @@ impl Client {
         }
     }
 
+    /// access(2) as the master judges it, for a mount without `default_permissions` (with
+    /// it the kernel checks and never asks).
+    pub async fn access(&self, who: Caller, ino: Ino, mask: u32) -> Reply<()> {
+        self.call_unit(who, ClientOp::Access { ino, mask }).await
+    }
+
     /// Every entry of a directory ("." and ".." not included).
-    pub async fn readdir_all(&self, ino: Ino) -> Reply<Vec<DirEntry>> {
+    pub async fn readdir_all(&self, who: Caller, ino: Ino) -> Reply<Vec<DirEntry>> {
         let mut all = Vec::new();
         loop {
             let after = all.last().map(|e: &DirEntry| e.name.as_str());
-            let (page, more) = self.readdir(ino, after, 4096).await?;
+            let (page, more) = self.readdir(who, ino, after, 4096).await?;
             let got = page.len();
             all.extend(page);
             if !more || got == 0 {
@@ -349,14 +372,14 @@ impl Client {
         }
     }
 
-    pub async fn getxattr(&self, ino: Ino, name: &str) -> Reply<Vec<u8>> {
+    pub async fn getxattr(&self, who: Caller, ino: Ino, name: &str) -> Reply<Vec<u8>> {
         let capability = name == caps::CAPABILITY;
         if capability && self.no_caps.known_absent(ino) {
             return Err(Status::NoAttr);
         }
         let ticket = self.no_caps.ticket();
         let op = ClientOp::GetXattr { ino, name: name.to_string() };
-        match self.call(Caller::ROOT, op).await {
+        match self.call(who, op).await {
             Ok(ClientReply::Xattr(v)) => Ok(v.into_vec()),
             Ok(other) => Err(unexpected("an attribute value", &other)),
             Err(Status::NoAttr) if capability => {
