@@ -494,7 +494,7 @@ async fn the_newest_surviving_copy_is_accepted_and_a_returning_newer_one_is_disc
     for copy in &chunk.copies {
         let got = match read_direct(copy.server.port, chunk.chunk_id, chunk.version, 1 << 20).await
         {
-            Ok(DataReply::Data(d)) => d.into_vec(),
+            Ok(DataReply::Data { data, .. }) => data.into_vec(),
             other => panic!("reading the copy on {}: {other:?}", copy.server),
         };
         assert_eq!(sha256(&got), sha256(&expect), "the copy on {} differs", copy.server);

@@ -222,6 +222,7 @@ fn chunk_reads_and_writes_need_the_masters_token() {
             chain,
             hop: 0,
             token,
+            crcs: mfsha_proto::data::block_crcs(0, &data),
         };
         let write = |token| write_along(cw.chain.clone(), token);
         // The master's write token writes; no token, or a changed one, is refused.
@@ -252,7 +253,9 @@ fn chunk_reads_and_writes_need_the_masters_token() {
         assert_eq!(loc.version, version);
         let read = |token| DataRequest::Read { chunk_id, version, offset: 0, size: 4096, token };
         let got = data_call(port, read(loc.token)).await;
-        assert_eq!(got, Ok(DataReply::Data(data.clone())), "the master's token reads");
+        let crcs = mfsha_proto::data::block_crcs(0, &data);
+        let want = DataReply::Data { data: data.clone(), crcs };
+        assert_eq!(got, Ok(want), "the master's token reads");
         assert_eq!(data_call(port, read(ChunkToken::default())).await, Err(Status::Access));
         assert_eq!(data_call(port, write(loc.token)).await, Err(Status::Access), "read-only");
         let other_version = DataRequest::Read {

@@ -33,7 +33,7 @@ use mfsha_proto::cluster_key::{self, ClusterKey, KeyedPort};
 use mfsha_proto::cs::{
     CsToMaster, FromMaster, MasterToCs, CHUNKS_PER_FRAME, WRITING_PER_HEARTBEAT,
 };
-use mfsha_proto::data::{DataReply, DataRequest, MAX_IO_BYTES};
+use mfsha_proto::data::{check_block_crcs, DataReply, DataRequest, MAX_IO_BYTES};
 use mfsha_proto::frame::{read_frame, write_frame, FrameError};
 use mfsha_proto::types::{ChunkId, ServerAddr, Status};
 use std::collections::{HashMap, HashSet};
@@ -613,8 +613,19 @@ pub async fn replicate(
         let size = (length - offset).min(MAX_IO_BYTES as u64) as u32;
         let token = peers.read_token(chunk_id, version);
         let req = DataRequest::Read { chunk_id, version, offset: offset as u32, size, token };
+        let at = offset as u32;
         let data = match peers.call(source, req).await {
-            Ok(DataReply::Data(d)) if d.len() == size as usize => d.into_vec(),
+            Ok(DataReply::Data { data, crcs }) if data.len() == size as usize => {
+                match check_block_crcs(at, &data, &crcs) {
+                    Ok(()) => data.into_vec(),
+                    Err(mismatch) => {
+                        store.build_abort(builder);
+                        tracing::warn!(chunk = format_args!("{chunk_id:016X}"), %source, error = %mismatch,
+                            "replication read arrived damaged (its bytes fail their CRC); nothing kept, the master retries elsewhere");
+                        return Err(Status::Checksum);
+                    }
+                }
+            }
             other => {
                 let error = other.err().unwrap_or(Status::Io);
                 store.build_abort(builder);

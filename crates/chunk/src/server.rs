@@ -9,7 +9,7 @@
 use crate::store::{blocking, Store};
 use mfsha_proto::chunk_token::{unix_now_ms, ChunkToken, TokenError, ANY_VERSION};
 use mfsha_proto::cluster_key::ClusterKey;
-use mfsha_proto::data::{DataReply, DataRequest, MAX_IO_BYTES};
+use mfsha_proto::data::{block_crcs, check_block_crcs, DataReply, DataRequest, MAX_IO_BYTES};
 use mfsha_proto::gate::{within_fd_limit, Gate, GateLimits};
 use mfsha_proto::rpc::{serve_with, Deadlines, RpcClient};
 use mfsha_proto::types::{ChunkId, Reply, ServerAddr, Status, MAX_GOAL};
@@ -187,11 +187,20 @@ impl DataService {
                     s.read_blocking(chunk_id, version, offset, size)
                 })
                 .await?;
-                Ok(DataReply::Data(serde_bytes::ByteBuf::from(data)))
+                let crcs = block_crcs(offset, &data);
+                Ok(DataReply::Data { data: serde_bytes::ByteBuf::from(data), crcs })
             }
-            DataRequest::Write { chunk_id, version, offset, data, chain, hop, token } => {
+            DataRequest::Write { chunk_id, version, offset, data, chain, hop, token, crcs } => {
+                // Checked before anything is stored or forwarded: damaged bytes go nowhere.
+                if let Err(mismatch) = check_block_crcs(offset, &data, &crcs) {
+                    tracing::warn!(chunk = format_args!("{chunk_id:016X}"), hop, error = %mismatch,
+                        "refused a write whose bytes fail their CRC (damaged on the way here); \
+                         nothing stored or forwarded, the writer retries");
+                    return Err(Status::Checksum);
+                }
                 let chain = Chain::new(chain, hop, token)?;
-                self.write(Piece { chunk_id, version, offset }, data.into_vec(), chain).await
+                self.write(Piece { chunk_id, version, offset }, (data.into_vec(), crcs), chain)
+                    .await
             }
             DataRequest::Sync { chunk_id, version, chain, hop, token } => {
                 self.sync(chunk_id, version, Chain::new(chain, hop, token)?).await
@@ -203,7 +212,12 @@ impl DataService {
         }
     }
 
-    async fn write(&self, piece: Piece, data: Vec<u8>, chain: Chain) -> Reply<DataReply> {
+    async fn write(
+        &self,
+        piece: Piece,
+        (data, crcs): (Vec<u8>, Vec<u32>),
+        chain: Chain,
+    ) -> Reply<DataReply> {
         let Piece { chunk_id, version, offset } = piece;
         if data.len() > MAX_IO_BYTES as usize {
             return Err(Status::Invalid);
@@ -218,6 +232,7 @@ impl DataService {
                 chain: chain.servers.clone(),
                 hop,
                 token: chain.token,
+                crcs,
             };
             self.forward(next.clone(), req)
         });

@@ -164,6 +164,7 @@ fn write_req(
         chain: whole_chain(rest),
         hop: 0,
         token: NO_TOKEN,
+        crcs: mfsha_proto::data::block_crcs(offset, data),
     }
 }
 
@@ -179,7 +180,10 @@ async fn read(
         .await
         .unwrap()?
     {
-        DataReply::Data(d) => Ok(d.into_vec()),
+        DataReply::Data { data, crcs } => {
+            mfsha_proto::data::check_block_crcs(offset, &data, &crcs).expect("read CRCs");
+            Ok(data.into_vec())
+        }
         other => panic!("unexpected reply {other:?}"),
     }
 }
@@ -310,6 +314,7 @@ async fn every_master_gets_one_registration_and_hears_of_every_copy_change() {
         chain: whole_chain(vec![]),
         hop: 0,
         token: NO_TOKEN,
+        crcs: mfsha_proto::data::block_crcs(0, &[1u8; 100]),
     };
     client.call(write).await.unwrap().expect("the write is stored");
     loop {
@@ -411,6 +416,16 @@ async fn chain_write_reaches_every_copy_and_replication_copies_verified_data() {
     assert_eq!(first.call(sync).await.unwrap(), Ok(DataReply::Synced));
     let second = data_client(&servers[1]).await;
     assert_eq!(read(&second, 0x42, 1, 4096, data.len() as u32).await.unwrap(), data);
+    // Bytes damaged on the way (one flipped after the writer took its CRCs) are refused by
+    // the first server and stored by none.
+    let mut damaged = write_req(0x42, 1, 4096, &[9u8; 200_000], vec![addr_of(&servers[1])]);
+    if let DataRequest::Write { data, .. } = &mut damaged {
+        data[150_000] ^= 1;
+    }
+    assert_eq!(first.call(damaged).await.unwrap(), Err(Status::Checksum));
+    for server in [&first, &second] {
+        assert_eq!(read(server, 0x42, 1, 4096, data.len() as u32).await.unwrap(), data);
+    }
     // A chain through a server without the chunk fails as a whole.
     let bad_chain = vec![addr_of(&servers[2])];
     let reply = first.call(write_req(0x42, 1, 0, b"x", bad_chain)).await.unwrap();

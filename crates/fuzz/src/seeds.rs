@@ -119,13 +119,18 @@ fn data_port() -> Vec<Vec<u8>> {
         chain: chain.clone(),
         hop: 0,
         token,
+        crcs: mfsha_proto::data::block_crcs(65536, &[0xab; 64]),
+    };
+    let read = DataReply::Data {
+        data: ByteBuf::from(vec![1, 2, 3]),
+        crcs: mfsha_proto::data::block_crcs(0, &[1, 2, 3]),
     };
     vec![
         frame(1, &DataRequest::Read { chunk_id: 5, version: 1, offset: 0, size: 4096, token }),
         frame(2, &write),
         frame(3, &DataRequest::Sync { chunk_id: 5, version: 1, chain, hop: 1, token }),
         frame(4, &DataRequest::Stat { chunk_id: 5, token: ChunkToken::default() }),
-        frame(5, &Ok::<_, Status>(DataReply::Data(ByteBuf::from(vec![1, 2, 3])))),
+        frame(5, &Ok::<_, Status>(read)),
         frame(6, &Ok::<_, Status>(DataReply::Stat { version: 1, length: 4096 })),
         frame(7, &Err::<DataReply, _>(Status::Access)),
     ]

@@ -111,9 +111,10 @@ fn chunkserver_data_logger_peer_messages_round_trip() {
             chain: vec![ServerAddr { host: "h".into(), port: 1 }],
             hop: 0,
             token: mfsha_proto::chunk_token::ChunkToken { expires_ms: 9, mac: [3; 16] },
+            crcs: vec![1],
         },
     );
-    round_trip(8, Ok::<_, Status>(DataReply::Data(data)));
+    round_trip(8, Ok::<_, Status>(DataReply::Data { data, crcs: vec![2] }));
     round_trip(0, LoggerToMaster::Hello { name: "l1".into(), applied: 10, cluster: None });
     let cluster = Some("mfsha".into());
     round_trip(0, LoggerToMaster::Hello { name: "l1".into(), applied: 10, cluster });
@@ -209,7 +210,7 @@ fn garbage_and_trailing_bytes_are_refused() {
 fn encoding_a_too_large_message_fails_cleanly() {
     let data = serde_bytes::ByteBuf::from(vec![0u8; MAX_FRAME_BYTES]);
     let mut buf = vec![9u8];
-    let err = encode(1, &DataReply::Data(data), &mut buf).unwrap_err();
+    let err = encode(1, &DataReply::Data { data, crcs: Vec::new() }, &mut buf).unwrap_err();
     assert!(matches!(err, FrameError::TooLarge { .. }));
     assert_eq!(buf, vec![9u8], "a failed encode leaves the buffer as it was");
 }
@@ -237,9 +238,9 @@ async fn a_reused_read_buffer_holds_exactly_each_frame() {
     let mut stream = Vec::new();
     for (i, &n) in sizes.iter().enumerate() {
         let data = vec![i as u8 + 1; n];
-        write_frame(&mut stream, i as u64, &DataReply::Data(serde_bytes::ByteBuf::from(data)))
-            .await
-            .unwrap();
+        let reply =
+            DataReply::Data { data: serde_bytes::ByteBuf::from(data), crcs: vec![n as u32] };
+        write_frame(&mut stream, i as u64, &reply).await.unwrap();
     }
     let mut reader = &stream[..];
     let mut buf = Vec::new();
@@ -247,7 +248,8 @@ async fn a_reused_read_buffer_holds_exactly_each_frame() {
         FrameReader::read_into(&mut reader, &mut buf).await.unwrap();
         let frame: Frame<DataReply> = decode_body(&buf).unwrap();
         assert_eq!(frame.request_id, i as u64);
-        assert_eq!(frame.body, DataReply::Data(serde_bytes::ByteBuf::from(vec![i as u8 + 1; n])));
+        let data = serde_bytes::ByteBuf::from(vec![i as u8 + 1; n]);
+        assert_eq!(frame.body, DataReply::Data { data, crcs: vec![n as u32] });
     }
     assert!(matches!(FrameReader::read_into(&mut reader, &mut buf).await, Err(FrameError::Closed)));
 }

@@ -5,7 +5,7 @@
 //! A connection that failed is dropped from the pool and made again on next use.
 
 use mfsha_proto::client::ChunkWrite;
-use mfsha_proto::data::{DataReply, DataRequest, MAX_IO_BYTES};
+use mfsha_proto::data::{block_crcs, check_block_crcs, DataReply, DataRequest, MAX_IO_BYTES};
 use mfsha_proto::types::{ChunkLocation, Reply, ServerAddr, Status};
 use mfsha_proto::RpcClient;
 use parking_lot::Mutex;
@@ -30,6 +30,8 @@ pub enum DataError {
     Transport { server: String, reason: String },
     #[error("chunkserver {server} gave an unexpected answer: {what}")]
     Unexpected { server: String, what: String },
+    #[error("chunkserver {server} sent bytes of chunk {chunk:016X} that fail their CRC ({mismatch}): damaged on the way; another copy is read")]
+    Crc { server: String, chunk: u64, mismatch: mfsha_proto::data::CrcMismatch },
 }
 
 /// Connections to chunkservers, one per server.
@@ -122,13 +124,8 @@ impl DataPool {
             // One piece (small and random reads): no task to spawn and join.
             let (chunk_id, version, token) = (loc.chunk_id, loc.version, loc.token);
             let req = DataRequest::Read { chunk_id, version, offset, size, token };
-            return match self.call(server, req).await? {
-                DataReply::Data(data) if data.len() == size as usize => Ok(data.into_vec()),
-                other => Err(DataError::Unexpected {
-                    server: server.to_string(),
-                    what: format!("{} for a {size}-byte read", describe(&other)),
-                }),
-            };
+            let reply = self.call(server, req).await?;
+            return checked_data(server, chunk_id, offset, size, reply);
         }
         let mut tasks = JoinSet::new();
         let mut at = 0u32;
@@ -145,21 +142,13 @@ impl DataPool {
             tasks.spawn(async move { (at, len, pool.call(&server, req).await) });
             at += len;
         }
+        let chunk_id = loc.chunk_id;
         // Pieces arrive in any order; they are joined once, in order, when all are here.
         let mut pieces: Vec<Option<Vec<u8>>> = vec![None; tasks.len()];
         while let Some(joined) = tasks.join_next().await {
             let (at, len, reply) = joined.map_err(|e| join_error(server, e))?;
-            match reply? {
-                DataReply::Data(data) if data.len() == len as usize => {
-                    pieces[(at / PIECE_BYTES) as usize] = Some(data.into_vec());
-                }
-                other => {
-                    return Err(DataError::Unexpected {
-                        server: server.to_string(),
-                        what: format!("{} for a {len}-byte read", describe(&other)),
-                    })
-                }
-            }
+            let data = checked_data(server, chunk_id, offset + at, len, reply?)?;
+            pieces[(at / PIECE_BYTES) as usize] = Some(data);
         }
         let mut out = Vec::with_capacity(size as usize);
         for piece in pieces {
@@ -184,14 +173,16 @@ impl DataPool {
         let mut tasks = JoinSet::new();
         for &(offset, bytes) in extents {
             for (i, piece) in bytes.chunks(PIECE_BYTES as usize).enumerate() {
+                let at = offset + (i as u32) * PIECE_BYTES;
                 let req = DataRequest::Write {
                     chunk_id: cw.chunk_id,
                     version: cw.version,
-                    offset: offset + (i as u32) * PIECE_BYTES,
+                    offset: at,
                     data: serde_bytes::ByteBuf::from(piece.to_vec()),
                     chain: cw.chain.clone(),
                     hop: 0,
                     token: cw.token,
+                    crcs: block_crcs(at, piece),
                 };
                 let (pool, head) = (self.clone(), head.clone());
                 tasks.spawn(async move { pool.call(&head, req).await });
@@ -221,10 +212,34 @@ fn expect(
     }
 }
 
+/// The bytes of a read's answer, if they are as many as asked for and match their CRCs.
+fn checked_data(
+    server: &ServerAddr,
+    chunk: u64,
+    offset: u32,
+    size: u32,
+    reply: DataReply,
+) -> Result<Vec<u8>, DataError> {
+    match reply {
+        DataReply::Data { data, crcs } if data.len() == size as usize => {
+            check_block_crcs(offset, &data, &crcs).map_err(|mismatch| DataError::Crc {
+                server: server.to_string(),
+                chunk,
+                mismatch,
+            })?;
+            Ok(data.into_vec())
+        }
+        other => Err(DataError::Unexpected {
+            server: server.to_string(),
+            what: format!("{} for a {size}-byte read", describe(&other)),
+        }),
+    }
+}
+
 /// A reply named without dumping its payload into a log line.
 fn describe(reply: &DataReply) -> String {
     match reply {
-        DataReply::Data(d) => format!("{} bytes of data", d.len()),
+        DataReply::Data { data, .. } => format!("{} bytes of data", data.len()),
         DataReply::Written => "Written".into(),
         DataReply::Synced => "Synced".into(),
         DataReply::Stat { version, length } => format!("Stat(version {version}, {length} bytes)"),
@@ -233,4 +248,26 @@ fn describe(reply: &DataReply) -> String {
 
 fn join_error(server: &ServerAddr, e: tokio::task::JoinError) -> DataError {
     DataError::Transport { server: server.to_string(), reason: format!("request task failed: {e}") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_bytes_that_fail_their_crcs_are_refused_naming_the_server_and_chunk() {
+        let server = ServerAddr { host: "10.0.0.7".into(), port: 9422 };
+        let bytes = vec![5u8; 70_000];
+        let reply = |data: &[u8]| DataReply::Data {
+            data: serde_bytes::ByteBuf::from(data.to_vec()),
+            crcs: block_crcs(100, &bytes),
+        };
+        assert_eq!(checked_data(&server, 0xab, 100, 70_000, reply(&bytes)).unwrap(), bytes);
+        let mut damaged = bytes.clone();
+        damaged[69_999] ^= 0x80;
+        let err = checked_data(&server, 0xab, 100, 70_000, reply(&damaged)).unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, DataError::Crc { .. }), "{err:?}");
+        assert!(text.contains("10.0.0.7:9422") && text.contains("00000000000000AB"), "{text}");
+    }
 }
