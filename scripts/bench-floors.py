@@ -20,13 +20,18 @@ with the simplest possible code (no mfsha involved except the FUSE round trip):
     needs the data in user space, and frames and copies it in the client).
 
 Usage: scripts/bench-floors.py [--dir DIR] [--mount MOUNTPOINT] [--rounds N] [--commit-only]
+                               [--steps-json]
 --commit-only prints the durable and replicated write floors alone (the commit-cost bench
-runs it in the same run as its own figures).
+runs it in the same run as its own figures). --steps-json prints, as one JSON object, the
+cost in µs of each step a metadata operation cannot avoid (FUSE round trip, loopback round
+trip, one synced write, one replicated synced write): `mfsha bench fuse` runs it in the same
+run and prints each figure as a multiple of the sum of its steps.
 DIR (default /var/tmp/mfsha-floors) must be on the disk the cluster uses. Run as root so the
 page cache can be dropped; nothing else should be running.
 """
 
 import argparse
+import json
 import mmap
 import os
 import select
@@ -236,14 +241,31 @@ def sendfile_pipe_cold(path):
     return got / MIB / elapsed
 
 
+def steps(dir, mount):
+    """The cost of each unavoidable step, in µs, as `mfsha bench fuse` reads them."""
+    sync, replicated = replicated_commit(dir, 1, 1000)
+    out = {
+        "tcp_round_trip_us": tcp_round_trip_us(),
+        "sync_us": sync,
+        "replicated_sync_us": replicated,
+    }
+    if mount:
+        out["fuse_round_trip_us"] = fuse_round_trip_us(mount)
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dir", default="/var/tmp/mfsha-floors")
     parser.add_argument("--mount", help="an mfsha mount, for the FUSE round trip")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--commit-only", action="store_true")
+    parser.add_argument("--steps-json", action="store_true")
     args = parser.parse_args()
     os.makedirs(args.dir, exist_ok=True)
+    if args.steps_json:
+        print(json.dumps(steps(args.dir, args.mount)))
+        return
     print(f"floors on this machine (files in {args.dir})")
     if not args.commit_only:
         for what, us in durable_writes(os.path.join(args.dir, "durable.bin")).items():

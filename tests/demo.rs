@@ -226,6 +226,9 @@ fn sha256(data: &[u8]) -> String {
 fn bench_fuse_measures_the_appliance_a_single_master_and_a_local_directory_and_cleans_up() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("bench");
+    // Any directory stands for the other filesystem's mount (MooseFS in docs/benchmarks.md).
+    let other = tmp.path().join("other");
+    std::fs::create_dir(&other).unwrap();
     let args = [
         "--size-mib",
         "8",
@@ -237,8 +240,13 @@ fn bench_fuse_measures_the_appliance_a_single_master_and_a_local_directory_and_c
         "1",
         "--tar-entries",
         "300",
+        "--big-dir",
+        "500",
     ];
+    // This test's own process stands for the other filesystem's master.
+    let beside_pid = std::process::id().to_string();
     let mut all = vec!["bench", "fuse", "--dir", dir.to_str().unwrap()];
+    all.extend(["--beside", other.to_str().unwrap(), "--beside-master-pid", &beside_pid]);
     all.extend(args);
     let out = mfsha(&all);
     let text = String::from_utf8_lossy(&out.stdout);
@@ -247,21 +255,51 @@ fn bench_fuse_measures_the_appliance_a_single_master_and_a_local_directory_and_c
         "bench fuse failed:\n{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let rows: Vec<Vec<f64>> = text
-        .lines()
-        .filter(|l| l.starts_with("| ") && !l.starts_with("| figure"))
+    // The main table runs from its header to the first line that is not a row.
+    let main_table = text.lines().skip_while(|l| !l.starts_with("| figure |")).skip(2);
+    let rows: Vec<Vec<f64>> = main_table
+        .take_while(|l| l.starts_with("| "))
         .map(|l| {
-            l.split('|').filter_map(|c| c.trim().trim_end_matches(" %").parse().ok()).collect()
+            l.split('|')
+                .filter_map(|c| c.trim().trim_end_matches(" %").trim_end_matches('×').parse().ok())
+                .collect()
         })
         .collect();
-    assert_eq!(rows.len(), 17, "one row per figure:\n{text}");
+    assert_eq!(rows.len(), 25, "one row per figure:\n{text}");
     assert!(text.contains("tarball: 300 entries"), "the tarball is made once:\n{text}");
     for row in &rows {
         assert!(
-            row.len() == 4 && row[..3].iter().all(|v| *v > 0.0),
-            "appliance, single master and local measured: {row:?}\n{text}"
+            row.len() == 6 && row[..5].iter().all(|v| *v > 0.0),
+            "appliance, single master, the other mount and local measured, with both ratios: \
+             {row:?}\n{text}"
         );
     }
+    assert!(text.contains("| appliance vs beside |"), "the comparison column:\n{text}");
+    assert!(text.contains("big dir: ls -f | wc -l, cold"), "the large directory:\n{text}");
+    // Memory per file: the appliance's two masters, the single master and the one beside.
+    let memory = text.lines().filter(|l| l.contains(" bytes per file")).count();
+    assert_eq!(memory, 4, "each master's memory per file:\n{text}");
+    assert!(text.contains("floors: FUSE round trip "), "the floors, measured:\n{text}");
+    // The floor table: one row per single-threaded figure with steps, a multiple per mfsha
+    // column ("812 µs = 3.1× 260").
+    let floor_rows: Vec<Vec<f64>> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("| figure | steps |"))
+        .skip(2)
+        .take_while(|l| l.starts_with("| "))
+        .map(|l| {
+            l.split('|')
+                .filter_map(|c| c.split_once(" µs = ").and_then(|(_, r)| r.split_once('×')))
+                .filter_map(|(times, _)| times.trim().parse().ok())
+                .collect()
+        })
+        .collect();
+    assert_eq!(floor_rows.len(), 9, "a floor row per single-threaded figure:\n{text}");
+    for row in &floor_rows {
+        assert!(row.len() == 2 && row.iter().all(|x| *x > 0.0), "{row:?}\n{text}");
+    }
+    let left: Vec<_> = std::fs::read_dir(&other).unwrap().collect();
+    assert!(left.is_empty(), "the bench left files in the other mount: {left:?}");
     for cluster in ["appliance", "single-master"] {
         let mnt = dir.join(cluster).join("mnt");
         assert!(!is_mounted(&mnt), "the bench's mount {} is still there", mnt.display());

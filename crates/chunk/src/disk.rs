@@ -42,6 +42,8 @@ pub struct DiskCounters {
     pub written_bytes: AtomicU64,
     /// Copies found damaged: a block failing its CRC, or a file shorter than recorded.
     pub crc_errors: AtomicU64,
+    /// Chunk data bytes of blocks verified earlier, answered from the page cache.
+    pub cached_read_bytes: AtomicU64,
 }
 
 /// Why a data directory could not be opened.

@@ -91,10 +91,15 @@ pub fn exporter(store: Arc<Store>, data: &DataMetrics) -> Arc<Exporter> {
         "Damaged copies found on the disk: a block failing its CRC, or a file shorter than \
          recorded.",
     );
+    let cached = per_disk(
+        "mfsha_chunkserver_disk_cached_read_bytes_total",
+        "Chunk bytes of blocks verified earlier, read from the page cache without reading and \
+         checking the whole block again.",
+    );
     for g in [&total, &free, &chunks, &damaged, &marked] {
         exporter.register(g);
     }
-    for c in [&read, &written, &crc] {
+    for c in [&read, &written, &crc, &cached] {
         exporter.register(c);
     }
     let all_chunks = gauge("mfsha_chunkserver_chunks", "Chunk copies on this chunkserver.");
@@ -115,6 +120,7 @@ pub fn exporter(store: Arc<Store>, data: &DataMetrics) -> Arc<Exporter> {
             set_counter(&read.with_label_values(&path), load(&counters.read_bytes));
             set_counter(&written.with_label_values(&path), load(&counters.written_bytes));
             set_counter(&crc.with_label_values(&path), load(&counters.crc_errors));
+            set_counter(&cached.with_label_values(&path), load(&counters.cached_read_bytes));
         }
     });
     let info = gauge_vec(

@@ -183,10 +183,15 @@ impl DataService {
     async fn answer(self: Arc<Self>, req: DataRequest) -> Reply<DataReply> {
         match req {
             DataRequest::Read { chunk_id, version, offset, size, .. } => {
-                let data = blocking(&self.store, move |s| {
-                    s.read_blocking(chunk_id, version, offset, size)
-                })
-                .await?;
+                let data = match self.store.read_cached(chunk_id, version, offset, size) {
+                    Some(data) => data,
+                    None => {
+                        blocking(&self.store, move |s| {
+                            s.read_blocking(chunk_id, version, offset, size)
+                        })
+                        .await?
+                    }
+                };
                 let crcs = block_crcs(offset, &data);
                 Ok(DataReply::Data { data: serde_bytes::ByteBuf::from(data), crcs })
             }

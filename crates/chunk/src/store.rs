@@ -46,6 +46,8 @@ struct ChunkState {
     removed: bool,
     /// Kept open between writes and closed (fsync + checked close) by `Sync` or when idle.
     open: Option<(File, Instant)>,
+    /// Blocks checked since the copy last changed (see `verified`).
+    verified: verified::Verified,
 }
 
 /// Reports a link may fall behind by before it re-registers (a full chunk list resyncs it).
@@ -405,9 +407,23 @@ impl Chunk {
         Chunk {
             id,
             disk,
-            state: RwLock::new(ChunkState { version, length, removed: false, open: None }),
+            state: RwLock::new(ChunkState {
+                version,
+                length,
+                removed: false,
+                open: None,
+                verified: Default::default(),
+            }),
             damaged: AtomicBool::new(false),
         }
+    }
+
+    /// The state, locked for a change: what reads had verified is forgotten first, so no
+    /// read serves a block this change may touch without checking it again.
+    fn change(&self) -> std::sync::RwLockWriteGuard<'_, ChunkState> {
+        let mut st = self.state.write().expect("chunk lock poisoned");
+        st.verified = Default::default();
+        st
     }
 }
 
@@ -501,6 +517,37 @@ impl Store {
         Ok(data)
     }
 
+    /// A read within one block that a read verified since the copy last changed, answered
+    /// from the page cache without blocking (see `verified`); `None` when the caller must
+    /// take the slow path (`read_blocking`), which also gives every error.
+    pub fn read_cached(
+        &self,
+        id: ChunkId,
+        version: u32,
+        offset: u32,
+        size: u32,
+    ) -> Option<Vec<u8>> {
+        let (offset, size) = (offset as u64, size as u64);
+        if size == 0 || !format::in_chunk(offset, size) {
+            return None;
+        }
+        let (first, last) = format::block_range(offset, size);
+        if first != last {
+            return None;
+        }
+        let chunk = self.get(id).ok()?;
+        // A writer holds the lock only briefly; the slow path waits for it instead.
+        let st = chunk.state.try_read().ok()?;
+        if st.removed || st.version != version || offset + size > st.length {
+            return None;
+        }
+        let d = &self.disks[chunk.disk];
+        d.check_fault().ok()?;
+        let data = st.verified.read_cached(first, DATA_OFFSET + offset, size as usize)?;
+        d.counters.cached_read_bytes.fetch_add(size, Ordering::Relaxed);
+        Some(data)
+    }
+
     /// Writes `data` at `offset`: data blocks first, then their CRC entries (see `format`).
     pub fn write_blocking(
         &self,
@@ -514,7 +561,7 @@ impl Store {
             return Err(Status::Invalid);
         }
         let chunk = self.get(id)?;
-        let mut st = chunk.state.write().expect("chunk lock poisoned");
+        let mut st = chunk.change();
         check_version(&st, version)?;
         if data.is_empty() {
             return Ok(());
@@ -594,7 +641,7 @@ impl Store {
     /// Makes the chunk's data durable (fsync) and closes the write descriptor.
     pub fn sync_blocking(&self, id: ChunkId, version: u32) -> Result<(), Status> {
         let chunk = self.get(id)?;
-        let mut st = chunk.state.write().expect("chunk lock poisoned");
+        let mut st = chunk.change();
         check_version(&st, version)?;
         let d = &self.disks[chunk.disk];
         let open = st.open.take();
@@ -635,7 +682,7 @@ impl Store {
         new_version: u32,
     ) -> Result<(), Status> {
         let chunk = self.get(id)?;
-        let mut st = chunk.state.write().expect("chunk lock poisoned");
+        let mut st = chunk.change();
         if !st.removed && st.version == new_version {
             return Ok(());
         }
@@ -672,7 +719,7 @@ impl Store {
     /// Deletes a copy (any version if `version` is 0).
     pub fn delete_blocking(&self, id: ChunkId, version: u32) -> Result<(), Status> {
         let chunk = self.get(id)?;
-        let mut st = chunk.state.write().expect("chunk lock poisoned");
+        let mut st = chunk.change();
         if version != 0 {
             check_version(&st, version)?;
         } else if st.removed {
@@ -714,7 +761,7 @@ impl Store {
             return Err(Status::Invalid);
         }
         let chunk = self.get(id)?;
-        let mut st = chunk.state.write().expect("chunk lock poisoned");
+        let mut st = chunk.change();
         if old_version != new_version && !st.removed && st.version == new_version {
             return Ok(());
         }
@@ -814,14 +861,13 @@ impl Store {
         found_by: &str,
     ) -> Result<Vec<u8>, Status> {
         let d = &self.disks[chunk.disk];
-        let read = (|| -> io::Result<(Vec<u8>, Vec<u32>)> {
+        let read = (|| -> io::Result<(Vec<u8>, Vec<u32>, File)> {
             d.check_fault()?;
             let file = File::open(d.chunk_path(chunk.id, st.version))?;
-            let blocks = read_blocks(&file, first, last, st.length);
-            close_checked(file)?;
-            blocks
+            let (data, crcs) = read_blocks(&file, first, last, st.length)?;
+            Ok((data, crcs, file))
         })();
-        let (data, crcs) = match read {
+        let (data, crcs, file) = match read {
             Ok(r) => r,
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
                 let why = format!("file shorter than its recorded length ({found_by})");
@@ -835,6 +881,7 @@ impl Store {
             self.copy_damaged(chunk, st.version, &why);
             return Err(Status::Checksum);
         }
+        st.verified.passed(first, last, file);
         d.counters.read_bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
         Ok(data)
     }
@@ -943,7 +990,7 @@ impl Store {
         let new = Arc::new(Chunk::new(id, disk, version, length));
         let old = self.chunks.write().expect("chunk map poisoned").insert(id, new);
         let Some(old) = old else { return };
-        let mut st = old.state.write().expect("chunk lock poisoned");
+        let mut st = old.change();
         st.open = None;
         st.removed = true;
         if old.disk == disk && st.version == version {
@@ -977,3 +1024,4 @@ pub async fn blocking<T: Send + 'static>(
 
 #[cfg(test)]
 mod tests;
+mod verified;

@@ -521,6 +521,58 @@ async fn damaged_copy_is_refused_to_readers_and_reported_to_the_master() {
     cs.shutdown().await;
 }
 
+/// Bytes of small reads the chunkserver answered from the page cache.
+fn cached_bytes(cs: &Chunkserver) -> u64 {
+    let disks = &cs.store().disks;
+    disks
+        .iter()
+        .map(|d| d.counters.cached_read_bytes.load(std::sync::atomic::Ordering::Relaxed))
+        .sum()
+}
+
+#[tokio::test]
+async fn small_reads_of_verified_blocks_skip_the_disk_and_any_change_is_checked_again() {
+    let master = FakeMaster::new().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let cs = start_cs(&master.addr(), vec![tmp.path().to_path_buf()], 0.0).await;
+    let mut conn = master.accept().await;
+    conn.registration().await;
+    assert_eq!(
+        conn.command(|op| MasterToCs::Create { op, chunk_id: 0x20, version: 1 }).await,
+        Ok(())
+    );
+    let client = data_client(&cs).await;
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+    client.call(write_req(0x20, 1, 0, &data, vec![])).await.unwrap().unwrap();
+    let at = |o: usize| data[o..o + 4096].to_vec();
+    // The first read of block 1 reads and checks the whole block; the next ones of that
+    // block come from the page cache.
+    assert_eq!(read(&client, 0x20, 1, 70_000, 4096).await, Ok(at(70_000)));
+    assert_eq!(cached_bytes(&cs), 0, "block 1 was not verified before");
+    assert_eq!(read(&client, 0x20, 1, 80_000, 4096).await, Ok(at(80_000)));
+    assert_eq!(read(&client, 0x20, 1, 100_000, 4096).await, Ok(at(100_000)));
+    assert_eq!(cached_bytes(&cs), 8192, "two reads of a verified block");
+    // Block 0 was never verified: read and checked.
+    assert_eq!(read(&client, 0x20, 1, 1000, 4096).await, Ok(at(1000)));
+    assert_eq!(cached_bytes(&cs), 8192);
+    // A client's write forgets what was verified: the new bytes are read and checked.
+    let new = [0xEEu8; 4096];
+    client.call(write_req(0x20, 1, 80_000, &new, vec![])).await.unwrap().unwrap();
+    assert_eq!(read(&client, 0x20, 1, 80_000, 4096).await, Ok(new.to_vec()));
+    assert_eq!(cached_bytes(&cs), 8192, "a changed copy is read from the disk again");
+    // A byte changed beside the chunkserver (after the change time can move) is found by
+    // the CRC, not served from the cache.
+    assert_eq!(read(&client, 0x20, 1, 90_000, 4096).await, Ok(at(90_000)));
+    assert_eq!(cached_bytes(&cs), 12288);
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let path = tmp.path().join("20").join(format::file_name(0x20, 1));
+    flip(&path, format::DATA_OFFSET + 90_100);
+    assert_eq!(read(&client, 0x20, 1, 90_000, 4096).await, Err(Status::Checksum));
+    assert_eq!(conn.recv_event().await, CsToMaster::Damaged { chunk_id: 0x20, version: 1 });
+    assert_eq!(cached_bytes(&cs), 12288);
+    cs.shutdown().await;
+}
+
 #[tokio::test]
 async fn scrub_finds_a_flipped_byte_without_any_read() {
     let master = FakeMaster::new().await;

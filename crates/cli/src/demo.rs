@@ -411,6 +411,11 @@ impl LocalCluster {
         (1..=CHUNKSERVERS).map(|n| self.plan.dir.join(format!("chunkserver{n}"))).collect()
     }
 
+    /// The master processes' pids, for `mfsha bench fuse`'s memory per file.
+    pub fn master_pids(&self) -> Vec<u32> {
+        self.daemons.iter().filter(|d| d.name.starts_with("master")).map(|d| d.pid()).collect()
+    }
+
     /// The masters' client addresses as `-H` takes them (one address with one master).
     pub fn master(&self) -> String {
         self.plan.masters_arg()

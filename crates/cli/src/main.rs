@@ -384,6 +384,22 @@ enum Bench {
         /// Use this mounted mfsha filesystem instead of starting a local cluster.
         #[arg(long)]
         mount: Option<PathBuf>,
+        /// Another filesystem's mount measured in the same run, as a column between the
+        /// mfsha ones and the local directory (MooseFS: scripts/moosefs-beside.sh).
+        #[arg(long)]
+        beside: Option<PathBuf>,
+        /// The pid of the master behind `--beside`, for its memory per file.
+        #[arg(long)]
+        beside_master_pid: Option<u32>,
+        /// Entries of the large directory (`ls -f | wc -l` of it); 0 for none.
+        #[arg(long, default_value_t = 1_000_000)]
+        big_dir: usize,
+        /// The floors script measured in the same run (scripts/bench-floors.py).
+        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/bench-floors.py"))]
+        floors: PathBuf,
+        /// Do not measure the floors (no second table).
+        #[arg(long)]
+        no_floors: bool,
         /// Work directory: the local directory compared with the mount, and the cluster.
         #[arg(long, default_value = "mfsha-bench-fuse")]
         dir: PathBuf,
@@ -512,9 +528,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench {
             which:
-                Bench::Fuse { mount, dir, size_mib, files, small_files, random_seconds, tar_entries },
+                Bench::Fuse {
+                    mount,
+                    beside,
+                    beside_master_pid,
+                    big_dir,
+                    floors,
+                    no_floors,
+                    dir,
+                    size_mib,
+                    files,
+                    small_files,
+                    random_seconds,
+                    tar_entries,
+                },
         } => bench_fuse::run(&bench_fuse::FuseBench {
             mount,
+            beside,
+            beside_master_pid,
+            big_dir,
+            floors: (!no_floors).then_some(floors),
             dir,
             size_mib,
             files,
