@@ -170,17 +170,21 @@ pub fn run(bench: &FuseBench) -> anyhow::Result<()> {
         }
         println!("mfsha bench fuse: {} ({})", target.name, dir.display());
         let mut figures = Vec::new();
-        figures.extend(fresh(&dir, |d| fio_suite(d, bench))?);
-        figures.extend(fresh(&dir, |d| metadata_suite(d, bench.files))?);
-        figures.extend(fresh(&dir, |d| small_files(d, bench.small_files))?);
+        // Each suite's figures are printed as it ends, so a long run shows its progress.
+        let mut add = |suite: Vec<Figure>| {
+            for f in &suite {
+                println!("  {:<40} {:>10} {}", f.what, shown(f.value, f.unit), f.unit);
+            }
+            figures.extend(suite);
+        };
+        add(fresh(&dir, |d| fio_suite(d, bench))?);
+        add(fresh(&dir, |d| metadata_suite(d, bench.files))?);
+        add(fresh(&dir, |d| small_files(d, bench.small_files))?);
         if let Some(tarball) = &tarball {
-            figures.extend(fresh(&dir, |d| tarball_suite(d, tarball))?);
+            add(fresh(&dir, |d| tarball_suite(d, tarball))?);
         }
         if bench.big_dir > 0 {
-            figures.extend(fresh(&dir, |d| big_dir_suite(d, bench.big_dir, &target.master_pids))?);
-        }
-        for f in &figures {
-            println!("  {:<40} {:>10} {}", f.what, shown(f.value, f.unit), f.unit);
+            add(fresh(&dir, |d| big_dir_suite(d, bench.big_dir, &target.master_pids))?);
         }
         columns.push(figures);
         drop(cluster);
