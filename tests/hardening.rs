@@ -36,6 +36,11 @@ async fn connect_from(source: [u8; 4], port: u16) -> std::io::Result<TcpStream> 
 }
 
 /// True when the server has closed `stream` (EOF or reset) within `limit`.
+/// How many of the connections `open` (indices into `held`) go to `port`.
+fn open_on(held: &[(&str, TcpStream)], open: &[usize], port: &str) -> usize {
+    open.iter().filter(|i| held[**i].0 == port).count()
+}
+
 async fn closed_by_server(stream: &mut TcpStream, limit: Duration) -> bool {
     let mut byte = [0u8; 1024];
     let deadline = tokio::time::Instant::now() + limit;
@@ -117,27 +122,45 @@ async fn ten_thousand_idle_connections_leave_the_cluster_serving() {
     still_serving(&cluster, &before, "/during").await;
 
     // Each port kept at most its per-address cap of the attacker's connections; it closed
-    // the others at once, and the rest at the 10 s handshake deadline.
+    // the others as it accepted them, and closes the rest at the 10 s handshake deadline.
+    // On a loaded machine a port may not have accepted (and closed) the last of the excess
+    // yet: those are looked at again, for up to 2 s, far below the handshake deadline.
     let started = Instant::now();
-    let mut open_after_cap: std::collections::HashMap<&str, usize> = Default::default();
-    for (name, stream) in held.iter_mut() {
+    let data_cap = 256 * cluster.chunkservers.len();
+    let caps = [("client", 512), ("chunkserver", 64), ("logger", 8), ("data", data_cap)];
+    let mut open: Vec<usize> = Vec::new();
+    for (i, (_, stream)) in held.iter_mut().enumerate() {
         if !closed_by_server(stream, Duration::from_millis(1)).await {
-            *open_after_cap.entry(name).or_default() += 1;
+            open.push(i);
         }
     }
-    for (name, cap) in [("client", 512), ("chunkserver", 64), ("logger", 8)] {
-        let open = open_after_cap.get(name).copied().unwrap_or(0);
+    for _ in 0..4 {
+        let over: Vec<&str> = caps
+            .iter()
+            .filter(|(port, cap)| open_on(&held, &open, port) > *cap)
+            .map(|c| c.0)
+            .collect();
+        if over.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut still = Vec::new();
+        for i in open {
+            let (name, stream) = &mut held[i];
+            let recheck = over.contains(name);
+            if !recheck || !closed_by_server(stream, Duration::from_millis(1)).await {
+                still.push(i);
+            }
+        }
+        open = still;
+    }
+    for (name, cap) in caps {
+        let open = open_on(&held, &open, name);
         assert!(
             open <= cap,
             "{open} attacker connections stayed open on the {name} port (cap {cap})"
         );
     }
-    let data_cap = 256 * cluster.chunkservers.len();
-    let data_open = open_after_cap.get("data").copied().unwrap_or(0);
-    assert!(
-        data_open <= data_cap,
-        "{data_open} idle data connections stayed open (cap {data_cap})"
-    );
     let deadline = Duration::from_secs(25).saturating_sub(started.elapsed());
     for (name, stream) in held.iter_mut() {
         assert!(
