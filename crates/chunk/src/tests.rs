@@ -484,6 +484,21 @@ async fn version_truncate_duplicate_and_delete_commands() {
     cs.shutdown().await;
 }
 
+/// A chunkserver on one fresh disk, registered with a fake master, holding an empty chunk
+/// `id` at `version`.
+async fn one_with_chunk(
+    id: u64,
+    version: u32,
+) -> (FakeMaster, tempfile::TempDir, Chunkserver, Conn) {
+    let master = FakeMaster::new().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let cs = start_cs(&master.addr(), vec![tmp.path().to_path_buf()], 0.0).await;
+    let mut conn = master.accept().await;
+    conn.registration().await;
+    assert_eq!(conn.command(|op| MasterToCs::Create { op, chunk_id: id, version }).await, Ok(()));
+    (master, tmp, cs, conn)
+}
+
 fn flip(path: &std::path::Path, at: u64) {
     use std::os::unix::fs::FileExt;
     let f = std::fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
@@ -495,15 +510,7 @@ fn flip(path: &std::path::Path, at: u64) {
 
 #[tokio::test]
 async fn damaged_copy_is_refused_to_readers_and_reported_to_the_master() {
-    let master = FakeMaster::new().await;
-    let tmp = tempfile::tempdir().unwrap();
-    let cs = start_cs(&master.addr(), vec![tmp.path().to_path_buf()], 0.0).await;
-    let mut conn = master.accept().await;
-    conn.registration().await;
-    assert_eq!(
-        conn.command(|op| MasterToCs::Create { op, chunk_id: 0x10, version: 4 }).await,
-        Ok(())
-    );
+    let (_master, tmp, cs, mut conn) = one_with_chunk(0x10, 4).await;
     let client = data_client(&cs).await;
     client.call(write_req(0x10, 4, 0, &[1u8; 200_000], vec![])).await.unwrap().unwrap();
     let sync = DataRequest::Sync {
@@ -532,15 +539,7 @@ fn cached_bytes(cs: &Chunkserver) -> u64 {
 
 #[tokio::test]
 async fn small_reads_of_verified_blocks_skip_the_disk_and_any_change_is_checked_again() {
-    let master = FakeMaster::new().await;
-    let tmp = tempfile::tempdir().unwrap();
-    let cs = start_cs(&master.addr(), vec![tmp.path().to_path_buf()], 0.0).await;
-    let mut conn = master.accept().await;
-    conn.registration().await;
-    assert_eq!(
-        conn.command(|op| MasterToCs::Create { op, chunk_id: 0x20, version: 1 }).await,
-        Ok(())
-    );
+    let (_master, tmp, cs, mut conn) = one_with_chunk(0x20, 1).await;
     let client = data_client(&cs).await;
     let data: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
     client.call(write_req(0x20, 1, 0, &data, vec![])).await.unwrap().unwrap();
