@@ -43,22 +43,52 @@ use std::process::Command;
 use std::time::Instant;
 
 /// What to run, from the command line.
+#[derive(clap::Args)]
 pub struct FuseBench {
-    pub mount: Option<PathBuf>,
-    /// Another filesystem's mount (MooseFS), measured as a column of the same run.
-    pub beside: Option<PathBuf>,
-    pub dir: PathBuf,
-    pub size_mib: u64,
-    pub files: usize,
-    pub small_files: usize,
-    pub random_seconds: u64,
-    pub tar_entries: usize,
-    /// Entries of the large directory (0: none).
-    pub big_dir: usize,
-    /// The MooseFS master's pid, for its memory per file beside the mfsha masters'.
-    pub beside_master_pid: Option<u32>,
-    /// `scripts/bench-floors.py`, or `None` not to measure the floors.
-    pub floors: Option<PathBuf>,
+    /// Use this mounted mfsha filesystem instead of starting a local cluster.
+    #[arg(long)]
+    mount: Option<PathBuf>,
+    /// Another filesystem's mount measured in the same run, as a column between the
+    /// mfsha ones and the local directory (MooseFS: scripts/moosefs-beside.sh).
+    #[arg(long)]
+    beside: Option<PathBuf>,
+    /// The pid of the master behind `--beside`, for its memory per file.
+    #[arg(long)]
+    beside_master_pid: Option<u32>,
+    /// Entries of the large directory (`ls -f | wc -l` of it); 0 for none.
+    #[arg(long, default_value_t = 1_000_000)]
+    big_dir: usize,
+    /// The floors script measured in the same run (scripts/bench-floors.py).
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/bench-floors.py"))]
+    floors: PathBuf,
+    /// Do not measure the floors (no second table).
+    #[arg(long)]
+    no_floors: bool,
+    /// Work directory: the local directory compared with the mount, and the cluster.
+    #[arg(long, default_value = "mfsha-bench-fuse")]
+    dir: PathBuf,
+    /// fio file size in MiB.
+    #[arg(long, default_value_t = 1024)]
+    size_mib: u64,
+    /// Files for the metadata run (directories: a tenth of it).
+    #[arg(long, default_value_t = 10_000)]
+    files: usize,
+    /// 4 KiB files written then read cold.
+    #[arg(long, default_value_t = 5_000)]
+    small_files: usize,
+    /// Seconds each random-read run lasts.
+    #[arg(long, default_value_t = 20)]
+    random_seconds: u64,
+    /// Entries of the tarball (from /usr/include and /usr/share); 0 skips it.
+    #[arg(long, default_value_t = 20_000)]
+    tar_entries: usize,
+}
+
+impl FuseBench {
+    /// The floors script, unless `--no-floors`.
+    fn floors(&self) -> Option<&Path> {
+        (!self.no_floors).then_some(self.floors.as_path())
+    }
 }
 
 /// Where one column of the table is measured: a mount (of a cluster the bench started, or
@@ -93,7 +123,7 @@ enum Commits {
 /// given mount and the local directory.
 pub fn run(bench: &FuseBench) -> anyhow::Result<()> {
     check_fio()?;
-    if let Some(script) = bench.floors.as_ref().filter(|s| !s.exists()) {
+    if let Some(script) = bench.floors().filter(|s| !s.exists()) {
         bail!(
             "the floors script {} is not there: pass --floors PATH (scripts/bench-floors.py in \
              the source tree) or --no-floors",
@@ -164,7 +194,7 @@ pub fn run(bench: &FuseBench) -> anyhow::Result<()> {
             None => None,
         };
         let dir = target.dir.clone().expect("a directory for every target");
-        if let (None, Some(script), Some(_)) = (&floors, &bench.floors, target.commits) {
+        if let (None, Some(script), Some(_)) = (&floors, bench.floors(), target.commits) {
             let mount = dir.parent().expect("the bench directory is below the mount");
             floors = Some(Floors::measure(script, mount, &bench.dir)?);
         }

@@ -380,45 +380,7 @@ enum Bench {
     /// syscall at a time metadata (create, stat, ls -l, rename, unlink, mkdir, rmdir), small
     /// files, and a tarball of /usr/include and /usr/share extracted, stat'ed and removed.
     /// Without --mount it starts its own local cluster (goal 2) under DIR.
-    Fuse {
-        /// Use this mounted mfsha filesystem instead of starting a local cluster.
-        #[arg(long)]
-        mount: Option<PathBuf>,
-        /// Another filesystem's mount measured in the same run, as a column between the
-        /// mfsha ones and the local directory (MooseFS: scripts/moosefs-beside.sh).
-        #[arg(long)]
-        beside: Option<PathBuf>,
-        /// The pid of the master behind `--beside`, for its memory per file.
-        #[arg(long)]
-        beside_master_pid: Option<u32>,
-        /// Entries of the large directory (`ls -f | wc -l` of it); 0 for none.
-        #[arg(long, default_value_t = 1_000_000)]
-        big_dir: usize,
-        /// The floors script measured in the same run (scripts/bench-floors.py).
-        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/bench-floors.py"))]
-        floors: PathBuf,
-        /// Do not measure the floors (no second table).
-        #[arg(long)]
-        no_floors: bool,
-        /// Work directory: the local directory compared with the mount, and the cluster.
-        #[arg(long, default_value = "mfsha-bench-fuse")]
-        dir: PathBuf,
-        /// fio file size in MiB.
-        #[arg(long, default_value_t = 1024)]
-        size_mib: u64,
-        /// Files for the metadata run (directories: a tenth of it).
-        #[arg(long, default_value_t = 10_000)]
-        files: usize,
-        /// 4 KiB files written then read cold.
-        #[arg(long, default_value_t = 5_000)]
-        small_files: usize,
-        /// Seconds each random-read run lasts.
-        #[arg(long, default_value_t = 20)]
-        random_seconds: u64,
-        /// Entries of the tarball (from /usr/include and /usr/share); 0 skips it.
-        #[arg(long, default_value_t = 20_000)]
-        tar_entries: usize,
-    },
+    Fuse(bench_fuse::FuseBench),
 }
 
 fn main() -> ExitCode {
@@ -526,35 +488,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench { which: Bench::Io { master, size_mib, dir } } => {
             bench_io::run(master.as_deref(), size_mib, &dir)
         }
-        Command::Bench {
-            which:
-                Bench::Fuse {
-                    mount,
-                    beside,
-                    beside_master_pid,
-                    big_dir,
-                    floors,
-                    no_floors,
-                    dir,
-                    size_mib,
-                    files,
-                    small_files,
-                    random_seconds,
-                    tar_entries,
-                },
-        } => bench_fuse::run(&bench_fuse::FuseBench {
-            mount,
-            beside,
-            beside_master_pid,
-            big_dir,
-            floors: (!no_floors).then_some(floors),
-            dir,
-            size_mib,
-            files,
-            small_files,
-            random_seconds,
-            tar_entries,
-        }),
+        Command::Bench { which: Bench::Fuse(bench) } => bench_fuse::run(&bench),
         Command::Mount(opts) => Ok(mfsha_mount::mount(opts)?),
         Command::Demo { dir } => demo::run(&dir),
         Command::Logger { config } => run_logger(&config),
